@@ -1,0 +1,1 @@
+"""Device protocol drivers: each speaks one protocol and imports nothing from edgectl."""

@@ -1,0 +1,131 @@
+"""Small interfaces, typed events and typed errors shared by every device driver."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from decimal import Decimal
+
+
+# ---------------------------------------------------------------------------
+# Errors. edgectl translates these into its own error tree at one boundary.
+# ---------------------------------------------------------------------------
+class DriverError(Exception):
+    """Root of every driver error; carries the device and a short machine code."""
+
+    code = "driver"
+
+    def __init__(self, message: str, *, device: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.device = device
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{self.device}: {text}" if self.device else text
+
+
+class TransportError(DriverError):
+    """The line itself failed: port missing, unplugged, I/O error."""
+
+    code = "transport"
+
+
+class DeviceTimeout(DriverError):
+    """A device did not answer within its reply timeout."""
+
+    code = "timeout"
+
+
+class FrameError(DriverError):
+    """Bytes that are not a valid frame (bad CRC, bad length, bad framing)."""
+
+    code = "frame"
+
+
+class CommandRejected(DriverError):
+    """The device refused a command (NAK after retries, refusal reply, wrong state)."""
+
+    code = "rejected"
+
+
+# ---------------------------------------------------------------------------
+# Dispenser vocabulary, protocol-neutral. Wayne DART's statuses are the reference
+# model; other protocols map theirs onto it inside their own driver.
+# ---------------------------------------------------------------------------
+class DispenserStatus(enum.Enum):
+    NOT_PROGRAMMED = "not_programmed"
+    RESET = "reset"  # idle, ready to be authorized
+    AUTHORIZED = "authorized"
+    FILLING = "filling"
+    FILLING_COMPLETED = "filling_completed"
+    MAX_REACHED = "max_reached"  # preset amount / volume reached
+    SWITCHED_OFF = "switched_off"
+    SUSPENDED = "suspended"
+
+
+@dataclass(frozen=True, slots=True)
+class DispenserEvent:
+    """Something a dispenser reported. `pump` is the driver-level address."""
+
+    line: str
+    pump: int
+
+
+@dataclass(frozen=True, slots=True)
+class PumpOnline(DispenserEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PumpOffline(DispenserEvent):
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport(DispenserEvent):
+    status: DispenserStatus
+    raw: int
+
+
+@dataclass(frozen=True, slots=True)
+class NozzleReport(DispenserEvent):
+    nozzle: int  # 0 = none selected
+    nozzle_out: bool
+    unit_price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class FillingReport(DispenserEvent):
+    volume: Decimal
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class TotalsReport(DispenserEvent):
+    nozzle: int
+    volume: Decimal
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmReport(DispenserEvent):
+    code: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class LineStats:
+    """Counters of one serial line, for status views and the decode of faults."""
+
+    frames_sent: int = 0
+    frames_received: int = 0
+    timeouts: int = 0
+    bad_crc: int = 0
+    malformed: int = 0
+    garbage_bytes: int = 0
+    naks: int = 0
+    retransmissions: int = 0
+    duplicates_dropped: int = 0
+    reopens: int = 0

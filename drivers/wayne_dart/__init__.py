@@ -1,0 +1,1 @@
+"""Wayne DART dispenser protocol: codec, line driver and pump simulator."""

@@ -1,0 +1,1 @@
+"""The forecourt domain: fuelling points, sales, prices. No I/O."""
