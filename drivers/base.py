@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol
 
 
 # ---------------------------------------------------------------------------
@@ -115,9 +117,9 @@ class AlarmReport(DispenserEvent):
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class LineStats:
-    """Counters of one serial line, for status views and the decode of faults."""
+@dataclass(slots=True)
+class LineCounters:
+    """Mutable counters of one line, for status views and fault finding."""
 
     frames_sent: int = 0
     frames_received: int = 0
@@ -129,3 +131,53 @@ class LineStats:
     retransmissions: int = 0
     duplicates_dropped: int = 0
     reopens: int = 0
+    unexpected: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True, slots=True)
+class FillingInfo:
+    """Volume and amount of the current or last fill, with the nozzle and price when known."""
+
+    volume: Decimal
+    amount: Decimal
+    nozzle: int | None = None
+    unit_price: Decimal | None = None
+
+
+class DispenserLine(Protocol):
+    """What the station needs from a dispenser line driver, whatever its protocol."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def run(self) -> None: ...
+
+    def is_online(self, address: int) -> bool: ...
+
+    async def request_status(self, address: int) -> DispenserStatus: ...
+
+    async def reset(self, address: int) -> DispenserStatus: ...
+
+    async def authorize(
+        self,
+        address: int,
+        *,
+        nozzles: Sequence[int] = (),
+        preset_volume: Decimal | None = None,
+        preset_amount: Decimal | None = None,
+    ) -> None: ...
+
+    async def stop(self, address: int) -> None: ...
+
+    async def suspend(self, address: int) -> None: ...
+
+    async def resume(self, address: int) -> None: ...
+
+    async def set_prices(self, address: int, prices: Sequence[Decimal]) -> None: ...
+
+    async def filling_info(self, address: int) -> FillingInfo: ...
+
+    async def totals(self, address: int, nozzle: int) -> tuple[Decimal, Decimal]: ...

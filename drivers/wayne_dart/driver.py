@@ -1,0 +1,548 @@
+"""Wayne DART line master: one task per RS-485 line polls its pumps and carries their commands."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any
+
+from drivers.base import (
+    AlarmReport,
+    CommandRejected,
+    DeviceTimeout,
+    DispenserEvent,
+    DispenserStatus,
+    FillingInfo,
+    FillingReport,
+    LineCounters,
+    NozzleReport,
+    PumpOffline,
+    PumpOnline,
+    StatusReport,
+    TotalsReport,
+    TransportError,
+)
+from drivers.transport import Transport
+from drivers.wayne_dart import codec
+from drivers.wayne_dart.codec import DCC, Frame, FrameKind, Malformed
+
+STATUS_MAP: dict[int, DispenserStatus] = {
+    codec.DartStatus.NOT_PROGRAMMED: DispenserStatus.NOT_PROGRAMMED,
+    codec.DartStatus.RESET: DispenserStatus.RESET,
+    codec.DartStatus.AUTHORIZED: DispenserStatus.AUTHORIZED,
+    codec.DartStatus.FILLING: DispenserStatus.FILLING,
+    codec.DartStatus.FILLING_COMPLETED: DispenserStatus.FILLING_COMPLETED,
+    codec.DartStatus.MAX_REACHED: DispenserStatus.MAX_REACHED,
+    codec.DartStatus.SWITCHED_OFF: DispenserStatus.SWITCHED_OFF,
+    codec.DartStatus.SUSPENDED: DispenserStatus.SUSPENDED,
+}
+# Pumps in these states are polled more often: their volume runs and their sale ends.
+_BUSY = {DispenserStatus.AUTHORIZED, DispenserStatus.FILLING, DispenserStatus.SUSPENDED}
+
+FrameTap = Callable[[str, bytes, "Frame | Malformed | None", float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class DartPumpSettings:
+    address: int
+    nozzles: tuple[int, ...]
+    volume_decimals: int = 2
+    amount_decimals: int = 2
+    price_decimals: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class DartLineSettings:
+    name: str
+    baud: int = 9600
+    bits_per_char: int = 11  # start + 8 data + parity + stop
+    reply_timeout_s: float = 0.05
+    retries: int = 3
+    offline_after: int = 3
+    poll_interval_s: float = 0.0
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 30.0
+    reopen_initial_s: float = 0.5
+    reopen_max_s: float = 10.0
+
+
+@dataclass
+class _PumpLink:
+    """Line-layer state of one pump: sequence numbers, liveness, backoff."""
+
+    settings: DartPumpSettings
+    tx_seq: int = 0
+    last_rx_seq: int | None = None
+    online: bool = False
+    ever_seen: bool = False
+    misses: int = 0
+    backoff_s: float = 0.0
+    next_try: float = 0.0
+    status: DispenserStatus | None = None
+
+
+@dataclass
+class _Request:
+    address: int
+    items: tuple[Any, ...]
+    expect: Callable[[Any], bool] | None
+    future: asyncio.Future[Any]
+    label: str
+    whole_frame: bool = field(default=False)
+
+
+class DartLine:
+    """Master of one DART line. Only `run()` touches the transport; everything else queues.
+
+    Commands go ahead of routine polls; pumps that are authorized or filling get every other
+    poll slot; a pump that stops answering is declared offline after `offline_after` misses
+    and then only retried with jittered, capped backoff so it never slows the others.
+    """
+
+    def __init__(
+        self,
+        settings: DartLineSettings,
+        pumps: Sequence[DartPumpSettings],
+        transport: Transport,
+        emit: Callable[[DispenserEvent], None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.transport = transport
+        self._emit = emit
+        self._clock = clock
+        self._pumps = {p.address: _PumpLink(p) for p in pumps}
+        self._order = [p.address for p in pumps]
+        self._rr = 0
+        self._busy_rr = 0
+        self._slot = 0
+        self._commands: deque[_Request] = deque()
+        self._wakeup = asyncio.Event()
+        self._rxbuf = bytearray()
+        self.counters = LineCounters()
+        self.taps: list[FrameTap] = []
+        self._char_s = settings.bits_per_char / settings.baud
+        self._rng = random.Random()
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    def is_online(self, address: int) -> bool:
+        return self._pumps[address].online
+
+    def last_status(self, address: int) -> DispenserStatus | None:
+        return self._pumps[address].status
+
+    async def request_status(self, address: int) -> DispenserStatus:
+        reply = await self._submit(
+            address, (codec.Command(DCC.RETURN_STATUS),), _is(codec.PumpStatus), "status"
+        )
+        return STATUS_MAP.get(reply.status, DispenserStatus.NOT_PROGRAMMED)
+
+    async def reset(self, address: int) -> DispenserStatus:
+        reply = await self._submit(
+            address, (codec.Command(DCC.RESET),), _is(codec.PumpStatus), "reset"
+        )
+        status = STATUS_MAP.get(reply.status, DispenserStatus.NOT_PROGRAMMED)
+        if status is not DispenserStatus.RESET:
+            raise CommandRejected(f"reset refused, pump is {status.value}", device=self._dev(address))
+        return status
+
+    async def authorize(
+        self,
+        address: int,
+        *,
+        nozzles: Sequence[int] = (),
+        preset_volume: Decimal | None = None,
+        preset_amount: Decimal | None = None,
+    ) -> None:
+        """Allowed nozzles, preset and AUTHORIZE in one data frame; confirmed by the pump's DC1."""
+        pump = self._pumps[address].settings
+        items: list[Any] = []
+        if nozzles:
+            items.append(codec.AllowedNozzles(tuple(nozzles)))
+        if preset_volume is not None:
+            items.append(codec.PresetVolume(codec.from_decimal(preset_volume, pump.volume_decimals)))
+        if preset_amount is not None:
+            items.append(codec.PresetAmount(codec.from_decimal(preset_amount, pump.amount_decimals)))
+        items.append(codec.Command(DCC.AUTHORIZE))
+        reply = await self._submit(address, tuple(items), _is(codec.PumpStatus), "authorize")
+        status = STATUS_MAP.get(reply.status, DispenserStatus.NOT_PROGRAMMED)
+        if status not in (DispenserStatus.AUTHORIZED, DispenserStatus.FILLING):
+            raise CommandRejected(
+                f"authorize refused, pump is {status.value}", device=self._dev(address)
+            )
+
+    async def stop(self, address: int) -> None:
+        await self._submit(address, (codec.Command(DCC.STOP),), None, "stop")
+
+    async def suspend(self, address: int) -> None:
+        await self._submit(address, (codec.Command(DCC.SUSPEND),), None, "suspend")
+
+    async def resume(self, address: int) -> None:
+        await self._submit(address, (codec.Command(DCC.RESUME),), None, "resume")
+
+    async def switch_off(self, address: int) -> None:
+        await self._submit(address, (codec.Command(DCC.SWITCH_OFF),), None, "switch off")
+
+    async def set_prices(self, address: int, prices: Sequence[Decimal]) -> None:
+        """Unit prices in the pump's nozzle order (CD5)."""
+        pump = self._pumps[address].settings
+        raw = tuple(codec.from_decimal(p, pump.price_decimals) for p in prices)
+        await self._submit(address, (codec.PriceUpdate(raw),), None, "price update")
+
+    async def filling_info(self, address: int) -> FillingInfo:
+        """Volume and amount of the current or last fill (DC2), with nozzle and price (DC3)."""
+        replies = await self._submit(
+            address,
+            (codec.Command(DCC.RETURN_FILLING_INFORMATION),),
+            _is(codec.FilledVolumeAmount),
+            "filling information",
+            whole_frame=True,
+        )
+        pump = self._pumps[address].settings
+        info = FillingInfo(Decimal(0), Decimal(0))
+        for item in replies:
+            if isinstance(item, codec.FilledVolumeAmount):
+                info = replace(
+                    info,
+                    volume=codec.to_decimal(item.volume, pump.volume_decimals),
+                    amount=codec.to_decimal(item.amount, pump.amount_decimals),
+                )
+            elif isinstance(item, codec.NozzleStatus) and item.nozzle:
+                info = replace(
+                    info,
+                    nozzle=item.nozzle,
+                    unit_price=codec.to_decimal(item.price, pump.price_decimals),
+                )
+        return info
+
+    async def totals(self, address: int, nozzle: int) -> tuple[Decimal, Decimal]:
+        """Electronic volume and amount totals of one nozzle (DC101)."""
+        reply = await self._submit(
+            address,
+            (codec.RequestTotals(nozzle),),
+            lambda r: isinstance(r, codec.TotalCounters) and r.counter == nozzle,
+            "totals",
+        )
+        pump = self._pumps[address].settings
+        return (
+            codec.to_decimal(reply.volume, pump.volume_decimals),
+            codec.to_decimal(reply.amount1, pump.amount_decimals),
+        )
+
+    # ------------------------------------------------------------------ the line task
+    async def run(self) -> None:
+        """Owns the transport: opens it, schedules the pumps, reopens it when it vanishes."""
+        delay = self.settings.reopen_initial_s
+        first = True
+        while True:
+            try:
+                await self.transport.open()
+            except TransportError:
+                await asyncio.sleep(self._jitter(delay))
+                delay = min(delay * 2, self.settings.reopen_max_s)
+                continue
+            if not first:
+                self.counters.reopens += 1
+            first = False
+            delay = self.settings.reopen_initial_s
+            self._rxbuf.clear()
+            try:
+                await self._schedule()
+            except TransportError as exc:
+                self.transport.close()
+                self._fail_pending(exc)
+                for link in self._pumps.values():
+                    self._mark_offline(link, str(exc))
+                    link.next_try = 0.0
+            except asyncio.CancelledError:
+                self.transport.close()
+                self._fail_pending(TransportError("line stopped", device=self.name))
+                raise
+
+    async def _schedule(self) -> None:
+        while True:
+            if self._commands:
+                await self._execute(self._commands.popleft())
+                continue
+            address = self._next_poll_target()
+            if address is None:
+                await self._idle_until_due()
+                continue
+            await self._poll(address)
+            if self.settings.poll_interval_s and self._rr == 0:
+                await self._idle(self.settings.poll_interval_s)
+
+    def _next_poll_target(self) -> int | None:
+        now = self._clock()
+        self._slot += 1
+        if self._slot % 2 == 0:
+            busy = [
+                a for a in self._order if self._pumps[a].online and self._pumps[a].status in _BUSY
+            ]
+            if busy:
+                self._busy_rr = (self._busy_rr + 1) % len(busy)
+                return busy[self._busy_rr]
+        for _ in range(len(self._order)):
+            address = self._order[self._rr]
+            self._rr = (self._rr + 1) % len(self._order)
+            link = self._pumps[address]
+            if link.online or link.next_try <= now:
+                return address
+        return None
+
+    async def _idle_until_due(self) -> None:
+        now = self._clock()
+        due = min(link.next_try for link in self._pumps.values())
+        await self._idle(max(0.0, due - now))
+
+    async def _idle(self, seconds: float) -> None:
+        """Wait, but wake at once when a command is queued."""
+        self._wakeup.clear()
+        if self._commands:
+            return
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    # ------------------------------------------------------------------ poll and commands
+    async def _poll(self, address: int) -> None:
+        link = self._pumps[address]
+        reply = await self._transact(codec.poll(address), address)
+        if reply is None:
+            self._missed(link)
+            return
+        self._answered(link)
+        if reply.kind is FrameKind.DATA:
+            await self._accept_data(link, reply)
+
+    async def _accept_data(self, link: _PumpLink, frame: Frame) -> list[Any]:
+        """ACK a pump's data frame; return its replies unless it repeats one we already have."""
+        address = link.settings.address
+        await self._send(codec.ack(address, frame.seq))
+        if link.last_rx_seq == frame.seq:
+            self.counters.duplicates_dropped += 1
+            return []
+        link.last_rx_seq = frame.seq
+        replies = [codec.parse_reply(tx) for tx in frame.transactions]
+        for item in replies:
+            self._report(link, item)
+        return replies
+
+    async def _execute(self, req: _Request) -> None:
+        if req.future.done():  # cancelled by the caller while queued
+            return
+        link = self._pumps[req.address]
+        try:
+            result = await self._deliver(link, req)
+        except (DeviceTimeout, CommandRejected) as exc:
+            if not req.future.done():
+                req.future.set_exception(exc)
+            return
+        if not req.future.done():
+            req.future.set_result(result)
+
+    async def _deliver(self, link: _PumpLink, req: _Request) -> Any:
+        address = req.address
+        link.tx_seq = (link.tx_seq + 1) % 16
+        frame = codec.data(address, link.tx_seq, *req.items)
+        for attempt in range(self.settings.retries + 1):
+            if attempt:
+                self.counters.retransmissions += 1
+            reply = await self._transact(frame, address)
+            if reply is None:
+                self._missed(link)
+                continue
+            self._answered(link)
+            if reply.kind is FrameKind.ACK and reply.seq == link.tx_seq:
+                break
+            if reply.kind is FrameKind.NAK:
+                self.counters.naks += 1
+                continue
+            if reply.kind is FrameKind.DATA:
+                # Some pumps answer a command with data at once: take it, then resend ours.
+                await self._accept_data(link, reply)
+            self.counters.unexpected += 1
+        else:
+            raise DeviceTimeout(
+                f"{req.label}: no acknowledgement after {self.settings.retries + 1} tries",
+                device=self._dev(address),
+            )
+        if req.expect is None:
+            return None
+        # The answer comes with the pump's next data frame: poll for it.
+        for _ in range(self.settings.retries + 3):
+            reply = await self._transact(codec.poll(address), address)
+            if reply is None:
+                self._missed(link)
+                continue
+            self._answered(link)
+            if reply.kind is FrameKind.DATA:
+                replies = await self._accept_data(link, reply)
+                for item in replies:
+                    if req.expect(item):
+                        return replies if req.whole_frame else item
+        raise DeviceTimeout(f"{req.label}: the pump sent no answer", device=self._dev(address))
+
+    async def _submit(
+        self,
+        address: int,
+        items: tuple[Any, ...],
+        expect: Callable[[Any], bool] | None,
+        label: str,
+        *,
+        whole_frame: bool = False,
+    ) -> Any:
+        if address not in self._pumps:
+            raise CommandRejected(f"no pump at address 0x{address:02X}", device=self.name)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._commands.append(_Request(address, items, expect, future, label, whole_frame))
+        self._wakeup.set()
+        return await future
+
+    def _fail_pending(self, exc: Exception) -> None:
+        while self._commands:
+            req = self._commands.popleft()
+            if not req.future.done():
+                req.future.set_exception(
+                    DeviceTimeout(f"{req.label}: line unavailable ({exc})", device=self.name)
+                )
+
+    # ------------------------------------------------------------------ wire
+    async def _send(self, frame: Frame) -> None:
+        wire = codec.encode(frame)
+        await self.transport.write(wire)
+        self.counters.frames_sent += 1
+        for tap in self.taps:
+            tap("tx", wire, frame, self._clock())
+
+    async def _transact(self, frame: Frame, address: int) -> Frame | None:
+        """Send a frame and return the first valid frame from `address`, or None on timeout."""
+        self._rxbuf.clear()
+        self.transport.discard_input()
+        wire = codec.encode(frame)
+        await self._send(frame)
+        # The request itself takes time on the wire before the pump can start answering.
+        deadline = self._clock() + len(wire) * self._char_s + self.settings.reply_timeout_s
+        while True:
+            while self._rxbuf:
+                used, item = codec.decode(self._rxbuf)
+                if used == 0:
+                    break
+                raw = bytes(self._rxbuf[:used])
+                del self._rxbuf[:used]
+                for tap in self.taps:
+                    tap("rx", raw, item, self._clock())
+                if isinstance(item, Malformed):
+                    self._count_bad(item)
+                    continue
+                if item is None:
+                    continue
+                self.counters.frames_received += 1
+                if item.address == address:
+                    return item
+                self.counters.unexpected += 1
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                self.counters.timeouts += 1
+                return None
+            chunk = await self.transport.read_some(remaining)
+            if chunk:
+                self._rxbuf += chunk
+                # Bytes are flowing: give the rest of the frame time to arrive.
+                deadline = max(deadline, self._clock() + 64 * self._char_s + 0.005)
+
+    def _count_bad(self, item: Malformed) -> None:
+        if item.kind == "bad_crc":
+            self.counters.bad_crc += 1
+        elif item.kind == "garbage":
+            self.counters.garbage_bytes += len(item.raw)
+        else:
+            self.counters.malformed += 1
+
+    # ------------------------------------------------------------------ pump liveness
+    def _answered(self, link: _PumpLink) -> None:
+        link.misses = 0
+        link.backoff_s = 0.0
+        if not link.online:
+            link.online = True
+            link.ever_seen = True
+            link.last_rx_seq = None  # a pump that restarted may reuse any sequence number
+            self._emit(PumpOnline(self.name, link.settings.address))
+
+    def _missed(self, link: _PumpLink) -> None:
+        link.misses += 1
+        now = self._clock()
+        if link.online and link.misses >= self.settings.offline_after:
+            self._mark_offline(link, f"no reply to {link.misses} requests")
+        if not link.online:
+            link.backoff_s = min(
+                max(link.backoff_s * 2, self.settings.backoff_initial_s), self.settings.backoff_max_s
+            )
+            link.next_try = now + self._jitter(link.backoff_s)
+
+    def _mark_offline(self, link: _PumpLink, reason: str) -> None:
+        if link.online:
+            link.online = False
+            link.status = None
+            self._emit(PumpOffline(self.name, link.settings.address, reason))
+
+    def _jitter(self, seconds: float) -> float:
+        return seconds * self._rng.uniform(0.8, 1.2)
+
+    # ------------------------------------------------------------------ reports
+    def _report(self, link: _PumpLink, item: Any) -> None:
+        pump = link.settings
+        address = pump.address
+        if isinstance(item, codec.PumpStatus):
+            status = STATUS_MAP.get(item.status, DispenserStatus.NOT_PROGRAMMED)
+            link.status = status
+            self._emit(StatusReport(self.name, address, status, item.status))
+        elif isinstance(item, codec.NozzleStatus):
+            self._emit(
+                NozzleReport(
+                    self.name,
+                    address,
+                    item.nozzle,
+                    item.nozzle_out,
+                    codec.to_decimal(item.price, pump.price_decimals),
+                )
+            )
+        elif isinstance(item, codec.FilledVolumeAmount):
+            self._emit(
+                FillingReport(
+                    self.name,
+                    address,
+                    codec.to_decimal(item.volume, pump.volume_decimals),
+                    codec.to_decimal(item.amount, pump.amount_decimals),
+                )
+            )
+        elif isinstance(item, codec.TotalCounters):
+            self._emit(
+                TotalsReport(
+                    self.name,
+                    address,
+                    item.counter,
+                    codec.to_decimal(item.volume, pump.volume_decimals),
+                    codec.to_decimal(item.amount1, pump.amount_decimals),
+                )
+            )
+        elif isinstance(item, codec.Alarm):
+            self._emit(AlarmReport(self.name, address, item.code, f"pump alarm {item.code}"))
+
+    def _dev(self, address: int) -> str:
+        return f"{self.name}/0x{address:02X}"
+
+
+def _is(kind: type) -> Callable[[Any], bool]:
+    return lambda item: isinstance(item, kind)

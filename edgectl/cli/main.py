@@ -1,0 +1,48 @@
+"""The `edgectl` command: technician entry point; each subcommand lives in its own module."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Each module exposes `register(subparsers)` which adds its subcommand(s) and sets
+# `func(args) -> int` as the handler. Imported lazily so a broken optional part
+# never takes the whole CLI down.
+_COMMAND_MODULES = (
+    "edgectl.cli.run",
+    "edgectl.cli.decode",
+    "edgectl.cli.simulate",
+    "edgectl.cli.demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgectl",
+        description="On-site controller of a fuel station's forecourt.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        module = importlib.import_module(name)
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,546 @@
+"""The application service: applies dispenser events and commands to the forecourt and commits them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, ParamSpec, TypeVar
+
+from drivers.base import (
+    AlarmReport,
+    DispenserEvent,
+    DispenserLine,
+    DispenserStatus,
+    DriverError,
+    FillingInfo,
+    FillingReport,
+    NozzleReport,
+    PumpOffline,
+    PumpOnline,
+    StatusReport,
+)
+from edgectl.config import Config, PumpConfig
+from edgectl.errors import CommandError, EdgectlError, IllegalTransition
+from edgectl.forecourt.fuelling_point import FPState, FuellingPoint, Transition
+from edgectl.forecourt.sale import (
+    Authorization,
+    AuthorizationSource,
+    AuthorizationState,
+    Sale,
+)
+from edgectl.logs import get_logger
+from edgectl.store.store import Store, utc_now
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_SALE_OVER = {DispenserStatus.FILLING_COMPLETED, DispenserStatus.MAX_REACHED}
+_NO_FLOW_AUTHORISED = {FPState.AUTHORISED, FPState.STARTED, FPState.SUSPENDED_STARTED}
+RETRY_S = 2.0  # a sale that could not be read yet is tried again this often
+
+
+def observed_state(status: DispenserStatus | None, nozzle_out: bool) -> FPState:
+    """The fuelling-point state a dispenser's report stands for, used to resynchronise."""
+    if status is None or status is DispenserStatus.NOT_PROGRAMMED:
+        return FPState.INOPERATIVE
+    if status is DispenserStatus.SWITCHED_OFF:
+        return FPState.CLOSED
+    if status is DispenserStatus.AUTHORIZED:
+        return FPState.STARTED if nozzle_out else FPState.AUTHORISED
+    if status is DispenserStatus.FILLING:
+        return FPState.FUELLING
+    if status is DispenserStatus.SUSPENDED:
+        return FPState.SUSPENDED_FUELLING
+    return FPState.CALLING if nozzle_out else FPState.IDLE
+
+
+@dataclass(frozen=True, slots=True)
+class PumpView:
+    """A read-only snapshot of one pump for status screens."""
+
+    number: int
+    line: str
+    address: int
+    online: bool
+    state: FPState
+    status: DispenserStatus | None
+    nozzle: int
+    nozzle_out: bool
+    grade: str | None
+    unit_price: Decimal | None
+    volume: Decimal
+    amount: Decimal
+    authorization_id: int | None
+    sales: int
+
+
+class Station:
+    """Owns the fuelling points; one worker task per pump applies that pump's events in order."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        lines: Mapping[str, DispenserLine],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.lines = lines
+        self.clock = clock
+        self.log = get_logger(station=config.station.id)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self.points: dict[int, PumpService] = {}
+        self._by_address: dict[tuple[str, int], PumpService] = {}
+        for pump in config.pumps:
+            service = PumpService(self, pump, lines[pump.line])
+            self.points[pump.number] = service
+            self._by_address[(pump.line, pump.address)] = service
+
+    async def db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a store call on the store's own thread so the event loop never waits on disk."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    def on_dispenser_event(self, event: DispenserEvent) -> None:
+        """Driver callback: route the event to its pump's worker (never blocks the line)."""
+        service = self._by_address.get((event.line, event.pump))
+        if service is None:
+            self.log.warning("event_from_unknown_pump", line=event.line, address=event.pump)
+            return
+        service.queue.put_nowait(event)
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for number, service in self.points.items():
+                tg.create_task(service.run(), name=f"pump-{number}")
+
+    async def drain(self, timeout: float) -> None:
+        """Stop authorizing, and let sales being read and committed finish (up to `timeout`)."""
+        for service in self.points.values():
+            service.stopping = True
+        waits = [service.idle.wait() for service in self.points.values()]
+        try:
+            await asyncio.wait_for(asyncio.gather(*waits), timeout)
+        except TimeoutError:
+            self.log.error("shutdown_deadline_passed_with_sale_in_progress")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    def snapshot(self) -> list[PumpView]:
+        return [service.view() for service in self.points.values()]
+
+    async def authorize(
+        self,
+        pump: int,
+        source: AuthorizationSource,
+        *,
+        nozzles: tuple[int, ...] = (),
+        preset_amount: Decimal | None = None,
+        preset_volume: Decimal | None = None,
+        order_id: str | None = None,
+        requested_by: str | None = None,
+    ) -> Authorization:
+        service = self.points.get(pump)
+        if service is None:
+            raise CommandError(f"unknown pump {pump}", code="unknown_pump")
+        return await service.authorize(
+            source,
+            nozzles=nozzles,
+            preset_amount=preset_amount,
+            preset_volume=preset_volume,
+            order_id=order_id,
+            requested_by=requested_by,
+        )
+
+
+class PumpService:
+    """One pump: follows its reports, authorizes it, reads and commits its sales."""
+
+    def __init__(self, station: Station, pump: PumpConfig, line: DispenserLine) -> None:
+        self.station = station
+        self.pump = pump
+        self.line = line
+        self.address = pump.address
+        self.fp = FuellingPoint(pump.number, now=station.clock())
+        self.queue: asyncio.Queue[DispenserEvent] = asyncio.Queue()
+        self.log = station.log.bind(pump=pump.number, line=pump.line)
+        self.online = False
+        self.status: DispenserStatus | None = None
+        self.nozzle = 0
+        self.nozzle_out = False
+        self.unit_price: Decimal | None = None
+        self.volume = Decimal(0)
+        self.amount = Decimal(0)
+        self.auth: Authorization | None = None
+        self.stopping = False
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.sales_recorded = 0
+        self._resync = True
+        self._lifts = 0  # nozzle lifts seen; auto mode authorizes each lift once
+        self._authorized_lift = -1
+        self._retry_at: float | None = None
+        self._check_totals = False
+        self._prices_sent = False
+
+    # ------------------------------------------------------------------ loop
+    async def run(self) -> None:
+        self.auth = await self.station.db(self.station.store.open_authorization, self.pump.number)
+        while True:
+            timeout = self._next_deadline()
+            try:
+                event = await asyncio.wait_for(self.queue.get(), timeout)
+            except TimeoutError:
+                event = None
+            self.idle.clear()
+            try:
+                if event is None:
+                    await self._on_timer()
+                else:
+                    await self._on_event(event)
+            except (EdgectlError, DriverError) as exc:
+                self.log.error("pump_step_failed", error=str(exc), code=exc.code)
+            except Exception:
+                # A bug must not stop this pump, let alone the station: log it loudly, go on.
+                self.log.exception("pump_step_crashed")
+            finally:
+                if self.queue.empty():
+                    self.idle.set()
+
+    def _next_deadline(self) -> float | None:
+        deadlines: list[float] = []
+        now = self.station.clock()
+        if self._retry_at is not None:
+            deadlines.append(self._retry_at)
+        if self.auth is not None and self.fp.state in _NO_FLOW_AUTHORISED:
+            deadlines.append(self.fp.since + self.station.config.authorization.authorize_timeout_s)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - now)
+
+    async def _on_timer(self) -> None:
+        now = self.station.clock()
+        if self._retry_at is not None and now >= self._retry_at:
+            self._retry_at = None
+            await self._act()
+        if (
+            self.auth is not None
+            and self.fp.state in _NO_FLOW_AUTHORISED
+            and now >= self.fp.since + self.station.config.authorization.authorize_timeout_s
+        ):
+            await self._expire_authorization()
+
+    # ------------------------------------------------------------------ events
+    async def _on_event(self, event: DispenserEvent) -> None:
+        if isinstance(event, PumpOnline):
+            self.online = True
+            self._resync = True
+            self._check_totals = True
+            self.log.info("pump_online")
+            # Learn where the pump is: nozzle and last fill, then its status.
+            info = await self.line.filling_info(self.address)
+            self._apply_filling_info(info)
+            await self.line.request_status(self.address)
+        elif isinstance(event, PumpOffline):
+            self.online = False
+            self.status = None
+            self.log.warning("pump_offline", reason=event.reason)
+            self._follow()
+            self._resync = True
+        elif isinstance(event, StatusReport):
+            self.status = event.status
+            self._follow()
+            await self._act()
+        elif isinstance(event, NozzleReport):
+            if event.nozzle_out and not self.nozzle_out:
+                self._lifts += 1
+            self.nozzle_out = event.nozzle_out
+            if event.nozzle:
+                self.nozzle = event.nozzle
+                self.unit_price = event.unit_price
+            if self.status is not None:
+                self._follow()
+                await self._act()
+        elif isinstance(event, FillingReport):
+            self.volume, self.amount = event.volume, event.amount
+        elif isinstance(event, AlarmReport):
+            await self.station.db(
+                self.station.store.raise_alarm, "pump_alarm", event.text,
+                pump=self.pump.number, detail={"code": event.code},
+            )
+
+    def _apply_filling_info(self, info: FillingInfo) -> None:
+        self.volume, self.amount = info.volume, info.amount
+        if info.nozzle:
+            self.nozzle = info.nozzle
+            self.unit_price = info.unit_price
+
+    def _follow(self) -> None:
+        """Move the fuelling point to what the pump reports; an illegal report is resynced."""
+        now = self.station.clock()
+        if self._resync and self.status is not None:
+            self._resync = False
+            self._log_transitions([self.fp.resync(observed_state(self.status, self.nozzle_out), now)])
+            return
+        try:
+            transitions = self.fp.follow(self.status, self.nozzle_out, now)
+        except IllegalTransition as exc:
+            self.log.error(
+                "illegal_transition", state=str(exc.state), event=str(exc.event),
+                status=self.status.value if self.status else None, nozzle_out=self.nozzle_out,
+            )
+            if self.status is DispenserStatus.FILLING and self.auth is None:
+                asyncio.get_running_loop().create_task(
+                    self.station.db(
+                        self.station.store.raise_alarm, "unauthorized_dispensing",
+                        f"pump {self.pump.number} is dispensing without an authorization from edgectl",
+                        severity="critical", pump=self.pump.number,
+                    )
+                )
+            transitions = [self.fp.resync(observed_state(self.status, self.nozzle_out), now)]
+        self._log_transitions(transitions)
+
+    def _log_transitions(self, transitions: list[Transition | None] | list[Transition]) -> None:
+        for tr in transitions:
+            if tr is not None:
+                self.log.info(
+                    "fp_state", old=tr.old.name, new=tr.new.name,
+                    event=tr.event.name if tr.event is not None else "RESYNC",
+                )
+
+    # ------------------------------------------------------------------ decisions
+    async def _act(self) -> None:
+        if not self.online or self.status is None:
+            return
+        if self.status in _SALE_OVER:
+            await self._finish_sale()
+            return
+        if self.auth is not None:
+            await self._follow_authorization()
+        if self.status is DispenserStatus.RESET:
+            if self._check_totals:
+                await self._baseline_totals()
+            if not self._prices_sent:
+                await self._send_prices()
+            if (
+                self.fp.state is FPState.CALLING
+                and self.station.config.authorization.mode == "auto"
+                and self.auth is None
+                and self._lifts > self._authorized_lift
+                and not self.stopping
+            ):
+                await self._authorize_auto()
+
+    async def _follow_authorization(self) -> None:
+        assert self.auth is not None
+        state = self.auth.state
+        if self.status is DispenserStatus.FILLING and state is not AuthorizationState.FUELLING:
+            await self._set_auth_state(AuthorizationState.FUELLING)
+        elif self.status is DispenserStatus.RESET and state is not AuthorizationState.REQUESTED:
+            # The pump dropped the authorization without a sale (stopped, reset or restarted).
+            await self._end_auth(AuthorizationState.NO_SALE, "pump returned to idle without fuel")
+
+    async def _authorize_auto(self) -> None:
+        limits = self.station.config.limits
+        preset = self.station.config.authorization.auto_preset_amount or limits.max_preset_amount
+        self._authorized_lift = self._lifts
+        nozzle = self.nozzle if self.nozzle in self.pump.nozzles else 0
+        await self.authorize(
+            AuthorizationSource.AUTO,
+            nozzles=(nozzle,) if nozzle else tuple(self.pump.nozzles),
+            preset_amount=preset,
+        )
+
+    async def authorize(
+        self,
+        source: AuthorizationSource,
+        *,
+        nozzles: tuple[int, ...] = (),
+        preset_amount: Decimal | None = None,
+        preset_volume: Decimal | None = None,
+        order_id: str | None = None,
+        requested_by: str | None = None,
+    ) -> Authorization:
+        """Record why, then authorize. The record is durable before the pump is touched."""
+        self._check_authorizable(nozzles, preset_amount, preset_volume)
+        store = self.station.store
+        auth = await self.station.db(
+            store.create_authorization, self.pump.number, source, nozzles=nozzles,
+            preset_amount=preset_amount, preset_volume=preset_volume, order_id=order_id,
+            requested_by=requested_by,
+        )
+        self.auth = auth
+        log = self.log.bind(authorization_id=auth.id, source=source.value)
+        try:
+            await self.line.authorize(
+                self.address, nozzles=nozzles, preset_amount=preset_amount,
+                preset_volume=preset_volume,
+            )
+        except DriverError as exc:
+            await self._end_auth(AuthorizationState.FAILED, str(exc))
+            log.error("authorize_failed", error=str(exc))
+            raise CommandError(f"pump {self.pump.number}: {exc}", code="pump_refused") from exc
+        await self._set_auth_state(AuthorizationState.AUTHORIZED)
+        log.info("authorized", preset_amount=str(preset_amount) if preset_amount else None,
+                 preset_volume=str(preset_volume) if preset_volume else None, nozzles=nozzles)
+        return self.auth or auth
+
+    def _check_authorizable(
+        self, nozzles: tuple[int, ...], preset_amount: Decimal | None, preset_volume: Decimal | None
+    ) -> None:
+        limits = self.station.config.limits
+        if self.stopping:
+            raise CommandError("the station is shutting down", code="shutting_down")
+        if not self.online:
+            raise CommandError(f"pump {self.pump.number} is offline", code="pump_offline")
+        if self.auth is not None:
+            raise CommandError(f"pump {self.pump.number} is already authorized", code="pump_busy")
+        if self.status is not DispenserStatus.RESET:
+            state = self.status.value if self.status else "unknown"
+            raise CommandError(f"pump {self.pump.number} is {state}", code="pump_busy")
+        for nozzle in nozzles:
+            if nozzle not in self.pump.nozzles:
+                raise CommandError(f"pump {self.pump.number} has no nozzle {nozzle}",
+                                   code="unknown_nozzle")
+        if preset_amount is not None and not (
+            limits.min_preset_amount <= preset_amount <= limits.max_preset_amount
+        ):
+            raise CommandError(
+                f"preset amount {preset_amount} outside {limits.min_preset_amount}"
+                f"..{limits.max_preset_amount}", code="preset_out_of_limits",
+            )
+        if preset_volume is not None and not (0 < preset_volume <= limits.max_preset_volume):
+            raise CommandError(
+                f"preset volume {preset_volume} outside 0..{limits.max_preset_volume}",
+                code="preset_out_of_limits",
+            )
+
+    async def _expire_authorization(self) -> None:
+        self.log.info("authorization_expired", authorization_id=self.auth.id if self.auth else None)
+        try:
+            await self.line.stop(self.address)
+        finally:
+            await self._end_auth(AuthorizationState.EXPIRED, "no nozzle lifted in time")
+
+    async def _set_auth_state(self, state: AuthorizationState) -> None:
+        if self.auth is None:
+            return
+        await self.station.db(self.station.store.update_authorization, self.auth.id, state)
+        self.auth = await self.station.db(self.station.store.authorization, self.auth.id)
+
+    async def _end_auth(self, state: AuthorizationState, reason: str) -> None:
+        if self.auth is None:
+            return
+        await self.station.db(self.station.store.update_authorization, self.auth.id, state, reason)
+        self.log.info("authorization_ended", authorization_id=self.auth.id, state=state.value,
+                      reason=reason)
+        self.auth = None
+
+    # ------------------------------------------------------------------ sales
+    async def _finish_sale(self) -> None:
+        """Read the fill from the pump, commit it, and only then reset the pump."""
+        try:
+            info = await self.line.filling_info(self.address)
+            self._apply_filling_info(info)
+            nozzle = info.nozzle or self.nozzle
+            if info.volume == 0:
+                await self._end_auth(AuthorizationState.NO_SALE, "nozzle hung up without fuel")
+                await self._reset_pump()
+                return
+            totals: tuple[Decimal, Decimal] | None = None
+            try:
+                totals = await self.line.totals(self.address, nozzle)
+            except DriverError as exc:
+                # The sale is still recorded (keyed by its authorization); only the check is lost.
+                self.log.warning("totals_unavailable", nozzle=nozzle, error=str(exc))
+            grade_id = self.pump.nozzles.get(nozzle)
+            unit_price = info.unit_price or self.unit_price
+            if grade_id is None or unit_price is None:
+                grade_id = grade_id or "unknown"
+                unit_price = unit_price or Decimal(0)
+                self.log.error("sale_on_unmapped_nozzle", nozzle=nozzle)
+            sale = Sale(
+                pump=self.pump.number,
+                nozzle=nozzle,
+                grade=grade_id,
+                volume=info.volume,
+                amount=info.amount,
+                unit_price=unit_price,
+                currency=self.station.config.station.currency,
+                ended_at=utc_now(),
+                total_volume_after=totals[0] if totals else None,
+                total_amount_after=totals[1] if totals else None,
+                authorization_id=self.auth.id if self.auth else None,
+            )
+            recorded = await self.station.db(self.station.store.record_sale, sale)
+        except DriverError as exc:
+            self.log.warning("sale_read_failed_will_retry", error=str(exc))
+            self._retry_at = self.station.clock() + RETRY_S
+            return
+        log = self.log.bind(sale_id=recorded.id, nozzle=sale.nozzle, grade=sale.grade)
+        if recorded.created:
+            self.sales_recorded += 1
+            log.info("sale_recorded", volume=str(sale.volume), amount=str(sale.amount),
+                     unit_price=str(sale.unit_price), uid=sale.uid)
+        else:
+            log.info("sale_already_recorded", uid=sale.uid)
+        if recorded.totals_alarm:
+            log.error("totals_mismatch", detail=recorded.totals_alarm)
+        self.auth = None  # closed by record_sale in the same transaction
+        await self._reset_pump()
+
+    async def _reset_pump(self) -> None:
+        try:
+            await self.line.reset(self.address)
+        except DriverError as exc:
+            self.log.warning("reset_failed_will_retry", error=str(exc))
+            self._retry_at = self.station.clock() + RETRY_S
+
+    async def _baseline_totals(self) -> None:
+        """Totals of every nozzle of an idle pump against the last known: catches unseen sales."""
+        for nozzle in self.pump.nozzles:
+            volume, amount = await self.line.totals(self.address, nozzle)
+            problem = await self.station.db(
+                self.station.store.check_totals, self.pump.number, nozzle, volume, amount
+            )
+            if problem:
+                self.log.error("totals_moved_without_sale", nozzle=nozzle, detail=problem)
+        self._check_totals = False
+
+    async def _send_prices(self) -> None:
+        prices = [
+            self.station.config.grade(self.pump.nozzles[n]).unit_price
+            for n in sorted(self.pump.nozzles)
+        ]
+        await self.line.set_prices(self.address, prices)
+        self._prices_sent = True
+
+    # ------------------------------------------------------------------ views
+    def view(self) -> PumpView:
+        grade = self.pump.nozzles.get(self.nozzle) if self.nozzle else None
+        return PumpView(
+            number=self.pump.number,
+            line=self.pump.line,
+            address=self.address,
+            online=self.online,
+            state=self.fp.state,
+            status=self.status,
+            nozzle=self.nozzle,
+            nozzle_out=self.nozzle_out,
+            grade=grade,
+            unit_price=self.unit_price,
+            volume=self.volume,
+            amount=self.amount,
+            authorization_id=self.auth.id if self.auth else None,
+            sales=self.sales_recorded,
+        )
+
+
+Awaitables = list[Awaitable[Any]]

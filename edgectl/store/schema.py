@@ -1,0 +1,79 @@
+"""SQLite schema of the station store, as numbered migrations applied at open."""
+
+from __future__ import annotations
+
+# Each entry moves the database from user_version i to i + 1. Never edit a shipped
+# migration: add a new one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE authorizations (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        pump           INTEGER NOT NULL,
+        source         TEXT NOT NULL,
+        state          TEXT NOT NULL,
+        nozzles        TEXT NOT NULL,
+        preset_amount  TEXT,
+        preset_volume  TEXT,
+        order_id       TEXT,
+        requested_by   TEXT,
+        reason         TEXT,
+        sale_id        INTEGER,
+        created_at     TEXT NOT NULL,
+        updated_at     TEXT NOT NULL
+    );
+    CREATE INDEX authorizations_open ON authorizations(pump)
+        WHERE state IN ('requested', 'authorized', 'fuelling');
+
+    CREATE TABLE sales (
+        id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+        uid                 TEXT NOT NULL UNIQUE,
+        pump                INTEGER NOT NULL,
+        nozzle              INTEGER NOT NULL,
+        grade               TEXT NOT NULL,
+        volume              TEXT NOT NULL,
+        amount              TEXT NOT NULL,
+        unit_price          TEXT NOT NULL,
+        currency            TEXT NOT NULL,
+        authorization_id    INTEGER UNIQUE,
+        price_set_id        TEXT,
+        total_volume_before TEXT,
+        total_volume_after  TEXT,
+        total_amount_before TEXT,
+        total_amount_after  TEXT,
+        state               TEXT NOT NULL DEFAULT 'payable',
+        ended_at            TEXT NOT NULL,
+        recorded_at         TEXT NOT NULL
+    );
+    CREATE INDEX sales_by_time ON sales(recorded_at);
+    CREATE INDEX sales_by_pump ON sales(pump, recorded_at);
+
+    CREATE TABLE nozzle_totals (
+        pump       INTEGER NOT NULL,
+        nozzle     INTEGER NOT NULL,
+        volume     TEXT NOT NULL,
+        amount     TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (pump, nozzle)
+    );
+
+    CREATE TABLE alarms (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind       TEXT NOT NULL,
+        severity   TEXT NOT NULL,
+        pump       INTEGER,
+        nozzle     INTEGER,
+        message    TEXT NOT NULL,
+        detail     TEXT NOT NULL DEFAULT '{}',
+        raised_at  TEXT NOT NULL,
+        cleared_at TEXT
+    );
+
+    CREATE TABLE outbox (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        stream     TEXT NOT NULL,
+        priority   INTEGER NOT NULL,
+        payload    TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    """,
+)
