@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import termios
 from typing import Protocol
 
 import serial
@@ -62,6 +63,7 @@ class SerialTransport:
             "stopbits": stopbits,
         }
         self._serial: serial.Serial | None = None
+        self.parity_ignored = False  # the device (a pty) would not take the parity setting
         self._fd = -1
         self._rx = bytearray()
         self._error: TransportError | None = None
@@ -75,15 +77,26 @@ class SerialTransport:
     async def open(self) -> None:
         self.close()
         try:
-            ser = serial.Serial(port=self.port, timeout=0, exclusive=True, **self._settings)
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise TransportError(f"cannot open {self.port}: {exc}", device=self.name) from exc
+            ser = self._open_serial(self._settings)
+        except termios.error as exc:
+            # A pty stores the parity flag cleared and then refuses to be given it again
+            # (EINVAL on the second open). Real UARTs keep it; a pty ignores it anyway.
+            if self._settings["parity"] == serial.PARITY_NONE or exc.args[0] != errno.EINVAL:
+                raise TransportError(f"cannot configure {self.port}: {exc}", device=self.name) from exc
+            ser = self._open_serial({**self._settings, "parity": serial.PARITY_NONE})
+            self.parity_ignored = True
         self._serial = ser
         self._fd = ser.fileno()
         self._error = None
         self._rx.clear()
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._fd, self._on_readable)
+
+    def _open_serial(self, settings: dict[str, object]) -> serial.Serial:
+        try:
+            return serial.Serial(port=self.port, timeout=0, exclusive=True, **settings)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise TransportError(f"cannot open {self.port}: {exc}", device=self.name) from exc
 
     def close(self) -> None:
         if self._serial is None:
@@ -148,7 +161,9 @@ class SerialTransport:
             loop = asyncio.get_running_loop()
             self._waiter = loop.create_future()
             try:
-                await asyncio.wait_for(self._waiter, timeout)
+                # asyncio.timeout, unlike wait_for on 3.11, never swallows a cancellation.
+                async with asyncio.timeout(timeout):
+                    await self._waiter
             except TimeoutError:
                 return b""
             finally:

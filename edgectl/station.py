@@ -39,6 +39,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _SALE_OVER = {DispenserStatus.FILLING_COMPLETED, DispenserStatus.MAX_REACHED}
+_IN_SALE = {DispenserStatus.FILLING, DispenserStatus.SUSPENDED, *_SALE_OVER}
 _NO_FLOW_AUTHORISED = {FPState.AUTHORISED, FPState.STARTED, FPState.SUSPENDED_STARTED}
 RETRY_S = 2.0  # a sale that could not be read yet is tried again this often
 
@@ -126,7 +127,8 @@ class Station:
             service.stopping = True
         waits = [service.idle.wait() for service in self.points.values()]
         try:
-            await asyncio.wait_for(asyncio.gather(*waits), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*waits)
         except TimeoutError:
             self.log.error("shutdown_deadline_passed_with_sale_in_progress")
 
@@ -196,7 +198,8 @@ class PumpService:
         while True:
             timeout = self._next_deadline()
             try:
-                event = await asyncio.wait_for(self.queue.get(), timeout)
+                async with asyncio.timeout(timeout):
+                    event = await self.queue.get()
             except TimeoutError:
                 event = None
             self.idle.clear()
@@ -211,8 +214,14 @@ class PumpService:
                 # A bug must not stop this pump, let alone the station: log it loudly, go on.
                 self.log.exception("pump_step_crashed")
             finally:
-                if self.queue.empty():
+                if self.queue.empty() and self._settled():
                     self.idle.set()
+
+    def _settled(self) -> bool:
+        """No sale in flight: nothing flowing and nothing finished but not yet committed."""
+        if not self.online or self.status is None:
+            return True  # an unreachable pump's sale is recovered when it is back
+        return self.status not in _IN_SALE
 
     def _next_deadline(self) -> float | None:
         deadlines: list[float] = []
@@ -293,7 +302,7 @@ class PumpService:
             transitions = self.fp.follow(self.status, self.nozzle_out, now)
         except IllegalTransition as exc:
             self.log.error(
-                "illegal_transition", state=str(exc.state), event=str(exc.event),
+                "illegal_transition", state=str(exc.state), observed=str(exc.event),
                 status=self.status.value if self.status else None, nozzle_out=self.nozzle_out,
             )
             if self.status is DispenserStatus.FILLING and self.auth is None:
@@ -312,7 +321,7 @@ class PumpService:
             if tr is not None:
                 self.log.info(
                     "fp_state", old=tr.old.name, new=tr.new.name,
-                    event=tr.event.name if tr.event is not None else "RESYNC",
+                    trigger=tr.event.name if tr.event is not None else "RESYNC",
                 )
 
     # ------------------------------------------------------------------ decisions

@@ -311,7 +311,8 @@ class DartLine:
         if self._commands:
             return
         try:
-            await asyncio.wait_for(self._wakeup.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._wakeup.wait()
         except TimeoutError:
             pass
 

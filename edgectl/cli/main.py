@@ -8,8 +8,8 @@ import sys
 from collections.abc import Sequence
 
 # Each module exposes `register(subparsers)` which adds its subcommand(s) and sets
-# `func(args) -> int` as the handler. Imported lazily so a broken optional part
-# never takes the whole CLI down.
+# `func(args) -> int` as the handler. Heavy imports (daemon, simulators) stay inside
+# the handlers so that `edgectl --help` and `decode` start fast.
 _COMMAND_MODULES = (
     "edgectl.cli.run",
     "edgectl.cli.decode",

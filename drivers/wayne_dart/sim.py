@@ -1,0 +1,1183 @@
+"""Simulated Wayne DART pumps on a line, speaking the protocol through the codec, with customers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import math
+import os
+import queue
+import random
+import select
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from pathlib import Path
+from types import TracebackType
+from typing import TypeAlias
+
+import structlog
+
+from drivers.base import TransportError
+from drivers.ptylink import PtyLink
+from drivers.wayne_dart import codec
+from drivers.wayne_dart.codec import DCC, DartStatus, Frame, FrameKind, Malformed
+
+log = structlog.get_logger(__name__)
+
+Clock: TypeAlias = Callable[[], float]
+StatusListener: TypeAlias = Callable[[DartStatus], None]
+
+_SF = b"\xfa"
+_DLE_SF = b"\x10\xfa"
+
+# Which states each CD1 state command may leave; anything else is ignored (and the pump
+# reports its unchanged status so the controller sees the refusal).
+_RESET_FROM = frozenset(
+    {
+        DartStatus.FILLING_COMPLETED,
+        DartStatus.MAX_REACHED,
+        DartStatus.SWITCHED_OFF,
+        DartStatus.AUTHORIZED,
+        DartStatus.RESET,
+    }
+)
+_IN_FILL = frozenset({DartStatus.FILLING, DartStatus.SUSPENDED})
+
+
+# ======================================================================================
+# One pump
+# ======================================================================================
+@dataclass
+class SimNozzle:
+    """A nozzle with its unit price and electronic totals, all raw scaled integers."""
+
+    number: int
+    price: int
+    total_volume: int = 0
+    total_amount: int = 0
+
+
+@dataclass
+class PumpCounters:
+    """What one simulated pump saw on the line; read by tests and the demo."""
+
+    polls: int = 0
+    data_frames: int = 0
+    executed: int = 0
+    duplicates: int = 0
+    retransmissions: int = 0
+    naks_sent: int = 0
+    acks_mismatched: int = 0
+    unknown_transactions: int = 0
+
+
+class SimPump:
+    """One DART pump: line-layer sequencing, the status machine and a metered flow.
+
+    Every method takes the pump's lock, so customers may act from any thread or from
+    asyncio code while the line thread answers the controller. The flow is computed from
+    the clock whenever the pump is touched; nothing runs in the background.
+    """
+
+    def __init__(
+        self,
+        address: int,
+        nozzles: Mapping[int, int],
+        flow_rate_lps: float = 0.6,
+        volume_decimals: int = 2,
+        amount_decimals: int = 2,
+        price_decimals: int = 2,
+        totals: Mapping[int, tuple[int, int]] | None = None,
+        *,
+        identity: str | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if not 0x50 <= address <= 0x6F:
+            raise ValueError(f"DART pump address 0x{address:02X} is outside 0x50-0x6F")
+        if not nozzles:
+            raise ValueError("a pump needs at least one nozzle")
+        for number in nozzles:
+            if not 1 <= number <= 15:
+                raise ValueError(f"nozzle number {number} is outside 1-15")
+        if flow_rate_lps <= 0:
+            raise ValueError("flow_rate_lps must be positive")
+        self.address = address
+        self.flow_rate_lps = flow_rate_lps
+        self.volume_decimals = volume_decimals
+        self.amount_decimals = amount_decimals
+        self.price_decimals = price_decimals
+        self.identity = identity if identity is not None else f"{address:010d}"
+        self.counters = PumpCounters()
+        self._clock = clock
+        self._lock = threading.Lock()
+        start = totals or {}
+        self._nozzles = {
+            n: SimNozzle(n, price, *start.get(n, (0, 0))) for n, price in sorted(nozzles.items())
+        }
+        self._online = True
+        self._listeners: list[StatusListener] = []
+        # dispenser state
+        self._status = DartStatus.RESET
+        self._nozzle_out: int | None = None
+        self._selected = 0  # last nozzle lifted, reported in DC3 until the next one
+        self._trigger = False
+        self._allowed: frozenset[int] | None = None
+        self._preset_volume: int | None = None
+        self._preset_amount: int | None = None
+        self._fill_nozzle: int | None = None
+        self._volume = 0
+        self._amount = 0
+        self._litres = 0.0  # volume of the current fill at `_flow_since`, unrounded
+        self._flow_since: float | None = None
+        # line layer
+        self._seq = 0
+        self._pending: Frame | None = None
+        self._queue: list[codec.ReplyData] = []
+        self._last_master_seq: int | None = None
+
+    # ---------------------------------------------------------------- customer actions
+    def lift(self, nozzle: int) -> None:
+        """The customer takes a nozzle out of its holster."""
+        with self._lock:
+            if nozzle not in self._nozzles:
+                raise ValueError(f"pump 0x{self.address:02X} has no nozzle {nozzle}")
+            if self._nozzle_out is not None:
+                raise ValueError(f"nozzle {self._nozzle_out} is already out")
+            self._advance()
+            self._nozzle_out = nozzle
+            self._selected = nozzle
+            self._queue_nozzle_status()
+            self._update_flow()
+
+    def squeeze(self) -> None:
+        """The customer squeezes the trigger: fuel flows if the pump allows it."""
+        with self._lock:
+            self._advance()
+            self._trigger = True
+            self._update_flow()
+
+    def release(self) -> None:
+        """The customer lets go of the trigger; the pump stays in its fill."""
+        with self._lock:
+            self._advance()
+            self._trigger = False
+            self._update_flow()
+
+    def hang_up(self) -> None:
+        """The nozzle goes back into its holster, which ends a fill."""
+        with self._lock:
+            if self._nozzle_out is None:
+                return
+            self._advance()
+            self._trigger = False
+            self._nozzle_out = None
+            self._queue_nozzle_status()
+            if self._status in _IN_FILL:
+                self._end_fill(DartStatus.FILLING_COMPLETED)
+            self._update_flow()
+
+    # ---------------------------------------------------------------- queries
+    @property
+    def status(self) -> DartStatus:
+        with self._lock:
+            self._advance()
+            return self._status
+
+    @property
+    def volume(self) -> int:
+        """Raw volume of the current or last fill."""
+        with self._lock:
+            self._advance()
+            return self._volume
+
+    @property
+    def amount(self) -> int:
+        """Raw amount of the current or last fill."""
+        with self._lock:
+            self._advance()
+            return self._amount
+
+    @property
+    def nozzle_out(self) -> int | None:
+        with self._lock:
+            return self._nozzle_out
+
+    @property
+    def nozzles(self) -> tuple[int, ...]:
+        return tuple(self._nozzles)
+
+    @property
+    def online(self) -> bool:
+        with self._lock:
+            return self._online
+
+    def price(self, nozzle: int) -> int:
+        with self._lock:
+            return self._nozzles[nozzle].price
+
+    def totals(self, nozzle: int) -> tuple[int, int]:
+        """Raw (volume, amount) electronic totals of one nozzle."""
+        with self._lock:
+            self._advance()
+            n = self._nozzles[nozzle]
+            return n.total_volume, n.total_amount
+
+    def seconds_until(
+        self, *, volume: int | None = None, amount: int | None = None
+    ) -> float | None:
+        """Seconds of flow until the fill reaches `volume`/`amount` (raw) or its preset,
+        whichever comes first; None while no fuel flows."""
+        with self._lock:
+            self._advance()
+            if self._flow_since is None or self._fill_nozzle is None:
+                return None
+            price = self._nozzles[self._fill_nozzle].price
+            targets = [t for t in (volume, self._preset_volume) if t is not None]
+            targets += [
+                self._volume_for_amount(t, price)
+                for t in (amount, self._preset_amount)
+                if t is not None and price > 0
+            ]
+            if not targets:
+                return None
+            litres = min(targets) / float(10**self.volume_decimals)
+            return max(0.0, (litres - self._litres) / self.flow_rate_lps)
+
+    # ---------------------------------------------------------------- hooks
+    def set_online(self, online: bool) -> None:
+        """An offline pump hears nothing and answers nothing (power or line cut)."""
+        with self._lock:
+            self._online = online
+
+    def add_listener(self, listener: StatusListener) -> Callable[[], None]:
+        """Call `listener(status)` on every status change; returns the function removing it.
+
+        Listeners run under the pump's lock on whatever thread changed the status: they
+        must be quick and must not call back into the pump.
+        """
+        with self._lock:
+            self._listeners.append(listener)
+
+        def remove() -> None:
+            with self._lock, contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return remove
+
+    # ---------------------------------------------------------------- the line
+    def handle(self, item: Frame | Malformed) -> Frame | None:
+        """Answer one frame heard on the line; None means the pump stays silent."""
+        with self._lock:
+            if not self._online:
+                return None
+            if isinstance(item, Malformed):
+                if item.kind == "bad_crc" and item.address == self.address:
+                    self.counters.naks_sent += 1
+                    return codec.nak(self.address, item.seq or 0)
+                return None
+            if item.address != self.address:
+                return None
+            self._advance()
+            kind = item.kind
+            if kind is FrameKind.POLL:
+                return self._answer_poll()
+            if kind is FrameKind.ACKPOLL:
+                self._acknowledged(item.seq)
+                return self._answer_poll()
+            if kind is FrameKind.ACK:
+                self._acknowledged(item.seq)
+                return None
+            if kind is FrameKind.DATA:
+                return self._receive_data(item)
+            return None  # NAK / EOT from the master: nothing to do, pending data stays
+
+    def _answer_poll(self) -> Frame:
+        self.counters.polls += 1
+        if self._pending is not None:
+            self.counters.retransmissions += 1
+            return self._pending
+        if self._status is DartStatus.FILLING:
+            self._queue_filling()
+        if not self._queue:
+            return codec.eot(self.address, self._seq)
+        self._seq = (self._seq + 1) % 16
+        items = [item.to_transaction() for item in self._queue]
+        self._queue.clear()
+        self._pending = codec.data(self.address, self._seq, *items)
+        return self._pending
+
+    def _acknowledged(self, seq: int) -> None:
+        if self._pending is not None and self._pending.seq == seq:
+            self._pending = None
+        elif self._pending is not None:
+            self.counters.acks_mismatched += 1
+
+    def _receive_data(self, frame: Frame) -> Frame:
+        self.counters.data_frames += 1
+        if frame.seq == self._last_master_seq:
+            # Our ACK was lost and the master sent the frame again: confirm, don't redo.
+            self.counters.duplicates += 1
+            return codec.ack(self.address, frame.seq)
+        self._last_master_seq = frame.seq
+        for tx in frame.transactions:
+            self._execute(codec.parse_command(tx))
+        self.counters.executed += 1
+        return codec.ack(self.address, frame.seq)
+
+    # ---------------------------------------------------------------- commands
+    def _execute(self, command: object) -> None:
+        if isinstance(command, codec.Command):
+            self._execute_dcc(int(command.dcc))
+        elif isinstance(command, codec.AllowedNozzles):
+            if self._status not in _IN_FILL:
+                self._allowed = frozenset(command.nozzles)
+        elif isinstance(command, codec.PresetVolume):
+            if self._status not in _IN_FILL:
+                self._preset_volume = command.value
+        elif isinstance(command, codec.PresetAmount):
+            if self._status not in _IN_FILL:
+                self._preset_amount = command.value
+        elif isinstance(command, codec.PriceUpdate):
+            if self._status not in _IN_FILL:
+                for nozzle, price in zip(self._nozzles.values(), command.prices, strict=False):
+                    nozzle.price = price
+        elif isinstance(command, codec.RequestTotals):
+            counted = self._nozzles.get(command.counter)
+            if counted is not None:
+                self._queue.append(
+                    codec.TotalCounters(
+                        command.counter, counted.total_volume, counted.total_amount, 0
+                    )
+                )
+        else:
+            self.counters.unknown_transactions += 1
+
+    def _execute_dcc(self, dcc: int) -> None:
+        status = self._status
+        if dcc == DCC.RETURN_STATUS:
+            self._queue_status()
+        elif dcc == DCC.RETURN_FILLING_INFORMATION:
+            self._queue_filling()
+            self._queue_nozzle_status()
+        elif dcc == DCC.RETURN_PUMP_PARAMETERS:
+            self._queue.append(self._parameters())
+        elif dcc == DCC.RETURN_PUMP_IDENTITY:
+            self._queue.append(codec.PumpIdentity(self.identity))
+        elif dcc == DCC.RETURN_PRICES:
+            self._queue_prices()
+        elif dcc == DCC.RESET:
+            if status in _RESET_FROM:
+                if status is DartStatus.AUTHORIZED:
+                    self._clear_authorization()
+                self._set_status(DartStatus.RESET)
+            self._queue_status()
+        elif dcc == DCC.AUTHORIZE:
+            if status is DartStatus.RESET:
+                self._volume = self._amount = 0
+                self._litres = 0.0
+                self._selected = self._nozzle_out or 0
+                self._set_status(DartStatus.AUTHORIZED)
+                self._update_flow()
+            self._queue_status()
+        elif dcc == DCC.STOP:
+            if status in _IN_FILL:
+                self._end_fill(DartStatus.FILLING_COMPLETED)
+            elif status is DartStatus.AUTHORIZED:
+                self._clear_authorization()
+                self._set_status(DartStatus.RESET)
+            self._queue_status()
+        elif dcc == DCC.SWITCH_OFF:
+            if status not in _IN_FILL:
+                self._clear_authorization()
+                self._set_status(DartStatus.SWITCHED_OFF)
+            self._queue_status()
+        elif dcc == DCC.SUSPEND:
+            if status is DartStatus.FILLING:
+                self._set_status(DartStatus.SUSPENDED)
+                self._update_flow()
+            self._queue_status()
+        elif dcc == DCC.RESUME:
+            if status is DartStatus.SUSPENDED:
+                self._set_status(DartStatus.FILLING)
+                self._update_flow()
+            self._queue_status()
+        else:
+            self.counters.unknown_transactions += 1
+
+    # ---------------------------------------------------------------- flow
+    def _advance(self) -> None:
+        """Bring the metered volume up to now; stop exactly at a preset."""
+        since = self._flow_since
+        if since is None or self._fill_nozzle is None:
+            return
+        now = self._clock()
+        if now <= since:
+            return
+        price = self._nozzles[self._fill_nozzle].price
+        litres = self._litres + self.flow_rate_lps * (now - since)
+        self._litres = litres
+        self._flow_since = now
+        volume = max(self._volume, math.floor(litres * 10**self.volume_decimals + 1e-9))
+        limit = self._limit(price)
+        if limit is not None:
+            limit_volume, limit_amount = limit
+            amount_preset_hit = (
+                self._preset_amount is not None
+                and self._amount_for(volume, price) >= self._preset_amount
+            )
+            if volume >= limit_volume or amount_preset_hit:
+                self._meter(max(self._volume, limit_volume), max(self._amount, limit_amount))
+                self._litres = self._volume / 10**self.volume_decimals
+                self._end_fill(DartStatus.MAX_REACHED)
+                return
+        self._meter(volume, self._amount_for(volume, price))
+
+    def _limit(self, price: int) -> tuple[int, int] | None:
+        """(volume, amount) at which the preset stops the fill, or None without a preset."""
+        limits: list[tuple[int, int]] = []
+        if self._preset_volume is not None:
+            limits.append((self._preset_volume, self._amount_for(self._preset_volume, price)))
+        if self._preset_amount is not None and price > 0:
+            volume = self._volume_for_amount(self._preset_amount, price)
+            limits.append((volume, self._preset_amount))
+        return min(limits) if limits else None
+
+    def _meter(self, volume: int, amount: int) -> None:
+        """Set the fill's volume and amount; the nozzle's totals grow by the same steps."""
+        assert self._fill_nozzle is not None
+        nozzle = self._nozzles[self._fill_nozzle]
+        nozzle.total_volume += volume - self._volume
+        nozzle.total_amount += amount - self._amount
+        self._volume, self._amount = volume, amount
+
+    def _update_flow(self) -> None:
+        """Start or stop the flow after anything that may change it."""
+        if (
+            self._status is DartStatus.AUTHORIZED
+            and self._trigger
+            and self._nozzle_out is not None
+            and (self._allowed is None or self._nozzle_out in self._allowed)
+        ):
+            self._fill_nozzle = self._nozzle_out
+            self._set_status(DartStatus.FILLING)
+        flowing = (
+            self._status is DartStatus.FILLING
+            and self._trigger
+            and self._nozzle_out is not None
+            and self._nozzle_out == self._fill_nozzle
+        )
+        if flowing and self._flow_since is None:
+            self._flow_since = self._clock()
+        elif not flowing:
+            self._flow_since = None
+
+    def _end_fill(self, status: DartStatus) -> None:
+        self._flow_since = None
+        self._fill_nozzle = None
+        self._clear_authorization()
+        self._queue_filling()
+        self._set_status(status)
+
+    def _clear_authorization(self) -> None:
+        self._allowed = None
+        self._preset_volume = None
+        self._preset_amount = None
+
+    def _amount_for(self, volume: int, price: int) -> int:
+        shift = self.volume_decimals + self.price_decimals - self.amount_decimals
+        return _round_div(volume * price * 10 ** max(0, -shift), 10 ** max(0, shift))
+
+    def _volume_for_amount(self, amount: int, price: int) -> int:
+        shift = self.volume_decimals + self.price_decimals - self.amount_decimals
+        return _round_div(amount * 10 ** max(0, shift), price * 10 ** max(0, -shift))
+
+    # ---------------------------------------------------------------- reports
+    def _set_status(self, status: DartStatus) -> None:
+        if status is self._status:
+            return
+        self._status = status
+        self._queue_status()
+        for listener in list(self._listeners):
+            listener(status)
+
+    def _queue_status(self) -> None:
+        # DC1 says what the pump is now: an older one still waiting would only mislead.
+        self._replace(codec.PumpStatus, codec.PumpStatus(int(self._status)))
+
+    def _queue_filling(self) -> None:
+        self._replace(
+            codec.FilledVolumeAmount, codec.FilledVolumeAmount(self._volume, self._amount)
+        )
+
+    def _queue_nozzle_status(self) -> None:
+        price = self._nozzles[self._selected].price if self._selected else 0
+        self._queue.append(codec.NozzleStatus(price, self._selected, self._nozzle_out is not None))
+
+    def _queue_prices(self) -> None:
+        # DC103 is "per grade"; each simulated nozzle is its own grade, in nozzle order.
+        self._queue.append(codec.Prices(tuple(n.price for n in self._nozzles.values())))
+
+    def _parameters(self) -> codec.PumpParameters:
+        return codec.PumpParameters(
+            volume_decimals=self.volume_decimals,
+            amount_decimals=self.amount_decimals,
+            price_decimals=self.price_decimals,
+        )
+
+    def _replace(self, kind: type, item: codec.ReplyData) -> None:
+        self._queue = [q for q in self._queue if not isinstance(q, kind)]
+        self._queue.append(item)
+
+    def __repr__(self) -> str:
+        return f"SimPump(0x{self.address:02X}, {self._status.name})"
+
+
+def _round_div(numerator: int, denominator: int) -> int:
+    """numerator / denominator rounded half up, for non-negative integers."""
+    quotient, remainder = divmod(numerator, denominator)
+    return quotient + (1 if 2 * remainder >= denominator else 0)
+
+
+# ======================================================================================
+# The line
+# ======================================================================================
+@dataclass(slots=True)
+class SimLineStats:
+    """Counters of a simulated line."""
+
+    frames_received: int = 0
+    replies_sent: int = 0
+    bad_frames: int = 0
+    garbage_bytes: int = 0
+    replies_dropped: int = 0
+    replies_corrupted: int = 0
+    bytes_lost: int = 0
+
+
+@dataclass
+class _Faults:
+    drop: dict[int, int] = field(default_factory=dict)
+    corrupt: set[int] = field(default_factory=set)
+    garbage: bytearray = field(default_factory=bytearray)
+
+
+class DartLineSimulator:
+    """Pumps sharing one half-duplex line, served from a background thread.
+
+    The thread blocks in poll()/read() and times replies with time.sleep against absolute
+    perf_counter deadlines, which keeps sub-millisecond accuracy that asyncio timers lack.
+    With `baud` set a reply lands no earlier than it would on a real line: the request's
+    own transmission, the pump's think time, then the reply's transmission.
+    """
+
+    def __init__(
+        self,
+        pumps: Sequence[SimPump],
+        *,
+        baud: int | None = None,
+        data_bits: int = 8,
+        parity: str = "odd",
+        stop_bits: int = 1,
+        reply_delay_s: float = 0.0,
+        name: str = "dart-sim",
+    ) -> None:
+        addresses = [p.address for p in pumps]
+        if len(set(addresses)) != len(addresses):
+            raise ValueError("two simulated pumps share an address")
+        if parity not in ("none", "odd", "even"):
+            raise ValueError(f"parity must be none, odd or even, not {parity!r}")
+        if baud is not None and baud <= 0:
+            raise ValueError("baud must be positive")
+        self.name = name
+        self._pumps = {p.address: p for p in pumps}
+        self.baud = baud
+        self.bits_per_char = 1 + data_bits + (0 if parity == "none" else 1) + stop_bits
+        self.reply_delay_s = reply_delay_s
+        self._faults = _Faults()
+        self._lock = threading.Lock()  # guards faults and counters
+        self._stats = SimLineStats()
+        self._link: PtyLink | None = None
+        self._fd: int | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._wake_r = self._wake_w = -1
+        self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
+        self._rx = bytearray()
+        self._line_free_at = 0.0
+
+    # ---------------------------------------------------------------- pumps
+    @property
+    def pumps(self) -> tuple[SimPump, ...]:
+        return tuple(self._pumps.values())
+
+    def pump(self, address: int) -> SimPump:
+        return self._pumps[address]
+
+    @property
+    def link(self) -> PtyLink | None:
+        return self._link
+
+    @property
+    def stats(self) -> SimLineStats:
+        """A snapshot of the line's counters."""
+        with self._lock:
+            return replace(self._stats)
+
+    # ---------------------------------------------------------------- serving
+    def serve_pty(self, link: Path | None = None) -> PtyLink:
+        """Open a pty pair (symlinked at `link`) and answer on its master end."""
+        pty = PtyLink(link).open()
+        self._link = pty
+        try:
+            self.serve_fd(pty.master_fd)
+        except BaseException:
+            pty.close()
+            self._link = None
+            raise
+        return pty
+
+    def serve_fd(self, fd: int) -> None:
+        """Answer on an already open descriptor (made non-blocking; the caller owns it)."""
+        if self._thread is not None:
+            raise RuntimeError("the simulator is already serving a line")
+        os.set_blocking(fd, False)
+        self._fd = fd
+        self._stopping = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._thread = threading.Thread(target=self._serve, name=f"{self.name}-line", daemon=True)
+        self._thread.start()
+        log.info("dart_sim_serving", line=self.name, pumps=[f"0x{a:02X}" for a in self._pumps])
+
+    def stop(self) -> None:
+        """Stop the line thread, wait for it, close the pty if this simulator made it."""
+        thread = self._thread
+        if thread is not None:
+            self._stopping = True
+            self._wake()
+            thread.join()
+            self._thread = None
+            for fd in (self._wake_r, self._wake_w):
+                os.close(fd)
+            self._wake_r = self._wake_w = -1
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+        self._fd = None
+
+    def unplug(self) -> None:
+        """Pull the line's adapter out (see PtyLink.unplug); pumps keep their state."""
+        self._in_thread(self._do_unplug)
+
+    def replug(self) -> None:
+        """Plug a fresh adapter in at the same path."""
+        self._in_thread(self._do_replug)
+
+    def __enter__(self) -> DartLineSimulator:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------- fault injection
+    def drop_next_replies(self, address: int, n: int = 1) -> None:
+        """The pump acts on the next `n` frames but its answers are lost on the line."""
+        with self._lock:
+            self._faults.drop[address] = self._faults.drop.get(address, 0) + n
+
+    def corrupt_next_reply(self, address: int) -> None:
+        """Flip a CRC byte of the pump's next data reply (only data frames carry a CRC)."""
+        with self._lock:
+            self._faults.corrupt.add(address)
+
+    def inject_garbage(self, data: bytes) -> None:
+        """Line noise: `data` goes out on the line just before the next reply."""
+        with self._lock:
+            self._faults.garbage += data
+
+    def set_online(self, address: int, online: bool) -> None:
+        self._pumps[address].set_online(online)
+
+    # ---------------------------------------------------------------- the thread
+    def _serve(self) -> None:
+        try:
+            self._serve_forever()
+        except Exception:
+            log.exception("dart_sim_line_failed", line=self.name)
+            raise
+        finally:
+            self._run_calls()  # nobody may wait forever on a call queued during shutdown
+
+    def _serve_forever(self) -> None:
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        watched: int | None = None
+        while not self._stopping:
+            if watched != self._fd:
+                if watched is not None:
+                    with contextlib.suppress(KeyError):
+                        poller.unregister(watched)
+                if self._fd is not None:
+                    poller.register(self._fd, select.POLLIN)
+                watched = self._fd
+            for fd, events in poller.poll():
+                if fd == self._wake_r:
+                    self._drain_wake()
+                    self._run_calls()
+                elif fd == self._fd:
+                    self._on_readable(fd, events)
+
+    def _on_readable(self, fd: int, events: int) -> None:
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EIO, errno.EBADF):
+                raise
+            chunk = b""
+        if not chunk:
+            # Only a foreign descriptor can hang up: a PtyLink keeps its slave open.
+            log.warning("dart_sim_line_closed", line=self.name, events=events)
+            self._fd = None
+            return
+        received_at = time.perf_counter()
+        self._rx += chunk
+        while self._rx:
+            consumed, item = codec.decode(bytes(self._rx))
+            if consumed == 0:
+                break
+            del self._rx[:consumed]
+            if item is not None:
+                self._on_frame(item, consumed, received_at)
+
+    def _on_frame(self, item: Frame | Malformed, size: int, received_at: float) -> None:
+        with self._lock:
+            if isinstance(item, Malformed):
+                if item.kind == "garbage":
+                    self._count(garbage_bytes=len(item.raw))
+                else:
+                    self._count(bad_frames=1)
+            else:
+                self._count(frames_received=1)
+        pump = self._pumps.get(item.address) if item.address is not None else None
+        if pump is None:
+            return
+        reply = pump.handle(item)
+        if reply is None:
+            return
+        with self._lock:
+            wire = self._apply_faults(pump.address, reply)
+        if wire is None:
+            return
+        self._send_at(wire, size, received_at)
+
+    def _apply_faults(self, address: int, reply: Frame) -> bytes | None:
+        faults = self._faults
+        dropped = faults.drop.get(address, 0)
+        if dropped:
+            faults.drop[address] = dropped - 1
+            self._count(replies_dropped=1)
+            return None
+        wire = codec.encode(reply)
+        if address in faults.corrupt and reply.kind is FrameKind.DATA:
+            faults.corrupt.discard(address)
+            wire = _flip_crc(wire)
+            self._count(replies_corrupted=1)
+        if faults.garbage:
+            wire = bytes(faults.garbage) + wire
+            faults.garbage.clear()
+        return wire
+
+    def _send_at(self, wire: bytes, request_size: int, received_at: float) -> None:
+        # Half duplex: a request that queued up behind our last reply starts after it.
+        start = max(received_at, self._line_free_at)
+        deadline = start + self.reply_delay_s
+        if self.baud is not None:
+            deadline += (request_size + len(wire)) * self.bits_per_char / self.baud
+        delay = deadline - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        self._line_free_at = max(deadline, time.perf_counter())
+        self._write(wire)
+
+    def _write(self, wire: bytes) -> None:
+        fd = self._fd
+        if fd is None:
+            with self._lock:
+                self._count(bytes_lost=len(wire))
+            return
+        view = memoryview(wire)
+        try:
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        except BlockingIOError:
+            pass  # nobody reads the line and its buffer is full: the bytes are lost
+        except OSError as exc:
+            log.warning("dart_sim_write_failed", line=self.name, error=exc.strerror)
+        with self._lock:
+            self._count(replies_sent=1 if not view else 0, bytes_lost=len(view))
+
+    def _count(self, **deltas: int) -> None:
+        # Caller holds self._lock.
+        for name, delta in deltas.items():
+            setattr(self._stats, name, getattr(self._stats, name) + delta)
+
+    # ---------------------------------------------------------------- thread calls
+    def _in_thread(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on the line thread (it owns the descriptors) and wait for it."""
+        thread = self._thread
+        if thread is None or not thread.is_alive() or threading.current_thread() is thread:
+            fn()
+            return
+        call = _Call(fn)
+        self._calls.put(call)
+        self._wake()
+        if not call.done.wait(10.0):
+            raise TransportError("the simulator's line thread did not respond", device=self.name)
+        if call.error is not None:
+            raise call.error
+
+    def _run_calls(self) -> None:
+        while True:
+            try:
+                call = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                call.fn()
+            except Exception as exc:  # handed to the waiting caller, who re-raises it
+                call.error = exc
+            call.done.set()
+
+    def _do_unplug(self) -> None:
+        if self._link is None:
+            raise RuntimeError("only a line served with serve_pty() can be unplugged")
+        self._link.unplug()
+        self._fd = None
+        self._rx.clear()
+        log.info("dart_sim_unplugged", line=self.name)
+
+    def _do_replug(self) -> None:
+        if self._link is None:
+            raise RuntimeError("only a line served with serve_pty() can be replugged")
+        self._link.replug()
+        os.set_blocking(self._link.master_fd, False)
+        self._fd = self._link.master_fd
+        self._rx.clear()
+        log.info("dart_sim_replugged", line=self.name, pty=self._link.slave_name)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"\0")
+
+    def _drain_wake(self) -> None:
+        with contextlib.suppress(OSError):
+            while os.read(self._wake_r, 256):
+                pass
+
+
+@dataclass
+class _Call:
+    fn: Callable[[], None]
+    done: threading.Event = field(default_factory=threading.Event)
+    error: Exception | None = None
+
+
+def _flip_crc(wire: bytes) -> bytes:
+    """The same data frame with its CRC's low byte changed (escaping kept valid)."""
+    body = wire[:-2].replace(_DLE_SF, _SF)  # ADR … data CRC_L CRC_H, unescaped
+    corrupted = body[:-2] + bytes([body[-2] ^ 0x01]) + body[-1:]
+    return corrupted.replace(_SF, _DLE_SF) + wire[-2:]
+
+
+# ======================================================================================
+# Customers
+# ======================================================================================
+@dataclass(frozen=True, slots=True)
+class Lift:
+    nozzle: int
+
+
+@dataclass(frozen=True, slots=True)
+class WaitAuthorized:
+    """Wait with the nozzle out until the pump is released; give up (hang up) after timeout."""
+
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Squeeze:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class FillFor:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class FillUntil:
+    """Keep the trigger squeezed until this much fuel or money went through, or until the
+    pump stops the flow itself; with neither given, only the pump (a preset) stops it."""
+
+    volume: Decimal | None = None
+    amount: Decimal | None = None
+    timeout: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class HangUp:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    seconds: float
+
+
+Step: TypeAlias = Lift | WaitAuthorized | Squeeze | FillFor | FillUntil | Release | HangUp | Wait
+
+
+@dataclass(frozen=True, slots=True)
+class Visit:
+    """What one customer did at a pump."""
+
+    pump: int
+    script: str
+    authorized: bool
+    status: DartStatus
+    volume: int
+    amount: int
+
+
+class Customer:
+    """A person at a pump playing a list of steps with asyncio.sleep between actions."""
+
+    def __init__(self, pump: SimPump, steps: Iterable[Step], *, name: str = "customer") -> None:
+        self.pump = pump
+        self.steps = tuple(steps)
+        self.name = name
+
+    async def run(self) -> Visit:
+        pump = self.pump
+        authorized = False
+        try:
+            for step in self.steps:
+                if isinstance(step, Lift):
+                    pump.lift(step.nozzle)
+                elif isinstance(step, WaitAuthorized):
+                    authorized = await _until(pump, _released(pump), step.timeout)
+                    if not authorized:
+                        break  # nobody released the pump: walk away
+                elif isinstance(step, Squeeze):
+                    pump.squeeze()
+                elif isinstance(step, FillFor):
+                    await asyncio.sleep(step.seconds)
+                elif isinstance(step, FillUntil):
+                    await self._fill_until(step)
+                elif isinstance(step, Release):
+                    pump.release()
+                elif isinstance(step, HangUp):
+                    pump.hang_up()
+                elif isinstance(step, Wait):
+                    await asyncio.sleep(step.seconds)
+        finally:
+            # Whatever happened (cancelled, gave up), nobody leaves a nozzle out.
+            pump.release()
+            pump.hang_up()
+        return Visit(pump.address, self.name, authorized, pump.status, pump.volume, pump.amount)
+
+    async def _fill_until(self, step: FillUntil) -> None:
+        pump = self.pump
+        volume = _raw(step.volume, pump.volume_decimals) if step.volume is not None else None
+        amount = _raw(step.amount, pump.amount_decimals) if step.amount is not None else None
+
+        def done() -> bool:
+            if pump.status is not DartStatus.FILLING:
+                return True
+            return (volume is not None and pump.volume >= volume) or (
+                amount is not None and pump.amount >= amount
+            )
+
+        await _until(
+            pump, done, step.timeout, wake=lambda: pump.seconds_until(volume=volume, amount=amount)
+        )
+
+
+def _raw(value: Decimal, decimals: int) -> int:
+    return int((value * 10**decimals).to_integral_value())
+
+
+def _released(pump: SimPump) -> Callable[[], bool]:
+    return lambda: pump.status in (DartStatus.AUTHORIZED, DartStatus.FILLING)
+
+
+async def _until(
+    pump: SimPump,
+    predicate: Callable[[], bool],
+    within_s: float,
+    *,
+    wake: Callable[[], float | None] = lambda: None,
+) -> bool:
+    """Wait until `predicate()` holds: woken by status changes and by the moment `wake()`
+    says the flow reaches its mark. False after `within_s` seconds."""
+    loop = asyncio.get_running_loop()
+    changed = asyncio.Event()
+
+    def on_status(_status: DartStatus) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop may already be closed
+            loop.call_soon_threadsafe(changed.set)
+
+    remove = pump.add_listener(on_status)
+    try:
+        deadline = loop.time() + within_s
+        while not predicate():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            due = wake()
+            # A hair past the computed moment, so the metered volume has really got there.
+            wait = remaining if due is None else min(remaining, due + 0.002)
+            changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await changed.wait()
+        return True
+    finally:
+        remove()
+
+
+# Ready-made scripts ---------------------------------------------------------------------
+def normal_fill(nozzle: int, amount: Decimal, *, wait_s: float = 60.0) -> list[Step]:
+    """Lift, wait for the release, fill to about `amount`, hang up."""
+    return [
+        Lift(nozzle),
+        WaitAuthorized(wait_s),
+        Squeeze(),
+        FillUntil(amount=amount),
+        Release(),
+        HangUp(),
+    ]
+
+
+def preset_fill(nozzle: int, *, wait_s: float = 60.0, timeout_s: float = 600.0) -> list[Step]:
+    """Keep squeezing until the pump's preset stops the flow."""
+    return [
+        Lift(nozzle),
+        WaitAuthorized(wait_s),
+        Squeeze(),
+        FillUntil(timeout=timeout_s),
+        Release(),
+        HangUp(),
+    ]
+
+
+def walk_away(nozzle: int, *, wait_s: float = 60.0, linger_s: float = 3.0) -> list[Step]:
+    """Lift, get released, then leave without taking fuel."""
+    return [Lift(nozzle), WaitAuthorized(wait_s), Wait(linger_s), HangUp()]
+
+
+def wrong_nozzle(nozzle: int, *, wait_s: float = 60.0, linger_s: float = 3.0) -> list[Step]:
+    """Lift a nozzle the authorization does not allow and squeeze in vain."""
+    return [
+        Lift(nozzle),
+        WaitAuthorized(wait_s),
+        Squeeze(),
+        Wait(linger_s),
+        Release(),
+        HangUp(),
+    ]
+
+
+def hang_up_mid_fill(nozzle: int, seconds: float, *, wait_s: float = 60.0) -> list[Step]:
+    """Fill for a while and put the nozzle back with the trigger still squeezed."""
+    return [Lift(nozzle), WaitAuthorized(wait_s), Squeeze(), FillFor(seconds), HangUp()]
+
+
+class RandomCustomers:
+    """Plausible customers arriving at random (exponential gaps) at free pumps, forever."""
+
+    def __init__(
+        self,
+        sim: DartLineSimulator,
+        pumps: Sequence[SimPump] | None = None,
+        mean_interval_s: float = 20.0,
+        seed: int | None = None,
+        *,
+        on_visit: Callable[[Visit], None] | None = None,
+    ) -> None:
+        if mean_interval_s <= 0:
+            raise ValueError("mean_interval_s must be positive")
+        self.sim = sim
+        self.pumps = tuple(pumps) if pumps is not None else sim.pumps
+        self.mean_interval_s = mean_interval_s
+        self.on_visit = on_visit
+        self.visits = 0
+        self._rng = random.Random(seed)
+        self._busy: set[int] = set()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            while True:
+                await asyncio.sleep(self._rng.expovariate(1.0 / self.mean_interval_s))
+                free = [
+                    p for p in self.pumps if p.address not in self._busy and p.nozzle_out is None
+                ]
+                if not free:
+                    continue  # everyone is busy: this customer drives on
+                pump = self._rng.choice(free)
+                name, steps = self._pick(pump)
+                self._busy.add(pump.address)
+                group.create_task(
+                    self._visit(Customer(pump, steps, name=name)),
+                    name=f"customer-0x{pump.address:02X}",
+                )
+
+    def _pick(self, pump: SimPump) -> tuple[str, list[Step]]:
+        rng = self._rng
+        nozzle = rng.choice(pump.nozzles)
+        roll = rng.random()
+        if roll < 0.60:
+            money = Decimal(rng.randrange(10, 80)) + Decimal(rng.choice((0, 50))) / 100
+            return "normal_fill", normal_fill(nozzle, money)
+        if roll < 0.80:
+            return "preset_fill", preset_fill(nozzle)
+        if roll < 0.88:
+            return "walk_away", walk_away(nozzle, linger_s=rng.uniform(1.0, 5.0))
+        if roll < 0.94 and len(pump.nozzles) > 1:
+            return "wrong_nozzle", wrong_nozzle(nozzle, linger_s=rng.uniform(2.0, 6.0))
+        return "hang_up_mid_fill", hang_up_mid_fill(nozzle, rng.uniform(2.0, 15.0))
+
+    async def _visit(self, customer: Customer) -> None:
+        try:
+            visit = await customer.run()
+        finally:
+            self._busy.discard(customer.pump.address)
+        self.visits += 1
+        log.info(
+            "dart_sim_customer_left",
+            pump=f"0x{visit.pump:02X}",
+            script=visit.script,
+            authorized=visit.authorized,
+            status=visit.status.name,
+            volume=visit.volume,
+            amount=visit.amount,
+        )
+        if self.on_visit is not None:
+            self.on_visit(visit)

@@ -1,0 +1,757 @@
+"""Station configuration: one TOML file, validated at start into frozen, typed models.
+
+Every mistake stops the start with a single `ConfigError` that names the file and the key path,
+for example ``station.toml: pumps[2].address: duplicate address 0x51 on line "north" (pump 1
+uses it)``, so a technician can fix the file without reading code. The models are never changed
+at run time; runtime state lives elsewhere.
+
+Money and volumes are written as TOML strings (``unit_price = "7.89"``) or integers and read
+into `Decimal`; TOML floats are refused because binary floats cannot hold 7.89 exactly.
+
+To add a section (cloud link, tank gauges…): write a frozen model, a ``_read_<section>(root)``
+that opens its table with the keys it accepts and reads fields through the `_Table` readers
+(they report missing keys, wrong types and out-of-range values with the key path), add the
+section name to `_SECTIONS` and a field to `Config`, and call the reader in `parse_config`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import tomllib
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final, TypeVar
+
+from edgectl.errors import ConfigError
+
+__all__ = [
+    "AuthorizationConfig",
+    "Config",
+    "GradeConfig",
+    "LimitsConfig",
+    "LineConfig",
+    "LoggingConfig",
+    "PumpConfig",
+    "StationConfig",
+    "StoreConfig",
+    "load_config",
+    "parse_config",
+]
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class StationConfig:
+    """Who this site is. `id` names it to the cloud; `currency` is an ISO-4217 code."""
+
+    id: str
+    name: str = ""
+    currency: str = "CNY"
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where the SQLite store lives; a relative path is resolved against the config file."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class GradeConfig:
+    """A fuel grade (product) and how its figures are shown on a dispenser display."""
+
+    id: str
+    name: str
+    unit_price: Decimal  # per litre, quantized to `price_decimals` places
+    volume_decimals: int = 2
+    amount_decimals: int = 2
+    price_decimals: int = 2
+
+
+@dataclass(frozen=True)
+class LineConfig:
+    """One half-duplex serial bus (RS-485 or current loop) with its pumps' protocol."""
+
+    name: str
+    port: str
+    protocol: str
+    baud: int = 9600
+    parity: str = "odd"  # "odd" | "even" | "none"
+    bytesize: int = 8
+    stopbits: int = 1
+    reply_timeout_ms: int = 50
+    retries: int = 3
+    offline_after: int = 3  # consecutive missed replies before a pump is declared offline
+    poll_interval_ms: int = 0  # pause between scan rounds; 0 = as fast as the line allows
+
+
+@dataclass(frozen=True)
+class PumpConfig:
+    """A fuelling point: its station number, where it sits on a line, and its nozzles.
+
+    `nozzles` maps nozzle number (1..15) to grade id. The three `*_decimals` are the pump's
+    display decimals, taken by the loader from its grades (which must all agree).
+    """
+
+    number: int
+    line: str
+    address: int
+    # Not hashed (a mapping proxy is unhashable); equality still compares it.
+    nozzles: Mapping[int, str] = field(hash=False)
+    name: str = ""
+    volume_decimals: int = 2
+    amount_decimals: int = 2
+    price_decimals: int = 2
+
+    def __post_init__(self) -> None:
+        # Keep a private, read-only copy so neither the caller's dict nor ours can change later.
+        frozen = MappingProxyType(dict(sorted(self.nozzles.items())))
+        object.__setattr__(self, "nozzles", frozen)
+
+
+@dataclass(frozen=True)
+class AuthorizationConfig:
+    """Who releases pumps: the cloud (pay-at-pump), the controller itself, or an attendant.
+
+    In "auto" mode the loader sets `auto_preset_amount` (default: limits.max_preset_amount);
+    in other modes it is whatever the file says, or None.
+    """
+
+    mode: str = "cloud"  # "cloud" | "auto" | "attendant"
+    auto_preset_amount: Decimal | None = None
+    authorize_timeout_s: float = 120.0  # an authorized pump not lifted in time is de-authorized
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Bounds on presets sent to pumps, in the station currency and in litres."""
+
+    max_preset_amount: Decimal = Decimal("2000.00")
+    max_preset_volume: Decimal = Decimal("300.00")
+    min_preset_amount: Decimal = Decimal("1.00")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "info"  # "debug" | "info" | "warning" | "error"
+    format: str = "json"  # "json" | "console"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole, validated station configuration.
+
+    Look-ups by id never raise KeyError. Every reference inside a validated config resolves
+    (a nozzle's grade, a pump's line), so `grade`, `line` and `pump` return the model directly
+    and raise `ConfigError` for an id that is not configured: such an id came from outside
+    (cloud, CLI), and the caller answers "unknown pump" in its own terms.
+    """
+
+    station: StationConfig
+    store: StoreConfig
+    authorization: AuthorizationConfig
+    limits: LimitsConfig
+    logging: LoggingConfig
+    grades: tuple[GradeConfig, ...]
+    lines: tuple[LineConfig, ...]
+    pumps: tuple[PumpConfig, ...]
+    source: Path  # the file it was read from, as given
+
+    def grade(self, grade_id: str) -> GradeConfig:
+        for grade in self.grades:
+            if grade.id == grade_id:
+                return grade
+        raise self._unknown("grade", _show(grade_id), [_show(g.id) for g in self.grades])
+
+    def line(self, name: str) -> LineConfig:
+        for line in self.lines:
+            if line.name == name:
+                return line
+        raise self._unknown("line", _show(name), [_show(line.name) for line in self.lines])
+
+    def pump(self, number: int) -> PumpConfig:
+        for pump in self.pumps:
+            if pump.number == number:
+                return pump
+        raise self._unknown("pump", str(number), [str(p.number) for p in self.pumps])
+
+    def pumps_on(self, line_name: str) -> tuple[PumpConfig, ...]:
+        """The pumps on one line, in file order; empty for an unknown line."""
+        return tuple(p for p in self.pumps if p.line == line_name)
+
+    def _unknown(self, what: str, key: str, defined: list[str]) -> ConfigError:
+        return _error(
+            self.source, "", f"no {what} {key} is configured (defined: {', '.join(defined)})"
+        )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML config file; any problem raises one `ConfigError`."""
+    source = Path(path)
+    try:
+        with source.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{source}: config file not found") from exc
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read config file: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not a UTF-8 text file ({exc.reason})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message ends with "(at line L, column C)".
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from exc
+    return parse_config(data, source=source)
+
+
+def parse_config(data: Mapping[str, Any], *, source: Path) -> Config:
+    """Validate already-parsed TOML data; `source` names the file in messages and anchors
+    relative paths."""
+    root = _Table(data, "", source, _SECTIONS)
+    station = _read_station(root)
+    store = _read_store(root)
+    limits = _read_limits(root)
+    authorization = _read_authorization(root, limits)
+    logging = _read_logging(root)
+    grades = _read_grades(root)
+    lines = _read_lines(root)
+    pumps = _read_pumps(root, grades, lines)
+    return Config(
+        station=station,
+        store=store,
+        authorization=authorization,
+        limits=limits,
+        logging=logging,
+        grades=grades,
+        lines=lines,
+        pumps=pumps,
+        source=source,
+    )
+
+
+_SECTIONS: Final = (
+    "station",
+    "store",
+    "authorization",
+    "limits",
+    "logging",
+    "grades",
+    "lines",
+    "pumps",
+)
+
+
+@dataclass(frozen=True)
+class _Protocol:
+    """What the config needs to know about a pump protocol."""
+
+    addresses: range  # valid pump addresses on one line
+
+
+_PROTOCOLS: Final[Mapping[str, _Protocol]] = MappingProxyType(
+    {"wayne_dart": _Protocol(addresses=range(0x50, 0x70))}
+)
+
+_STATION_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_CURRENCY: Final = re.compile(r"[A-Z]{3}")
+_DECIMAL_TEXT: Final = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
+_INT_TEXT: Final = re.compile(r"[+-]?(0x[0-9A-Fa-f]+|[0-9]+)")
+_NOZZLE_KEY: Final = re.compile(r"[0-9]+")
+_MAX_DECIMALS: Final = 4
+_NOZZLES: Final = range(1, 16)
+
+
+def _read_station(root: _Table) -> StationConfig:
+    t = root.table("station", ("id", "name", "currency"))
+    default = StationConfig(id="")
+    station_id = t.req_str("id")
+    if not _STATION_ID.fullmatch(station_id):
+        raise t.fail(
+            "id",
+            f"{_show(station_id)} is not a valid station id (up to 64 letters, digits, "
+            '"-" or "_"; it becomes part of MQTT topics)',
+        )
+    currency = t.opt_str("currency", default.currency)
+    if not _CURRENCY.fullmatch(currency):
+        raise t.fail(
+            "currency",
+            f'{_show(currency)} is not an ISO-4217 code (three upper-case letters, e.g. "CNY")',
+        )
+    return StationConfig(id=station_id, name=t.opt_str("name", default.name), currency=currency)
+
+
+def _read_store(root: _Table) -> StoreConfig:
+    t = root.table("store", ("path",))
+    path = Path(t.req_str("path"))
+    if not path.is_absolute():
+        path = (t.source.parent / path).resolve()
+    return StoreConfig(path=path)
+
+
+def _read_limits(root: _Table) -> LimitsConfig:
+    t = root.table("limits", ("max_preset_amount", "max_preset_volume", "min_preset_amount"))
+    default = LimitsConfig()
+    values: dict[str, Decimal] = {}
+    for key, fallback in (
+        ("max_preset_amount", default.max_preset_amount),
+        ("max_preset_volume", default.max_preset_volume),
+        ("min_preset_amount", default.min_preset_amount),
+    ):
+        value = t.opt_decimal(key, fallback, max_places=_MAX_DECIMALS)
+        if value <= 0:
+            raise t.fail(key, f"must be greater than 0, got {_show_decimal(value)}")
+        values[key] = value
+    limits = LimitsConfig(**values)
+    if limits.min_preset_amount > limits.max_preset_amount:
+        raise t.fail(
+            "min_preset_amount",
+            f"{_show_decimal(limits.min_preset_amount)} is more than max_preset_amount "
+            f"{_show_decimal(limits.max_preset_amount)}",
+        )
+    return limits
+
+
+def _read_authorization(root: _Table, limits: LimitsConfig) -> AuthorizationConfig:
+    t = root.table("authorization", ("mode", "auto_preset_amount", "authorize_timeout_s"))
+    default = AuthorizationConfig()
+    mode = t.choice("mode", default.mode, ("cloud", "auto", "attendant"))
+    preset = t.opt_decimal("auto_preset_amount", None, max_places=_MAX_DECIMALS)
+    if preset is not None and not limits.min_preset_amount <= preset <= limits.max_preset_amount:
+        raise t.fail(
+            "auto_preset_amount",
+            f"{_show_decimal(preset)} must be between limits.min_preset_amount "
+            f"{_show_decimal(limits.min_preset_amount)} and limits.max_preset_amount "
+            f"{_show_decimal(limits.max_preset_amount)}",
+        )
+    if preset is None and mode == "auto":
+        preset = limits.max_preset_amount
+    timeout = t.opt_number("authorize_timeout_s", default.authorize_timeout_s, lo=1, hi=3600)
+    return AuthorizationConfig(mode=mode, auto_preset_amount=preset, authorize_timeout_s=timeout)
+
+
+def _read_logging(root: _Table) -> LoggingConfig:
+    t = root.table("logging", ("level", "format"))
+    default = LoggingConfig()
+    return LoggingConfig(
+        level=t.choice("level", default.level, ("debug", "info", "warning", "error")),
+        format=t.choice("format", default.format, ("json", "console")),
+    )
+
+
+def _read_grades(root: _Table) -> tuple[GradeConfig, ...]:
+    keys = ("id", "name", "unit_price", "volume_decimals", "amount_decimals", "price_decimals")
+    grades: list[GradeConfig] = []
+    for t in root.tables("grades", keys):
+        grade = _read_grade(t)
+        for j, other in enumerate(grades):
+            if other.id == grade.id:
+                raise t.fail("id", f"duplicate grade id {_show(grade.id)} (grades[{j}] uses it)")
+        grades.append(grade)
+    if not grades:
+        raise root.fail("grades", "at least one [[grades]] entry is required")
+    return tuple(grades)
+
+
+def _read_grade(t: _Table) -> GradeConfig:
+    default = GradeConfig(id="", name="", unit_price=Decimal(1))
+    grade_id = t.req_str("id")
+    name = t.req_str("name")
+    decimals = {
+        key: t.opt_int(key, getattr(default, key), lo=0, hi=_MAX_DECIMALS)
+        for key in ("volume_decimals", "amount_decimals", "price_decimals")
+    }
+    places = decimals["price_decimals"]
+    price = t.req_decimal("unit_price", max_places=places, limit_name="price_decimals")
+    if price <= 0:
+        raise t.fail("unit_price", f"must be greater than 0, got {_show_decimal(price)}")
+    return GradeConfig(
+        id=grade_id,
+        name=name,
+        unit_price=price.quantize(Decimal(1).scaleb(-places)),
+        **decimals,
+    )
+
+
+def _read_lines(root: _Table) -> tuple[LineConfig, ...]:
+    keys = (
+        "name",
+        "port",
+        "protocol",
+        "baud",
+        "parity",
+        "bytesize",
+        "stopbits",
+        "reply_timeout_ms",
+        "retries",
+        "offline_after",
+        "poll_interval_ms",
+    )
+    lines: list[LineConfig] = []
+    for t in root.tables("lines", keys):
+        line = _read_line(t)
+        for j, other in enumerate(lines):
+            if other.name == line.name:
+                raise t.fail("name", f"duplicate line name {_show(line.name)} (lines[{j}] uses it)")
+            # One task owns one bus; two lines on the same port would fight over it.
+            if other.port == line.port:
+                raise t.fail(
+                    "port", f"port {_show(line.port)} is already used by line {_show(other.name)}"
+                )
+        lines.append(line)
+    if not lines:
+        raise root.fail("lines", "at least one [[lines]] entry is required")
+    return tuple(lines)
+
+
+def _read_line(t: _Table) -> LineConfig:
+    default = LineConfig(name="", port="", protocol="")
+    name = t.req_str("name")
+    port = t.req_str("port")
+    protocol = t.req_str("protocol")
+    if protocol not in _PROTOCOLS:
+        known = ", ".join(sorted(_PROTOCOLS))
+        raise t.fail("protocol", f"unknown protocol {_show(protocol)} (known: {known})")
+    return LineConfig(
+        name=name,
+        port=port,
+        protocol=protocol,
+        baud=t.opt_int(
+            "baud", default.baud, choices=(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+        ),
+        parity=t.choice("parity", default.parity, ("odd", "even", "none")),
+        bytesize=t.opt_int("bytesize", default.bytesize, choices=(7, 8)),
+        stopbits=t.opt_int("stopbits", default.stopbits, choices=(1, 2)),
+        reply_timeout_ms=t.opt_int("reply_timeout_ms", default.reply_timeout_ms, lo=5, hi=5000),
+        retries=t.opt_int("retries", default.retries, lo=0, hi=10),
+        offline_after=t.opt_int("offline_after", default.offline_after, lo=1, hi=20),
+        poll_interval_ms=t.opt_int("poll_interval_ms", default.poll_interval_ms, lo=0, hi=60000),
+    )
+
+
+def _read_pumps(
+    root: _Table, grades: Sequence[GradeConfig], lines: Sequence[LineConfig]
+) -> tuple[PumpConfig, ...]:
+    grades_by_id = {g.id: g for g in grades}
+    lines_by_name = {line.name: line for line in lines}
+    pumps: list[PumpConfig] = []
+    for t in root.tables("pumps", ("number", "line", "address", "nozzles", "name")):
+        pump = _read_pump(t, grades_by_id, lines_by_name)
+        for j, other in enumerate(pumps):
+            if other.number == pump.number:
+                raise t.fail("number", f"duplicate pump number {pump.number} (pumps[{j}] uses it)")
+            if other.line == pump.line and other.address == pump.address:
+                raise t.fail(
+                    "address",
+                    f"duplicate address {_hex(pump.address)} on line {_show(pump.line)} "
+                    f"(pump {other.number} uses it)",
+                )
+        pumps.append(pump)
+    if not pumps:
+        raise root.fail("pumps", "at least one [[pumps]] entry is required")
+    return tuple(pumps)
+
+
+def _read_pump(
+    t: _Table, grades: Mapping[str, GradeConfig], lines: Mapping[str, LineConfig]
+) -> PumpConfig:
+    number = t.req_int("number", lo=1, hi=99)
+    line_name = t.req_str("line")
+    line = lines.get(line_name)
+    if line is None:
+        raise t.fail("line", f"unknown line {_show(line_name)} (defined: {_listing(lines)})")
+    address = t.req_int("address")
+    valid = _PROTOCOLS[line.protocol].addresses
+    if address not in valid:
+        raise t.fail(
+            "address",
+            f"address {_hex(address)} is out of range for {line.protocol} "
+            f"({_hex(valid[0])}..{_hex(valid[-1])})",
+        )
+    nozzles = _read_nozzles(t.table("nozzles", None, required=True), grades)
+    display = _display_decimals(t, number, [grades[g] for g in nozzles.values()])
+    return PumpConfig(
+        number=number,
+        line=line_name,
+        address=address,
+        nozzles=nozzles,
+        name=t.opt_str("name", ""),
+        volume_decimals=display.volume_decimals,
+        amount_decimals=display.amount_decimals,
+        price_decimals=display.price_decimals,
+    )
+
+
+def _read_nozzles(t: _Table, grades: Mapping[str, GradeConfig]) -> dict[int, str]:
+    nozzles: dict[int, str] = {}
+    for key, value in t.data.items():
+        if not _NOZZLE_KEY.fullmatch(key):
+            raise t.fail(key, f"nozzle numbers are integers 1..15, got {_show(key)}")
+        number = int(key)
+        if number not in _NOZZLES:
+            raise t.fail(key, f"nozzle number {number} is out of range (1..15)")
+        if number in nozzles:
+            raise t.fail(key, f"nozzle {number} is listed twice")
+        grade_id = t.as_str(key, value)
+        if grade_id not in grades:
+            raise t.fail(
+                key,
+                f"grade {_show(grade_id)} is not defined in [[grades]] "
+                f"(defined: {_listing(grades)})",
+            )
+        nozzles[number] = grade_id
+    if not nozzles:
+        raise t.fail(None, 'at least one nozzle is required, e.g. nozzles = { 1 = "95" }')
+    return nozzles
+
+
+def _display_decimals(t: _Table, number: int, grades: Sequence[GradeConfig]) -> GradeConfig:
+    """The one grade whose decimals stand for the pump; all its grades must agree."""
+    first = grades[0]
+    for grade in grades[1:]:
+        for attr in ("volume_decimals", "amount_decimals", "price_decimals"):
+            if getattr(grade, attr) != getattr(first, attr):
+                raise t.fail(
+                    "nozzles",
+                    f"pump {number} mixes grades with different {attr} "
+                    f"({_show(first.id)} has {getattr(first, attr)}, "
+                    f"{_show(grade.id)} has {getattr(grade, attr)}); "
+                    "a dispenser has one display, so its grades must agree",
+                )
+    return first
+
+
+# --------------------------------------------------------------------------- field readers
+
+_T = TypeVar("_T")
+
+
+class _Table:
+    """One TOML table under validation: knows its key path, refuses unknown keys, and reads
+    typed fields, raising a `ConfigError` that names the file and the key."""
+
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        path: str,
+        source: Path,
+        allowed: Collection[str] | None,
+    ) -> None:
+        self.data = data
+        self.path = path
+        self.source = source
+        if allowed is not None:
+            for key in data:  # file order, so the first typo in the file is reported
+                if key not in allowed:
+                    raise self.fail(None, f"unknown key {_show(key)}{_hint(key, allowed)}")
+
+    def key_path(self, key: str | None) -> str:
+        if key is None:
+            return self.path
+        return f"{self.path}.{key}" if self.path else key
+
+    def fail(self, key: str | None, message: str) -> ConfigError:
+        return _error(self.source, self.key_path(key), message)
+
+    # -- nested tables
+
+    def table(self, key: str, allowed: Collection[str] | None, *, required: bool = False) -> _Table:
+        """A sub-table; a missing optional one reads as empty. `allowed=None` means its keys
+        are data (e.g. nozzle numbers) rather than names."""
+        value = self._get(key, required=required)
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise self.fail(key, f"expected a table, got {_show(value)}")
+        return _Table(value, self.key_path(key), self.source, allowed)
+
+    def tables(self, key: str, allowed: Collection[str]) -> list[_Table]:
+        """An array of tables (``[[key]]``); missing reads as empty."""
+        value = self._get(key, required=False)
+        if value is None:
+            return []
+        if not isinstance(value, list | tuple):
+            raise self.fail(key, f"expected an array of tables ([[{key}]]), got {_show(value)}")
+        result = []
+        for i, item in enumerate(value):
+            path = f"{self.key_path(key)}[{i}]"
+            if not isinstance(item, Mapping):
+                raise _error(self.source, path, f"expected a table, got {_show(item)}")
+            result.append(_Table(item, path, self.source, allowed))
+        return result
+
+    # -- strings
+
+    def req_str(self, key: str) -> str:
+        value = self.as_str(key, self._get(key, required=True))
+        if not value.strip():
+            raise self.fail(key, "must not be empty")
+        return value
+
+    def opt_str(self, key: str, default: str) -> str:
+        value = self._get(key, required=False)
+        return default if value is None else self.as_str(key, value)
+
+    def choice(self, key: str, default: str, choices: Sequence[str]) -> str:
+        value = self.opt_str(key, default)
+        if value not in choices:
+            options = ", ".join(_show(c) for c in choices)
+            raise self.fail(key, f"expected one of {options}, got {_show(value)}")
+        return value
+
+    def as_str(self, key: str, value: object) -> str:
+        if not isinstance(value, str):
+            raise self.fail(key, f"expected a string, got {_show(value)}")
+        return value
+
+    # -- integers
+
+    def req_int(self, key: str, *, lo: int | None = None, hi: int | None = None) -> int:
+        return self._int(key, self._get(key, required=True), lo, hi, None)
+
+    def opt_int(
+        self,
+        key: str,
+        default: int,
+        *,
+        lo: int | None = None,
+        hi: int | None = None,
+        choices: Sequence[int] | None = None,
+    ) -> int:
+        value = self._get(key, required=False)
+        return default if value is None else self._int(key, value, lo, hi, choices)
+
+    def _int(
+        self,
+        key: str,
+        value: object,
+        lo: int | None,
+        hi: int | None,
+        choices: Sequence[int] | None,
+    ) -> int:
+        # bool is a subclass of int in Python, but `true` is never a number in a config.
+        if isinstance(value, bool) or not isinstance(value, int):
+            hint = ""
+            if isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
+                hint = " (write it without quotes)"
+            raise self.fail(key, f"expected an integer, got {_show(value)}{hint}")
+        if choices is not None and value not in choices:
+            options = ", ".join(str(c) for c in choices)
+            raise self.fail(key, f"expected one of {options}, got {value}")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise self.fail(key, f"{value} is out of range ({_range(lo, hi)})")
+        return value
+
+    # -- real numbers (durations and the like, never money)
+
+    def opt_number(self, key: str, default: float, *, lo: float, hi: float) -> float:
+        value = self._get(key, required=False)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(key, f"expected a number, got {_show(value)}")
+        if not lo <= value <= hi:  # also refuses nan and inf
+            raise self.fail(key, f"{value} is out of range ({_range(lo, hi)})")
+        return float(value)
+
+    # -- decimals (money, volumes)
+
+    def req_decimal(self, key: str, *, max_places: int, limit_name: str | None = None) -> Decimal:
+        return self._decimal(key, self._get(key, required=True), max_places, limit_name)
+
+    def opt_decimal(
+        self, key: str, default: _T, *, max_places: int, limit_name: str | None = None
+    ) -> Decimal | _T:
+        value = self._get(key, required=False)
+        return default if value is None else self._decimal(key, value, max_places, limit_name)
+
+    def _decimal(self, key: str, value: object, max_places: int, limit_name: str | None) -> Decimal:
+        if isinstance(value, float):
+            bare_key = key.rsplit(".", 1)[-1]
+            raise self.fail(
+                key,
+                f"got the TOML float {value!r}; floats are binary and not exact, so money and "
+                f'volumes are written as strings: {bare_key} = "{value!r}"',
+            )
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise self.fail(key, f'expected a decimal string like "7.89", got {_show(value)}')
+        if isinstance(value, str) and not _DECIMAL_TEXT.fullmatch(value):
+            raise self.fail(key, f'expected a decimal number like "7.89", got {_show(value)}')
+        number = Decimal(value)
+        places = _places(number)
+        if places > max_places:
+            by = f" by {limit_name}" if limit_name else ""
+            raise self.fail(
+                key,
+                f"{_show(value)} has {places} decimal places, at most {max_places} allowed{by}",
+            )
+        return number
+
+    def _get(self, key: str, *, required: bool) -> Any:
+        # TOML has no null, so None can only mean "absent".
+        if key in self.data:
+            return self.data[key]
+        if required:
+            raise self.fail(key, "missing required key")
+        return None
+
+
+def _error(source: Path, where: str, message: str) -> ConfigError:
+    """The one message shape: "<file>: <key path>: <what is wrong>"."""
+    return ConfigError(f"{source}: {where}: {message}" if where else f"{source}: {message}")
+
+
+def _show(value: object) -> str:
+    """A value as the technician wrote it in the TOML file."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return f"{value} (a {type(value).__name__})"  # dates and times
+
+
+def _show_decimal(value: Decimal) -> str:
+    return _show(str(value))
+
+
+def _hex(value: int) -> str:
+    return f"0x{value:02X}" if value >= 0 else str(value)
+
+
+def _range(lo: float | None, hi: float | None) -> str:
+    if lo is None:
+        return f"at most {hi}"
+    if hi is None:
+        return f"at least {lo}"
+    return f"{lo}..{hi}"
+
+
+def _places(value: Decimal) -> int:
+    """Significant decimal places: "7.890" has 2, "100" has 0."""
+    exponent = value.normalize().as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def _listing(names: Collection[str]) -> str:
+    return ", ".join(_show(n) for n in names) or "none"
+
+
+def _hint(key: str, allowed: Collection[str]) -> str:
+    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {_show(close[0])}?)"
+    return f" (allowed: {', '.join(allowed)})"

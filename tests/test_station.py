@@ -1,0 +1,172 @@
+"""The station end to end: daemon, DART driver and simulated pumps over real ptys."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from drivers.transport import SerialTransport
+from drivers.wayne_dart.codec import DartStatus
+from drivers.wayne_dart.driver import DartLine, DartLineSettings, DartPumpSettings
+from drivers.wayne_dart.sim import Customer, normal_fill, preset_fill, walk_away, wrong_nozzle
+from edgectl.errors import CommandError
+from edgectl.forecourt.fuelling_point import FPState
+from edgectl.forecourt.sale import AuthorizationSource
+from edgectl.config import load_config
+from tests.stationkit import running_station, start_simulators, until, write_config
+
+
+async def test_auto_mode_sells_and_records_the_sale_before_reset(tmp_path: Path) -> None:
+    async with running_station(write_config(tmp_path, mode="auto")) as st:
+        visit = await Customer(st.pump(1), normal_fill(2, Decimal("30.00"))).run()
+        await until(lambda: len(st.rows("SELECT * FROM sales")) == 1, what="sale recorded")
+        sale = st.rows("SELECT * FROM sales")[0]
+        assert sale["pump"] == 1 and sale["nozzle"] == 2 and sale["grade"] == "95"
+        assert sale["unit_price"] == "7.93" and sale["currency"] == "CNY"
+        pump = st.pump(1)
+        volume, amount = Decimal(sale["volume"]), Decimal(sale["amount"])
+        assert amount == (volume * Decimal("7.93")).quantize(Decimal("0.01"))
+        assert Decimal(sale["total_volume_after"]) - Decimal(sale["total_volume_before"]) == volume
+        assert pump.totals(2) == (
+            int(Decimal(sale["total_volume_after"]) * 100),
+            int(Decimal(sale["total_amount_after"]) * 100),
+        )
+        auth = st.rows("SELECT * FROM authorizations")[0]
+        assert auth["source"] == "auto" and auth["state"] == "completed"
+        assert auth["sale_id"] == sale["id"] and auth["preset_amount"] == "100.00"
+        await until(lambda: pump.status is DartStatus.RESET, what="pump reset")
+        await until(lambda: st.service(1).fp.state is FPState.IDLE, what="fp idle")
+        assert st.rows("SELECT stream FROM outbox") == [{"stream": "sale"}]
+        assert st.rows("SELECT * FROM alarms") == []
+        assert visit is not None
+
+
+async def test_preset_stops_the_sale_at_the_auto_limit(tmp_path: Path) -> None:
+    async with running_station(write_config(tmp_path, mode="auto"), flow_rate_lps=50.0) as st:
+        await Customer(st.pump(2), preset_fill(1)).run()
+        await until(lambda: len(st.rows("SELECT * FROM sales")) == 1, what="sale")
+        sale = st.rows("SELECT * FROM sales")[0]
+        assert sale["amount"] == "100.00"  # the configured auto preset
+
+
+async def test_cloud_mode_never_authorizes_on_its_own(tmp_path: Path) -> None:
+    async with running_station(write_config(tmp_path, mode="cloud")) as st:
+        st.pump(1).lift(1)
+        await until(lambda: st.service(1).fp.state is FPState.CALLING, what="calling")
+        await asyncio.sleep(0.5)
+        assert st.pump(1).status is DartStatus.RESET
+        assert st.rows("SELECT * FROM authorizations") == []
+        st.pump(1).hang_up()
+        await until(lambda: st.service(1).fp.state is FPState.IDLE, what="idle")
+
+
+async def test_walk_away_and_wrong_nozzle_leave_no_sale(tmp_path: Path) -> None:
+    config = write_config(tmp_path, mode="auto", authorize_timeout_s=1)
+    async with running_station(config) as st:
+        await Customer(st.pump(1), walk_away(1, linger_s=0.3)).run()
+        await until(
+            lambda: st.rows("SELECT state FROM authorizations WHERE pump = 1")
+            and st.rows("SELECT state FROM authorizations WHERE pump = 1")[-1]["state"]
+            in ("no_sale", "expired"),
+            what="authorization closed without sale",
+        )
+        await until(lambda: st.pump(1).status is DartStatus.RESET, what="de-authorized")
+        assert st.rows("SELECT * FROM sales") == []
+
+
+async def test_attendant_authorization_is_recorded_first_and_limits_are_enforced(
+    tmp_path: Path,
+) -> None:
+    async with running_station(write_config(tmp_path, mode="attendant")) as st:
+        station = st.daemon.station
+        with pytest.raises(CommandError) as err:
+            await station.authorize(1, AuthorizationSource.ATTENDANT,
+                                    preset_amount=Decimal("99999"))
+        assert err.value.code == "preset_out_of_limits"
+        with pytest.raises(CommandError) as err:
+            await station.authorize(9, AuthorizationSource.ATTENDANT)
+        assert err.value.code == "unknown_pump"
+        auth = await station.authorize(2, AuthorizationSource.ATTENDANT, nozzles=(1,),
+                                       preset_volume=Decimal("2.00"), requested_by="tech")
+        await until(lambda: st.pump(2).status is DartStatus.AUTHORIZED, what="authorized")
+        with pytest.raises(CommandError) as err:
+            await station.authorize(2, AuthorizationSource.ATTENDANT)
+        assert err.value.code == "pump_busy"
+        await Customer(st.pump(2), preset_fill(1)).run()
+        await until(lambda: len(st.rows("SELECT * FROM sales")) == 1, what="sale")
+        sale = st.rows("SELECT * FROM sales")[0]
+        assert sale["volume"] == "2.00" and sale["authorization_id"] == auth.id
+
+
+async def test_authorization_expires_when_no_nozzle_is_lifted(tmp_path: Path) -> None:
+    config = write_config(tmp_path, mode="attendant", authorize_timeout_s=1)
+    async with running_station(config) as st:
+        await st.daemon.station.authorize(1, AuthorizationSource.ATTENDANT)
+        await until(lambda: st.pump(1).status is DartStatus.AUTHORIZED, what="authorized")
+        await until(
+            lambda: st.rows("SELECT state FROM authorizations")[0]["state"] == "expired",
+            timeout=5, what="expired",
+        )
+        await until(lambda: st.pump(1).status is DartStatus.RESET, what="de-authorized")
+
+
+async def test_graceful_stop_commits_the_sale_in_progress(tmp_path: Path) -> None:
+    async with running_station(write_config(tmp_path, mode="auto"), flow_rate_lps=2.0) as st:
+        pump = st.pump(1)
+        pump.lift(1)
+        await until(lambda: pump.status is DartStatus.AUTHORIZED, what="authorized")
+        pump.squeeze()
+        await until(lambda: pump.volume > 50, what="fuel flowing")
+        pump.release()
+        pump.hang_up()
+        await st.stop()  # immediately: the sale is being read while we ask to stop
+        sales = st.rows("SELECT * FROM sales")
+        assert len(sales) == 1 and Decimal(sales[0]["volume"]) > 0
+
+
+async def test_totals_moved_while_offline_raise_a_missed_sale_alarm(tmp_path: Path) -> None:
+    config_path = write_config(tmp_path, mode="auto")
+    config = load_config(config_path)
+    sims = start_simulators(config)
+    try:
+        async with running_station(config_path, sims=sims) as st:
+            await until(lambda: len(st.rows("SELECT * FROM nozzle_totals")) == 4, what="baseline")
+        # While edgectl is down another controller sells 5 L on pump 1 (nozzle 1).
+        line_cfg = config.line("l0")
+        other = DartLine(
+            DartLineSettings(name="other", reply_timeout_s=0.04),
+            [DartPumpSettings(address=0x50, nozzles=(1, 2))],
+            SerialTransport(line_cfg.port, name="other"),
+            lambda event: None,
+        )
+        task = asyncio.create_task(other.run())
+        await until(lambda: other.is_online(0x50), what="other controller online")
+        await other.authorize(0x50, nozzles=(1,), preset_volume=Decimal("5.00"))
+        await Customer(sims["l0"].pump(0x50), preset_fill(1)).run()
+        await other.reset(0x50)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        async with running_station(config_path, sims=sims) as st2:
+            await until(lambda: bool(st2.rows("SELECT * FROM alarms")), what="alarm")
+            alarm = st2.rows("SELECT * FROM alarms")[0]
+            assert alarm["kind"] == "missed_sale" and alarm["pump"] == 1 and alarm["nozzle"] == 1
+            assert "grew by 5.00" in alarm["message"]
+            assert st2.rows("SELECT * FROM sales") == []
+            assert [r["stream"] for r in st2.rows("SELECT stream FROM outbox")] == ["alarm"]
+    finally:
+        for sim in sims.values():
+            sim.stop()
+
+
+async def test_wrong_nozzle_gets_no_fuel(tmp_path: Path) -> None:
+    async with running_station(write_config(tmp_path, mode="attendant")) as st:
+        await st.daemon.station.authorize(1, AuthorizationSource.ATTENDANT, nozzles=(1,))
+        await until(lambda: st.pump(1).status is DartStatus.AUTHORIZED, what="authorized")
+        await Customer(st.pump(1), wrong_nozzle(2, linger_s=0.3)).run()
+        assert st.pump(1).volume == 0
+        assert st.rows("SELECT * FROM sales") == []
