@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import termios
@@ -56,12 +57,10 @@ class SerialTransport:
     ) -> None:
         self.port = port
         self.name = name or port
-        self._settings = {
-            "baudrate": baud,
-            "parity": _PARITY[parity],
-            "bytesize": bytesize,
-            "stopbits": stopbits,
-        }
+        self._baud = baud
+        self._parity = _PARITY[parity]
+        self._bytesize = bytesize
+        self._stopbits = stopbits
         self._serial: serial.Serial | None = None
         self.parity_ignored = False  # the device (a pty) would not take the parity setting
         self._fd = -1
@@ -77,13 +76,15 @@ class SerialTransport:
     async def open(self) -> None:
         self.close()
         try:
-            ser = self._open_serial(self._settings)
+            ser = self._open_serial(self._parity)
         except termios.error as exc:
             # A pty stores the parity flag cleared and then refuses to be given it again
             # (EINVAL on the second open). Real UARTs keep it; a pty ignores it anyway.
-            if self._settings["parity"] == serial.PARITY_NONE or exc.args[0] != errno.EINVAL:
-                raise TransportError(f"cannot configure {self.port}: {exc}", device=self.name) from exc
-            ser = self._open_serial({**self._settings, "parity": serial.PARITY_NONE})
+            if self._parity == serial.PARITY_NONE or exc.args[0] != errno.EINVAL:
+                raise TransportError(
+                    f"cannot configure {self.port}: {exc}", device=self.name
+                ) from exc
+            ser = self._open_serial(serial.PARITY_NONE)
             self.parity_ignored = True
         self._serial = ser
         self._fd = ser.fileno()
@@ -92,9 +93,17 @@ class SerialTransport:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._fd, self._on_readable)
 
-    def _open_serial(self, settings: dict[str, object]) -> serial.Serial:
+    def _open_serial(self, parity: str) -> serial.Serial:
         try:
-            return serial.Serial(port=self.port, timeout=0, exclusive=True, **settings)
+            return serial.Serial(
+                port=self.port,
+                baudrate=self._baud,
+                parity=parity,
+                bytesize=self._bytesize,
+                stopbits=self._stopbits,
+                timeout=0,
+                exclusive=True,
+            )
         except (serial.SerialException, OSError, ValueError) as exc:
             raise TransportError(f"cannot open {self.port}: {exc}", device=self.name) from exc
 
@@ -103,10 +112,9 @@ class SerialTransport:
             return
         if self._loop is not None and self._fd >= 0:
             self._loop.remove_reader(self._fd)
-        try:
+        # Already gone: closing a vanished device is allowed to fail.
+        with contextlib.suppress(serial.SerialException, OSError):
             self._serial.close()
-        except (serial.SerialException, OSError):
-            pass  # already gone: closing a vanished device is allowed to fail
         self._serial = None
         self._fd = -1
         self._wake()

@@ -1,14 +1,14 @@
-"""The application service: applies dispenser events and commands to the forecourt and commits them."""
+"""The application service: applies dispenser events and commands to the forecourt, durably."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 from drivers.base import (
     AlarmReport,
@@ -261,11 +261,11 @@ class PumpService:
             self.online = False
             self.status = None
             self.log.warning("pump_offline", reason=event.reason)
-            self._follow()
+            await self._follow()
             self._resync = True
         elif isinstance(event, StatusReport):
             self.status = event.status
-            self._follow()
+            await self._follow()
             await self._act()
         elif isinstance(event, NozzleReport):
             if event.nozzle_out and not self.nozzle_out:
@@ -275,14 +275,17 @@ class PumpService:
                 self.nozzle = event.nozzle
                 self.unit_price = event.unit_price
             if self.status is not None:
-                self._follow()
+                await self._follow()
                 await self._act()
         elif isinstance(event, FillingReport):
             self.volume, self.amount = event.volume, event.amount
         elif isinstance(event, AlarmReport):
             await self.station.db(
-                self.station.store.raise_alarm, "pump_alarm", event.text,
-                pump=self.pump.number, detail={"code": event.code},
+                self.station.store.raise_alarm,
+                "pump_alarm",
+                event.text,
+                pump=self.pump.number,
+                detail={"code": event.code},
             )
 
     def _apply_filling_info(self, info: FillingInfo) -> None:
@@ -291,36 +294,44 @@ class PumpService:
             self.nozzle = info.nozzle
             self.unit_price = info.unit_price
 
-    def _follow(self) -> None:
+    async def _follow(self) -> None:
         """Move the fuelling point to what the pump reports; an illegal report is resynced."""
         now = self.station.clock()
         if self._resync and self.status is not None:
             self._resync = False
-            self._log_transitions([self.fp.resync(observed_state(self.status, self.nozzle_out), now)])
+            self._log_transitions(
+                [self.fp.resync(observed_state(self.status, self.nozzle_out), now)]
+            )
             return
         try:
             transitions = self.fp.follow(self.status, self.nozzle_out, now)
         except IllegalTransition as exc:
             self.log.error(
-                "illegal_transition", state=str(exc.state), observed=str(exc.event),
-                status=self.status.value if self.status else None, nozzle_out=self.nozzle_out,
+                "illegal_transition",
+                state=str(exc.state),
+                observed=str(exc.event),
+                status=self.status.value if self.status else None,
+                nozzle_out=self.nozzle_out,
             )
             if self.status is DispenserStatus.FILLING and self.auth is None:
-                asyncio.get_running_loop().create_task(
-                    self.station.db(
-                        self.station.store.raise_alarm, "unauthorized_dispensing",
-                        f"pump {self.pump.number} is dispensing without an authorization from edgectl",
-                        severity="critical", pump=self.pump.number,
-                    )
+                await self.station.db(
+                    self.station.store.raise_alarm,
+                    "unauthorized_dispensing",
+                    f"pump {self.pump.number} is dispensing without an edgectl authorization",
+                    severity="critical",
+                    pump=self.pump.number,
                 )
-            transitions = [self.fp.resync(observed_state(self.status, self.nozzle_out), now)]
+            resynced = self.fp.resync(observed_state(self.status, self.nozzle_out), now)
+            transitions = [resynced] if resynced is not None else []
         self._log_transitions(transitions)
 
-    def _log_transitions(self, transitions: list[Transition | None] | list[Transition]) -> None:
+    def _log_transitions(self, transitions: Sequence[Transition | None]) -> None:
         for tr in transitions:
             if tr is not None:
                 self.log.info(
-                    "fp_state", old=tr.old.name, new=tr.new.name,
+                    "fp_state",
+                    old=tr.old.name,
+                    new=tr.new.name,
                     trigger=tr.event.name if tr.event is not None else "RESYNC",
                 )
 
@@ -381,15 +392,22 @@ class PumpService:
         self._check_authorizable(nozzles, preset_amount, preset_volume)
         store = self.station.store
         auth = await self.station.db(
-            store.create_authorization, self.pump.number, source, nozzles=nozzles,
-            preset_amount=preset_amount, preset_volume=preset_volume, order_id=order_id,
+            store.create_authorization,
+            self.pump.number,
+            source,
+            nozzles=nozzles,
+            preset_amount=preset_amount,
+            preset_volume=preset_volume,
+            order_id=order_id,
             requested_by=requested_by,
         )
         self.auth = auth
         log = self.log.bind(authorization_id=auth.id, source=source.value)
         try:
             await self.line.authorize(
-                self.address, nozzles=nozzles, preset_amount=preset_amount,
+                self.address,
+                nozzles=nozzles,
+                preset_amount=preset_amount,
                 preset_volume=preset_volume,
             )
         except DriverError as exc:
@@ -397,8 +415,12 @@ class PumpService:
             log.error("authorize_failed", error=str(exc))
             raise CommandError(f"pump {self.pump.number}: {exc}", code="pump_refused") from exc
         await self._set_auth_state(AuthorizationState.AUTHORIZED)
-        log.info("authorized", preset_amount=str(preset_amount) if preset_amount else None,
-                 preset_volume=str(preset_volume) if preset_volume else None, nozzles=nozzles)
+        log.info(
+            "authorized",
+            preset_amount=str(preset_amount) if preset_amount else None,
+            preset_volume=str(preset_volume) if preset_volume else None,
+            nozzles=nozzles,
+        )
         return self.auth or auth
 
     def _check_authorizable(
@@ -416,14 +438,16 @@ class PumpService:
             raise CommandError(f"pump {self.pump.number} is {state}", code="pump_busy")
         for nozzle in nozzles:
             if nozzle not in self.pump.nozzles:
-                raise CommandError(f"pump {self.pump.number} has no nozzle {nozzle}",
-                                   code="unknown_nozzle")
+                raise CommandError(
+                    f"pump {self.pump.number} has no nozzle {nozzle}", code="unknown_nozzle"
+                )
         if preset_amount is not None and not (
             limits.min_preset_amount <= preset_amount <= limits.max_preset_amount
         ):
             raise CommandError(
                 f"preset amount {preset_amount} outside {limits.min_preset_amount}"
-                f"..{limits.max_preset_amount}", code="preset_out_of_limits",
+                f"..{limits.max_preset_amount}",
+                code="preset_out_of_limits",
             )
         if preset_volume is not None and not (0 < preset_volume <= limits.max_preset_volume):
             raise CommandError(
@@ -448,8 +472,9 @@ class PumpService:
         if self.auth is None:
             return
         await self.station.db(self.station.store.update_authorization, self.auth.id, state, reason)
-        self.log.info("authorization_ended", authorization_id=self.auth.id, state=state.value,
-                      reason=reason)
+        self.log.info(
+            "authorization_ended", authorization_id=self.auth.id, state=state.value, reason=reason
+        )
         self.auth = None
 
     # ------------------------------------------------------------------ sales
@@ -496,8 +521,13 @@ class PumpService:
         log = self.log.bind(sale_id=recorded.id, nozzle=sale.nozzle, grade=sale.grade)
         if recorded.created:
             self.sales_recorded += 1
-            log.info("sale_recorded", volume=str(sale.volume), amount=str(sale.amount),
-                     unit_price=str(sale.unit_price), uid=sale.uid)
+            log.info(
+                "sale_recorded",
+                volume=str(sale.volume),
+                amount=str(sale.amount),
+                unit_price=str(sale.unit_price),
+                uid=sale.uid,
+            )
         else:
             log.info("sale_already_recorded", uid=sale.uid)
         if recorded.totals_alarm:
@@ -550,6 +580,3 @@ class PumpService:
             authorization_id=self.auth.id if self.auth else None,
             sales=self.sales_recorded,
         )
-
-
-Awaitables = list[Awaitable[Any]]

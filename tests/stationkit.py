@@ -33,7 +33,7 @@ id = "TEST-01"
 currency = "CNY"
 
 [store]
-path = "{tmp / 'edgectl.db'}"
+path = "{tmp / "edgectl.db"}"
 
 [authorization]
 mode = "{mode}"
@@ -125,9 +125,12 @@ class RunningStation:
         return self.daemon.station.points[number]
 
     async def all_online(self) -> None:
-        await until(lambda: all(s.online and s.status is not None
-                                for s in self.daemon.station.points.values()),
-                    what="all pumps online")
+        await until(
+            lambda: all(
+                s.online and s.status is not None for s in self.daemon.station.points.values()
+            ),
+            what="all pumps online",
+        )
 
     async def stop(self) -> None:
         self.daemon.request_stop()

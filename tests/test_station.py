@@ -13,10 +13,10 @@ from drivers.transport import SerialTransport
 from drivers.wayne_dart.codec import DartStatus
 from drivers.wayne_dart.driver import DartLine, DartLineSettings, DartPumpSettings
 from drivers.wayne_dart.sim import Customer, normal_fill, preset_fill, walk_away, wrong_nozzle
+from edgectl.config import load_config
 from edgectl.errors import CommandError
 from edgectl.forecourt.fuelling_point import FPState
 from edgectl.forecourt.sale import AuthorizationSource
-from edgectl.config import load_config
 from tests.stationkit import running_station, start_simulators, until, write_config
 
 
@@ -69,9 +69,11 @@ async def test_walk_away_and_wrong_nozzle_leave_no_sale(tmp_path: Path) -> None:
     async with running_station(config) as st:
         await Customer(st.pump(1), walk_away(1, linger_s=0.3)).run()
         await until(
-            lambda: st.rows("SELECT state FROM authorizations WHERE pump = 1")
-            and st.rows("SELECT state FROM authorizations WHERE pump = 1")[-1]["state"]
-            in ("no_sale", "expired"),
+            lambda: (
+                st.rows("SELECT state FROM authorizations WHERE pump = 1")
+                and st.rows("SELECT state FROM authorizations WHERE pump = 1")[-1]["state"]
+                in ("no_sale", "expired")
+            ),
             what="authorization closed without sale",
         )
         await until(lambda: st.pump(1).status is DartStatus.RESET, what="de-authorized")
@@ -84,14 +86,20 @@ async def test_attendant_authorization_is_recorded_first_and_limits_are_enforced
     async with running_station(write_config(tmp_path, mode="attendant")) as st:
         station = st.daemon.station
         with pytest.raises(CommandError) as err:
-            await station.authorize(1, AuthorizationSource.ATTENDANT,
-                                    preset_amount=Decimal("99999"))
+            await station.authorize(
+                1, AuthorizationSource.ATTENDANT, preset_amount=Decimal("99999")
+            )
         assert err.value.code == "preset_out_of_limits"
         with pytest.raises(CommandError) as err:
             await station.authorize(9, AuthorizationSource.ATTENDANT)
         assert err.value.code == "unknown_pump"
-        auth = await station.authorize(2, AuthorizationSource.ATTENDANT, nozzles=(1,),
-                                       preset_volume=Decimal("2.00"), requested_by="tech")
+        auth = await station.authorize(
+            2,
+            AuthorizationSource.ATTENDANT,
+            nozzles=(1,),
+            preset_volume=Decimal("2.00"),
+            requested_by="tech",
+        )
         await until(lambda: st.pump(2).status is DartStatus.AUTHORIZED, what="authorized")
         with pytest.raises(CommandError) as err:
             await station.authorize(2, AuthorizationSource.ATTENDANT)
@@ -109,7 +117,8 @@ async def test_authorization_expires_when_no_nozzle_is_lifted(tmp_path: Path) ->
         await until(lambda: st.pump(1).status is DartStatus.AUTHORIZED, what="authorized")
         await until(
             lambda: st.rows("SELECT state FROM authorizations")[0]["state"] == "expired",
-            timeout=5, what="expired",
+            timeout=5,
+            what="expired",
         )
         await until(lambda: st.pump(1).status is DartStatus.RESET, what="de-authorized")
 

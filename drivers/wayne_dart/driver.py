@@ -153,7 +153,9 @@ class DartLine:
         )
         status = STATUS_MAP.get(reply.status, DispenserStatus.NOT_PROGRAMMED)
         if status is not DispenserStatus.RESET:
-            raise CommandRejected(f"reset refused, pump is {status.value}", device=self._dev(address))
+            raise CommandRejected(
+                f"reset refused, pump is {status.value}", device=self._dev(address)
+            )
         return status
 
     async def authorize(
@@ -170,9 +172,13 @@ class DartLine:
         if nozzles:
             items.append(codec.AllowedNozzles(tuple(nozzles)))
         if preset_volume is not None:
-            items.append(codec.PresetVolume(codec.from_decimal(preset_volume, pump.volume_decimals)))
+            items.append(
+                codec.PresetVolume(codec.from_decimal(preset_volume, pump.volume_decimals))
+            )
         if preset_amount is not None:
-            items.append(codec.PresetAmount(codec.from_decimal(preset_amount, pump.amount_decimals)))
+            items.append(
+                codec.PresetAmount(codec.from_decimal(preset_amount, pump.amount_decimals))
+            )
         items.append(codec.Command(DCC.AUTHORIZE))
         reply = await self._submit(address, tuple(items), _is(codec.PumpStatus), "authorize")
         status = STATUS_MAP.get(reply.status, DispenserStatus.NOT_PROGRAMMED)
@@ -488,7 +494,8 @@ class DartLine:
             self._mark_offline(link, f"no reply to {link.misses} requests")
         if not link.online:
             link.backoff_s = min(
-                max(link.backoff_s * 2, self.settings.backoff_initial_s), self.settings.backoff_max_s
+                max(link.backoff_s * 2, self.settings.backoff_initial_s),
+                self.settings.backoff_max_s,
             )
             link.next_try = now + self._jitter(link.backoff_s)
 

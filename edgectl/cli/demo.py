@@ -40,7 +40,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--duration", type=float, default=None, help="stop after N seconds")
     parser.add_argument("--seed", type=int, default=None, help="seed for random customers")
     parser.add_argument(
-        "--customer-interval", type=float, default=6.0,
+        "--customer-interval",
+        type=float,
+        default=6.0,
         help="mean seconds between customers arriving (default 6)",
     )
     parser.add_argument("--no-ui", action="store_true", help="no live table (for logs, CI)")
@@ -58,9 +60,11 @@ def _demo(args: argparse.Namespace) -> int:
     with log_path.open("a", encoding="utf-8") as log_file:
         configure(config.logging.level, "json", stream=log_file)
         console = Console()
-        console.print(f"[bold]edgectl demo[/] station {config.station.id}: "
-                      f"{len(config.pumps)} pumps on {len(config.lines)} lines, "
-                      f"mode {config.authorization.mode}")
+        console.print(
+            f"[bold]edgectl demo[/] station {config.station.id}: "
+            f"{len(config.pumps)} pumps on {len(config.lines)} lines, "
+            f"mode {config.authorization.mode}"
+        )
         console.print(f"daemon log: {log_path}   sales database: {config.store.path}")
         try:
             return asyncio.run(_run(config, args, console))
@@ -89,7 +93,8 @@ async def _run(config: Config, args: argparse.Namespace, console: Console) -> in
             customers = [
                 tg.create_task(
                     RandomCustomers(
-                        sim, mean_interval_s=args.customer_interval * len(sims),
+                        sim,
+                        mean_interval_s=args.customer_interval * len(sims),
                         seed=None if args.seed is None else args.seed + i,
                     ).run(),
                     name=f"customers-{sim.name}",
@@ -123,8 +128,19 @@ async def _run(config: Config, args: argparse.Namespace, console: Console) -> in
 
 def _render(daemon: Any, config: Config) -> Group:
     pumps = Table(title=f"{config.station.id} — pumps", expand=False)
-    for column in ("pump", "line", "online", "state", "nozzle", "grade", "price", "volume",
-                   "amount", "auth", "sales"):
+    for column in (
+        "pump",
+        "line",
+        "online",
+        "state",
+        "nozzle",
+        "grade",
+        "price",
+        "volume",
+        "amount",
+        "auth",
+        "sales",
+    ):
         pumps.add_column(column, justify="right" if column in ("volume", "amount") else "left")
     for view in daemon.station.snapshot():
         pumps.add_row(
@@ -144,8 +160,21 @@ def _render(daemon: Any, config: Config) -> Group:
     for column in ("id", "pump", "nozzle", "grade", "volume", "amount", "price", "recorded"):
         sales.add_column(column)
     for row in _latest_sales(config.store.path, 8):
-        sales.add_row(*(str(row[k]) for k in ("id", "pump", "nozzle", "grade", "volume",
-                                               "amount", "unit_price", "recorded_at")))
+        sales.add_row(
+            *(
+                str(row[k])
+                for k in (
+                    "id",
+                    "pump",
+                    "nozzle",
+                    "grade",
+                    "volume",
+                    "amount",
+                    "unit_price",
+                    "recorded_at",
+                )
+            )
+        )
     return Group(pumps, sales)
 
 
@@ -166,6 +195,5 @@ def _latest_sales(path: Path, limit: int) -> list[sqlite3.Row]:
 def _summary(console: Console, config: Config, elapsed: float) -> None:
     rows = _latest_sales(config.store.path, 1_000_000)
     console.print(
-        f"demo ran {elapsed:.0f} s; the store now holds {len(rows)} sales "
-        f"({config.store.path})"
+        f"demo ran {elapsed:.0f} s; the store now holds {len(rows)} sales ({config.store.path})"
     )

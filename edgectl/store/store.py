@@ -238,12 +238,18 @@ class Store:
             alarm = None
             if sale.total_volume_after is not None and sale.total_amount_after is not None:
                 alarm = _totals_disagreement(sale, before_volume, before_amount)
-                tx.set_totals(sale.pump, sale.nozzle, sale.total_volume_after,
-                              sale.total_amount_after, now)
+                tx.set_totals(
+                    sale.pump, sale.nozzle, sale.total_volume_after, sale.total_amount_after, now
+                )
             if alarm is not None:
                 tx.alarm(
-                    "totals_mismatch", "critical", alarm, now, pump=sale.pump,
-                    nozzle=sale.nozzle, detail={"sale_id": sale_id},
+                    "totals_mismatch",
+                    "critical",
+                    alarm,
+                    now,
+                    pump=sale.pump,
+                    nozzle=sale.nozzle,
+                    detail={"sale_id": sale_id},
                 )
             tx.outbox("sale", PRIORITY_SALE, _sale_event(sale_id, sale), now)
         return RecordedSale(sale_id, created=True, totals_alarm=alarm)
@@ -300,8 +306,15 @@ class Store:
                         "with no sale recorded"
                     )
             if message is not None:
-                tx.alarm("missed_sale", "critical", message, now, pump=pump, nozzle=nozzle,
-                         detail={"volume": str(volume), "amount": str(amount)})
+                tx.alarm(
+                    "missed_sale",
+                    "critical",
+                    message,
+                    now,
+                    pump=pump,
+                    nozzle=nozzle,
+                    detail={"volume": str(volume), "amount": str(amount)},
+                )
             tx.set_totals(pump, nozzle, volume, amount, now)
         return message
 
@@ -317,8 +330,15 @@ class Store:
         detail: dict[str, Any] | None = None,
     ) -> int:
         with self.transaction() as tx:
-            return tx.alarm(kind, severity, message, self._clock(), pump=pump, nozzle=nozzle,
-                            detail=detail or {})
+            return tx.alarm(
+                kind,
+                severity,
+                message,
+                self._clock(),
+                pump=pump,
+                nozzle=nozzle,
+                detail=detail or {},
+            )
 
     def alarms(self, *, active_only: bool = False) -> list[dict[str, Any]]:
         sql = "SELECT * FROM alarms"
@@ -345,7 +365,9 @@ class _Tx:
             if statement.strip():
                 self._db.execute(statement)
 
-    def set_totals(self, pump: int, nozzle: int, volume: Decimal, amount: Decimal, now: str) -> None:
+    def set_totals(
+        self, pump: int, nozzle: int, volume: Decimal, amount: Decimal, now: str
+    ) -> None:
         self._db.execute(
             "INSERT INTO nozzle_totals (pump, nozzle, volume, amount, updated_at)"
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT (pump, nozzle) DO UPDATE SET"
@@ -373,8 +395,15 @@ class _Tx:
         self.outbox(
             "alarm",
             PRIORITY_EVENT,
-            {"alarm_id": alarm_id, "kind": kind, "severity": severity, "pump": pump,
-             "nozzle": nozzle, "message": message, "raised_at": now},
+            {
+                "alarm_id": alarm_id,
+                "kind": kind,
+                "severity": severity,
+                "pump": pump,
+                "nozzle": nozzle,
+                "message": message,
+                "raised_at": now,
+            },
             now,
         )
         return alarm_id

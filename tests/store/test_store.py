@@ -23,9 +23,16 @@ def store(tmp_path: Path) -> Store:
 
 def make_sale(**overrides: object) -> Sale:
     values: dict[str, object] = dict(
-        pump=1, nozzle=1, grade="95", volume=Decimal("10.00"), amount=Decimal("78.90"),
-        unit_price=Decimal("7.89"), currency="CNY", ended_at="2026-11-24T10:00:00.000Z",
-        total_volume_after=Decimal("1010.00"), total_amount_after=Decimal("7978.90"),
+        pump=1,
+        nozzle=1,
+        grade="95",
+        volume=Decimal("10.00"),
+        amount=Decimal("78.90"),
+        unit_price=Decimal("7.89"),
+        currency="CNY",
+        ended_at="2026-11-24T10:00:00.000Z",
+        total_volume_after=Decimal("1010.00"),
+        total_amount_after=Decimal("7978.90"),
     )
     values.update(overrides)
     return Sale(**values)  # type: ignore[arg-type]
@@ -56,8 +63,9 @@ def test_sale_is_recorded_once_even_when_read_again(store: Store) -> None:
 
 
 def test_sale_commits_its_outbox_event_and_closes_its_authorization(store: Store) -> None:
-    auth = store.create_authorization(1, AuthorizationSource.AUTO, nozzles=(1,),
-                                      preset_amount=Decimal("100.00"))
+    auth = store.create_authorization(
+        1, AuthorizationSource.AUTO, nozzles=(1,), preset_amount=Decimal("100.00")
+    )
     assert store.open_authorization(1) == auth
     recorded = store.record_sale(make_sale(authorization_id=auth.id))
     closed = store.authorization(auth.id)
@@ -71,8 +79,9 @@ def test_sale_commits_its_outbox_event_and_closes_its_authorization(store: Store
 
 def test_one_sale_per_authorization_even_without_totals(store: Store) -> None:
     auth = store.create_authorization(2, AuthorizationSource.AUTO)
-    sale = make_sale(pump=2, total_volume_after=None, total_amount_after=None,
-                     authorization_id=auth.id)
+    sale = make_sale(
+        pump=2, total_volume_after=None, total_amount_after=None, authorization_id=auth.id
+    )
     assert store.record_sale(sale).created
     assert not store.record_sale(make_sale(pump=2, authorization_id=auth.id)).created
 
@@ -105,8 +114,9 @@ def test_totals_that_moved_while_idle_mean_an_unrecorded_sale(store: Store) -> N
 
 
 def test_authorization_states_are_recorded(store: Store) -> None:
-    auth = store.create_authorization(4, AuthorizationSource.ATTENDANT, requested_by="alice",
-                                      preset_volume=Decimal("20.00"))
+    auth = store.create_authorization(
+        4, AuthorizationSource.ATTENDANT, requested_by="alice", preset_volume=Decimal("20.00")
+    )
     store.update_authorization(auth.id, AuthorizationState.AUTHORIZED)
     store.update_authorization(auth.id, AuthorizationState.EXPIRED, "no nozzle lifted in time")
     row = store.query("SELECT * FROM authorizations WHERE id = ?", (auth.id,))[0]

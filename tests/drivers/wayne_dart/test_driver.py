@@ -42,15 +42,21 @@ class Harness:
 
     def of(self, kind: type, address: int | None = None) -> list[DispenserEvent]:
         return [
-            e for e in self.events
-            if isinstance(e, kind) and (address is None or e.pump == address)
+            e for e in self.events if isinstance(e, kind) and (address is None or e.pump == address)
         ]
 
 
-def make_line(port: Path, addresses: list[int], events: list[DispenserEvent], **kw: object) -> DartLine:
+def make_line(
+    port: Path, addresses: list[int], events: list[DispenserEvent], **kw: object
+) -> DartLine:
     settings = DartLineSettings(
-        name="test", reply_timeout_s=0.03, backoff_initial_s=0.2, backoff_max_s=0.5,
-        reopen_initial_s=0.05, reopen_max_s=0.2, **kw,  # type: ignore[arg-type]
+        name="test",
+        reply_timeout_s=0.03,
+        backoff_initial_s=0.2,
+        backoff_max_s=0.5,
+        reopen_initial_s=0.05,
+        reopen_max_s=0.2,
+        **kw,  # type: ignore[arg-type]
     )
     pumps = [DartPumpSettings(address=a, nozzles=(1, 2)) for a in addresses]
     return DartLine(settings, pumps, SerialTransport(str(port), name="test"), events.append)
@@ -160,7 +166,7 @@ class AckDropper(SerialTransport):
     drop = 0
 
     async def write(self, data: bytes) -> None:
-        used, frame = codec.decode(data)
+        _, frame = codec.decode(data)
         if self.drop and isinstance(frame, codec.Frame) and frame.kind is codec.FrameKind.ACK:
             self.drop -= 1
             return

@@ -1,0 +1,143 @@
+"""Power-cut behaviour: the daemon is SIGKILLed mid-sale and recovers the sale from the pump."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from drivers.wayne_dart.codec import DartStatus
+from edgectl.config import load_config
+from tests.stationkit import rows, start_simulators, until, write_config
+
+pytestmark = pytest.mark.slow
+
+
+class DaemonProcess:
+    """`edgectl run` as a real child process, as systemd would run it."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config = config
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "edgectl", "run", "--config", str(self.config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
+    proc = DaemonProcess(write_config(tmp_path, mode="auto"), tmp_path / "daemon.log")
+    yield proc
+    proc.cleanup()
+
+
+def sales(db: Path) -> list[dict[str, object]]:
+    return rows(db, "SELECT * FROM sales") if db.exists() else []
+
+
+async def test_sigkill_mid_fill_loses_nothing_and_records_once(
+    tmp_path: Path, daemon: DaemonProcess
+) -> None:
+    config = load_config(daemon.config)
+    db = config.store.path
+    sims = start_simulators(config, flow_rate_lps=2.0)
+    pump = sims["l0"].pump(0x50)
+    try:
+        daemon.start()
+        await until(
+            lambda: db.exists() and len(rows(db, "SELECT * FROM nozzle_totals")) == 4,
+            timeout=20,
+            what="daemon online",
+        )
+        pump.lift(1)
+        await until(lambda: pump.status is DartStatus.AUTHORIZED, what="auto authorization")
+        pump.squeeze()
+        await until(lambda: pump.volume > 100, what="fuel flowing")
+        daemon.kill()  # power cut in the middle of the fill
+        await asyncio.sleep(0.3)
+        pump.release()
+        pump.hang_up()  # the customer finishes while nobody is watching
+        assert pump.status is DartStatus.FILLING_COMPLETED
+        volume, amount = pump.volume, pump.amount
+        assert sales(db) == []
+
+        daemon.start()
+        await until(lambda: len(sales(db)) == 1, timeout=20, what="sale recovered")
+        await until(lambda: pump.status is DartStatus.RESET, what="pump reset after commit")
+        sale = sales(db)[0]
+        assert Decimal(str(sale["volume"])) == Decimal(volume) / 100
+        assert Decimal(str(sale["amount"])) == Decimal(amount) / 100
+        auth = rows(db, "SELECT * FROM authorizations")
+        assert len(auth) == 1 and auth[0]["state"] == "completed"
+        assert auth[0]["sale_id"] == sale["id"]
+        assert rows(db, "SELECT * FROM alarms") == []
+        assert daemon.terminate() == 0
+        assert len(sales(db)) == 1
+    finally:
+        for sim in sims.values():
+            sim.stop()
+
+
+async def test_sigterm_is_a_clean_exit(tmp_path: Path, daemon: DaemonProcess) -> None:
+    config = load_config(daemon.config)
+    sims = start_simulators(config)
+    try:
+        daemon.start()
+        await until(
+            lambda: (
+                config.store.path.exists()
+                and len(rows(config.store.path, "SELECT * FROM nozzle_totals")) == 4
+            ),
+            timeout=20,
+            what="daemon online",
+        )
+        assert daemon.terminate() == 0
+        text = daemon.log.read_text()
+        assert '"daemon_stopped"' in text and "Traceback" not in text
+    finally:
+        for sim in sims.values():
+            sim.stop()
+
+
+def test_bad_config_is_one_clear_line_and_exit_1(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[station]\nid = "X"\n[store]\npath = "x.db"\n[[lines]]\nname = "a"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "edgectl", "run", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ},
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("edgectl: ") and "grades" in result.stderr
+    assert result.stderr.count("\n") == 1
