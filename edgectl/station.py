@@ -24,7 +24,7 @@ from drivers.base import (
     StatusReport,
 )
 from edgectl.config import Config, PumpConfig
-from edgectl.errors import CommandError, EdgectlError, IllegalTransition
+from edgectl.errors import CommandError, EdgectlError, IllegalTransition, StoreError
 from edgectl.forecourt.fuelling_point import FPState, FuellingPoint, Transition
 from edgectl.forecourt.sale import (
     Authorization,
@@ -514,8 +514,10 @@ class PumpService:
                 authorization_id=self.auth.id if self.auth else None,
             )
             recorded = await self.station.db(self.station.store.record_sale, sale)
-        except DriverError as exc:
-            self.log.warning("sale_read_failed_will_retry", error=str(exc))
+        except (DriverError, StoreError) as exc:
+            # The pump keeps the fill until it is reset, and it is not reset before the
+            # sale is committed: trying again later loses nothing.
+            self.log.warning("sale_not_committed_will_retry", error=str(exc))
             self._retry_at = self.station.clock() + RETRY_S
             return
         log = self.log.bind(sale_id=recorded.id, nozzle=sale.nozzle, grade=sale.grade)

@@ -179,3 +179,21 @@ async def test_wrong_nozzle_gets_no_fuel(tmp_path: Path) -> None:
         await Customer(st.pump(1), wrong_nozzle(2, linger_s=0.3)).run()
         assert st.pump(1).volume == 0
         assert st.rows("SELECT * FROM sales") == []
+
+
+async def test_pump_unreachable_at_end_of_sale_is_committed_when_back(tmp_path: Path) -> None:
+    async with running_station(write_config(tmp_path, mode="auto"), flow_rate_lps=2.0) as st:
+        sim, pump = st.sims["l0"], st.pump(1)
+        pump.lift(1)
+        await until(lambda: pump.status is DartStatus.AUTHORIZED, what="authorized")
+        pump.squeeze()
+        await until(lambda: pump.volume > 50, what="fuel flowing")
+        sim.set_online(0x50, False)  # the pump's line card dies mid-fill
+        pump.release()
+        pump.hang_up()
+        await until(lambda: not st.service(1).online, what="offline")
+        assert st.rows("SELECT * FROM sales") == []
+        sim.set_online(0x50, True)
+        await until(lambda: len(st.rows("SELECT * FROM sales")) == 1, what="sale after recovery")
+        await until(lambda: pump.status is DartStatus.RESET, what="reset after commit")
+        assert Decimal(st.rows("SELECT volume FROM sales")[0]["volume"]) * 100 == pump.volume
