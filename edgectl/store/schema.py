@@ -76,4 +76,68 @@ MIGRATIONS: tuple[str, ...] = (
         created_at TEXT NOT NULL
     );
     """,
+    """
+    ALTER TABLE outbox ADD COLUMN key TEXT;
+    ALTER TABLE outbox ADD COLUMN topic TEXT;
+    ALTER TABLE outbox ADD COLUMN retain INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE outbox ADD COLUMN correlation BLOB;
+    CREATE INDEX outbox_by_class ON outbox(priority, seq);
+    CREATE INDEX outbox_by_key ON outbox(stream, key) WHERE key IS NOT NULL;
+
+    CREATE TABLE inbox (
+        cmd_id       TEXT PRIMARY KEY,
+        type         TEXT NOT NULL,
+        payload      TEXT NOT NULL,
+        received_at  TEXT NOT NULL,
+        status       TEXT,
+        code         TEXT,
+        message      TEXT,
+        result       TEXT,
+        completed_at TEXT
+    );
+    CREATE INDEX inbox_by_time ON inbox(received_at);
+
+    CREATE TABLE orders (
+        order_id         TEXT PRIMARY KEY,
+        cmd_id           TEXT NOT NULL,
+        pump             INTEGER NOT NULL,
+        status           TEXT NOT NULL,
+        preset_type      TEXT NOT NULL,
+        preset_value     TEXT NOT NULL,
+        currency         TEXT NOT NULL,
+        grades           TEXT NOT NULL DEFAULT '[]',
+        nozzles          TEXT NOT NULL DEFAULT '[]',
+        payment_method   TEXT,
+        expires_at       TEXT,
+        authorization_id INTEGER,
+        sale_id          INTEGER,
+        reason           TEXT,
+        cleared_at       TEXT,
+        created_at       TEXT NOT NULL,
+        updated_at       TEXT NOT NULL
+    );
+    CREATE INDEX orders_open ON orders(pump)
+        WHERE status IN ('accepted', 'authorized', 'fuelling');
+
+    ALTER TABLE authorizations ADD COLUMN expires_at TEXT;
+    ALTER TABLE sales ADD COLUMN order_id TEXT;
+    ALTER TABLE sales ADD COLUMN cleared_at TEXT;
+
+    CREATE TABLE price_sets (
+        price_set_id TEXT PRIMARY KEY,
+        prices       TEXT NOT NULL,
+        effective_at TEXT,
+        received_at  TEXT NOT NULL,
+        activated_at TEXT
+    );
+    CREATE TABLE price_applied (
+        price_set_id TEXT NOT NULL,
+        pump         INTEGER NOT NULL,
+        status       TEXT NOT NULL,
+        reason       TEXT,
+        applied_at   TEXT NOT NULL,
+        PRIMARY KEY (price_set_id, pump)
+    );
+    """,
 )
+

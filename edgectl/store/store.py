@@ -26,6 +26,16 @@ PRIORITY_SALE = 0
 PRIORITY_EVENT = 1
 PRIORITY_TELEMETRY = 2
 
+# How a cloud order follows the authorization made for it.
+ORDER_STATUS_FOR = {
+    AuthorizationState.AUTHORIZED: "authorized",
+    AuthorizationState.FUELLING: "fuelling",
+    AuthorizationState.EXPIRED: "expired",
+    AuthorizationState.CANCELLED: "cancelled",
+    AuthorizationState.FAILED: "failed",
+    AuthorizationState.NO_SALE: "cancelled",
+}
+
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -37,6 +47,19 @@ def _dec(value: str | None) -> Decimal | None:
 
 def _text(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    seq: int
+    stream: str
+    priority: int
+    payload: str
+    created_at: str
+    key: str | None
+    topic: str | None
+    retain: int
+    correlation: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +77,16 @@ class Store:
     calls it from a single worker thread.
     """
 
-    def __init__(self, path: Path | str, *, clock: Callable[[], str] = utc_now) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        clock: Callable[[], str] = utc_now,
+        outbox_max_rows: int | None = None,
+    ) -> None:
         self.path = Path(path)
         self._clock = clock
+        self.outbox_max_rows = outbox_max_rows
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -109,7 +139,7 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot start a transaction: {exc}") from exc
         try:
-            yield _Tx(self._db)
+            yield _Tx(self._db, self.outbox_max_rows)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
@@ -162,12 +192,191 @@ class Store:
     def update_authorization(
         self, auth_id: int, state: AuthorizationState, reason: str | None = None
     ) -> None:
+        """Move an authorization on; a cloud order follows it and its event is queued with it."""
+        now = self._clock()
         with self.transaction() as tx:
             tx.execute(
                 "UPDATE authorizations SET state = ?, reason = COALESCE(?, reason),"
                 " updated_at = ? WHERE id = ?",
-                (state.value, reason, self._clock(), auth_id),
+                (state.value, reason, now, auth_id),
             )
+            row = tx.execute(
+                "SELECT order_id FROM authorizations WHERE id = ?", (auth_id,)
+            ).fetchone()
+            order_status = ORDER_STATUS_FOR.get(state)
+            if row is not None and row[0] is not None and order_status is not None:
+                if state is AuthorizationState.NO_SALE:
+                    reason = "zero_delivery: " + (reason or "no fuel dispensed")
+                tx.order_status(row[0], order_status, now, reason=reason)
+
+    # ------------------------------------------------------------------ cloud orders
+    def create_order(
+        self,
+        *,
+        order_id: str,
+        cmd_id: str,
+        pump: int,
+        preset_type: str,
+        preset_value: Decimal,
+        currency: str,
+        nozzles: tuple[int, ...],
+        grades: tuple[str, ...],
+        payment_method: str | None,
+        expires_at: str | None,
+    ) -> Authorization:
+        """Persist a pay-at-pump order and its authorization record together, before acting."""
+        now = self._clock()
+        with self.transaction() as tx:
+            cur = tx.execute(
+                "INSERT INTO authorizations (pump, source, state, nozzles, preset_amount,"
+                " preset_volume, order_id, requested_by, expires_at, created_at, updated_at)"
+                " VALUES (?, 'cloud', 'requested', ?, ?, ?, ?, 'cloud', ?, ?, ?)",
+                (
+                    pump,
+                    json.dumps(list(nozzles)),
+                    str(preset_value) if preset_type == "amount" else None,
+                    str(preset_value) if preset_type == "volume" else None,
+                    order_id,
+                    expires_at,
+                    now,
+                    now,
+                ),
+            )
+            auth_id = int(cur.lastrowid or 0)
+            tx.execute(
+                "INSERT INTO orders (order_id, cmd_id, pump, status, preset_type, preset_value,"
+                " currency, grades, nozzles, payment_method, expires_at, authorization_id,"
+                " created_at, updated_at) VALUES (?, ?, ?, 'accepted', ?, ?, ?, ?, ?, ?, ?, ?,"
+                " ?, ?)",
+                (
+                    order_id,
+                    cmd_id,
+                    pump,
+                    preset_type,
+                    str(preset_value),
+                    currency,
+                    json.dumps(list(grades)),
+                    json.dumps(list(nozzles)),
+                    payment_method,
+                    expires_at,
+                    auth_id,
+                    now,
+                    now,
+                ),
+            )
+            tx.order_event(order_id, now)
+        auth = self.authorization(auth_id)
+        assert auth is not None
+        return auth
+
+    def order(self, order_id: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM orders WHERE order_id = ?", (order_id,))
+        return rows[0] if rows else None
+
+    def set_order_status(self, order_id: str, status: str, reason: str | None = None) -> None:
+        with self.transaction() as tx:
+            tx.order_status(order_id, status, self._clock(), reason=reason)
+
+    def clear_sale(self, *, order_id: str | None = None, sale_id: int | None = None) -> str:
+        """Acknowledge payment of a sale: ok, already_cleared, paid_elsewhere or unknown."""
+        now = self._clock()
+        with self.transaction() as tx:
+            if order_id is not None:
+                row = tx.execute(
+                    "SELECT sale_id FROM orders WHERE order_id = ?", (order_id,)
+                ).fetchone()
+                if row is None or row[0] is None:
+                    return "unknown"
+                sale_id = int(row[0])
+            sale = tx.execute(
+                "SELECT s.cleared_at, a.source FROM sales s LEFT JOIN authorizations a"
+                " ON a.id = s.authorization_id WHERE s.id = ?",
+                (sale_id,),
+            ).fetchone()
+            if sale is None:
+                return "unknown"
+            if sale[0] is not None:
+                return "already_cleared"
+            if sale[1] != AuthorizationSource.CLOUD.value:
+                return "paid_elsewhere"
+            tx.execute(
+                "UPDATE sales SET state = 'cleared', cleared_at = ? WHERE id = ?", (now, sale_id)
+            )
+            tx.execute("UPDATE orders SET cleared_at = ? WHERE sale_id = ?", (now, sale_id))
+            return "ok"
+
+    # ------------------------------------------------------------------ command inbox
+    def command_result(self, cmd_id: str) -> dict[str, Any] | None:
+        """The stored outcome of a command already received, or None if it is new."""
+        rows = self.query("SELECT * FROM inbox WHERE cmd_id = ?", (cmd_id,))
+        return rows[0] if rows else None
+
+    def receive_command(self, cmd_id: str, type_: str, payload: str) -> bool:
+        """Persist a command before anything acts on it; False when the id was seen before."""
+        with self.transaction() as tx:
+            cur = tx.execute(
+                "INSERT OR IGNORE INTO inbox (cmd_id, type, payload, received_at)"
+                " VALUES (?, ?, ?, ?)",
+                (cmd_id, type_, payload, self._clock()),
+            )
+            return cur.rowcount == 1
+
+    def finish_command(
+        self,
+        cmd_id: str,
+        result: dict[str, Any],
+        *,
+        topic: str | None = None,
+        correlation: bytes | None = None,
+    ) -> None:
+        """Store a command's result and queue it for the cloud, in one transaction."""
+        now = self._clock()
+        with self.transaction() as tx:
+            tx.execute(
+                "INSERT INTO inbox (cmd_id, type, payload, received_at, status, code, message,"
+                " result, completed_at) VALUES (?, ?, '{}', ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (cmd_id) DO UPDATE SET status = excluded.status,"
+                " code = excluded.code, message = excluded.message, result = excluded.result,"
+                " completed_at = excluded.completed_at",
+                (
+                    cmd_id,
+                    result.get("type", ""),
+                    now,
+                    result.get("status"),
+                    result.get("code"),
+                    result.get("message"),
+                    json.dumps(result, separators=(",", ":")),
+                    now,
+                ),
+            )
+            tx.outbox("result", PRIORITY_SALE, result, now, topic=topic, correlation=correlation)
+
+    def queue_result(
+        self, result: dict[str, Any], *, topic: str | None = None, correlation: bytes | None = None
+    ) -> None:
+        """Queue a result without storing it in the inbox (a command that could not be parsed)."""
+        with self.transaction() as tx:
+            tx.outbox(
+                "result", PRIORITY_SALE, result, self._clock(), topic=topic, correlation=correlation
+            )
+
+    def purge_inbox(self, before: str) -> int:
+        with self.transaction() as tx:
+            return tx.execute(
+                "DELETE FROM inbox WHERE received_at < ? AND completed_at IS NOT NULL", (before,)
+            ).rowcount
+
+    def queue_event(
+        self,
+        stream: str,
+        payload: dict[str, Any],
+        *,
+        priority: int = PRIORITY_EVENT,
+        key: str | None = None,
+        retain: bool = False,
+    ) -> int:
+        with self.transaction() as tx:
+            return tx.outbox(stream, priority, payload, self._clock(), key=key, retain=retain)
 
     def authorization(self, auth_id: int) -> Authorization | None:
         row = self._db.execute("SELECT * FROM authorizations WHERE id = ?", (auth_id,)).fetchone()
@@ -235,6 +444,15 @@ class Store:
                     " WHERE id = ?",
                     (sale_id, now, sale.authorization_id),
                 )
+                order = tx.execute(
+                    "SELECT order_id FROM authorizations WHERE id = ?", (sale.authorization_id,)
+                ).fetchone()
+                if order is not None and order[0] is not None:
+                    tx.execute("UPDATE sales SET order_id = ? WHERE id = ?", (order[0], sale_id))
+                    tx.execute(
+                        "UPDATE orders SET sale_id = ? WHERE order_id = ?", (sale_id, order[0])
+                    )
+                    tx.order_status(order[0], "completed", now)
             alarm = None
             if sale.total_volume_after is not None and sale.total_amount_after is not None:
                 alarm = _totals_disagreement(sale, before_volume, before_amount)
@@ -251,7 +469,8 @@ class Store:
                     nozzle=sale.nozzle,
                     detail={"sale_id": sale_id},
                 )
-            tx.outbox("sale", PRIORITY_SALE, _sale_event(sale_id, sale), now)
+            row = tx.execute("SELECT * FROM sales WHERE id = ?", (sale_id,)).fetchone()
+            tx.outbox("sale", PRIORITY_SALE, _sale_payload(row), now)
         return RecordedSale(sale_id, created=True, totals_alarm=alarm)
 
     def sales(
@@ -349,12 +568,47 @@ class Store:
     def outbox_depth(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
+    def outbox_oldest(self) -> str | None:
+        row = self._db.execute("SELECT created_at FROM outbox ORDER BY seq LIMIT 1").fetchone()
+        return None if row is None else str(row[0])
+
+    def outbox_after(self, cursors: dict[int, int], limit: int) -> list[OutboxRow]:
+        """The next rows of each priority class past its cursor, interleaved.
+
+        Each class is read in seq order; the classes take turns, more important first, so a
+        backlog of old events replays in order while newer live state still gets through.
+        """
+        per_class: list[list[OutboxRow]] = []
+        for priority in (PRIORITY_SALE, PRIORITY_EVENT, PRIORITY_TELEMETRY):
+            cur = self._db.execute(
+                "SELECT seq, stream, priority, payload, created_at, key, topic, retain,"
+                " correlation FROM outbox WHERE priority = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (priority, cursors.get(priority, 0), limit),
+            )
+            per_class.append([OutboxRow(*row) for row in cur.fetchall()])
+        merged: list[OutboxRow] = []
+        while len(merged) < limit and any(per_class):
+            for rows in per_class:
+                if rows and len(merged) < limit:
+                    merged.append(rows.pop(0))
+        return merged
+
+    def outbox_delete(self, seqs: list[int]) -> None:
+        if not seqs:
+            return
+        with self.transaction() as tx:
+            for start in range(0, len(seqs), 500):
+                chunk = seqs[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                tx.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", tuple(chunk))
+
 
 class _Tx:
     """The statements available inside one transaction."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, outbox_max_rows: int | None = None) -> None:
         self._db = db
+        self._outbox_max_rows = outbox_max_rows
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         return self._db.execute(sql, params)
@@ -374,6 +628,29 @@ class _Tx:
             " volume = excluded.volume, amount = excluded.amount, updated_at = excluded.updated_at",
             (pump, nozzle, str(volume), str(amount), now),
         )
+
+    def order_status(
+        self, order_id: str, status: str, now: str, *, reason: str | None = None
+    ) -> None:
+        self._db.execute(
+            "UPDATE orders SET status = ?, reason = COALESCE(?, reason), updated_at = ?"
+            " WHERE order_id = ?",
+            (status, reason, now, order_id),
+        )
+        self.order_event(order_id, now)
+
+    def order_event(self, order_id: str, now: str) -> None:
+        """Queue the order's current state (and its sale once there is one) for the cloud."""
+        row = self._db.execute("SELECT * FROM orders WHERE order_id = ?", (order_id,)).fetchone()
+        if row is None:
+            return
+        sale = None
+        if row["sale_id"] is not None:
+            sale_row = self._db.execute(
+                "SELECT * FROM sales WHERE id = ?", (row["sale_id"],)
+            ).fetchone()
+            sale = _sale_payload(sale_row) if sale_row is not None else None
+        self.outbox("order", PRIORITY_SALE, _order_payload(row, sale), now)
 
     def alarm(
         self,
@@ -408,12 +685,54 @@ class _Tx:
         )
         return alarm_id
 
-    def outbox(self, stream: str, priority: int, payload: dict[str, Any], now: str) -> int:
+    def outbox(
+        self,
+        stream: str,
+        priority: int,
+        payload: dict[str, Any],
+        now: str,
+        *,
+        key: str | None = None,
+        topic: str | None = None,
+        retain: bool = False,
+        correlation: bytes | None = None,
+    ) -> int:
+        if key is not None and priority == PRIORITY_TELEMETRY:
+            # Telemetry is a state, not a history: only its newest value is worth sending.
+            self._db.execute("DELETE FROM outbox WHERE stream = ? AND key = ?", (stream, key))
         cur = self._db.execute(
-            "INSERT INTO outbox (stream, priority, payload, created_at) VALUES (?, ?, ?, ?)",
-            (stream, priority, json.dumps(payload, separators=(",", ":")), now),
+            "INSERT INTO outbox (stream, priority, payload, created_at, key, topic, retain,"
+            " correlation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                stream,
+                priority,
+                json.dumps(payload, separators=(",", ":")),
+                now,
+                key,
+                topic,
+                int(retain),
+                correlation,
+            ),
         )
-        return int(cur.lastrowid or 0)
+        seq = int(cur.lastrowid or 0)
+        self._enforce_quota()
+        return seq
+
+    def _enforce_quota(self) -> None:
+        if self._outbox_max_rows is None:
+            return
+        low, high = self._db.execute("SELECT MIN(seq), MAX(seq) FROM outbox").fetchone()
+        if low is None or high - low + 1 <= self._outbox_max_rows:
+            return  # the seq span bounds the row count: no need to count
+        excess = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        excess -= self._outbox_max_rows
+        if excess > 0:
+            # Thin telemetry, oldest first; sales, orders, alarms and results are never dropped.
+            self._db.execute(
+                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE priority >= ?"
+                " ORDER BY seq LIMIT ?)",
+                (PRIORITY_TELEMETRY, excess),
+            )
 
 
 def _authorization(row: sqlite3.Row) -> Authorization:
@@ -448,20 +767,38 @@ def _totals_disagreement(
     )
 
 
-def _sale_event(sale_id: int, sale: Sale) -> dict[str, Any]:
+def _sale_payload(row: sqlite3.Row) -> dict[str, Any]:
     return {
-        "sale_id": sale_id,
-        "uid": sale.uid,
-        "pump": sale.pump,
-        "nozzle": sale.nozzle,
-        "grade": sale.grade,
-        "volume": str(sale.volume),
-        "amount": str(sale.amount),
-        "unit_price": str(sale.unit_price),
-        "currency": sale.currency,
-        "authorization_id": sale.authorization_id,
-        "price_set_id": sale.price_set_id,
-        "total_volume_after": _text(sale.total_volume_after),
-        "total_amount_after": _text(sale.total_amount_after),
-        "ended_at": sale.ended_at,
+        "sale_id": row["id"],
+        "uid": row["uid"],
+        "pump": row["pump"],
+        "nozzle": row["nozzle"],
+        "grade": row["grade"],
+        "volume": row["volume"],
+        "amount": row["amount"],
+        "unit_price": row["unit_price"],
+        "currency": row["currency"],
+        "order_id": row["order_id"],
+        "authorization_id": row["authorization_id"],
+        "price_set_id": row["price_set_id"],
+        "total_volume_before": row["total_volume_before"],
+        "total_volume_after": row["total_volume_after"],
+        "total_amount_before": row["total_amount_before"],
+        "total_amount_after": row["total_amount_after"],
+        "ended_at": row["ended_at"],
     }
+
+
+def _order_payload(row: sqlite3.Row, sale: dict[str, Any] | None) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "order_id": row["order_id"],
+        "pump": row["pump"],
+        "status": row["status"],
+        "preset": {"type": row["preset_type"], "value": row["preset_value"]},
+        "currency": row["currency"],
+    }
+    if row["reason"] is not None:
+        payload["reason"] = row["reason"]
+    if sale is not None:
+        payload["sale"] = sale
+    return payload
