@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import ParamSpec, TypeVar
 
@@ -33,7 +34,7 @@ from edgectl.forecourt.sale import (
     Sale,
 )
 from edgectl.logs import get_logger
-from edgectl.store.store import Store, utc_now
+from edgectl.store.store import PRIORITY_TELEMETRY, Store, utc_now
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -57,6 +58,28 @@ def observed_state(status: DispenserStatus | None, nozzle_out: bool) -> FPState:
     if status is DispenserStatus.SUSPENDED:
         return FPState.SUSPENDED_FUELLING
     return FPState.CALLING if nozzle_out else FPState.IDLE
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """A pay-at-pump order as the station needs it (parsed and verified by the cloud link)."""
+
+    order_id: str
+    cmd_id: str
+    pump: int
+    preset_type: str  # "amount" | "volume"
+    preset_value: Decimal
+    currency: str
+    nozzles: tuple[int, ...] = ()
+    grades: tuple[str, ...] = ()
+    payment_method: str | None = None
+    expires_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PriceSet:
+    price_set_id: str | None  # None: the prices of the configuration file
+    prices: Mapping[str, Decimal]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +119,8 @@ class Station:
         self.clock = clock
         self.log = get_logger(station=config.station.id)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self.prices = PriceSet(None, {g.id: g.unit_price for g in config.grades})
+        self.on_outbox: Callable[[], None] = lambda: None  # the cloud publisher's wake-up
         self.points: dict[int, PumpService] = {}
         self._by_address: dict[tuple[str, int], PumpService] = {}
         for pump in config.pumps:
@@ -106,7 +131,10 @@ class Station:
     async def db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a store call on the store's own thread so the event loop never waits on disk."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        try:
+            return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        finally:
+            self.on_outbox()  # most writes queue outbox rows: let the publisher look now
 
     def on_dispenser_event(self, event: DispenserEvent) -> None:
         """Driver callback: route the event to its pump's worker (never blocks the line)."""
@@ -138,6 +166,12 @@ class Station:
     def snapshot(self) -> list[PumpView]:
         return [service.view() for service in self.points.values()]
 
+    def service(self, pump: int) -> PumpService:
+        service = self.points.get(pump)
+        if service is None:
+            raise CommandError(f"unknown pump {pump}", code="unknown_pump")
+        return service
+
     async def authorize(
         self,
         pump: int,
@@ -146,20 +180,88 @@ class Station:
         nozzles: tuple[int, ...] = (),
         preset_amount: Decimal | None = None,
         preset_volume: Decimal | None = None,
-        order_id: str | None = None,
         requested_by: str | None = None,
     ) -> Authorization:
-        service = self.points.get(pump)
-        if service is None:
-            raise CommandError(f"unknown pump {pump}", code="unknown_pump")
-        return await service.authorize(
+        return await self.service(pump).authorize(
             source,
             nozzles=nozzles,
             preset_amount=preset_amount,
             preset_volume=preset_volume,
-            order_id=order_id,
             requested_by=requested_by,
         )
+
+    async def start_order(self, order: OrderRequest) -> Authorization:
+        """Check a pay-at-pump order against this station, persist it, authorize the pump."""
+        service = self.service(order.pump)
+        if order.currency != self.config.station.currency:
+            raise CommandError(
+                f"currency {order.currency} is not the station's {self.config.station.currency}",
+                code="wrong_currency",
+            )
+        nozzles = service.allowed_nozzles(order.nozzles, order.grades)
+        if self.store.order(order.order_id) is not None:
+            raise CommandError(f"order {order.order_id} exists already", code="invalid")
+        return await service.authorize(
+            AuthorizationSource.CLOUD,
+            nozzles=nozzles,
+            preset_amount=order.preset_value if order.preset_type == "amount" else None,
+            preset_volume=order.preset_value if order.preset_type == "volume" else None,
+            requested_by="cloud",
+            order=order,
+        )
+
+    async def cancel_order(self, order_id: str) -> str:
+        """Withdraw an order whose fuel has not started flowing; returns a result message."""
+        order = await self.db(self.store.order, order_id)
+        if order is None:
+            raise CommandError(f"no order {order_id}", code="unknown_order")
+        if order["status"] == "cancelled":
+            return f"order {order_id} was already cancelled"
+        service = self.service(int(order["pump"]))
+        async with service.lock:
+            auth = service.auth
+            if (
+                order["status"] not in ("accepted", "authorized")
+                or auth is None
+                or auth.order_id != order_id
+                or service.status not in (DispenserStatus.AUTHORIZED, DispenserStatus.RESET)
+            ):
+                raise CommandError(
+                    f"order {order_id} is {order['status']} and can no longer be cancelled",
+                    code="order_not_cancellable",
+                )
+            await service.line.stop(service.address)
+            await service._end_auth(AuthorizationState.CANCELLED, "cancelled by the cloud")
+            await service._publish_state()
+        return f"order {order_id} cancelled, pump {order['pump']} de-authorized"
+
+    async def stop_pump(self, pump: int) -> str:
+        """Emergency stop: the pump stops at once whatever it is doing; its sale is kept."""
+        service = self.service(pump)
+        await service.line.stop(service.address)
+        self.log.warning("emergency_stop", pump=pump)
+        return f"pump {pump} stopped"
+
+    async def set_prices(self, price_set_id: str, prices: Mapping[str, Decimal]) -> None:
+        """New grade prices: each dispenser takes them when it is idle, and confirms."""
+        unknown = sorted(set(prices) - {g.id for g in self.config.grades})
+        if unknown:
+            raise CommandError(f"unknown grade(s): {', '.join(unknown)}", code="unknown_grade")
+        merged = {**self.prices.prices, **prices}
+        self.prices = PriceSet(price_set_id, merged)
+        await self.db(
+            self.store.queue_event,
+            "prices",
+            {
+                "price_set_id": price_set_id,
+                "prices": [{"grade": g, "unit_price": str(p)} for g, p in sorted(merged.items())],
+            },
+            priority=PRIORITY_TELEMETRY,
+            key="prices",
+            retain=True,
+        )
+        for service in self.points.values():
+            service.wake()
 
 
 class PumpService:
@@ -171,7 +273,7 @@ class PumpService:
         self.line = line
         self.address = pump.address
         self.fp = FuellingPoint(pump.number, now=station.clock())
-        self.queue: asyncio.Queue[DispenserEvent] = asyncio.Queue()
+        self.queue: asyncio.Queue[DispenserEvent | None] = asyncio.Queue()  # None: re-decide
         self.log = station.log.bind(pump=pump.number, line=pump.line)
         self.online = False
         self.status: DispenserStatus | None = None
@@ -190,24 +292,35 @@ class PumpService:
         self._authorized_lift = -1
         self._retry_at: float | None = None
         self._check_totals = False
-        self._prices_sent = False
+        self._reconcile_auth = True  # an authorization found at start must be checked on the pump
+        self.price_set_id: str | None = None  # the price set the pump's prices came from
+        self._prices_wanted: tuple[str | None, tuple[Decimal, ...]] | None = None
+        self._published_state: tuple[object, ...] | None = None
+        # Decisions about this pump (its events, authorizations, cancels) run one at a time.
+        self.lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
         self.auth = await self.station.db(self.station.store.open_authorization, self.pump.number)
         while True:
             timeout = self._next_deadline()
+            timed_out = False
+            event: DispenserEvent | None = None
             try:
                 async with asyncio.timeout(timeout):
                     event = await self.queue.get()
             except TimeoutError:
-                event = None
+                timed_out = True
             self.idle.clear()
             try:
-                if event is None:
-                    await self._on_timer()
-                else:
-                    await self._on_event(event)
+                async with self.lock:
+                    if timed_out:
+                        await self._on_timer()
+                    elif event is None:
+                        await self._act()
+                    else:
+                        await self._on_event(event)
+                    await self._publish_state()
             except (EdgectlError, DriverError) as exc:
                 self.log.error("pump_step_failed", error=str(exc), code=exc.code)
             except Exception:
@@ -216,6 +329,34 @@ class PumpService:
             finally:
                 if self.queue.empty() and self._settled():
                     self.idle.set()
+
+    def wake(self) -> None:
+        """Ask the pump's task to look at its situation again (new prices, for example)."""
+        self.queue.put_nowait(None)
+
+    def allowed_nozzles(self, nozzles: tuple[int, ...], grades: tuple[str, ...]) -> tuple[int, ...]:
+        """The nozzles an order may use: those it names, narrowed to the grades it names."""
+        for nozzle in nozzles:
+            if nozzle not in self.pump.nozzles:
+                raise CommandError(
+                    f"pump {self.pump.number} has no nozzle {nozzle}", code="unknown_nozzle"
+                )
+        on_pump = set(self.pump.nozzles.values())
+        for grade in grades:
+            if grade not in on_pump:
+                raise CommandError(
+                    f"pump {self.pump.number} does not sell grade {grade}", code="unknown_grade"
+                )
+        allowed = [
+            n
+            for n, g in sorted(self.pump.nozzles.items())
+            if (not nozzles or n in nozzles) and (not grades or g in grades)
+        ]
+        if not allowed:
+            raise CommandError(
+                f"no nozzle of pump {self.pump.number} matches the order", code="unknown_nozzle"
+            )
+        return tuple(allowed)
 
     def _settled(self) -> bool:
         """No sale in flight: nothing flowing and nothing finished but not yet committed."""
@@ -229,7 +370,7 @@ class PumpService:
         if self._retry_at is not None:
             deadlines.append(self._retry_at)
         if self.auth is not None and self.fp.state in _NO_FLOW_AUTHORISED:
-            deadlines.append(self.fp.since + self.station.config.authorization.authorize_timeout_s)
+            deadlines.append(self._authorization_deadline())
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - now)
@@ -242,9 +383,19 @@ class PumpService:
         if (
             self.auth is not None
             and self.fp.state in _NO_FLOW_AUTHORISED
-            and now >= self.fp.since + self.station.config.authorization.authorize_timeout_s
+            and now >= self._authorization_deadline()
         ):
             await self._expire_authorization()
+
+    def _authorization_deadline(self) -> float:
+        """When an authorization not yet used lapses: the configured time, or the order's own."""
+        deadline = self.fp.since + self.station.config.authorization.authorize_timeout_s
+        if self.auth is not None and self.auth.expires_at:
+            remaining = (
+                datetime.fromisoformat(self.auth.expires_at) - datetime.now(UTC)
+            ).total_seconds()
+            deadline = min(deadline, self.station.clock() + remaining)
+        return deadline
 
     # ------------------------------------------------------------------ events
     async def _on_event(self, event: DispenserEvent) -> None:
@@ -347,7 +498,7 @@ class PumpService:
         if self.status is DispenserStatus.RESET:
             if self._check_totals:
                 await self._baseline_totals()
-            if not self._prices_sent:
+            if self.auth is None and self._prices_pending():
                 await self._send_prices()
             if (
                 self.fp.state is FPState.CALLING
@@ -361,6 +512,17 @@ class PumpService:
     async def _follow_authorization(self) -> None:
         assert self.auth is not None
         state = self.auth.state
+        if self._reconcile_auth and state is AuthorizationState.REQUESTED:
+            # Found after a restart: did the AUTHORIZE reach the pump before we stopped?
+            if self.status in (DispenserStatus.AUTHORIZED, DispenserStatus.FILLING):
+                await self._set_auth_state(AuthorizationState.AUTHORIZED)
+                state = AuthorizationState.AUTHORIZED
+            elif self.status is DispenserStatus.RESET:
+                await self._end_auth(
+                    AuthorizationState.FAILED, "the pump was not authorized before a restart"
+                )
+                return
+        self._reconcile_auth = False
         if self.status is DispenserStatus.FILLING and state is not AuthorizationState.FUELLING:
             await self._set_auth_state(AuthorizationState.FUELLING)
         elif self.status is DispenserStatus.RESET and state is not AuthorizationState.REQUESTED:
@@ -372,7 +534,7 @@ class PumpService:
         preset = self.station.config.authorization.auto_preset_amount or limits.max_preset_amount
         self._authorized_lift = self._lifts
         nozzle = self.nozzle if self.nozzle in self.pump.nozzles else 0
-        await self.authorize(
+        await self._authorize(
             AuthorizationSource.AUTO,
             nozzles=(nozzle,) if nozzle else tuple(self.pump.nozzles),
             preset_amount=preset,
@@ -385,23 +547,61 @@ class PumpService:
         nozzles: tuple[int, ...] = (),
         preset_amount: Decimal | None = None,
         preset_volume: Decimal | None = None,
-        order_id: str | None = None,
         requested_by: str | None = None,
+        order: OrderRequest | None = None,
+    ) -> Authorization:
+        """Authorize on behalf of someone outside the pump's own task (CLI, cloud)."""
+        async with self.lock:
+            auth = await self._authorize(
+                source,
+                nozzles=nozzles,
+                preset_amount=preset_amount,
+                preset_volume=preset_volume,
+                requested_by=requested_by,
+                order=order,
+            )
+            await self._publish_state()
+            return auth
+
+    async def _authorize(
+        self,
+        source: AuthorizationSource,
+        *,
+        nozzles: tuple[int, ...] = (),
+        preset_amount: Decimal | None = None,
+        preset_volume: Decimal | None = None,
+        requested_by: str | None = None,
+        order: OrderRequest | None = None,
     ) -> Authorization:
         """Record why, then authorize. The record is durable before the pump is touched."""
         self._check_authorizable(nozzles, preset_amount, preset_volume)
         store = self.station.store
-        auth = await self.station.db(
-            store.create_authorization,
-            self.pump.number,
-            source,
-            nozzles=nozzles,
-            preset_amount=preset_amount,
-            preset_volume=preset_volume,
-            order_id=order_id,
-            requested_by=requested_by,
-        )
+        if order is not None:
+            auth = await self.station.db(
+                store.create_order,
+                order_id=order.order_id,
+                cmd_id=order.cmd_id,
+                pump=self.pump.number,
+                preset_type="amount" if preset_amount is not None else "volume",
+                preset_value=order.preset_value,
+                currency=order.currency,
+                nozzles=nozzles,
+                grades=order.grades,
+                payment_method=order.payment_method,
+                expires_at=order.expires_at,
+            )
+        else:
+            auth = await self.station.db(
+                store.create_authorization,
+                self.pump.number,
+                source,
+                nozzles=nozzles,
+                preset_amount=preset_amount,
+                preset_volume=preset_volume,
+                requested_by=requested_by,
+            )
         self.auth = auth
+        self._reconcile_auth = False
         log = self.log.bind(authorization_id=auth.id, source=source.value)
         try:
             await self.line.authorize(
@@ -512,6 +712,7 @@ class PumpService:
                 total_volume_after=totals[0] if totals else None,
                 total_amount_after=totals[1] if totals else None,
                 authorization_id=self.auth.id if self.auth else None,
+                price_set_id=self.price_set_id,
             )
             recorded = await self.station.db(self.station.store.record_sale, sale)
         except (DriverError, StoreError) as exc:
@@ -555,13 +756,72 @@ class PumpService:
                 self.log.error("totals_moved_without_sale", nozzle=nozzle, detail=problem)
         self._check_totals = False
 
+    def _prices_pending(self) -> bool:
+        prices = self.station.prices
+        wanted = tuple(prices.prices[self.pump.nozzles[n]] for n in sorted(self.pump.nozzles))
+        return self._prices_wanted != (prices.price_set_id, wanted)
+
     async def _send_prices(self) -> None:
-        prices = [
-            self.station.config.grade(self.pump.nozzles[n]).unit_price
-            for n in sorted(self.pump.nozzles)
-        ]
-        await self.line.set_prices(self.address, prices)
-        self._prices_sent = True
+        """Give an idle dispenser the station's prices; confirm a cloud price set per pump."""
+        prices = self.station.prices
+        wanted = tuple(prices.prices[self.pump.nozzles[n]] for n in sorted(self.pump.nozzles))
+        self._prices_wanted = (prices.price_set_id, wanted)
+        status, reason = "applied", None
+        try:
+            await self.line.set_prices(self.address, wanted)
+        except DriverError as exc:
+            status, reason = "failed", str(exc)
+            self._retry_at = self.station.clock() + RETRY_S
+            self._prices_wanted = None
+        else:
+            self.price_set_id = prices.price_set_id
+            self.log.info("prices_applied", price_set_id=prices.price_set_id)
+        if prices.price_set_id is not None:
+            await self.station.db(
+                self.station.store.confirm_prices,
+                prices.price_set_id,
+                self.pump.number,
+                status,
+                reason,
+                {
+                    self.pump.nozzles[n]: str(p)
+                    for n, p in zip(sorted(self.pump.nozzles), wanted, strict=True)
+                },
+            )
+
+    async def _publish_state(self) -> None:
+        """Queue the pump's live state for the cloud when it changed (retained, latest only)."""
+        state = (
+            self.online,
+            self.fp.state,
+            self.status,
+            self.nozzle if self.nozzle_out else 0,
+            self.auth.order_id if self.auth else None,
+        )
+        if state == self._published_state:
+            return
+        self._published_state = state
+        grade = self.pump.nozzles.get(self.nozzle) if self.nozzle else None
+        await self.station.db(
+            self.station.store.queue_event,
+            "pump_state",
+            {
+                "pump": self.pump.number,
+                "state": self.fp.state.name.lower(),
+                "state_code": int(self.fp.state),
+                "status": self.status.value if self.status else None,
+                "online": self.online,
+                "nozzle": self.nozzle if self.nozzle_out else None,
+                "nozzle_out": self.nozzle_out,
+                "grade": grade,
+                "volume": str(self.volume),
+                "amount": str(self.amount),
+                "order_id": self.auth.order_id if self.auth else None,
+            },
+            priority=PRIORITY_TELEMETRY,
+            key=str(self.pump.number),
+            retain=True,
+        )
 
     # ------------------------------------------------------------------ views
     def view(self) -> PumpView:

@@ -156,3 +156,13 @@ async def running_station(
         if own_sims:
             for sim in sims.values():
                 sim.stop()
+
+
+def count_when_ready(db_path: Path, table: str) -> int:
+    """Rows in a table, or -1 while the daemon has not created the database yet."""
+    if not db_path.exists():
+        return -1
+    try:
+        return len(rows(db_path, f"SELECT 1 FROM {table}"))
+    except sqlite3.OperationalError:
+        return -1

@@ -15,7 +15,7 @@ import pytest
 
 from drivers.wayne_dart.codec import DartStatus
 from edgectl.config import load_config
-from tests.stationkit import rows, start_simulators, until, write_config
+from tests.stationkit import count_when_ready, rows, start_simulators, until, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +73,7 @@ async def test_sigkill_mid_fill_loses_nothing_and_records_once(
     try:
         daemon.start()
         await until(
-            lambda: db.exists() and len(rows(db, "SELECT * FROM nozzle_totals")) == 4,
+            lambda: count_when_ready(db, "nozzle_totals") == 4,
             timeout=20,
             what="daemon online",
         )
@@ -112,10 +112,7 @@ async def test_sigterm_is_a_clean_exit(tmp_path: Path, daemon: DaemonProcess) ->
     try:
         daemon.start()
         await until(
-            lambda: (
-                config.store.path.exists()
-                and len(rows(config.store.path, "SELECT * FROM nozzle_totals")) == 4
-            ),
+            lambda: count_when_ready(config.store.path, "nozzle_totals") == 4,
             timeout=20,
             what="daemon online",
         )

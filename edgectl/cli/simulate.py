@@ -20,7 +20,7 @@ examples:
   edgectl simulate dart --config config/demo.toml --customers random
 
   # one line, real 9600 baud timing, pumps answering 5 ms after a request
-  edgectl simulate dart --config config/demo.toml --line forecourt --baud 9600 --reply-delay-ms 5
+  edgectl simulate dart --config config/demo.toml --line north --baud 9600 --reply-delay-ms 5
 
   # no config: two pumps with two nozzles each behind /tmp/dart
   edgectl simulate dart --link /tmp/dart --pumps 0x50,0x51 --nozzles 2
@@ -46,7 +46,7 @@ def register(subparsers: Any) -> None:
         "dart",
         help="Wayne DART pumps",
         description=(
-            "Simulate Wayne DART pumps: one pty per line, symlinked at the line's port path, "
+            "Simulate Wayne DART pumps: one pty per line, symlinked at the line's port path,\n"
             "pumps at their configured addresses with the configured grades and prices."
         ),
         epilog=_DART_EXAMPLES,

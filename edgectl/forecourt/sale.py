@@ -43,6 +43,7 @@ class Authorization:
     order_id: str | None
     requested_by: str | None
     created_at: str
+    expires_at: str | None = None  # a cloud order's own deadline for the nozzle lift
 
 
 @dataclass(frozen=True, slots=True)

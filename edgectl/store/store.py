@@ -305,6 +305,35 @@ class Store:
             tx.execute("UPDATE orders SET cleared_at = ? WHERE sale_id = ?", (now, sale_id))
             return "ok"
 
+    # ------------------------------------------------------------------ prices
+    def confirm_prices(
+        self,
+        price_set_id: str,
+        pump: int,
+        status: str,
+        reason: str | None,
+        prices: dict[str, str],
+    ) -> None:
+        """Record that one dispenser took (or refused) a price set, and tell the cloud."""
+        now = self._clock()
+        with self.transaction() as tx:
+            tx.execute(
+                "INSERT INTO price_applied (price_set_id, pump, status, reason, applied_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (price_set_id, pump) DO UPDATE SET"
+                " status = excluded.status, reason = excluded.reason,"
+                " applied_at = excluded.applied_at",
+                (price_set_id, pump, status, reason, now),
+            )
+            payload: dict[str, Any] = {
+                "price_set_id": price_set_id,
+                "pump": pump,
+                "status": status,
+                "prices": [{"grade": g, "unit_price": p} for g, p in sorted(prices.items())],
+            }
+            if reason is not None:
+                payload["reason"] = reason
+            tx.outbox("price", PRIORITY_EVENT, payload, now)
+
     # ------------------------------------------------------------------ command inbox
     def command_result(self, cmd_id: str) -> dict[str, Any] | None:
         """The stored outcome of a command already received, or None if it is new."""
@@ -747,6 +776,7 @@ def _authorization(row: sqlite3.Row) -> Authorization:
         order_id=row["order_id"],
         requested_by=row["requested_by"],
         created_at=row["created_at"],
+        expires_at=row["expires_at"],
     )
 
 
