@@ -121,6 +121,7 @@ class Station:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self.prices = PriceSet(None, {g.id: g.unit_price for g in config.grades})
         self.on_outbox: Callable[[], None] = lambda: None  # the cloud publisher's wake-up
+        self._price_tasks: set[asyncio.Task[None]] = set()
         self.points: dict[int, PumpService] = {}
         self._by_address: dict[tuple[str, int], PumpService] = {}
         for pump in config.pumps:
@@ -145,6 +146,7 @@ class Station:
         service.queue.put_nowait(event)
 
     async def run(self) -> None:
+        await self.restore_prices()
         async with asyncio.TaskGroup() as tg:
             for number, service in self.points.items():
                 tg.create_task(service.run(), name=f"pump-{number}")
@@ -242,26 +244,59 @@ class Station:
         self.log.warning("emergency_stop", pump=pump)
         return f"pump {pump} stopped"
 
-    async def set_prices(self, price_set_id: str, prices: Mapping[str, Decimal]) -> None:
-        """New grade prices: each dispenser takes them when it is idle, and confirms."""
+    async def set_prices(
+        self,
+        price_set_id: str,
+        prices: Mapping[str, Decimal],
+        *,
+        effective_at: datetime | None = None,
+    ) -> None:
+        """New grade prices, now or at `effective_at`; kept in the store so a restart keeps them.
+
+        Each dispenser takes them when it is idle and each confirmation goes to the cloud.
+        """
         unknown = sorted(set(prices) - {g.id for g in self.config.grades})
         if unknown:
             raise CommandError(f"unknown grade(s): {', '.join(unknown)}", code="unknown_grade")
+        when = _iso(effective_at) if effective_at is not None else None
+        await self.db(self.store.save_price_set, price_set_id, dict(prices), when)
+        self._schedule_prices(price_set_id, dict(prices), effective_at)
+
+    def _schedule_prices(
+        self, price_set_id: str, prices: dict[str, Decimal], effective_at: datetime | None
+    ) -> None:
+        delay = 0.0 if effective_at is None else (effective_at - datetime.now(UTC)).total_seconds()
+        task = asyncio.get_running_loop().create_task(
+            self._activate_prices(price_set_id, prices, max(0.0, delay)),
+            name=f"prices-{price_set_id}",
+        )
+        self._price_tasks.add(task)
+        task.add_done_callback(self._price_tasks.discard)
+
+    async def _activate_prices(
+        self, price_set_id: str, prices: dict[str, Decimal], delay: float
+    ) -> None:
+        if delay:
+            await asyncio.sleep(delay)
         merged = {**self.prices.prices, **prices}
         self.prices = PriceSet(price_set_id, merged)
-        await self.db(
-            self.store.queue_event,
-            "prices",
-            {
-                "price_set_id": price_set_id,
-                "prices": [{"grade": g, "unit_price": str(p)} for g, p in sorted(merged.items())],
-            },
-            priority=PRIORITY_TELEMETRY,
-            key="prices",
-            retain=True,
-        )
+        await self.db(self.store.activate_price_set, price_set_id, merged)
+        self.log.info("price_set_active", price_set_id=price_set_id)
         for service in self.points.values():
             service.wake()
+
+    async def restore_prices(self) -> None:
+        """At start: the last active price set, and the ones still waiting for their time."""
+        active, pending = await self.db(self.store.price_sets)
+        if active is not None:
+            self.prices = PriceSet(active[0], {**self.prices.prices, **active[1]})
+        for price_set_id, prices, effective_at in pending:
+            moment = datetime.fromisoformat(effective_at) if effective_at else None
+            self._schedule_prices(price_set_id, prices, moment)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class PumpService:

@@ -140,4 +140,3 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
 )
-

@@ -334,6 +334,52 @@ class Store:
                 payload["reason"] = reason
             tx.outbox("price", PRIORITY_EVENT, payload, now)
 
+    def save_price_set(
+        self, price_set_id: str, prices: dict[str, Decimal], effective_at: str | None
+    ) -> None:
+        with self.transaction() as tx:
+            tx.execute(
+                "INSERT OR IGNORE INTO price_sets (price_set_id, prices, effective_at,"
+                " received_at) VALUES (?, ?, ?, ?)",
+                (price_set_id, _price_json(prices), effective_at, self._clock()),
+            )
+
+    def activate_price_set(self, price_set_id: str, prices_in_force: dict[str, Decimal]) -> None:
+        """Mark a price set active and queue the retained prices state for the cloud."""
+        now = self._clock()
+        with self.transaction() as tx:
+            tx.execute(
+                "UPDATE price_sets SET activated_at = ? WHERE price_set_id = ?",
+                (now, price_set_id),
+            )
+            payload = {
+                "price_set_id": price_set_id,
+                "prices": [
+                    {"grade": g, "unit_price": str(p)} for g, p in sorted(prices_in_force.items())
+                ],
+            }
+            tx.outbox("prices", PRIORITY_TELEMETRY, payload, now, key="prices", retain=True)
+
+    def price_sets(
+        self,
+    ) -> tuple[
+        tuple[str, dict[str, Decimal]] | None, list[tuple[str, dict[str, Decimal], str | None]]
+    ]:
+        """The newest active price set, and those not yet active in effective order."""
+        active_row = self._db.execute(
+            "SELECT price_set_id, prices FROM price_sets WHERE activated_at IS NOT NULL"
+            " ORDER BY activated_at DESC LIMIT 1"
+        ).fetchone()
+        active = None if active_row is None else (active_row[0], _price_dict(active_row[1]))
+        pending = [
+            (row[0], _price_dict(row[1]), row[2])
+            for row in self._db.execute(
+                "SELECT price_set_id, prices, effective_at FROM price_sets"
+                " WHERE activated_at IS NULL ORDER BY COALESCE(effective_at, received_at)"
+            )
+        ]
+        return active, pending
+
     # ------------------------------------------------------------------ command inbox
     def command_result(self, cmd_id: str) -> dict[str, Any] | None:
         """The stored outcome of a command already received, or None if it is new."""
@@ -832,3 +878,11 @@ def _order_payload(row: sqlite3.Row, sale: dict[str, Any] | None) -> dict[str, A
     if sale is not None:
         payload["sale"] = sale
     return payload
+
+
+def _price_json(prices: dict[str, Decimal]) -> str:
+    return json.dumps({grade: str(price) for grade, price in sorted(prices.items())})
+
+
+def _price_dict(text: str) -> dict[str, Decimal]:
+    return {grade: Decimal(price) for grade, price in json.loads(text).items()}
