@@ -396,7 +396,8 @@ class DartLine:
             self._answered(link)
             if reply.kind is FrameKind.DATA:
                 replies = await self._accept_data(link, reply)
-                for item in replies:
+                # The newest matching item wins: a frame may carry a queued older status first.
+                for item in reversed(replies):
                     if req.expect(item):
                         return replies if req.whole_frame else item
         raise DeviceTimeout(f"{req.label}: the pump sent no answer", device=self._dev(address))

@@ -100,11 +100,20 @@ class SimPump:
             raise ValueError(f"DART pump address 0x{address:02X} is outside 0x50-0x6F")
         if not nozzles:
             raise ValueError("a pump needs at least one nozzle")
-        for number in nozzles:
+        for number, price in nozzles.items():
             if not 1 <= number <= 15:
                 raise ValueError(f"nozzle number {number} is outside 1-15")
+            if not 0 <= price <= 999_999:  # DC3 and CD5 carry 3 BCD bytes
+                raise ValueError(f"nozzle {number}: raw price {price} does not fit 6 digits")
+        for number, (volume, amount) in (totals or {}).items():
+            if number not in nozzles:
+                raise ValueError(f"totals given for nozzle {number}, which the pump lacks")
+            if not (0 <= volume < 10**10 and 0 <= amount < 10**10):  # DC101: 5 BCD bytes
+                raise ValueError(f"nozzle {number}: totals do not fit 10 digits")
         if flow_rate_lps <= 0:
             raise ValueError("flow_rate_lps must be positive")
+        if identity is not None:
+            codec.PumpIdentity(identity)  # ten digits, or ValueError now rather than on the line
         self.address = address
         self.flow_rate_lps = flow_rate_lps
         self.volume_decimals = volume_decimals
@@ -128,7 +137,8 @@ class SimPump:
         self._allowed: frozenset[int] | None = None
         self._preset_volume: int | None = None
         self._preset_amount: int | None = None
-        self._fill_nozzle: int | None = None
+        self._fill_nozzle: int | None = None  # nozzle fuel may flow through right now
+        self._last_fill: tuple[int, int] | None = None  # (nozzle, price) of this/last fill
         self._volume = 0
         self._amount = 0
         self._litres = 0.0  # volume of the current fill at `_flow_since`, unrounded
@@ -362,7 +372,7 @@ class SimPump:
             self._queue_status()
         elif dcc == DCC.RETURN_FILLING_INFORMATION:
             self._queue_filling()
-            self._queue_nozzle_status()
+            self._queue_fill_nozzle()
         elif dcc == DCC.RETURN_PUMP_PARAMETERS:
             self._queue.append(self._parameters())
         elif dcc == DCC.RETURN_PUMP_IDENTITY:
@@ -379,6 +389,7 @@ class SimPump:
             if status is DartStatus.RESET:
                 self._volume = self._amount = 0
                 self._litres = 0.0
+                self._last_fill = None
                 self._selected = self._nozzle_out or 0
                 self._set_status(DartStatus.AUTHORIZED)
                 self._update_flow()
@@ -463,6 +474,7 @@ class SimPump:
             and (self._allowed is None or self._nozzle_out in self._allowed)
         ):
             self._fill_nozzle = self._nozzle_out
+            self._last_fill = (self._nozzle_out, self._nozzles[self._nozzle_out].price)
             self._set_status(DartStatus.FILLING)
         flowing = (
             self._status is DartStatus.FILLING
@@ -505,8 +517,12 @@ class SimPump:
             listener(status)
 
     def _queue_status(self) -> None:
-        # DC1 says what the pump is now: an older one still waiting would only mislead.
-        self._replace(codec.PumpStatus, codec.PumpStatus(int(self._status)))
+        # Every change is reported, in order, so the controller sees AUTHORIZED before
+        # FILLING even when both happen between two polls; a command that changes
+        # nothing repeats the status unless it is already the latest one waiting.
+        waiting = [q for q in self._queue if isinstance(q, codec.PumpStatus)]
+        if not waiting or waiting[-1].status != self._status:
+            self._queue.append(codec.PumpStatus(int(self._status)))
 
     def _queue_filling(self) -> None:
         self._replace(
@@ -516,6 +532,15 @@ class SimPump:
     def _queue_nozzle_status(self) -> None:
         price = self._nozzles[self._selected].price if self._selected else 0
         self._queue.append(codec.NozzleStatus(price, self._selected, self._nozzle_out is not None))
+
+    def _queue_fill_nozzle(self) -> None:
+        # Filling information pairs DC2 with the nozzle and price of that fill: the next
+        # customer lifting another nozzle must not move the last sale onto it.
+        if self._last_fill is None:
+            self._queue_nozzle_status()
+            return
+        nozzle, price = self._last_fill
+        self._queue.append(codec.NozzleStatus(price, nozzle, self._nozzle_out == nozzle))
 
     def _queue_prices(self) -> None:
         # DC103 is "per grade"; each simulated nozzle is its own grade, in nozzle order.
@@ -1064,11 +1089,16 @@ async def _until(
 
 
 # Ready-made scripts ---------------------------------------------------------------------
-def normal_fill(nozzle: int, amount: Decimal, *, wait_s: float = 60.0) -> list[Step]:
+# `react_s` is the customer's reaction time between the pump's release and the squeeze:
+# people are not instant, and a controller should see AUTHORIZED before FILLING.
+def normal_fill(
+    nozzle: int, amount: Decimal, *, wait_s: float = 60.0, react_s: float = 1.0
+) -> list[Step]:
     """Lift, wait for the release, fill to about `amount`, hang up."""
     return [
         Lift(nozzle),
         WaitAuthorized(wait_s),
+        Wait(react_s),
         Squeeze(),
         FillUntil(amount=amount),
         Release(),
@@ -1076,11 +1106,14 @@ def normal_fill(nozzle: int, amount: Decimal, *, wait_s: float = 60.0) -> list[S
     ]
 
 
-def preset_fill(nozzle: int, *, wait_s: float = 60.0, timeout_s: float = 600.0) -> list[Step]:
-    """Keep squeezing until the pump's preset stops the flow."""
+def preset_fill(
+    nozzle: int, *, wait_s: float = 60.0, react_s: float = 1.0, timeout_s: float = 120.0
+) -> list[Step]:
+    """Keep squeezing until the pump's preset stops the flow (or `timeout_s` passes)."""
     return [
         Lift(nozzle),
         WaitAuthorized(wait_s),
+        Wait(react_s),
         Squeeze(),
         FillUntil(timeout=timeout_s),
         Release(),
@@ -1093,11 +1126,14 @@ def walk_away(nozzle: int, *, wait_s: float = 60.0, linger_s: float = 3.0) -> li
     return [Lift(nozzle), WaitAuthorized(wait_s), Wait(linger_s), HangUp()]
 
 
-def wrong_nozzle(nozzle: int, *, wait_s: float = 60.0, linger_s: float = 3.0) -> list[Step]:
+def wrong_nozzle(
+    nozzle: int, *, wait_s: float = 60.0, react_s: float = 1.0, linger_s: float = 3.0
+) -> list[Step]:
     """Lift a nozzle the authorization does not allow and squeeze in vain."""
     return [
         Lift(nozzle),
         WaitAuthorized(wait_s),
+        Wait(react_s),
         Squeeze(),
         Wait(linger_s),
         Release(),
@@ -1105,13 +1141,26 @@ def wrong_nozzle(nozzle: int, *, wait_s: float = 60.0, linger_s: float = 3.0) ->
     ]
 
 
-def hang_up_mid_fill(nozzle: int, seconds: float, *, wait_s: float = 60.0) -> list[Step]:
+def hang_up_mid_fill(
+    nozzle: int, seconds: float, *, wait_s: float = 60.0, react_s: float = 1.0
+) -> list[Step]:
     """Fill for a while and put the nozzle back with the trigger still squeezed."""
-    return [Lift(nozzle), WaitAuthorized(wait_s), Squeeze(), FillFor(seconds), HangUp()]
+    return [
+        Lift(nozzle),
+        WaitAuthorized(wait_s),
+        Wait(react_s),
+        Squeeze(),
+        FillFor(seconds),
+        HangUp(),
+    ]
 
 
 class RandomCustomers:
-    """Plausible customers arriving at random (exponential gaps) at free pumps, forever."""
+    """Plausible customers arriving at random (exponential gaps) at free pumps, forever.
+
+    A pump is free when nobody stands at it and `turnaround_s` has passed since the last
+    customer drove off, which also leaves the controller time to settle the sale.
+    """
 
     def __init__(
         self,
@@ -1120,6 +1169,7 @@ class RandomCustomers:
         mean_interval_s: float = 20.0,
         seed: int | None = None,
         *,
+        turnaround_s: float = 10.0,
         on_visit: Callable[[Visit], None] | None = None,
     ) -> None:
         if mean_interval_s <= 0:
@@ -1127,51 +1177,65 @@ class RandomCustomers:
         self.sim = sim
         self.pumps = tuple(pumps) if pumps is not None else sim.pumps
         self.mean_interval_s = mean_interval_s
+        self.turnaround_s = turnaround_s
         self.on_visit = on_visit
         self.visits = 0
         self._rng = random.Random(seed)
         self._busy: set[int] = set()
+        self._free_at: dict[int, float] = {}
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as group:
             while True:
                 await asyncio.sleep(self._rng.expovariate(1.0 / self.mean_interval_s))
+                now = loop.time()
                 free = [
-                    p for p in self.pumps if p.address not in self._busy and p.nozzle_out is None
+                    p
+                    for p in self.pumps
+                    if p.address not in self._busy
+                    and p.nozzle_out is None
+                    and self._free_at.get(p.address, now) <= now
                 ]
                 if not free:
-                    continue  # everyone is busy: this customer drives on
+                    continue  # every pump is taken: this customer drives on
                 pump = self._rng.choice(free)
                 name, steps = self._pick(pump)
                 self._busy.add(pump.address)
                 group.create_task(
                     self._visit(Customer(pump, steps, name=name)),
-                    name=f"customer-0x{pump.address:02X}",
+                    name=f"customer-{self.sim.name}-0x{pump.address:02X}",
                 )
 
     def _pick(self, pump: SimPump) -> tuple[str, list[Step]]:
         rng = self._rng
         nozzle = rng.choice(pump.nozzles)
+        react = rng.uniform(0.5, 2.0)
         roll = rng.random()
         if roll < 0.60:
-            money = Decimal(rng.randrange(10, 80)) + Decimal(rng.choice((0, 50))) / 100
-            return "normal_fill", normal_fill(nozzle, money)
+            money = Decimal(rng.randrange(20, 300, 10))
+            return "normal_fill", normal_fill(nozzle, money, react_s=react)
         if roll < 0.80:
-            return "preset_fill", preset_fill(nozzle)
+            return "preset_fill", preset_fill(nozzle, react_s=react)
         if roll < 0.88:
             return "walk_away", walk_away(nozzle, linger_s=rng.uniform(1.0, 5.0))
         if roll < 0.94 and len(pump.nozzles) > 1:
-            return "wrong_nozzle", wrong_nozzle(nozzle, linger_s=rng.uniform(2.0, 6.0))
-        return "hang_up_mid_fill", hang_up_mid_fill(nozzle, rng.uniform(2.0, 15.0))
+            linger = rng.uniform(2.0, 6.0)
+            return "wrong_nozzle", wrong_nozzle(nozzle, react_s=react, linger_s=linger)
+        seconds = rng.uniform(2.0, 15.0)
+        return "hang_up_mid_fill", hang_up_mid_fill(nozzle, seconds, react_s=react)
 
     async def _visit(self, customer: Customer) -> None:
+        address = customer.pump.address
         try:
             visit = await customer.run()
         finally:
-            self._busy.discard(customer.pump.address)
+            self._busy.discard(address)
+            self._free_at[address] = asyncio.get_running_loop().time() + self.turnaround_s
         self.visits += 1
         log.info(
             "dart_sim_customer_left",
+            line=self.sim.name,
             pump=f"0x{visit.pump:02X}",
             script=visit.script,
             authorized=visit.authorized,

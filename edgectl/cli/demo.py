@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,9 @@ async def _run(config: Config, args: argparse.Namespace, console: Console) -> in
     from edgectl.cli.simulate import build_simulators
     from edgectl.daemon import Daemon
 
-    sims = build_simulators(config)
+    # The simulated pumps keep their electronic totals between demo runs, like real ones:
+    # otherwise the daemon would rightly alarm that totals went backwards.
+    sims = build_simulators(config, totals=_known_totals(config.store.path))
     for sim in sims:
         console.print(f"simulated line {sim.name}: {sim.link.link if sim.link else '?'}")
     stop = asyncio.Event()
@@ -176,6 +179,24 @@ def _render(daemon: Any, config: Config) -> Group:
             )
         )
     return Group(pumps, sales)
+
+
+def _known_totals(path: Path) -> dict[int, dict[int, tuple[Decimal, Decimal]]]:
+    totals: dict[int, dict[int, tuple[Decimal, Decimal]]] = {}
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+    except sqlite3.Error:
+        return totals
+    try:
+        for pump, nozzle, volume, amount in db.execute(
+            "SELECT pump, nozzle, volume, amount FROM nozzle_totals"
+        ):
+            totals.setdefault(pump, {})[nozzle] = (Decimal(volume), Decimal(amount))
+    except sqlite3.Error:
+        pass  # a new store: the pumps start from zero
+    finally:
+        db.close()
+    return totals
 
 
 def _latest_sales(path: Path, limit: int) -> list[sqlite3.Row]:

@@ -6,13 +6,14 @@ import argparse
 import asyncio
 import signal
 import sys
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from drivers.wayne_dart.sim import DartLineSimulator, SimPump
-    from edgectl.config import Config
+    from drivers.wayne_dart.sim import DartLineSimulator
+    from edgectl.config import Config, LineConfig
 
 _DART_EXAMPLES = """\
 examples:
@@ -113,6 +114,8 @@ def _addresses(text: str) -> tuple[int, ...]:
 
 
 def run_dart(args: argparse.Namespace) -> int:
+    from drivers.base import DriverError
+    from edgectl.config import load_config
     from edgectl.errors import EdgectlError
     from edgectl.logs import configure
 
@@ -123,72 +126,114 @@ def run_dart(args: argparse.Namespace) -> int:
         print("simulate dart: give --config, or --link together with --pumps", file=sys.stderr)
         return 2
     configure(level="info", fmt="console")
+    reply_delay_s = args.reply_delay_ms / 1000
     try:
-        lines = _lines_from_config(args) if args.config is not None else [_quick_line(args)]
-    except (EdgectlError, ValueError, OSError) as exc:
+        if args.config is not None:
+            sims = build_simulators(
+                load_config(args.config),
+                line=args.line,
+                baud=args.baud,
+                reply_delay_s=reply_delay_s,
+            )
+        else:
+            sims = [_quick_simulator(args, reply_delay_s)]
+    except (EdgectlError, DriverError, ValueError, OSError) as exc:
         print(f"simulate dart: {exc}", file=sys.stderr)
         return 2
-    if not lines:
-        print("simulate dart: no wayne_dart line to simulate", file=sys.stderr)
-        return 2
-    return asyncio.run(_serve(lines, args))
+    for sim in sims:
+        addresses = ", ".join(f"0x{p.address:02X}" for p in sim.pumps)
+        timing = f"{sim.baud} baud" if sim.baud else "no line timing"
+        link = sim.link
+        where = f"{link.link} -> {link.slave_name}" if link is not None else "?"
+        print(f"{sim.name}: {where}  pumps {addresses}  ({timing})")
+    return asyncio.run(_serve(sims, args))
 
 
-class _Line:
-    """One line to simulate: its name, where the daemon expects it, and its pumps."""
+def build_simulators(
+    config: Config,
+    *,
+    line: str | None = None,
+    baud: int | None = None,
+    reply_delay_s: float = 0.0,
+    totals: Mapping[int, Mapping[int, tuple[Decimal, Decimal]]] | None = None,
+) -> list[DartLineSimulator]:
+    """Start one simulator per configured wayne_dart line (or only `line`), each serving a
+    pty symlinked at the line's port path, pumps and prices as configured.
 
-    def __init__(self, name: str, port: Path, sim: DartLineSimulator) -> None:
-        self.name = name
-        self.port = port
-        self.sim = sim
-
-
-def _lines_from_config(args: argparse.Namespace) -> list[_Line]:
-    from drivers.wayne_dart.codec import from_decimal
-    from drivers.wayne_dart.sim import DartLineSimulator, SimPump
-    from edgectl.config import load_config
+    `baud` None emulates each line's configured baud, 0 turns line timing off. `totals`
+    (pump number → nozzle → volume, amount) lets simulated pumps keep their electronic
+    totals from one run to the next, as real ones do. The caller stops the simulators; if
+    one cannot start, those already started are stopped here.
+    """
     from edgectl.errors import ConfigError
 
-    config: Config = load_config(args.config)
-    chosen = [line for line in config.lines if args.line in (None, line.name)]
-    if args.line is not None and not chosen:
-        raise ConfigError(f"no line named {args.line!r} in {args.config}")
-    lines: list[_Line] = []
-    for line in chosen:
-        if line.protocol != "wayne_dart":
-            continue
-        pumps: list[SimPump] = []
-        for pump in config.pumps_on(line.name):
-            prices: dict[int, int] = {}
-            for nozzle, grade_id in pump.nozzles.items():
-                grade = config.grade(grade_id)
-                if grade is None:  # load_config resolves every grade; this is a broken model
-                    raise ConfigError(f"pump {pump.number}: grade {grade_id!r} is not defined")
-                prices[nozzle] = from_decimal(grade.unit_price, pump.price_decimals)
-            pumps.append(
-                SimPump(
-                    pump.address,
-                    prices,
-                    volume_decimals=pump.volume_decimals,
-                    amount_decimals=pump.amount_decimals,
-                    price_decimals=pump.price_decimals,
-                )
+    chosen = [c for c in config.lines if line in (None, c.name)]
+    if line is not None and not chosen:
+        raise ConfigError(f"{config.source}: no line named {line!r}")
+    sims: list[DartLineSimulator] = []
+    try:
+        for line_config in chosen:
+            if line_config.protocol != "wayne_dart":
+                continue
+            sim = _line_simulator(config, line_config, baud, reply_delay_s, totals or {})
+            _serve_at(sim, Path(line_config.port))
+            sims.append(sim)
+    except BaseException:
+        for sim in sims:
+            sim.stop()
+        raise
+    if not sims:
+        raise ConfigError(f"{config.source}: no wayne_dart line to simulate")
+    return sims
+
+
+def _line_simulator(
+    config: Config,
+    line: LineConfig,
+    baud: int | None,
+    reply_delay_s: float,
+    totals: Mapping[int, Mapping[int, tuple[Decimal, Decimal]]],
+) -> DartLineSimulator:
+    from drivers.wayne_dart.codec import from_decimal
+    from drivers.wayne_dart.sim import DartLineSimulator, SimPump
+    from edgectl.errors import ConfigError
+
+    pumps: list[SimPump] = []
+    for pump in config.pumps_on(line.name):
+        prices: dict[int, int] = {}
+        for nozzle, grade_id in pump.nozzles.items():
+            grade = config.grade(grade_id)
+            if grade is None:  # load_config resolves every grade; this is a broken model
+                raise ConfigError(f"pump {pump.number}: grade {grade_id!r} is not defined")
+            prices[nozzle] = from_decimal(grade.unit_price, pump.price_decimals)
+        pumps.append(
+            SimPump(
+                pump.address,
+                prices,
+                volume_decimals=pump.volume_decimals,
+                amount_decimals=pump.amount_decimals,
+                price_decimals=pump.price_decimals,
+                totals={
+                    nozzle: (
+                        from_decimal(volume, pump.volume_decimals),
+                        from_decimal(amount, pump.amount_decimals),
+                    )
+                    for nozzle, (volume, amount) in totals.get(pump.number, {}).items()
+                },
             )
-        baud = line.baud if args.baud is None else args.baud
-        sim = DartLineSimulator(
-            pumps,
-            baud=baud or None,
-            data_bits=line.bytesize,
-            parity=line.parity,
-            stop_bits=line.stopbits,
-            reply_delay_s=args.reply_delay_ms / 1000,
-            name=line.name,
         )
-        lines.append(_Line(line.name, Path(line.port), sim))
-    return lines
+    return DartLineSimulator(
+        pumps,
+        baud=(line.baud if baud is None else baud) or None,
+        data_bits=line.bytesize,
+        parity=line.parity,
+        stop_bits=line.stopbits,
+        reply_delay_s=reply_delay_s,
+        name=line.name,
+    )
 
 
-def _quick_line(args: argparse.Namespace) -> _Line:
+def _quick_simulator(args: argparse.Namespace, reply_delay_s: float) -> DartLineSimulator:
     from drivers.wayne_dart.codec import from_decimal
     from drivers.wayne_dart.sim import DartLineSimulator, SimPump
 
@@ -199,53 +244,48 @@ def _quick_line(args: argparse.Namespace) -> _Line:
         for n in range(1, args.nozzles + 1)
     }
     pumps = [SimPump(address, prices) for address in args.pumps]
-    sim = DartLineSimulator(
-        pumps, baud=args.baud or None, reply_delay_s=args.reply_delay_ms / 1000, name="dart"
-    )
-    return _Line("dart", args.link, sim)
+    sim = DartLineSimulator(pumps, baud=args.baud or None, reply_delay_s=reply_delay_s, name="dart")
+    _serve_at(sim, args.link)
+    return sim
 
 
-async def _serve(lines: list[_Line], args: argparse.Namespace) -> int:
-    from drivers.base import DriverError
+def _serve_at(sim: DartLineSimulator, port: Path) -> None:
+    port.parent.mkdir(parents=True, exist_ok=True)
+    # A symlink there is a previous simulator's; anything else may be a real device.
+    if port.exists() and not port.is_symlink():
+        raise FileExistsError(f"{port} exists and is not a symlink; not replacing it")
+    sim.serve_pty(port)
+
+
+async def _serve(sims: list[DartLineSimulator], args: argparse.Namespace) -> int:
     from drivers.wayne_dart.sim import RandomCustomers
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    print("simulating; Ctrl-C to stop", flush=True)
     try:
-        for line in lines:
-            line.port.parent.mkdir(parents=True, exist_ok=True)
-            if line.port.exists() and not line.port.is_symlink():
-                raise FileExistsError(f"{line.port} exists and is not a symlink; not replacing it")
-            pty = line.sim.serve_pty(line.port)
-            addresses = ", ".join(f"0x{p.address:02X}" for p in line.sim.pumps)
-            timing = f"{line.sim.baud} baud" if line.sim.baud else "no line timing"
-            print(f"{line.name}: {line.port} -> {pty.slave_name}  pumps {addresses}  ({timing})")
-        print("simulating; Ctrl-C to stop", flush=True)
         async with asyncio.TaskGroup() as group:
             customers = [
                 group.create_task(
                     RandomCustomers(
-                        line.sim,
+                        sim,
                         mean_interval_s=args.mean_interval,
                         seed=None if args.seed is None else args.seed + index,
                     ).run(),
-                    name=f"customers-{line.name}",
+                    name=f"customers-{sim.name}",
                 )
-                for index, line in enumerate(lines)
+                for index, sim in enumerate(sims)
                 if args.customers == "random"
             ]
             await stop.wait()
             for task in customers:
                 task.cancel()
-    except (OSError, DriverError) as exc:
-        print(f"simulate dart: {exc}", file=sys.stderr)
-        return 1
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        for line in lines:
-            line.sim.stop()
+        for sim in sims:
+            sim.stop()
     print("simulator stopped")
     return 0

@@ -172,8 +172,8 @@ def authorize(master: Master, address: int, *items: Any) -> None:
 def release(master: Master, address: int, *items: Any) -> None:
     """Authorize for a customer who may already be squeezing (then the pump says FILLING)."""
     master.command(address, *items, codec.Command(DCC.AUTHORIZE))
-    (status,) = of(codec.PumpStatus, master.poll(address))
-    assert status.status in (DartStatus.AUTHORIZED, DartStatus.FILLING)
+    statuses = [r.status for r in of(codec.PumpStatus, master.poll(address))]
+    assert statuses in ([DartStatus.AUTHORIZED], [DartStatus.AUTHORIZED, DartStatus.FILLING])
 
 
 # ------------------------------------------------------------------ line layer
@@ -381,6 +381,23 @@ def test_full_fill_stops_exactly_at_the_preset_amount(
     assert (pump.volume, pump.amount) == (0, 0)
 
 
+def test_filling_information_names_the_nozzle_of_the_fill(
+    master: Master, sim: DartLineSimulator, clock: FakeClock
+) -> None:
+    pump = sim.pump(0x50)
+    authorize(master, 0x50)
+    pump.lift(2)
+    pump.squeeze()
+    clock.advance(1.0)
+    pump.hang_up()
+    pump.lift(1)  # the next customer, before the controller asked about the sale
+    master.poll(0x50)
+    master.command(0x50, codec.Command(DCC.RETURN_FILLING_INFORMATION))
+    replies = master.poll(0x50)
+    assert of(codec.FilledVolumeAmount, replies) == [codec.FilledVolumeAmount(60, 99)]
+    assert of(codec.NozzleStatus, replies) == [codec.NozzleStatus(165, 2, False)]
+
+
 def test_volume_preset_stops_exactly_at_the_volume(
     master: Master, sim: DartLineSimulator, clock: FakeClock
 ) -> None:
@@ -405,8 +422,11 @@ def test_preset_is_used_by_one_authorization_only(
     pump.squeeze()
     clock.advance(10.0)
     pump.hang_up()
-    assert pump.status is DartStatus.MAX_REACHED
+    # Both changes happened between two polls; both are reported, in order.
+    statuses = [r.status for r in of(codec.PumpStatus, master.poll(0x51))]
+    assert statuses == [DartStatus.FILLING, DartStatus.MAX_REACHED]
     master.command(0x51, codec.Command(DCC.RESET))
+    assert of(codec.PumpStatus, master.poll(0x51)) == [codec.PumpStatus(DartStatus.RESET)]
     authorize(master, 0x51)
     pump.lift(1)
     pump.squeeze()
@@ -551,7 +571,7 @@ async def _wait_lifted(pump: SimPump) -> None:
 async def test_customer_fills_to_an_amount(fast_sim: tuple[DartLineSimulator, Master]) -> None:
     sim, master = fast_sim
     pump = sim.pump(0x50)
-    visit = asyncio.create_task(Customer(pump, normal_fill(1, Decimal("50.00"))).run())
+    visit = asyncio.create_task(Customer(pump, normal_fill(1, Decimal("50.00"), react_s=0)).run())
     await _wait_lifted(pump)
     await asyncio.to_thread(release, master, 0x50)
     result = await visit
@@ -565,7 +585,7 @@ async def test_customer_fills_until_the_preset_stops_it(
 ) -> None:
     sim, master = fast_sim
     pump = sim.pump(0x50)
-    visit = asyncio.create_task(Customer(pump, preset_fill(2)).run())
+    visit = asyncio.create_task(Customer(pump, preset_fill(2, react_s=0)).run())
     await _wait_lifted(pump)
     await asyncio.to_thread(release, master, 0x50, codec.PresetAmount(3000))
     result = await visit
@@ -589,7 +609,7 @@ async def test_customer_with_the_wrong_nozzle_takes_no_fuel(
 ) -> None:
     sim, master = fast_sim
     pump = sim.pump(0x50)
-    visit = asyncio.create_task(Customer(pump, wrong_nozzle(1, linger_s=0.02)).run())
+    visit = asyncio.create_task(Customer(pump, wrong_nozzle(1, react_s=0, linger_s=0.02)).run())
     await _wait_lifted(pump)
     await asyncio.to_thread(release, master, 0x50, codec.AllowedNozzles((2,)))
     result = await visit
@@ -600,7 +620,7 @@ async def test_customer_with_the_wrong_nozzle_takes_no_fuel(
 async def test_customer_hanging_up_mid_fill(fast_sim: tuple[DartLineSimulator, Master]) -> None:
     sim, master = fast_sim
     pump = sim.pump(0x50)
-    visit = asyncio.create_task(Customer(pump, hang_up_mid_fill(1, 0.05)).run())
+    visit = asyncio.create_task(Customer(pump, hang_up_mid_fill(1, 0.05, react_s=0)).run())
     await _wait_lifted(pump)
     await asyncio.to_thread(release, master, 0x50)
     result = await visit
@@ -626,7 +646,7 @@ async def test_random_customers_come_and_leave_cleanly(
     customers = asyncio.create_task(RandomCustomers(sim, mean_interval_s=0.005, seed=7).run())
     async with asyncio.timeout(2.0):
         # A lift is no status change, so there is no event to wait on: look now and then.
-        while pump.nozzle_out is None:  # noqa: ASYNC110
+        while pump.nozzle_out is None:
             await asyncio.sleep(0.001)
     customers.cancel()
     with pytest.raises(asyncio.CancelledError):
