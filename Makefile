@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(BIN)/edgectl demo --config config/demo.toml
 
 lint: $(STAMP)
-	$(BIN)/ruff check edgectl drivers tests bench
+	$(BIN)/ruff check edgectl drivers tests $(wildcard bench)
 	$(BIN)/mypy
 
 unit: $(STAMP)
