@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers.wayne_dart.codec import DartStatus
+from drivers.wayne_dart.codec import DCC, DartStatus
 from edgectl.config import load_config
 from tests.stationkit import count_when_ready, rows, start_simulators, until, write_config
 
@@ -138,3 +138,39 @@ def test_bad_config_is_one_clear_line_and_exit_1(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("edgectl: ") and "grades" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+async def test_sigkill_after_commit_before_reset_records_the_sale_once(
+    tmp_path: Path, daemon: DaemonProcess
+) -> None:
+    config = load_config(daemon.config)
+    db = config.store.path
+    sims = start_simulators(config, flow_rate_lps=5.0)
+    pump = sims["l0"].pump(0x51)
+    try:
+        daemon.start()
+        await until(
+            lambda: count_when_ready(db, "nozzle_totals") == 4, timeout=20, what="daemon online"
+        )
+        pump.ignore_commands(DCC.RESET)  # the reset after the sale will not take
+        pump.lift(2)
+        await until(lambda: pump.status is DartStatus.AUTHORIZED, what="auto authorization")
+        pump.squeeze()
+        await until(lambda: pump.volume > 200, what="fuel flowing")
+        pump.release()
+        pump.hang_up()
+        await until(lambda: len(sales(db)) == 1, timeout=20, what="sale committed")
+        await asyncio.sleep(0.3)  # the daemon is now trying to reset the pump, in vain
+        assert pump.status is DartStatus.FILLING_COMPLETED
+        daemon.kill()  # power cut between the commit and the reset
+        pump.ignore_commands()
+
+        daemon.start()  # reads the same fill from the pump again
+        await until(lambda: pump.status is DartStatus.RESET, timeout=20, what="reset at last")
+        assert len(sales(db)) == 1
+        assert '"sale_already_recorded"' in daemon.log.read_text()
+        assert rows(db, "SELECT kind FROM alarms") == []
+        assert daemon.terminate() == 0
+    finally:
+        for sim in sims.values():
+            sim.stop()

@@ -128,6 +128,7 @@ class SimPump:
             n: SimNozzle(n, price, *start.get(n, (0, 0))) for n, price in sorted(nozzles.items())
         }
         self._online = True
+        self._ignored: frozenset[int] = frozenset()
         self._listeners: list[StatusListener] = []
         # dispenser state
         self._status = DartStatus.RESET
@@ -263,6 +264,11 @@ class SimPump:
         with self._lock:
             self._online = online
 
+    def ignore_commands(self, *dccs: int) -> None:
+        """Fault: ACK these CD1 commands but carry none of them out (none: back to normal)."""
+        with self._lock:
+            self._ignored = frozenset(dccs)
+
     def add_listener(self, listener: StatusListener) -> Callable[[], None]:
         """Call `listener(status)` on every status change; returns the function removing it.
 
@@ -368,6 +374,10 @@ class SimPump:
 
     def _execute_dcc(self, dcc: int) -> None:
         status = self._status
+        if dcc in self._ignored:
+            # A pump with a jammed state machine: it acknowledges and does nothing.
+            self._queue_status()
+            return
         if dcc == DCC.RETURN_STATUS:
             self._queue_status()
         elif dcc == DCC.RETURN_FILLING_INFORMATION:

@@ -194,3 +194,12 @@ async def test_repeated_pump_frame_is_acked_but_dropped(tmp_path: Path) -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         sim.stop()
+
+
+async def test_truncated_frame_on_the_line_is_counted_and_skipped(harness: Harness) -> None:
+    line = harness.line
+    good = codec.encode(codec.data(0x51, 3, codec.PumpStatus(1)))
+    harness.sim.inject_garbage(good[:5])  # a data frame cut off mid-way, then the real reply
+    await harness.until(lambda: line.counters.malformed + line.counters.bad_crc >= 1)
+    assert await line.request_status(0x51) is DispenserStatus.RESET
+    assert line.counters.duplicates_dropped == 0
