@@ -16,6 +16,7 @@ section name to `_SECTIONS` and a field to `Config`, and call the reader in `par
 
 from __future__ import annotations
 
+import base64
 import difflib
 import json
 import re
@@ -27,10 +28,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
+from edgectl.cloud.signing import KEY_ID, InvalidKeyError, parse_public_key
 from edgectl.errors import ConfigError
 
 __all__ = [
     "AuthorizationConfig",
+    "CloudConfig",
+    "CommandKey",
     "Config",
     "GradeConfig",
     "LimitsConfig",
@@ -90,6 +94,7 @@ class LineConfig:
     retries: int = 3
     offline_after: int = 3  # consecutive missed replies before a pump is declared offline
     poll_interval_ms: int = 0  # pause between scan rounds; 0 = as fast as the line allows
+    idle_poll_ms: int = 200  # an idle pump is polled at most this often; busy ones at line speed
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,48 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class CommandKey:
+    """A cloud key whose signature the station accepts on commands."""
+
+    id: str
+    public_key: bytes  # the raw 32-byte Ed25519 public key
+
+    def __repr__(self) -> str:
+        return (
+            f"CommandKey(id={self.id!r}, public_key={base64.b64encode(self.public_key).decode()!r})"
+        )
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    """The MQTT link to the cloud. The station always connects out; see docs/mqtt.md.
+
+    File paths are absolute (the loader resolves them against the config file). `password`
+    holds the secret itself, read from `password_file` when the file names one.
+    """
+
+    host: str
+    client_id: str
+    command_keys: tuple[CommandKey, ...] = ()
+    port: int = 8883
+    topic_prefix: str = "edgectl"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = True
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    keepalive_s: int = 20
+    session_expiry_s: int = 3600
+    heartbeat_s: float = 10.0
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    max_inflight: int = 32
+    clock_skew_s: float = 30.0
+    outbox_max_rows: int = 100_000
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole, validated station configuration.
 
@@ -163,6 +210,7 @@ class Config:
     lines: tuple[LineConfig, ...]
     pumps: tuple[PumpConfig, ...]
     source: Path  # the file it was read from, as given
+    cloud: CloudConfig | None = None  # None: no [cloud] section, the station runs alone
 
     def grade(self, grade_id: str) -> GradeConfig:
         for grade in self.grades:
@@ -225,6 +273,7 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> Config:
     grades = _read_grades(root)
     lines = _read_lines(root)
     pumps = _read_pumps(root, grades, lines)
+    cloud = _read_cloud(root, station)
     return Config(
         station=station,
         store=store,
@@ -235,6 +284,7 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> Config:
         lines=lines,
         pumps=pumps,
         source=source,
+        cloud=cloud,
     )
 
 
@@ -247,6 +297,7 @@ _SECTIONS: Final = (
     "grades",
     "lines",
     "pumps",
+    "cloud",
 )
 
 
@@ -394,6 +445,7 @@ def _read_lines(root: _Table) -> tuple[LineConfig, ...]:
         "retries",
         "offline_after",
         "poll_interval_ms",
+        "idle_poll_ms",
     )
     lines: list[LineConfig] = []
     for t in root.tables("lines", keys):
@@ -434,6 +486,7 @@ def _read_line(t: _Table) -> LineConfig:
         retries=t.opt_int("retries", default.retries, lo=0, hi=10),
         offline_after=t.opt_int("offline_after", default.offline_after, lo=1, hi=20),
         poll_interval_ms=t.opt_int("poll_interval_ms", default.poll_interval_ms, lo=0, hi=60000),
+        idle_poll_ms=t.opt_int("idle_poll_ms", default.idle_poll_ms, lo=0, hi=10000),
     )
 
 
@@ -529,6 +582,179 @@ def _display_decimals(t: _Table, number: int, grades: Sequence[GradeConfig]) -> 
     return first
 
 
+def _read_cloud(root: _Table, station: StationConfig) -> CloudConfig | None:
+    if "cloud" not in root.data:
+        return None
+    t = root.table("cloud", _CLOUD_KEYS)
+    default = CloudConfig(host="", client_id="")
+    host = t.req_str("host")
+    if any(c.isspace() for c in host) or "/" in host:
+        raise t.fail("host", f"{_show(host)} is not a host name or address (no scheme, no path)")
+    tls = t.opt_bool("tls", default.tls)
+    port = t.opt_int("port", 8883 if tls else 1883, lo=1, hi=65535)
+    prefix = t.opt_str("topic_prefix", default.topic_prefix)
+    problem = _topic_prefix_problem(prefix)
+    if problem:
+        raise t.fail("topic_prefix", f"{_show(prefix)} {problem}")
+    client_id = t.opt_str("client_id", f"edgectl-{station.id}")
+    if not client_id.strip() or len(client_id.encode()) > 256:
+        raise t.fail("client_id", "must be 1..256 bytes and not blank")
+    username = t.opt_str("username", "") or None
+    password = _read_password(t, username)
+    ca_file, cert_file, key_file = (t.opt_file(k) for k in ("ca_file", "cert_file", "key_file"))
+    if not tls:
+        for key, path in (("ca_file", ca_file), ("cert_file", cert_file), ("key_file", key_file)):
+            if path is not None:
+                raise t.fail(key, "is only used with tls = true")
+    if (cert_file is None) != (key_file is None):
+        given, missing = (
+            ("cert_file", "key_file") if key_file is None else ("key_file", "cert_file")
+        )
+        raise t.fail(
+            missing, f"missing: {given} is given, and a client certificate and its key go together"
+        )
+    reconnect_min = t.opt_number("reconnect_min_s", default.reconnect_min_s, lo=0.01, hi=3600)
+    reconnect_max = t.opt_number("reconnect_max_s", default.reconnect_max_s, lo=0.01, hi=3600)
+    if reconnect_max < reconnect_min:
+        raise t.fail(
+            "reconnect_max_s",
+            f"{reconnect_max:g} is less than reconnect_min_s {reconnect_min:g}",
+        )
+    return CloudConfig(
+        host=host,
+        client_id=client_id,
+        command_keys=_read_command_keys(t),
+        port=port,
+        topic_prefix=prefix,
+        username=username,
+        password=password,
+        tls=tls,
+        ca_file=ca_file,
+        cert_file=cert_file,
+        key_file=key_file,
+        keepalive_s=t.opt_int("keepalive_s", default.keepalive_s, lo=5, hi=3600),
+        session_expiry_s=t.opt_int(
+            "session_expiry_s", default.session_expiry_s, lo=60, hi=_SESSION_EXPIRY_MAX
+        ),
+        heartbeat_s=t.opt_number("heartbeat_s", default.heartbeat_s, lo=0.1, hi=3600),
+        reconnect_min_s=reconnect_min,
+        reconnect_max_s=reconnect_max,
+        max_inflight=t.opt_int("max_inflight", default.max_inflight, lo=1, hi=1000),
+        clock_skew_s=t.opt_number("clock_skew_s", default.clock_skew_s, lo=0, hi=3600),
+        outbox_max_rows=t.opt_int(
+            "outbox_max_rows", default.outbox_max_rows, lo=1000, hi=100_000_000
+        ),
+    )
+
+
+_CLOUD_KEYS: Final = (
+    "host",
+    "port",
+    "topic_prefix",
+    "client_id",
+    "username",
+    "password",
+    "password_file",
+    "tls",
+    "ca_file",
+    "cert_file",
+    "key_file",
+    "keepalive_s",
+    "session_expiry_s",
+    "heartbeat_s",
+    "reconnect_min_s",
+    "reconnect_max_s",
+    "max_inflight",
+    "clock_skew_s",
+    "outbox_max_rows",
+    "command_keys",
+)
+_SESSION_EXPIRY_MAX: Final = 0xFFFFFFFF  # MQTT 5: the session never expires
+
+
+def _topic_prefix_problem(prefix: str) -> str | None:
+    """Why `prefix` cannot start every topic of the station, or None if it can."""
+    if not prefix:
+        return "is empty"
+    if "+" in prefix or "#" in prefix:
+        return 'contains an MQTT wildcard ("+" or "#")'
+    if prefix.startswith("/") or prefix.endswith("/"):
+        return 'must not start or end with "/"'
+    if "//" in prefix:
+        return "has an empty topic level"
+    if prefix.startswith("$"):
+        return 'must not start with "$" (topics reserved for the broker)'
+    if "\x00" in prefix or any(c.isspace() for c in prefix):
+        return "contains white space or NUL"
+    return None
+
+
+def _read_password(t: _Table, username: str | None) -> str | None:
+    password = t.opt_str("password", "") or None
+    path = t.opt_file("password_file")
+    if password is not None and path is not None:
+        raise t.fail("password_file", "give either password or password_file, not both")
+    if path is not None:
+        try:
+            # Editors add a final newline; it is never part of the password.
+            password = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise t.fail("password_file", f"cannot read {path}: {reason or exc}") from None
+        if not password:
+            raise t.fail("password_file", f"{path} is empty")
+    if password is not None and username is None:
+        key = "password" if path is None else "password_file"
+        raise t.fail(key, "a password needs a username")
+    return password
+
+
+def _read_command_keys(cloud: _Table) -> tuple[CommandKey, ...]:
+    keys: list[CommandKey] = []
+    for t in cloud.tables("command_keys", ("id", "public_key", "public_key_file")):
+        key = _read_command_key(t)
+        for j, other in enumerate(keys):
+            if other.id == key.id:
+                raise t.fail("id", f"duplicate key id {_show(key.id)} (command_keys[{j}] uses it)")
+        keys.append(key)
+    if not keys:
+        raise cloud.fail(
+            "command_keys",
+            "at least one [[cloud.command_keys]] entry is required (the cloud's public key; "
+            "make a pair with: edgectl cloud keygen --id KEYID)",
+        )
+    return tuple(keys)
+
+
+def _read_command_key(t: _Table) -> CommandKey:
+    key_id = t.req_str("id")
+    if not KEY_ID.fullmatch(key_id):
+        raise t.fail(
+            "id", f'{_show(key_id)} is not a valid key id (1..64 letters, digits, ".", "_" or "-")'
+        )
+    text = t.opt_str("public_key", "") or None
+    path = t.opt_file("public_key_file")
+    if text is not None and path is not None:
+        raise t.fail("public_key_file", "give either public_key or public_key_file, not both")
+    if text is None and path is None:
+        raise t.fail("public_key", "missing: give public_key (base64) or public_key_file")
+    where = "public_key"
+    if path is not None:
+        where = "public_key_file"
+        try:
+            text = path.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not a text key file"
+            raise t.fail(where, f"cannot read {path}: {reason or exc}") from None
+    assert text is not None
+    try:
+        key = parse_public_key(text)
+    except InvalidKeyError as exc:
+        shown = str(path) if path is not None else _show(text)
+        raise t.fail(where, f"{shown} is not an Ed25519 public key: {exc}") from None
+    return CommandKey(id=key_id, public_key=key.public_bytes_raw())
+
+
 # --------------------------------------------------------------------------- field readers
 
 _T = TypeVar("_T")
@@ -611,6 +837,37 @@ class _Table:
         if not isinstance(value, str):
             raise self.fail(key, f"expected a string, got {_show(value)}")
         return value
+
+    # -- booleans
+
+    def opt_bool(self, key: str, default: bool) -> bool:
+        value = self._get(key, required=False)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            hint = ""
+            if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+                hint = " (write it without quotes)"
+            raise self.fail(key, f"expected true or false, got {_show(value)}{hint}")
+        return value
+
+    # -- files
+
+    def opt_file(self, key: str) -> Path | None:
+        """An existing file; a relative path is resolved against the config file's directory."""
+        value = self._get(key, required=False)
+        if value is None:
+            return None
+        text = self.as_str(key, value)
+        if not text.strip():
+            raise self.fail(key, "must not be empty")
+        path = Path(text)
+        if not path.is_absolute():
+            path = (self.source.parent / path).resolve()
+        if not path.is_file():
+            state = "is not a file" if path.exists() else "not found"
+            raise self.fail(key, f"{path}: {state}")
+        return path
 
     # -- integers
 

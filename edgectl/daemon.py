@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from drivers.base import DispenserEvent, DispenserLine
 from drivers.transport import SerialTransport
 from drivers.wayne_dart.driver import DartLine, DartLineSettings, DartPumpSettings
+from edgectl.cloud import contract
 from edgectl.config import Config, LineConfig
 from edgectl.errors import ConfigError
 from edgectl.logs import get_logger
@@ -16,6 +19,7 @@ from edgectl.station import Station
 from edgectl.store.store import Store
 
 SHUTDOWN_GRACE_S = 15.0  # time given to sales being committed when asked to stop
+FLUSH_GRACE_S = 3.0  # then time given to the outbox to reach the broker
 
 
 def build_line(
@@ -33,6 +37,7 @@ def build_line(
         retries=line.retries,
         offline_after=line.offline_after,
         poll_interval_s=line.poll_interval_ms / 1000,
+        idle_poll_s=line.idle_poll_ms / 1000,
     )
     pumps = [
         DartPumpSettings(
@@ -55,19 +60,85 @@ def build_line(
     return DartLine(settings, pumps, transport, emit)
 
 
+class CloudLink:
+    """The MQTT session, the command handler and the outbox publisher, built from [cloud]."""
+
+    def __init__(self, config: Config, station: Station) -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        from edgectl.cloud.commands import CommandHandler
+        from edgectl.cloud.publisher import OutboxPublisher
+        from edgectl.cloud.session import CloudSession
+
+        cloud = config.cloud
+        assert cloud is not None
+        store = station.store
+        self.started = time.monotonic()
+        self.station = station
+        self.handler = CommandHandler(
+            station,
+            keys={
+                k.id: Ed25519PublicKey.from_public_bytes(k.public_key) for k in cloud.command_keys
+            },
+            clock_skew_s=cloud.clock_skew_s,
+        )
+        self.session = CloudSession(
+            cloud, config.station.id, on_command=self.handler.handle, heartbeat=self._heartbeat
+        )
+        self.publisher = OutboxPublisher(
+            session=self.session,
+            topics=self.session.topics,
+            station=config.station.id,
+            fetch=lambda cursors, limit: station.db(store.outbox_after, cursors, limit),
+            delete=lambda seqs: station.db(store.outbox_delete, seqs),
+            epoch=store.epoch,
+            window=cloud.max_inflight,
+        )
+        station.on_outbox = self.publisher.wake
+
+    async def _heartbeat(self) -> bytes:
+        depth = await self.station.db(self.station.store.outbox_depth)
+        return contract.encode(
+            contract.envelope(
+                "heartbeat",
+                self.station.config.station.id,
+                0,
+                contract.timestamp(datetime.now(UTC)),
+                contract.heartbeat_data(int(time.monotonic() - self.started), depth),
+            )
+        )
+
+    async def purge_inbox(self) -> None:
+        while True:
+            await self.handler.purge()
+            await asyncio.sleep(3600)
+
+    async def flush(self, timeout: float) -> None:
+        """Give the outbox a moment to reach the broker before the session closes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.session.connected:
+            if await self.station.db(self.station.store.outbox_depth) == 0:
+                return
+            await asyncio.sleep(0.05)
+
+
 class Daemon:
-    """The running station: lines, station workers, and an orderly stop."""
+    """The running station: lines, station workers, the cloud link, and an orderly stop."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.log = get_logger(station=config.station.id)
-        self.store = Store(config.store.path)
+        self.store = Store(
+            config.store.path,
+            outbox_max_rows=config.cloud.outbox_max_rows if config.cloud else None,
+        )
         self._emit_target: Station | None = None
         self.lines: dict[str, DispenserLine] = {
             line.name: build_line(line, config, self._emit) for line in config.lines
         }
         self.station = Station(config, self.store, self.lines)
         self._emit_target = self.station
+        self.cloud = CloudLink(config, self.station) if config.cloud is not None else None
         self._stop = asyncio.Event()
 
     def _emit(self, event: DispenserEvent) -> None:
@@ -96,10 +167,17 @@ class Daemon:
                     for name, line in self.lines.items()
                 ]
                 tasks.append(tg.create_task(self.station.run(), name="station"))
+                if self.cloud is not None:
+                    tasks.append(tg.create_task(self.cloud.session.run(), name="cloud-session"))
+                    tasks.append(tg.create_task(self.cloud.publisher.run(), name="cloud-outbox"))
+                    tasks.append(tg.create_task(self.cloud.purge_inbox(), name="cloud-inbox"))
                 await self._stop.wait()
                 self.log.info("daemon_stopping")
                 # Lines keep running while sales in progress are read and committed.
                 await self.station.drain(SHUTDOWN_GRACE_S)
+                if self.cloud is not None:
+                    await self.cloud.flush(FLUSH_GRACE_S)
+                    await self.cloud.session.stop()
                 for task in tasks:
                     task.cancel()
         finally:

@@ -280,7 +280,9 @@ class Station:
             await asyncio.sleep(delay)
         merged = {**self.prices.prices, **prices}
         self.prices = PriceSet(price_set_id, merged)
-        await self.db(self.store.activate_price_set, price_set_id, merged)
+        await self.db(
+            self.store.activate_price_set, price_set_id, merged, self.config.station.currency
+        )
         self.log.info("price_set_active", price_set_id=price_set_id)
         for service in self.points.values():
             service.wake()
@@ -805,7 +807,7 @@ class PumpService:
         try:
             await self.line.set_prices(self.address, wanted)
         except DriverError as exc:
-            status, reason = "failed", str(exc)
+            status, reason = "failed", f"pump_{exc.code}"
             self._retry_at = self.station.clock() + RETRY_S
             self._prices_wanted = None
         else:
@@ -822,6 +824,7 @@ class PumpService:
                     self.pump.nozzles[n]: str(p)
                     for n, p in zip(sorted(self.pump.nozzles), wanted, strict=True)
                 },
+                self.station.config.station.currency,
             )
 
     async def _publish_state(self) -> None:

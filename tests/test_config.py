@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from collections.abc import Callable
 from decimal import Decimal
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from edgectl.config import (
+    CloudConfig,
+    CommandKey,
     Config,
     GradeConfig,
     LimitsConfig,
@@ -111,6 +114,9 @@ def test_example_config_loads() -> None:
     assert len(config.pumps) == 6
     assert {g.id for g in config.grades} == {"92", "95", "98", "0#"}
     assert all(g.unit_price > 0 for g in config.grades)
+    assert config.cloud is not None
+    assert config.cloud.client_id == "edgectl-SH-PD-0017"
+    assert [key.id for key in config.cloud.command_keys] == ["cloud-2026a"]
 
 
 def test_demo_config_loads() -> None:
@@ -518,3 +524,314 @@ def test_file_not_utf8(tmp_path: Path) -> None:
     path.write_bytes(b'[station]\nid = "\xff"\n')
     with pytest.raises(ConfigError, match="not a UTF-8 text file"):
         load_config(path)
+
+
+# ------------------------------------------------------------------ [cloud]
+
+CLOUD_KEY = "Zzdxg8iCoKZFERZbvA8BHfQ2FlkrFWX8sTvKxaUN1NE="  # any valid Ed25519 public key
+
+CLOUD = f"""
+[cloud]
+host = "mqtt.example.com"
+
+[[cloud.command_keys]]
+id = "cloud-2026a"
+public_key = "{CLOUD_KEY}"
+"""
+
+
+def cloud_variant(*replacements: tuple[str, str]) -> str:
+    """BASE plus a [cloud] section with fragments replaced (each must occur once)."""
+    text = CLOUD
+    for old, new in replacements:
+        assert text.count(old) == 1, f"fragment {old!r} must occur exactly once in CLOUD"
+        text = text.replace(old, new)
+    return BASE + text
+
+
+def test_cloud_section_is_optional(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, BASE)).cloud is None
+
+
+def test_cloud_defaults(tmp_path: Path) -> None:
+    cloud = load_config(write(tmp_path, cloud_variant())).cloud
+    assert cloud is not None
+    assert cloud == CloudConfig(
+        host="mqtt.example.com",
+        client_id="edgectl-TEST-1",
+        command_keys=(CommandKey("cloud-2026a", base64.b64decode(CLOUD_KEY)),),
+    )
+    assert (cloud.port, cloud.tls, cloud.topic_prefix) == (8883, True, "edgectl")
+    assert (cloud.keepalive_s, cloud.session_expiry_s, cloud.heartbeat_s) == (20, 3600, 10.0)
+    assert (cloud.reconnect_min_s, cloud.reconnect_max_s) == (1.0, 60.0)
+    assert (cloud.max_inflight, cloud.clock_skew_s, cloud.outbox_max_rows) == (32, 30.0, 100_000)
+    assert cloud.username is None and cloud.password is None and cloud.ca_file is None
+
+
+def test_cloud_without_tls_defaults_to_port_1883(tmp_path: Path) -> None:
+    cloud = load_config(write(tmp_path, cloud_variant(("host", "tls = false\nhost")))).cloud
+    assert cloud is not None and (cloud.tls, cloud.port) == (False, 1883)
+
+
+def test_cloud_files_resolve_against_the_config_file(tmp_path: Path) -> None:
+    for name in ("certs/ca.pem", "certs/station.crt", "certs/station.key"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "secret").write_text("s3cret\n")
+    (tmp_path / "cloud-b.pub").write_text(CLOUD_KEY + "\n")
+    text = cloud_variant(
+        (
+            'host = "mqtt.example.com"',
+            'host = "10.0.0.5"\nport = 18883\nca_file = "certs/ca.pem"\n'
+            'cert_file = "certs/station.crt"\nkey_file = "certs/station.key"\n'
+            'username = "TEST-1"\npassword_file = "secret"\nclient_id = "custom"\n'
+            'topic_prefix = "acme/fuel"\nkeepalive_s = 30\nheartbeat_s = 0.5\n'
+            "reconnect_min_s = 0.05\nreconnect_max_s = 2\nmax_inflight = 1000",
+        ),
+        (
+            f'public_key = "{CLOUD_KEY}"',
+            f'public_key = "{CLOUD_KEY}"\n\n[[cloud.command_keys]]\nid = "cloud-2026b"\n'
+            'public_key_file = "cloud-b.pub"',
+        ),
+    )
+    cloud = load_config(write(tmp_path, text)).cloud
+    assert cloud is not None
+    assert cloud.ca_file == tmp_path / "certs" / "ca.pem"
+    assert cloud.cert_file == tmp_path / "certs" / "station.crt"
+    assert cloud.key_file == tmp_path / "certs" / "station.key"
+    assert (cloud.username, cloud.password) == ("TEST-1", "s3cret")
+    assert "s3cret" not in repr(cloud)
+    assert (cloud.client_id, cloud.topic_prefix, cloud.port) == ("custom", "acme/fuel", 18883)
+    assert (cloud.heartbeat_s, cloud.reconnect_min_s, cloud.max_inflight) == (0.5, 0.05, 1000)
+    assert [k.id for k in cloud.command_keys] == ["cloud-2026a", "cloud-2026b"]
+    assert cloud.command_keys[1].public_key == base64.b64decode(CLOUD_KEY)
+
+
+def test_cloud_public_key_file_in_pem(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    pem = Ed25519PublicKey.from_public_bytes(base64.b64decode(CLOUD_KEY)).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (tmp_path / "k.pem").write_bytes(pem)
+    text = cloud_variant((f'public_key = "{CLOUD_KEY}"', 'public_key_file = "k.pem"'))
+    cloud = load_config(write(tmp_path, text)).cloud
+    assert cloud is not None
+    assert cloud.command_keys[0].public_key == base64.b64decode(CLOUD_KEY)
+
+
+KEY_B = f'[[cloud.command_keys]]\nid = "cloud-2026a"\npublic_key = "{CLOUD_KEY}"'
+
+CLOUD_MISTAKES = [
+    pytest.param('host = "mqtt.example.com"', "", "cloud.host: missing required key", id="no-host"),
+    pytest.param(
+        'host = "mqtt.example.com"',
+        'host = "mqtts://mqtt.example.com"',
+        'cloud.host: "mqtts://mqtt.example.com" is not a host name',
+        id="host-url",
+    ),
+    pytest.param(
+        KEY_B,
+        "",
+        "cloud.command_keys: at least one [[cloud.command_keys]] entry is required",
+        id="no-keys",
+    ),
+    pytest.param(
+        KEY_B,
+        KEY_B + "\n" + KEY_B,
+        'cloud.command_keys[1].id: duplicate key id "cloud-2026a" (command_keys[0] uses it)',
+        id="duplicate-key-id",
+    ),
+    pytest.param(
+        'id = "cloud-2026a"',
+        'id = "cloud 2026a"',
+        'cloud.command_keys[0].id: "cloud 2026a" is not a valid key id',
+        id="bad-key-id",
+    ),
+    pytest.param(
+        f'public_key = "{CLOUD_KEY}"',
+        'public_key = "bm90IGEga2V5"',
+        'cloud.command_keys[0].public_key: "bm90IGEga2V5" is not an Ed25519 public key: a raw '
+        "Ed25519 public key is 32 bytes, this base64 holds 9",
+        id="short-key",
+    ),
+    pytest.param(
+        f'public_key = "{CLOUD_KEY}"',
+        'public_key = "!!"',
+        'cloud.command_keys[0].public_key: "!!" is not an Ed25519 public key: neither base64',
+        id="garbage-key",
+    ),
+    pytest.param(
+        f'public_key = "{CLOUD_KEY}"',
+        "",
+        "cloud.command_keys[0].public_key: missing: give public_key (base64) or public_key_file",
+        id="no-public-key",
+    ),
+    pytest.param(
+        f'public_key = "{CLOUD_KEY}"',
+        f'public_key = "{CLOUD_KEY}"\npublic_key_file = "station.toml"',
+        "cloud.command_keys[0].public_key_file: give either public_key or public_key_file",
+        id="both-key-forms",
+    ),
+    pytest.param(
+        f'public_key = "{CLOUD_KEY}"',
+        'public_key_file = "keys/nope.pub"',
+        "cloud.command_keys[0].public_key_file: ",
+        id="key-file-missing",
+    ),
+    pytest.param(
+        'id = "cloud-2026a"',
+        'id = "cloud-2026a"\nkey = "x"',
+        'cloud.command_keys[0]: unknown key "key"',
+        id="unknown-key-in-key",
+    ),
+    pytest.param(
+        "host",
+        'hots = "x"\nhost',
+        'cloud: unknown key "hots" (did you mean "host"?)',
+        id="unknown-key",
+    ),
+    pytest.param(
+        "host",
+        'tls = "true"\nhost',
+        'cloud.tls: expected true or false, got "true" (write it',
+        id="tls-string",
+    ),
+    pytest.param("host", "port = 0\nhost", "cloud.port: 0 is out of range (1..65535)", id="port"),
+    pytest.param(
+        "host",
+        'topic_prefix = "edgectl/#"\nhost',
+        'cloud.topic_prefix: "edgectl/#" contains an MQTT wildcard',
+        id="prefix-wildcard",
+    ),
+    pytest.param(
+        "host",
+        'topic_prefix = "/edgectl"\nhost',
+        'cloud.topic_prefix: "/edgectl" must not start or end with "/"',
+        id="prefix-slash",
+    ),
+    pytest.param(
+        "host",
+        'topic_prefix = "a//b"\nhost',
+        'cloud.topic_prefix: "a//b" has an empty topic level',
+        id="prefix-empty-level",
+    ),
+    pytest.param(
+        "host",
+        'topic_prefix = "$SYS"\nhost',
+        'cloud.topic_prefix: "$SYS" must not start with "$"',
+        id="prefix-dollar",
+    ),
+    pytest.param(
+        "host",
+        'password = "x"\nhost',
+        "cloud.password: a password needs a username",
+        id="password-without-user",
+    ),
+    pytest.param(
+        "host",
+        'username = "u"\npassword = "x"\npassword_file = "station.toml"\nhost',
+        "cloud.password_file: give either password or password_file, not both",
+        id="password-twice",
+    ),
+    pytest.param(
+        "host",
+        'username = "u"\npassword_file = "nope"\nhost',
+        "cloud.password_file: ",
+        id="password-file-missing",
+    ),
+    pytest.param(
+        "host",
+        'cert_file = "station.toml"\nhost',
+        "cloud.key_file: missing: cert_file is given, and a client certificate and its key go "
+        "together",
+        id="cert-without-key",
+    ),
+    pytest.param(
+        "host",
+        'key_file = "station.toml"\nhost',
+        "cloud.cert_file: missing: key_file is given",
+        id="key-without-cert",
+    ),
+    pytest.param("host", 'ca_file = "ca.pem"\nhost', "ca.pem: not found", id="ca-file-missing"),
+    pytest.param("host", 'ca_file = "."\nhost', ": is not a file", id="ca-file-directory"),
+    pytest.param(
+        "host",
+        'tls = false\nca_file = "station.toml"\nhost',
+        "cloud.ca_file: is only used with tls = true",
+        id="ca-without-tls",
+    ),
+    pytest.param(
+        "host",
+        "max_inflight = 0\nhost",
+        "cloud.max_inflight: 0 is out of range (1..1000)",
+        id="inflight-0",
+    ),
+    pytest.param(
+        "host",
+        "max_inflight = 1001\nhost",
+        "cloud.max_inflight: 1001 is out of range (1..1000)",
+        id="inflight-1001",
+    ),
+    pytest.param(
+        "host",
+        "reconnect_min_s = 5\nreconnect_max_s = 2\nhost",
+        "cloud.reconnect_max_s: 2 is less than reconnect_min_s 5",
+        id="reconnect-max-below-min",
+    ),
+    pytest.param(
+        "host",
+        "keepalive_s = 2\nhost",
+        "cloud.keepalive_s: 2 is out of range (5..3600)",
+        id="keepalive",
+    ),
+    pytest.param(
+        "host",
+        "session_expiry_s = 0\nhost",
+        "cloud.session_expiry_s: 0 is out of range (60..4294967295)",
+        id="session-expiry-0",
+    ),
+    pytest.param(
+        "host",
+        "heartbeat_s = 0\nhost",
+        "cloud.heartbeat_s: 0 is out of range (0.1..3600)",
+        id="heartbeat-0",
+    ),
+    pytest.param(
+        "host",
+        'outbox_max_rows = "1000"\nhost',
+        'cloud.outbox_max_rows: expected an integer, got "1000" (write it without quotes)',
+        id="outbox-rows-string",
+    ),
+    pytest.param(
+        "host",
+        'client_id = " "\nhost',
+        "cloud.client_id: must be 1..256 bytes and not blank",
+        id="blank-client-id",
+    ),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), CLOUD_MISTAKES)
+def test_cloud_mistake_names_file_and_key(
+    tmp_path: Path, old: str, new: str, expected: str
+) -> None:
+    message = load_error(tmp_path, cloud_variant((old, new)))
+    assert message.startswith(f"{tmp_path / 'station.toml'}: "), message
+    assert expected in message, message
+
+
+def test_cloud_section_of_wrong_shape(tmp_path: Path) -> None:
+    message = load_error(tmp_path, 'cloud = "mqtt.example.com"\n' + BASE)
+    assert 'cloud: expected a table, got "mqtt.example.com"' in message
+    message = load_error(tmp_path, BASE + '\n[cloud]\nhost = "h"\ncommand_keys = "k"\n')
+    assert "cloud.command_keys: expected an array of tables ([[command_keys]])" in message
+
+
+def test_empty_password_file(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("\n")
+    message = load_error(
+        tmp_path, cloud_variant(("host", 'username = "u"\npassword_file = "secret"\nhost'))
+    )
+    assert "cloud.password_file: " in message and "is empty" in message

@@ -65,6 +65,7 @@ class DartLineSettings:
     retries: int = 3
     offline_after: int = 3
     poll_interval_s: float = 0.0
+    idle_poll_s: float = 0.0  # an idle pump is polled at most this often; 0 = every round
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 30.0
     reopen_initial_s: float = 0.5
@@ -82,7 +83,8 @@ class _PumpLink:
     ever_seen: bool = False
     misses: int = 0
     backoff_s: float = 0.0
-    next_try: float = 0.0
+    next_try: float = 0.0  # offline pumps: when to try again
+    next_poll: float = 0.0  # idle pumps: when a routine poll is due
     status: DispenserStatus | None = None
 
 
@@ -129,6 +131,7 @@ class DartLine:
         self.taps: list[FrameTap] = []
         self._char_s = settings.bits_per_char / settings.baud
         self._rng = random.Random()
+        self._wire: dict[Frame, bytes] = {}
 
     # ------------------------------------------------------------------ public API
     @property
@@ -302,13 +305,23 @@ class DartLine:
             address = self._order[self._rr]
             self._rr = (self._rr + 1) % len(self._order)
             link = self._pumps[address]
-            if link.online or link.next_try <= now:
+            if self._due(link) <= now:
+                if link.online and link.status not in _BUSY:
+                    link.next_poll = now + self.settings.idle_poll_s
                 return address
         return None
 
+    def _due(self, link: _PumpLink) -> float:
+        """When this pump's next routine poll is due (busy pumps: always)."""
+        if not link.online:
+            return link.next_try
+        if link.status in _BUSY:
+            return 0.0
+        return link.next_poll
+
     async def _idle_until_due(self) -> None:
         now = self._clock()
-        due = min(link.next_try for link in self._pumps.values())
+        due = min(self._due(link) for link in self._pumps.values())
         await self._idle(max(0.0, due - now))
 
     async def _idle(self, seconds: float) -> None:
@@ -427,19 +440,24 @@ class DartLine:
                 )
 
     # ------------------------------------------------------------------ wire
-    async def _send(self, frame: Frame) -> None:
-        wire = codec.encode(frame)
+    async def _send(self, frame: Frame) -> bytes:
+        # Routine frames (POLL, ACK) are the same bytes every time: encode them once.
+        wire = self._wire.get(frame)
+        if wire is None:
+            wire = codec.encode(frame)
+            if not frame.transactions:
+                self._wire[frame] = wire
         await self.transport.write(wire)
         self.counters.frames_sent += 1
         for tap in self.taps:
             tap("tx", wire, frame, self._clock())
+        return wire
 
     async def _transact(self, frame: Frame, address: int) -> Frame | None:
         """Send a frame and return the first valid frame from `address`, or None on timeout."""
         self._rxbuf.clear()
         self.transport.discard_input()
-        wire = codec.encode(frame)
-        await self._send(frame)
+        wire = await self._send(frame)
         # The request itself takes time on the wire before the pump can start answering.
         deadline = self._clock() + len(wire) * self._char_s + self.settings.reply_timeout_s
         while True:

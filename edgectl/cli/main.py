@@ -15,6 +15,7 @@ _COMMAND_MODULES = (
     "edgectl.cli.decode",
     "edgectl.cli.simulate",
     "edgectl.cli.demo",
+    "edgectl.cli.cloud",
 )
 
 

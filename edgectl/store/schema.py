@@ -112,6 +112,7 @@ MIGRATIONS: tuple[str, ...] = (
         authorization_id INTEGER,
         sale_id          INTEGER,
         reason           TEXT,
+        authorized_at    TEXT,
         cleared_at       TEXT,
         created_at       TEXT NOT NULL,
         updated_at       TEXT NOT NULL
@@ -138,5 +139,12 @@ MIGRATIONS: tuple[str, ...] = (
         applied_at   TEXT NOT NULL,
         PRIMARY KEY (price_set_id, pump)
     );
+    """,
+    """
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    INSERT INTO meta (key, value) VALUES ('epoch', lower(hex(randomblob(8))));
     """,
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from edgectl.cloud import contract
 from edgectl.errors import StoreError
 from edgectl.forecourt.sale import (
     Authorization,
@@ -34,6 +35,13 @@ ORDER_STATUS_FOR = {
     AuthorizationState.CANCELLED: "cancelled",
     AuthorizationState.FAILED: "failed",
     AuthorizationState.NO_SALE: "cancelled",
+}
+# The reason code an order carries when it ends without fuel (the payment can be released).
+ORDER_REASON = {
+    AuthorizationState.EXPIRED: "no_nozzle_lifted",
+    AuthorizationState.CANCELLED: "cancelled_by_cloud",
+    AuthorizationState.FAILED: "pump_refused",
+    AuthorizationState.NO_SALE: "zero_delivery",
 }
 
 
@@ -129,6 +137,12 @@ class Store:
                 db.execute(f"PRAGMA user_version={number + 1}")
 
     @property
+    def epoch(self) -> str:
+        """A random id taken when this store was created; part of every outgoing msg_id."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+        return str(row[0])
+
+    @property
     def schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
@@ -205,9 +219,7 @@ class Store:
             ).fetchone()
             order_status = ORDER_STATUS_FOR.get(state)
             if row is not None and row[0] is not None and order_status is not None:
-                if state is AuthorizationState.NO_SALE:
-                    reason = "zero_delivery: " + (reason or "no fuel dispensed")
-                tx.order_status(row[0], order_status, now, reason=reason)
+                tx.order_status(row[0], order_status, now, reason=ORDER_REASON.get(state))
 
     # ------------------------------------------------------------------ cloud orders
     def create_order(
@@ -313,6 +325,7 @@ class Store:
         status: str,
         reason: str | None,
         prices: dict[str, str],
+        currency: str,
     ) -> None:
         """Record that one dispenser took (or refused) a price set, and tell the cloud."""
         now = self._clock()
@@ -324,14 +337,14 @@ class Store:
                 " applied_at = excluded.applied_at",
                 (price_set_id, pump, status, reason, now),
             )
-            payload: dict[str, Any] = {
-                "price_set_id": price_set_id,
-                "pump": pump,
-                "status": status,
-                "prices": [{"grade": g, "unit_price": p} for g, p in sorted(prices.items())],
-            }
-            if reason is not None:
-                payload["reason"] = reason
+            payload = contract.price_data(
+                price_set_id,
+                pump,
+                status,  # type: ignore[arg-type]
+                _grade_prices(prices),
+                reason,
+                currency=currency,
+            )
             tx.outbox("price", PRIORITY_EVENT, payload, now)
 
     def save_price_set(
@@ -344,7 +357,9 @@ class Store:
                 (price_set_id, _price_json(prices), effective_at, self._clock()),
             )
 
-    def activate_price_set(self, price_set_id: str, prices_in_force: dict[str, Decimal]) -> None:
+    def activate_price_set(
+        self, price_set_id: str, prices_in_force: dict[str, Decimal], currency: str
+    ) -> None:
         """Mark a price set active and queue the retained prices state for the cloud."""
         now = self._clock()
         with self.transaction() as tx:
@@ -352,12 +367,9 @@ class Store:
                 "UPDATE price_sets SET activated_at = ? WHERE price_set_id = ?",
                 (now, price_set_id),
             )
-            payload = {
-                "price_set_id": price_set_id,
-                "prices": [
-                    {"grade": g, "unit_price": str(p)} for g, p in sorted(prices_in_force.items())
-                ],
-            }
+            payload = contract.prices_data(
+                price_set_id, _grade_prices(prices_in_force), currency=currency
+            )
             tx.outbox("prices", PRIORITY_TELEMETRY, payload, now, key="prices", retain=True)
 
     def price_sets(
@@ -545,7 +557,7 @@ class Store:
                     detail={"sale_id": sale_id},
                 )
             row = tx.execute("SELECT * FROM sales WHERE id = ?", (sale_id,)).fetchone()
-            tx.outbox("sale", PRIORITY_SALE, _sale_payload(row), now)
+            tx.outbox("sale", PRIORITY_SALE, _sale_payload(tx.connection, row), now)
         return RecordedSale(sale_id, created=True, totals_alarm=alarm)
 
     def sales(
@@ -685,6 +697,10 @@ class _Tx:
         self._db = db
         self._outbox_max_rows = outbox_max_rows
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        return self._db
+
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         return self._db.execute(sql, params)
 
@@ -724,8 +740,16 @@ class _Tx:
             sale_row = self._db.execute(
                 "SELECT * FROM sales WHERE id = ?", (row["sale_id"],)
             ).fetchone()
-            sale = _sale_payload(sale_row) if sale_row is not None else None
-        self.outbox("order", PRIORITY_SALE, _order_payload(row, sale), now)
+            sale = _sale_payload(self._db, sale_row) if sale_row is not None else None
+        if row["status"] == "authorized":
+            self._db.execute(
+                "UPDATE orders SET authorized_at = ? WHERE order_id = ? AND authorized_at IS NULL",
+                (now, order_id),
+            )
+        authorized_at = self._db.execute(
+            "SELECT authorized_at FROM orders WHERE order_id = ?", (order_id,)
+        ).fetchone()[0]
+        self.outbox("order", PRIORITY_SALE, _order_payload(row, sale, authorized_at), now)
 
     def alarm(
         self,
@@ -747,15 +771,15 @@ class _Tx:
         self.outbox(
             "alarm",
             PRIORITY_EVENT,
-            {
-                "alarm_id": alarm_id,
-                "kind": kind,
-                "severity": severity,
-                "pump": pump,
-                "nozzle": nozzle,
-                "message": message,
-                "raised_at": now,
-            },
+            contract.alarm_data(
+                alarm_id,
+                kind,
+                severity,  # type: ignore[arg-type]
+                message,
+                raised_at=now,
+                pump=pump,
+                nozzle=nozzle,
+            ),
             now,
         )
         return alarm_id
@@ -843,41 +867,53 @@ def _totals_disagreement(
     )
 
 
-def _sale_payload(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "sale_id": row["id"],
-        "uid": row["uid"],
-        "pump": row["pump"],
-        "nozzle": row["nozzle"],
-        "grade": row["grade"],
-        "volume": row["volume"],
-        "amount": row["amount"],
-        "unit_price": row["unit_price"],
-        "currency": row["currency"],
-        "order_id": row["order_id"],
-        "authorization_id": row["authorization_id"],
-        "price_set_id": row["price_set_id"],
-        "total_volume_before": row["total_volume_before"],
-        "total_volume_after": row["total_volume_after"],
-        "total_amount_before": row["total_amount_before"],
-        "total_amount_after": row["total_amount_after"],
-        "ended_at": row["ended_at"],
-    }
+def _sale_payload(db: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
+    source = None
+    if row["authorization_id"] is not None:
+        found = db.execute(
+            "SELECT source FROM authorizations WHERE id = ?", (row["authorization_id"],)
+        ).fetchone()
+        source = None if found is None else found[0]
+    return contract.sale_data(
+        sale_id=row["id"],
+        uid=row["uid"],
+        pump=row["pump"],
+        nozzle=row["nozzle"],
+        grade=row["grade"],
+        volume=Decimal(row["volume"]),
+        amount=Decimal(row["amount"]),
+        unit_price=Decimal(row["unit_price"]),
+        currency=row["currency"],
+        ended_at=row["ended_at"],
+        authorized_by=source or "none",
+        order_id=row["order_id"],
+        price_set_id=row["price_set_id"],
+        total_volume_before=_dec(row["total_volume_before"]),
+        total_amount_before=_dec(row["total_amount_before"]),
+        total_volume_after=_dec(row["total_volume_after"]),
+        total_amount_after=_dec(row["total_amount_after"]),
+    )
 
 
-def _order_payload(row: sqlite3.Row, sale: dict[str, Any] | None) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "order_id": row["order_id"],
-        "pump": row["pump"],
-        "status": row["status"],
-        "preset": {"type": row["preset_type"], "value": row["preset_value"]},
-        "currency": row["currency"],
-    }
-    if row["reason"] is not None:
-        payload["reason"] = row["reason"]
-    if sale is not None:
-        payload["sale"] = sale
-    return payload
+def _order_payload(
+    row: sqlite3.Row, sale: dict[str, Any] | None, authorized_at: str | None
+) -> dict[str, Any]:
+    return contract.order_data(
+        row["order_id"],
+        row["pump"],
+        row["status"],
+        reason=row["reason"],
+        sale=sale if row["status"] == "completed" else None,
+        authorized_at=authorized_at,
+        preset_type=row["preset_type"],
+        preset_value=Decimal(row["preset_value"]),
+        currency=row["currency"],
+        expires_at=row["expires_at"],
+    )
+
+
+def _grade_prices(prices: Mapping[str, Decimal | str]) -> list[contract.GradePrice]:
+    return [contract.GradePrice(g, Decimal(p)) for g, p in sorted(prices.items())]
 
 
 def _price_json(prices: dict[str, Decimal]) -> str:

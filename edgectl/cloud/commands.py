@@ -1,0 +1,239 @@
+"""Cloud commands: parse, verify, deduplicate by cmd_id, persist, execute once, answer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, ParamSpec, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edgectl.cloud import contract
+from edgectl.cloud.contract import (
+    AuthorizeData,
+    CancelData,
+    ClearData,
+    Command,
+    ContractError,
+    PricesData,
+    ResultStatus,
+    StopData,
+)
+from edgectl.cloud.session import IncomingCommand
+from edgectl.cloud.signing import SignatureError, verify_command
+from edgectl.errors import CommandError
+from edgectl.logs import get_logger
+from edgectl.station import OrderRequest, Station
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Longer than a command may live (24 h) plus clock skew: a replay of a forgotten cmd_id is
+# always refused as expired.
+INBOX_RETENTION = timedelta(hours=48)
+
+_CLEAR_TEXT = {
+    "ok": "sale cleared",
+    "already_cleared": "sale was already cleared",
+    "paid_elsewhere": "sale was paid another way",
+    "unknown": "no such sale",
+}
+
+Outcome = tuple[ResultStatus, str, str, str | None]  # status, code, message, order_id
+
+
+class CommandHandler:
+    """Turns one incoming MQTT message into at most one action and exactly one answer.
+
+    Order of work: parse (schema, station) → signature → inbox (a known cmd_id gets its
+    stored result again and nothing acts) → validity window → persist the command → act →
+    store the result and queue it for the cloud in one transaction. The session acknowledges
+    the MQTT message only after this returns, so a crash before the command is persisted
+    means the broker delivers it again.
+    """
+
+    def __init__(
+        self,
+        station: Station,
+        *,
+        keys: Mapping[str, Ed25519PublicKey],
+        clock_skew_s: float,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.station = station
+        self.store = station.store
+        self.keys = keys
+        self.clock_skew_s = clock_skew_s
+        self.now = now
+        self.log = get_logger(station=station.config.station.id, part="commands")
+        self.handled = 0
+
+    async def _db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self.station.db(fn, *args, **kwargs)
+
+    async def handle(self, message: IncomingCommand) -> None:
+        try:
+            command = contract.parse_command(
+                message.payload,
+                command_type=message.type,
+                station=self.station.config.station.id,
+                now=None,  # checked after the inbox: see the class docstring
+                clock_skew_s=self.clock_skew_s,
+            )
+        except ContractError as exc:
+            await self._answer(message, contract.rejection_data(exc, message.type), exc.code)
+            return
+        log = self.log.bind(cmd_id=command.cmd_id, type=command.type)
+        try:
+            key_id = verify_command(command.raw, self.keys)
+        except SignatureError as exc:
+            result = contract.result_data(
+                command.cmd_id, command.type, "rejected", exc.code, str(exc)
+            )
+            await self._answer(message, result, exc.code)
+            return
+        stored = await self._db(self.store.command_result, command.cmd_id)
+        if stored is not None and stored["result"] is not None:
+            await self._repeat(message, command, stored)
+            return
+        try:
+            contract.check_time(command, now=self.now(), clock_skew_s=self.clock_skew_s)
+        except ContractError as exc:
+            await self._answer(message, contract.rejection_data(exc, message.type), exc.code)
+            return
+        if stored is None:
+            await self._db(
+                self.store.receive_command,
+                command.cmd_id,
+                command.type,
+                message.payload.decode("utf-8", "replace"),
+            )
+        # else: persisted before a restart but never answered: act now; every action is
+        # idempotent for the same command (an order already created is not created again).
+        log.info("command_received", key_id=key_id)
+        status, code, text, order_id = await self._execute(command, resumed=stored is not None)
+        result = contract.result_data(command.cmd_id, command.type, status, code, text, order_id)
+        await self._db(
+            self.store.finish_command,
+            command.cmd_id,
+            result,
+            topic=message.response_topic,
+            correlation=message.correlation_data,
+        )
+        self.handled += 1
+        log.info("command_done", status=status, code=code)
+
+    async def _answer(self, message: IncomingCommand, result: dict[str, Any], code: str) -> None:
+        """Queue a refusal that changes nothing (not stored in the inbox)."""
+        self.log.warning(
+            "command_rejected",
+            code=code,
+            cmd_id=result.get("cmd_id"),
+            topic=message.topic,
+            reason=result.get("message"),
+        )
+        await self._db(
+            self.store.queue_result,
+            result,
+            topic=message.response_topic,
+            correlation=message.correlation_data,
+        )
+
+    async def _repeat(
+        self, message: IncomingCommand, command: Command, stored: dict[str, Any]
+    ) -> None:
+        if not _same_command(stored["payload"], command):
+            result = contract.result_data(
+                command.cmd_id,
+                command.type,
+                "rejected",
+                "duplicate",
+                "cmd_id already used for a different command",
+            )
+            await self._answer(message, result, "duplicate")
+            return
+        previous: dict[str, Any] = json.loads(stored["result"])
+        previous["duplicate"] = True
+        self.log.info("command_repeated", cmd_id=command.cmd_id, status=previous.get("status"))
+        await self._db(
+            self.store.queue_result,
+            previous,
+            topic=message.response_topic,
+            correlation=message.correlation_data,
+        )
+
+    async def _execute(self, command: Command, *, resumed: bool) -> Outcome:
+        data = command.data
+        try:
+            if isinstance(data, AuthorizeData):
+                return await self._authorize(command, data, resumed=resumed)
+            if isinstance(data, CancelData):
+                text = await self.station.cancel_order(data.order_id)
+                return "accepted", "ok", text, data.order_id
+            if isinstance(data, StopData):
+                return "accepted", "ok", await self.station.stop_pump(data.pump), None
+            if isinstance(data, PricesData):
+                if data.currency != self.station.config.station.currency:
+                    raise CommandError(
+                        f"prices in {data.currency}, the station sells in "
+                        f"{self.station.config.station.currency}",
+                        code="wrong_currency",
+                    )
+                await self.station.set_prices(
+                    data.price_set_id,
+                    {p.grade: p.unit_price for p in data.prices},
+                    effective_at=data.effective_at,
+                )
+                return "accepted", "ok", f"price set {data.price_set_id} accepted", None
+            assert isinstance(data, ClearData)
+            outcome = await self._db(
+                self.store.clear_sale, order_id=data.order_id, sale_id=data.sale_id
+            )
+            status: ResultStatus = "rejected" if outcome == "unknown" else "accepted"
+            return status, outcome, _CLEAR_TEXT[outcome], data.order_id
+        except CommandError as exc:
+            return "rejected", exc.code, str(exc), getattr(data, "order_id", None)
+
+    async def _authorize(self, command: Command, data: AuthorizeData, *, resumed: bool) -> Outcome:
+        if resumed:
+            order = await self._db(self.store.order, data.order_id)
+            if order is not None:
+                # Persisted before a restart: the pump's task reconciles it with the pump.
+                text = f"order {data.order_id} is {order['status']}"
+                return "accepted", "ok", text, data.order_id
+        request = OrderRequest(
+            order_id=data.order_id,
+            cmd_id=command.cmd_id,
+            pump=data.pump,
+            preset_type=data.preset_type,
+            preset_value=data.preset_value,
+            currency=data.currency,
+            nozzles=data.nozzles,
+            grades=data.grades,
+            payment_method=data.payment_method,
+            expires_at=contract.timestamp(data.expires_at) if data.expires_at else None,
+        )
+        await self.station.start_order(request)
+        unit = "L" if data.preset_type == "volume" else data.currency
+        text = f"pump {data.pump} authorized for {data.preset_value} {unit}"
+        return "accepted", "ok", text, data.order_id
+
+    async def purge(self) -> int:
+        """Forget answered commands past the retention window."""
+        before = contract.timestamp(self.now() - INBOX_RETENTION)
+        return await self._db(self.store.purge_inbox, before)
+
+
+def _same_command(stored_payload: str, command: Command) -> bool:
+    """Whether a stored command is the one received again (same schema and same data)."""
+    try:
+        stored = json.loads(stored_payload)
+    except ValueError:
+        return True
+    if not isinstance(stored, dict) or not stored:
+        return True  # only the result was kept (a refusal): nothing to compare
+    return bool(
+        stored.get("schema") == command.raw.get("schema")
+        and stored.get("data") == command.raw.get("data")
+    )
