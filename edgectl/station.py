@@ -440,6 +440,7 @@ class PumpService:
             self.online = True
             self._resync = True
             self._check_totals = True
+            self._retry_at = None  # a pump back from an outage is looked at straight away
             self.log.info("pump_online")
             # Learn where the pump is: nozzle and last fill, then its status.
             info = await self.line.filling_info(self.address)
@@ -528,7 +529,10 @@ class PumpService:
         if not self.online or self.status is None:
             return
         if self.status in _SALE_OVER:
-            await self._finish_sale()
+            # After a failure, wait for the retry time instead of hammering the pump on
+            # every status report it sends meanwhile.
+            if self._retry_at is None:
+                await self._finish_sale()
             return
         if self.auth is not None:
             await self._follow_authorization()

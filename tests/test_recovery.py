@@ -12,9 +12,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drivers.wayne_dart.codec import DCC, DartStatus
+from drivers.wayne_dart.sim import Customer, normal_fill
 from edgectl.config import load_config
+from tests.cloudkit import TestCloud, cloud_section
+from tests.mqttkit import MOSQUITTO, MosquittoBroker
 from tests.stationkit import count_when_ready, rows, start_simulators, until, write_config
 
 pytestmark = pytest.mark.slow
@@ -172,5 +176,54 @@ async def test_sigkill_after_commit_before_reset_records_the_sale_once(
         assert rows(db, "SELECT kind FROM alarms") == []
         assert daemon.terminate() == 0
     finally:
+        for sim in sims.values():
+            sim.stop()
+
+
+async def test_sigkill_between_commit_and_publish_publishes_after_restart(
+    tmp_path: Path,
+) -> None:
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto is not installed")
+    key = Ed25519PrivateKey.generate()
+    broker = MosquittoBroker(tmp_path)  # not started: the uplink is down
+    config_path = write_config(tmp_path, mode="auto", extra=cloud_section(broker.port, key))
+    daemon = DaemonProcess(config_path, tmp_path / "daemon.log")
+    config = load_config(config_path)
+    db = config.store.path
+    sims = start_simulators(config, flow_rate_lps=20.0)
+    pump = sims["l0"].pump(0x50)
+    try:
+        daemon.start()
+        await until(
+            lambda: count_when_ready(db, "nozzle_totals") == 4, timeout=20, what="daemon online"
+        )
+        await Customer(pump, normal_fill(1, Decimal("12.34"))).run()
+        await until(lambda: len(sales(db)) == 1, timeout=20, what="sale committed")
+        pending = rows(db, "SELECT seq FROM outbox WHERE stream = 'sale'")
+        assert len(pending) == 1  # committed with the sale, not yet published
+        daemon.kill()
+
+        broker.start()
+        async with TestCloud(broker.port, "TEST-01", key) as cloud:
+            daemon.start()
+            published = await cloud.wait(
+                lambda: cloud.on("evt/sale"),
+                timeout=20,
+                what="the sale published after the restart",
+            )
+            assert published[0]["seq"] == pending[0]["seq"]
+            assert published[0]["data"]["amount"] == sales(db)[0]["amount"]
+            await until(
+                lambda: not rows(db, "SELECT 1 FROM outbox WHERE stream = 'sale'"),
+                timeout=20,
+                what="deleted after its PUBACK",
+            )
+        assert daemon.terminate() == 0
+        assert len(sales(db)) == 1
+    finally:
+        daemon.cleanup()
+        if broker.running:
+            broker.stop()
         for sim in sims.values():
             sim.stop()
