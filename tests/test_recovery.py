@@ -63,6 +63,26 @@ def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
     proc.cleanup()
 
 
+def listening_sockets(pid: int) -> list[str]:
+    """TCP/UDP sockets in LISTEN (or bound UDP) state owned by a process, from /proc."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for table in ("tcp", "tcp6", "udp", "udp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            listening = fields[3] == "0A" if table.startswith("tcp") else fields[3] == "07"
+            if listening and fields[9] in inodes:
+                found.append(f"{table} {fields[1]}")
+    return found
+
+
 def sales(db: Path) -> list[dict[str, object]]:
     return rows(db, "SELECT * FROM sales") if db.exists() else []
 
@@ -213,6 +233,9 @@ async def test_sigkill_between_commit_and_publish_publishes_after_restart(
                 what="the sale published after the restart",
             )
             assert published[0]["seq"] == pending[0]["seq"]
+            # The station only ever connects out: it listens on no port at all.
+            assert daemon.proc is not None
+            assert listening_sockets(daemon.proc.pid) == []
             assert published[0]["data"]["amount"] == sales(db)[0]["amount"]
             await until(
                 lambda: not rows(db, "SELECT 1 FROM outbox WHERE stream = 'sale'"),

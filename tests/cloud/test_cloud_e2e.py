@@ -293,3 +293,38 @@ async def test_broker_restart_mid_sale_loses_nothing(rig: Rig) -> None:
     order_seqs = [m["seq"] for m in orders]
     assert order_seqs == sorted(order_seqs)
     assert len(st.rows("SELECT * FROM sales")) == 1
+
+
+async def test_restart_with_an_order_in_flight_reconciles_with_the_pump(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    from edgectl.config import load_config
+    from tests.stationkit import start_simulators
+
+    key = Ed25519PrivateKey.generate()
+    config_path = write_config(tmp_path, mode="cloud", extra=cloud_section(mosquitto.port, key))
+    sims = start_simulators(load_config(config_path), flow_rate_lps=20.0)
+    try:
+        async with TestCloud(mosquitto.port, "TEST-01", key) as cloud:
+            async with running_station(config_path, sims=sims) as st:
+                await cloud.result(await cloud.send("authorize", order(pump=2, order_id="o-r")))
+                await until(lambda: st.pump(2).status is DartStatus.AUTHORIZED, what="auth")
+            # The daemon is gone; the pump stays authorized and the customer arrives.
+            pump = sims["l0"].pump(0x51)
+            pump.lift(1)
+            pump.squeeze()
+            async with running_station(config_path, sims=sims) as st:
+                await until(lambda: pump.amount >= 5000, timeout=15, what="preset reached")
+                pump.hang_up()
+                done = await cloud.wait(
+                    lambda: [e for e in cloud.orders("o-r") if e["status"] == "completed"],
+                    timeout=15,
+                    what="order completed after the restart",
+                )
+                assert done[0]["sale"]["amount"] == "50.00"
+                assert len(st.rows("SELECT * FROM sales")) == 1
+                auth = st.rows("SELECT state FROM authorizations")
+                assert [a["state"] for a in auth] == ["completed"]
+    finally:
+        for sim in sims.values():
+            sim.stop()
