@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
@@ -181,3 +182,119 @@ class DispenserLine(Protocol):
     async def filling_info(self, address: int) -> FillingInfo: ...
 
     async def totals(self, address: int, nozzle: int) -> tuple[Decimal, Decimal]: ...
+
+
+# ---------------------------------------------------------------------------
+# Tank gauge vocabulary, protocol-neutral. Veeder-Root TLS is the reference model
+# (its i201 status bits, its delivery record); Modbus probes fill what they measure
+# and leave the rest None. Units are the gauge's own (configured on the console /
+# in the register map); the tank model converts.
+# ---------------------------------------------------------------------------
+class GaugeStatus(enum.IntFlag):
+    """Per-tank status flags; bit values are TLS i201's, other protocols map onto them.
+
+    Bits a gauge sets beyond these are kept (IntFlag keeps unknown bits), so nothing the
+    gauge said is lost.
+    """
+
+    NONE = 0
+    DELIVERY_IN_PROGRESS = 0x0001
+    LEAK_TEST_IN_PROGRESS = 0x0002
+    INVALID_HEIGHT = 0x0004
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GaugeEvent:
+    """Something a tank gauge reported. `gauge` is the driver's name for the connection."""
+
+    gauge: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GaugeOnline(GaugeEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GaugeOffline(GaugeEvent):
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TankGaugeReading(GaugeEvent):
+    """One tank's measurement.
+
+    `at` is when the driver took the reading (aware, UTC); `gauge_time` is the gauge's own
+    clock when it reports one (naive: consoles keep local time). Measurements the gauge did
+    not give are None; nothing here has been plausibility-checked yet.
+    """
+
+    tank: int
+    at: datetime
+    gauge_time: datetime | None = None
+    product_code: str | None = None
+    status_bits: GaugeStatus = GaugeStatus.NONE
+    volume: Decimal | None = None
+    tc_volume: Decimal | None = None
+    ullage: Decimal | None = None
+    height: Decimal | None = None
+    water: Decimal | None = None  # water height
+    temperature: Decimal | None = None
+    water_volume: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GaugeDelivery(GaugeEvent):
+    """A delivery as the gauge recorded it; times are the gauge's own clock (naive)."""
+
+    tank: int
+    product_code: str | None
+    start: datetime
+    end: datetime
+    start_volume: Decimal | None = None
+    start_tc_volume: Decimal | None = None
+    start_water: Decimal | None = None
+    start_temperature: Decimal | None = None
+    end_volume: Decimal | None = None
+    end_tc_volume: Decimal | None = None
+    end_water: Decimal | None = None
+    end_temperature: Decimal | None = None
+    start_height: Decimal | None = None
+    end_height: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GaugeAlarm(GaugeEvent):
+    """One alarm active on a tank, in the gauge's own code and words."""
+
+    tank: int
+    code: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TankAlarms(GaugeEvent):
+    """The complete set of alarms active on one tank at `at`; empty means all cleared."""
+
+    tank: int
+    at: datetime
+    alarms: tuple[GaugeAlarm, ...] = ()
+
+
+class TankGauge(Protocol):
+    """What the station needs from a tank gauge connection, whatever its protocol."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def is_online(self) -> bool: ...
+
+    async def read_inventory(self, tank: int = 0) -> Sequence[TankGaugeReading]:
+        """Readings of one tank, or of every tank for 0."""
+        ...
+
+    async def run(self, poll_interval_s: float, emit: Callable[[GaugeEvent], None]) -> None:
+        """Poll until cancelled, emitting readings (and what else the gauge has) and
+        GaugeOnline / GaugeOffline on changes of reachability."""
+        ...

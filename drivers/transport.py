@@ -1,4 +1,5 @@
-"""Byte transports a driver runs on: a real serial port (or a pty) read through the event loop."""
+"""Byte transports a driver runs on: a serial port (or a pty) or a TCP connection, read through
+the event loop."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import socket
 import termios
 from typing import Protocol
 
@@ -170,6 +172,145 @@ class SerialTransport:
             self._waiter = loop.create_future()
             try:
                 # asyncio.timeout, unlike wait_for on 3.11, never swallows a cancellation.
+                async with asyncio.timeout(timeout):
+                    await self._waiter
+            except TimeoutError:
+                return b""
+            finally:
+                self._waiter = None
+        if self._rx:
+            out = bytes(self._rx)
+            self._rx.clear()
+            return out
+        self._check()
+        return b""
+
+    def discard_input(self) -> None:
+        self._rx.clear()
+
+
+class _TcpReceiver(asyncio.Protocol):
+    """Hands what the socket delivers to its TcpTransport; holds no state of its own."""
+
+    def __init__(self, owner: TcpTransport) -> None:
+        self._owner = owner
+
+    def data_received(self, data: bytes) -> None:
+        self._owner._on_data(self, data)
+
+    def eof_received(self) -> bool:
+        self._owner._on_lost(self, "closed by the peer")
+        return False  # let asyncio close our end too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner._on_lost(self, f"connection lost: {exc}" if exc else "connection closed")
+
+
+class TcpTransport:
+    """A TCP client connection (a gauge console's network port, a serial-to-IP converter)
+    with the same interface and error behaviour as SerialTransport.
+
+    Received bytes are buffered by the protocol callback, so a read that times out loses
+    nothing; a peer that closes or resets shows up as TransportError on the next call.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        name: str | None = None,
+        *,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.name = name or f"{host}:{port}"
+        self._connect_timeout_s = connect_timeout_s
+        self._transport: asyncio.Transport | None = None
+        self._receiver: _TcpReceiver | None = None  # callbacks of older connections are stale
+        self._rx = bytearray()
+        self._error: TransportError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._transport is not None and self._error is None
+
+    async def open(self) -> None:
+        self.close()
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                transport, receiver = await loop.create_connection(
+                    lambda: _TcpReceiver(self), self.host, self.port
+                )
+        except TimeoutError as exc:
+            raise TransportError(
+                f"cannot connect to {self.host}:{self.port}: no answer within "
+                f"{self._connect_timeout_s} s",
+                device=self.name,
+            ) from exc
+        except OSError as exc:
+            raise TransportError(
+                f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}",
+                device=self.name,
+            ) from exc
+        assert isinstance(transport, asyncio.Transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # A console that silently vanished (cable cut, power loss) is noticed even
+            # when no request is in flight.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self._transport = transport
+        self._receiver = receiver
+        self._error = None
+        self._rx.clear()
+
+    def close(self) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        self._transport = None
+        self._receiver = None
+        transport.abort()  # no lingering: a reconnect must not wait for old bytes to drain
+        self._wake()
+
+    def _on_data(self, receiver: _TcpReceiver, data: bytes) -> None:
+        if receiver is self._receiver:
+            self._rx += data
+            self._wake()
+
+    def _on_lost(self, receiver: _TcpReceiver, reason: str) -> None:
+        if receiver is not self._receiver:
+            return
+        if self._error is None:
+            self._error = TransportError(f"{self.host}:{self.port} {reason}", device=self.name)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _check(self) -> asyncio.Transport:
+        if self._error is not None:
+            raise self._error
+        if self._transport is None:
+            raise TransportError(f"{self.host}:{self.port} is not open", device=self.name)
+        return self._transport
+
+    async def write(self, data: bytes) -> None:
+        transport = self._check()
+        if transport.is_closing():
+            self._error = TransportError(f"{self.host}:{self.port} is closing", device=self.name)
+            raise self._error
+        transport.write(data)
+
+    async def read_some(self, timeout: float) -> bytes:
+        if not self._rx:
+            self._check()
+            loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
+            try:
                 async with asyncio.timeout(timeout):
                     await self._waiter
             except TimeoutError:

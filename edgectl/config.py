@@ -19,10 +19,12 @@ from __future__ import annotations
 import base64
 import difflib
 import json
+import os
 import re
 import tomllib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
@@ -30,12 +32,22 @@ from typing import Any, Final, TypeVar
 
 from edgectl.cloud.signing import KEY_ID, InvalidKeyError, parse_public_key
 from edgectl.errors import ConfigError
+from edgectl.forecourt.tanks import (
+    RECONCILIATION_ALLOWANCE_L,
+    AlarmLimits,
+    DeliveryRules,
+    InvalidChart,
+    Tank,
+    TankChart,
+)
 
 __all__ = [
     "AuthorizationConfig",
     "CloudConfig",
     "CommandKey",
     "Config",
+    "ControlConfig",
+    "GaugeConfig",
     "GradeConfig",
     "LimitsConfig",
     "LineConfig",
@@ -43,6 +55,7 @@ __all__ = [
     "PumpConfig",
     "StationConfig",
     "StoreConfig",
+    "TankConfig",
     "load_config",
     "parse_config",
 ]
@@ -191,6 +204,115 @@ class CloudConfig:
     outbox_max_rows: int = 100_000
 
 
+DEFAULT_CONTROL_SOCKET: Final = Path("/run/edgectl/control.sock")
+# sockaddr_un.sun_path holds 108 bytes on Linux, the last one a NUL.
+_SOCKET_PATH_MAX: Final = 107
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """The local control socket the technician CLI talks to (a Unix socket, never TCP).
+
+    `socket` is absolute (the loader resolves a relative path against the config file). The
+    socket is made mode 0660; `group`, when given, owns it so its members may use the CLI.
+    """
+
+    socket: Path = DEFAULT_CONTROL_SOCKET
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class GaugeConfig:
+    """A tank gauge: a Veeder-Root TLS console, or a line of Modbus level probes.
+
+    It is reached on a serial `port` or at `host`:`tcp_port`, exactly one of the two. Settings
+    that do not apply (serial settings of a TCP gauge, TLS settings of a probe line) keep their
+    defaults; the loader refuses them in the file. `register_map` is an absolute path.
+    """
+
+    name: str
+    protocol: str  # "veeder_root" | "modbus_probe"
+    port: str | None = None
+    host: str | None = None
+    tcp_port: int | None = None  # set with host: 10001 for veeder_root, 502 for modbus_probe
+    baud: int = 9600
+    parity: str = "none"  # "odd" | "even" | "none"
+    bytesize: int = 8
+    stopbits: int = 1
+    reply_timeout_ms: int = 3000  # 3000 for veeder_root, 1000 for modbus_probe
+    poll_interval_s: float = 10.0
+    offline_after: int = 3  # consecutive failed polls before the gauge's tanks are offline
+    security_code: str = field(default="", repr=False)  # veeder_root: 6 characters, "" = none
+    terminator: str = "none"  # veeder_root: "none" | "lf" | "crlf"
+    etx: int = 0x03  # veeder_root: the character that ends a reply (console setup 531)
+    register_map: Path | None = None  # modbus_probe: the TOML register map of its probes
+
+    @property
+    def terminator_bytes(self) -> bytes:
+        return _TERMINATORS[self.terminator]
+
+
+_ALARMS: Final = AlarmLimits()
+_DELIVERIES: Final = DeliveryRules()
+
+
+@dataclass(frozen=True)
+class TankConfig:
+    """A tank: what it holds and how big it is, which gauge reads it, and its alarm limits.
+
+    `gauge_tank` is the tank's number on its gauge (a TLS console's tank number, or the tank
+    within a multi-tank Modbus device); `device_id` is the Modbus unit id of its probe. `chart`
+    is None only on a Veeder-Root gauge, which reports volumes itself; `chart_file` says where
+    a chart read from a CSV file came from. The loader sets `low_product_l` (default: 10 % of
+    capacity). `model()` is the tank as the forecourt domain uses it.
+    """
+
+    number: int
+    grade: str
+    capacity_l: Decimal
+    height_mm: Decimal
+    density_15: Decimal  # kg/m³ at 15 °C
+    gauge: str
+    gauge_tank: int = 1
+    device_id: int | None = None
+    name: str = ""
+    safe_fill_pct: Decimal = Decimal(95)
+    chart: TankChart | None = None
+    chart_file: Path | None = None
+    low_product_l: Decimal = _ALARMS.low_product_l
+    high_water_mm: Decimal = _ALARMS.high_water_mm
+    overfill_pct: Decimal = _ALARMS.overfill_pct
+    sudden_loss_l: Decimal = _ALARMS.sudden_loss_l
+    hysteresis_pct: Decimal = _ALARMS.hysteresis_pct
+    delivery_min_l: Decimal = _DELIVERIES.min_rise_l
+    delivery_settle_s: int = int(_DELIVERIES.settle_time.total_seconds())
+    reconciliation_limit_l: Decimal = RECONCILIATION_ALLOWANCE_L
+
+    def model(self) -> Tank:
+        return Tank(
+            number=self.number,
+            grade=self.grade,
+            capacity_l=self.capacity_l,
+            height_mm=self.height_mm,
+            density_15=self.density_15,
+            chart=self.chart,
+            safe_fill_pct=self.safe_fill_pct,
+            name=self.name,
+            alarms=AlarmLimits(
+                low_product_l=self.low_product_l,
+                high_water_mm=self.high_water_mm,
+                overfill_pct=self.overfill_pct,
+                sudden_loss_l=self.sudden_loss_l,
+                hysteresis_pct=self.hysteresis_pct,
+            ),
+            deliveries=DeliveryRules(
+                min_rise_l=self.delivery_min_l,
+                settle_time=timedelta(seconds=self.delivery_settle_s),
+            ),
+            reconciliation_allowance_l=self.reconciliation_limit_l,
+        )
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole, validated station configuration.
@@ -211,6 +333,10 @@ class Config:
     pumps: tuple[PumpConfig, ...]
     source: Path  # the file it was read from, as given
     cloud: CloudConfig | None = None  # None: no [cloud] section, the station runs alone
+    control: ControlConfig = ControlConfig()
+
+    gauges: tuple[GaugeConfig, ...] = ()  # empty: no [[gauges]], no tank gauging
+    tanks: tuple[TankConfig, ...] = ()
 
     def grade(self, grade_id: str) -> GradeConfig:
         for grade in self.grades:
@@ -234,9 +360,31 @@ class Config:
         """The pumps on one line, in file order; empty for an unknown line."""
         return tuple(p for p in self.pumps if p.line == line_name)
 
+    def gauge(self, name: str) -> GaugeConfig:
+        for gauge in self.gauges:
+            if gauge.name == name:
+                return gauge
+        raise self._unknown("gauge", _show(name), [_show(g.name) for g in self.gauges])
+
+    def tank(self, number: int) -> TankConfig:
+        for tank in self.tanks:
+            if tank.number == number:
+                return tank
+        raise self._unknown("tank", str(number), [str(t.number) for t in self.tanks])
+
+    def tanks_on(self, gauge_name: str) -> tuple[TankConfig, ...]:
+        """The tanks one gauge reads, in file order; empty for an unknown gauge."""
+        return tuple(t for t in self.tanks if t.gauge == gauge_name)
+
+    def tanks_for_grade(self, grade_id: str) -> tuple[TankConfig, ...]:
+        """The tanks holding a grade (several when manifolded); empty when none is configured."""
+        return tuple(t for t in self.tanks if t.grade == grade_id)
+
     def _unknown(self, what: str, key: str, defined: list[str]) -> ConfigError:
         return _error(
-            self.source, "", f"no {what} {key} is configured (defined: {', '.join(defined)})"
+            self.source,
+            "",
+            f"no {what} {key} is configured (defined: {', '.join(defined) or 'none'})",
         )
 
 
@@ -274,6 +422,9 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> Config:
     lines = _read_lines(root)
     pumps = _read_pumps(root, grades, lines)
     cloud = _read_cloud(root, station)
+    control = _read_control(root)
+    gauges = _read_gauges(root, lines)
+    tanks = _read_tanks(root, grades, gauges)
     return Config(
         station=station,
         store=store,
@@ -284,7 +435,10 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> Config:
         lines=lines,
         pumps=pumps,
         source=source,
+        gauges=gauges,
+        tanks=tanks,
         cloud=cloud,
+        control=control,
     )
 
 
@@ -298,6 +452,9 @@ _SECTIONS: Final = (
     "lines",
     "pumps",
     "cloud",
+    "control",
+    "gauges",
+    "tanks",
 )
 
 
@@ -672,6 +829,30 @@ _CLOUD_KEYS: Final = (
 _SESSION_EXPIRY_MAX: Final = 0xFFFFFFFF  # MQTT 5: the session never expires
 
 
+def _read_control(root: _Table) -> ControlConfig:
+    t = root.table("control", ("socket", "group"))
+    default = ControlConfig()
+    text = t.opt_str("socket", str(default.socket))
+    if not text.strip():
+        raise t.fail("socket", "must not be empty")
+    path = Path(text)
+    if not path.is_absolute():
+        path = (t.source.parent / path).resolve()
+    if len(os.fsencode(path)) > _SOCKET_PATH_MAX:
+        raise t.fail(
+            "socket",
+            f"{path} is {len(os.fsencode(path))} bytes long; a Unix socket path holds at most "
+            f"{_SOCKET_PATH_MAX}: choose a shorter path",
+        )
+    group = t.opt_str("group", "") or None
+    if group is not None and not _GROUP_NAME.fullmatch(group):
+        raise t.fail("group", f"{_show(group)} is not a valid group name")
+    return ControlConfig(socket=path, group=group)
+
+
+_GROUP_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
+
+
 def _topic_prefix_problem(prefix: str) -> str | None:
     """Why `prefix` cannot start every topic of the station, or None if it can."""
     if not prefix:
@@ -753,6 +934,413 @@ def _read_command_key(t: _Table) -> CommandKey:
         shown = str(path) if path is not None else _show(text)
         raise t.fail(where, f"{shown} is not an Ed25519 public key: {exc}") from None
     return CommandKey(id=key_id, public_key=key.public_bytes_raw())
+
+
+_GAUGE_PROTOCOLS: Final = ("veeder_root", "modbus_probe")
+_GAUGE_SERIAL_KEYS: Final = ("baud", "parity", "bytesize", "stopbits")
+_GAUGE_OWN_KEYS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {"veeder_root": ("security_code", "terminator", "etx"), "modbus_probe": ("register_map",)}
+)
+_GAUGE_KEYS: Final = (
+    "name",
+    "protocol",
+    "port",
+    "host",
+    "tcp_port",
+    *_GAUGE_SERIAL_KEYS,
+    "reply_timeout_ms",
+    "poll_interval_s",
+    "offline_after",
+    *_GAUGE_OWN_KEYS["veeder_root"],
+    *_GAUGE_OWN_KEYS["modbus_probe"],
+)
+_GAUGE_TCP_PORTS: Final[Mapping[str, int]] = MappingProxyType(
+    {"veeder_root": 10001, "modbus_probe": 502}
+)
+_GAUGE_REPLY_TIMEOUTS: Final[Mapping[str, int]] = MappingProxyType(
+    {"veeder_root": 3000, "modbus_probe": 1000}
+)
+_GAUGE_BAUDS: Final = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+_TERMINATORS: Final[Mapping[str, bytes]] = MappingProxyType(
+    {"none": b"", "lf": b"\n", "crlf": b"\r\n"}
+)
+_SECURITY_CODE: Final = re.compile(r"[!-~]{6}")
+# Control characters that cannot end a TLS reply: they start, abort or break up messages.
+_ETX_REFUSED: Final[Mapping[int, str]] = MappingProxyType(
+    {
+        0x01: "SOH, which starts every message",
+        0x0A: "LF, a line end inside display-format reports",
+        0x0D: "CR, a line end inside display-format reports",
+        0x1B: "ESC, which aborts a reply",
+    }
+)
+
+
+def _read_gauges(root: _Table, lines: Sequence[LineConfig]) -> tuple[GaugeConfig, ...]:
+    gauges: list[GaugeConfig] = []
+    for t in root.tables("gauges", _GAUGE_KEYS):
+        gauge = _read_gauge(t)
+        for j, other in enumerate(gauges):
+            if other.name == gauge.name:
+                raise t.fail(
+                    "name", f"duplicate gauge name {_show(gauge.name)} (gauges[{j}] uses it)"
+                )
+            if gauge.port is not None and other.port == gauge.port:
+                raise t.fail(
+                    "port", f"port {_show(gauge.port)} is already used by gauge {_show(other.name)}"
+                )
+            if gauge.host is not None and (other.host, other.tcp_port) == (
+                gauge.host,
+                gauge.tcp_port,
+            ):
+                raise t.fail(
+                    "host",
+                    f"{gauge.host}:{gauge.tcp_port} is already used by gauge {_show(other.name)}",
+                )
+        # One task owns one bus: a gauge cannot share a serial port with a pump line.
+        for line in lines:
+            if gauge.port == line.port:
+                raise t.fail(
+                    "port", f"port {_show(line.port)} is already used by line {_show(line.name)}"
+                )
+        gauges.append(gauge)
+    return tuple(gauges)
+
+
+def _read_gauge(t: _Table) -> GaugeConfig:
+    default = GaugeConfig(name="", protocol="")
+    name = t.req_str("name")
+    protocol = t.req_str("protocol")
+    if protocol not in _GAUGE_PROTOCOLS:
+        known = ", ".join(sorted(_GAUGE_PROTOCOLS))
+        raise t.fail("protocol", f"unknown gauge protocol {_show(protocol)} (known: {known})")
+    for other, keys in _GAUGE_OWN_KEYS.items():
+        for key in keys:
+            if other != protocol and key in t.data:
+                raise t.fail(key, f"is only used with protocol {_show(other)}")
+    port = t.req_str("port") if "port" in t.data else None
+    host = t.req_str("host") if "host" in t.data else None
+    if port is not None and host is not None:
+        raise t.fail("host", "give either port (a serial line) or host (TCP), not both")
+    if port is None and host is None:
+        raise t.fail("port", "missing: give port (a serial device) or host (a TCP address)")
+    tcp_port: int | None = None
+    if host is not None:
+        if any(c.isspace() for c in host) or "/" in host:
+            raise t.fail("host", f"{_show(host)} is not a host name or address (no scheme, path)")
+        for key in _GAUGE_SERIAL_KEYS:
+            if key in t.data:
+                raise t.fail(key, "is only used with a serial port, not with host")
+        tcp_port = t.opt_int("tcp_port", _GAUGE_TCP_PORTS[protocol], lo=1, hi=65535)
+    elif "tcp_port" in t.data:
+        raise t.fail("tcp_port", "is only used with host (a gauge over TCP)")
+    security_code = t.opt_str("security_code", default.security_code)
+    if security_code and not _SECURITY_CODE.fullmatch(security_code):
+        raise t.fail(
+            "security_code",
+            "must be the console's 6-character security code (letters, digits, punctuation, no "
+            "spaces); leave it out when the console's security is off",
+        )
+    etx = t.opt_int("etx", default.etx, lo=0, hi=0x7F)
+    if etx in _ETX_REFUSED:
+        raise t.fail("etx", f"{_hex(etx)} cannot end a reply: it is {_ETX_REFUSED[etx]}")
+    if 0x20 <= etx < 0x7F:
+        raise t.fail("etx", f"{_hex(etx)} is a printable character and could occur in a reply")
+    register_map = t.opt_file("register_map")
+    if protocol == "modbus_probe" and register_map is None:
+        raise t.fail(
+            "register_map",
+            "missing: a Modbus probe line needs the register map of its probes (a TOML file, "
+            "relative to this file)",
+        )
+    return GaugeConfig(
+        name=name,
+        protocol=protocol,
+        port=port,
+        host=host,
+        tcp_port=tcp_port,
+        baud=t.opt_int("baud", default.baud, choices=_GAUGE_BAUDS),
+        parity=t.choice("parity", default.parity, ("odd", "even", "none")),
+        bytesize=t.opt_int("bytesize", default.bytesize, choices=(7, 8)),
+        stopbits=t.opt_int("stopbits", default.stopbits, choices=(1, 2)),
+        reply_timeout_ms=t.opt_int(
+            "reply_timeout_ms", _GAUGE_REPLY_TIMEOUTS[protocol], lo=50, hi=60000
+        ),
+        poll_interval_s=t.opt_number("poll_interval_s", default.poll_interval_s, lo=0.5, hi=3600),
+        offline_after=t.opt_int("offline_after", default.offline_after, lo=1, hi=20),
+        security_code=security_code,
+        terminator=t.choice("terminator", default.terminator, tuple(_TERMINATORS)),
+        etx=etx,
+        register_map=register_map,
+    )
+
+
+_TANK_KEYS: Final = (
+    "number",
+    "name",
+    "grade",
+    "capacity_l",
+    "safe_fill_pct",
+    "height_mm",
+    "density_15",
+    "chart",
+    "chart_file",
+    "gauge",
+    "gauge_tank",
+    "device_id",
+    "low_product_l",
+    "high_water_mm",
+    "overfill_pct",
+    "sudden_loss_l",
+    "hysteresis_pct",
+    "delivery_min_l",
+    "delivery_settle_s",
+    "reconciliation_limit_l",
+)
+_DENSITY_15: Final = (Decimal(653), Decimal(1075))  # the range of table 54B, kg/m³
+_DEFAULT_LOW_PRODUCT_SHARE: Final = Decimal("0.10")
+
+
+def _read_tanks(
+    root: _Table, grades: Sequence[GradeConfig], gauges: Sequence[GaugeConfig]
+) -> tuple[TankConfig, ...]:
+    grades_by_id = {g.id: g for g in grades}
+    gauges_by_name = {g.name: g for g in gauges}
+    tanks: list[TankConfig] = []
+    for t in root.tables("tanks", _TANK_KEYS):
+        tank = _read_tank(t, grades_by_id, gauges_by_name)
+        for j, other in enumerate(tanks):
+            if other.number == tank.number:
+                raise t.fail("number", f"duplicate tank number {tank.number} (tanks[{j}] uses it)")
+            if (other.gauge, other.device_id, other.gauge_tank) == (
+                tank.gauge,
+                tank.device_id,
+                tank.gauge_tank,
+            ):
+                raise t.fail(*_same_probe(tank, other))
+        tanks.append(tank)
+    return tuple(tanks)
+
+
+def _same_probe(tank: TankConfig, other: TankConfig) -> tuple[str, str]:
+    """Key and message for two tanks read by the same gauge input."""
+    gauge = _show(tank.gauge)
+    if tank.device_id is None:
+        where, key = f"tank {tank.gauge_tank}", "gauge_tank"
+    elif tank.gauge_tank == 1:
+        where, key = f"device {tank.device_id}", "device_id"
+    else:
+        where, key = f"device {tank.device_id} tank {tank.gauge_tank}", "gauge_tank"
+    return key, f"gauge {gauge} {where} already reads tank {other.number}"
+
+
+def _read_tank(
+    t: _Table, grades: Mapping[str, GradeConfig], gauges: Mapping[str, GaugeConfig]
+) -> TankConfig:
+    default = TankConfig(
+        number=0,
+        grade="",
+        capacity_l=Decimal(1),
+        height_mm=Decimal(1),
+        density_15=Decimal(745),
+        gauge="",
+    )
+    number = t.req_int("number", lo=1, hi=99)
+    grade = t.req_str("grade")
+    if grade not in grades:
+        raise t.fail(
+            "grade",
+            f"grade {_show(grade)} is not defined in [[grades]] (defined: {_listing(grades)})",
+        )
+    gauge_name = t.req_str("gauge")
+    gauge = gauges.get(gauge_name)
+    if gauge is None:
+        raise t.fail("gauge", f"unknown gauge {_show(gauge_name)} (defined: {_listing(gauges)})")
+    device_id: int | None = None
+    if gauge.protocol == "veeder_root":
+        if "device_id" in t.data:
+            raise t.fail(
+                "device_id",
+                "is only used on a modbus_probe gauge; a Veeder-Root console numbers its tanks "
+                "with gauge_tank",
+            )
+        gauge_tank = t.req_int("gauge_tank", lo=1, hi=99)
+    else:
+        device_id = t.req_int("device_id", lo=1, hi=247)
+        gauge_tank = t.opt_int("gauge_tank", default.gauge_tank, lo=1, hi=99)
+    capacity = _positive(t, "capacity_l", None)
+    height = _positive(t, "height_mm", None)
+    density = _density(t)
+    safe_fill = _percentage(t, "safe_fill_pct", default.safe_fill_pct, lo=50)
+    chart, chart_file = _read_chart(t, gauge, capacity, height, safe_fill)
+    low_default = (capacity * _DEFAULT_LOW_PRODUCT_SHARE).quantize(Decimal("0.01"))
+    low = t.opt_decimal("low_product_l", low_default, max_places=_MAX_DECIMALS)
+    if not 0 <= low < capacity:
+        raise t.fail(
+            "low_product_l",
+            f"{_show_decimal(low)} must be at least 0 and less than capacity_l "
+            f"{_show_decimal(capacity)}",
+        )
+    high_water = t.opt_decimal("high_water_mm", default.high_water_mm, max_places=_MAX_DECIMALS)
+    if not 0 <= high_water < height:
+        raise t.fail(
+            "high_water_mm",
+            f"{_show_decimal(high_water)} must be at least 0 and less than height_mm "
+            f"{_show_decimal(height)}",
+        )
+    delivery_min = _positive(t, "delivery_min_l", default.delivery_min_l)
+    if delivery_min >= capacity:
+        raise t.fail(
+            "delivery_min_l",
+            f"{_show_decimal(delivery_min)} must be less than capacity_l {_show_decimal(capacity)}",
+        )
+    allowance = t.opt_decimal(
+        "reconciliation_limit_l", default.reconciliation_limit_l, max_places=_MAX_DECIMALS
+    )
+    if allowance < 0:
+        raise t.fail(
+            "reconciliation_limit_l", f"must be at least 0, got {_show_decimal(allowance)}"
+        )
+    return TankConfig(
+        number=number,
+        grade=grade,
+        capacity_l=capacity,
+        height_mm=height,
+        density_15=density,
+        gauge=gauge_name,
+        gauge_tank=gauge_tank,
+        device_id=device_id,
+        name=t.opt_str("name", default.name),
+        safe_fill_pct=safe_fill,
+        chart=chart,
+        chart_file=chart_file,
+        low_product_l=low,
+        high_water_mm=high_water,
+        overfill_pct=_percentage(t, "overfill_pct", default.overfill_pct, lo=50),
+        sudden_loss_l=_positive(t, "sudden_loss_l", default.sudden_loss_l),
+        hysteresis_pct=_percentage(t, "hysteresis_pct", default.hysteresis_pct, lo=0, hi=50),
+        delivery_min_l=delivery_min,
+        delivery_settle_s=t.opt_int("delivery_settle_s", default.delivery_settle_s, lo=10, hi=3600),
+        reconciliation_limit_l=allowance,
+    )
+
+
+def _positive(t: _Table, key: str, default: Decimal | None) -> Decimal:
+    """A volume or length greater than 0; required when there is no default."""
+    if default is None:
+        value = t.req_decimal(key, max_places=_MAX_DECIMALS)
+    else:
+        value = t.opt_decimal(key, default, max_places=_MAX_DECIMALS)
+    if value <= 0:
+        raise t.fail(key, f"must be greater than 0, got {_show_decimal(value)}")
+    return value
+
+
+def _percentage(t: _Table, key: str, default: Decimal, *, lo: int, hi: int = 100) -> Decimal:
+    value = t.opt_decimal(key, default, max_places=_MAX_DECIMALS)
+    if not lo <= value <= hi:
+        raise t.fail(key, f"{_show_decimal(value)} is out of range ({lo}..{hi} %)")
+    return value
+
+
+def _density(t: _Table) -> Decimal:
+    if "density_15" not in t.data:
+        raise t.fail(
+            "density_15",
+            "missing required key: the product's density at 15 °C in kg/m³, from its delivery "
+            "note (about 720..775 for gasoline, 820..850 for diesel); the temperature "
+            "compensation of every volume depends on it",
+        )
+    density = t.req_decimal("density_15", max_places=_MAX_DECIMALS)
+    low, high = _DENSITY_15
+    if not low <= density <= high:
+        raise t.fail(
+            "density_15",
+            f"{_show_decimal(density)} kg/m³ is outside table 54B ({low}..{high} kg/m³ at "
+            "15 °C); is it in kg/m³ (745, not 0.745)?",
+        )
+    return density
+
+
+def _read_chart(
+    t: _Table, gauge: GaugeConfig, capacity: Decimal, height: Decimal, safe_fill_pct: Decimal
+) -> tuple[TankChart | None, Path | None]:
+    path = t.opt_file("chart_file")
+    if "chart" in t.data and path is not None:
+        raise t.fail("chart_file", "give either chart or chart_file, not both")
+    if "chart" in t.data:
+        key, chart = "chart", _inline_chart(t)
+    elif path is not None:
+        key, chart = "chart_file", _chart_file(t, path)
+    elif gauge.protocol == "modbus_probe":
+        raise t.fail(
+            "chart",
+            f"missing: tank on Modbus probe gauge {_show(gauge.name)} needs its tank chart "
+            "(chart or chart_file): a probe measures heights, not volumes",
+        )
+    else:
+        return None, None
+    if chart.max_height > height:
+        raise t.fail(
+            key, f"the chart reaches {chart.max_height} mm, above height_mm {_show_decimal(height)}"
+        )
+    if chart.max_volume > capacity:
+        raise t.fail(
+            key,
+            f"the chart holds {chart.max_volume} L at its top, more than capacity_l "
+            f"{_show_decimal(capacity)}",
+        )
+    safe_fill = (capacity * safe_fill_pct / 100).quantize(Decimal("0.01"))
+    if chart.max_volume < safe_fill:
+        raise t.fail(
+            key,
+            f"the chart ends at {chart.max_volume} L, below the safe fill volume {safe_fill} L "
+            f"({safe_fill_pct} % of capacity_l): a fuller tank could not be measured",
+        )
+    return chart, path
+
+
+def _inline_chart(t: _Table) -> TankChart:
+    value = t.data["chart"]
+    if not isinstance(value, list):
+        raise t.fail(
+            "chart",
+            "expected an array of [height_mm, volume_l] pairs, e.g. chart = [[0, 0], "
+            f"[100, 1200]], got {_show(value)}",
+        )
+    points: list[tuple[Decimal, Decimal]] = []
+    for i, pair in enumerate(value):
+        key = f"chart[{i}]"
+        if not isinstance(pair, list) or len(pair) != 2:
+            shown = f"an array of {len(pair)}" if isinstance(pair, list) else _show(pair)
+            raise t.fail(key, f"expected a [height_mm, volume_l] pair, got {shown}")
+        points.append((_chart_number(t, key, pair[0]), _chart_number(t, key, pair[1])))
+    try:
+        return TankChart(tuple(points))
+    except InvalidChart as exc:
+        raise t.fail("chart" if exc.index is None else f"chart[{exc.index}]", str(exc)) from None
+
+
+def _chart_number(t: _Table, key: str, value: object) -> Decimal:
+    if isinstance(value, float):
+        raise t.fail(
+            key,
+            f"got the TOML float {value!r}; floats are not exact, so write chart heights and "
+            f'volumes as integers or strings ("{value!r}")',
+        )
+    return t._decimal(key, value, _MAX_DECIMALS, None)
+
+
+def _chart_file(t: _Table, path: Path) -> TankChart:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise t.fail("chart_file", f"cannot read {path}: {reason or exc}") from None
+    try:
+        return TankChart.parse_csv(text)
+    except InvalidChart as exc:
+        raise t.fail("chart_file", f"{path}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- field readers

@@ -13,6 +13,7 @@ from drivers.transport import SerialTransport
 from drivers.wayne_dart.driver import DartLine, DartLineSettings, DartPumpSettings
 from edgectl.cloud import contract
 from edgectl.config import Config, LineConfig
+from edgectl.control.server import ControlServer
 from edgectl.errors import ConfigError
 from edgectl.logs import get_logger
 from edgectl.station import Station
@@ -139,7 +140,13 @@ class Daemon:
         self.station = Station(config, self.store, self.lines)
         self._emit_target = self.station
         self.cloud = CloudLink(config, self.station) if config.cloud is not None else None
+        self.control = ControlServer(self, config.control)
+        self._started = time.monotonic()
         self._stop = asyncio.Event()
+
+    @property
+    def uptime_s(self) -> float:
+        return time.monotonic() - self._started
 
     def _emit(self, event: DispenserEvent) -> None:
         if self._emit_target is not None:
@@ -167,6 +174,7 @@ class Daemon:
                     for name, line in self.lines.items()
                 ]
                 tasks.append(tg.create_task(self.station.run(), name="station"))
+                tasks.append(tg.create_task(self.control.run(), name="control"))
                 if self.cloud is not None:
                     tasks.append(tg.create_task(self.cloud.session.run(), name="cloud-session"))
                     tasks.append(tg.create_task(self.cloud.publisher.run(), name="cloud-outbox"))

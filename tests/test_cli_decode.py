@@ -295,3 +295,168 @@ def test_through_the_edgectl_entry_point(capsys: pytest.CaptureFixture[str]) -> 
 
     assert main(["decode", "dart", "--from", "controller", AUTHORIZE]) == 0
     assert "CD1 command: AUTHORIZE (0x06)" in capsys.readouterr().out
+
+
+# =========================================================================== decode tls
+# The manual example of veeder-root-tls.md (checksum EF20), in the forms people paste it.
+TLS_BODY = "i20100960122150601100000745A6880045A928004592D8004243E1480000000042158F5C00000000&&EF20"
+TLS_REFUSAL = "\\x019999FF1B\\x03"
+
+
+def run_tls_json(
+    argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, dict[str, Any]]:
+    code, out, _ = run(["decode", "tls", *argv, "--json"], capsys, monkeypatch)
+    result: dict[str, Any] = json.loads(out)
+    return code, result
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"\\x01{TLS_BODY}\\x03",
+        f"^A{TLS_BODY}^C",
+        f"<SOH>{TLS_BODY}<ETX>",
+        f"<soh>{TLS_BODY}<etx>",
+        f"\x01{TLS_BODY}\x03",
+    ],
+)
+def test_tls_control_character_forms(
+    text: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, err = run(["decode", "tls", text], capsys, monkeypatch)
+    assert code == 0, out
+    assert "[1] INVENTORY  i20100  checksum ok (EF20)" in out
+    assert "console time 1996-01-22 15:06" in out
+    assert "tank 1  product 1  status 0000" in out
+    assert "volume 5329  tc_volume 5413  ullage 4699  height 48.97  water 0" in out
+    assert "temperature 37.39" in out
+    assert f"raw: <SOH>{TLS_BODY}<ETX>" in out
+    assert "note:" not in out and err == ""
+
+
+def test_tls_example_pasted_over_two_lines(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As the facts file prints it: split across lines and indented.
+    pasted = f"\\x01{TLS_BODY[:25]}\n          {TLS_BODY[25:]}\\x03\n"
+    code, out, _ = run(["decode", "tls"], capsys, monkeypatch, stdin=pasted)
+    assert code == 0
+    assert "note: line breaks and spaces inside computer-format replies removed" in out
+    assert "checksum ok (EF20)" in out
+
+
+def test_tls_without_soh_and_etx(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, result = run_tls_json([TLS_BODY], capsys, monkeypatch)
+    assert code == 0
+    assert result["notes"] == [
+        "no SOH in the input: read as one reply",
+        "no ETX at the end of the input: the last reply is closed there",
+    ]
+    assert result["replies"][0]["checksum"] == "EF20"
+
+
+def test_tls_json(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    code, result = run_tls_json([f"<SOH>{TLS_BODY}<ETX>"], capsys, monkeypatch)
+    assert code == 0
+    (reply,) = result["replies"]
+    assert reply["type"] == "INVENTORY" and reply["valid"] is True
+    assert reply["checksum"] == "EF20" and reply["checksum_ok"] is True
+    assert reply["at"] == "1996-01-22T15:06:00"
+    tank = reply["tanks"][0]
+    assert (tank["volume"], tank["height"], tank["temperature"]) == ("5329", "48.97", "37.39")
+    assert tank["float_count"] == 7 and tank["delivery_in_progress"] is False
+
+
+def test_tls_refusal(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, _ = run(["decode", "tls", TLS_REFUSAL], capsys, monkeypatch)
+    assert code == 0
+    assert "[1] UNSUPPORTED  9999  checksum ok (FF1B)" in out
+    assert "the console does not support (or refused) the command" in out
+
+
+def test_tls_bad_checksum_exits_1(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = f"<SOH>{TLS_BODY.replace('EF20', 'EF21')}<ETX>"
+    code, out, _ = run(["decode", "tls", text], capsys, monkeypatch)
+    assert code == 1
+    assert "[1] BAD CHECKSUM  checksum BAD (EF21)" in out
+    assert "checksum mismatch: computed EF20, received EF21" in out
+    assert out.rstrip().endswith("1 item(s), 0 valid, 1 not valid")
+
+
+def test_tls_malformed_and_junk_exit_1(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = f"noise<SOH>i20100960122<ETX>{TLS_REFUSAL}"
+    code, result = run_tls_json([text], capsys, monkeypatch)
+    assert code == 1
+    assert [(r["type"], r["valid"]) for r in result["replies"]] == [
+        ("GARBAGE", False),
+        ("MALFORMED", False),
+        ("UNSUPPORTED", True),
+    ]
+    assert result["replies"][0]["raw"] == "noise"
+
+
+def test_tls_several_replies_and_the_etx_option(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = f"<SOH>{TLS_BODY}\\x04<SOH>i501002401151230&&FC61\\x04"
+    code, result = run_tls_json(["--etx", "04", text], capsys, monkeypatch)
+    assert code == 0
+    assert [r["type"] for r in result["replies"]] == ["INVENTORY", "CLOCK"]
+    assert result["replies"][1]["at"] == "2024-01-15T12:30:00"
+
+
+def test_tls_alarms_and_deliveries_text(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alarms = "<SOH>i205002401151230010205110200030199&&F8DE<ETX>"
+    code, out, _ = run(["decode", "tls", alarms], capsys, monkeypatch)
+    assert code == 0
+    assert "tank 1: 05 low product, 11 delivery needed" in out
+    assert "tank 2: none" in out and "tank 3: 99 tank alarm 99" in out
+
+
+def test_tls_display_report_from_stdin(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = (
+        "<SOH>\r\nI20100\r\nJAN 15, 2024 12:30 PM\r\n\r\nIN-TANK INVENTORY\r\n\r\n"
+        "TANK PRODUCT             VOLUME TC VOLUME   ULLAGE   HEIGHT    WATER     TEMP\r\n"
+        "  1  UNLEADED             5329      5413     4699    48.97     0.00    37.39\r\n"
+        "  2  DIESEL             PROBE OUT\r\n<ETX>"
+    )
+    code, out, _ = run(["decode", "tls", "-"], capsys, monkeypatch, stdin=report)
+    assert code == 0
+    assert "[1] DISPLAY  I20100" in out
+    assert "in-tank inventory report; columns: VOLUME, TC VOLUME, ULLAGE, HEIGHT" in out
+    assert "tank 1  product UNLEADED  status 0000" in out
+    assert "height 48.97" in out
+    assert "not read: 2  DIESEL             PROBE OUT" in out
+    assert "checksum" not in out  # display format has none
+
+
+@pytest.mark.parametrize("text", ["", "   "])
+def test_tls_nothing_to_decode(
+    text: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, _, err = run(["decode", "tls", text], capsys, monkeypatch)
+    assert code == 1 and "nothing to decode" in err
+
+
+def test_tls_text_that_is_not_latin1(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, _, err = run(["decode", "tls", "i201€"], capsys, monkeypatch)
+    assert code == 1 and "not a TLS reply" in err
+
+
+def test_tls_is_listed(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["decode", "--help"])
+    assert "tls" in capsys.readouterr().out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 from collections.abc import Callable
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,15 +15,18 @@ from edgectl.config import (
     CloudConfig,
     CommandKey,
     Config,
+    GaugeConfig,
     GradeConfig,
     LimitsConfig,
     LineConfig,
     LoggingConfig,
     PumpConfig,
+    TankConfig,
     load_config,
     parse_config,
 )
 from edgectl.errors import ConfigError
+from edgectl.forecourt.tanks import TankChart
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
@@ -835,3 +839,678 @@ def test_empty_password_file(tmp_path: Path) -> None:
         tmp_path, cloud_variant(("host", 'username = "u"\npassword_file = "secret"\nhost'))
     )
     assert "cloud.password_file: " in message and "is empty" in message
+
+
+# ------------------------------------------------------------------ [[gauges]] and [[tanks]]
+
+TANKS = """
+[[gauges]]
+name = "tls"
+protocol = "veeder_root"
+port = "/dev/ttyS0"
+security_code = "AB12C3"
+terminator = "crlf"
+
+[[gauges]]
+name = "probes"
+protocol = "modbus_probe"
+host = "10.0.0.9"
+register_map = "maps/probe.toml"
+
+[[tanks]]
+number = 1
+grade = "92"
+capacity_l = 20000
+height_mm = 2000
+density_15 = "745"
+gauge = "tls"
+gauge_tank = 1
+chart = [[0, 0], [1000, "10000.5"], [2000, 20000]]
+
+[[tanks]]
+number = 2
+name = "95 east"
+grade = "95"
+capacity_l = 30000
+height_mm = 2500
+density_15 = "840.5"
+gauge = "tls"
+gauge_tank = 2
+
+[[tanks]]
+number = 3
+grade = "92"
+capacity_l = 10000
+height_mm = 1500
+density_15 = "737"
+gauge = "probes"
+device_id = 7
+chart_file = "tank3.csv"
+"""
+
+TANK3_CSV = "height_mm,volume_l\n0,0\n750,5000\n1500,10000\n"
+
+
+def tanks_variant(tmp_path: Path, *replacements: tuple[str, str]) -> str:
+    """BASE plus gauges and tanks with fragments replaced (each must occur once in TANKS), with
+    the files they refer to written next to the config."""
+    (tmp_path / "maps").mkdir(exist_ok=True)
+    (tmp_path / "maps" / "probe.toml").write_text('name = "probe"\n')
+    (tmp_path / "tank3.csv").write_text(TANK3_CSV)
+    text = TANKS
+    for old, new in replacements:
+        assert text.count(old) == 1, f"fragment {old!r} must occur exactly once in TANKS"
+        text = text.replace(old, new)
+    return BASE + text
+
+
+def test_gauges_and_tanks_are_optional(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, BASE))
+    assert (config.gauges, config.tanks) == ((), ())
+    assert config.tanks_for_grade("92") == () and config.tanks_on("tls") == ()
+
+
+def test_gauges_read_right_with_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, tanks_variant(tmp_path)))
+    tls, probes = config.gauges
+    assert tls == GaugeConfig(
+        name="tls",
+        protocol="veeder_root",
+        port="/dev/ttyS0",
+        security_code="AB12C3",
+        terminator="crlf",
+    )
+    assert (tls.baud, tls.parity, tls.bytesize, tls.stopbits) == (9600, "none", 8, 1)
+    assert (tls.reply_timeout_ms, tls.poll_interval_s, tls.offline_after) == (3000, 10.0, 3)
+    assert (tls.etx, tls.terminator_bytes, tls.host, tls.tcp_port) == (3, b"\r\n", None, None)
+    assert "AB12C3" not in repr(tls)
+    assert probes == GaugeConfig(
+        name="probes",
+        protocol="modbus_probe",
+        host="10.0.0.9",
+        tcp_port=502,
+        reply_timeout_ms=1000,
+        register_map=tmp_path / "maps" / "probe.toml",
+    )
+
+
+def test_tanks_read_right_with_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, tanks_variant(tmp_path)))
+    one, two, three = config.tanks
+    assert one.chart == TankChart(
+        (
+            (Decimal(0), Decimal(0)),
+            (Decimal(1000), Decimal("10000.5")),
+            (Decimal(2000), Decimal(20000)),
+        )
+    )
+    assert (one.gauge, one.gauge_tank, one.device_id, one.chart_file) == ("tls", 1, None, None)
+    # Defaults: 95 % safe fill, low product at 10 % of capacity, the domain's alarm limits.
+    assert one.safe_fill_pct == 95 and one.low_product_l == 2000 and one.high_water_mm == 50
+    assert one.overfill_pct == 90 and one.sudden_loss_l == 200 and one.hysteresis_pct == 5
+    assert one.delivery_min_l == 500 and one.delivery_settle_s == 120
+    assert one.reconciliation_limit_l == Decimal("492.1")
+    # A TLS console reports volumes itself: no chart needed.
+    assert two == TankConfig(
+        number=2,
+        name="95 east",
+        grade="95",
+        capacity_l=Decimal(30000),
+        height_mm=Decimal(2500),
+        density_15=Decimal("840.5"),
+        gauge="tls",
+        gauge_tank=2,
+        low_product_l=Decimal("3000.00"),
+    )
+    assert two.chart is None and two.low_product_l == Decimal("3000.00")
+    assert three.chart_file == tmp_path / "tank3.csv"
+    assert three.chart is not None and three.chart.max_volume == 10000
+    assert (three.device_id, three.gauge_tank) == (7, 1)
+
+
+def test_tank_settings_and_the_domain_model(tmp_path: Path) -> None:
+    text = tanks_variant(
+        tmp_path,
+        (
+            "gauge_tank = 1\n",
+            'gauge_tank = 1\nsafe_fill_pct = 90\nlow_product_l = "1500.5"\nhigh_water_mm = 30\n'
+            'overfill_pct = "92.5"\nsudden_loss_l = 150\nhysteresis_pct = 2\n'
+            "delivery_min_l = 800\ndelivery_settle_s = 300\nreconciliation_limit_l = 400\n",
+        ),
+    )
+    tank = load_config(write(tmp_path, text)).tank(1).model()
+    assert (tank.number, tank.grade, tank.capacity_l, tank.safe_fill_l) == (
+        1,
+        "92",
+        Decimal(20000),
+        Decimal("18000.00"),
+    )
+    assert (tank.alarms.low_product_l, tank.alarms.high_water_mm) == (
+        Decimal("1500.5"),
+        Decimal(30),
+    )
+    assert (tank.alarms.overfill_pct, tank.alarms.sudden_loss_l) == (Decimal("92.5"), Decimal(150))
+    assert tank.alarms.hysteresis_pct == 2
+    assert (tank.deliveries.min_rise_l, tank.deliveries.settle_time) == (
+        Decimal(800),
+        timedelta(minutes=5),
+    )
+    assert tank.reconciliation_allowance_l == 400
+
+
+def test_gauge_and_tank_lookups(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, tanks_variant(tmp_path)))
+    assert config.gauge("probes") is config.gauges[1]
+    assert config.tank(3) is config.tanks[2]
+    assert [t.number for t in config.tanks_on("tls")] == [1, 2]
+    assert [t.number for t in config.tanks_for_grade("92")] == [1, 3]  # one grade, two tanks
+    with pytest.raises(ConfigError, match=r'no gauge "atg" is configured \(defined: "tls", '):
+        config.gauge("atg")
+    with pytest.raises(ConfigError, match=r"no tank 9 is configured \(defined: 1, 2, 3\)"):
+        config.tank(9)
+    with pytest.raises(ConfigError, match=r"no tank 1 is configured \(defined: none\)"):
+        load_config(write(tmp_path, BASE)).tank(1)
+
+
+def test_gauge_over_tcp_and_serial_settings(tmp_path: Path) -> None:
+    text = tanks_variant(
+        tmp_path,
+        ('port = "/dev/ttyS0"', 'host = "atg.local"\ntcp_port = 10002\netx = 0x04'),
+        ('host = "10.0.0.9"', 'port = "/dev/ttyS1"\nbaud = 19200\nparity = "even"\nbytesize = 7'),
+    )
+    tls, probes = load_config(write(tmp_path, text)).gauges
+    assert (tls.host, tls.tcp_port, tls.port, tls.etx) == ("atg.local", 10002, None, 4)
+    assert (probes.port, probes.baud, probes.parity, probes.bytesize) == (
+        "/dev/ttyS1",
+        19200,
+        "even",
+        7,
+    )
+    default_port = tanks_variant(tmp_path, ('port = "/dev/ttyS0"', 'host = "atg.local"'))
+    assert load_config(write(tmp_path, default_port)).gauges[0].tcp_port == 10001
+
+
+def test_same_gauge_tank_on_two_gauges_is_fine(tmp_path: Path) -> None:
+    text = tanks_variant(
+        tmp_path,
+        ("gauge_tank = 2", "gauge_tank = 2\n"),
+        ("device_id = 7", "device_id = 1\ngauge_tank = 2"),
+    )
+    config = load_config(write(tmp_path, text))
+    assert [(t.gauge, t.gauge_tank) for t in config.tanks] == [
+        ("tls", 1),
+        ("tls", 2),
+        ("probes", 2),
+    ]
+
+
+# (fragment in TANKS, its replacement, "key path: message" expected in the error)
+TANK_MISTAKES = [
+    # [[gauges]]
+    pytest.param('name = "tls"', "", "gauges[0].name: missing required key", id="gauge-no-name"),
+    pytest.param(
+        'protocol = "veeder_root"',
+        'protocol = "tls350"',
+        'gauges[0].protocol: unknown gauge protocol "tls350" (known: modbus_probe, veeder_root)',
+        id="gauge-protocol",
+    ),
+    pytest.param(
+        'port = "/dev/ttyS0"',
+        "",
+        "gauges[0].port: missing: give port (a serial device) or host (a TCP address)",
+        id="gauge-no-port-no-host",
+    ),
+    pytest.param(
+        'port = "/dev/ttyS0"',
+        'port = "/dev/ttyS0"\nhost = "atg"',
+        "gauges[0].host: give either port (a serial line) or host (TCP), not both",
+        id="gauge-port-and-host",
+    ),
+    pytest.param(
+        'port = "/dev/ttyS0"',
+        'port = ""',
+        "gauges[0].port: must not be empty",
+        id="gauge-empty-port",
+    ),
+    pytest.param(
+        'port = "/dev/ttyS0"',
+        'port = "/dev/ttyS0"\ntcp_port = 10001',
+        "gauges[0].tcp_port: is only used with host (a gauge over TCP)",
+        id="gauge-tcp-port-on-serial",
+    ),
+    pytest.param(
+        'host = "10.0.0.9"',
+        'host = "10.0.0.9"\nbaud = 9600',
+        "gauges[1].baud: is only used with a serial port, not with host",
+        id="gauge-serial-setting-on-tcp",
+    ),
+    pytest.param(
+        'host = "10.0.0.9"',
+        'host = "tcp://10.0.0.9"',
+        'gauges[1].host: "tcp://10.0.0.9" is not a host name or address',
+        id="gauge-host-url",
+    ),
+    pytest.param(
+        'host = "10.0.0.9"',
+        'host = "10.0.0.9"\ntcp_port = 70000',
+        "gauges[1].tcp_port: 70000 is out of range (1..65535)",
+        id="gauge-tcp-port-range",
+    ),
+    pytest.param(
+        'terminator = "crlf"',
+        'terminator = "cr"',
+        'gauges[0].terminator: expected one of "none", "lf", "crlf", got "cr"',
+        id="gauge-terminator",
+    ),
+    pytest.param(
+        'security_code = "AB12C3"',
+        'security_code = "AB12"',
+        "gauges[0].security_code: must be the console's 6-character security code",
+        id="gauge-security-code-short",
+    ),
+    pytest.param(
+        'security_code = "AB12C3"',
+        'security_code = "AB 2C3"',
+        "gauges[0].security_code: must be the console's 6-character security code",
+        id="gauge-security-code-space",
+    ),
+    pytest.param(
+        'terminator = "crlf"',
+        "etx = 0x01",
+        "gauges[0].etx: 0x01 cannot end a reply: it is SOH, which starts every message",
+        id="gauge-etx-soh",
+    ),
+    pytest.param(
+        'terminator = "crlf"',
+        "etx = 0x41",
+        "gauges[0].etx: 0x41 is a printable character and could occur in a reply",
+        id="gauge-etx-printable",
+    ),
+    pytest.param(
+        'terminator = "crlf"',
+        "etx = 256",
+        "gauges[0].etx: 256 is out of range (0..127)",
+        id="gauge-etx-range",
+    ),
+    pytest.param(
+        'register_map = "maps/probe.toml"',
+        'register_map = "maps/probe.toml"\nsecurity_code = "AB12C3"',
+        'gauges[1].security_code: is only used with protocol "veeder_root"',
+        id="gauge-tls-key-on-modbus",
+    ),
+    pytest.param(
+        'terminator = "crlf"',
+        'register_map = "maps/probe.toml"',
+        'gauges[0].register_map: is only used with protocol "modbus_probe"',
+        id="gauge-modbus-key-on-tls",
+    ),
+    pytest.param(
+        'register_map = "maps/probe.toml"',
+        "",
+        "gauges[1].register_map: missing: a Modbus probe line needs the register map",
+        id="gauge-no-register-map",
+    ),
+    pytest.param(
+        'register_map = "maps/probe.toml"',
+        'register_map = "maps/nope.toml"',
+        "gauges[1].register_map: ",
+        id="gauge-register-map-missing-file",
+    ),
+    pytest.param(
+        'port = "/dev/ttyS0"',
+        'port = "/dev/ttyS0"\nbaud = 14400',
+        "gauges[0].baud: expected one of 300, 600, 1200, 2400, 4800, 9600, 19200",
+        id="gauge-baud",
+    ),
+    pytest.param(
+        'port = "/dev/ttyS0"',
+        'port = "/dev/ttyS0"\npoll_interval_s = 0.1',
+        "gauges[0].poll_interval_s: 0.1 is out of range (0.5..3600)",
+        id="gauge-poll-interval",
+    ),
+    pytest.param(
+        'port = "/dev/ttyS0"',
+        'port = "/dev/ttyS0"\nreply_timeout_ms = 10',
+        "gauges[0].reply_timeout_ms: 10 is out of range (50..60000)",
+        id="gauge-reply-timeout",
+    ),
+    pytest.param(
+        'port = "/dev/ttyS0"',
+        'port = "/dev/ttyS0"\noffline_after = 0',
+        "gauges[0].offline_after: 0 is out of range (1..20)",
+        id="gauge-offline-after",
+    ),
+    pytest.param(
+        'name = "probes"',
+        'name = "tls"',
+        'gauges[1].name: duplicate gauge name "tls" (gauges[0] uses it)',
+        id="gauge-duplicate-name",
+    ),
+    pytest.param(
+        'host = "10.0.0.9"',
+        'port = "/dev/ttyS0"',
+        'gauges[1].port: port "/dev/ttyS0" is already used by gauge "tls"',
+        id="gauge-duplicate-port",
+    ),
+    pytest.param(
+        'port = "/dev/ttyS0"',
+        'port = "/dev/ttyUSB1"',
+        'gauges[0].port: port "/dev/ttyUSB1" is already used by line "south"',
+        id="gauge-port-of-a-pump-line",
+    ),
+    pytest.param(
+        'port = "/dev/ttyS0"',
+        'host = "10.0.0.9"\ntcp_port = 502',
+        'gauges[1].host: 10.0.0.9:502 is already used by gauge "tls"',
+        id="gauge-duplicate-host",
+    ),
+    pytest.param(
+        'port = "/dev/ttyS0"',
+        'port = "/dev/ttyS0"\nadress = 1',
+        'gauges[0]: unknown key "adress"',
+        id="gauge-unknown-key",
+    ),
+    # [[tanks]]
+    pytest.param("number = 1\n", "", "tanks[0].number: missing required key", id="tank-no-number"),
+    pytest.param(
+        "number = 2\n",
+        "number = 1\n",
+        "tanks[1].number: duplicate tank number 1 (tanks[0] uses it)",
+        id="tank-duplicate-number",
+    ),
+    pytest.param(
+        "number = 3\n",
+        "number = 100\n",
+        "tanks[2].number: 100 is out of range (1..99)",
+        id="tank-number-range",
+    ),
+    pytest.param(
+        'grade = "95"',
+        'grade = "98"',
+        'tanks[1].grade: grade "98" is not defined in [[grades]] (defined: "92", "95")',
+        id="tank-unknown-grade",
+    ),
+    pytest.param(
+        'gauge = "tls"\ngauge_tank = 2',
+        'gauge = "atg"\ngauge_tank = 2',
+        'tanks[1].gauge: unknown gauge "atg" (defined: "tls", "probes")',
+        id="tank-unknown-gauge",
+    ),
+    pytest.param(
+        "gauge_tank = 2",
+        "",
+        "tanks[1].gauge_tank: missing required key",
+        id="tank-tls-without-gauge-tank",
+    ),
+    pytest.param(
+        "gauge_tank = 2",
+        "gauge_tank = 100",
+        "tanks[1].gauge_tank: 100 is out of range (1..99)",
+        id="tank-gauge-tank-range",
+    ),
+    pytest.param(
+        "gauge_tank = 2",
+        "gauge_tank = 1",
+        'tanks[1].gauge_tank: gauge "tls" tank 1 already reads tank 1',
+        id="tank-duplicate-gauge-tank",
+    ),
+    pytest.param(
+        "gauge_tank = 2",
+        "gauge_tank = 2\ndevice_id = 3",
+        "tanks[1].device_id: is only used on a modbus_probe gauge",
+        id="tank-device-id-on-tls",
+    ),
+    pytest.param(
+        "device_id = 7", "", "tanks[2].device_id: missing required key", id="tank-no-device-id"
+    ),
+    pytest.param(
+        "device_id = 7",
+        "device_id = 248",
+        "tanks[2].device_id: 248 is out of range (1..247)",
+        id="tank-device-id-range",
+    ),
+    pytest.param(
+        "capacity_l = 10000",
+        "capacity_l = 0",
+        'tanks[2].capacity_l: must be greater than 0, got "0"',
+        id="tank-capacity-zero",
+    ),
+    pytest.param(
+        "capacity_l = 10000",
+        "capacity_l = 10000.0",
+        "tanks[2].capacity_l: got the TOML float 10000.0; floats are binary and not exact",
+        id="tank-capacity-float",
+    ),
+    pytest.param(
+        "capacity_l = 10000",
+        "capacity = 10000",
+        'tanks[2]: unknown key "capacity" (did you mean "capacity_l"?)',
+        id="tank-unknown-key",
+    ),
+    pytest.param(
+        'height_mm = 2500\ndensity_15 = "840.5"',
+        'density_15 = "840.5"',
+        "tanks[1].height_mm: missing required key",
+        id="tank-no-height",
+    ),
+    pytest.param(
+        'density_15 = "840.5"',
+        "",
+        "tanks[1].density_15: missing required key: the product's density at 15 °C in kg/m³",
+        id="tank-no-density",
+    ),
+    pytest.param(
+        'density_15 = "840.5"',
+        'density_15 = "0.84"',
+        'tanks[1].density_15: "0.84" kg/m³ is outside table 54B (653..1075 kg/m³ at 15 °C)',
+        id="tank-density-not-kg-m3",
+    ),
+    pytest.param(
+        'density_15 = "840.5"',
+        'density_15 = "1100"',
+        'tanks[1].density_15: "1100" kg/m³ is outside table 54B',
+        id="tank-density-range",
+    ),
+    pytest.param(
+        'density_15 = "840.5"',
+        'density_15 = "840.5"\nsafe_fill_pct = 101',
+        'tanks[1].safe_fill_pct: "101" is out of range (50..100 %)',
+        id="tank-safe-fill-range",
+    ),
+    pytest.param(
+        'chart = [[0, 0], [1000, "10000.5"], [2000, 20000]]',
+        "chart = [[0, 0], [1000, 12000], [2000, 11000]]",
+        "tanks[0].chart[2]: volume 11000 L at 2000 mm is less than 12000 L at 1000 mm",
+        id="chart-volume-falls",
+    ),
+    pytest.param(
+        'chart = [[0, 0], [1000, "10000.5"], [2000, 20000]]',
+        "chart = [[0, 0], [1000, 100], [1000, 200]]",
+        "tanks[0].chart[2]: height 1000 mm is not above the previous point's 1000 mm",
+        id="chart-heights-not-rising",
+    ),
+    pytest.param(
+        'chart = [[0, 0], [1000, "10000.5"], [2000, 20000]]',
+        "chart = [[0, 0]]",
+        "tanks[0].chart: a chart needs at least 2 points, got 1",
+        id="chart-one-point",
+    ),
+    pytest.param(
+        'chart = [[0, 0], [1000, "10000.5"], [2000, 20000]]',
+        "chart = [[0, 0], [1000, 10000, 1], [2000, 20000]]",
+        "tanks[0].chart[1]: expected a [height_mm, volume_l] pair, got an array of 3",
+        id="chart-not-a-pair",
+    ),
+    pytest.param(
+        'chart = [[0, 0], [1000, "10000.5"], [2000, 20000]]',
+        "chart = [[0, 0], [1000, 10000.5], [2000, 20000]]",
+        "tanks[0].chart[1]: got the TOML float 10000.5; floats are not exact",
+        id="chart-float",
+    ),
+    pytest.param(
+        'chart = [[0, 0], [1000, "10000.5"], [2000, 20000]]',
+        'chart = [[0, 0], [1000, "lots"], [2000, 20000]]',
+        'tanks[0].chart[1]: expected a decimal number like "7.89", got "lots"',
+        id="chart-not-a-number",
+    ),
+    pytest.param(
+        'chart = [[0, 0], [1000, "10000.5"], [2000, 20000]]',
+        'chart = "tank1.csv"',
+        "tanks[0].chart: expected an array of [height_mm, volume_l] pairs",
+        id="chart-not-an-array",
+    ),
+    pytest.param(
+        'chart = [[0, 0], [1000, "10000.5"], [2000, 20000]]',
+        "chart = [[0, 0], [1000, 10000], [2100, 20000]]",
+        'tanks[0].chart: the chart reaches 2100 mm, above height_mm "2000"',
+        id="chart-above-height",
+    ),
+    pytest.param(
+        'chart = [[0, 0], [1000, "10000.5"], [2000, 20000]]',
+        "chart = [[0, 0], [1000, 10000], [2000, 20500]]",
+        'tanks[0].chart: the chart holds 20500 L at its top, more than capacity_l "20000"',
+        id="chart-over-capacity",
+    ),
+    pytest.param(
+        'chart = [[0, 0], [1000, "10000.5"], [2000, 20000]]',
+        "chart = [[0, 0], [1000, 10000], [1800, 18000]]",
+        "tanks[0].chart: the chart ends at 18000 L, below the safe fill volume 19000.00 L",
+        id="chart-short-of-safe-fill",
+    ),
+    pytest.param(
+        'chart_file = "tank3.csv"',
+        'chart_file = "tank3.csv"\nchart = [[0, 0], [1500, 10000]]',
+        "tanks[2].chart_file: give either chart or chart_file, not both",
+        id="chart-and-chart-file",
+    ),
+    pytest.param(
+        'chart_file = "tank3.csv"',
+        'chart_file = "charts/tank3.csv"',
+        "tanks[2].chart_file: ",
+        id="chart-file-missing",
+    ),
+    pytest.param(
+        'chart_file = "tank3.csv"',
+        "",
+        'tanks[2].chart: missing: tank on Modbus probe gauge "probes" needs its tank chart',
+        id="modbus-tank-without-chart",
+    ),
+    pytest.param(
+        "device_id = 7",
+        "device_id = 7\nlow_product_l = 10000",
+        'tanks[2].low_product_l: "10000" must be at least 0 and less than capacity_l "10000"',
+        id="low-product-at-capacity",
+    ),
+    pytest.param(
+        "device_id = 7",
+        "device_id = 7\nhigh_water_mm = 1500",
+        'tanks[2].high_water_mm: "1500" must be at least 0 and less than height_mm "1500"',
+        id="high-water-at-height",
+    ),
+    pytest.param(
+        "device_id = 7",
+        "device_id = 7\noverfill_pct = 40",
+        'tanks[2].overfill_pct: "40" is out of range (50..100 %)',
+        id="overfill-range",
+    ),
+    pytest.param(
+        "device_id = 7",
+        'device_id = 7\nhysteresis_pct = "50.5"',
+        'tanks[2].hysteresis_pct: "50.5" is out of range (0..50 %)',
+        id="hysteresis-range",
+    ),
+    pytest.param(
+        "device_id = 7",
+        "device_id = 7\nsudden_loss_l = 0",
+        'tanks[2].sudden_loss_l: must be greater than 0, got "0"',
+        id="sudden-loss-zero",
+    ),
+    pytest.param(
+        "device_id = 7",
+        "device_id = 7\ndelivery_min_l = 12000",
+        'tanks[2].delivery_min_l: "12000" must be less than capacity_l "10000"',
+        id="delivery-min-over-capacity",
+    ),
+    pytest.param(
+        "device_id = 7",
+        "device_id = 7\ndelivery_settle_s = 5",
+        "tanks[2].delivery_settle_s: 5 is out of range (10..3600)",
+        id="delivery-settle-range",
+    ),
+    pytest.param(
+        "device_id = 7",
+        'device_id = 7\nreconciliation_limit_l = "-1"',
+        'tanks[2].reconciliation_limit_l: must be at least 0, got "-1"',
+        id="reconciliation-limit-negative",
+    ),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), TANK_MISTAKES)
+def test_tank_mistake_names_file_and_key(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    message = load_error(tmp_path, tanks_variant(tmp_path, (old, new)))
+    assert message.startswith(f"{tmp_path / 'station.toml'}: "), message
+    assert expected in message, message
+
+
+def test_duplicate_modbus_device_names_the_device(tmp_path: Path) -> None:
+    extra = (
+        '\n[[tanks]]\nnumber = 4\ngrade = "95"\ncapacity_l = 10000\nheight_mm = 1500\n'
+        'density_15 = "745"\ngauge = "probes"\ndevice_id = 7\nchart = [[0, 0], [1500, 10000]]\n'
+    )
+    message = load_error(tmp_path, tanks_variant(tmp_path) + extra)
+    assert 'tanks[3].device_id: gauge "probes" device 7 already reads tank 3' in message
+    # The same device's second tank (a multi-tank console over Modbus) is another input.
+    config = load_config(write(tmp_path, tanks_variant(tmp_path) + extra + "gauge_tank = 2\n"))
+    assert [(t.device_id, t.gauge_tank) for t in config.tanks[2:]] == [(7, 1), (7, 2)]
+    message = load_error(
+        tmp_path,
+        tanks_variant(tmp_path, ("device_id = 7", "device_id = 7\ngauge_tank = 2"))
+        + extra
+        + "gauge_tank = 2\n",
+    )
+    assert 'tanks[3].gauge_tank: gauge "probes" device 7 tank 2 already reads tank 3' in message
+
+
+def test_chart_file_errors_name_the_file_and_line(tmp_path: Path) -> None:
+    text = tanks_variant(tmp_path)
+    (tmp_path / "tank3.csv").write_text("0,0\n750,5000\n1500,4000\n")
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (
+        f"{path}: tanks[2].chart_file: {tmp_path / 'tank3.csv'}: line 3: volume 4000 L at "
+        "1500 mm is less than 5000 L at 750 mm (a tank holds more the higher it is filled)"
+    )
+    (tmp_path / "tank3.csv").write_bytes(b"0,0\n\xff\n")
+    with pytest.raises(ConfigError, match=r"tanks\[2\]\.chart_file: cannot read .*not UTF-8 text"):
+        load_config(path)
+
+
+def test_gauges_and_tanks_of_wrong_shape(tmp_path: Path) -> None:
+    message = load_error(tmp_path, 'gauges = "tls"\n' + BASE)
+    assert 'gauges: expected an array of tables ([[gauges]]), got "tls"' in message
+    message = load_error(tmp_path, "tanks = [1]\n" + BASE)
+    assert "tanks[0]: expected a table, got 1" in message
+
+
+def test_shipped_files_have_gauges_and_tanks() -> None:
+    example = load_config(CONFIG_DIR / "station.example.toml")
+    assert [(g.name, g.protocol) for g in example.gauges] == [
+        ("tls", "veeder_root"),
+        ("probes", "modbus_probe"),
+    ]
+    assert [t.number for t in example.tanks_for_grade("0#")] == [4, 5]  # manifolded diesel
+    assert all(t.model().number == t.number for t in example.tanks)
+    demo = load_config(CONFIG_DIR / "demo.toml")
+    (tls,) = demo.gauges
+    assert (tls.protocol, tls.port) == ("veeder_root", "/tmp/edgectl-demo/tls")
+    assert [(t.number, t.grade, t.gauge_tank) for t in demo.tanks] == [
+        (1, "92", 1),
+        (2, "95", 2),
+        (3, "98", 3),
+        (4, "diesel", 4),
+    ]
+    for tank in demo.tanks:
+        assert tank.chart is not None and tank.chart.points[0] == (Decimal(0), Decimal(0))
+        assert tank.chart.max_volume == tank.capacity_l

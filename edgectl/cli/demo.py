@@ -5,13 +5,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
+import os
+import random
+import secrets
+import shutil
 import signal
+import socket
 import sqlite3
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -21,9 +32,21 @@ from edgectl.config import Config, load_config
 from edgectl.errors import EdgectlError
 from edgectl.logs import configure
 
+if TYPE_CHECKING:
+    from drivers.wayne_dart.sim import DartLineSimulator, SimPump
+    from edgectl.cloud.client import CloudClient, Follower
+    from edgectl.daemon import Daemon
+
 EXAMPLE = """examples:
   edgectl demo                              # config/demo.toml, until Ctrl-C
   edgectl demo --duration 60 --seed 7       # one reproducible minute
+  edgectl demo --with-broker                # pay-at-pump too, on a private mosquitto
+  edgectl demo --broker 127.0.0.1:1883      # pay-at-pump through a broker already running
+
+With a broker the demo also plays the cloud: every --order-every seconds it sends a signed
+pay-at-pump order for an idle pump kept for such orders (the last pump of each line; walk-in
+customers use the others), and a customer comes to fuel under it. The signing key pair is made
+once, next to the demo's store.
 """
 
 
@@ -47,7 +70,33 @@ def register(sub: Any) -> None:
         help="mean seconds between customers arriving (default 6)",
     )
     parser.add_argument("--no-ui", action="store_true", help="no live table (for logs, CI)")
+    cloud = parser.add_argument_group("pay-at-pump through an MQTT broker (none by default)")
+    where = cloud.add_mutually_exclusive_group()
+    where.add_argument(
+        "--broker",
+        type=_broker_address,
+        metavar="HOST[:PORT]",
+        help="a running MQTT 5 broker without TLS or login (port default 1883)",
+    )
+    where.add_argument(
+        "--with-broker",
+        action="store_true",
+        help="start a private mosquitto on a free local port for this run",
+    )
+    cloud.add_argument(
+        "--order-every",
+        type=float,
+        default=20.0,
+        metavar="S",
+        help="send a pay-at-pump order every S seconds (default 20)",
+    )
     parser.set_defaults(func=_demo)
+
+
+def _broker_address(text: str) -> tuple[str, int | None]:
+    from edgectl.cli.cloud import parse_broker_address
+
+    return parse_broker_address(text)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -56,6 +105,42 @@ def _demo(args: argparse.Namespace) -> int:
     except EdgectlError as exc:
         print(f"edgectl: {exc}", file=sys.stderr)
         return 1
+    if args.broker is None and not args.with_broker:
+        return _demo_station(config, args, None)
+    if not args.order_every > 0:
+        print("edgectl: --order-every must be a positive number of seconds", file=sys.stderr)
+        return 2
+    broker: _PrivateBroker | None = None
+    if args.with_broker:
+        binary = _mosquitto()
+        if binary is None:
+            print(
+                "edgectl: --with-broker needs mosquitto, which is not installed here "
+                "(apt-get install mosquitto), or give --broker HOST[:PORT] of a running broker",
+                file=sys.stderr,
+            )
+            return 1
+        broker = _PrivateBroker(binary)
+        try:
+            host, port = broker.start()
+        except EdgectlError as exc:
+            print(f"edgectl: {exc}", file=sys.stderr)
+            return 1
+    else:
+        host, given_port = args.broker
+        port = given_port or 1883
+    try:
+        cloud = _DemoCloud.prepare(config, host, port, private=broker is not None)
+        return _demo_station(cloud.config, args, cloud)
+    except EdgectlError as exc:
+        print(f"edgectl: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def _demo_station(config: Config, args: argparse.Namespace, cloud: _DemoCloud | None) -> int:
     log_path = config.store.path.parent / "edgectl.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a", encoding="utf-8") as log_file:
@@ -67,14 +152,18 @@ def _demo(args: argparse.Namespace) -> int:
             f"mode {config.authorization.mode}"
         )
         console.print(f"daemon log: {log_path}   sales database: {config.store.path}")
+        if cloud is not None:
+            console.print(cloud.banner(args.order_every))
         try:
-            return asyncio.run(_run(config, args, console))
+            return asyncio.run(_run(config, args, console, cloud))
         except EdgectlError as exc:
             console.print(f"edgectl: {exc}")
             return 1
 
 
-async def _run(config: Config, args: argparse.Namespace, console: Console) -> int:
+async def _run(
+    config: Config, args: argparse.Namespace, console: Console, cloud: _DemoCloud | None = None
+) -> int:
     from drivers.wayne_dart.sim import RandomCustomers
     from edgectl.cli.simulate import build_simulators
     from edgectl.daemon import Daemon
@@ -90,13 +179,18 @@ async def _run(config: Config, args: argparse.Namespace, console: Console) -> in
         loop.add_signal_handler(sig, stop.set)
     daemon = Daemon(config)
     started = time.monotonic()
+    client: CloudClient | None = None
     try:
+        if cloud is not None:
+            client = await cloud.connect()
         async with asyncio.TaskGroup() as tg:
             daemon_task = tg.create_task(daemon.run(install_signals=False), name="daemon")
             customers = [
                 tg.create_task(
                     RandomCustomers(
                         sim,
+                        # With a broker, pumps kept for cloud orders see no walk-in customer.
+                        pumps=None if cloud is None else cloud.walk_in_pumps(sim),
                         mean_interval_s=args.customer_interval * len(sims),
                         seed=None if args.seed is None else args.seed + i,
                     ).run(),
@@ -104,17 +198,25 @@ async def _run(config: Config, args: argparse.Namespace, console: Console) -> in
                 )
                 for i, sim in enumerate(sims)
             ]
+            if cloud is not None and client is not None:
+                customers.append(
+                    tg.create_task(
+                        cloud.run(daemon, sims, client, args, console), name="cloud-orders"
+                    )
+                )
             if args.duration is not None:
                 loop.call_later(args.duration, stop.set)
             if args.no_ui:
                 await stop.wait()
             else:
-                with Live(_render(daemon, config), console=console, refresh_per_second=4) as live:
+                with Live(
+                    _render(daemon, config, cloud), console=console, refresh_per_second=4
+                ) as live:
                     while not stop.is_set():
                         with contextlib.suppress(TimeoutError):
                             async with asyncio.timeout(0.25):
                                 await stop.wait()
-                        live.update(_render(daemon, config))
+                        live.update(_render(daemon, config, cloud))
             console.print("stopping: finishing sales in progress…")
             for task in customers:
                 task.cancel()
@@ -123,13 +225,17 @@ async def _run(config: Config, args: argparse.Namespace, console: Console) -> in
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if client is not None:
+            await client.close()
         for sim in sims:
             sim.stop()
     _summary(console, config, time.monotonic() - started)
+    if cloud is not None:
+        console.print(cloud.summary(_order_statuses(config.store.path)))
     return 0
 
 
-def _render(daemon: Any, config: Config) -> Group:
+def _render(daemon: Any, config: Config, cloud: _DemoCloud | None = None) -> Group:
     pumps = Table(title=f"{config.station.id} — pumps", expand=False)
     for column in (
         "pump",
@@ -178,6 +284,8 @@ def _render(daemon: Any, config: Config) -> Group:
                 )
             )
         )
+    if cloud is not None:
+        return Group(pumps, sales, cloud.table())
     return Group(pumps, sales)
 
 
@@ -218,3 +326,388 @@ def _summary(console: Console, config: Config, elapsed: float) -> None:
     console.print(
         f"demo ran {elapsed:.0f} s; the store now holds {len(rows)} sales ({config.store.path})"
     )
+
+
+# --------------------------------------------------------------------------- pay-at-pump
+
+_DEMO_KEY_ID = "demo-cloud"
+_FINAL = frozenset({"completed", "expired", "cancelled", "failed"})
+_SHOWN_ORDERS = 6
+_RETRY_S = 1.0  # no pay-at-pump pump idle: look again this soon
+
+
+def _quiet(text: str) -> None:
+    """Where order news goes while the live view shows them instead."""
+
+
+@dataclass
+class _DemoOrder:
+    """One order the demo sent, as the cloud knows it."""
+
+    order_id: str
+    pump: int
+    preset: str
+    answer: str = "sending…"
+    status: str = "-"
+    sale: str = ""
+
+
+@dataclass
+class _DemoCloud:
+    """The demo playing the cloud: a broker, a signing key, pumps kept for its orders."""
+
+    config: Config
+    broker: str
+    host: str
+    port: int
+    key_path: Path
+    pay_at_pump: tuple[int, ...]
+    orders: list[_DemoOrder] = field(default_factory=list)
+    busy: set[int] = field(default_factory=set)
+    note: str = ""
+
+    @classmethod
+    def prepare(cls, config: Config, host: str, port: int, *, private: bool) -> _DemoCloud:
+        """The station config pointed at the broker, trusting the demo's signing key (made
+        once, next to the store)."""
+        from edgectl.cloud.signing import generate_key_pair, load_private_key
+        from edgectl.config import CloudConfig, CommandKey
+
+        key_dir = config.store.path.parent / "demo-cloud-keys"
+        key_path = key_dir / f"{_DEMO_KEY_ID}.key"
+        if not key_path.exists():
+            generate_key_pair(key_dir, _DEMO_KEY_ID)
+        public = load_private_key(key_path).public_key().public_bytes_raw()
+        base = config.cloud or CloudConfig(host=host, client_id=f"edgectl-{config.station.id}")
+        cloud = replace(
+            base,
+            host=host,
+            port=port,
+            tls=False,  # a local demo broker: no TLS, no login
+            ca_file=None,
+            cert_file=None,
+            key_file=None,
+            username=None,
+            password=None,
+            command_keys=(
+                CommandKey(id=_DEMO_KEY_ID, public_key=public),
+                *(k for k in base.command_keys if k.id != _DEMO_KEY_ID),
+            ),
+        )
+        # The last pump of each line takes cloud orders; walk-in customers use the others.
+        pay_at_pump = tuple(
+            sorted(
+                {pumps[-1].number for line in config.lines if (pumps := config.pumps_on(line.name))}
+            )
+        )
+        where = f"{host}:{port}" + (" (private mosquitto)" if private else "")
+        return cls(
+            config=replace(config, cloud=cloud),
+            broker=where,
+            host=host,
+            port=port,
+            key_path=key_path,
+            pay_at_pump=pay_at_pump,
+        )
+
+    def banner(self, every: float) -> str:
+        pumps = ", ".join(str(n) for n in self.pay_at_pump)
+        return (
+            f"cloud: broker {self.broker}; a pay-at-pump order every {every:g} s on pump(s) "
+            f"{pumps} (walk-in customers use the others); signing key {self.key_path}"
+        )
+
+    def walk_in_pumps(self, sim: DartLineSimulator) -> list[SimPump]:
+        kept = {
+            self.config.pump(n).address
+            for n in self.pay_at_pump
+            if self.config.pump(n).line == sim.name
+        }
+        return [pump for pump in sim.pumps if pump.address not in kept]
+
+    async def connect(self) -> CloudClient:
+        from edgectl.cloud.client import Broker, CloudClient
+        from edgectl.cloud.signing import load_private_key
+
+        cloud = self.config.cloud
+        assert cloud is not None
+        client = CloudClient(
+            Broker(self.host, self.port),
+            self.config.station.id,
+            prefix=cloud.topic_prefix,
+            key=load_private_key(self.key_path),
+            key_id=_DEMO_KEY_ID,
+        )
+        await client.connect()
+        return client
+
+    async def run(
+        self,
+        daemon: Daemon,
+        sims: list[DartLineSimulator],
+        client: CloudClient,
+        args: argparse.Namespace,
+        console: Console,
+    ) -> None:
+        """Send an order every `--order-every` seconds to an idle pay-at-pump pump and send a
+        customer to it; follow every order on evt/order. Never raises for a cloud problem:
+        the panel says what went wrong and the rest of the demo goes on."""
+        from edgectl.errors import CloudError
+
+        rng = random.Random(args.seed)
+        pumps = {
+            p.number: sim.pump(p.address)
+            for sim in sims
+            for p in self.config.pumps_on(sim.name)
+            if p.number in self.pay_at_pump
+        }
+        say: Callable[[str], None] = console.print if args.no_ui else _quiet
+        try:
+            async with (
+                client.follow([client.topics.event("order")]) as events,
+                asyncio.TaskGroup() as tg,
+            ):
+                tg.create_task(self._track(events, say), name="cloud-order-events")
+                assert daemon.cloud is not None
+                await daemon.cloud.session.wait_connected()
+                while True:
+                    pump = self._idle_pump(daemon, pumps, rng)
+                    if pump is None:
+                        # At start the pumps are not read yet; later they may all be in use.
+                        self.note = "no pay-at-pump pump is idle: the next order waits"
+                        await asyncio.sleep(_RETRY_S)
+                        continue
+                    self.note = ""
+                    await self._order(client, pump, pumps[pump], rng, tg, say)
+                    await asyncio.sleep(args.order_every)
+        except CloudError as exc:
+            self.note = f"cloud link lost: {exc}"
+            say(f"cloud: {self.note}")
+
+    def _idle_pump(
+        self, daemon: Daemon, pumps: dict[int, SimPump], rng: random.Random
+    ) -> int | None:
+        from edgectl.forecourt.fuelling_point import FPState
+
+        idle = [
+            view.number
+            for view in daemon.station.snapshot()
+            if view.number in pumps
+            and view.number not in self.busy
+            and view.online
+            and view.state is FPState.IDLE
+            and view.authorization_id is None
+            and pumps[view.number].nozzle_out is None
+        ]
+        return rng.choice(idle) if idle else None
+
+    async def _order(
+        self,
+        client: CloudClient,
+        number: int,
+        sim_pump: SimPump,
+        rng: random.Random,
+        tg: asyncio.TaskGroup,
+        say: Callable[[str], None],
+    ) -> None:
+        from edgectl.cloud.contract import AuthorizeData
+        from edgectl.errors import CloudError
+
+        pump = self.config.pump(number)
+        nozzle = rng.choice(sorted(pump.nozzles))
+        # Small enough to watch a fill end: 120.00 is about 16 L, some 30 s at the sim's flow.
+        amount = Decimal(rng.randrange(20, 130, 10)).quantize(Decimal("0.01"))
+        currency = self.config.station.currency
+        order = _DemoOrder(
+            order_id=f"o-demo-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(2)}",
+            pump=number,
+            preset=f"{amount} {currency} {pump.nozzles[nozzle]}",
+        )
+        self.orders.append(order)
+        self.busy.add(number)
+        data = AuthorizeData(
+            order_id=order.order_id,
+            pump=number,
+            preset_type="amount",
+            preset_value=amount,
+            currency=currency,
+            grades=(pump.nozzles[nozzle],),
+            payment_method=rng.choice(("wechat", "alipay", "unionpay")),
+        )
+        try:
+            message = await client.send("authorize", data)
+        except CloudError as exc:
+            if exc.code in ("connection_lost", "closed"):
+                raise
+            self.busy.discard(number)
+            order.answer = f"no answer ({exc.code})"
+            say(f"cloud: order {order.order_id} pump {number}: {exc}")
+            return
+        result = message.get("data") or {}
+        order.answer = f"{result.get('status')} ({result.get('code')})"
+        say(
+            f"cloud: order {order.order_id} pump {number} {order.preset}: {order.answer} "
+            f"{result.get('message')}"
+        )
+        if result.get("status") != "accepted":
+            self.busy.discard(number)
+            return
+        tg.create_task(self._customer(number, sim_pump, nozzle, rng), name=f"paying-{number}")
+
+    async def _customer(
+        self, number: int, sim_pump: SimPump, nozzle: int, rng: random.Random
+    ) -> None:
+        """The customer who paid in the app: walks to the released pump and fuels."""
+        from drivers.wayne_dart.codec import DartStatus
+        from drivers.wayne_dart.sim import Customer, preset_fill
+
+        try:
+            await asyncio.sleep(rng.uniform(1.0, 3.0))  # from the phone to the nozzle
+            if sim_pump.status is DartStatus.AUTHORIZED:
+                steps = preset_fill(nozzle, wait_s=10.0, react_s=rng.uniform(0.5, 2.0))
+                await Customer(sim_pump, steps, name="pay_at_pump").run()
+        finally:
+            self.busy.discard(number)
+
+    async def _track(self, events: Follower, say: Callable[[str], None]) -> None:
+        async for _topic, message in events:
+            data = message.get("data") or {}
+            for order in self.orders:
+                if order.order_id != data.get("order_id"):
+                    continue
+                order.status = str(data.get("status"))
+                if data.get("reason"):
+                    order.status += f" ({data['reason']})"
+                sale = data.get("sale")
+                if isinstance(sale, dict):
+                    order.sale = f"{sale.get('volume')} L, {sale.get('amount')} {sale['currency']}"
+                if data.get("status") in _FINAL:
+                    say(f"cloud: order {order.order_id} pump {order.pump}: {order.status}")
+
+    def table(self) -> Table:
+        table = Table(title=f"cloud — pay-at-pump orders via {self.broker}", expand=False)
+        for column in ("order", "pump", "preset", "answer", "status", "sale"):
+            table.add_column(column)
+        for order in self.orders[-_SHOWN_ORDERS:]:
+            table.add_row(
+                order.order_id,
+                str(order.pump),
+                order.preset,
+                order.answer,
+                order.status,
+                order.sale or "-",
+            )
+        if self.note:
+            table.caption = self.note
+        return table
+
+    def summary(self, stored: dict[str, str]) -> str:
+        """What the cloud saw, then what the station's store says of the same orders (fills
+        cut short by the stop end as sales after the cloud stopped listening)."""
+        accepted = sum(1 for o in self.orders if o.answer.startswith("accepted"))
+        ended: dict[str, int] = {}
+        for order in self.orders:
+            if order.order_id in stored:
+                ended[stored[order.order_id]] = ended.get(stored[order.order_id], 0) + 1
+        in_store = ", ".join(f"{n} {status}" for status, n in sorted(ended.items())) or "none"
+        return (
+            f"pay-at-pump: {len(self.orders)} orders sent, {accepted} accepted; "
+            f"in the store: {in_store}"
+        )
+
+
+def _order_statuses(path: Path) -> dict[str, str]:
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+    except sqlite3.Error:
+        return {}
+    try:
+        return {
+            order_id: status
+            for order_id, status in db.execute("SELECT order_id, status FROM orders")
+        }
+    except sqlite3.Error:
+        return {}
+    finally:
+        db.close()
+
+
+def _mosquitto() -> str | None:
+    found = shutil.which("mosquitto")
+    if found is None and os.access("/usr/sbin/mosquitto", os.X_OK):
+        found = "/usr/sbin/mosquitto"
+    return found
+
+
+class _PrivateBroker:
+    """A mosquitto for this demo only: 127.0.0.1, a free port, anonymous, nothing kept."""
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        self.directory = Path(tempfile.mkdtemp(prefix="edgectl-demo-broker-"))
+        self.log_path = self.directory / "mosquitto.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> tuple[str, int]:
+        from edgectl.errors import CloudError
+
+        host = "127.0.0.1"
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))
+            port: int = probe.getsockname()[1]
+        conf = self.directory / "mosquitto.conf"
+        conf.write_text(
+            "\n".join(
+                (
+                    # As root, mosquitto would switch to user "mosquitto", who cannot write here.
+                    f"user {getpass.getuser()}",
+                    f"listener {port} {host}",
+                    "allow_anonymous true",
+                    # Without it every small MQTT packet waits for Nagle's algorithm.
+                    "set_tcp_nodelay true",
+                    "persistence false",
+                    f"log_dest file {self.log_path}",
+                    "",
+                )
+            ),
+            encoding="utf-8",
+        )
+        self._process = subprocess.Popen(
+            [self.binary, "-c", str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10.0
+        while True:
+            if self._process.poll() is not None:
+                raise CloudError(
+                    f"mosquitto did not start (exit status {self._process.returncode}): "
+                    f"{self._last_log_line()}"
+                )
+            try:
+                with socket.create_connection((host, port), timeout=0.5):
+                    return host, port
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise CloudError(f"mosquitto did not listen on {host}:{port}") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _last_log_line(self) -> str:
+        try:
+            lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return "no log"
+        return lines[-1] if lines else "no log"

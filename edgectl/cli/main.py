@@ -16,6 +16,15 @@ _COMMAND_MODULES = (
     "edgectl.cli.simulate",
     "edgectl.cli.demo",
     "edgectl.cli.cloud",
+    "edgectl.cli.status",
+    "edgectl.cli.pumps",
+    "edgectl.cli.records",
+    "edgectl.cli.actions",
+    "edgectl.cli.watch",
+    "edgectl.cli.sniff",
+    "edgectl.cli.probe",
+    "edgectl.cli.configcheck",
+    "edgectl.cli.db",
 )
 
 

@@ -147,4 +147,22 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO meta (key, value) VALUES ('epoch', lower(hex(randomblob(8))));
     """,
+    # The manual actions taken through the control socket (authorize, stop, price): who
+    # asked (the name the CLI sent, and the uid the kernel vouches for), what, and how it went.
+    """
+    CREATE TABLE audit (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        action       TEXT NOT NULL,
+        args         TEXT NOT NULL DEFAULT '{}',
+        client_user  TEXT,
+        peer_uid     INTEGER,
+        peer_user    TEXT,
+        peer_pid     INTEGER,
+        outcome      TEXT NOT NULL DEFAULT 'requested',
+        message      TEXT,
+        requested_at TEXT NOT NULL,
+        finished_at  TEXT
+    );
+    CREATE INDEX audit_by_time ON audit(requested_at);
+    """,
 )

@@ -689,6 +689,150 @@ class Store:
                 marks = ",".join("?" * len(chunk))
                 tx.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", tuple(chunk))
 
+    # ------------------------------------------------------------------ audit and reads
+    def audit_requested(
+        self,
+        action: str,
+        args: Mapping[str, Any],
+        *,
+        client_user: str | None,
+        peer_uid: int | None,
+        peer_user: str | None,
+        peer_pid: int | None,
+    ) -> int:
+        """Record a manual action before it is carried out; its outcome follows."""
+        with self.transaction() as tx:
+            cur = tx.execute(
+                "INSERT INTO audit (action, args, client_user, peer_uid, peer_user, peer_pid,"
+                " requested_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    action,
+                    json.dumps(dict(args), sort_keys=True, default=str),
+                    client_user,
+                    peer_uid,
+                    peer_user,
+                    peer_pid,
+                    self._clock(),
+                ),
+            )
+            return int(cur.lastrowid or 0)
+
+    def audit_finished(self, audit_id: int, outcome: str, message: str | None) -> None:
+        with self.transaction() as tx:
+            tx.execute(
+                "UPDATE audit SET outcome = ?, message = ?, finished_at = ? WHERE id = ?",
+                (outcome, message, self._clock(), audit_id),
+            )
+
+    @property
+    def reader(self) -> StoreReader:
+        """The read-only queries over this store's connection (call them on the store thread)."""
+        return StoreReader(self._db)
+
+
+class StoreReader:
+    """Read-only queries for the technician's screens, over any connection to a store.
+
+    The daemon runs them on its own connection (through its store thread); the CLI runs them
+    on a read-only connection of its own when the daemon is not running (`open_read_only`).
+    Lists are capped by `limit` and come oldest first, the newest `limit` rows when capped.
+    """
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        cur = self._db.execute(sql, params)
+        names = [column[0] for column in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def sales(
+        self, *, since: str | None = None, pump: int | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        where, params = _filters(("recorded_at >=", since), ("pump =", pump))
+        return self._newest(f"SELECT * FROM sales{where}", params, "id", limit)
+
+    def orders(
+        self, *, status: str | None = None, since: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        where, params = _filters(("status =", status), ("created_at >=", since))
+        return self._newest(f"SELECT * FROM orders{where}", params, "created_at", limit)
+
+    def alarms(
+        self, *, active_only: bool = False, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        where = " WHERE cleared_at IS NULL" if active_only else ""
+        return self._newest(f"SELECT * FROM alarms{where}", (), "id", limit)
+
+    def audit(self, *, limit: int | None = None) -> list[dict[str, Any]]:
+        return self._newest("SELECT * FROM audit", (), "id", limit)
+
+    def outbox(self, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """The oldest rows waiting for the broker (payload size, not payload)."""
+        sql = (
+            "SELECT seq, stream, priority, created_at, key, topic, retain,"
+            " length(payload) AS bytes FROM outbox ORDER BY seq"
+        )
+        if limit is None:
+            return self._rows(sql)
+        return self._rows(sql + " LIMIT ?", (limit,))
+
+    def outbox_summary(self) -> dict[str, Any]:
+        depth, oldest = self._db.execute(
+            "SELECT COUNT(*), (SELECT created_at FROM outbox ORDER BY seq LIMIT 1) FROM outbox"
+        ).fetchone()
+        streams = {
+            str(stream): int(count)
+            for stream, count in self._db.execute(
+                "SELECT stream, COUNT(*) FROM outbox GROUP BY stream ORDER BY stream"
+            )
+        }
+        return {"depth": int(depth), "oldest_at": oldest, "streams": streams}
+
+    def _newest(
+        self, sql: str, params: tuple[Any, ...], order: str, limit: int | None
+    ) -> list[dict[str, Any]]:
+        if limit is None:
+            return self._rows(f"{sql} ORDER BY {order}", params)
+        rows = self._rows(f"{sql} ORDER BY {order} DESC LIMIT ?", (*params, limit))
+        rows.reverse()
+        return rows
+
+
+def _filters(*conditions: tuple[str, object]) -> tuple[str, tuple[Any, ...]]:
+    """A WHERE clause from (column and operator, value) pairs; None values are left out."""
+    used = [(clause, value) for clause, value in conditions if value is not None]
+    if not used:
+        return "", ()
+    where = " WHERE " + " AND ".join(f"{clause} ?" for clause, _ in used)
+    return where, tuple(value for _, value in used)
+
+
+def lock_path(store: Path) -> Path:
+    """The lock file a running daemon holds beside its database (`edgectl db restore` checks)."""
+    return store.with_name(store.name + ".lock")
+
+
+def open_read_only(path: Path | str) -> sqlite3.Connection:
+    """A read-only connection to a store file, for tools that must not change it.
+
+    WAL lets it read while the daemon writes. A missing file is an error here, never a new
+    empty database.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"no database at {path}", code="store_missing")
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the database {path}: {exc}", code="store_open") from exc
+    return db
+
 
 class _Tx:
     """The statements available inside one transaction."""

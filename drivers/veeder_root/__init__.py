@@ -1,0 +1,1 @@
+"""Veeder-Root TLS tank gauge consoles (and the many ATGs that emulate their serial protocol)."""

@@ -1,0 +1,525 @@
+"""Veeder-Root TLS gauge client: one task per console connection polls it and carries requests."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal, TypeVar
+
+import structlog
+
+from drivers.base import (
+    CommandRejected,
+    DeviceTimeout,
+    FrameError,
+    GaugeAlarm,
+    GaugeDelivery,
+    GaugeEvent,
+    GaugeOffline,
+    GaugeOnline,
+    GaugeStatus,
+    LineCounters,
+    TankAlarms,
+    TankGaugeReading,
+    TransportError,
+)
+from drivers.transport import Transport
+from drivers.veeder_root import codec
+from drivers.veeder_root.codec import Malformed, Reply
+
+log = structlog.get_logger(__name__)
+
+InventoryFormat = Literal["computer", "display", "auto"]
+Emit = Callable[[GaugeEvent], None]
+_R = TypeVar("_R")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ignore(_event: GaugeEvent) -> None:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TlsGaugeSettings:
+    """Site settings of one console connection.
+
+    `reply_timeout_s` is how long the console may stay silent, before its first byte or
+    between two, without having sent ETX; `max_reply_s` caps a reply that keeps trickling.
+    `inventory_format` "auto" asks i201 and falls back to the printed I201 report for good
+    when the console refuses i201.
+    """
+
+    name: str
+    security_code: str | None = None
+    terminator: bytes = b""
+    etx: int = codec.ETX
+    reply_timeout_s: float = 5.0
+    max_reply_s: float = 60.0
+    retries: int = 1
+    offline_after: int = 2
+    inventory_format: InventoryFormat = "computer"
+    deliveries_interval_s: float = 600.0
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 30.0
+    reopen_initial_s: float = 0.5
+    reopen_max_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        # Encoding a command checks the security code and terminator the same way.
+        codec.encode_command("i20100", security_code=self.security_code, terminator=self.terminator)
+        if not 0 <= self.etx <= 0xFF or self.etx == codec.SOH or 0x20 <= self.etx < 0x7F:
+            raise ValueError(f"ETX 0x{self.etx:02X} must be a control character other than SOH")
+        if self.reply_timeout_s <= 0 or self.max_reply_s < self.reply_timeout_s:
+            raise ValueError("reply_timeout_s must be positive and at most max_reply_s")
+        if self.retries < 0 or self.offline_after < 1:
+            raise ValueError("retries must be >= 0 and offline_after >= 1")
+
+
+@dataclass
+class _Request:
+    code: str
+    data: str
+    label: str
+    future: asyncio.Future[Reply] = field(repr=False)
+
+
+class TlsGauge:
+    """Client of one TLS console. Only `run()` touches the transport; requests queue.
+
+    Every exchange is one command and one reply: the line is never shared by racing
+    coroutines. A console that stops answering is declared offline after `offline_after`
+    failed exchanges and then only probed with jittered, capped backoff.
+    """
+
+    def __init__(
+        self,
+        settings: TlsGaugeSettings,
+        transport: Transport,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.counters = LineCounters()
+        self._clock = clock
+        self._now = now
+        self._emit: Emit = _ignore
+        self._requests: deque[_Request] = deque()
+        self._wakeup = asyncio.Event()
+        self._rxbuf = bytearray()
+        self._rng = random.Random()
+        self._running = False
+        self._task: asyncio.Task[object] | None = None
+        self._connected = False
+        self._online: bool | None = None  # None until the console first answers or fails
+        self._misses = 0
+        self._backoff_s = 0.0
+        self._reopen_s = settings.reopen_initial_s
+        self._display = settings.inventory_format == "display"
+        self._unsupported: set[str] = set()
+        self._alarms_seen: dict[int, tuple[int, ...]] = {}
+        self._deliveries_seen: set[tuple[int, datetime, datetime]] = set()
+        self._deliveries_due = 0.0
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def is_online(self) -> bool:
+        return self._online is True
+
+    async def read_inventory(self, tank: int = 0) -> list[TankGaugeReading]:
+        """Inventory of one tank, or of every tank for 0 (i201, or the I201 report)."""
+        if not self._display:
+            reply = await self._submit("i201", tank, "", "inventory")
+            if not isinstance(reply, codec.Unsupported):
+                inventory = self._expect(reply, codec.Inventory, "inventory")
+                return [self._reading(t, inventory.at) for t in inventory.tanks]
+            if self.settings.inventory_format != "auto":
+                raise CommandRejected(
+                    "the console refused i201", device=self.name, code="unsupported"
+                )
+            log.warning("tls_inventory_display_fallback", gauge=self.name)
+            self._display = True
+        reply = await self._submit("I201", tank, "", "inventory report")
+        report = self._expect(reply, codec.DisplayReport, "inventory report")
+        parsed = codec.parse_display_inventory(report.text)
+        if isinstance(parsed, Malformed):
+            self.counters.malformed += 1
+            raise FrameError(f"inventory report: {parsed.reason}", device=self.name)
+        return [self._reading(t, parsed.printed_at) for t in parsed.tanks]
+
+    async def read_deliveries(self, tank: int = 0) -> list[GaugeDelivery]:
+        """The deliveries the console has on record (i202), oldest first per tank."""
+        reply = await self._submit("i202", tank, "", "deliveries")
+        report = self._expect(reply, codec.DeliveryReport, "deliveries")
+        return [
+            GaugeDelivery(
+                gauge=self.name,
+                tank=tank_deliveries.tank,
+                product_code=tank_deliveries.product,
+                start=record.start,
+                end=record.end,
+                start_volume=record.start_volume,
+                start_tc_volume=record.start_tc_volume,
+                start_water=record.start_water,
+                start_temperature=record.start_temperature,
+                end_volume=record.end_volume,
+                end_tc_volume=record.end_tc_volume,
+                end_water=record.end_water,
+                end_temperature=record.end_temperature,
+                start_height=record.start_height,
+                end_height=record.end_height,
+            )
+            for tank_deliveries in report.tanks
+            for record in sorted(tank_deliveries.deliveries, key=lambda r: r.start)
+        ]
+
+    async def read_alarms(self, tank: int = 0) -> list[TankAlarms]:
+        """The complete set of active alarms of each tank (i205)."""
+        reply = await self._submit("i205", tank, "", "alarms")
+        status = self._expect(reply, codec.AlarmStatus, "alarms")
+        at = self._now()
+        return [
+            TankAlarms(
+                gauge=self.name,
+                tank=codes.tank,
+                at=at,
+                alarms=tuple(
+                    GaugeAlarm(gauge=self.name, tank=codes.tank, code=code, text=name)
+                    for code, name in zip(codes.codes, codes.names, strict=True)
+                ),
+            )
+            for codes in status.tanks
+        ]
+
+    async def read_status(self) -> codec.SystemStatus:
+        """The i101 system status report (date read, the rest kept as text)."""
+        reply = await self._submit("i101", 0, "", "system status")
+        return self._expect(reply, codec.SystemStatus, "system status")
+
+    async def read_clock(self) -> datetime:
+        """The console's clock (naive: consoles keep local time)."""
+        reply = await self._submit("i501", 0, "", "clock")
+        return self._expect(reply, codec.ClockReply, "clock").at
+
+    async def set_clock(self, at: datetime) -> datetime:
+        """Set the console's clock to `at` as it reads (minutes); returns what the console says."""
+        reply = await self._submit("s501", 0, codec.format_timestamp(at), "clock set")
+        return self._expect(reply, codec.ClockReply, "clock set").at
+
+    # ------------------------------------------------------------------ the connection task
+    async def run(self, poll_interval_s: float, emit: Emit) -> None:
+        """Own the connection until cancelled: poll inventory and alarms every
+        `poll_interval_s`, deliveries every `deliveries_interval_s`, carry queued requests,
+        reopen the transport when it fails."""
+        if self._running:
+            raise RuntimeError(f"{self.name}: run() is already active")
+        self._running = True
+        self._task = asyncio.current_task()
+        self._emit = emit
+        try:
+            while True:
+                try:
+                    await self.transport.open()
+                except TransportError as exc:
+                    self._mark_offline(str(exc))
+                    await self._reopen_pause()
+                    continue
+                self._connected = True
+                self._rxbuf.clear()
+                try:
+                    await self._schedule(poll_interval_s)
+                except TransportError as exc:
+                    self._connected = False
+                    self.transport.close()
+                    self._fail_pending(exc)
+                    self._mark_offline(str(exc))
+                    await self._reopen_pause()
+        finally:
+            self._running = False
+            self._task = None
+            self._connected = False
+            self.transport.close()
+            self._fail_pending(TransportError("gauge connection stopped", device=self.name))
+            self._emit = _ignore
+
+    async def _reopen_pause(self) -> None:
+        await asyncio.sleep(self._jitter(self._reopen_s))
+        self._reopen_s = min(self._reopen_s * 2, self.settings.reopen_max_s)
+
+    async def _schedule(self, poll_interval_s: float) -> None:
+        next_poll = self._clock()
+        while True:
+            if self._requests:
+                await self._execute(self._requests.popleft())
+                continue
+            now = self._clock()
+            if now >= next_poll:
+                await self._poll()
+                next_poll = self._clock() + self._pause(poll_interval_s)
+                continue
+            await self._idle(next_poll - now)
+
+    def _pause(self, poll_interval_s: float) -> float:
+        """Until the next poll: the interval while the console answers, else backoff."""
+        if self._online is True or self._misses == 0:
+            self._backoff_s = 0.0
+            return poll_interval_s
+        self._backoff_s = min(
+            max(self._backoff_s * 2, self.settings.backoff_initial_s), self.settings.backoff_max_s
+        )
+        return self._jitter(self._backoff_s)
+
+    async def _idle(self, seconds: float) -> None:
+        """Wait, but wake at once when a request is queued."""
+        self._wakeup.clear()
+        if self._requests:
+            return
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wakeup.wait()
+        except TimeoutError:
+            pass
+
+    async def _poll(self) -> None:
+        """One round: inventory, then (while the console answers) alarms and deliveries."""
+        try:
+            for reading in await self.read_inventory():
+                self._emit(reading)
+        except (DeviceTimeout, FrameError, CommandRejected):
+            return  # counted, and reported through GaugeOffline when it persists
+        if "alarms" not in self._unsupported:
+            await self._poll_alarms()
+        if "deliveries" not in self._unsupported and self._clock() >= self._deliveries_due:
+            await self._poll_deliveries()
+
+    async def _poll_alarms(self) -> None:
+        try:
+            sets = await self.read_alarms()
+        except CommandRejected:
+            self._give_up("alarms")
+            return
+        except (DeviceTimeout, FrameError):
+            return
+        for alarms in sets:
+            codes = tuple(alarm.code for alarm in alarms.alarms)
+            if self._alarms_seen.get(alarms.tank) != codes:
+                self._alarms_seen[alarms.tank] = codes
+                self._emit(alarms)
+
+    async def _poll_deliveries(self) -> None:
+        try:
+            deliveries = await self.read_deliveries()
+        except CommandRejected:
+            self._give_up("deliveries")
+            return
+        except (DeviceTimeout, FrameError):
+            return
+        self._deliveries_due = self._clock() + self.settings.deliveries_interval_s
+        # The console keeps its last few deliveries per tank; report each one once per
+        # run (the station keeps them durably, keyed by gauge, tank and start).
+        current = {(d.tank, d.start, d.end) for d in deliveries}
+        for delivery in deliveries:
+            if (delivery.tank, delivery.start, delivery.end) not in self._deliveries_seen:
+                self._emit(delivery)
+        self._deliveries_seen = current
+
+    def _give_up(self, what: str) -> None:
+        self._unsupported.add(what)
+        log.warning("tls_command_unsupported", gauge=self.name, what=what)
+
+    # ------------------------------------------------------------------ requests
+    async def _submit(self, function: str, tank: int, data: str, label: str) -> Reply:
+        code = f"{function}{tank:02d}"
+        if not 0 <= tank <= 99:
+            raise ValueError(f"tank {tank} is outside 0-99")
+        if self._task is not None and asyncio.current_task() is self._task:
+            return await self._exchange(code, data, label)  # run() polling: already in line
+        if not self._running:
+            raise TransportError(f"{label}: the gauge connection is not running", device=self.name)
+        if not self._connected:
+            raise TransportError(f"{label}: the gauge connection is down", device=self.name)
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._requests.append(_Request(code, data, label, future))
+        self._wakeup.set()
+        return await future
+
+    async def _execute(self, request: _Request) -> None:
+        if request.future.done():  # cancelled by the caller while queued
+            return
+        try:
+            reply = await self._exchange(request.code, request.data, request.label)
+        except (DeviceTimeout, FrameError) as exc:
+            if not request.future.done():
+                request.future.set_exception(exc)
+            return
+        except TransportError as exc:
+            if not request.future.done():
+                request.future.set_exception(exc)
+            raise
+        if not request.future.done():
+            request.future.set_result(reply)
+
+    def _fail_pending(self, exc: TransportError) -> None:
+        while self._requests:
+            request = self._requests.popleft()
+            if not request.future.done():
+                request.future.set_exception(
+                    TransportError(f"{request.label}: {exc}", device=self.name)
+                )
+
+    def _expect(self, reply: Reply, kind: type[_R], label: str) -> _R:
+        if isinstance(reply, kind):
+            return reply
+        if isinstance(reply, codec.Unsupported):
+            raise CommandRejected(
+                f"{label}: the console refused the command (9999FF1B)",
+                device=self.name,
+                code="unsupported",
+            )
+        self.counters.unexpected += 1
+        raise FrameError(f"{label}: unexpected {type(reply).__name__} reply", device=self.name)
+
+    # ------------------------------------------------------------------ wire
+    async def _exchange(self, code: str, data: str, label: str) -> Reply:
+        """Send one command and return its reply; retries on silence or a damaged reply."""
+        settings = self.settings
+        wire = codec.encode_command(
+            code, data=data, security_code=settings.security_code, terminator=settings.terminator
+        )
+        failure = ""
+        for attempt in range(settings.retries + 1):
+            if attempt:
+                self.counters.retransmissions += 1
+            item = await self._transact(wire, code)
+            if item is None:
+                failure = "no reply"
+                self._missed(f"{label}: no reply within {settings.reply_timeout_s} s")
+                continue
+            self._answered()
+            if isinstance(item, Malformed):
+                failure = item.reason
+                continue
+            return item
+        tries = settings.retries + 1
+        if failure == "no reply":
+            raise DeviceTimeout(f"{label}: no reply after {tries} tries", device=self.name)
+        raise FrameError(f"{label}: {failure} (after {tries} tries)", device=self.name)
+
+    async def _transact(self, wire: bytes, code: str) -> Reply | Malformed | None:
+        """Send a command; the first reply to it (or a damaged one), or None on timeout."""
+        settings = self.settings
+        self._rxbuf.clear()
+        self.transport.discard_input()
+        await self.transport.write(wire)
+        self.counters.frames_sent += 1
+        start = self._clock()
+        deadline = start + settings.reply_timeout_s
+        give_up = start + settings.max_reply_s
+        while True:
+            while self._rxbuf:
+                used, item = codec.decode(self._rxbuf, etx=settings.etx)
+                if used == 0:
+                    break
+                del self._rxbuf[:used]
+                if isinstance(item, Malformed):
+                    self._count_bad(item)
+                    if item.kind in ("garbage", "truncated"):
+                        continue  # junk, or the rest of an abandoned reply: ours may follow
+                    return item
+                if item is None:
+                    continue
+                self.counters.frames_received += 1
+                if _answers(item, code):
+                    return item
+                self.counters.unexpected += 1  # a late reply to an earlier command
+            remaining = min(deadline, give_up) - self._clock()
+            if remaining <= 0:
+                self.counters.timeouts += 1
+                # ESC makes the console drop what it may still be sending, so those
+                # bytes cannot run into the next reply.
+                await self.transport.write(bytes((codec.ESC,)))
+                return None
+            chunk = await self.transport.read_some(remaining)
+            if chunk:
+                self._rxbuf += chunk
+                deadline = self._clock() + settings.reply_timeout_s
+
+    def _count_bad(self, item: Malformed) -> None:
+        if item.kind == "bad_checksum":
+            self.counters.bad_crc += 1
+        elif item.kind == "garbage":
+            self.counters.garbage_bytes += len(item.raw)
+        else:
+            self.counters.malformed += 1
+
+    # ------------------------------------------------------------------ liveness
+    def _answered(self) -> None:
+        self._misses = 0
+        self._reopen_s = self.settings.reopen_initial_s
+        if self._online is not True:
+            self._online = True
+            log.info("tls_gauge_online", gauge=self.name)
+            self._emit(GaugeOnline(gauge=self.name))
+
+    def _missed(self, reason: str) -> None:
+        self._misses += 1
+        if self._misses >= self.settings.offline_after:
+            self._mark_offline(f"{reason} ({self._misses} in a row)")
+
+    def _mark_offline(self, reason: str) -> None:
+        if self._online is not False:
+            self._online = False
+            self._alarms_seen.clear()  # report the full picture again when it returns
+            log.warning("tls_gauge_offline", gauge=self.name, reason=reason)
+            self._emit(GaugeOffline(gauge=self.name, reason=reason))
+
+    def _jitter(self, seconds: float) -> float:
+        return seconds * self._rng.uniform(0.8, 1.2)
+
+    # ------------------------------------------------------------------ conversion
+    def _reading(self, tank: codec.TankInventory, gauge_time: datetime | None) -> TankGaugeReading:
+        return TankGaugeReading(
+            gauge=self.name,
+            tank=tank.tank,
+            at=self._now(),
+            gauge_time=gauge_time,
+            product_code=tank.product,
+            status_bits=GaugeStatus(tank.status),
+            volume=tank.volume,
+            tc_volume=tank.tc_volume,
+            ullage=tank.ullage,
+            height=tank.height,
+            water=tank.water,
+            temperature=tank.temperature,
+            water_volume=tank.water_volume,
+        )
+
+
+def _answers(item: Reply, code: str) -> bool:
+    """Whether `item` is the reply to command `code` (a refusal answers anything)."""
+    match item:
+        case codec.Unsupported():
+            return True
+        case codec.DisplayReport():
+            return code[:1].isupper() and item.code in (None, code)
+        case codec.Inventory():
+            return code == f"i201{item.tank:02d}"
+        case codec.DeliveryReport():
+            return code == f"i202{item.tank:02d}"
+        case codec.AlarmStatus():
+            return code == f"i205{item.tank:02d}"
+        case codec.SystemStatus() | codec.ClockReply() | codec.UnknownReply():
+            return code == item.code

@@ -1,0 +1,303 @@
+"""`edgectl db backup|restore|check`: keep, bring back and verify the station's SQLite store."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from edgectl.cli import output
+from edgectl.cli.output import Subparsers
+from edgectl.control.client import ControlClient, DaemonNotRunning
+from edgectl.errors import EdgectlError, StoreError
+from edgectl.store.schema import MIGRATIONS
+from edgectl.store.store import lock_path, open_read_only
+
+BACKUP_EXAMPLE = """\
+examples:
+  edgectl db backup /media/usb/station-$(date +%F).db
+  edgectl db backup /tmp/edgectl.db --force
+
+Safe while the daemon runs: SQLite's online backup copies one consistent moment of the store
+(every committed sale up to then), written beside DEST and moved into place once checked.
+"""
+RESTORE_EXAMPLE = """\
+examples:
+  systemctl stop edgectl
+  edgectl db restore /media/usb/station-2026-11-24.db
+  systemctl start edgectl
+
+Refused while the daemon runs. SRC is checked first (integrity, an edgectl store, a schema
+this edgectl knows); the database it replaces is kept beside it as
+<store>.before-restore-<time>.
+"""
+CHECK_EXAMPLE = """\
+examples:
+  edgectl db check
+  edgectl db check --json
+
+Runs SQLite's full integrity check, read-only (safe while the daemon runs).
+"""
+CHECK_EXITS = "exit status: 0 the store is sound, 1 it is damaged or cannot be read, 2 usage."
+
+EDGECTL_TABLES = ("sales", "authorizations", "outbox", "alarms")
+
+
+def register(sub: Subparsers) -> None:
+    parser = sub.add_parser(
+        "db",
+        help="back up, restore or check the station's database",
+        description="Back up, restore or check the station's SQLite store.",
+        epilog=BACKUP_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = parser.add_subparsers(dest="db_action", metavar="ACTION", required=True)
+    backup = output.add_command(
+        actions,
+        "backup",
+        help="copy the database, consistently, even while the daemon runs",
+        description="Copy the station's database to DEST with SQLite's online backup.",
+        example=BACKUP_EXAMPLE,
+        func=run_backup,
+        daemon=False,
+    )
+    backup.add_argument("dest", type=Path, help="the backup file to write")
+    backup.add_argument("--force", action="store_true", help="replace DEST if it exists")
+    restore = output.add_command(
+        actions,
+        "restore",
+        help="replace the database with a backup (daemon stopped)",
+        description="Replace the station's database with the backup SRC.",
+        example=RESTORE_EXAMPLE,
+        func=run_restore,
+    )
+    restore.add_argument("src", type=Path, help="the backup file to restore")
+    output.add_command(
+        actions,
+        "check",
+        help="check the database's integrity",
+        description="Check the integrity of the station's database.",
+        example=CHECK_EXAMPLE,
+        func=run_check,
+        daemon=False,
+        exits=CHECK_EXITS,
+    )
+
+
+# --------------------------------------------------------------------------- backup
+
+
+def run_backup(args: argparse.Namespace) -> int:
+    source = output.target(args).require_config().store.path
+    dest: Path = args.dest
+    if dest.exists() and not args.force:
+        return output.fail("db backup", f"{dest} exists already (use --force to replace it)")
+    if dest.resolve() == source.resolve():
+        return output.fail("db backup", "DEST is the live database itself")
+    partial = dest.with_name(f".{dest.name}.partial")
+    try:
+        facts = _snapshot(source, partial)
+        os.replace(partial, dest)
+    finally:
+        partial.unlink(missing_ok=True)
+    if args.json:
+        output.print_json({"source": str(source), "backup": str(dest), **facts})
+    else:
+        print(
+            f"backed up {source} to {dest}: {facts['sales']} sale(s), "
+            f"{facts['bytes']} bytes, schema {facts['schema_version']}, integrity ok"
+        )
+    return output.EXIT_OK
+
+
+# --------------------------------------------------------------------------- restore
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    station = output.target(args)
+    store_path = station.require_config().store.path
+    src: Path = args.src
+    if src.resolve() == store_path.resolve():
+        return output.fail("db restore", "SRC is the live database itself")
+    try:
+        with ControlClient(station.socket, timeout=2.0):
+            pass
+    except DaemonNotRunning:
+        pass
+    except EdgectlError:
+        pass  # a socket that exists but does not answer us: the lock below decides
+    else:
+        return output.fail(
+            "db restore",
+            f"edgectl is running (it answers at {station.socket}): stop it first "
+            "(systemctl stop edgectl)",
+        )
+    facts = _check_backup(src)
+    with _store_lock(store_path):
+        kept = _keep_previous(store_path) if store_path.exists() else None
+        incoming = store_path.with_name(f".{store_path.name}.restoring")
+        try:
+            _snapshot(src, incoming)
+            # Nobody has the store open (daemon stopped, lock held): a WAL or shared-memory
+            # file left by the old database must not be replayed onto the restored one.
+            for suffix in ("-wal", "-shm"):
+                Path(f"{store_path}{suffix}").unlink(missing_ok=True)
+            os.replace(incoming, store_path)
+        finally:
+            incoming.unlink(missing_ok=True)
+    if args.json:
+        output.print_json(
+            {"restored": str(store_path), "from": str(src), "previous": str(kept), **facts}
+        )
+    else:
+        print(
+            f"restored {store_path} from {src}: {facts['sales']} sale(s), schema "
+            f"{facts['schema_version']}"
+            + (f"; the previous database is kept at {kept}" if kept else "")
+        )
+    return output.EXIT_OK
+
+
+def _check_backup(src: Path) -> dict[str, Any]:
+    db = open_read_only(src)
+    try:
+        verdict = _integrity(db)
+        if verdict != ["ok"]:
+            raise StoreError(f"{src} is damaged ({verdict[0]}); not restoring it")
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        missing = [t for t in EDGECTL_TABLES if t not in tables]
+        if missing:
+            raise StoreError(f"{src} is not an edgectl database (no table {missing[0]})")
+        facts = _facts(db)
+    finally:
+        db.close()
+    if facts["schema_version"] > len(MIGRATIONS):
+        raise StoreError(
+            f"{src} has schema version {facts['schema_version']}, newer than this edgectl "
+            f"({len(MIGRATIONS)}): upgrade edgectl first"
+        )
+    return facts
+
+
+@contextmanager
+def _store_lock(store_path: Path) -> Iterator[None]:
+    """Hold the lock a running daemon holds, so neither can start on the store meanwhile."""
+    lock = lock_path(store_path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EdgectlError(
+                f"the store is in use ({lock} is locked by a running edgectl daemon or "
+                "another restore): stop the daemon first"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _keep_previous(store_path: Path) -> Path:
+    stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
+    kept = store_path.with_name(f"{store_path.name}.before-restore-{stamp}")
+    try:
+        _snapshot(store_path, kept)
+    except (sqlite3.Error, StoreError):
+        # Often the reason for a restore: a damaged store. Keep its files exactly as they are.
+        kept.unlink(missing_ok=True)
+        for suffix in ("", "-wal", "-shm"):
+            current = Path(f"{store_path}{suffix}")
+            if current.exists():
+                shutil.copyfile(current, f"{kept}{suffix}")
+    return kept
+
+
+def _snapshot(source: Path, dest: Path) -> dict[str, Any]:
+    """Copy `source` into the new file `dest` with SQLite's backup API and check the copy.
+
+    One backup step copies the whole database inside one read transaction: a consistent
+    moment of it even while the daemon writes (its WAL is read through SQLite, not copied).
+    """
+    dest.unlink(missing_ok=True)
+    src = open_read_only(source)
+    try:
+        copy = sqlite3.connect(dest)
+        try:
+            src.backup(copy)
+            copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+            verdict = _integrity(copy)
+            facts = _facts(copy)
+        finally:
+            copy.close()
+    finally:
+        src.close()
+    if verdict != ["ok"]:
+        raise StoreError(f"the copy {dest} failed its integrity check: {verdict[0]}")
+    return facts
+
+
+# --------------------------------------------------------------------------- check
+
+
+def run_check(args: argparse.Namespace) -> int:
+    path = output.target(args).require_config().store.path
+    db = open_read_only(path)
+    facts: dict[str, Any] = {}
+    verdict: list[str] = []
+    try:
+        verdict = _integrity(db)
+        facts = _facts(db)
+    except sqlite3.DatabaseError as exc:  # too damaged to even finish the check
+        if verdict in ([], ["ok"]):
+            verdict = [str(exc)]
+    finally:
+        db.close()
+    ok = verdict == ["ok"]
+    if args.json:
+        output.print_json(
+            {"database": str(path), "ok": ok, "problems": [] if ok else verdict, **facts}
+        )
+    elif ok:
+        print(
+            f"{path}: integrity ok; schema {facts['schema_version']}, {facts['sales']} sale(s), "
+            f"{facts['outbox']} outbox message(s), {facts['bytes']} bytes"
+        )
+    else:
+        print(f"{path}: DAMAGED ({len(verdict)} problem(s)):")
+        for problem in verdict[:20]:
+            print(f"  {problem}")
+        print("Restore the latest backup: edgectl db restore FILE (with the daemon stopped).")
+    return output.EXIT_OK if ok else output.EXIT_FAILED
+
+
+def _integrity(db: sqlite3.Connection) -> list[str]:
+    """["ok"], or one line per problem found."""
+    rows = db.execute("PRAGMA integrity_check").fetchall()
+    lines = [line for row in rows for line in str(row[0]).splitlines()]
+    return [line for line in lines if line and not line.startswith("*** in database")]
+
+
+def _facts(db: sqlite3.Connection) -> dict[str, Any]:
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+    def count(table: str) -> int | None:
+        if table not in tables:
+            return None
+        return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+    page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    return {
+        "schema_version": int(db.execute("PRAGMA user_version").fetchone()[0]),
+        "sales": count("sales"),
+        "outbox": count("outbox"),
+        "bytes": int(page_size) * int(pages),
+    }

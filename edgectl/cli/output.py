@@ -1,0 +1,310 @@
+"""Shared by the technician commands: finding the daemon, tables or JSON, one-sentence errors."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import re
+import sqlite3
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from edgectl.config import DEFAULT_CONTROL_SOCKET, Config, load_config
+from edgectl.control.client import ControlClient, DaemonNotRunning
+from edgectl.control.protocol import to_jsonable
+from edgectl.errors import EdgectlError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+DEFAULT_CONFIG = Path("/etc/edgectl/station.toml")
+CONFIG_ENV = "EDGECTL_CONFIG"
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Handler: TypeAlias = Callable[[argparse.Namespace], int]
+
+EXIT_TEXT = "exit status: 0 done, 1 failed (one line on stderr says why), 2 usage error."
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def add_command(
+    sub: Subparsers,
+    name: str,
+    *,
+    help: str,
+    description: str,
+    example: str,
+    func: Handler,
+    daemon: bool = True,
+    json_output: bool = True,
+    exits: str = EXIT_TEXT,
+) -> argparse.ArgumentParser:
+    """A subcommand with its example and exit statuses in --help, and the common options."""
+    parser = sub.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=f"{example.rstrip()}\n\n{exits}\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common(parser, daemon=daemon, json_output=json_output)
+    parser.set_defaults(func=guarded(name, func))
+    return parser
+
+
+def add_common(
+    parser: argparse.ArgumentParser, *, daemon: bool = True, json_output: bool = True
+) -> None:
+    where = parser.add_argument_group("where the station is")
+    where.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help=f"station config (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})",
+    )
+    if daemon:
+        where.add_argument(
+            "--socket",
+            metavar="PATH",
+            type=Path,
+            help="the daemon's control socket (default: [control].socket of the config)",
+        )
+    if json_output:
+        parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def guarded(name: str, func: Handler) -> Handler:
+    """Run a handler so that any failure is one sentence on stderr and exit status 1."""
+
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except (DaemonNotRunning, StationUnreachable) as exc:
+            return fail(None, str(exc))
+        except (EdgectlError, OSError, sqlite3.Error) as exc:
+            return fail(name, _sentence(exc))
+        except KeyboardInterrupt:
+            return 130
+        except Exception as exc:  # a bug: still no traceback for the technician
+            return fail(name, f"internal error ({type(exc).__name__}: {exc})")
+
+    return run
+
+
+def fail(name: str | None, message: str) -> int:
+    prefix = f"edgectl {name}: " if name else ""
+    print(f"{prefix}{message}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def note(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _sentence(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return str(exc) or type(exc).__name__
+
+
+# --------------------------------------------------------------------------- the station
+
+
+class StationUnreachable(EdgectlError):
+    """Neither the daemon nor its database can be reached; the message says both."""
+
+    code = "unreachable"
+
+
+@dataclass
+class Target:
+    """Where the commands find the station: its config (if readable) and its socket."""
+
+    config_path: Path
+    config: Config | None
+    config_error: str | None
+    socket: Path
+
+    def require_config(self) -> Config:
+        if self.config is None:
+            raise EdgectlError(self.config_error or f"cannot read {self.config_path}")
+        return self.config
+
+    def client(self) -> ControlClient:
+        return ControlClient(self.socket)
+
+
+def target(args: argparse.Namespace) -> Target:
+    path = Path(args.config or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    config: Config | None = None
+    problem: str | None = None
+    try:
+        config = load_config(path)
+    except EdgectlError as exc:
+        problem = str(exc)
+    socket = getattr(args, "socket", None)
+    if socket is None:
+        socket = config.control.socket if config is not None else DEFAULT_CONTROL_SOCKET
+    return Target(path, config, problem, Path(socket))
+
+
+def call(args: argparse.Namespace, op: str, op_args: dict[str, Any] | None = None) -> Any:
+    """One request to the running daemon."""
+    with target(args).client() as client:
+        return client.call(op, op_args)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def console(*, stderr: bool = False) -> Console:
+    """Colour and live updates only on a terminal; plain, wide text in a pipe or a file."""
+    stream = sys.stderr if stderr else sys.stdout
+    tty = stream.isatty()
+    return Console(
+        file=stream,
+        highlight=False,
+        width=None if tty else 200,
+        force_terminal=None if tty else False,
+        no_color=not tty or None,
+    )
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(to_jsonable(value), indent=2, ensure_ascii=False))
+
+
+def print_json_line(value: Any) -> None:
+    print(json.dumps(to_jsonable(value), separators=(",", ":"), ensure_ascii=False), flush=True)
+
+
+def table(
+    title: str | None,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    right: Iterable[str] = (),
+) -> Table:
+    aligned = set(right)
+    grid = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    for column in columns:
+        grid.add_column(column, justify="right" if column in aligned else "left")
+    for row in rows:
+        grid.add_row(*(cell(value) for value in row))
+    return grid
+
+
+class Markup(str):
+    """Text holding our own rich markup; everything else printed is escaped first."""
+
+
+def cell(value: Any) -> str:
+    if isinstance(value, Markup):
+        return value
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return escape(str(to_jsonable(value)))
+
+
+def esc(value: Any) -> str:
+    """A value from the station or the user, safe inside a markup string."""
+    return escape(str(value))
+
+
+def yes_no(flag: bool, good: str = "yes", bad: str = "no") -> Markup:
+    return Markup(f"[green]{good}[/]" if flag else f"[bold red]{bad}[/]")
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h {minutes}m"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+def local_time(stamp: str | None) -> str:
+    """A stored UTC time as the technician's local wall clock."""
+    if not stamp:
+        return "-"
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return stamp
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+# --------------------------------------------------------------------------- argument types
+
+_RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def since(text: str) -> str:
+    """--since: 30m, 2h, 7d, today, yesterday, 2026-11-24 or 2026-11-24T08:00 (local time);
+    returned as the store's UTC timestamp format."""
+    now = datetime.now().astimezone()
+    value = text.strip().lower()
+    moment: datetime
+    relative = _RELATIVE.fullmatch(value)
+    if relative:
+        moment = now - timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
+    elif value in ("today", "yesterday"):
+        day = now.date() - timedelta(days=1 if value == "yesterday" else 0)
+        moment = datetime.combine(day, time()).astimezone()
+    else:
+        try:
+            parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a time: use 30m, 2h, 7d, today, yesterday, "
+                "2026-11-24 or 2026-11-24T08:00"
+            ) from None
+        moment = parsed if parsed.tzinfo else parsed.astimezone()
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def pump_number(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a pump number") from None
+    if not 1 <= number <= 99:
+        raise argparse.ArgumentTypeError(f"pump numbers are 1..99, not {number}")
+    return number
+
+
+def positive_int(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{number} is not at least 1")
+    return number

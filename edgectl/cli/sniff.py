@@ -1,0 +1,103 @@
+"""`edgectl sniff LINE`: every frame on a line, decoded live, from the daemon that owns the port."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from edgectl.cli import output
+from edgectl.cli.output import Subparsers
+
+EXAMPLE = """\
+examples:
+  edgectl sniff north                      # until Ctrl-C
+  edgectl sniff north --no-polls           # hide POLL, EOT and ACK chatter
+  edgectl sniff north --address 0x51 --count 20
+  edgectl sniff north --json > capture.jsonl
+
+Each line: local time, gap since the previous frame, direction (ctl> sent by edgectl,
+<pump received), address, frame type and sequence, CRC verdict, what it says, raw bytes.
+The daemon keeps the port: nothing else may open it while it runs, so sniff asks the daemon
+for a copy of the traffic.
+"""
+
+
+def register(sub: Subparsers) -> None:
+    parser = output.add_command(
+        sub,
+        "sniff",
+        help="live decoded frames of a serial line",
+        description="Stream the frames the daemon sends and receives on one line, decoded, "
+        "with timing and CRC verdicts.",
+        example=EXAMPLE,
+        func=run_sniff,
+    )
+    parser.add_argument("line", help="line name, as in the config (e.g. north)")
+    parser.add_argument("--address", type=_address, help="only frames of this address")
+    parser.add_argument("--no-polls", action="store_true", help="hide POLL, EOT and ACK frames")
+    parser.add_argument(
+        "--count", type=output.positive_int, metavar="N", help="stop after N frames"
+    )
+
+
+def _address(text: str) -> int:
+    try:
+        address = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an address like 0x50") from None
+    if not 0x50 <= address <= 0x6F:
+        raise argparse.ArgumentTypeError(f"0x{address:02X} is outside 0x50-0x6F")
+    return address
+
+
+def run_sniff(args: argparse.Namespace) -> int:
+    station = output.target(args)
+    op_args: dict[str, Any] = {"line": args.line, "no_polls": args.no_polls}
+    if args.address is not None:
+        op_args["address"] = args.address
+    out = output.console()
+    with station.client() as client:
+        stream = client.stream("sniff", op_args)
+        info = stream.result
+        output.note(
+            f"sniffing line {info['line']} ({info['protocol']} on {info['port']}); Ctrl-C to stop"
+        )
+        sys.stderr.flush()
+        seen = 0
+        try:
+            for frame in stream:
+                seen += 1
+                if args.json:
+                    output.print_json_line(frame)
+                else:
+                    if frame.get("dropped"):
+                        out.print(f"[yellow]… {frame['dropped']} frame(s) dropped (too fast)[/]")
+                    out.print(render(frame), soft_wrap=True)
+                if args.count is not None and seen >= args.count:
+                    return output.EXIT_OK
+        except KeyboardInterrupt:
+            return output.EXIT_OK
+    if stream.end_reason:
+        return output.fail("sniff", f"the stream ended: {stream.end_reason}")
+    return output.EXIT_OK
+
+
+def render(frame: dict[str, Any]) -> str:
+    """One frame as one line of markup."""
+    when = output.local_time(frame["at"])[11:] + frame["at"][19:23]
+    gap = f"+{frame['gap_ms']:.1f}ms" if frame["gap_ms"] is not None else ""
+    arrow = "[cyan]ctl> [/]" if frame["direction"] == "tx" else "[green]<pump[/]"
+    kind = frame["type"]
+    if frame.get("seq") is not None:
+        kind += f" seq {frame['seq']}"
+    verdict, style = _CRC.get(frame["crc"], ("", ""))
+    crc = f"[{style}]{verdict:<7}[/]" if style else " " * 7
+    head = output.esc(f"{frame['address'] or '----':<4} {kind:<13}")
+    if not frame["valid"]:
+        head = f"[red]{head}[/]"
+    summary = output.esc(frame.get("summary") or "")
+    return f"{when} {gap:>9} {arrow} {head} {crc} {summary}  [dim]{output.esc(frame['hex'])}[/]"
+
+
+_CRC = {"ok": ("CRC ok", "green"), "bad": ("CRC BAD", "bold red")}

@@ -1,0 +1,114 @@
+"""`edgectl status`: is the daemon up, is the cloud reachable, are the lines and devices healthy."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from edgectl.cli import output
+from edgectl.cli.output import Subparsers
+
+EXAMPLE = """\
+examples:
+  edgectl status
+  edgectl status --json | jq .cloud.outbox_depth
+  edgectl status --config /etc/edgectl/station.toml
+
+Line rates are per minute over the last minute. A device is online when it answered its
+last polls.
+"""
+
+
+def register(sub: Subparsers) -> None:
+    output.add_command(
+        sub,
+        "status",
+        help="daemon, cloud link, serial lines and devices at a glance",
+        description="Show the daemon's uptime, the cloud link (connected, last PUBACK, outbox "
+        "depth and oldest age), each serial line's frames, errors and timeouts per minute, "
+        "and which devices are online.",
+        example=EXAMPLE,
+        func=run_status,
+    )
+
+
+def run_status(args: argparse.Namespace) -> int:
+    status = output.call(args, "status")
+    if args.json:
+        output.print_json(status)
+        return output.EXIT_OK
+    render(status)
+    return output.EXIT_OK
+
+
+def render(status: dict[str, Any]) -> None:
+    out = output.console()
+    daemon = status["daemon"]
+    name = f" ({daemon['station_name']})" if daemon.get("station_name") else ""
+    out.print(
+        f"[bold]edgectl {output.esc(daemon['version'])}[/] station "
+        f"[bold]{output.esc(daemon['station'])}[/]{output.esc(name)}: "
+        f"{output.yes_no(True, 'running')} for {output.duration(daemon['uptime_s'])} "
+        f"(pid {daemon['pid']}, mode {output.esc(daemon['mode'])})"
+    )
+    out.print(f"config {output.esc(daemon['config'])}   store {output.esc(daemon['store'])}")
+    cloud = status["cloud"]
+    outbox = status["outbox"]
+    backlog = f"outbox {outbox['depth']} message(s)" + (
+        f", oldest {output.duration(outbox['oldest_age_s'])} old" if outbox["depth"] else ""
+    )
+    if cloud is None:
+        out.print(f"cloud: [dim]not configured[/] ({backlog})")
+    else:
+        state = output.yes_no(cloud["connected"], "connected", "NOT connected")
+        puback = (
+            f"last PUBACK {output.duration(cloud['last_puback_age_s'])} ago"
+            if cloud["last_puback_age_s"] is not None
+            else "no PUBACK yet"
+        )
+        out.print(f"cloud {output.esc(cloud['broker'])}: {state}, {puback}, {backlog}")
+        if not cloud["connected"] and cloud.get("last_error"):
+            out.print(f"  last error: {output.esc(cloud['last_error'])}")
+    lines = []
+    for line in status["lines"]:
+        rate = line["per_minute"] or {}
+        lines.append(
+            (
+                line["line"],
+                line["port"],
+                line["protocol"],
+                line["settings"],
+                f"{line['online']}/{line['pumps']}",
+                rate.get("frames", "…"),
+                rate.get("errors", "…"),
+                rate.get("timeouts", "…"),
+            )
+        )
+    out.print(
+        output.table(
+            "serial lines (per minute)",
+            ("line", "port", "protocol", "settings", "online", "frames", "errors", "timeouts"),
+            lines,
+            right=("frames", "errors", "timeouts"),
+        )
+    )
+    devices: list[tuple[str, str, str, str]] = [
+        (
+            f"pump {p['pump']}",
+            f"{p['line']}/{p['address']}",
+            output.yes_no(p["online"], "online", "OFFLINE"),
+            p["state"],
+        )
+        for p in status["pumps"]
+    ]
+    for tank in status.get("tanks") or []:
+        online = tank.get("online")
+        devices.append(
+            (
+                f"tank {tank.get('tank', tank.get('number', '?'))}",
+                str(tank.get("gauge", "-")),
+                output.yes_no(bool(online), "online", "OFFLINE") if online is not None else "-",
+                str(tank.get("state", tank.get("product", "-"))),
+            )
+        )
+    out.print(output.table("devices", ("device", "where", "link", "state"), devices))

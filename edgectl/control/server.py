@@ -1,0 +1,818 @@
+"""The daemon's local control socket: status and records for the CLI, manual actions, live streams.
+
+A Unix socket only (mode 0660, owner and the configured group), JSON lines (see protocol.py).
+Every read is answered from memory or through the station's store thread, so the event loop
+never waits on disk; a client that misbehaves (garbage, a huge line, a stalled reader, a
+vanished peer) loses its own connection and nothing else. A socket that cannot be served is
+logged and the forecourt keeps selling without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import grp
+import os
+import pwd
+import socket
+import struct
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import edgectl
+from drivers.base import DriverError, LineCounters
+from drivers.wayne_dart import codec
+from drivers.wayne_dart.driver import DartLine
+from edgectl.config import ControlConfig
+from edgectl.control import protocol
+from edgectl.control.protocol import Args, ProtocolError, Request
+from edgectl.errors import CommandError, EdgectlError
+from edgectl.forecourt.sale import AuthorizationSource
+from edgectl.logs import get_logger
+from edgectl.station import PumpView, Station
+from edgectl.store.store import lock_path
+
+if TYPE_CHECKING:
+    from edgectl.daemon import Daemon
+
+T = TypeVar("T")
+
+MAX_CLIENTS: Final = 16
+IDLE_TIMEOUT_S: Final = 300.0  # a connection that asks nothing for this long is closed
+WRITE_TIMEOUT_S: Final = 10.0  # a client that stops reading for this long is dropped
+ACTION_TIMEOUT_S: Final = 20.0  # an action waits on a pump line, with its retries
+READ_TIMEOUT_S: Final = 5.0
+RATE_SAMPLE_S: Final = 5.0
+RATE_WINDOW_S: Final = 60.0
+SNIFF_QUEUE: Final = 2000  # frames held for a slow sniffing client before some are dropped
+DEFAULT_LIMIT: Final = 50
+MAX_LIMIT: Final = 100_000
+SOCKET_MODE: Final = 0o660
+
+Handler = Callable[[Args, "Peer"], Awaitable[Any]]
+Stream = Callable[[Args, "Peer"], AsyncGenerator[Any, None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Who is on the other end, as the kernel says (SO_PEERCRED)."""
+
+    pid: int | None
+    uid: int | None
+    gid: int | None
+    user: str | None
+
+
+class LineRates:
+    """Counter samples of each line over the last minute, so status can show rates per minute."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._samples: dict[str, deque[tuple[float, dict[str, int]]]] = {}
+
+    def sample(self, name: str, counters: dict[str, int]) -> None:
+        now = self._clock()
+        samples = self._samples.setdefault(name, deque())
+        samples.append((now, counters))
+        while len(samples) > 1 and samples[1][0] <= now - RATE_WINDOW_S:
+            samples.popleft()
+
+    def per_minute(self, name: str, counters: dict[str, int]) -> dict[str, float] | None:
+        """Counter increase per minute over the last minute (or since the first sample)."""
+        samples = self._samples.get(name)
+        now = self._clock()
+        if not samples or now - samples[0][0] < 1.0:
+            return None
+        since, then = samples[0]
+        scale = 60.0 / (now - since)
+        return {
+            key: round((value - then.get(key, 0)) * scale, 1) for key, value in counters.items()
+        }
+
+
+class ControlServer:
+    """Serves the control socket for one daemon; run `run()` as one of the daemon's tasks."""
+
+    def __init__(self, daemon: Daemon, control: ControlConfig) -> None:
+        self.daemon = daemon
+        self.station: Station = daemon.station
+        self.path = control.socket
+        self.group = control.group
+        self.log = get_logger(station=daemon.config.station.id, part="control")
+        self.rates = LineRates()
+        self._connections: set[asyncio.Task[Any]] = set()
+        self._inode: int | None = None
+        self._lock_fd: int | None = None
+        self._handlers: dict[str, Handler] = {
+            "status": self._status,
+            "pumps": self._pumps,
+            "tanks": self._tanks,
+            "prices": self._prices,
+            "alarms": self._alarms,
+            "sales": self._sales,
+            "orders": self._orders,
+            "outbox": self._outbox,
+            "audit": self._audit,
+            "authorize": self._authorize,
+            "stop": self._stop,
+            "price": self._price,
+        }
+        self._streams: dict[str, Stream] = {"watch": self._watch, "sniff": self._sniff}
+
+    # ------------------------------------------------------------------ life cycle
+    async def run(self) -> None:
+        self._take_store_lock()
+        try:
+            sock = self._bind()
+        except OSError as exc:
+            self.log.error(
+                "control_socket_unavailable",
+                socket=str(self.path),
+                error=exc.strerror or str(exc),
+                hint="the station runs on; the CLI cannot reach it until this is fixed",
+            )
+            self._release_store_lock()
+            return
+        server = await asyncio.start_unix_server(
+            self._connection, sock=sock, limit=protocol.MAX_LINE
+        )
+        self.log.info("control_socket_listening", socket=str(self.path))
+        try:
+            while True:
+                for name, line in self.daemon.lines.items():
+                    counters = _counters(line)
+                    if counters is not None:
+                        self.rates.sample(name, counters.as_dict())
+                await asyncio.sleep(RATE_SAMPLE_S)
+        finally:
+            server.close()
+            for task in list(self._connections):
+                task.cancel()
+            if self._connections:
+                await asyncio.wait(list(self._connections), timeout=1.0)
+            self._unlink()
+            self._release_store_lock()
+            self.log.info("control_socket_closed")
+
+    def _bind(self) -> socket.socket:
+        """A listening socket at `path`, with its permissions set before it is reachable."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if _answers(self.path):
+            raise OSError(errno.EADDRINUSE, f"another edgectl daemon serves {self.path}")
+        # Bind beside the final name, set mode and group, then rename into place: nobody can
+        # connect through looser permissions in between, and a stale socket is replaced.
+        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(temp))
+            os.chmod(temp, SOCKET_MODE)
+            if self.group is not None:
+                self._chgrp(temp)
+            os.replace(temp, self.path)
+            sock.listen(MAX_CLIENTS)
+        except BaseException:
+            sock.close()
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise
+        self._inode = os.stat(self.path).st_ino
+        return sock
+
+    def _chgrp(self, path: Path) -> None:
+        assert self.group is not None
+        try:
+            gid = grp.getgrnam(self.group).gr_gid
+            os.chown(path, -1, gid)
+        except KeyError:
+            self.log.warning("control_group_unknown", group=self.group)
+        except PermissionError:
+            self.log.warning(
+                "control_group_not_set",
+                group=self.group,
+                hint="the daemon's user must be a member of the group",
+            )
+
+    def _unlink(self) -> None:
+        # Only our own socket: another daemon may have taken the path over since.
+        try:
+            if self._inode is not None and os.stat(self.path).st_ino == self._inode:
+                self.path.unlink()
+        except OSError:
+            pass
+        self._inode = None
+
+    def _take_store_lock(self) -> None:
+        """Hold `<store>.lock` while serving, so `edgectl db restore` can tell we are running."""
+        path = lock_path(self.daemon.config.store.path)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+        except OSError as exc:
+            self.log.warning("store_lock_unavailable", path=str(path), error=exc.strerror)
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            self.log.warning(
+                "store_lock_held_elsewhere",
+                path=str(path),
+                hint="another edgectl daemon or a restore is using this store",
+            )
+            return
+        self._lock_fd = fd
+
+    def _release_store_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ------------------------------------------------------------------ connections
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            if len(self._connections) > MAX_CLIENTS:
+                await _send(writer, protocol.error(None, protocol.BUSY, "too many CLI clients"))
+                return
+            peer = await self._peer(writer)
+            while True:
+                try:
+                    async with asyncio.timeout(IDLE_TIMEOUT_S):
+                        line = await reader.readline()
+                except TimeoutError:
+                    return
+                except ValueError:  # asyncio's word for a line longer than the limit
+                    message = f"request longer than {protocol.MAX_LINE} bytes"
+                    await _send(writer, protocol.error(None, protocol.BAD_REQUEST, message))
+                    return
+                if not line:
+                    return
+                if line.strip():
+                    await self._request(line, peer, reader, writer)
+        except (ConnectionError, TimeoutError):
+            pass  # the client went away or stopped reading: its loss only
+        except Exception:
+            self.log.exception("control_connection_failed")
+        finally:
+            self._connections.discard(task)
+            writer.close()
+
+    async def _peer(self, writer: asyncio.StreamWriter) -> Peer:
+        sock = writer.get_extra_info("socket")
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            pid, uid, gid = struct.unpack("3i", raw)
+        except (OSError, AttributeError):
+            return Peer(None, None, None, None)
+        # The user database may be remote (NSS): look it up off the loop.
+        name = await asyncio.get_running_loop().run_in_executor(None, _user_name, uid)
+        return Peer(pid, uid, gid, name)
+
+    async def _request(
+        self,
+        line: bytes,
+        peer: Peer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        try:
+            request = protocol.parse_request(line)
+        except ProtocolError as exc:
+            await _send(writer, protocol.error(exc.request_id, exc.code, str(exc)))
+            return
+        stream = self._streams.get(request.op)
+        if stream is not None:
+            await self._stream(request, stream(Args(request.args), peer), reader, writer)
+            return
+        handler = self._handlers[request.op]
+        timeout = ACTION_TIMEOUT_S if request.op in protocol.ACTION_OPS else READ_TIMEOUT_S
+        try:
+            async with asyncio.timeout(timeout):
+                result = await handler(Args(request.args), peer)
+            reply = protocol.ok(request.id, result)
+        except TimeoutError:
+            message = f"{request.op} got no answer within {timeout:g} s"
+            reply = protocol.error(request.id, protocol.TIMEOUT, message)
+        except ProtocolError as exc:
+            reply = protocol.error(request.id, exc.code, str(exc))
+        except (EdgectlError, DriverError) as exc:
+            reply = protocol.error(request.id, exc.code or "failed", str(exc))
+        except Exception:
+            self.log.exception("control_request_failed", op=request.op)
+            message = "internal error in the daemon (details in its log)"
+            reply = protocol.error(request.id, protocol.INTERNAL, message)
+        await _send(writer, reply)
+
+    async def _stream(
+        self,
+        request: Request,
+        events: AsyncGenerator[Any, None],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        """Send the stream's first item as the answer, then events until the client leaves."""
+        try:
+            try:
+                first = await anext(events)
+            except (ProtocolError, EdgectlError) as exc:
+                await _send(writer, protocol.error(request.id, exc.code, str(exc)))
+                return
+
+            async def forward() -> None:
+                async for item in events:
+                    await _send(writer, protocol.event(request.id, item))
+
+            await _send(writer, protocol.ok(request.id, first))
+            sender = asyncio.create_task(forward(), name=f"control-{request.op}")
+            # Anything the client sends, or its hang-up, ends the stream.
+            hangup = asyncio.create_task(reader.read(protocol.MAX_LINE))
+            try:
+                await asyncio.wait({sender, hangup}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                # The daemon is stopping: say so, without waiting for a slow client.
+                with contextlib.suppress(Exception):
+                    writer.write(protocol.end(request.id, "the daemon is stopping"))
+                raise
+            finally:
+                sender.cancel()
+                hangup.cancel()
+                await asyncio.gather(sender, hangup, return_exceptions=True)
+            failure = None if sender.cancelled() else sender.exception()
+            if failure is not None and not isinstance(failure, ConnectionError | TimeoutError):
+                self.log.error("control_stream_failed", op=request.op, error=repr(failure))
+        finally:
+            await events.aclose()
+
+    # ------------------------------------------------------------------ reads
+    async def _status(self, args: Args, peer: Peer) -> dict[str, Any]:
+        station = self.station
+        outbox = await station.db(station.store.reader.outbox_summary)
+        return {
+            "daemon": {
+                "version": edgectl.__version__,
+                "pid": os.getpid(),
+                "uptime_s": round(self.daemon.uptime_s, 1),
+                "started_at": _iso_ts(time.time() - self.daemon.uptime_s),
+                "station": self.daemon.config.station.id,
+                "station_name": self.daemon.config.station.name,
+                "mode": self.daemon.config.authorization.mode,
+                "config": str(self.daemon.config.source),
+                "store": str(self.daemon.config.store.path),
+                "socket": str(self.path),
+            },
+            "cloud": self._cloud_status(outbox),
+            "outbox": {**outbox, "oldest_age_s": _age_s(outbox["oldest_at"])},
+            "lines": [self._line_status(name, line) for name, line in self.daemon.lines.items()],
+            "pumps": [
+                {
+                    "pump": view.number,
+                    "line": view.line,
+                    "address": f"0x{view.address:02X}",
+                    "online": view.online,
+                    "state": view.state.name,
+                }
+                for view in station.snapshot()
+            ],
+            "tanks": tank_views(station),
+        }
+
+    def _cloud_status(self, outbox: Mapping[str, Any]) -> dict[str, Any] | None:
+        cloud = self.daemon.cloud
+        if cloud is None:
+            return None
+        session, publisher = cloud.session, cloud.publisher
+        last = session.last_puback_at
+        return {
+            "broker": f"{session.cloud.host}:{session.cloud.port}",
+            "connected": session.connected,
+            "last_puback_at": last.isoformat() if last is not None else None,
+            "last_puback_age_s": (
+                round((datetime.now(UTC) - last).total_seconds(), 1) if last is not None else None
+            ),
+            "published": publisher.published,
+            "reconnects": session.reconnects,
+            "last_error": str(session.last_error) if session.last_error is not None else None,
+            "outbox_depth": outbox["depth"],
+            "outbox_oldest_age_s": _age_s(outbox["oldest_at"]),
+        }
+
+    def _line_status(self, name: str, line: object) -> dict[str, Any]:
+        config = self.daemon.config.line(name)
+        counters = _counters(line)
+        totals = counters.as_dict() if counters is not None else {}
+        per_minute = self.rates.per_minute(name, totals) if counters is not None else None
+        pumps = self.daemon.config.pumps_on(name)
+        online = sum(1 for p in pumps if self.station.points[p.number].online)
+        status: dict[str, Any] = {
+            "line": name,
+            "port": config.port,
+            "protocol": config.protocol,
+            "settings": f"{config.baud} {config.bytesize}{config.parity[0].upper()}"
+            f"{config.stopbits}",
+            "pumps": len(pumps),
+            "online": online,
+            "counters": totals,
+            "per_minute": None,
+        }
+        if per_minute is not None:
+            status["per_minute"] = {
+                "frames": per_minute["frames_sent"] + per_minute["frames_received"],
+                "errors": per_minute["bad_crc"]
+                + per_minute["malformed"]
+                + per_minute["naks"]
+                + per_minute["unexpected"],
+                "timeouts": per_minute["timeouts"],
+                "retransmissions": per_minute["retransmissions"],
+            }
+        return status
+
+    async def _pumps(self, args: Args, peer: Peer) -> list[dict[str, Any]]:
+        return [pump_json(view) for view in self.station.snapshot()]
+
+    async def _tanks(self, args: Args, peer: Peer) -> list[dict[str, Any]]:
+        return tank_views(self.station)
+
+    async def _prices(self, args: Args, peer: Peer) -> dict[str, Any]:
+        station = self.station
+        _active, pending = await station.db(station.store.price_sets)
+        in_force = station.prices
+        return {
+            "price_set_id": in_force.price_set_id,
+            "currency": station.config.station.currency,
+            "grades": [
+                {
+                    "grade": grade.id,
+                    "name": grade.name,
+                    "unit_price": in_force.prices.get(grade.id, grade.unit_price),
+                    "configured": grade.unit_price,
+                }
+                for grade in station.config.grades
+            ],
+            "pumps": [
+                {"pump": number, "price_set_id": service.price_set_id}
+                for number, service in station.points.items()
+            ],
+            "pending": [
+                {"price_set_id": ps_id, "prices": prices, "effective_at": effective_at}
+                for ps_id, prices, effective_at in pending
+            ],
+        }
+
+    async def _alarms(self, args: Args, peer: Peer) -> list[dict[str, Any]]:
+        reader = self.station.store.reader
+        return await self.station.db(
+            reader.alarms, active_only=not args.flag("cleared"), limit=_limit(args)
+        )
+
+    async def _sales(self, args: Args, peer: Peer) -> list[dict[str, Any]]:
+        reader = self.station.store.reader
+        return await self.station.db(
+            reader.sales,
+            since=args.opt_str("since"),
+            pump=args.opt_int("pump", lo=1, hi=99),
+            limit=_limit(args),
+        )
+
+    async def _orders(self, args: Args, peer: Peer) -> list[dict[str, Any]]:
+        reader = self.station.store.reader
+        return await self.station.db(
+            reader.orders,
+            status=args.opt_str("status"),
+            since=args.opt_str("since"),
+            limit=_limit(args),
+        )
+
+    async def _outbox(self, args: Args, peer: Peer) -> dict[str, Any]:
+        reader = self.station.store.reader
+        summary = await self.station.db(reader.outbox_summary)
+        rows = await self.station.db(reader.outbox, limit=_limit(args))
+        return {**summary, "oldest_age_s": _age_s(summary["oldest_at"]), "rows": rows}
+
+    async def _audit(self, args: Args, peer: Peer) -> list[dict[str, Any]]:
+        reader = self.station.store.reader
+        return await self.station.db(reader.audit, limit=_limit(args))
+
+    # ------------------------------------------------------------------ actions
+    async def _audited(
+        self, action: str, args: Args, peer: Peer, act: Callable[[], Awaitable[T]]
+    ) -> T:
+        """Record who asked for what before acting, then how it went."""
+        store = self.station.store
+        client_user = args.opt_str("user")
+        recorded = {k: v for k, v in args.raw.items() if k != "user"}
+        audit_id = await self.station.db(
+            store.audit_requested,
+            action,
+            recorded,
+            client_user=client_user,
+            peer_uid=peer.uid,
+            peer_user=peer.user,
+            peer_pid=peer.pid,
+        )
+        log = self.log.bind(
+            action=action, audit_id=audit_id, user=client_user, uid=peer.uid, peer_user=peer.user
+        )
+        log.info("manual_action_requested", args=recorded)
+        try:
+            result = await act()
+        except BaseException as exc:
+            outcome = "failed" if isinstance(exc, Exception) else "interrupted"
+            message = str(exc) or type(exc).__name__
+            await self.station.db(store.audit_finished, audit_id, outcome, message)
+            log.warning("manual_action_failed", error=message)
+            raise
+        await self.station.db(store.audit_finished, audit_id, "ok", _summary(result))
+        log.info("manual_action_done")
+        return result
+
+    def _who(self, args: Args, peer: Peer) -> str:
+        name = args.opt_str("user") or peer.user or (f"uid {peer.uid}" if peer.uid else "?")
+        return f"cli:{name}"
+
+    async def _authorize(self, args: Args, peer: Peer) -> dict[str, Any]:
+        pump = args.req_int("pump", lo=1, hi=99)
+        amount = args.opt_decimal("amount")
+        volume = args.opt_decimal("volume")
+        nozzles = args.int_list("nozzles")
+        if amount is not None and volume is not None:
+            raise ProtocolError("give amount or volume, not both", code=protocol.INVALID_ARGS)
+        limits = self.station.config.limits
+        if amount is None and volume is None:
+            amount = limits.max_preset_amount  # never an unlimited release from the CLI
+
+        async def act() -> dict[str, Any]:
+            auth = await self.station.authorize(
+                pump,
+                AuthorizationSource.ATTENDANT,
+                nozzles=nozzles,
+                preset_amount=amount,
+                preset_volume=volume,
+                requested_by=self._who(args, peer),
+            )
+            return {
+                "message": f"pump {pump} authorized",
+                "pump": pump,
+                "authorization_id": auth.id,
+                "state": auth.state.value,
+                "preset_amount": auth.preset_amount,
+                "preset_volume": auth.preset_volume,
+                "nozzles": list(auth.nozzles),
+                "currency": self.station.config.station.currency,
+            }
+
+        return await self._audited("authorize", args, peer, act)
+
+    async def _stop(self, args: Args, peer: Peer) -> dict[str, Any]:
+        pump = args.req_int("pump", lo=1, hi=99)
+
+        async def act() -> dict[str, Any]:
+            message = await self.station.stop_pump(pump)
+            return {"message": message, "pump": pump}
+
+        return await self._audited("stop", args, peer, act)
+
+    async def _price(self, args: Args, peer: Peer) -> dict[str, Any]:
+        grade_id = args.req_str("grade")
+        price = args.opt_decimal("price")
+        if price is None:
+            raise ProtocolError("price: missing", code=protocol.INVALID_ARGS)
+        grades = {g.id: g for g in self.station.config.grades}
+        grade = grades.get(grade_id)
+        if grade is None:
+            known = ", ".join(grades)
+            raise CommandError(f"unknown grade {grade_id!r} (known: {known})", code="unknown_grade")
+        if price <= 0:
+            raise CommandError(f"price {price} must be more than 0", code="invalid_price")
+        exponent = price.normalize().as_tuple().exponent
+        places = max(0, -exponent) if isinstance(exponent, int) else 0
+        if places > grade.price_decimals:
+            raise CommandError(
+                f"price {price} has more decimals than grade {grade_id}'s {grade.price_decimals}",
+                code="invalid_price",
+            )
+        price = price.quantize(Decimal(1).scaleb(-grade.price_decimals))
+        price_set_id = "cli-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+
+        async def act() -> dict[str, Any]:
+            await self.station.set_prices(price_set_id, {grade_id: price})
+            return {
+                "message": f"grade {grade_id} now {price} {self.station.config.station.currency}"
+                " (each pump takes it when idle)",
+                "grade": grade_id,
+                "unit_price": price,
+                "price_set_id": price_set_id,
+            }
+
+        return await self._audited("price", args, peer, act)
+
+    # ------------------------------------------------------------------ streams
+    async def _watch(self, args: Args, peer: Peer) -> AsyncGenerator[dict[str, Any], None]:
+        interval = args.number("interval", 1.0, lo=0.1, hi=60.0)
+        yield {"interval": interval, "station": self.daemon.config.station.id}
+        while True:
+            yield {
+                "at": _iso_ts(time.time()),
+                "pumps": [pump_json(view) for view in self.station.snapshot()],
+                "tanks": tank_views(self.station),
+            }
+            await asyncio.sleep(interval)
+
+    async def _sniff(self, args: Args, peer: Peer) -> AsyncGenerator[dict[str, Any], None]:
+        name = args.req_str("line")
+        line = self.daemon.lines.get(name)
+        if line is None:
+            known = ", ".join(self.daemon.lines) or "none"
+            raise CommandError(f"no line named {name!r} (lines: {known})", code="unknown_line")
+        if not isinstance(line, DartLine):
+            raise CommandError(f"line {name} cannot be sniffed yet", code="not_supported")
+        address = args.opt_int("address", lo=codec.ADDRESS_MIN, hi=codec.ADDRESS_MAX)
+        quiet = args.flag("no_polls")
+        frames: asyncio.Queue[tuple[str, bytes, codec.Frame | codec.Malformed | None, float]]
+        frames = asyncio.Queue(SNIFF_QUEUE)
+        dropped = 0
+
+        def tap(
+            direction: str, wire: bytes, item: codec.Frame | codec.Malformed | None, at: float
+        ) -> None:
+            # Called by the line task for every frame: cheap, never blocks, never raises.
+            nonlocal dropped
+            if address is not None and getattr(item, "address", None) != address:
+                return
+            if quiet and isinstance(item, codec.Frame) and item.kind in _ROUTINE:
+                return
+            try:
+                frames.put_nowait((direction, wire, item, time.time()))
+            except asyncio.QueueFull:
+                dropped += 1
+
+        config = self.daemon.config.line(name)
+        line.taps.append(tap)
+        try:
+            yield {"line": name, "port": config.port, "protocol": config.protocol}
+            previous: float | None = None
+            while True:
+                direction, wire, item, at = await frames.get()
+                event = describe_dart(direction, wire, item, at, previous)
+                event["dropped"], dropped = dropped, 0
+                previous = at
+                yield event
+        finally:
+            line.taps.remove(tap)
+
+
+_ROUTINE: Final = frozenset({codec.FrameKind.POLL, codec.FrameKind.EOT, codec.FrameKind.ACK})
+
+
+# --------------------------------------------------------------------------- views
+
+
+def pump_json(view: PumpView) -> dict[str, Any]:
+    return {
+        "pump": view.number,
+        "line": view.line,
+        "address": f"0x{view.address:02X}",
+        "online": view.online,
+        "state": view.state.name,
+        "state_code": int(view.state),
+        "status": view.status.value if view.status is not None else None,
+        "nozzle": view.nozzle or None,
+        "nozzle_out": view.nozzle_out,
+        "grade": view.grade,
+        "unit_price": view.unit_price,
+        "volume": view.volume,
+        "amount": view.amount,
+        "authorization_id": view.authorization_id,
+        "sales": view.sales,
+    }
+
+
+def tank_views(station: Station) -> list[dict[str, Any]]:
+    """Whatever the station knows of its tanks, as JSON; empty when it has none.
+
+    Tanks arrive with the tank-gauge work: this reads `tank_snapshot()` or a `tanks` mapping
+    or list when the station has them, and each tank through its `view()` when it has one.
+    """
+    snapshot = getattr(station, "tank_snapshot", None)
+    found: Any = snapshot() if callable(snapshot) else getattr(station, "tanks", None)
+    if not found:
+        return []
+    items = list(found.values()) if isinstance(found, Mapping) else list(found)
+    views = []
+    for item in items:
+        view = getattr(item, "view", None)
+        value = protocol.to_jsonable(view() if callable(view) else item)
+        views.append(value if isinstance(value, dict) else {"tank": value})
+    return views
+
+
+def describe_dart(
+    direction: str,
+    wire: bytes,
+    item: codec.Frame | codec.Malformed | None,
+    at: float,
+    previous: float | None,
+) -> dict[str, Any]:
+    """One sniffed DART frame: when, which way, its bytes, what it says, CRC verdict."""
+    sender: codec.Direction = "controller" if direction == "tx" else "pump"
+    event: dict[str, Any] = {
+        "at": _iso_ts(at),
+        "gap_ms": None if previous is None else round((at - previous) * 1000, 1),
+        "direction": direction,
+        "from": sender,
+        "hex": wire.hex(" ").upper(),
+    }
+    if item is None:
+        event.update(type="UNKNOWN", valid=False, address=None, crc="none", summary="?")
+        return event
+    described = codec.describe(item, sender)
+    event.update(
+        type=described["type"],
+        valid=described["valid"],
+        address=described["address"],
+        seq=described["seq"],
+        crc=described.get("crc", "none"),
+        summary=_frame_summary(described),
+        frame=described,
+    )
+    return event
+
+
+def _frame_summary(described: Mapping[str, Any]) -> str:
+    if not described["valid"]:
+        return str(described["reason"])
+    parts = [f"{tx['name']}: {tx['text']}" for tx in described.get("transactions", ())]
+    return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _counters(line: object) -> LineCounters | None:
+    counters = getattr(line, "counters", None)
+    return counters if isinstance(counters, LineCounters) else None
+
+
+def _answers(path: Path) -> bool:
+    """Is something listening on this socket path right now?"""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(0.5)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def _user_name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+def _limit(args: Args) -> int | None:
+    if args.flag("all"):
+        return None
+    limit = args.opt_int("limit", lo=1, hi=MAX_LIMIT)
+    return DEFAULT_LIMIT if limit is None else limit
+
+
+def _summary(result: object) -> str | None:
+    if isinstance(result, Mapping):
+        message = result.get("message")
+        return None if message is None else str(message)
+    return None
+
+
+def _iso_ts(ts: float) -> str:
+    moment = datetime.fromtimestamp(ts, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _age_s(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return round((datetime.now(UTC) - moment).total_seconds(), 1)
+
+
+async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
+    writer.write(data)
+    async with asyncio.timeout(WRITE_TIMEOUT_S):
+        await writer.drain()

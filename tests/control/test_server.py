@@ -1,0 +1,231 @@
+"""The control socket against the real daemon on simulated pumps: its wire protocol, its
+permissions, and that no client, however broken, can hurt the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import grp
+import json
+import os
+import socket
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgectl.control import protocol
+from edgectl.store.store import lock_path
+from tests.control.clikit import control_config, short_dir
+from tests.stationkit import RunningStation, running_station, until
+
+
+@pytest.fixture
+async def station() -> AsyncIterator[RunningStation]:
+    with short_dir() as tmp:
+        config = control_config(tmp, tmp / "control.sock", mode="attendant")
+        async with running_station(config) as running:
+            await until(lambda: (tmp / "control.sock").exists(), what="the control socket")
+            yield running
+
+
+class Client:
+    """A raw JSON-lines client, to say exactly what a test wants on the wire."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, path: Path) -> Client:
+        reader, writer = await asyncio.open_unix_connection(str(path), limit=1 << 20)
+        return cls(reader, writer)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def receive(self, timeout: float = 5.0) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            line = await self.reader.readline()
+        assert line, "the server closed the connection"
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    async def call(self, op: str, args: dict[str, Any] | None = None, id: int = 1) -> Any:
+        await self.send(protocol.encode_request(id, op, args or {}))
+        return await self.receive()
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+def socket_path(station: RunningStation) -> Path:
+    return station.config.control.socket
+
+
+async def test_socket_is_owner_and_group_only(station: RunningStation) -> None:
+    mode = os.stat(socket_path(station)).st_mode
+    assert stat.S_ISSOCK(mode)
+    assert stat.S_IMODE(mode) == 0o660
+
+
+async def test_socket_takes_the_configured_group() -> None:
+    group = grp.getgrgid(os.getgid()).gr_name
+    with short_dir() as tmp:
+        path = tmp / "control.sock"
+        async with running_station(control_config(tmp, path, group=group)):
+            await until(path.exists, what="the control socket")
+            assert os.stat(path).st_gid == grp.getgrnam(group).gr_gid
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
+
+
+async def test_request_answer_shape_and_ids(station: RunningStation) -> None:
+    client = await Client.connect(socket_path(station))
+    reply = await client.call("pumps", id=7)
+    assert reply["id"] == 7 and reply["ok"] is True
+    assert [p["pump"] for p in reply["result"]] == [1, 2]
+    reply = await client.call("status", id="s-1")
+    assert reply["id"] == "s-1" and reply["result"]["daemon"]["station"] == "TEST-01"
+    await client.close()
+
+
+async def test_bad_requests_get_errors_and_the_connection_stays_usable(
+    station: RunningStation,
+) -> None:
+    client = await Client.connect(socket_path(station))
+    await client.send(b"this is not json\n")
+    reply = await client.receive()
+    assert reply["ok"] is False and reply["error"]["code"] == "bad_request"
+
+    reply = await client.call("launch_rockets", id=2)
+    assert reply["id"] == 2 and reply["error"]["code"] == "unknown_op"
+    assert "known:" in reply["error"]["message"]
+
+    reply = await client.call("authorize", {"pump": "three"}, id=3)
+    assert reply["error"]["code"] == "invalid_args"
+
+    reply = await client.call("authorize", {"pump": 42}, id=4)
+    assert reply["error"]["code"] == "unknown_pump"
+
+    await client.send(b'[1, 2, 3]\n{"id": 5, "op": "pumps", "args": []}\n')
+    assert (await client.receive())["error"]["code"] == "bad_request"
+    assert (await client.receive())["error"]["code"] == "invalid_args"
+
+    reply = await client.call("pumps", id=6)
+    assert reply["ok"] is True
+    await client.close()
+
+
+async def test_a_huge_line_closes_only_that_connection(station: RunningStation) -> None:
+    other = await Client.connect(socket_path(station))
+    flood = await Client.connect(socket_path(station))
+    await flood.send(b"x" * (protocol.MAX_LINE + 10))
+    reply = await flood.receive()
+    assert reply["error"]["code"] == "bad_request"
+    async with asyncio.timeout(5):
+        assert await flood.reader.read() == b""  # closed by the server
+    assert (await other.call("pumps"))["ok"] is True
+    await other.close()
+    await flood.close()
+
+
+async def test_clients_that_vanish_or_stall_do_not_hurt_the_daemon(
+    station: RunningStation,
+) -> None:
+    path = socket_path(station)
+    # Connect and vanish, half a request, a request then an immediate hang-up.
+    for data in (b"", b'{"id": 1, "op": "pu', b'{"id": 1, "op": "status"}\n'):
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        raw.connect(str(path))
+        raw.sendall(data)
+        raw.close()
+    # A client that subscribes to a busy stream and never reads.
+    stalled = await Client.connect(path)
+    await stalled.call("sniff", {"line": "l0"})
+    await asyncio.sleep(0.5)
+    client = await Client.connect(path)
+    assert (await client.call("pumps"))["ok"] is True
+    await station.all_online()
+    await stalled.close()
+    await client.close()
+
+
+async def test_sniff_subscription_ends_with_the_client(station: RunningStation) -> None:
+    line: Any = station.daemon.lines["l0"]
+    client = await Client.connect(socket_path(station))
+    reply = await client.call("sniff", {"line": "l0"}, id=9)
+    port = station.config.line("l0").port
+    assert reply["result"] == {"line": "l0", "port": port, "protocol": "wayne_dart"}
+    event = await client.receive()
+    assert event["id"] == 9 and event["event"]["direction"] in ("tx", "rx")
+    assert len(line.taps) == 1
+    await client.close()
+    await until(lambda: not line.taps, what="the sniff tap removed")
+
+
+async def test_sniff_refuses_an_unknown_line(station: RunningStation) -> None:
+    client = await Client.connect(socket_path(station))
+    reply = await client.call("sniff", {"line": "nowhere"})
+    assert reply["error"]["code"] == "unknown_line" and "l0" in reply["error"]["message"]
+    assert (await client.call("pumps"))["ok"] is True  # still a usable connection
+    await client.close()
+
+
+async def test_streams_end_with_a_reason_when_the_daemon_stops(station: RunningStation) -> None:
+    client = await Client.connect(socket_path(station))
+    reply = await client.call("watch", {"interval": 0.1}, id=3)
+    assert reply["result"]["interval"] == 0.1
+    update = await client.receive()
+    assert [p["pump"] for p in update["event"]["pumps"]] == [1, 2]
+    await station.stop()
+    last: dict[str, Any] = {}
+    async with asyncio.timeout(10):
+        while line := await client.reader.readline():
+            last = json.loads(line)
+    assert last == {"id": 3, "end": "the daemon is stopping"}
+    await client.close()
+
+
+async def test_socket_and_store_lock_released_at_stop(station: RunningStation) -> None:
+    path = socket_path(station)
+    lock = lock_path(station.config.store.path)
+    assert lock.exists()
+    await station.stop()
+    assert not path.exists()
+    with lock.open("r+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again
+
+
+async def test_a_stale_socket_file_is_replaced() -> None:
+    with short_dir() as tmp:
+        path = tmp / "control.sock"
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(str(path))
+        stale.close()  # the file stays, nobody listens: a daemon that was killed
+        config = control_config(tmp, path)
+        async with running_station(config):
+            client = await Client.connect(path)
+            assert (await client.call("pumps"))["ok"] is True
+            await client.close()
+
+
+async def test_a_live_socket_is_not_taken_over_and_the_station_still_runs() -> None:
+    with short_dir() as tmp:
+        path = tmp / "control.sock"
+        squatter = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        squatter.bind(str(path))
+        squatter.listen(1)
+        inode = os.stat(path).st_ino
+        try:
+            config = control_config(tmp, path)
+            async with running_station(config) as station:
+                await station.all_online()  # selling goes on without the control socket
+                await asyncio.sleep(0.2)
+                assert path.exists()
+                assert os.stat(path).st_ino == inode
+        finally:
+            squatter.close()

@@ -1,0 +1,414 @@
+"""The Modbus probe bus master against the simulator: RTU over a pty, and TCP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymodbus.client import AsyncModbusTcpClient
+
+from drivers.base import (
+    CommandRejected,
+    DeviceTimeout,
+    GaugeEvent,
+    GaugeOffline,
+    GaugeOnline,
+    GaugeStatus,
+    TankAlarms,
+    TankGauge,
+    TankGaugeReading,
+    TransportError,
+)
+from drivers.modbus_probe.driver import (
+    ModbusBusSettings,
+    ModbusProbeBus,
+    ProbeOffline,
+    ProbeOnline,
+    ProbeRefused,
+    ProbeSettings,
+    SerialLine,
+    TankReadRefused,
+    TcpLink,
+)
+from drivers.modbus_probe.registers import load_register_map
+from drivers.modbus_probe.sim import ModbusProbeSimulator, SimProbe, sim_probe
+from drivers.tank_sim import SimTank, TankAlarm, TankChart, TankSpec
+
+MAPS = Path(__file__).resolve().parents[3] / "config" / "modbus"
+CHART = TankChart.horizontal_cylinder(2400, 7000)
+GENERIC = load_register_map(MAPS / "generic_magnetostrictive.toml")
+FRANKLIN = load_register_map(MAPS / "franklin_ts550evo.toml")
+PNEUMERCATOR = load_register_map(MAPS / "pneumercator_tms.toml")
+POLL_S = 0.05
+
+
+def bus_settings(link: SerialLine | TcpLink, **overrides: Any) -> ModbusBusSettings:
+    values: dict[str, Any] = {
+        "request_timeout_s": 0.15,
+        "offline_after": 2,
+        "backoff_initial_s": 0.2,
+        "backoff_max_s": 0.4,
+        "reconnect_initial_s": 0.05,
+        "reconnect_max_s": 0.2,
+    }
+    values.update(overrides)
+    return ModbusBusSettings("tg", link, **values)
+
+
+class Harness:
+    """A bus running against a simulator, with the events it emitted."""
+
+    def __init__(self, sim: ModbusProbeSimulator, bus: ModbusProbeBus, tanks: dict[int, SimTank]):
+        self.sim = sim
+        self.bus = bus
+        self.tanks = tanks
+        self.events: list[GaugeEvent] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.bus.run(POLL_S, self.events.append))
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await self.task
+
+    async def until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        async def wait() -> None:
+            while not predicate():
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(wait(), timeout)
+
+    def of(self, kind: type) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    def readings(self, tank: int) -> list[TankGaugeReading]:
+        return [e for e in self.of(TankGaugeReading) if e.tank == tank]
+
+
+def three_tanks() -> dict[int, SimTank]:
+    return {
+        n: SimTank(TankSpec(n, CHART), product_l=4000.0 * (n - 10), water_l=60.0 * (n - 10))
+        for n in (11, 12, 13)
+    }
+
+
+async def start_rtu(
+    tmp_path: Path,
+    probes: Sequence[SimProbe],
+    settings: Sequence[ProbeSettings],
+    tanks: dict[int, SimTank],
+    *,
+    reply_delay_s: float = 0.0,
+    **bus: Any,
+) -> Harness:
+    sim = ModbusProbeSimulator(probes, reply_delay_s=reply_delay_s)
+    link = tmp_path / "probes"
+    sim.serve_pty(link)
+    harness = Harness(
+        sim, ModbusProbeBus(bus_settings(SerialLine(str(link)), **bus), settings), tanks
+    )
+    harness.start()
+    return harness
+
+
+@pytest.fixture
+async def line(tmp_path: Path) -> AsyncIterator[Harness]:
+    """Three single-tank probes (ids 1-3) on one RS-485 line, for station tanks 11-13."""
+    tanks = three_tanks()
+    probes = [sim_probe(i, GENERIC, tanks[10 + i]) for i in (1, 2, 3)]
+    settings = [ProbeSettings(i, GENERIC, {10 + i: 1}) for i in (1, 2, 3)]
+    harness = await start_rtu(tmp_path, probes, settings, tanks, reply_delay_s=0.005)
+    await harness.until(lambda: all(harness.bus.probe_online(i) for i in (1, 2, 3)))
+    yield harness
+    await harness.stop()
+    harness.sim.stop()
+
+
+# ---------------------------------------------------------------------- a line of probes
+async def test_three_probes_on_one_line_read_their_tanks(line: Harness) -> None:
+    assert sorted(e.device_id for e in line.of(ProbeOnline)) == [1, 2, 3]
+    assert len(line.of(GaugeOnline)) == 1 and line.bus.is_online
+    await line.until(lambda: all(line.readings(t) for t in (11, 12, 13)))
+    for number, tank in line.tanks.items():
+        reading = line.readings(number)[-1]
+        snap = tank.snapshot()
+        assert reading.gauge == "tg"
+        assert reading.height is not None and reading.water is not None
+        assert float(reading.height) == pytest.approx(snap.height_mm, abs=0.01)
+        assert float(reading.water) == pytest.approx(snap.water_mm, abs=0.01)
+        assert reading.temperature is not None
+        assert float(reading.temperature) == pytest.approx(snap.temperature_c, abs=0.01)
+        assert reading.volume is None  # this probe family gives no volume: the tank model does
+        assert reading.status_bits == GaugeStatus.NONE
+        assert reading.at.tzinfo is not None
+
+
+async def test_requests_on_one_line_never_overlap(line: Harness) -> None:
+    """Routine polls plus many concurrent reads from other tasks: one request at a time."""
+    bursts = [line.bus.read_inventory(tank) for tank in (11, 12, 13, 0) * 5]
+    results = await asyncio.gather(*bursts)
+    assert [len(r) for r in results] == [1, 1, 1, 3] * 5
+    assert [r.tank for r in results[3]] == [11, 12, 13]
+    stats = line.sim.stats
+    assert stats.overlaps == 0 and stats.max_in_flight == 1
+    assert stats.requests >= 30 and line.bus.counters.timeouts == 0
+
+
+async def test_levels_follow_the_tank(line: Harness) -> None:
+    tank = line.tanks[12]
+    (before,) = await line.bus.read_inventory(12)
+    tank.draw(1500)
+    (after,) = await line.bus.read_inventory(12)
+    assert before.height is not None and after.height is not None
+    assert float(before.height - after.height) == pytest.approx(
+        CHART.height_at(8120) - CHART.height_at(6620), abs=0.01
+    )
+
+
+# ---------------------------------------------------------------------- refusals
+async def test_an_exception_reply_is_typed_per_device_and_the_bus_goes_on(line: Harness) -> None:
+    line.sim.set_exception(2, 4)
+    with pytest.raises(ProbeRefused) as caught:
+        await line.bus.read_inventory(12)
+    assert caught.value.exception_code == 4
+    assert caught.value.device == "tg/2"
+    assert "device failure" in str(caught.value)
+    assert isinstance(caught.value, CommandRejected)
+
+    # The others keep reading; device 2 answered, so it stays online; one event, not one a poll.
+    count = len(line.readings(13))
+    await line.until(lambda: len(line.readings(13)) >= count + 5)
+    assert line.bus.probe_online(2)
+    (refused,) = line.of(TankReadRefused)
+    assert (refused.tank, refused.device_id, refused.exception_code) == (12, 2, 4)
+
+    line.sim.set_exception(2, None)
+    count = len(line.readings(12))
+    await line.until(lambda: len(line.readings(12)) > count)
+    assert not line.of(ProbeOffline)
+    assert len(await line.bus.read_inventory(0)) == 3
+
+
+async def test_a_wrong_map_gets_illegal_address_typed(tmp_path: Path) -> None:
+    """A probe configured as a Franklin console is asked for registers it does not have."""
+    tanks = three_tanks()
+    probes = [sim_probe(1, GENERIC, tanks[11]), sim_probe(2, GENERIC, tanks[12])]
+    settings = [ProbeSettings(1, GENERIC, {11: 1}), ProbeSettings(2, FRANKLIN, {12: 1})]
+    harness = await start_rtu(tmp_path, probes, settings, tanks)
+    try:
+        await harness.until(lambda: bool(harness.of(TankReadRefused)))
+        with pytest.raises(ProbeRefused) as caught:
+            await harness.bus.read_inventory(12)
+        assert caught.value.exception_code == 2
+        assert "illegal data address" in str(caught.value)
+        (reading,) = await harness.bus.read_inventory(11)
+        assert reading.height is not None
+    finally:
+        await harness.stop()
+        harness.sim.stop()
+
+
+# ---------------------------------------------------------------------- silence
+async def test_a_probe_times_out_goes_offline_and_comes_back(line: Harness) -> None:
+    line.sim.set_silent(2)
+    with pytest.raises(DeviceTimeout, match="tg/2"):
+        await line.bus.read_inventory(12)
+    await line.until(lambda: bool(line.of(ProbeOffline)))
+    (offline,) = line.of(ProbeOffline)
+    assert (offline.device_id, offline.tanks) == (2, (12,))
+    assert "no reply" in offline.reason
+    assert not line.bus.probe_online(2) and line.bus.is_online
+    assert not line.of(GaugeOffline)
+
+    # The silent probe is backed off: the others are polled many times meanwhile.
+    count = len(line.readings(11))
+    await line.until(lambda: len(line.readings(11)) >= count + 8)
+    assert line.bus.counters.timeouts < 8
+
+    line.sim.set_silent(2, False)
+    await line.until(lambda: line.bus.probe_online(2))
+    assert [e.device_id for e in line.of(ProbeOnline)].count(2) == 2
+    count = len(line.readings(12))
+    await line.until(lambda: len(line.readings(12)) > count)
+    assert line.sim.stats.overlaps == 0
+
+
+async def test_every_probe_silent_takes_the_gauge_offline(line: Harness) -> None:
+    for device in (1, 2, 3):
+        line.sim.set_silent(device)
+    await line.until(lambda: bool(line.of(GaugeOffline)))
+    assert not line.bus.is_online
+    for device in (1, 2, 3):
+        line.sim.set_silent(device, False)
+    await line.until(lambda: len(line.of(GaugeOnline)) == 2)
+    await line.until(lambda: all(line.bus.probe_online(i) for i in (1, 2, 3)))
+
+
+async def test_the_line_unplugged_and_plugged_back(line: Harness) -> None:
+    line.sim.unplug()
+    await line.until(lambda: bool(line.of(GaugeOffline)))
+    assert sorted(e.device_id for e in line.of(ProbeOffline)) == [1, 2, 3]
+    with pytest.raises((TransportError, DeviceTimeout)):
+        await line.bus.read_inventory(11)
+    line.sim.replug()
+    await line.until(lambda: all(line.bus.probe_online(i) for i in (1, 2, 3)))
+    assert line.bus.counters.reconnects >= 1
+    assert len(await line.bus.read_inventory(0)) == 3
+
+
+async def test_a_missing_port_is_retried_without_crashing(tmp_path: Path) -> None:
+    bus = ModbusProbeBus(
+        bus_settings(SerialLine(str(tmp_path / "nothing-here"))),
+        [ProbeSettings(1, GENERIC, {1: 1})],
+    )
+    events: list[GaugeEvent] = []
+    task = asyncio.create_task(bus.run(POLL_S, events.append))
+    await asyncio.sleep(0.3)
+    assert not task.done()
+    assert [type(e) for e in events] == [ProbeOffline, GaugeOffline]
+    with pytest.raises(TransportError, match="not connected"):
+        await bus.read_inventory(1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+# ---------------------------------------------------------------------- consoles over TCP
+async def test_a_console_over_tcp_reports_alarms_and_deliveries() -> None:
+    tanks = three_tanks()
+    tanks[12].deliver(2000, duration_s=3600)
+    for tank in tanks.values():
+        tank.set_state(water_l=0)
+    tanks[13].add_water(600)  # well above the 50 mm high-water mark
+    sim = ModbusProbeSimulator(
+        [
+            SimProbe(
+                4,
+                PNEUMERCATOR,
+                {1: tanks[11], 2: tanks[12], 3: tanks[13]},
+                {TankAlarm.HIGH_WATER: 11},
+            )
+        ]
+    )
+    host, port = sim.serve_tcp()
+    harness = Harness(
+        sim,
+        ModbusProbeBus(
+            bus_settings(TcpLink(host, port)),
+            [ProbeSettings(4, PNEUMERCATOR, {11: 1, 12: 2, 13: 3})],
+        ),
+        tanks,
+    )
+    harness.start()
+    try:
+        await harness.until(lambda: all(harness.readings(t) for t in (11, 12, 13)))
+        delivering = harness.readings(12)[-1]
+        assert delivering.status_bits & GaugeStatus.DELIVERY_IN_PROGRESS
+        assert not harness.readings(11)[-1].status_bits
+        reading = harness.readings(11)[-1]
+        assert reading.volume is not None and reading.ullage is not None
+        assert float(reading.volume) == pytest.approx(tanks[11].volume_l, abs=3.8)  # 1 gal
+        assert reading.tc_volume is not None
+
+        alarms = {e.tank: e for e in harness.of(TankAlarms)}
+        assert alarms[11].alarms == () and alarms[12].alarms == ()
+        (water,) = alarms[13].alarms
+        assert (water.code, water.text) == (11, "Water setpoint alarm (high)")
+        count = len(harness.of(TankAlarms))
+        tanks[13].set_state(water_l=0)
+        await harness.until(lambda: len(harness.of(TankAlarms)) > count)
+        assert harness.of(TankAlarms)[-1].alarms == ()  # cleared, reported once
+    finally:
+        await harness.stop()
+        sim.stop()
+
+
+async def test_a_silent_tcp_device_reconnects_and_returns() -> None:
+    tanks = three_tanks()
+    sim = ModbusProbeSimulator([sim_probe(1, GENERIC, tanks[11])])
+    host, port = sim.serve_tcp()
+    harness = Harness(
+        sim,
+        ModbusProbeBus(bus_settings(TcpLink(host, port)), [ProbeSettings(1, GENERIC, {11: 1})]),
+        tanks,
+    )
+    harness.start()
+    try:
+        await harness.until(lambda: harness.bus.probe_online(1))
+        sim.set_silent(1)
+        await harness.until(lambda: bool(harness.of(GaugeOffline)))
+        await harness.until(lambda: harness.bus.counters.reconnects >= 1)
+        sim.set_silent(1, False)
+        await harness.until(lambda: harness.bus.probe_online(1))
+        assert len(harness.of(GaugeOnline)) == 2
+    finally:
+        await harness.stop()
+        sim.stop()
+
+
+async def test_the_overlap_counter_sees_two_racing_masters() -> None:
+    """The control for the no-overlap test: two clients that do not share a bus do overlap."""
+    tank = SimTank(TankSpec(1, CHART), product_l=5000)
+    with ModbusProbeSimulator([sim_probe(1, GENERIC, tank)], reply_delay_s=0.05) as sim:
+        host, port = sim.serve_tcp()
+        clients = [AsyncModbusTcpClient(host, port=port, timeout=1, retries=0) for _ in range(2)]
+        for client in clients:
+            assert await client.connect()
+        try:
+            await asyncio.gather(
+                *(c.read_input_registers(0, count=16, device_id=1) for c in clients)
+            )
+        finally:
+            for client in clients:
+                client.close()
+        assert sim.stats.overlaps == 1 and sim.stats.max_in_flight == 2
+
+
+# ---------------------------------------------------------------------- plausibility, set-up
+async def test_an_implausible_level_is_flagged_not_dropped(line: Harness) -> None:
+    line.sim.override(1, 1, "product_height", Decimal(9000))
+    (reading,) = await line.bus.read_inventory(11)
+    assert reading.height == 9000
+    assert reading.status_bits & GaugeStatus.INVALID_HEIGHT
+
+
+async def test_reading_an_unknown_tank_is_refused(line: Harness) -> None:
+    with pytest.raises(CommandRejected, match="no tank 14"):
+        await line.bus.read_inventory(14)
+
+
+def test_bus_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="share a device id"):
+        ModbusProbeBus(
+            bus_settings(SerialLine("/dev/null")),
+            [ProbeSettings(1, GENERIC, {1: 1}), ProbeSettings(1, GENERIC, {2: 1})],
+        )
+    with pytest.raises(ValueError, match="tank 1 is on two devices"):
+        ModbusProbeBus(
+            bus_settings(SerialLine("/dev/null")),
+            [ProbeSettings(1, GENERIC, {1: 1}), ProbeSettings(2, GENERIC, {1: 1})],
+        )
+    with pytest.raises(ValueError, match="tanks 1-1"):
+        ProbeSettings(1, GENERIC, {1: 2})
+    with pytest.raises(ValueError, match="outside 1-247"):
+        ProbeSettings(248, GENERIC, {1: 1})
+    with pytest.raises(ValueError, match="request_timeout_s"):
+        bus_settings(SerialLine("/dev/null"), request_timeout_s=0)
+    with pytest.raises(ValueError, match="backoff"):
+        bus_settings(SerialLine("/dev/null"), backoff_initial_s=5, backoff_max_s=1)
+    assert bus_settings(SerialLine("/dev/x", baud=9600)).gap_s == pytest.approx(0.004010416)
+    assert bus_settings(TcpLink("h")).gap_s == 0
+
+
+def test_a_bus_is_a_tank_gauge() -> None:
+    gauge: TankGauge = ModbusProbeBus(
+        bus_settings(SerialLine("/dev/null")), [ProbeSettings(1, GENERIC, {1: 1})]
+    )
+    assert gauge.name == "tg" and not gauge.is_online

@@ -1,0 +1,110 @@
+"""`edgectl config check`: a valid file is summarised, a wrong one explained, exit 0 / 1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgectl.cli.main import main
+from tests.control.clikit import ROOT
+from tests.stationkit import station_toml
+
+
+def check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["config", "check", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_a_valid_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text(station_toml(tmp_path, lines=2))
+    code, out, err = check(capsys, str(path))
+    assert code == 0 and err == ""
+    assert out.startswith(f"{path} is valid.\n")
+    assert "station TEST-01, currency CNY, authorization mode auto" in out
+    assert "line l0:" in out and "pumps 1, 2" in out and "line l1:" in out
+    assert "cloud: none" in out and "control socket /run/edgectl/control.sock" in out
+    # The ptys of the file do not exist here: worth a note, not a failure.
+    assert f"note: lines.l0.port: {tmp_path / 'l0'} does not exist on this machine" in out
+
+
+def test_a_valid_file_as_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text(
+        station_toml(tmp_path, extra='[control]\nsocket = "run/ctl.sock"\ngroup = "nosuchgroup"\n')
+    )
+    code, out, _ = check(capsys, str(path), "--json")
+    body = json.loads(out)
+    assert code == 0 and body["valid"] is True and body["problems"] == []
+    assert body["summary"]["control"] == {
+        "socket": str(tmp_path / "run" / "ctl.sock"),  # relative to the config file
+        "group": "nosuchgroup",
+    }
+    assert any("no group 'nosuchgroup'" in note for note in body["notes"])
+    assert [line["name"] for line in body["summary"]["lines"]] == ["l0"]
+
+
+def test_the_shipped_examples_are_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("demo.toml", "station.example.toml"):
+        code, out, err = check(capsys, str(ROOT / "config" / name))
+        assert code == 0, err or out
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "words"),
+    [
+        (("address = 81", "address = 80"), "pumps[1].address", "duplicate address 0x50"),
+        (('mode = "auto"', 'mode = "self-service"'), "authorization.mode", "expected one of"),
+        (('unit_price = "7.45"', "unit_price = 7.45"), "grades[0].unit_price", "TOML float"),
+        (("reply_timeout_ms = 40", "reply_timout_ms = 40"), "lines[0]", "did you mean"),
+    ],
+)
+def test_a_wrong_file_is_explained(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    change: tuple[str, str],
+    key: str,
+    words: str,
+) -> None:
+    text = station_toml(tmp_path)
+    assert change[0] in text
+    path = tmp_path / "station.toml"
+    path.write_text(text.replace(change[0], change[1], 1))
+    code, out, _ = check(capsys, str(path))
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0] == f"{path} is not valid:"
+    assert lines[1].startswith(f"  {key}: ") and words in lines[1]
+    section = key.split(".")[0].split("[")[0]
+    assert lines[2].lstrip().startswith(("[" + section, "each [[" + section))
+    assert "station.example.toml" in out
+
+
+def test_a_wrong_file_as_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text(station_toml(tmp_path, extra='[control]\nsocket = ""\n'))
+    code, out, _ = check(capsys, str(path), "--json")
+    body = json.loads(out)
+    assert code == 1 and body["valid"] is False
+    [problem] = body["problems"]
+    assert problem["key"] == "control.socket" and problem["message"] == "must not be empty"
+    assert "Unix socket" in problem["explanation"]
+
+
+def test_a_socket_path_too_long(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text(station_toml(tmp_path, extra=f'[control]\nsocket = "/{"x" * 120}.sock"\n'))
+    code, out, _ = check(capsys, str(path))
+    assert code == 1 and "control.socket" in out and "at most 107" in out
+
+
+def test_not_toml_and_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text("[station\nid = 1\n")
+    code, out, _ = check(capsys, str(path))
+    assert code == 1 and "invalid TOML" in out and "line 1" in out
+    code, out, _ = check(capsys, str(tmp_path / "missing.toml"))
+    assert code == 1 and "config file not found" in out

@@ -1,0 +1,127 @@
+"""`edgectl probe` and `edgectl scan` on a free line: simulated DART pumps on a pty, no daemon."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import serial
+
+from drivers.ptylink import PtyLink
+from drivers.wayne_dart.sim import DartLineSimulator, SimPump
+from tests.control.clikit import cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def line(tmp_path: Path) -> Iterator[DartLineSimulator]:
+    """Two pumps at 0x50 and 0x52 (a gap between them) behind tmp/dart."""
+    pumps = [SimPump(0x50, {1: 745, 2: 793}), SimPump(0x52, {1: 710})]
+    sim = DartLineSimulator(pumps, name="probe")
+    sim.serve_pty(tmp_path / "dart")
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+def port(sim: DartLineSimulator) -> str:
+    assert sim.link is not None and sim.link.link is not None
+    return str(sim.link.link)
+
+
+def test_probe_finds_the_pumps_at_one_setting(line: DartLineSimulator) -> None:
+    result = cli(
+        "probe", port(line), "--protocol", "dart", "--baud", "9600", "--parity", "odd", "--json"
+    )
+    assert result.code == 0, result.err
+    body = result.json()
+    assert body["port"] == port(line) and body["pty"] is True
+    assert body["tried"] == [{"protocol": "dart", "baud": 9600, "parity": "odd"}]
+    assert [f["address"] for f in body["found"]] == ["0x50", "0x52"]
+    for found in body["found"]:
+        assert found["protocol"] == "dart"
+        assert found["settings"] == [{"baud": 9600, "parity": "odd"}]
+        assert found["reply"].startswith(("EOT", "DATA"))
+
+
+def test_probe_only_polls(line: DartLineSimulator) -> None:
+    pump = line.pump(0x50)
+    pump.lift(2)  # the pump has something to say: its nozzle status
+    result = cli(
+        "probe",
+        port(line),
+        "--protocol",
+        "dart",
+        "--baud",
+        "9600",
+        "--parity",
+        "even",
+        "--address",
+        "0x50",
+        "0x51",
+        "--json",
+    )
+    assert result.code == 0, result.err
+    [found] = result.json()["found"]
+    assert found["address"] == "0x50"
+    assert found["reply"].startswith("DATA DC3 nozzle status") and "nozzle 2 out" in found["reply"]
+    assert pump.counters.polls >= 1
+    assert pump.counters.data_frames == 0  # no command reached the pump
+
+
+def test_scan_tries_every_setting(line: DartLineSimulator) -> None:
+    result = cli("scan", port(line), "--timeout-ms", "10")
+    assert result.code == 0, result.err
+    assert "2 DART pump(s) answer on" in result.out and "0x50, 0x52" in result.out
+    # A pty ignores line settings, so every one of them answers; the output says why.
+    for setting in ("9600 8O1", "9600 8E1", "9600 8N1", "19200 8O1", "19200 8E1", "19200 8N1"):
+        assert setting in result.out
+    assert "pseudo-terminal" in result.out
+    assert "probing" in result.err  # what it is doing, on stderr
+
+
+def test_scan_first_stops_at_the_first_setting(line: DartLineSimulator) -> None:
+    result = cli("scan", port(line), "--first", "--timeout-ms", "20", "--json")
+    assert result.code == 0, result.err
+    found = result.json()["found"]
+    assert [f["settings"] for f in found] == [[{"baud": 9600, "parity": "odd"}]] * 2
+
+
+def test_nothing_answers(tmp_path: Path) -> None:
+    with PtyLink(tmp_path / "silent"):
+        result = cli(
+            "probe",
+            str(tmp_path / "silent"),
+            "--protocol",
+            "dart",
+            "--baud",
+            "19200",
+            "--parity",
+            "none",
+            "--address",
+            "0x50",
+            "0x51",
+        )
+    assert result.code == 1
+    assert result.err.splitlines()[-1] == (
+        f"no DART pump answered on {tmp_path / 'silent'} (2 address(es) at 19200 8N1)"
+    )
+
+
+def test_probe_refuses_a_port_in_use(line: DartLineSimulator) -> None:
+    holder = serial.Serial(port(line), exclusive=True)  # as the daemon opens its lines
+    try:
+        result = cli("probe", port(line), "--protocol", "dart")
+    finally:
+        holder.close()
+    assert result.code == 1
+    assert "is in use by another process" in result.err and "Traceback" not in result.err
+
+
+def test_probe_refuses_a_missing_port(tmp_path: Path) -> None:
+    result = cli("scan", str(tmp_path / "ttyUSB9"))
+    assert result.code == 1
+    assert result.err.strip() == f"edgectl scan: {tmp_path / 'ttyUSB9'} does not exist"
