@@ -131,7 +131,9 @@ class Daemon:
         self.log = get_logger(station=config.station.id)
         self.store = Store(
             config.store.path,
-            outbox_max_rows=config.cloud.outbox_max_rows if config.cloud else None,
+            # Without a cloud link the outbox still keeps events for when one is configured,
+            # bounded the same way (telemetry thinned first, sales never dropped).
+            outbox_max_rows=config.cloud.outbox_max_rows if config.cloud else 100_000,
         )
         self._emit_target: Station | None = None
         self.lines: dict[str, DispenserLine] = {

@@ -292,6 +292,13 @@ class Station:
         active, pending = await self.db(self.store.price_sets)
         if active is not None:
             self.prices = PriceSet(active[0], {**self.prices.prices, **active[1]})
+        # The retained prices state always says what is in force, from the first start on.
+        await self.db(
+            self.store.publish_prices,
+            self.prices.price_set_id,
+            dict(self.prices.prices),
+            self.config.station.currency,
+        )
         for price_set_id, prices, effective_at in pending:
             moment = datetime.fromisoformat(effective_at) if effective_at else None
             self._schedule_prices(price_set_id, prices, moment)

@@ -52,7 +52,7 @@ format = "json"
     for n in range(lines):
         parts.append(
             f'[[lines]]\nname = "l{n}"\nport = "{tmp / f"l{n}"}"\nprotocol = "wayne_dart"\n'
-            "reply_timeout_ms = 40\n"
+            "reply_timeout_ms = 150\n"
         )
         for p in range(pumps_per_line):
             number += 1

@@ -133,6 +133,7 @@ W = "--broker 127.0.0.1 --station S-1"
         f"follow {W} --cert c.pem",  # a certificate without its key
         "follow --broker http://host/ --station S-1",
         "follow --broker 127.0.0.1:99999 --station S-1",
+        f"follow {W} --prefix a/+/b",
     ],
 )
 def test_cloud_action_usage_errors_exit_2(

@@ -662,6 +662,7 @@ def _target(args: argparse.Namespace) -> _Target:
 def _client(args: argparse.Namespace, target: _Target) -> CloudClient:
     from edgectl.cloud.client import CloudClient
     from edgectl.cloud.signing import KEY_ID, load_private_key
+    from edgectl.errors import ConfigError
 
     key = key_id = None
     if getattr(args, "key", None) is not None:
@@ -669,14 +670,17 @@ def _client(args: argparse.Namespace, target: _Target) -> CloudClient:
         key_id = args.key_id or args.key.stem
         if not KEY_ID.fullmatch(key_id):
             _usage(args, f"the key file's name {key_id!r} is not a key id: give --key-id")
-    return CloudClient(
-        target.broker,
-        target.station,
-        prefix=target.prefix,
-        key=key,
-        key_id=key_id,
-        timeout_s=getattr(args, "timeout", 10.0),
-    )
+    try:
+        return CloudClient(
+            target.broker,
+            target.station,
+            prefix=target.prefix,
+            key=key,
+            key_id=key_id,
+            timeout_s=getattr(args, "timeout", 10.0),
+        )
+    except ConfigError as exc:  # a --prefix that cannot start a topic (a config's is checked)
+        _usage(args, str(exc))
 
 
 def _command(args: argparse.Namespace, client: CloudClient, target: _Target) -> dict[str, Any]:

@@ -372,6 +372,16 @@ class Store:
             )
             tx.outbox("prices", PRIORITY_TELEMETRY, payload, now, key="prices", retain=True)
 
+    def publish_prices(
+        self, price_set_id: str | None, prices: dict[str, Decimal], currency: str
+    ) -> None:
+        """Queue the retained prices state (the newest replaces any not yet sent)."""
+        with self.transaction() as tx:
+            payload = contract.prices_data(price_set_id, _grade_prices(prices), currency=currency)
+            tx.outbox(
+                "prices", PRIORITY_TELEMETRY, payload, self._clock(), key="prices", retain=True
+            )
+
     def price_sets(
         self,
     ) -> tuple[
