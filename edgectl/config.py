@@ -287,6 +287,9 @@ class TankConfig:
     delivery_min_l: Decimal = _DELIVERIES.min_rise_l
     delivery_settle_s: int = int(_DELIVERIES.settle_time.total_seconds())
     reconciliation_limit_l: Decimal = RECONCILIATION_ALLOWANCE_L
+    # Inventory to the cloud: on a product change this big, and at least this often.
+    inventory_threshold_l: Decimal = Decimal(50)
+    inventory_interval_s: int = 300
 
     def model(self) -> Tank:
         return Tank(
@@ -1096,6 +1099,8 @@ _TANK_KEYS: Final = (
     "delivery_min_l",
     "delivery_settle_s",
     "reconciliation_limit_l",
+    "inventory_threshold_l",
+    "inventory_interval_s",
 )
 _DENSITY_15: Final = (Decimal(653), Decimal(1075))  # the range of table 54B, kg/m³
 _DEFAULT_LOW_PRODUCT_SHARE: Final = Decimal("0.10")
@@ -1222,6 +1227,10 @@ def _read_tank(
         delivery_min_l=delivery_min,
         delivery_settle_s=t.opt_int("delivery_settle_s", default.delivery_settle_s, lo=10, hi=3600),
         reconciliation_limit_l=allowance,
+        inventory_threshold_l=_positive(t, "inventory_threshold_l", default.inventory_threshold_l),
+        inventory_interval_s=t.opt_int(
+            "inventory_interval_s", default.inventory_interval_s, lo=10, hi=86400
+        ),
     )
 
 

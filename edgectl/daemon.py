@@ -18,6 +18,7 @@ from edgectl.errors import ConfigError
 from edgectl.logs import get_logger
 from edgectl.station import Station
 from edgectl.store.store import Store
+from edgectl.tank_service import TankService
 
 SHUTDOWN_GRACE_S = 15.0  # time given to sales being committed when asked to stop
 FLUSH_GRACE_S = 3.0  # then time given to the outbox to reach the broker
@@ -90,15 +91,15 @@ class CloudLink:
             session=self.session,
             topics=self.session.topics,
             station=config.station.id,
-            fetch=lambda cursors, limit: station.db(store.outbox_after, cursors, limit),
-            delete=lambda seqs: station.db(store.outbox_delete, seqs),
+            fetch=lambda cursors, limit: station.db_quiet(store.outbox_after, cursors, limit),
+            delete=lambda seqs: station.db_quiet(store.outbox_delete, seqs),
             epoch=store.epoch,
             window=cloud.max_inflight,
         )
         station.on_outbox = self.publisher.wake
 
     async def _heartbeat(self) -> bytes:
-        depth = await self.station.db(self.station.store.outbox_depth)
+        depth = await self.station.db_quiet(self.station.store.outbox_depth)
         return contract.encode(
             contract.envelope(
                 "heartbeat",
@@ -118,7 +119,7 @@ class CloudLink:
         """Give the outbox a moment to reach the broker before the session closes."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.session.connected:
-            if await self.station.db(self.station.store.outbox_depth) == 0:
+            if await self.station.db_quiet(self.station.store.outbox_depth) == 0:
                 return
             await asyncio.sleep(0.05)
 
@@ -142,6 +143,8 @@ class Daemon:
         self.station = Station(config, self.store, self.lines)
         self._emit_target = self.station
         self.cloud = CloudLink(config, self.station) if config.cloud is not None else None
+        # No [[gauges]]: no tank service, nothing runs for tanks.
+        self.tanks = TankService.from_config(config, self.station)
         self.control = ControlServer(self, config.control)
         self._started = time.monotonic()
         self._stop = asyncio.Event()
@@ -177,6 +180,8 @@ class Daemon:
                 ]
                 tasks.append(tg.create_task(self.station.run(), name="station"))
                 tasks.append(tg.create_task(self.control.run(), name="control"))
+                if self.tanks is not None:
+                    tasks.append(tg.create_task(self.tanks.run(), name="tanks"))
                 if self.cloud is not None:
                     tasks.append(tg.create_task(self.cloud.session.run(), name="cloud-session"))
                     tasks.append(tg.create_task(self.cloud.publisher.run(), name="cloud-outbox"))

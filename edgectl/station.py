@@ -121,6 +121,8 @@ class Station:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self.prices = PriceSet(None, {g.id: g.unit_price for g in config.grades})
         self.on_outbox: Callable[[], None] = lambda: None  # the cloud publisher's wake-up
+        # Litres sold per grade, for the tank service (wet stock); a no-op without gauges.
+        self.on_sold: Callable[[str, Decimal], None] = lambda grade, litres: None
         self._price_tasks: set[asyncio.Task[None]] = set()
         self.points: dict[int, PumpService] = {}
         self._by_address: dict[tuple[str, int], PumpService] = {}
@@ -136,6 +138,12 @@ class Station:
             return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
         finally:
             self.on_outbox()  # most writes queue outbox rows: let the publisher look now
+
+    async def db_quiet(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A store call that adds no outbox rows (the publisher's own reads and deletes):
+        waking the publisher after it would make it spin."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
 
     def on_dispenser_event(self, event: DispenserEvent) -> None:
         """Driver callback: route the event to its pump's worker (never blocks the line)."""
@@ -772,6 +780,7 @@ class PumpService:
         log = self.log.bind(sale_id=recorded.id, nozzle=sale.nozzle, grade=sale.grade)
         if recorded.created:
             self.sales_recorded += 1
+            self.station.on_sold(sale.grade, sale.volume)
             log.info(
                 "sale_recorded",
                 volume=str(sale.volume),

@@ -221,8 +221,8 @@ def patient_line(config: Path) -> None:
     """Line timing is not under test here: a loaded machine must not take the pumps offline
     while the tool starts (40 ms, the kit's reply timeout, is tight for a busy CI box)."""
     text = config.read_text()
-    assert "reply_timeout_ms = 40" in text
-    config.write_text(text.replace("reply_timeout_ms = 40", "reply_timeout_ms = 250"))
+    assert "reply_timeout_ms = 150" in text
+    config.write_text(text.replace("reply_timeout_ms = 150", "reply_timeout_ms = 250"))
 
 
 @pytest.fixture

@@ -62,6 +62,7 @@ def register(sub: Subparsers) -> None:
     backup = output.add_command(
         actions,
         "backup",
+        label="db backup",
         help="copy the database, consistently, even while the daemon runs",
         description="Copy the station's database to DEST with SQLite's online backup.",
         example=BACKUP_EXAMPLE,
@@ -73,6 +74,7 @@ def register(sub: Subparsers) -> None:
     restore = output.add_command(
         actions,
         "restore",
+        label="db restore",
         help="replace the database with a backup (daemon stopped)",
         description="Replace the station's database with the backup SRC.",
         example=RESTORE_EXAMPLE,
@@ -82,6 +84,7 @@ def register(sub: Subparsers) -> None:
     output.add_command(
         actions,
         "check",
+        label="db check",
         help="check the database's integrity",
         description="Check the integrity of the station's database.",
         example=CHECK_EXAMPLE,

@@ -177,7 +177,11 @@ async def _run(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    tank_sims = _tank_simulators(config, console)
     daemon = Daemon(config)
+    if daemon.tanks is not None:
+        # The simulated pumps' sales drain the simulated tanks (at the end of each fill).
+        daemon.tanks.sold_listeners.append(_drain(config, tank_sims))
     started = time.monotonic()
     client: CloudClient | None = None
     try:
@@ -229,6 +233,8 @@ async def _run(
             await client.close()
         for sim in sims:
             sim.stop()
+        for _farm, console_sim in tank_sims.values():
+            console_sim.stop()
     _summary(console, config, time.monotonic() - started)
     if cloud is not None:
         console.print(cloud.summary(_order_statuses(config.store.path)))
@@ -284,9 +290,103 @@ def _render(daemon: Any, config: Config, cloud: _DemoCloud | None = None) -> Gro
                 )
             )
         )
+    parts: list[Any] = [pumps]
+    if config.tanks:
+        parts.append(_tanks_table(config))
+    parts.append(sales)
     if cloud is not None:
-        return Group(pumps, sales, cloud.table())
-    return Group(pumps, sales)
+        parts.append(cloud.table())
+    return Group(*parts)
+
+
+def _tank_simulators(config: Config, console: Console) -> dict[str, tuple[Any, Any]]:
+    """A TLS console simulator on each Veeder-Root gauge's pty, over tank physics built from
+    the configured tanks (filled to 60 %); by gauge name: (TankFarm, TlsConsoleSimulator)."""
+    from drivers.tank_sim import SimTank, TankFarm, TankSpec
+    from drivers.tank_sim import TankChart as SimChart
+    from drivers.veeder_root.sim import TlsConsole, TlsConsoleSimulator
+
+    sims: dict[str, tuple[Any, Any]] = {}
+    for gauge in config.gauges:
+        if gauge.protocol != "veeder_root" or gauge.port is None:
+            continue
+        tanks = []
+        for tank in config.tanks_on(gauge.name):
+            points = (
+                [(float(h), float(v)) for h, v in tank.chart.points]
+                if tank.chart is not None
+                else [(0.0, 0.0), (float(tank.height_mm), float(tank.capacity_l))]
+            )
+            spec = TankSpec(
+                tank.gauge_tank,
+                SimChart.from_points(points),
+                product=tank.grade,
+                density15=float(tank.density_15),
+            )
+            tanks.append(SimTank(spec, product_l=float(tank.capacity_l) * 0.6))
+        farm = TankFarm(tanks)
+        console_sim = TlsConsoleSimulator(
+            TlsConsole(farm, security_code=gauge.security_code or None),
+            terminator=gauge.terminator_bytes,
+            etx=gauge.etx,
+            name=f"tls-{gauge.name}",
+        )
+        link = console_sim.serve_pty(Path(gauge.port))
+        console.print(f"simulated tank gauge {gauge.name}: {link.link}")
+        sims[gauge.name] = (farm, console_sim)
+    return sims
+
+
+def _drain(config: Config, tank_sims: dict[str, tuple[Any, Any]]) -> Callable[[str, Decimal], None]:
+    def drain(grade: str, litres: Decimal) -> None:
+        for tank in config.tanks_for_grade(grade):
+            if tank.gauge in tank_sims:  # manifolded tanks: the first one gives it all
+                tank_sims[tank.gauge][0].draw(tank.gauge_tank, litres)
+                return
+
+    return drain
+
+
+def _tanks_table(config: Config) -> Table:
+    table = Table(title="tanks", expand=False)
+    for column in ("tank", "grade", "level mm", "product L", "net L", "ullage L", "°C", "water mm"):
+        table.add_column(column, justify="left" if column in ("tank", "grade") else "right")
+    latest = {int(r["tank"]): r for r in _tank_latest(config.store.path)}
+    for tank in config.tanks:
+        row = latest.get(tank.number)
+        if row is None:
+            table.add_row(str(tank.number), tank.grade, *(["-"] * 6))
+            continue
+        table.add_row(
+            str(tank.number),
+            tank.grade,
+            *(
+                str(row[k])
+                for k in (
+                    "height_mm",
+                    "product_l",
+                    "net_l",
+                    "ullage_l",
+                    "temperature_c",
+                    "water_mm",
+                )
+            ),
+        )
+    return table
+
+
+def _tank_latest(path: Path) -> list[sqlite3.Row]:
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+    except sqlite3.Error:
+        return []
+    try:
+        db.row_factory = sqlite3.Row
+        return list(db.execute("SELECT * FROM tank_latest ORDER BY tank"))
+    except sqlite3.Error:
+        return []
+    finally:
+        db.close()
 
 
 def _known_totals(path: Path) -> dict[int, dict[int, tuple[Decimal, Decimal]]]:

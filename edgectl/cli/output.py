@@ -52,8 +52,10 @@ def add_command(
     daemon: bool = True,
     json_output: bool = True,
     exits: str = EXIT_TEXT,
+    label: str | None = None,
 ) -> argparse.ArgumentParser:
-    """A subcommand with its example and exit statuses in --help, and the common options."""
+    """A subcommand with its example and exit statuses in --help, and the common options.
+    `label` names it in error messages when it is below another command ("db backup")."""
     parser = sub.add_parser(
         name,
         help=help,
@@ -62,7 +64,7 @@ def add_command(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common(parser, daemon=daemon, json_output=json_output)
-    parser.set_defaults(func=guarded(name, func))
+    parser.set_defaults(func=guarded(label or name, func))
     return parser
 
 
@@ -202,9 +204,20 @@ def table(
     right: Iterable[str] = (),
 ) -> Table:
     aligned = set(right)
-    grid = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    grid = Table(
+        title=title,
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+        pad_edge=False,
+        collapse_padding=True,
+    )
     for column in columns:
-        grid.add_column(column, justify="right" if column in aligned else "left")
+        # A narrow terminal folds a long text onto a second line rather than cutting it;
+        # numbers stay whole.
+        number = column in aligned
+        grid.add_column(
+            column, justify="right" if number else "left", overflow="fold", no_wrap=number
+        )
     for row in rows:
         grid.add_row(*(cell(value) for value in row))
     return grid

@@ -17,6 +17,7 @@ import os
 import re
 import stat
 import sys
+import termios
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -405,6 +406,11 @@ async def probe(
             if "lock" in str(exc):
                 raise PortUnavailable(f"{port} is in use by another process") from None
             raise PortUnavailable(str(exc)) from None
+        except termios.error:
+            # The port cannot take this setting (a pty refuses 7 data bits): nothing to ask.
+            for _ in addresses:
+                progress()
+            continue
         try:
             for address in addresses:
                 reply = await protocol.ask(transport, address, setting, timeout_s)

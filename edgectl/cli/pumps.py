@@ -70,51 +70,51 @@ def run_pumps(args: argparse.Namespace) -> int:
     if args.json:
         output.print_json(pumps)
     else:
-        output.console().print(pumps_table(pumps))
+        out = output.console()
+        out.print(pumps_table(pumps, width=out.width))
     return output.EXIT_OK
 
 
-def pumps_table(pumps: Sequence[dict[str, Any]], title: str | None = None) -> Table:
+def pumps_table(
+    pumps: Sequence[dict[str, Any]], title: str | None = None, *, width: int = 200
+) -> Table:
+    """The pumps; on a narrow terminal without the columns a technician needs least."""
+    columns = (
+        "pump",
+        "line",
+        "online",
+        "state",
+        "status",
+        "nozzle",
+        "grade",
+        "price",
+        "volume",
+        "amount",
+        "auth",
+        "sales",
+    )
+    shown = [c for c in columns if width >= 100 or c not in ("status", "auth", "sales")]
     rows = []
     for p in pumps:
         nozzle = p["nozzle"]
         if nozzle is not None and p["nozzle_out"]:
             nozzle = f"{nozzle} out"
-        rows.append(
-            (
-                p["pump"],
-                f"{p['line']}/{p['address']}",
-                output.yes_no(p["online"]),
-                _state(p["state"]),
-                p["status"],
-                nozzle,
-                p["grade"],
-                p["unit_price"],
-                p["volume"],
-                p["amount"],
-                p["authorization_id"],
-                p["sales"],
-            )
-        )
-    return output.table(
-        title,
-        (
-            "pump",
-            "line",
-            "online",
-            "state",
-            "status",
-            "nozzle",
-            "grade",
-            "price",
-            "volume",
-            "amount",
-            "auth",
-            "sales",
-        ),
-        rows,
-        right=("pump", "price", "volume", "amount", "sales"),
-    )
+        values = {
+            "pump": p["pump"],
+            "line": f"{p['line']}/{p['address']}",
+            "online": output.yes_no(p["online"]),
+            "state": _state(p["state"]),
+            "status": p["status"],
+            "nozzle": nozzle,
+            "grade": p["grade"],
+            "price": p["unit_price"],
+            "volume": p["volume"],
+            "amount": p["amount"],
+            "auth": p["authorization_id"],
+            "sales": p["sales"],
+        }
+        rows.append([values[c] for c in shown])
+    return output.table(title, shown, rows, right=("pump", "price", "volume", "amount", "sales"))
 
 
 _STATE_STYLE = {
@@ -141,6 +141,8 @@ def run_tanks(args: argparse.Namespace) -> int:
         print(NO_TANKS)
     else:
         output.console().print(tanks_table(tanks))
+        if all("reading" in tank and tank["reading"] is None for tank in tanks):
+            print("configured tanks; the daemon has no readings of them yet")
     return output.EXIT_OK
 
 

@@ -160,6 +160,7 @@ def register(sub: Subparsers) -> None:
         example=EXPORT_EXAMPLE,
         func=run_export_sales,
         daemon=False,
+        label="export sales",
     )
     export_sales.add_argument(
         "--csv", required=True, metavar="FILE", help="the CSV file to write ('-': stdout)"

@@ -79,9 +79,7 @@ def render(status: dict[str, Any]) -> None:
                 line["protocol"],
                 line["settings"],
                 f"{line['online']}/{line['pumps']}",
-                rate.get("frames", "…"),
-                rate.get("errors", "…"),
-                rate.get("timeouts", "…"),
+                *(_rate(rate.get(key)) for key in ("frames", "errors", "timeouts")),
             )
         )
     out.print(
@@ -112,3 +110,8 @@ def render(status: dict[str, Any]) -> None:
             )
         )
     out.print(output.table("devices", ("device", "where", "link", "state"), devices))
+
+
+def _rate(value: float | None) -> str:
+    """Per-minute rates as whole numbers; "…" until the first second of samples."""
+    return "…" if value is None else f"{value:.0f}"

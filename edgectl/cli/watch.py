@@ -62,9 +62,9 @@ def run_watch(args: argparse.Namespace) -> int:
                 if args.json:
                     output.print_json_line(update)
                 elif live is not None:
-                    live.update(_view(update, stream.result["station"]), refresh=True)
+                    live.update(_view(update, stream.result["station"], out.width), refresh=True)
                 else:
-                    out.print(_view(update, stream.result["station"]))
+                    out.print(_view(update, stream.result["station"], out.width))
                 if args.count is not None and seen >= args.count:
                     return output.EXIT_OK
         except KeyboardInterrupt:
@@ -77,10 +77,10 @@ def run_watch(args: argparse.Namespace) -> int:
     return output.EXIT_OK
 
 
-def _view(update: dict[str, Any], station: str) -> Group:
+def _view(update: dict[str, Any], station: str, width: int) -> Group:
     parts: list[Any] = [
         Text(f"{station} at {output.local_time(update['at'])} (Ctrl-C to stop)", style="bold"),
-        pumps_table(update["pumps"]),
+        pumps_table(update["pumps"], width=width),
     ]
     if update["tanks"]:
         parts.append(tanks_table(update["tanks"]))

@@ -16,7 +16,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any, Final, Literal, TypeAlias, TypeVar
@@ -85,7 +85,18 @@ SCHEMA_VERSION: Final = "v1"
 
 CommandType: TypeAlias = Literal["authorize", "cancel", "stop", "prices", "clear"]
 Kind: TypeAlias = Literal[
-    "result", "order", "sale", "alarm", "price", "pump_state", "prices", "online", "heartbeat"
+    "result",
+    "order",
+    "sale",
+    "alarm",
+    "price",
+    "pump_state",
+    "prices",
+    "online",
+    "heartbeat",
+    "inventory",
+    "delivery",
+    "reconciliation",
 ]
 ResultStatus: TypeAlias = Literal["accepted", "rejected"]
 OrderStatus: TypeAlias = Literal[
@@ -107,8 +118,13 @@ STATION_KINDS: Final[tuple[Kind, ...]] = (
     "prices",
     "online",
     "heartbeat",
+    "inventory",
+    "delivery",
+    "reconciliation",
 )
-EVENT_STREAMS: Final = frozenset({"order", "sale", "alarm", "price", "heartbeat"})
+EVENT_STREAMS: Final = frozenset(
+    {"order", "sale", "alarm", "price", "heartbeat", "inventory", "delivery", "reconciliation"}
+)
 # Published by the session itself, never through the outbox (the Last Will cannot be an outbox
 # row, and a heartbeat stuck behind a backlog would say nothing): seq 0, outside the sequence.
 OUTSIDE_SEQUENCE: Final = frozenset({"online", "heartbeat"})
@@ -241,6 +257,9 @@ DELIVERY: Final[Mapping[str, Delivery]] = MappingProxyType(
         "online": Delivery(qos=1, retain=True),
         "pump_state": Delivery(qos=1, retain=True),
         "prices": Delivery(qos=1, retain=True),
+        "inventory": Delivery(qos=1, retain=False),
+        "delivery": Delivery(qos=1, retain=False),
+        "reconciliation": Delivery(qos=1, retain=False),
     }
 )
 
@@ -662,6 +681,117 @@ def alarm_data(
         "message": _text(message, "message"),
         "raised_at": _when(raised_at, "raised_at"),
         "cleared_at": _when(cleared_at, "cleared_at"),
+    }
+
+
+TANK_MAX: Final = 99
+DeliverySourceName: TypeAlias = Literal["detected", "gauge"]
+_DELIVERY_SOURCES: Final[tuple[DeliverySourceName, ...]] = ("detected", "gauge")
+
+
+def _signed(value: Decimal, path: str) -> str:
+    """An outgoing decimal that may be negative (a temperature)."""
+    if not isinstance(value, Decimal) or not value.is_finite():
+        raise _invalid(path, f"must be a finite Decimal, got {value!r}")
+    text = decimal_text(value)
+    if len(text) > _DECIMAL_MAX_CHARS:
+        raise _invalid(path, f"{text[:20]}… has more than {_DECIMAL_MAX_CHARS} characters")
+    return text
+
+
+def inventory_data(
+    tank: int,
+    grade: str,
+    *,
+    measured_at: str,
+    height_mm: Decimal,
+    water_mm: Decimal,
+    temperature_c: Decimal,
+    product_l: Decimal,
+    net_l: Decimal,
+    water_l: Decimal,
+    ullage_l: Decimal,
+    fill_pct: Decimal,
+) -> dict[str, Any]:
+    """What one tank holds, as its gauge measured it (volumes in litres, net at 15 °C)."""
+    return {
+        "tank": _integer(tank, "tank", 1, TANK_MAX),
+        "grade": _string(grade, "grade", _GRADE, _GRADE_RULE),
+        "measured_at": _when(measured_at, "measured_at"),
+        "height_mm": _decimal_out(height_mm, "height_mm", positive=False),
+        "water_mm": _decimal_out(water_mm, "water_mm", positive=False),
+        "temperature_c": _signed(temperature_c, "temperature_c"),
+        "product_l": _decimal_out(product_l, "product_l", positive=False),
+        "net_l": _decimal_out(net_l, "net_l", positive=False),
+        "water_l": _decimal_out(water_l, "water_l", positive=False),
+        "ullage_l": _signed(ullage_l, "ullage_l"),
+        "fill_pct": _decimal_out(fill_pct, "fill_pct", positive=False),
+    }
+
+
+def delivery_data(
+    delivery_id: int,
+    tank: int,
+    source: DeliverySourceName,
+    *,
+    start_at: str,
+    end_at: str,
+    start_volume: Decimal,
+    end_volume: Decimal,
+    delivered: Decimal,
+    delivered_tc: Decimal,
+    dispensed_during: Decimal | None,
+) -> dict[str, Any]:
+    """Product put into a tank; `dispensed_during` is the sales added back (null: unknown)."""
+    return {
+        "delivery_id": _integer(delivery_id, "delivery_id", 1, SEQ_MAX),
+        "tank": _integer(tank, "tank", 1, TANK_MAX),
+        "source": _choice(source, "source", _DELIVERY_SOURCES),
+        "start_at": _when(start_at, "start_at"),
+        "end_at": _when(end_at, "end_at"),
+        "start_volume": _decimal_out(start_volume, "start_volume", positive=False),
+        "end_volume": _decimal_out(end_volume, "end_volume", positive=False),
+        "delivered": _signed(delivered, "delivered"),
+        "delivered_tc": _signed(delivered_tc, "delivered_tc"),
+        "dispensed_during": _quantity(dispensed_during, "dispensed_during"),
+    }
+
+
+_DAY: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def reconciliation_data(
+    tank: int,
+    day: str,
+    *,
+    opening: Decimal,
+    deliveries: Decimal,
+    sales: Decimal,
+    closing: Decimal,
+    variance: Decimal,
+    cumulative_variance: Decimal,
+    limit: Decimal,
+    flagged: bool,
+    day_flagged: bool,
+) -> dict[str, Any]:
+    """One tank's wet-stock reconciliation of one local day, in litres at 15 °C."""
+    _string(day, "day", _DAY, "a date YYYY-MM-DD")
+    try:
+        date.fromisoformat(day)
+    except ValueError:
+        raise _invalid("day", f"{day!r} is not a date") from None
+    return {
+        "tank": _integer(tank, "tank", 1, TANK_MAX),
+        "day": day,
+        "opening": _decimal_out(opening, "opening", positive=False),
+        "deliveries": _decimal_out(deliveries, "deliveries", positive=False),
+        "sales": _decimal_out(sales, "sales", positive=False),
+        "closing": _decimal_out(closing, "closing", positive=False),
+        "variance": _signed(variance, "variance"),
+        "cumulative_variance": _signed(cumulative_variance, "cumulative_variance"),
+        "limit": _decimal_out(limit, "limit", positive=False),
+        "flagged": _boolean(flagged, "flagged"),
+        "day_flagged": _boolean(day_flagged, "day_flagged"),
     }
 
 

@@ -129,21 +129,36 @@ class ControlServer:
 
     # ------------------------------------------------------------------ life cycle
     async def run(self) -> None:
+        """Serve until cancelled. Never raises: the forecourt sells on without its socket."""
+        try:
+            await self._serve()
+        except Exception:
+            self.log.exception(
+                "control_server_failed",
+                socket=str(self.path),
+                hint="the station runs on; the CLI cannot reach it until the daemon restarts",
+            )
+
+    async def _serve(self) -> None:
         self._take_store_lock()
+        sock: socket.socket | None = None
         try:
             sock = self._bind()
+            server = await asyncio.start_unix_server(
+                self._connection, sock=sock, limit=protocol.MAX_LINE
+            )
         except OSError as exc:
+            if sock is not None:
+                sock.close()
             self.log.error(
                 "control_socket_unavailable",
                 socket=str(self.path),
                 error=exc.strerror or str(exc),
                 hint="the station runs on; the CLI cannot reach it until this is fixed",
             )
+            self._unlink()
             self._release_store_lock()
             return
-        server = await asyncio.start_unix_server(
-            self._connection, sock=sock, limit=protocol.MAX_LINE
-        )
         self.log.info("control_socket_listening", socket=str(self.path))
         try:
             while True:
@@ -384,7 +399,7 @@ class ControlServer:
                 }
                 for view in station.snapshot()
             ],
-            "tanks": tank_views(station),
+            "tanks": tank_views(self.daemon),
         }
 
     def _cloud_status(self, outbox: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -441,7 +456,7 @@ class ControlServer:
         return [pump_json(view) for view in self.station.snapshot()]
 
     async def _tanks(self, args: Args, peer: Peer) -> list[dict[str, Any]]:
-        return tank_views(self.station)
+        return tank_views(self.daemon)
 
     async def _prices(self, args: Args, peer: Peer) -> dict[str, Any]:
         station = self.station
@@ -624,7 +639,7 @@ class ControlServer:
             yield {
                 "at": _iso_ts(time.time()),
                 "pumps": [pump_json(view) for view in self.station.snapshot()],
-                "tanks": tank_views(self.station),
+                "tanks": tank_views(self.daemon),
             }
             await asyncio.sleep(interval)
 
@@ -697,23 +712,48 @@ def pump_json(view: PumpView) -> dict[str, Any]:
     }
 
 
-def tank_views(station: Station) -> list[dict[str, Any]]:
-    """Whatever the station knows of its tanks, as JSON; empty when it has none.
+def tank_views(daemon: Daemon) -> list[dict[str, Any]]:
+    """What the daemon knows of its tanks, as JSON; empty when it has none.
 
-    Tanks arrive with the tank-gauge work: this reads `tank_snapshot()` or a `tanks` mapping
-    or list when the station has them, and each tank through its `view()` when it has one.
+    Tank gauging is being built beside this: live views come from a `snapshot()` (or
+    `views()`, `tank_snapshot()`) of the daemon's tank service or of the station when one
+    offers it, each tank through its own `view()` when it has one. Until then configured
+    tanks are listed from the config, without readings.
     """
-    snapshot = getattr(station, "tank_snapshot", None)
-    found: Any = snapshot() if callable(snapshot) else getattr(station, "tanks", None)
+    service = getattr(daemon, "tanks", None)
+    sources = [(service, name) for name in ("snapshot", "views", "tank_snapshot")]
+    sources.append((daemon.station, "tank_snapshot"))  # Station.snapshot() is the pumps'
+    for source, name in sources:
+        method = getattr(source, name, None) if source is not None else None
+        if callable(method):
+            return [_tank_json(item) for item in _items(method())]
+    found = getattr(daemon.station, "tanks", None)
+    if found:
+        return [_tank_json(item) for item in _items(found)]
+    return [
+        {
+            "tank": tank.number,
+            "name": tank.name,
+            "grade": tank.grade,
+            "capacity_l": tank.capacity_l,
+            "gauge": tank.gauge,
+            "gauge_tank": tank.gauge_tank,
+            "reading": None,
+        }
+        for tank in getattr(daemon.config, "tanks", ())
+    ]
+
+
+def _items(found: Any) -> list[Any]:
     if not found:
         return []
-    items = list(found.values()) if isinstance(found, Mapping) else list(found)
-    views = []
-    for item in items:
-        view = getattr(item, "view", None)
-        value = protocol.to_jsonable(view() if callable(view) else item)
-        views.append(value if isinstance(value, dict) else {"tank": value})
-    return views
+    return list(found.values()) if isinstance(found, Mapping) else list(found)
+
+
+def _tank_json(item: Any) -> dict[str, Any]:
+    view = getattr(item, "view", None)
+    value = protocol.to_jsonable(view() if callable(view) else item)
+    return value if isinstance(value, dict) else {"tank": value}
 
 
 def describe_dart(

@@ -165,4 +165,70 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX audit_by_time ON audit(requested_at);
     """,
+    # Tank gauging (issue 4): the latest reading per tank plus a throttled history, deliveries
+    # (one per gauge, tank and start, so a console's repeated list is taken once), and the
+    # daily reconciliation. Volumes are decimal text in litres; times are UTC ISO text.
+    """
+    CREATE TABLE tank_latest (
+        tank         INTEGER PRIMARY KEY,
+        at           TEXT NOT NULL,
+        height_mm    TEXT NOT NULL,
+        water_mm     TEXT NOT NULL,
+        temperature_c TEXT NOT NULL,
+        gross_l      TEXT NOT NULL,
+        water_l      TEXT NOT NULL,
+        product_l    TEXT NOT NULL,
+        net_l        TEXT NOT NULL,
+        ullage_l     TEXT NOT NULL,
+        fill_pct     TEXT NOT NULL
+    );
+    CREATE TABLE tank_readings (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        tank         INTEGER NOT NULL,
+        at           TEXT NOT NULL,
+        height_mm    TEXT NOT NULL,
+        water_mm     TEXT NOT NULL,
+        temperature_c TEXT NOT NULL,
+        gross_l      TEXT NOT NULL,
+        water_l      TEXT NOT NULL,
+        product_l    TEXT NOT NULL,
+        net_l        TEXT NOT NULL,
+        ullage_l     TEXT NOT NULL,
+        fill_pct     TEXT NOT NULL
+    );
+    CREATE INDEX tank_readings_by_time ON tank_readings(tank, at);
+    CREATE TABLE deliveries (
+        id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+        gauge               TEXT NOT NULL,
+        tank                INTEGER NOT NULL,
+        source              TEXT NOT NULL,
+        start_at            TEXT NOT NULL,
+        end_at              TEXT NOT NULL,
+        start_volume        TEXT NOT NULL,
+        end_volume          TEXT NOT NULL,
+        start_volume_tc     TEXT NOT NULL,
+        end_volume_tc       TEXT NOT NULL,
+        dispensed_during    TEXT,
+        dispensed_during_tc TEXT,
+        delivered           TEXT NOT NULL,
+        delivered_tc        TEXT NOT NULL,
+        recorded_at         TEXT NOT NULL,
+        UNIQUE (gauge, tank, start_at)
+    );
+    CREATE TABLE reconciliations (
+        tank                 INTEGER NOT NULL,
+        day                  TEXT NOT NULL,
+        opening              TEXT NOT NULL,
+        deliveries           TEXT NOT NULL,
+        sales                TEXT NOT NULL,
+        closing              TEXT NOT NULL,
+        variance             TEXT NOT NULL,
+        cumulative_variance  TEXT NOT NULL,
+        period_throughput    TEXT NOT NULL,
+        flagged              INTEGER NOT NULL,
+        recorded_at          TEXT NOT NULL,
+        PRIMARY KEY (tank, day)
+    );
+    CREATE INDEX alarms_open_by_kind ON alarms(kind) WHERE cleared_at IS NULL;
+    """,
 )

@@ -20,6 +20,7 @@ from typing import Any
 
 from drivers.wayne_dart.sim import DartLineSimulator
 from edgectl.config import Config, load_config
+from edgectl.control import protocol
 from edgectl.control.client import ControlClient, DaemonNotRunning
 from tests.stationkit import start_simulators, write_config
 
@@ -95,6 +96,28 @@ async def acli(*args: str, timeout: float = 60) -> Result:
         raise
     assert proc.returncode is not None
     return Result(proc.returncode, out.decode(), err.decode())
+
+
+async def acall(socket: Path, op: str, args: dict[str, Any] | None = None) -> Any:
+    """One request to a daemon running in this process's event loop (never block that loop
+    with the synchronous ControlClient)."""
+    reader, writer = await asyncio.open_unix_connection(str(socket))
+    try:
+        writer.write(protocol.encode_request(1, op, args or {}))
+        await writer.drain()
+        async with asyncio.timeout(10):
+            reply = protocol.parse_reply(await reader.readline())
+    finally:
+        writer.close()
+    assert reply.get("ok"), reply
+    return reply["result"]
+
+
+async def eventually(predicate: Any, *, timeout: float = 15.0, what: str = "") -> None:
+    """Wait for an async predicate to hold."""
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(0.1)
 
 
 @dataclass

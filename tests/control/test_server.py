@@ -18,7 +18,7 @@ import pytest
 
 from edgectl.control import protocol
 from edgectl.store.store import lock_path
-from tests.control.clikit import control_config, short_dir
+from tests.control.clikit import acli, control_config, short_dir
 from tests.stationkit import RunningStation, running_station, until
 
 
@@ -229,3 +229,44 @@ async def test_a_live_socket_is_not_taken_over_and_the_station_still_runs() -> N
                 assert os.stat(path).st_ino == inode
         finally:
             squatter.close()
+
+
+TANK = """
+[[gauges]]
+name = "tls"
+protocol = "veeder_root"
+port = "{port}"
+
+[[tanks]]
+number = 7
+name = "92 underground"
+grade = "92"
+capacity_l = 20000
+height_mm = 2500
+density_15 = "737.0"
+gauge = "tls"
+gauge_tank = 1
+chart = [[0, 0], [1250, 10000], [2500, 20000]]
+"""
+
+
+async def test_tanks_of_the_station() -> None:
+    with short_dir() as tmp:
+        path = tmp / "control.sock"
+        # The console is not there: the tank is configured, its gauge stays unreachable.
+        config = control_config(tmp, path, extra=TANK.format(port=tmp / "tls"))
+        async with running_station(config):
+            await until(path.exists, what="the control socket")
+            client = await Client.connect(path)
+            [tank] = (await client.call("tanks"))["result"]
+            assert tank.get("tank", tank.get("number")) == 7
+            status = (await client.call("status"))["result"]
+            assert len(status["tanks"]) == 1
+            await client.close()
+            result = await acli("tanks", "--socket", str(path))
+            assert result.code == 0 and "92 underground" in result.out
+
+
+async def test_no_tanks_configured(station: RunningStation) -> None:
+    result = await acli("tanks", "--socket", str(socket_path(station)))
+    assert result.code == 0 and result.out == "no tanks configured\n"

@@ -1,0 +1,608 @@
+"""The tank gauges in the running station: one driver task per `[[gauges]]` entry, their
+readings turned into inventory, alarms and deliveries kept in the store.
+
+Units: a Veeder-Root console is assumed to report heights in mm, temperatures in °C and
+volumes in litres (console setup); nothing is converted here.
+
+Each gauge's driver emits into one queue; one worker takes the events in order, so a tank's
+readings, alarms and deliveries are handled one at a time. The station tells the service what
+it sold (`on_sold`, per grade); the litres are shared among the grade's tanks
+(`wetstock.allocate`) and handed to the tank's next reading as "dispensed since the last".
+
+Inventory goes to the outbox (telemetry, newest per tank) on a product change of
+`[[tanks]].inventory_threshold_l` and at least every `inventory_interval_s`; deliveries and
+alarms as events; each tank's reconciliation of the previous local day after local midnight.
+Modbus probe lines are read through `ModbusProbeBus` (the register map converts to mm, °C, L).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+from drivers.base import GaugeDelivery as DriverDelivery
+from drivers.base import (
+    GaugeEvent,
+    GaugeOffline,
+    GaugeOnline,
+    TankAlarms,
+    TankGauge,
+    TankGaugeReading,
+)
+from drivers.modbus_probe.driver import (
+    ModbusBusSettings,
+    ModbusProbeBus,
+    ProbeOffline,
+    ProbeSettings,
+    SerialLine,
+    TankReadRefused,
+    TcpLink,
+)
+from drivers.modbus_probe.registers import load_register_map
+from drivers.transport import SerialTransport, TcpTransport, Transport
+from drivers.veeder_root.driver import TlsGauge, TlsGaugeSettings
+from edgectl.cloud import contract
+from edgectl.config import Config, GaugeConfig
+from edgectl.errors import ConfigError
+from edgectl.forecourt.tanks import (
+    AlarmChange,
+    AlarmTracker,
+    ImplausibleReading,
+    Tank,
+    TankAlarm,
+    TankInventory,
+    TankReading,
+    litres,
+)
+from edgectl.forecourt.wetstock import (
+    Delivery,
+    DeliveryDetector,
+    GaugeDelivery,
+    Reconciliation,
+    allocate,
+    reconcile,
+)
+from edgectl.logs import get_logger
+from edgectl.station import Station
+
+HISTORY_EVERY = timedelta(minutes=1)  # one history row per tank per minute ...
+HISTORY_CHANGE_L = Decimal(50)  # ... or sooner on a net change this big
+MINUTE = timedelta(minutes=1)
+DELIVERIES_INTERVAL_S = 120.0  # how often a console's delivery list is asked for
+_CRITICAL = {TankAlarm.OVERFILL, TankAlarm.SUDDEN_LOSS}
+
+
+def build_probe_bus(gauge: GaugeConfig, config: Config) -> ModbusProbeBus:
+    """A Modbus probe line: one device per `device_id` of the gauge's tanks (1 when unset);
+    its readings carry the station's tank numbers, already in mm, °C and litres."""
+    if gauge.register_map is None:
+        raise ConfigError(f"gauges.{gauge.name}: a modbus_probe gauge needs a register_map")
+    register_map = load_register_map(gauge.register_map)
+    link: SerialLine | TcpLink
+    if gauge.port is not None:
+        parity = {"none": "N", "even": "E", "odd": "O"}[gauge.parity]
+        link = SerialLine(
+            gauge.port,
+            baud=gauge.baud,
+            parity=parity,  # type: ignore[arg-type]
+            bytesize=gauge.bytesize,
+            stopbits=gauge.stopbits,
+        )
+    else:
+        assert gauge.host is not None
+        link = TcpLink(gauge.host, gauge.tcp_port or 502)
+    devices: dict[int, dict[int, int]] = {}
+    for tank in config.tanks_on(gauge.name):
+        devices.setdefault(tank.device_id or 1, {})[tank.number] = tank.gauge_tank
+    settings = ModbusBusSettings(
+        gauge.name,
+        link,
+        request_timeout_s=gauge.reply_timeout_ms / 1000,
+        offline_after=gauge.offline_after,
+    )
+    probes = [ProbeSettings(device, register_map, tanks) for device, tanks in devices.items()]
+    return ModbusProbeBus(settings, probes)
+
+
+def build_gauge(gauge: GaugeConfig, config: Config | None = None) -> TankGauge | None:
+    """The driver of one configured gauge; None for a protocol not wired into the station."""
+    if gauge.protocol == "modbus_probe" and config is not None:
+        return build_probe_bus(gauge, config)
+    if gauge.protocol != "veeder_root":
+        return None
+    transport: Transport
+    if gauge.port is not None:
+        transport = SerialTransport(
+            gauge.port,
+            baud=gauge.baud,
+            parity=gauge.parity,
+            bytesize=gauge.bytesize,
+            stopbits=gauge.stopbits,
+            name=gauge.name,
+        )
+    else:
+        assert gauge.host is not None and gauge.tcp_port is not None
+        transport = TcpTransport(gauge.host, gauge.tcp_port, gauge.name)
+    settings = TlsGaugeSettings(
+        name=gauge.name,
+        security_code=gauge.security_code or None,
+        terminator=gauge.terminator_bytes,
+        etx=gauge.etx,
+        reply_timeout_s=gauge.reply_timeout_ms / 1000,
+        offline_after=gauge.offline_after,
+        deliveries_interval_s=DELIVERIES_INTERVAL_S,
+    )
+    return TlsGauge(settings, transport)
+
+
+@dataclass
+class _TankState:
+    tank: Tank
+    gauge: str
+    alarms: AlarmTracker
+    deliveries: DeliveryDetector
+    dispensed: Decimal = Decimal(0)  # gross litres sold since the last plausible reading
+    last: TankInventory | None = None
+    reported: TankInventory | None = None  # the last inventory queued for the cloud
+    report_threshold_l: Decimal = Decimal(50)
+    report_interval: timedelta = timedelta(minutes=5)
+    # Readings where the gauge's delivery flag rose (the reading before) and fell.
+    flag_rises: list[datetime] = field(default_factory=list)
+    flag_falls: list[datetime] = field(default_factory=list)
+    history_at: datetime | None = None
+    history_net: Decimal | None = None
+
+
+class TankService:
+    """Gauges → tanks → store. Build with `TankService.from_config`; None when no gauges."""
+
+    def __init__(self, config: Config, station: Station) -> None:
+        self.config = config
+        self.station = station
+        self.store = station.store
+        self.log = get_logger(station=config.station.id, component="tanks")
+        self.gauges: dict[str, TankGauge] = {}
+        for gauge in config.gauges:
+            driver = build_gauge(gauge, config)
+            if driver is None:
+                self.log.warning(
+                    "gauge_not_wired_yet",
+                    gauge=gauge.name,
+                    protocol=gauge.protocol,
+                    detail="this protocol's tanks are not read by the station yet",
+                )
+                continue
+            self.gauges[gauge.name] = driver
+        self.tanks: dict[int, _TankState] = {}
+        self._by_gauge: dict[tuple[str, int], int] = {}
+        self._queue: asyncio.Queue[GaugeEvent] = asyncio.Queue()
+        self.events_handled = 0
+        # Called with every sale (grade, litres) too: the demo's tank physics listen here.
+        self.sold_listeners: list[Callable[[str, Decimal], None]] = []
+
+    @classmethod
+    def from_config(cls, config: Config, station: Station) -> TankService | None:
+        return cls(config, station) if config.gauges else None
+
+    # ------------------------------------------------------------------ inputs
+    def emit(self, event: GaugeEvent) -> None:
+        self._queue.put_nowait(event)
+
+    def on_sold(self, grade: str, litres: Decimal) -> None:
+        """Litres sold of a grade: shared among its tanks by their product volumes. Called
+        from the pump's sale path: it never raises (a failure here must not hold up a pump)."""
+        try:
+            self._sold(grade, litres)
+        except Exception as exc:
+            self.log.error(
+                "tank_sale_not_counted", grade=grade, litres=str(litres), error=repr(exc)
+            )
+
+    def _sold(self, grade: str, litres: Decimal) -> None:
+        for listener in self.sold_listeners:
+            listener(grade, litres)
+        tanks = [
+            self.tanks[t.number]
+            for t in self.config.tanks_for_grade(grade)
+            if t.number in self.tanks
+        ]
+        if not tanks or litres <= 0:
+            return
+        product = {
+            s.tank.number: (s.last.product_l if s.last is not None else Decimal(0)) for s in tanks
+        }
+        for number, share in allocate(litres, product).items():
+            self.tanks[number].dispensed += share
+
+    # ------------------------------------------------------------------ running
+    async def run(self) -> None:
+        await self.prepare()
+        self.log.info("tank_service_started", gauges=sorted(self.gauges), tanks=len(self.tanks))
+        async with asyncio.TaskGroup() as tg:
+            for name, gauge in self.gauges.items():
+                poll = self.config.gauge(name).poll_interval_s
+                tg.create_task(gauge.run(poll, self.emit), name=f"gauge-{name}")
+            tg.create_task(self._work(), name="tank-worker")
+            tg.create_task(self._daily(), name="tank-reconciliation")
+
+    async def prepare(self) -> None:
+        """The tanks' state from the config and the store (open alarms, deliveries kept)."""
+        for cfg in self.config.tanks:
+            if cfg.gauge not in self.gauges:
+                continue
+            model = cfg.model()
+            open_kinds = await self.station.db(self.store.open_tank_alarms, cfg.number)
+            active = [a for a in TankAlarm if f"tank_{a}" in open_kinds]
+            after = await self.station.db(self.store.last_gauge_delivery_end, cfg.gauge, cfg.number)
+            self.tanks[cfg.number] = _TankState(
+                tank=model,
+                gauge=cfg.gauge,
+                alarms=AlarmTracker(model, active),
+                deliveries=DeliveryDetector(
+                    model,
+                    # TLS consoles report their deliveries (i202); probes do not.
+                    gauge_reports=isinstance(self.gauges[cfg.gauge], TlsGauge),
+                    reports_after=None if after is None else datetime.fromisoformat(after),
+                ),
+                report_threshold_l=cfg.inventory_threshold_l,
+                report_interval=timedelta(seconds=cfg.inventory_interval_s),
+            )
+            # A TLS console numbers its tanks itself; a probe bus reports station numbers.
+            on_gauge = cfg.number if self._station_numbered(cfg.gauge) else cfg.gauge_tank
+            self._by_gauge[(cfg.gauge, on_gauge)] = cfg.number
+        self.station.on_sold = self.on_sold
+
+    # ------------------------------------------------------------------ reconciliation
+    async def _daily(self) -> None:
+        """Reconcile the previous local day after each local midnight (and once at start,
+        for a day missed while the station was down: a day is kept once)."""
+        while True:
+            today = datetime.now().astimezone().date()
+            try:
+                await self.reconcile_day(today - timedelta(days=1))
+            except Exception as exc:
+                self.log.error("reconciliation_failed", error=repr(exc))
+            midnight = _local_midnight(today + timedelta(days=1))
+            await asyncio.sleep(max(1.0, (midnight - datetime.now(UTC)).total_seconds() + 1))
+
+    async def reconcile_day(self, day: date) -> list[Reconciliation]:
+        """Reconcile every gauged tank for one local day from the stored readings,
+        deliveries and sales; returns the reconciliations made now (a day already kept, or
+        a tank without readings that day, gives none)."""
+        start, end = _local_midnight(day), _local_midnight(day + timedelta(days=1))
+        span = ((day - timedelta(days=1)).isoformat(), (day + timedelta(days=1)).isoformat())
+        done: list[Reconciliation] = []
+        for number, state in sorted(self.tanks.items()):
+            tank = state.tank
+            rows = await self.station.db(self.store.tank_day_inputs, number, tank.grade, *span)
+            readings = [(datetime.fromisoformat(r["at"]), r) for r in rows["readings"]]
+            before = [r for at, r in readings if at <= start]
+            within = [r for at, r in readings if start < at <= end]
+            if not within and not before:
+                self.log.warning("reconciliation_no_readings", tank=number, day=str(day))
+                continue
+            opening_row = before[-1] if before else within[0]
+            closing_row = within[-1] if within else before[-1]
+            delivered = sum(
+                (
+                    Decimal(r["delivered_tc"])
+                    for r in rows["deliveries"]
+                    if start < datetime.fromisoformat(r["end_at"]) <= end
+                ),
+                Decimal(0),
+            )
+            sold = sum(
+                (
+                    Decimal(r["volume"])
+                    for r in rows["sales"]
+                    if start < datetime.fromisoformat(r["ended_at"]) <= end
+                ),
+                Decimal(0),
+            )
+            share = self._tank_share(number, sold)
+            # Sales are metered at product temperature: to 15 °C with the closing factor.
+            product = Decimal(closing_row["product_l"])
+            vcf = Decimal(closing_row["net_l"]) / product if product > 0 else Decimal(1)
+            previous_row = await self.station.db(
+                self.store.last_reconciliation, number, day.isoformat()
+            )
+            rec = reconcile(
+                number,
+                day,
+                opening=Decimal(opening_row["net_l"]),
+                closing=Decimal(closing_row["net_l"]),
+                deliveries=max(delivered, Decimal(0)),
+                sales=litres(share * vcf),
+                allowance=tank.reconciliation_allowance_l,
+                previous=None if previous_row is None else _previous(previous_row),
+            )
+            values = {
+                "tank": number,
+                "day": day.isoformat(),
+                "opening": rec.opening,
+                "deliveries": rec.deliveries,
+                "sales": rec.sales,
+                "closing": rec.closing,
+                "variance": rec.variance,
+                "cumulative_variance": rec.cumulative_variance,
+                "period_throughput": rec.period_throughput,
+                "flagged": int(rec.flagged),
+            }
+            report = contract.reconciliation_data(
+                number,
+                day.isoformat(),
+                opening=rec.opening,
+                deliveries=rec.deliveries,
+                sales=rec.sales,
+                closing=rec.closing,
+                variance=rec.variance,
+                cumulative_variance=rec.cumulative_variance,
+                limit=rec.limit,
+                flagged=rec.flagged,
+                day_flagged=rec.day_flagged,
+            )
+            if await self.station.db(self.store.record_reconciliation, values, report):
+                self.log.info(
+                    "tank_reconciled",
+                    tank=number,
+                    day=str(day),
+                    variance=str(rec.variance),
+                    flagged=rec.flagged,
+                )
+                done.append(rec)
+        return done
+
+    def _tank_share(self, number: int, sold: Decimal) -> Decimal:
+        """A tank's share of its grade's sales: by product volume among manifolded tanks."""
+        grade = self.tanks[number].tank.grade
+        mates = {
+            n: (s.last.product_l if s.last is not None else Decimal(0))
+            for n, s in self.tanks.items()
+            if s.tank.grade == grade
+        }
+        return allocate(sold, mates)[number] if sold else Decimal(0)
+
+    async def _work(self) -> None:
+        while True:
+            event = await self._queue.get()
+            try:
+                await self._handle(event)
+            except Exception as exc:  # one bad event must not stop the tanks
+                self.log.error("tank_event_failed", gauge=event.gauge, error=repr(exc))
+            self.events_handled += 1
+
+    async def _handle(self, event: GaugeEvent) -> None:
+        if isinstance(event, TankGaugeReading):
+            await self._reading(event)
+        elif isinstance(event, GaugeOffline):
+            self.log.warning("gauge_offline", gauge=event.gauge, reason=event.reason)
+            now = datetime.now(UTC)
+            for state in self._tanks_of(event.gauge):
+                await self._alarms(state, state.alarms.offline(now, event.reason))
+        elif isinstance(event, ProbeOffline):
+            self.log.warning("probe_offline", gauge=event.gauge, device=event.device_id)
+            now = datetime.now(UTC)
+            for number in event.tanks:
+                if number in self.tanks:
+                    tracker = self.tanks[number]
+                    await self._alarms(tracker, tracker.alarms.offline(now, event.reason))
+        elif isinstance(event, TankReadRefused):
+            self.log.warning(
+                "probe_read_refused", gauge=event.gauge, tank=event.tank, why=event.text
+            )
+        elif isinstance(event, GaugeOnline):
+            self.log.info("gauge_online", gauge=event.gauge)
+        elif isinstance(event, DriverDelivery):
+            await self._gauge_delivery(event)
+        elif isinstance(event, TankAlarms):
+            self.log.info(
+                "gauge_tank_alarms",
+                gauge=event.gauge,
+                tank=event.tank,
+                alarms=[a.text for a in event.alarms],
+            )
+
+    def _station_numbered(self, gauge: str) -> bool:
+        return isinstance(self.gauges.get(gauge), ModbusProbeBus)
+
+    def _tanks_of(self, gauge: str) -> list[_TankState]:
+        return [s for s in self.tanks.values() if s.gauge == gauge]
+
+    def _state(self, gauge: str, gauge_tank: int) -> _TankState | None:
+        number = self._by_gauge.get((gauge, gauge_tank))
+        return None if number is None else self.tanks[number]
+
+    async def _reading(self, event: TankGaugeReading) -> None:
+        state = self._state(event.gauge, event.tank)
+        if state is None:
+            return  # a tank on the console the station does not sell from
+        if event.height is None or event.temperature is None:
+            self.log.warning("gauge_reading_incomplete", gauge=event.gauge, tank=event.tank)
+            return
+        reading = TankReading(
+            tank=state.tank.number,
+            at=event.at,
+            height_mm=event.height,
+            temperature_c=event.temperature,
+            water_mm=event.water or Decimal(0),
+            volume_l=event.volume,
+            tc_volume_l=event.tc_volume,
+            water_volume_l=event.water_volume,
+            gauge_delivery=bool(event.status_bits & 0x0001),
+        )
+        if state.last is not None and reading.at <= state.last.at:
+            return  # out of order: the detector needs readings in time order
+        measured = state.tank.measure(reading)
+        if isinstance(measured, ImplausibleReading):
+            self.log.warning("tank_reading_implausible", tank=reading.tank, why=measured.reasons)
+            await self._alarms(state, state.alarms.reject(measured))
+            return
+        inv = measured
+        dispensed, state.dispensed = state.dispensed, Decimal(0)
+        changes = state.alarms.observe(inv, dispensed)
+        found = state.deliveries.observe(inv, dispensed)
+        previous, state.last = state.last, inv
+        if previous is not None and inv.gauge_delivery != previous.gauge_delivery:
+            flags = state.flag_rises if inv.gauge_delivery else state.flag_falls
+            flags.append(previous.at if inv.gauge_delivery else inv.at)
+            del flags[:-20]
+        history = (
+            state.history_at is None
+            or inv.at - state.history_at >= HISTORY_EVERY
+            or state.history_net is None
+            or abs(inv.net_l - state.history_net) >= HISTORY_CHANGE_L
+        )
+        if history:
+            state.history_at, state.history_net = inv.at, inv.net_l
+        report = None
+        sent = state.reported
+        if (
+            sent is None
+            or inv.at - sent.at >= state.report_interval
+            or abs(inv.product_l - sent.product_l) >= state.report_threshold_l
+        ):
+            state.reported = inv
+            report = _inventory_report(inv, state.tank.grade)
+        await self.station.db(
+            self.store.record_tank_reading, _inventory_row(inv), history=history, report=report
+        )
+        await self._alarms(state, changes)
+        for delivery in found:
+            await self._delivery(state, delivery)
+
+    async def _gauge_delivery(self, event: DriverDelivery) -> None:
+        state = self._state(event.gauge, event.tank)
+        if state is None:
+            return
+        volumes = (event.start_volume, event.end_volume)
+        if volumes[0] is None or volumes[1] is None:
+            return
+        # Consoles keep local time (taken as the station's time zone), to the minute. The
+        # station's own readings carry the console's "delivery in progress" flag: a flag
+        # rising or falling within the reported minute gives the start or end to the reading,
+        # so that the sales added back are those made during the delivery.
+        start_at, end_at = event.start.astimezone(UTC), event.end.astimezone(UTC)
+        start_at = _within_minute(start_at, state.flag_rises, start_at)
+        end_at = _within_minute(end_at, state.flag_falls, end_at)
+        report = GaugeDelivery(
+            tank=state.tank.number,
+            start_at=start_at,
+            end_at=end_at,
+            start_volume=volumes[0],
+            end_volume=volumes[1],
+            start_volume_tc=event.start_tc_volume or volumes[0],
+            end_volume_tc=event.end_tc_volume or volumes[1],
+        )
+        delivery = state.deliveries.report(report)
+        if delivery is not None:
+            await self._delivery(state, delivery)
+
+    async def _delivery(self, state: _TankState, delivery: Delivery) -> None:
+        row = {
+            "tank": delivery.tank,
+            "source": str(delivery.source),
+            "start_at": delivery.start_at.isoformat(),
+            "end_at": delivery.end_at.isoformat(),
+            "start_volume": delivery.start_volume,
+            "end_volume": delivery.end_volume,
+            "start_volume_tc": delivery.start_volume_tc,
+            "end_volume_tc": delivery.end_volume_tc,
+            "dispensed_during": _opt(delivery.dispensed_during),
+            "dispensed_during_tc": _opt(delivery.dispensed_during_tc),
+            "delivered": delivery.delivered,
+            "delivered_tc": delivery.delivered_tc,
+        }
+        delivery_id = await self.station.db(self.store.record_delivery, state.gauge, row)
+        if delivery_id is not None:
+            self.log.info(
+                "tank_delivery",
+                tank=delivery.tank,
+                source=str(delivery.source),
+                delivered=str(delivery.delivered),
+                dispensed_during=_opt(delivery.dispensed_during),
+            )
+
+    async def _alarms(self, state: _TankState, changes: tuple[AlarmChange, ...]) -> None:
+        for change in changes:
+            kind = f"tank_{change.alarm}"
+            if change.raised:
+                message = f"tank {change.tank}: {str(change.alarm).replace('_', ' ')}"
+                if change.value is not None:
+                    message += f" ({change.value}, limit {change.limit})"
+                if change.detail:
+                    message += f": {change.detail}"
+                await self.station.db(
+                    self.store.raise_tank_alarm,
+                    change.tank,
+                    kind,
+                    message[:200],
+                    severity="critical" if change.alarm in _CRITICAL else "warning",
+                    detail={"value": _opt(change.value), "limit": _opt(change.limit)},
+                )
+            else:
+                await self.station.db(self.store.clear_tank_alarm, change.tank, kind)
+            self.log.info("tank_alarm", tank=change.tank, alarm=kind, raised=change.raised)
+
+
+def _local_midnight(day: date) -> datetime:
+    return datetime.combine(day, time()).astimezone().astimezone(UTC)
+
+
+def _previous(row: dict[str, Any]) -> Reconciliation:
+    """A kept day as `reconcile` carries it on: only its month's running sums matter."""
+    return Reconciliation(
+        tank=int(row["tank"]),
+        day=date.fromisoformat(row["day"]),
+        opening=Decimal(0),
+        deliveries=Decimal(0),
+        sales=Decimal(0),
+        closing=Decimal(0),
+        period_throughput_before=Decimal(row["period_throughput"]),
+        cumulative_variance_before=Decimal(row["cumulative_variance"]),
+    )
+
+
+def _within_minute(at: datetime, candidates: list[datetime], default: datetime) -> datetime:
+    """The last candidate within the minute starting at `at`, else `default`."""
+    inside = [c for c in candidates if at <= c < at + MINUTE]
+    return inside[-1] if inside else default
+
+
+def _opt(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _inventory_report(inv: TankInventory, grade: str) -> dict[str, Any]:
+    return contract.inventory_data(
+        inv.tank,
+        grade,
+        measured_at=contract.timestamp(inv.at),
+        height_mm=inv.height_mm,
+        water_mm=inv.water_mm,
+        temperature_c=inv.temperature_c,
+        product_l=max(inv.product_l, Decimal(0)),
+        net_l=max(inv.net_l, Decimal(0)),
+        water_l=inv.water_l,
+        ullage_l=inv.ullage_l,
+        fill_pct=max(inv.fill_pct, Decimal(0)),
+    )
+
+
+def _inventory_row(inv: TankInventory) -> dict[str, Any]:
+    return {
+        "tank": inv.tank,
+        "at": inv.at.isoformat(),
+        "height_mm": inv.height_mm,
+        "water_mm": inv.water_mm,
+        "temperature_c": inv.temperature_c,
+        "gross_l": inv.gross_l,
+        "water_l": inv.water_l,
+        "product_l": inv.product_l,
+        "net_l": inv.net_l,
+        "ullage_l": inv.ullage_l,
+        "fill_pct": inv.fill_pct,
+    }
