@@ -3,6 +3,7 @@ the event loop."""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import errno
@@ -39,7 +40,49 @@ class Transport(Protocol):
     def discard_input(self) -> None: ...
 
 
-class SerialTransport:
+class _ReceiveBuffer(abc.ABC):
+    """Bytes handed over by an I/O callback, waited for by the line's one task.
+
+    Both transports fill `_rx` from the event loop and call `_wake`; `read_some` is the same.
+    """
+
+    def __init__(self) -> None:
+        self._rx = bytearray()
+        self._waiter: asyncio.Future[None] | None = None
+
+    @abc.abstractmethod
+    def _check(self) -> object:
+        """Raise the TransportError that ended the connection, if any."""
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def read_some(self, timeout: float) -> bytes:
+        if not self._rx:
+            self._check()
+            loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
+            try:
+                # asyncio.timeout, unlike wait_for on 3.11, never swallows a cancellation.
+                async with asyncio.timeout(timeout):
+                    await self._waiter
+            except TimeoutError:
+                return b""
+            finally:
+                self._waiter = None
+        if self._rx:
+            out = bytes(self._rx)
+            self._rx.clear()
+            return out
+        self._check()
+        return b""
+
+    def discard_input(self) -> None:
+        self._rx.clear()
+
+
+class SerialTransport(_ReceiveBuffer):
     """A serial device opened with pyserial and read without threads via loop.add_reader.
 
     pyserial configures the line (baud, parity…); reads and writes go straight to the
@@ -65,10 +108,9 @@ class SerialTransport:
         self._stopbits = stopbits
         self._serial: serial.Serial | None = None
         self.parity_ignored = False  # the device (a pty) would not take the parity setting
+        super().__init__()
         self._fd = -1
-        self._rx = bytearray()
         self._error: TransportError | None = None
-        self._waiter: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -127,10 +169,6 @@ class SerialTransport:
             self._loop.remove_reader(self._fd)
         self._wake()
 
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
     def _on_readable(self) -> None:
         try:
             chunk = os.read(self._fd, 4096)
@@ -165,29 +203,6 @@ class SerialTransport:
                 raise self._error from exc  # type: ignore[misc]
             view = view[written:]
 
-    async def read_some(self, timeout: float) -> bytes:
-        if not self._rx:
-            self._check()
-            loop = asyncio.get_running_loop()
-            self._waiter = loop.create_future()
-            try:
-                # asyncio.timeout, unlike wait_for on 3.11, never swallows a cancellation.
-                async with asyncio.timeout(timeout):
-                    await self._waiter
-            except TimeoutError:
-                return b""
-            finally:
-                self._waiter = None
-        if self._rx:
-            out = bytes(self._rx)
-            self._rx.clear()
-            return out
-        self._check()
-        return b""
-
-    def discard_input(self) -> None:
-        self._rx.clear()
-
 
 class _TcpReceiver(asyncio.Protocol):
     """Hands what the socket delivers to its TcpTransport; holds no state of its own."""
@@ -206,7 +221,7 @@ class _TcpReceiver(asyncio.Protocol):
         self._owner._on_lost(self, f"connection lost: {exc}" if exc else "connection closed")
 
 
-class TcpTransport:
+class TcpTransport(_ReceiveBuffer):
     """A TCP client connection (a gauge console's network port, a serial-to-IP converter)
     with the same interface and error behaviour as SerialTransport.
 
@@ -228,9 +243,8 @@ class TcpTransport:
         self._connect_timeout_s = connect_timeout_s
         self._transport: asyncio.Transport | None = None
         self._receiver: _TcpReceiver | None = None  # callbacks of older connections are stale
-        self._rx = bytearray()
+        super().__init__()
         self._error: TransportError | None = None
-        self._waiter: asyncio.Future[None] | None = None
 
     @property
     def is_open(self) -> bool:
@@ -287,10 +301,6 @@ class TcpTransport:
             self._error = TransportError(f"{self.host}:{self.port} {reason}", device=self.name)
         self._wake()
 
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
     def _check(self) -> asyncio.Transport:
         if self._error is not None:
             raise self._error
@@ -304,25 +314,3 @@ class TcpTransport:
             self._error = TransportError(f"{self.host}:{self.port} is closing", device=self.name)
             raise self._error
         transport.write(data)
-
-    async def read_some(self, timeout: float) -> bytes:
-        if not self._rx:
-            self._check()
-            loop = asyncio.get_running_loop()
-            self._waiter = loop.create_future()
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._waiter
-            except TimeoutError:
-                return b""
-            finally:
-                self._waiter = None
-        if self._rx:
-            out = bytes(self._rx)
-            self._rx.clear()
-            return out
-        self._check()
-        return b""
-
-    def discard_input(self) -> None:
-        self._rx.clear()
