@@ -18,21 +18,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import platform
 import shutil
 import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from _kit import Child, SetupError, host_busy_s, read_log_events
 
 LINES = 2
 PUMPS_PER_LINE = 8
@@ -42,11 +42,6 @@ TARGET_CPU_PCT = 3.0
 TARGET_RSS_MB = 80.0
 ONLINE_TIMEOUT_S = 30.0
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
-_PR_SET_PDEATHSIG = 1
-
-
-class SetupError(Exception):
-    """The measurement could not be made; the message says why."""
 
 
 # ======================================================================================
@@ -114,53 +109,6 @@ nozzles = {{ 1 = "92", 2 = "95" }}
     return "".join(parts)
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM if the benchmark itself is killed outright."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class Child:
-    """A child process in its own session (Ctrl-C is ours to handle), output to a file."""
-
-    def __init__(self, name: str, argv: list[str], log: Path) -> None:
-        self.name = name
-        self.log = log
-        self._out: IO[bytes] = log.open("wb")
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,  # safe: this process runs no threads
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, grace_s: float) -> None:
-        """SIGTERM, then SIGKILL after `grace_s`; always reaped."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._out.close()
-
-    def tail(self, lines: int = 15) -> str:
-        with contextlib.suppress(OSError):
-            text = self.log.read_text(errors="replace").splitlines()
-            return "\n".join(f"  {self.name}| {row}" for row in text[-lines:])
-        return ""
-
-
 # ======================================================================================
 # /proc sampling
 # ======================================================================================
@@ -194,14 +142,6 @@ def sample(pid: int) -> Sample:
             if row.startswith("syscw:"):
                 write_calls = int(row.split()[1])
     return Sample(wall, utime / _CLK_TCK, stime / _CLK_TCK, rss, hwm, write_calls)
-
-
-def host_busy_s() -> float:
-    """CPU seconds every core of the machine spent busy (all processes), from /proc/stat."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    idle, iowait = fields[3], fields[4]
-    return (sum(fields[:8]) - idle - iowait) / _CLK_TCK
 
 
 def _query(db: Path, sql: str) -> int:
@@ -312,7 +252,7 @@ def run(
                 for child in children:
                     shutil.copy(child.log, keep_logs / child.log.name)
                 shutil.copy(config, keep_logs / config.name)
-        log_events = _log_events(daemon.log)
+        log_events = read_log_events(daemon.log)
 
     wall = last.wall - first.wall
     user_pct = (last.user_s - first.user_s) / wall * 100
@@ -350,20 +290,6 @@ def run(
         alarms=alarms,
         daemon_log_events=log_events,
     )
-
-
-def _log_events(log: Path) -> dict[str, int]:
-    """What the daemon logged (at warning and above), counted by level and event name."""
-    events: dict[str, int] = {}
-    with contextlib.suppress(OSError):
-        for row in log.read_text(errors="replace").splitlines():
-            try:
-                entry = json.loads(row)
-                key = f"{entry.get('level', '?')} {entry.get('event', '?')}"
-            except (ValueError, AttributeError):
-                key = "unparsed line"
-            events[key] = events.get(key, 0) + 1
-    return events
 
 
 def _wait_for(ready: Callable[[], bool], child: Child, timeout: float, what: str) -> None:

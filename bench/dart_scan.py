@@ -35,6 +35,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from _kit import SetupError
+
 from drivers.base import DispenserEvent, DispenserStatus, PumpOnline
 from drivers.transport import SerialTransport
 from drivers.wayne_dart import codec
@@ -55,10 +57,6 @@ EOT_WIRE = codec.encode(codec.eot(ADDRESSES[0], 0))
 # One POLL and its EOT answer on a perfect line: both frames' characters plus the think time.
 POLL_FLOOR_S = (len(POLL_WIRE) + len(EOT_WIRE)) * BITS_PER_CHAR / BAUD + REPLY_DELAY_S
 SCAN_FLOOR_S = len(ADDRESSES) * POLL_FLOOR_S
-
-
-class SetupError(Exception):
-    """The measurement could not be made; the message says why."""
 
 
 # ======================================================================================

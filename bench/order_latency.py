@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import getpass
 import json
 import os
@@ -52,9 +51,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiomqtt
+from _kit import Child, SetupError, host_busy_s, read_log_events
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drivers.ptylink import PtyLink
@@ -92,12 +92,7 @@ STEP_TIMEOUT_S = 5.0  # one order's or one change's answer; far above any health
 SETTLE_S = 1.0  # after the last pump came online: the station reads totals and sends prices
 STOP_GRACE_S = 20.0
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
-_PR_SET_PDEATHSIG = 1
 _NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
-
-
-class SetupError(Exception):
-    """The measurement could not be made; the message says why."""
 
 
 # ======================================================================================
@@ -166,59 +161,6 @@ def pump_number(line: int, address: int) -> int:
 # ======================================================================================
 # The broker and the daemon: child processes
 # ======================================================================================
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM if the benchmark itself is killed outright."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class Child:
-    """A child process in its own session (Ctrl-C is ours to handle), output to a file.
-
-    Only started while this process runs no other thread (see `run_rig`): `preexec_fn` is
-    not safe in a process with threads.
-    """
-
-    def __init__(self, name: str, argv: list[str], log: Path) -> None:
-        self.name = name
-        self.log = log
-        self._out: IO[bytes] = log.open("wb")
-        try:
-            self.proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=self._out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-        except OSError as exc:
-            self._out.close()
-            raise SetupError(f"cannot start {name}: {exc}") from exc
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, grace_s: float) -> None:
-        """SIGTERM, then SIGKILL after `grace_s`; always reaped."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._out.close()
-
-    def tail(self, lines: int = 15) -> str:
-        with contextlib.suppress(OSError):
-            text = self.log.read_text(errors="replace").splitlines()
-            return "\n".join(f"  {self.name}| {row}" for row in text[-lines:])
-        return ""
 
 
 def free_port() -> int:
@@ -542,14 +484,6 @@ def _cpu_s(pid: int) -> float:
         stat = f.read()
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-
-
-def host_busy_s() -> float:
-    """CPU seconds every core of the machine spent busy (all processes), from /proc/stat."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    idle, iowait = fields[3], fields[4]
-    return (sum(fields[:8]) - idle - iowait) / _CLK_TCK
 
 
 @dataclass
@@ -943,7 +877,7 @@ def run_rig(
                     with contextlib.suppress(OSError):
                         shutil.copy(path, target / path.name)
         assert daemon is not None
-        log_events = _log_events(daemon.log)
+        log_events = read_log_events(daemon.log)
     return rig_result(
         idle_poll_ms, line_timing, warmup_orders, order_phase, change_phase, log_events
     )
@@ -990,20 +924,6 @@ def rig_result(
         changes_usage=change_phase.usage if change_phase else None,
         daemon_log_events=log_events,
     )
-
-
-def _log_events(log: Path) -> dict[str, int]:
-    """What the daemon logged (at warning and above), counted by level and event name."""
-    events: dict[str, int] = {}
-    with contextlib.suppress(OSError):
-        for row in log.read_text(errors="replace").splitlines():
-            try:
-                entry = json.loads(row)
-                key = f"{entry.get('level', '?')} {entry.get('event', '?')}"
-            except (ValueError, AttributeError):
-                key = "unparsed line"
-            events[key] = events.get(key, 0) + 1
-    return events
 
 
 # ======================================================================================

@@ -1,0 +1,96 @@
+"""Shared pieces of the benchmarks: child processes that die with us, machine load, logs."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import IO
+
+_PR_SET_PDEATHSIG = 1
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class SetupError(Exception):
+    """The measurement could not be made; the message says why."""
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the benchmark itself is killed outright."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Child:
+    """A child process in its own session (Ctrl-C is ours to handle), output to a file.
+
+    Only started while this process runs no other thread (see `run_rig`): `preexec_fn` is
+    not safe in a process with threads.
+    """
+
+    def __init__(self, name: str, argv: list[str], log: Path) -> None:
+        self.name = name
+        self.log = log
+        self._out: IO[bytes] = log.open("wb")
+        try:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            self._out.close()
+            raise SetupError(f"cannot start {name}: {exc}") from exc
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, grace_s: float) -> None:
+        """SIGTERM, then SIGKILL after `grace_s`; always reaped."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
+
+    def tail(self, lines: int = 15) -> str:
+        with contextlib.suppress(OSError):
+            text = self.log.read_text(errors="replace").splitlines()
+            return "\n".join(f"  {self.name}| {row}" for row in text[-lines:])
+        return ""
+
+
+def host_busy_s() -> float:
+    """CPU seconds every core of the machine spent busy (all processes), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle, iowait = fields[3], fields[4]
+    return (sum(fields[:8]) - idle - iowait) / _CLK_TCK
+
+
+def read_log_events(log: Path) -> dict[str, int]:
+    """What the daemon logged (at warning and above), counted by level and event name."""
+    events: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for row in log.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(row)
+                key = f"{entry.get('level', '?')} {entry.get('event', '?')}"
+            except (ValueError, AttributeError):
+                key = "unparsed line"
+            events[key] = events.get(key, 0) + 1
+    return events
