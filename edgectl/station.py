@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from drivers.base import (
     AlarmReport,
@@ -34,7 +34,7 @@ from edgectl.forecourt.sale import (
     Sale,
 )
 from edgectl.logs import get_logger
-from edgectl.store.store import PRIORITY_TELEMETRY, Store, utc_now
+from edgectl.store.store import PRIORITY_TELEMETRY, OrderExists, Store, utc_now
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -74,6 +74,8 @@ class OrderRequest:
     grades: tuple[str, ...] = ()
     payment_method: str | None = None
     expires_at: str | None = None
+    # The command as received: persisted in the inbox in the order's own transaction.
+    command_payload: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,8 +211,8 @@ class Station:
                 code="wrong_currency",
             )
         nozzles = service.allowed_nozzles(order.nozzles, order.grades)
-        if self.store.order(order.order_id) is not None:
-            raise CommandError(f"order {order.order_id} exists already", code="invalid")
+        # An order id already taken is refused by the store, in the transaction that would
+        # persist this one (one commit before the pump, and no read off the store thread).
         return await service.authorize(
             AuthorizationSource.CLOUD,
             nozzles=nozzles,
@@ -633,19 +635,23 @@ class PumpService:
         self._check_authorizable(nozzles, preset_amount, preset_volume)
         store = self.station.store
         if order is not None:
-            auth = await self.station.db(
-                store.create_order,
-                order_id=order.order_id,
-                cmd_id=order.cmd_id,
-                pump=self.pump.number,
-                preset_type="amount" if preset_amount is not None else "volume",
-                preset_value=order.preset_value,
-                currency=order.currency,
-                nozzles=nozzles,
-                grades=order.grades,
-                payment_method=order.payment_method,
-                expires_at=order.expires_at,
-            )
+            try:
+                auth = await self.station.db(
+                    store.create_order,
+                    order_id=order.order_id,
+                    cmd_id=order.cmd_id,
+                    pump=self.pump.number,
+                    preset_type="amount" if preset_amount is not None else "volume",
+                    preset_value=order.preset_value,
+                    currency=order.currency,
+                    nozzles=nozzles,
+                    grades=order.grades,
+                    payment_method=order.payment_method,
+                    expires_at=order.expires_at,
+                    command_payload=order.command_payload,
+                )
+            except OrderExists as exc:
+                raise CommandError(str(exc), code=exc.code) from exc
         else:
             auth = await self.station.db(
                 store.create_authorization,
@@ -719,19 +725,30 @@ class PumpService:
             await self._end_auth(AuthorizationState.EXPIRED, "no nozzle lifted in time")
 
     async def _set_auth_state(self, state: AuthorizationState) -> None:
+        """Move the authorization on; the pump's live state goes in the same commit."""
         if self.auth is None:
             return
-        await self.station.db(self.station.store.update_authorization, self.auth.id, state)
-        self.auth = await self.station.db(self.station.store.authorization, self.auth.id)
+        self.auth = await self.station.db(
+            self.station.store.update_authorization,
+            self.auth.id,
+            state,
+            pump_state=self._state_change(),
+        )
 
     async def _end_auth(self, state: AuthorizationState, reason: str) -> None:
         if self.auth is None:
             return
-        await self.station.db(self.station.store.update_authorization, self.auth.id, state, reason)
-        self.log.info(
-            "authorization_ended", authorization_id=self.auth.id, state=state.value, reason=reason
+        auth_id, self.auth = self.auth.id, None
+        await self.station.db(
+            self.station.store.update_authorization,
+            auth_id,
+            state,
+            reason,
+            pump_state=self._state_change(),
         )
-        self.auth = None
+        self.log.info(
+            "authorization_ended", authorization_id=auth_id, state=state.value, reason=reason
+        )
 
     # ------------------------------------------------------------------ sales
     async def _finish_sale(self) -> None:
@@ -849,6 +866,21 @@ class PumpService:
 
     async def _publish_state(self) -> None:
         """Queue the pump's live state for the cloud when it changed (retained, latest only)."""
+        payload = self._state_change()
+        if payload is None:
+            return
+        await self.station.db(
+            self.station.store.queue_event,
+            "pump_state",
+            payload,
+            priority=PRIORITY_TELEMETRY,
+            key=str(self.pump.number),
+            retain=True,
+        )
+
+    def _state_change(self) -> dict[str, Any] | None:
+        """The pump's live-state message if it changed since the last one queued, else None.
+        The caller queues it (alone, or in the commit of the change that caused it)."""
         state = (
             self.online,
             self.fp.state,
@@ -857,29 +889,22 @@ class PumpService:
             self.auth.order_id if self.auth else None,
         )
         if state == self._published_state:
-            return
+            return None
         self._published_state = state
         grade = self.pump.nozzles.get(self.nozzle) if self.nozzle else None
-        await self.station.db(
-            self.station.store.queue_event,
-            "pump_state",
-            {
-                "pump": self.pump.number,
-                "state": self.fp.state.name.lower(),
-                "state_code": int(self.fp.state),
-                "status": self.status.value if self.status else None,
-                "online": self.online,
-                "nozzle": self.nozzle if self.nozzle_out else None,
-                "nozzle_out": self.nozzle_out,
-                "grade": grade,
-                "volume": str(self.volume),
-                "amount": str(self.amount),
-                "order_id": self.auth.order_id if self.auth else None,
-            },
-            priority=PRIORITY_TELEMETRY,
-            key=str(self.pump.number),
-            retain=True,
-        )
+        return {
+            "pump": self.pump.number,
+            "state": self.fp.state.name.lower(),
+            "state_code": int(self.fp.state),
+            "status": self.status.value if self.status else None,
+            "online": self.online,
+            "nozzle": self.nozzle if self.nozzle_out else None,
+            "nozzle_out": self.nozzle_out,
+            "grade": grade,
+            "volume": str(self.volume),
+            "amount": str(self.amount),
+            "order_id": self.auth.order_id if self.auth else None,
+        }
 
     # ------------------------------------------------------------------ views
     def view(self) -> PumpView:

@@ -22,7 +22,7 @@ from edgectl.cloud.contract import (
 )
 from edgectl.cloud.session import IncomingCommand
 from edgectl.cloud.signing import SignatureError, verify_command
-from edgectl.errors import CommandError
+from edgectl.errors import CommandError, StoreError
 from edgectl.logs import get_logger
 from edgectl.station import OrderRequest, Station
 
@@ -93,7 +93,7 @@ class CommandHandler:
             )
             await self._answer(message, result, exc.code)
             return
-        stored = await self._db(self.store.command_result, command.cmd_id)
+        stored = await self._lookup(command.cmd_id)
         if stored is not None and stored["result"] is not None:
             await self._repeat(message, command, stored)
             return
@@ -102,17 +102,17 @@ class CommandHandler:
         except ContractError as exc:
             await self._answer(message, contract.rejection_data(exc, message.type), exc.code)
             return
-        if stored is None:
-            await self._db(
-                self.store.receive_command,
-                command.cmd_id,
-                command.type,
-                message.payload.decode("utf-8", "replace"),
-            )
-        # else: persisted before a restart but never answered: act now; every action is
-        # idempotent for the same command (an order already created is not created again).
+        payload = message.payload.decode("utf-8", "replace")
+        if stored is None and not isinstance(command.data, AuthorizeData):
+            await self._db(self.store.receive_command, command.cmd_id, command.type, payload)
+        # An authorize is persisted in the transaction that creates its order (one commit
+        # before the pump); one refused before that is stored with its result below.
+        # A command persisted before a restart but never answered is acted on now: every
+        # action is idempotent for the same command (an order is not created twice).
         log.info("command_received", key_id=key_id)
-        status, code, text, order_id = await self._execute(command, resumed=stored is not None)
+        status, code, text, order_id = await self._execute(
+            command, payload, resumed=stored is not None
+        )
         result = contract.result_data(command.cmd_id, command.type, status, code, text, order_id)
         await self._db(
             self.store.finish_command,
@@ -120,9 +120,18 @@ class CommandHandler:
             result,
             topic=message.response_topic,
             correlation=message.correlation_data,
+            payload=payload,
         )
         self.handled += 1
         log.info("command_done", status=status, code=code)
+
+    async def _lookup(self, cmd_id: str) -> dict[str, Any] | None:
+        """The inbox row of a command id, read on the event loop (no store-thread hop)."""
+        try:
+            return self.store.peek_command(cmd_id)
+        except StoreError as exc:
+            self.log.warning("inbox_peek_failed", cmd_id=cmd_id, error=str(exc))
+            return await self._db(self.store.command_result, cmd_id)
 
     async def _answer(self, message: IncomingCommand, result: dict[str, Any], code: str) -> None:
         """Queue a refusal that changes nothing (not stored in the inbox)."""
@@ -163,11 +172,11 @@ class CommandHandler:
             correlation=message.correlation_data,
         )
 
-    async def _execute(self, command: Command, *, resumed: bool) -> Outcome:
+    async def _execute(self, command: Command, payload: str, *, resumed: bool) -> Outcome:
         data = command.data
         try:
             if isinstance(data, AuthorizeData):
-                return await self._authorize(command, data, resumed=resumed)
+                return await self._authorize(command, data, payload, resumed=resumed)
             if isinstance(data, CancelData):
                 text = await self.station.cancel_order(data.order_id)
                 return "accepted", "ok", text, data.order_id
@@ -195,7 +204,9 @@ class CommandHandler:
         except CommandError as exc:
             return "rejected", exc.code, str(exc), getattr(data, "order_id", None)
 
-    async def _authorize(self, command: Command, data: AuthorizeData, *, resumed: bool) -> Outcome:
+    async def _authorize(
+        self, command: Command, data: AuthorizeData, payload: str, *, resumed: bool
+    ) -> Outcome:
         if resumed:
             order = await self._db(self.store.order, data.order_id)
             if order is not None:
@@ -213,6 +224,7 @@ class CommandHandler:
             grades=data.grades,
             payment_method=data.payment_method,
             expires_at=contract.timestamp(data.expires_at) if data.expires_at else None,
+            command_payload=payload,
         )
         await self.station.start_order(request)
         unit = "L" if data.preset_type == "volume" else data.currency

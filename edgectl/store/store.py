@@ -62,6 +62,10 @@ def _text(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
 
+class OrderExists(StoreError):
+    """A pay-at-pump order id that is taken already (by an order of another command)."""
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
     seq: int
@@ -112,6 +116,7 @@ class Store:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._check_integrity()
             self._migrate()
+            self._peek = self._db if str(path) == ":memory:" else self._reader_connection()
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 f"cannot open the store {self.path}: {exc}. The file may be corrupt: "
@@ -121,7 +126,15 @@ class Store:
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
+        if self._peek is not self._db:
+            self._peek.close()
         self._db.close()
+
+    def _reader_connection(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=10.0)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA query_only=ON")
+        return db
 
     def _check_integrity(self) -> None:
         row = self._db.execute("PRAGMA quick_check").fetchone()
@@ -209,9 +222,16 @@ class Store:
         return auth
 
     def update_authorization(
-        self, auth_id: int, state: AuthorizationState, reason: str | None = None
-    ) -> None:
-        """Move an authorization on; a cloud order follows it and its event is queued with it."""
+        self,
+        auth_id: int,
+        state: AuthorizationState,
+        reason: str | None = None,
+        *,
+        pump_state: dict[str, Any] | None = None,
+    ) -> Authorization | None:
+        """Move an authorization on; a cloud order follows it and its event is queued with it,
+        and so is the pump's live state when given (one commit for the three). Returns the
+        authorization as it is now."""
         now = self._clock()
         with self.transaction() as tx:
             tx.execute(
@@ -225,6 +245,16 @@ class Store:
             order_status = ORDER_STATUS_FOR.get(state)
             if row is not None and row[0] is not None and order_status is not None:
                 tx.order_status(row[0], order_status, now, reason=ORDER_REASON.get(state))
+            if pump_state is not None:
+                tx.outbox(
+                    "pump_state",
+                    PRIORITY_TELEMETRY,
+                    pump_state,
+                    now,
+                    key=str(pump_state["pump"]),
+                    retain=True,
+                )
+        return self.authorization(auth_id)
 
     # ------------------------------------------------------------------ cloud orders
     def create_order(
@@ -240,10 +270,24 @@ class Store:
         grades: tuple[str, ...],
         payment_method: str | None,
         expires_at: str | None,
+        command_payload: str | None = None,
     ) -> Authorization:
-        """Persist a pay-at-pump order and its authorization record together, before acting."""
+        """Persist a pay-at-pump order and its authorization record together, before acting.
+
+        With `command_payload`, the command that asked for it goes into the inbox in the same
+        transaction: one commit (one fsync) between the cloud's message and the pump. Raises
+        `OrderExists` (nothing written) when the order id is taken.
+        """
         now = self._clock()
         with self.transaction() as tx:
+            if tx.execute("SELECT 1 FROM orders WHERE order_id = ?", (order_id,)).fetchone():
+                raise OrderExists(f"order {order_id} exists already", code="invalid")
+            if command_payload is not None:
+                tx.execute(
+                    "INSERT OR IGNORE INTO inbox (cmd_id, type, payload, received_at)"
+                    " VALUES (?, 'authorize', ?, ?)",
+                    (cmd_id, command_payload, now),
+                )
             cur = tx.execute(
                 "INSERT INTO authorizations (pump, source, state, nozzles, preset_amount,"
                 " preset_volume, order_id, requested_by, expires_at, created_at, updated_at)"
@@ -413,6 +457,17 @@ class Store:
         rows = self.query("SELECT * FROM inbox WHERE cmd_id = ?", (cmd_id,))
         return rows[0] if rows else None
 
+    def peek_command(self, cmd_id: str) -> dict[str, Any] | None:
+        """`command_result` for the event-loop thread: its own read-only connection sees only
+        committed rows and never waits for the store thread (WAL), so a new command costs no
+        store-thread hop. The commands before it are committed: they are handled one at a
+        time, and the `INSERT OR IGNORE` that persists one settles any race with a restart."""
+        try:
+            row = self._peek.execute("SELECT * FROM inbox WHERE cmd_id = ?", (cmd_id,)).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the inbox: {exc}", code="store_read") from exc
+        return None if row is None else dict(row)
+
     def receive_command(self, cmd_id: str, type_: str, payload: str) -> bool:
         """Persist a command before anything acts on it; False when the id was seen before."""
         with self.transaction() as tx:
@@ -430,19 +485,24 @@ class Store:
         *,
         topic: str | None = None,
         correlation: bytes | None = None,
+        payload: str = "{}",
     ) -> None:
-        """Store a command's result and queue it for the cloud, in one transaction."""
+        """Store a command's result and queue it for the cloud, in one transaction.
+
+        `payload` is the command, kept when it was not persisted before (refused before it
+        acted): a repeat of it is then compared with it, as for any other command."""
         now = self._clock()
         with self.transaction() as tx:
             tx.execute(
                 "INSERT INTO inbox (cmd_id, type, payload, received_at, status, code, message,"
-                " result, completed_at) VALUES (?, ?, '{}', ?, ?, ?, ?, ?, ?)"
+                " result, completed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (cmd_id) DO UPDATE SET status = excluded.status,"
                 " code = excluded.code, message = excluded.message, result = excluded.result,"
                 " completed_at = excluded.completed_at",
                 (
                     cmd_id,
                     result.get("type", ""),
+                    payload,
                     now,
                     result.get("status"),
                     result.get("code"),

@@ -143,6 +143,39 @@ async def test_repeated_command_returns_the_stored_result_and_acts_once(rig: Rig
     assert cloud.results(body["cmd_id"])[2]["code"] == "duplicate"
 
 
+async def test_order_id_taken_by_another_command_is_refused_and_acts_once(rig: Rig) -> None:
+    cloud, st = rig.cloud, rig.station
+    first = await cloud.send("authorize", order(pump=1, order_id="o-same"))
+    assert (await cloud.result(first))["status"] == "accepted"
+    again = await cloud.send("authorize", order(pump=2, order_id="o-same"))
+    result = await cloud.result(again)
+    assert (result["status"], result["code"]) == ("rejected", "invalid")
+    assert "exists already" in result["message"]
+    assert len(st.rows("SELECT * FROM authorizations")) == 1
+    assert st.pump(2).status is DartStatus.RESET
+    # The refused command is in the inbox with its payload and its result.
+    row = st.rows("SELECT * FROM inbox WHERE cmd_id = ?", (again,))[0]
+    assert '"pump":2' in row["payload"].replace(" ", "") and row["code"] == "invalid"
+
+
+async def test_refused_authorize_is_remembered_with_its_payload(rig: Rig) -> None:
+    """An authorize refused before it was persisted (pump busy) is stored with its result:
+    the same cmd_id for a different order is then a duplicate, not a new chance."""
+    cloud = rig.cloud
+    await cloud.result(await cloud.send("authorize", order(pump=1, order_id="o-x")))
+    refused = cloud.command("authorize", order(pump=1, order_id="o-y"))
+    await cloud.publish("authorize", refused)
+    assert (await cloud.result(refused["cmd_id"]))["code"] == "pump_busy"
+    await cloud.publish("authorize", refused)
+    await cloud.wait(lambda: len(cloud.results(refused["cmd_id"])) == 2, what="repeat")
+    repeat = cloud.results(refused["cmd_id"])[1]
+    assert repeat["duplicate"] is True and repeat["code"] == "pump_busy"
+    changed = cloud.command("authorize", order(pump=2, order_id="o-y"), cmd_id=refused["cmd_id"])
+    await cloud.publish("authorize", changed)
+    await cloud.wait(lambda: len(cloud.results(refused["cmd_id"])) == 3, what="reuse")
+    assert cloud.results(refused["cmd_id"])[2]["code"] == "duplicate"
+
+
 async def test_result_goes_to_the_response_topic_with_correlation(rig: Rig) -> None:
     cloud = rig.cloud
     body = cloud.command("stop", {"pump": 2})

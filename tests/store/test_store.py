@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
@@ -9,9 +10,14 @@ from pathlib import Path
 import pytest
 
 from edgectl.errors import StoreError
-from edgectl.forecourt.sale import AuthorizationSource, AuthorizationState, Sale
+from edgectl.forecourt.sale import (
+    Authorization,
+    AuthorizationSource,
+    AuthorizationState,
+    Sale,
+)
 from edgectl.store.schema import MIGRATIONS
-from edgectl.store.store import Store
+from edgectl.store.store import OrderExists, Store
 
 
 @pytest.fixture
@@ -122,6 +128,60 @@ def test_authorization_states_are_recorded(store: Store) -> None:
     row = store.query("SELECT * FROM authorizations WHERE id = ?", (auth.id,))[0]
     assert row["state"] == "expired" and row["reason"] == "no nozzle lifted in time"
     assert row["requested_by"] == "alice" and row["preset_volume"] == "20.00"
+
+
+def _order(
+    store: Store, order_id: str = "o-1", cmd_id: str = "c-1", **extra: object
+) -> Authorization:
+    values: dict[str, object] = dict(
+        order_id=order_id,
+        cmd_id=cmd_id,
+        pump=2,
+        preset_type="amount",
+        preset_value=Decimal("50.00"),
+        currency="CNY",
+        nozzles=(1, 2),
+        grades=(),
+        payment_method=None,
+        expires_at=None,
+    )
+    values.update(extra)
+    return store.create_order(**values)  # type: ignore[arg-type]
+
+
+def test_order_and_its_command_are_persisted_in_one_commit(store: Store) -> None:
+    auth = _order(store, command_payload='{"cmd_id": "c-1"}')
+    inbox = store.command_result("c-1")
+    assert inbox is not None and inbox["type"] == "authorize" and inbox["result"] is None
+    assert inbox["payload"] == '{"cmd_id": "c-1"}'
+    assert store.peek_command("c-1") == inbox  # the event loop's own connection sees it
+    order = store.order("o-1")
+    assert order is not None and order["authorization_id"] == auth.id
+    events = [r for r in store.outbox_after({}, 10) if r.stream == "order"]
+    assert [json.loads(r.payload)["status"] for r in events] == ["accepted"]
+
+
+def test_taken_order_id_writes_nothing(store: Store) -> None:
+    _order(store)
+    depth = store.outbox_depth()
+    with pytest.raises(OrderExists, match="exists already"):
+        _order(store, cmd_id="c-2", command_payload="{}")
+    assert store.command_result("c-2") is None
+    assert len(store.query("SELECT * FROM authorizations")) == 1
+    assert store.outbox_depth() == depth
+
+
+def test_authorization_update_carries_the_pump_state(store: Store) -> None:
+    auth = _order(store)
+    before = store.outbox_depth()
+    state = {"pump": 2, "state": "authorised", "order_id": "o-1"}
+    now = store.update_authorization(auth.id, AuthorizationState.AUTHORIZED, pump_state=state)
+    assert now is not None and now.state is AuthorizationState.AUTHORIZED
+    rows = sorted(store.outbox_after({}, 10), key=lambda r: r.seq)[before:]
+    assert [(r.stream, r.key, r.retain) for r in rows] == [
+        ("order", None, 0),
+        ("pump_state", "2", 1),
+    ]
 
 
 def test_failed_transaction_leaves_nothing_behind(store: Store) -> None:
