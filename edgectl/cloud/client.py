@@ -24,7 +24,6 @@ import json
 import logging
 import secrets
 import socket
-import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,13 +33,14 @@ from typing import Any, Final, Self
 
 import aiomqtt
 import paho.mqtt.client as paho
-from aiomqtt.exceptions import MqttCodeError, MqttConnectError
+from aiomqtt.exceptions import MqttConnectError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edgectl.cloud import contract
+from edgectl.cloud.mqtt import AckedClient, tls_context
 from edgectl.cloud.signing import sign_command
 from edgectl.config import CloudConfig
 from edgectl.errors import CloudError
@@ -132,7 +132,7 @@ class CloudClient:
         token = secrets.token_hex(6)
         self.client_id = CLIENT_ID_PREFIX + token
         self.reply_topic = f"{self.topics.base}/reply/{token}"
-        self._conn: _Connection | None = None
+        self._conn: AckedClient | None = None
         self._reader: asyncio.Task[None] | None = None
         self._lost: CloudError | None = None
         self._pending: dict[bytes, asyncio.Future[dict[str, Any]]] = {}
@@ -156,7 +156,7 @@ class CloudClient:
     async def connect(self) -> None:
         if self._conn is not None:
             raise RuntimeError("the client is already connected")
-        conn = _Connection(
+        conn = AckedClient(
             hostname=self.broker.host,
             port=self.broker.port,
             username=self.broker.username,
@@ -166,7 +166,12 @@ class CloudClient:
             clean_start=True,
             keepalive=30,
             timeout=self.connect_timeout_s,
-            tls_context=_tls_context(self.broker),
+            tls_context=tls_context(
+                tls=self.broker.tls,
+                ca_file=self.broker.ca_file,
+                cert_file=self.broker.cert_file,
+                key_file=self.broker.key_file,
+            ),
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
             logger=_MQTT_LOG,
         )
@@ -270,7 +275,7 @@ class CloudClient:
         timeout = self.timeout_s if timeout_s is None else timeout_s
         try:
             async with asyncio.timeout(timeout):
-                await conn.publish_acked(topic, payload, properties)
+                await conn.publish_acked(topic, payload, properties=properties)
                 return await answer
         except TimeoutError:
             raise CloudError(
@@ -305,7 +310,7 @@ class CloudClient:
 
     # ------------------------------------------------------------------ internals
 
-    def _live(self) -> _Connection:
+    def _live(self) -> AckedClient:
         if self._lost is not None:
             raise CloudError(str(self._lost), code=self._lost.code)
         if self._conn is None:
@@ -339,7 +344,7 @@ class CloudClient:
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                 await self._conn.unsubscribe(topic_filter, timeout=self.timeout_s)
 
-    async def _read(self, conn: _Connection) -> None:
+    async def _read(self, conn: AckedClient) -> None:
         try:
             async for message in conn.messages:
                 self._dispatch(message)
@@ -468,89 +473,6 @@ class Follower:
 
     def fail(self, error: CloudError) -> None:
         self._queue.put_nowait(error)
-
-
-class _Connection(aiomqtt.Client):
-    """An aiomqtt client whose QoS 1 publishes report the PUBACK's reason code, and whose
-    connection attempt fails at once when the broker closes before its CONNACK."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._pubacks: dict[int, asyncio.Future[ReasonCode]] = {}
-        self._early: dict[int, ReasonCode] = {}
-
-    async def publish_acked(self, topic: str, payload: bytes, properties: Properties) -> None:
-        info = self._client.publish(topic, payload, 1, False, properties)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
-            raise CloudError(
-                f"cannot publish on {topic}: {paho.error_string(info.rc)}", code="publish_failed"
-            )
-        reason = self._early.pop(info.mid, None)
-        if reason is None:
-            puback: asyncio.Future[ReasonCode] = asyncio.get_running_loop().create_future()
-            self._pubacks[info.mid] = puback
-            try:
-                reason = await puback
-            finally:
-                self._pubacks.pop(info.mid, None)
-        if reason.is_failure:
-            raise CloudError(
-                f"the broker refused the command on {topic}: {reason}", code="publish_refused"
-            )
-
-    def _on_publish(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        mid: int,
-        reason_code: ReasonCode,
-        properties: Properties,
-    ) -> None:
-        puback = self._pubacks.pop(mid, None)
-        if puback is None:
-            self._early[mid] = reason_code
-        elif not puback.done():
-            puback.set_result(reason_code)
-        super()._on_publish(client, userdata, mid, reason_code, properties)
-
-    def _on_disconnect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: paho.DisconnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None = None,
-    ) -> None:
-        super()._on_disconnect(client, userdata, flags, reason_code, properties)
-        if not self._connected.done():
-            # A TLS 1.3 broker refusing our certificate closes just after the handshake.
-            self._connected.set_exception(
-                MqttCodeError(reason_code, "the connection closed before the CONNACK")
-            )
-        for puback in self._pubacks.values():
-            if not puback.done():
-                puback.set_exception(
-                    CloudError(
-                        f"the connection closed before the PUBACK: {reason_code}",
-                        code="connection_lost",
-                    )
-                )
-        self._pubacks.clear()
-
-
-def _tls_context(broker: Broker) -> ssl.SSLContext | None:
-    if not broker.tls:
-        return None
-    try:
-        context = ssl.create_default_context(
-            ssl.Purpose.SERVER_AUTH, cafile=str(broker.ca_file) if broker.ca_file else None
-        )
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        if broker.cert_file is not None:
-            context.load_cert_chain(broker.cert_file, broker.key_file)
-    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        raise CloudError(f"cannot load the TLS files: {exc}", code="tls") from None
-    return context
 
 
 def _decode(raw: bytes) -> dict[str, Any]:

@@ -51,7 +51,6 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -59,7 +58,7 @@ from typing import Any, Final
 
 import aiomqtt
 import paho.mqtt.client as paho
-from aiomqtt.exceptions import MqttCodeError, MqttConnectError
+from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -67,6 +66,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edgectl import __version__
 from edgectl.cloud import contract
+from edgectl.cloud.mqtt import AckedClient, tls_context
 from edgectl.config import CloudConfig
 from edgectl.errors import CloudError, EdgectlError
 from edgectl.logs import get_logger
@@ -116,7 +116,9 @@ class CloudSession:
         self._on_command = on_command
         self._clock = clock
         self._heartbeat_payload = heartbeat or self._default_heartbeat
-        self._tls = _tls_context(cloud)
+        self._tls = tls_context(
+            tls=cloud.tls, ca_file=cloud.ca_file, cert_file=cloud.cert_file, key_file=cloud.key_file
+        )
         self._rng = random.Random()
         self.log = get_logger(station=station_id, part="cloud", broker=f"{cloud.host}:{cloud.port}")
 
@@ -462,18 +464,17 @@ def reconnect_delay(failures: int, *, low: float, high: float, rng: random.Rando
 # --------------------------------------------------------------------------- the connection
 
 
-class _Link(aiomqtt.Client):
-    """One connection: an aiomqtt client that leaves QoS 1 acknowledgement to us and reports
-    each PUBACK's reason code. Used once; the next connection gets a new one."""
+class _Link(AckedClient):
+    """One connection: an `AckedClient` that leaves QoS 1 acknowledgement of incoming
+    messages to us and bounds the publishes in flight. Used once; the next connection gets a
+    new one."""
 
-    def __init__(self, *, puback_timeout_s: float, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._client.manual_ack_set(True)
-        self.puback_timeout_s = puback_timeout_s
         self.connected_at: float | None = None
         self.session_present = False
         self.receive_maximum = _RECEIVE_MAXIMUM_DEFAULT
-        self._pubacks: dict[int, asyncio.Future[ReasonCode]] = {}
         self._window = asyncio.Semaphore(1)
         self._lost: CloudError | None = None
 
@@ -497,35 +498,7 @@ class _Link(aiomqtt.Client):
         async with self._window:
             if self._lost is not None:
                 raise CloudError(str(self._lost), code="not_connected")
-            try:
-                info = self._client.publish(topic, payload, qos, retain, properties)
-            except ValueError as exc:  # bad topic, QoS or payload size
-                raise CloudError(
-                    f"cannot publish on {topic}: {exc}", code="publish_failed"
-                ) from exc
-            if info.rc != paho.MQTT_ERR_SUCCESS:
-                raise CloudError(
-                    f"cannot publish on {topic}: {paho.error_string(info.rc)}",
-                    code="not_connected" if info.rc == paho.MQTT_ERR_NO_CONN else "publish_failed",
-                )
-            if qos == 0 or info.is_published():
-                return
-            future: asyncio.Future[ReasonCode] = asyncio.get_running_loop().create_future()
-            self._pubacks[info.mid] = future
-            try:
-                async with asyncio.timeout(self.puback_timeout_s):
-                    reason = await future
-            except TimeoutError:
-                raise CloudError(
-                    f"no PUBACK for the message on {topic} within {self.puback_timeout_s:g} s",
-                    code="puback_timeout",
-                ) from None
-            finally:
-                self._pubacks.pop(info.mid, None)
-            if reason.is_failure:
-                raise CloudError(
-                    f"the broker refused the message on {topic}: {reason}", code="publish_refused"
-                )
+            await self.publish_acked(topic, payload, qos=qos, retain=retain, properties=properties)
 
     def ack(self, message: aiomqtt.Message) -> None:
         if message.qos > 0 and self._lost is None:
@@ -536,10 +509,7 @@ class _Link(aiomqtt.Client):
         """The connection is gone: fail every publish still waiting for its PUBACK."""
         if self._lost is None:
             self._lost = error
-        for future in self._pubacks.values():
-            if not future.done():
-                future.set_exception(CloudError(str(error), code=error.code))
-        self._pubacks.clear()
+        self.fail_pending(error)
 
     # -- paho callbacks (run on the event loop, from aiomqtt's socket callbacks)
 
@@ -567,47 +537,13 @@ class _Link(aiomqtt.Client):
         properties: Properties | None = None,
     ) -> None:
         super()._on_disconnect(client, userdata, flags, reason_code, properties)
-        if not self._connected.done():
-            # Closed before the CONNACK (a TLS 1.3 server refusing our certificate does it
-            # after the handshake): fail the connect now rather than at aiomqtt's timeout.
-            self._connected.set_exception(
-                MqttCodeError(reason_code, "the connection closed before the CONNACK")
-            )
         if self.connected_at is not None:
             self.lose(
                 CloudError(f"the broker connection closed: {reason_code}", code="connection_lost")
             )
 
-    def _on_publish(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        mid: int,
-        reason_code: ReasonCode,
-        properties: Properties,
-    ) -> None:
-        future = self._pubacks.pop(mid, None)
-        if future is not None and not future.done():
-            future.set_result(reason_code)
-        super()._on_publish(client, userdata, mid, reason_code, properties)
-
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _tls_context(cloud: CloudConfig) -> ssl.SSLContext | None:
-    if not cloud.tls:
-        return None
-    try:
-        context = ssl.create_default_context(
-            ssl.Purpose.SERVER_AUTH, cafile=str(cloud.ca_file) if cloud.ca_file else None
-        )
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        if cloud.cert_file is not None:
-            context.load_cert_chain(cloud.cert_file, cloud.key_file)
-    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        raise CloudError(f"cannot load the TLS files: {exc}", code="tls") from exc
-    return context
 
 
 def _publish_properties(
