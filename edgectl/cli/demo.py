@@ -29,8 +29,9 @@ from rich.live import Live
 from rich.table import Table
 
 from edgectl.config import Config, load_config
-from edgectl.errors import EdgectlError
+from edgectl.errors import EdgectlError, StoreError
 from edgectl.logs import configure
+from edgectl.store.store import open_read_only
 
 if TYPE_CHECKING:
     from drivers.wayne_dart.sim import DartLineSimulator, SimPump
@@ -375,50 +376,39 @@ def _tanks_table(config: Config) -> Table:
     return table
 
 
-def _tank_latest(path: Path) -> list[sqlite3.Row]:
+def _read(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    """Rows from the running demo's store, read-only; none while it is new or busy (the
+    panels show what there is and try again on the next refresh)."""
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
-    except sqlite3.Error:
+        db = open_read_only(path)
+    except StoreError:
         return []
     try:
         db.row_factory = sqlite3.Row
-        return list(db.execute("SELECT * FROM tank_latest ORDER BY tank"))
+        return list(db.execute(sql, params))
     except sqlite3.Error:
         return []
     finally:
         db.close()
 
 
+def _tank_latest(path: Path) -> list[sqlite3.Row]:
+    return _read(path, "SELECT * FROM tank_latest ORDER BY tank")
+
+
 def _known_totals(path: Path) -> dict[int, dict[int, tuple[Decimal, Decimal]]]:
+    """The nozzle totals of an earlier run, so the simulated pumps carry on from them."""
     totals: dict[int, dict[int, tuple[Decimal, Decimal]]] = {}
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
-    except sqlite3.Error:
-        return totals
-    try:
-        for pump, nozzle, volume, amount in db.execute(
-            "SELECT pump, nozzle, volume, amount FROM nozzle_totals"
-        ):
-            totals.setdefault(pump, {})[nozzle] = (Decimal(volume), Decimal(amount))
-    except sqlite3.Error:
-        pass  # a new store: the pumps start from zero
-    finally:
-        db.close()
+    for row in _read(path, "SELECT pump, nozzle, volume, amount FROM nozzle_totals"):
+        totals.setdefault(row["pump"], {})[row["nozzle"]] = (
+            Decimal(row["volume"]),
+            Decimal(row["amount"]),
+        )
     return totals
 
 
 def _latest_sales(path: Path, limit: int) -> list[sqlite3.Row]:
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
-    except sqlite3.Error:
-        return []
-    try:
-        db.row_factory = sqlite3.Row
-        return list(db.execute("SELECT * FROM sales ORDER BY id DESC LIMIT ?", (limit,)))
-    except sqlite3.Error:
-        return []
-    finally:
-        db.close()
+    return _read(path, "SELECT * FROM sales ORDER BY id DESC LIMIT ?", (limit,))
 
 
 def _summary(console: Console, config: Config, elapsed: float) -> None:
@@ -717,19 +707,7 @@ class _DemoCloud:
 
 
 def _order_statuses(path: Path) -> dict[str, str]:
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
-    except sqlite3.Error:
-        return {}
-    try:
-        return {
-            order_id: status
-            for order_id, status in db.execute("SELECT order_id, status FROM orders")
-        }
-    except sqlite3.Error:
-        return {}
-    finally:
-        db.close()
+    return {row["order_id"]: row["status"] for row in _read(path, "SELECT * FROM orders")}
 
 
 def _mosquitto() -> str | None:
