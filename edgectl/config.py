@@ -28,7 +28,7 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar, cast
 
 from edgectl.cloud.signing import KEY_ID, InvalidKeyError, parse_public_key
 from edgectl.errors import ConfigError
@@ -221,6 +221,9 @@ class ControlConfig:
     group: str | None = None
 
 
+GaugeUnits = Literal["metric", "us"]
+
+
 @dataclass(frozen=True)
 class GaugeConfig:
     """A tank gauge: a Veeder-Root TLS console, or a line of Modbus level probes.
@@ -245,6 +248,8 @@ class GaugeConfig:
     security_code: str = field(default="", repr=False)  # veeder_root: 6 characters, "" = none
     terminator: str = "none"  # veeder_root: "none" | "lf" | "crlf"
     etx: int = 0x03  # veeder_root: the character that ends a reply (console setup 531)
+    # veeder_root: the console's unit setup; "us" figures (in, °F, US gal) are converted.
+    units: GaugeUnits = "metric"
     register_map: Path | None = None  # modbus_probe: the TOML register map of its probes
 
     @property
@@ -942,8 +947,12 @@ def _read_command_key(t: _Table) -> CommandKey:
 _GAUGE_PROTOCOLS: Final = ("veeder_root", "modbus_probe")
 _GAUGE_SERIAL_KEYS: Final = ("baud", "parity", "bytesize", "stopbits")
 _GAUGE_OWN_KEYS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
-    {"veeder_root": ("security_code", "terminator", "etx"), "modbus_probe": ("register_map",)}
+    {
+        "veeder_root": ("security_code", "terminator", "etx", "units"),
+        "modbus_probe": ("register_map",),
+    }
 )
+_GAUGE_UNITS: Final[tuple[GaugeUnits, ...]] = ("metric", "us")
 _GAUGE_KEYS: Final = (
     "name",
     "protocol",
@@ -1074,6 +1083,7 @@ def _read_gauge(t: _Table) -> GaugeConfig:
         security_code=security_code,
         terminator=t.choice("terminator", default.terminator, tuple(_TERMINATORS)),
         etx=etx,
+        units=cast(GaugeUnits, t.choice("units", default.units, _GAUGE_UNITS)),
         register_map=register_map,
     )
 

@@ -18,7 +18,7 @@ from edgectl.errors import ConfigError
 from edgectl.logs import get_logger
 from edgectl.station import Station
 from edgectl.store.store import Store
-from edgectl.tank_service import TankService
+from edgectl.tank_service import TankService, WallClock
 
 SHUTDOWN_GRACE_S = 15.0  # time given to sales being committed when asked to stop
 FLUSH_GRACE_S = 3.0  # then time given to the outbox to reach the broker
@@ -127,7 +127,8 @@ class CloudLink:
 class Daemon:
     """The running station: lines, station workers, the cloud link, and an orderly stop."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, wall_clock: WallClock | None = None) -> None:
+        """`wall_clock` is the tank service's time of day (its midnight), for tests."""
         self.config = config
         self.log = get_logger(station=config.station.id)
         self.store = Store(
@@ -144,7 +145,7 @@ class Daemon:
         self._emit_target = self.station
         self.cloud = CloudLink(config, self.station) if config.cloud is not None else None
         # No [[gauges]]: no tank service, nothing runs for tanks.
-        self.tanks = TankService.from_config(config, self.station)
+        self.tanks = TankService.from_config(config, self.station, clock=wall_clock)
         self.control = ControlServer(self, config.control)
         self._started = time.monotonic()
         self._stop = asyncio.Event()

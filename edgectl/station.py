@@ -85,6 +85,18 @@ class PriceSet:
 
 
 @dataclass(frozen=True, slots=True)
+class PumpFill:
+    """Litres one fill of one pump has given: running while the fill is in progress (not yet
+    recorded as a sale), final once it is sold. `number` tells a pump's fills apart: it
+    counts the fills the station has seen the pump start since it started."""
+
+    pump: int
+    number: int
+    grade: str
+    volume: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class PumpView:
     """A read-only snapshot of one pump for status screens."""
 
@@ -123,8 +135,8 @@ class Station:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self.prices = PriceSet(None, {g.id: g.unit_price for g in config.grades})
         self.on_outbox: Callable[[], None] = lambda: None  # the cloud publisher's wake-up
-        # Litres sold per grade, for the tank service (wet stock); a no-op without gauges.
-        self.on_sold: Callable[[str, Decimal], None] = lambda grade, litres: None
+        # Each sale recorded, for the tank service (wet stock); a no-op without gauges.
+        self.on_sold: Callable[[PumpFill], None] = lambda fill: None
         self._price_tasks: set[asyncio.Task[None]] = set()
         self.points: dict[int, PumpService] = {}
         self._by_address: dict[tuple[str, int], PumpService] = {}
@@ -177,6 +189,12 @@ class Station:
 
     def snapshot(self) -> list[PumpView]:
         return [service.view() for service in self.points.values()]
+
+    def fills_in_progress(self) -> list[PumpFill]:
+        """The fills flowing or finished but not yet recorded as sales, with the litres
+        each pump reported last: what the tanks have given that no sale accounts for yet."""
+        fills = (service.fill_in_progress() for service in self.points.values())
+        return [fill for fill in fills if fill is not None]
 
     def service(self, pump: int) -> PumpService:
         service = self.points.get(pump)
@@ -341,6 +359,10 @@ class PumpService:
         self.idle = asyncio.Event()
         self.idle.set()
         self.sales_recorded = 0
+        self.fills = 0  # fills seen starting since the station started (PumpFill.number)
+        self._fill_volume = Decimal(0)  # litres of the current fill, as last reported
+        self._fill_sold = False  # the current fill is recorded (or ended without fuel)
+        self._known_status: DispenserStatus | None = None  # last status reported, kept offline
         self._resync = True
         self._lifts = 0  # nozzle lifts seen; auto mode authorizes each lift once
         self._authorized_lift = -1
@@ -470,6 +492,9 @@ class PumpService:
             await self._follow()
             self._resync = True
         elif isinstance(event, StatusReport):
+            if event.status in _IN_SALE and self._known_status not in _IN_SALE:
+                self._start_fill()
+            self._known_status = event.status
             self.status = event.status
             await self._follow()
             await self._act()
@@ -485,6 +510,7 @@ class PumpService:
                 await self._act()
         elif isinstance(event, FillingReport):
             self.volume, self.amount = event.volume, event.amount
+            self._fill_volume = event.volume
         elif isinstance(event, AlarmReport):
             await self.station.db(
                 self.station.store.raise_alarm,
@@ -496,6 +522,7 @@ class PumpService:
 
     def _apply_filling_info(self, info: FillingInfo) -> None:
         self.volume, self.amount = info.volume, info.amount
+        self._fill_volume = info.volume
         if info.nozzle:
             self.nozzle = info.nozzle
             self.unit_price = info.unit_price
@@ -758,6 +785,7 @@ class PumpService:
             self._apply_filling_info(info)
             nozzle = info.nozzle or self.nozzle
             if info.volume == 0:
+                self._fill_sold = True
                 await self._end_auth(AuthorizationState.NO_SALE, "nozzle hung up without fuel")
                 await self._reset_pump()
                 return
@@ -795,9 +823,12 @@ class PumpService:
             self._retry_at = self.station.clock() + RETRY_S
             return
         log = self.log.bind(sale_id=recorded.id, nozzle=sale.nozzle, grade=sale.grade)
+        # From here the fill is a sale: it leaves the fills in progress in the same step as
+        # the sale reaches the tanks (no await in between), so it is never counted twice.
+        self._fill_sold = True
         if recorded.created:
             self.sales_recorded += 1
-            self.station.on_sold(sale.grade, sale.volume)
+            self.station.on_sold(PumpFill(self.pump.number, self.fills, sale.grade, sale.volume))
             log.info(
                 "sale_recorded",
                 volume=str(sale.volume),
@@ -905,6 +936,23 @@ class PumpService:
             "amount": str(self.amount),
             "order_id": self.auth.order_id if self.auth else None,
         }
+
+    def _start_fill(self) -> None:
+        """A fill begins: the dispenser left idle for a fill status. The volume reported so
+        far may still be the previous fill's, so the new one starts from nothing (the
+        pump's next volume report gives its running figure)."""
+        self.fills += 1
+        self._fill_volume = Decimal(0)
+        self._fill_sold = False
+
+    def fill_in_progress(self) -> PumpFill | None:
+        """The pump's fill not yet recorded as a sale, if one is flowing or just finished."""
+        if self.status not in _IN_SALE or self._fill_sold:
+            return None
+        grade = self.pump.nozzles.get(self.nozzle)
+        if grade is None:
+            return None
+        return PumpFill(self.pump.number, self.fills, grade, self._fill_volume)
 
     # ------------------------------------------------------------------ views
     def view(self) -> PumpView:

@@ -1,31 +1,43 @@
 """The tank gauges in the running station: one driver task per `[[gauges]]` entry, their
 readings turned into inventory, alarms and deliveries kept in the store.
 
-Units: a Veeder-Root console is assumed to report heights in mm, temperatures in °C and
-volumes in litres (console setup); nothing is converted here.
+Units: everything here is mm, °C and litres. A Veeder-Root console set up in US units
+(`[[gauges]].units = "us"`) is converted by its driver; a Modbus register map says each
+field's unit and the driver converts.
 
 Each gauge's driver emits into one queue; one worker takes the events in order, so a tank's
-readings, alarms and deliveries are handled one at a time. The station tells the service what
-it sold (`on_sold`, per grade); the litres are shared among the grade's tanks
-(`wetstock.allocate`) and handed to the tank's next reading as "dispensed since the last".
+readings, alarms and deliveries are handled one at a time. What the pumps give is shared among
+the grade's tanks (`wetstock.allocate`) and handed to the tank's next reading as "dispensed
+since the last": the running litres of fills in progress (`Station.fills_in_progress`, read at
+each reading) and, when a fill is recorded as a sale (`on_sold`), what its running figure had
+not counted yet. A long fill thus lowers the level with the litres accounted for as they go,
+and no litre is counted twice.
+
+The gauge's own alarms (TLS i205, a probe map's alarm bits) are kept as tank alarms
+`tank_gauge_<name>`, raised and cleared as the gauge reports them. A probe that answers a read
+with a refusal (a Modbus exception, registers that do not decode) raises `tank_probe_fault`
+once, cleared by the tank's next reading.
 
 Inventory goes to the outbox (telemetry, newest per tank) on a product change of
 `[[tanks]].inventory_threshold_l` and at least every `inventory_interval_s`; deliveries and
-alarms as events; each tank's reconciliation of the previous local day after local midnight.
-Modbus probe lines are read through `ModbusProbeBus` (the register map converts to mm, °C, L).
+alarms as events; each tank's reconciliation of the previous local day after local midnight
+(by the service's wall clock, injectable for tests; days missed while the station was down are
+caught up, each day kept once). Modbus probe lines are read through `ModbusProbeBus` (the
+register map converts to mm, °C, L).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final, Protocol
 
-from drivers.base import GaugeDelivery as DriverDelivery
 from drivers.base import (
+    GaugeAlarm,
     GaugeEvent,
     GaugeOffline,
     GaugeOnline,
@@ -33,12 +45,14 @@ from drivers.base import (
     TankGauge,
     TankGaugeReading,
 )
+from drivers.base import GaugeDelivery as DriverDelivery
 from drivers.modbus_probe.driver import (
     ModbusBusSettings,
     ModbusProbeBus,
     ProbeOffline,
     ProbeSettings,
     SerialLine,
+    TankReadMalformed,
     TankReadRefused,
     TcpLink,
 )
@@ -67,13 +81,58 @@ from edgectl.forecourt.wetstock import (
     reconcile,
 )
 from edgectl.logs import get_logger
-from edgectl.station import Station
+from edgectl.station import PumpFill, Station
 
 HISTORY_EVERY = timedelta(minutes=1)  # one history row per tank per minute ...
 HISTORY_CHANGE_L = Decimal(50)  # ... or sooner on a net change this big
 MINUTE = timedelta(minutes=1)
 DELIVERIES_INTERVAL_S = 120.0  # how often a console's delivery list is asked for
 _CRITICAL = {TankAlarm.OVERFILL, TankAlarm.SUDDEN_LOSS}
+# The daily reconciliation: the wall clock is looked at again at least this often (it may be
+# set at boot, or jump), and at most this many days missed are reconciled after a restart.
+CHECK_EVERY_S: Final = 600.0
+CATCH_UP_DAYS: Final = 7
+GAUGE_ALARM_PREFIX: Final = "tank_gauge_"
+# Words in a gauge alarm's name that make it critical (product leaving or about to spill).
+_CRITICAL_WORDS: Final = ("leak", "overfill", "sudden_loss", "high_high")
+_NOT_CODE: Final = re.compile(r"[^a-z0-9]+")
+
+
+class WallClock(Protocol):
+    """The service's time of day: when local midnight comes, and what time alarms carry."""
+
+    def now(self) -> datetime:
+        """Now, timezone-aware."""
+        ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """The host's clock and asyncio's sleep."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeFault:
+    """A probe that answers a tank's read, but not with figures: since `since`, why."""
+
+    device_id: int
+    reason: str
+    since: datetime
+
+
+@dataclass(slots=True)
+class _Counted:
+    """Litres of one pump's running fill already handed to the tanks."""
+
+    number: int  # PumpFill.number
+    volume: Decimal
 
 
 def build_probe_bus(gauge: GaugeConfig, config: Config) -> ModbusProbeBus:
@@ -134,6 +193,7 @@ def build_gauge(gauge: GaugeConfig, config: Config | None = None) -> TankGauge |
         etx=gauge.etx,
         reply_timeout_s=gauge.reply_timeout_ms / 1000,
         offline_after=gauge.offline_after,
+        units=gauge.units,
         deliveries_interval_s=DELIVERIES_INTERVAL_S,
     )
     return TlsGauge(settings, transport)
@@ -155,15 +215,17 @@ class _TankState:
     flag_falls: list[datetime] = field(default_factory=list)
     history_at: datetime | None = None
     history_net: Decimal | None = None
+    fault: ProbeFault | None = None  # the probe refuses the tank's read (tank_probe_fault)
 
 
 class TankService:
     """Gauges → tanks → store. Build with `TankService.from_config`; None when no gauges."""
 
-    def __init__(self, config: Config, station: Station) -> None:
+    def __init__(self, config: Config, station: Station, *, clock: WallClock | None = None) -> None:
         self.config = config
         self.station = station
         self.store = station.store
+        self.clock: WallClock = clock or SystemClock()
         self.log = get_logger(station=config.station.id, component="tanks")
         self.gauges: dict[str, TankGauge] = {}
         for gauge in config.gauges:
@@ -181,36 +243,60 @@ class TankService:
         self._by_gauge: dict[tuple[str, int], int] = {}
         self._queue: asyncio.Queue[GaugeEvent] = asyncio.Queue()
         self.events_handled = 0
-        # Called with every sale (grade, litres) too: the demo's tank physics listen here.
-        self.sold_listeners: list[Callable[[str, Decimal], None]] = []
+        # Per pump: the running litres of its current fill already handed to the tanks.
+        self._counted: dict[int, _Counted] = {}
 
     @classmethod
-    def from_config(cls, config: Config, station: Station) -> TankService | None:
-        return cls(config, station) if config.gauges else None
+    def from_config(
+        cls, config: Config, station: Station, *, clock: WallClock | None = None
+    ) -> TankService | None:
+        return cls(config, station, clock=clock) if config.gauges else None
 
     # ------------------------------------------------------------------ inputs
     def emit(self, event: GaugeEvent) -> None:
         self._queue.put_nowait(event)
 
-    def on_sold(self, grade: str, litres: Decimal) -> None:
-        """Litres sold of a grade: shared among its tanks by their product volumes. Called
-        from the pump's sale path: it never raises (a failure here must not hold up a pump)."""
+    def on_sold(self, fill: PumpFill) -> None:
+        """A fill recorded as a sale: what its running figure had not yet handed to the
+        grade's tanks is shared among them by their product volumes. Called from the pump's
+        sale path: it never raises (a failure here must not hold up a pump)."""
         try:
-            self._sold(grade, litres)
+            self._sold(fill)
         except Exception as exc:
             self.log.error(
-                "tank_sale_not_counted", grade=grade, litres=str(litres), error=repr(exc)
+                "tank_sale_not_counted",
+                pump=fill.pump,
+                grade=fill.grade,
+                litres=str(fill.volume),
+                error=repr(exc),
             )
 
-    def _sold(self, grade: str, litres: Decimal) -> None:
-        for listener in self.sold_listeners:
-            listener(grade, litres)
+    def _sold(self, fill: PumpFill) -> None:
+        counted = self._counted.pop(fill.pump, None)
+        already = counted.volume if counted is not None and counted.number == fill.number else 0
+        # Negative when the last running figure was above the metered sale: taken back.
+        self._share(fill.grade, fill.volume - already)
+
+    def _count_running(self) -> None:
+        """Hand the tanks what the fills in progress gave since they were last looked at."""
+        for fill in self.station.fills_in_progress():
+            counted = self._counted.get(fill.pump)
+            if counted is None or counted.number != fill.number:
+                # A new fill; an older one that ended without a new sale (recorded before a
+                # restart, or no fuel) stays counted as it was: its litres did leave.
+                counted = self._counted[fill.pump] = _Counted(fill.number, Decimal(0))
+            more = fill.volume - counted.volume
+            if more > 0:
+                self._share(fill.grade, more)
+                counted.volume = fill.volume
+
+    def _share(self, grade: str, litres: Decimal) -> None:
         tanks = [
             self.tanks[t.number]
             for t in self.config.tanks_for_grade(grade)
             if t.number in self.tanks
         ]
-        if not tanks or litres <= 0:
+        if not tanks or not litres:
             return
         product = {
             s.tank.number: (s.last.product_l if s.last is not None else Decimal(0)) for s in tanks
@@ -258,25 +344,56 @@ class TankService:
 
     # ------------------------------------------------------------------ reconciliation
     async def _daily(self) -> None:
-        """Reconcile the previous local day after each local midnight (and once at start,
-        for a day missed while the station was down: a day is kept once)."""
+        """Reconcile the days before today after each local midnight, and at start (days
+        missed while the station was down). The clock is looked at again at least every
+        `CHECK_EVERY_S`, so a clock set late (at boot) or moved does not delay a day; a
+        failed round is tried again then. A day is kept once (the store refuses another)."""
+        reconciled_before: date | None = None  # every day before this one is done
         while True:
-            today = datetime.now().astimezone().date()
-            try:
-                await self.reconcile_day(today - timedelta(days=1))
-            except Exception as exc:
-                self.log.error("reconciliation_failed", error=repr(exc))
+            today = self._today()
+            if today != reconciled_before:
+                try:
+                    await self.catch_up(today)
+                    reconciled_before = today
+                except Exception as exc:
+                    self.log.error("reconciliation_failed", error=repr(exc))
             midnight = _local_midnight(today + timedelta(days=1))
-            await asyncio.sleep(max(1.0, (midnight - datetime.now(UTC)).total_seconds() + 1))
+            wait = (midnight - self.clock.now()).total_seconds() + 1
+            await self.clock.sleep(min(max(wait, 1.0), CHECK_EVERY_S))
 
-    async def reconcile_day(self, day: date) -> list[Reconciliation]:
-        """Reconcile every gauged tank for one local day from the stored readings,
-        deliveries and sales; returns the reconciliations made now (a day already kept, or
-        a tank without readings that day, gives none)."""
+    def _today(self) -> date:
+        return self.clock.now().astimezone().date()
+
+    async def catch_up(self, today: date) -> list[Reconciliation]:
+        """Reconcile each tank's days from the one after its last kept day up to yesterday,
+        oldest first (at most `CATCH_UP_DAYS`); a tank never reconciled starts yesterday."""
+        yesterday = today - timedelta(days=1)
+        earliest = yesterday - timedelta(days=CATCH_UP_DAYS - 1)
+        first: dict[int, date] = {}
+        for number in self.tanks:
+            row = await self.station.db(self.store.last_reconciliation, number, today.isoformat())
+            kept = None if row is None else date.fromisoformat(row["day"])
+            first[number] = yesterday if kept is None else max(kept + timedelta(days=1), earliest)
+        done: list[Reconciliation] = []
+        day = min(first.values(), default=today)
+        while day <= yesterday:
+            due = {number for number, start in first.items() if start <= day}
+            done += await self.reconcile_day(day, only=due)
+            day += timedelta(days=1)
+        return done
+
+    async def reconcile_day(
+        self, day: date, *, only: Collection[int] | None = None
+    ) -> list[Reconciliation]:
+        """Reconcile every gauged tank (or those in `only`) for one local day from the
+        stored readings, deliveries and sales; returns the reconciliations made now (a day
+        already kept, or a tank without readings that day, gives none)."""
         start, end = _local_midnight(day), _local_midnight(day + timedelta(days=1))
         span = ((day - timedelta(days=1)).isoformat(), (day + timedelta(days=1)).isoformat())
         done: list[Reconciliation] = []
         for number, state in sorted(self.tanks.items()):
+            if only is not None and number not in only:
+                continue
             tank = state.tank
             rows = await self.station.db(self.store.tank_day_inputs, number, tank.grade, *span)
             readings = [(datetime.fromisoformat(r["at"]), r) for r in rows["readings"]]
@@ -380,31 +497,77 @@ class TankService:
             await self._reading(event)
         elif isinstance(event, GaugeOffline):
             self.log.warning("gauge_offline", gauge=event.gauge, reason=event.reason)
-            now = datetime.now(UTC)
+            now = self.clock.now()
             for state in self._tanks_of(event.gauge):
                 await self._alarms(state, state.alarms.offline(now, event.reason))
         elif isinstance(event, ProbeOffline):
             self.log.warning("probe_offline", gauge=event.gauge, device=event.device_id)
-            now = datetime.now(UTC)
+            now = self.clock.now()
             for number in event.tanks:
                 if number in self.tanks:
                     tracker = self.tanks[number]
                     await self._alarms(tracker, tracker.alarms.offline(now, event.reason))
-        elif isinstance(event, TankReadRefused):
-            self.log.warning(
-                "probe_read_refused", gauge=event.gauge, tank=event.tank, why=event.text
-            )
+        elif isinstance(event, TankReadRefused | TankReadMalformed):
+            await self._probe_fault(event)
         elif isinstance(event, GaugeOnline):
             self.log.info("gauge_online", gauge=event.gauge)
         elif isinstance(event, DriverDelivery):
             await self._gauge_delivery(event)
         elif isinstance(event, TankAlarms):
-            self.log.info(
-                "gauge_tank_alarms",
-                gauge=event.gauge,
-                tank=event.tank,
-                alarms=[a.text for a in event.alarms],
+            await self._gauge_alarms(event)
+
+    async def _probe_fault(self, event: TankReadRefused | TankReadMalformed) -> None:
+        """The probe answered the tank's read without figures: a probe fault, logged and
+        raised once (the driver reports it when it starts or changes, not on every poll)."""
+        state = self._state(event.gauge, event.tank)
+        if state is None:
+            return
+        now = self.clock.now()
+        if isinstance(event, TankReadRefused):
+            kind, why = "refused", f"{event.text} (code {event.exception_code})"
+        else:
+            kind, why = "malformed", event.text
+        reason = f"device {event.device_id}: {why}"
+        if state.fault is None:
+            state.fault = ProbeFault(event.device_id, reason, now)
+        else:
+            state.fault = ProbeFault(event.device_id, reason, state.fault.since)
+        self.log.warning(
+            "probe_read_failed",
+            gauge=event.gauge,
+            tank=state.tank.number,
+            device=event.device_id,
+            failure=kind,
+            why=why,
+        )
+        await self._alarms(state, state.alarms.fault(now, reason))
+
+    async def _gauge_alarms(self, event: TankAlarms) -> None:
+        """The complete set of the gauge's own alarms on a tank: each kept as an alarm of
+        the station, raised when the gauge starts reporting it and cleared when it stops.
+        The store says what is open, so a restart neither repeats nor forgets one."""
+        state = self._state(event.gauge, event.tank)
+        if state is None:
+            return
+        number = state.tank.number
+        wanted = {gauge_alarm_kind(alarm): alarm for alarm in event.alarms}
+        open_kinds = await self.station.db(self.store.open_tank_alarms, number)
+        is_open = {kind for kind in open_kinds if kind.startswith(GAUGE_ALARM_PREFIX)}
+        for kind in sorted(wanted.keys() - is_open):
+            alarm = wanted[kind]
+            message = f"tank {number}: gauge {event.gauge} reports {alarm.text} (code {alarm.code})"
+            await self.station.db(
+                self.store.raise_tank_alarm,
+                number,
+                kind,
+                message[:200],
+                severity="critical" if any(w in kind for w in _CRITICAL_WORDS) else "warning",
+                detail={"gauge": event.gauge, "code": alarm.code},
             )
+            self.log.warning("tank_gauge_alarm", tank=number, alarm=kind, raised=True)
+        for kind in sorted(is_open - wanted.keys()):
+            await self.station.db(self.store.clear_tank_alarm, number, kind)
+            self.log.info("tank_gauge_alarm", tank=number, alarm=kind, raised=False)
 
     def _station_numbered(self, gauge: str) -> bool:
         return isinstance(self.gauges.get(gauge), ModbusProbeBus)
@@ -437,12 +600,26 @@ class TankService:
         if state.last is not None and reading.at <= state.last.at:
             return  # out of order: the detector needs readings in time order
         measured = state.tank.measure(reading)
+        if state.fault is not None:
+            # The probe gave the tank's figures again: its fault alarm clears with them.
+            self.log.info(
+                "probe_read_recovered",
+                gauge=event.gauge,
+                tank=state.tank.number,
+                device=state.fault.device_id,
+                since=state.fault.since.isoformat(),
+            )
+            state.fault = None
         if isinstance(measured, ImplausibleReading):
             self.log.warning("tank_reading_implausible", tank=reading.tank, why=measured.reasons)
             await self._alarms(state, state.alarms.reject(measured))
             return
         inv = measured
-        dispensed, state.dispensed = state.dispensed, Decimal(0)
+        self._count_running()
+        # A sale metered below its last running figure leaves a negative rest: it is taken
+        # off what the next readings bring, never given as a negative amount.
+        dispensed = max(state.dispensed, Decimal(0))
+        state.dispensed -= dispensed
         changes = state.alarms.observe(inv, dispensed)
         found = state.deliveries.observe(inv, dispensed)
         previous, state.last = state.last, inv
@@ -546,6 +723,89 @@ class TankService:
             else:
                 await self.station.db(self.store.clear_tank_alarm, change.tank, kind)
             self.log.info("tank_alarm", tank=change.tank, alarm=kind, raised=change.raised)
+
+    # ------------------------------------------------------------------ views
+    def snapshot(self) -> list[TankView]:
+        """Every tank the service reads, as it stands now, in tank-number order (for the
+        control socket: `edgectl tanks`, `watch`, `status`). Never raises, never waits.
+
+        The figures are those of the last plausible reading (None before the first);
+        `implausible` says the gauge's latest reading of the tank was refused since. A tank
+        is online while its gauge answers and its own probe has not been reported offline.
+        """
+        products = {grade.id: grade.name for grade in self.config.grades}
+        views: list[TankView] = []
+        for number, state in sorted(self.tanks.items()):
+            tank, inv, active = state.tank, state.last, state.alarms.active
+            gauge = self.gauges.get(state.gauge)
+            views.append(
+                TankView(
+                    number=number,
+                    name=tank.name,
+                    grade=tank.grade,
+                    product=products.get(tank.grade, tank.grade),
+                    capacity_l=tank.capacity_l,
+                    gauge=state.gauge,
+                    online=(
+                        gauge is not None
+                        and gauge.is_online
+                        and TankAlarm.PROBE_OFFLINE not in active
+                    ),
+                    reading_at=None if inv is None else inv.at,
+                    height_mm=None if inv is None else inv.height_mm,
+                    water_mm=None if inv is None else inv.water_mm,
+                    temperature_c=None if inv is None else inv.temperature_c,
+                    gross_l=None if inv is None else inv.gross_l,
+                    product_l=None if inv is None else inv.product_l,
+                    net_l=None if inv is None else inv.net_l,
+                    ullage_l=None if inv is None else inv.ullage_l,
+                    fill_pct=None if inv is None else inv.fill_pct,
+                    alarms=tuple(str(alarm) for alarm in TankAlarm if alarm in active),
+                    implausible=TankAlarm.INVALID_READING in active,
+                )
+            )
+        return views
+
+
+@dataclass(frozen=True, slots=True)
+class TankView:
+    """One tank as the station knows it at one instant (`TankService.snapshot`).
+
+    Heights in mm, temperature in °C, volumes in litres: `gross_l` is all liquid (product and
+    water), `product_l` the product at its own temperature, `net_l` the product at 15 °C,
+    `ullage_l` the room left to capacity, `fill_pct` gross over capacity. `alarms` are the
+    active alarms the service tracks itself, by name, in `TankAlarm` order; the gauge's own
+    alarms (`tank_gauge_*`) are kept in the store only.
+    """
+
+    number: int
+    name: str
+    grade: str
+    product: str  # the grade's name
+    capacity_l: Decimal
+    gauge: str
+    online: bool
+    reading_at: datetime | None
+    height_mm: Decimal | None
+    water_mm: Decimal | None
+    temperature_c: Decimal | None
+    gross_l: Decimal | None
+    product_l: Decimal | None
+    net_l: Decimal | None
+    ullage_l: Decimal | None
+    fill_pct: Decimal | None
+    alarms: tuple[str, ...]
+    implausible: bool
+
+
+def gauge_alarm_kind(alarm: GaugeAlarm) -> str:
+    """The station's alarm kind for one of a gauge's own alarms: `tank_gauge_` and the
+    gauge's name for it in snake case (TLS i205 "sudden loss" -> tank_gauge_sudden_loss;
+    a code without a name -> tank_gauge_alarm_31)."""
+    name = _NOT_CODE.sub("_", alarm.text.lower()).strip("_").removeprefix("tank_")
+    if not name or not name[0].isalpha():
+        name = f"alarm_{alarm.code:02d}"
+    return (GAUGE_ALARM_PREFIX + name)[:64].rstrip("_")
 
 
 def _local_midnight(day: date) -> datetime:

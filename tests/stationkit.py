@@ -13,6 +13,7 @@ from typing import Any
 from drivers.wayne_dart.sim import DartLineSimulator, SimPump
 from edgectl.config import Config, load_config
 from edgectl.daemon import Daemon
+from edgectl.tank_service import WallClock
 
 GRADES = {"92": "7.45", "95": "7.93", "diesel": "7.10"}
 
@@ -139,12 +140,16 @@ class RunningStation:
 
 @contextlib.asynccontextmanager
 async def running_station(
-    config_path: Path, sims: dict[str, DartLineSimulator] | None = None, **sim_kw: Any
+    config_path: Path,
+    sims: dict[str, DartLineSimulator] | None = None,
+    *,
+    wall_clock: WallClock | None = None,
+    **sim_kw: Any,
 ) -> AsyncIterator[RunningStation]:
     config = load_config(config_path)
     own_sims = sims is None
     sims = sims if sims is not None else start_simulators(config, **sim_kw)
-    daemon = Daemon(config)
+    daemon = Daemon(config, wall_clock=wall_clock)
     task = asyncio.create_task(daemon.run(install_signals=False))
     station = RunningStation(config, daemon, sims, task)
     try:

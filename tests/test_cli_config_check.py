@@ -108,3 +108,33 @@ def test_not_toml_and_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert code == 1 and "invalid TOML" in out and "line 1" in out
     code, out, _ = check(capsys, str(tmp_path / "missing.toml"))
     assert code == 1 and "config file not found" in out
+
+
+def test_gauges_and_tanks_summarised_and_explained(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = check(capsys, str(ROOT / "config" / "station.example.toml"), "--json")
+    body = json.loads(out)
+    assert code == 0
+    assert [(g["name"], g["protocol"], g["tanks"]) for g in body["summary"]["gauges"]] == [
+        ("tls", "veeder_root", [1, 2, 3, 4]),
+        ("probes", "modbus_probe", [5]),
+    ]
+    assert "gauges.tls.port: /dev/ttyUSB2 does not exist on this machine" in body["notes"]
+
+    tank = (
+        '[[gauges]]\nname = "tls"\nprotocol = "veeder_root"\nport = "/dev/ttyS9"\n'
+        '[[tanks]]\nnumber = 1\ngrade = "jet"\ncapacity_l = 20000\nheight_mm = 2000\n'
+        'density_15 = "800.0"\ngauge = "tls"\ngauge_tank = 1\n'
+    )
+    path = tmp_path / "station.toml"
+    path.write_text(station_toml(tmp_path, extra=tank))
+    code, out, _ = check(capsys, str(path))
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[1].startswith('  tanks[0].grade: grade "jet" is not defined')
+    assert lines[2].lstrip().startswith("each [[tanks]] has a unique number, its grade")
+
+    path.write_text(station_toml(tmp_path, extra=tank.replace('"jet"', '"92"')))
+    code, out, _ = check(capsys, str(path))
+    assert code == 0 and "gauge tls: /dev/ttyS9 veeder_root 9600 8N1, tanks 1" in out

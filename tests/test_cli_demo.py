@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from tests.stationkit import count_when_ready
+from drivers.tank_sim import SimTank, TankFarm, TankSpec
+from drivers.tank_sim import TankChart as SimChart
+from drivers.wayne_dart.codec import DartStatus
+from drivers.wayne_dart.sim import Customer, normal_fill
+from edgectl.cli.demo import _Plumbing
+from edgectl.config import load_config
+from tests.stationkit import count_when_ready, running_station, until, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -88,3 +96,51 @@ def test_demo_stops_by_itself_after_duration(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "demo ran" in result.stdout
+
+
+TANK_TOML = """
+[[gauges]]
+name = "tls"
+protocol = "veeder_root"
+port = "{port}"
+
+[[tanks]]
+number = 1
+grade = "95"
+capacity_l = 10000
+height_mm = 2000
+density_15 = "745.0"
+gauge = "tls"
+gauge_tank = 1
+chart = [[0, 0], [2000, 10000]]
+"""
+
+
+async def test_pumps_drain_their_tanks_while_fuel_flows_and_a_tanker_refills_a_low_one(
+    tmp_path: Path,
+) -> None:
+    """The demo's plumbing: meters move, the tank of the nozzle's grade loses that much during
+    the fill (not at its end), and a tank below a quarter full gets a tanker."""
+    path = write_config(tmp_path, extra=TANK_TOML.format(port=tmp_path / "no-gauge-here"))
+    config = load_config(path)
+    spec = TankSpec(1, SimChart.from_points([(0, 0), (2000, 10000)]), product="95", density15=745.0)
+    tank = SimTank(spec, product_l=2520.0)
+    farm = TankFarm([tank])
+    async with running_station(path, flow_rate_lps=2.0) as st:
+        await st.all_online()
+        plumbing = _Plumbing(config, list(st.sims.values()), {"tls": (farm, None)})
+        pump = st.pump(1)
+        customer = asyncio.create_task(Customer(pump, normal_fill(2, Decimal("90.00"))).run())
+        await until(lambda: pump.volume > 200, timeout=15, what="fuel flowing")  # 2.00 L
+        plumbing.step()
+        assert pump.status is DartStatus.FILLING
+        assert 2520.0 - tank.volume_l == pytest.approx(pump.totals(2)[0] / 100 - 1000, abs=0.5)
+        await customer
+        plumbing.step()
+        sold = pump.volume / 100
+        assert tank.volume_l == pytest.approx(2520.0 - sold, abs=0.02)
+        assert plumbing.deliveries == 0 and not tank.delivery_in_progress
+        await Customer(pump, normal_fill(2, Decimal("90.00"))).run()
+        plumbing.step()  # now below 2,500 L: a tanker is sent, once
+        plumbing.step()
+        assert plumbing.deliveries == 1 and tank.delivery_in_progress

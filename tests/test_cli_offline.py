@@ -1,5 +1,6 @@
 """The technician CLI with the daemon down: a plain message, and the commands that can work from
-the database alone (sales, orders, outbox, alarms, audit, export, db) still do, read-only."""
+the database alone (sales, orders, outbox, alarms, audit, export, db) still do, read-only;
+`tanks` lists the configured tanks, without readings."""
 
 from __future__ import annotations
 
@@ -63,7 +64,6 @@ def digest(path: Path) -> str:
     [
         ("status",),
         ("pumps",),
-        ("tanks",),
         ("prices",),
         ("watch", "--count", "1"),
         ("sniff", "l0"),
@@ -79,6 +79,72 @@ def test_daemon_commands_say_plainly_that_it_is_not_running(
     assert result.code == 1
     assert result.err == f"edgectl is not running (no daemon at {offline.socket})\n"
     assert result.out == ""
+
+
+TANKS = """
+[[gauges]]
+name = "tls"
+protocol = "veeder_root"
+port = "/dev/ttyS7"
+
+[[tanks]]
+number = 2
+name = "diesel west"
+grade = "diesel"
+capacity_l = 20000
+height_mm = 2000
+density_15 = "840.0"
+gauge = "tls"
+gauge_tank = 4
+
+[[tanks]]
+number = 1
+name = "92 east"
+grade = "92"
+capacity_l = 30000
+height_mm = 2500
+density_15 = "737.0"
+gauge = "tls"
+gauge_tank = 1
+"""
+
+
+def test_tanks_from_the_config_without_readings(tmp_path: Path) -> None:
+    with short_dir() as tmp:
+        socket = tmp / "control.sock"
+        config = control_config(tmp, socket, extra=TANKS)
+        result = cli("tanks", "--json", "--config", str(config))
+        assert result.code == 0, result.err
+        assert result.err == (
+            f"edgectl is not running (no daemon at {socket}); the tanks of {config}, "
+            "without readings\n"
+        )
+        body = result.json()
+        assert body["source"] == "config"
+        one, two = body["tanks"]  # in tank-number order
+        assert (one["tank"], one["name"], one["grade"], one["capacity_l"]) == (
+            1,
+            "92 east",
+            "92",
+            "30000",
+        )
+        assert (two["tank"], two["gauge"], two["gauge_tank"]) == (2, "tls", 4)
+        # What only the running daemon knows is null, in the same shape as its answer.
+        unknown = ("online", "reading_at", "height_mm", "net_l", "alarms", "implausible")
+        assert all(one[key] is None for key in unknown)
+
+        text = cli("tanks", "--config", str(config))
+        assert text.code == 0 and "edgectl is not running" in text.err
+        assert "capacity L" in text.out and "92 east" in text.out and "tls/4" in text.out
+        assert "level mm" not in text.out  # no reading columns without readings
+
+    broken = tmp_path / "station.toml"
+    broken.write_text("[station]\n")
+    result = cli("tanks", "--socket", str(tmp_path / "none.sock"), "--config", str(broken))
+    assert result.code == 1 and result.out == ""
+    assert result.err.startswith(f"edgectl is not running (no daemon at {tmp_path}/none.sock)")
+    assert "cannot be read" in result.err and "Traceback" not in result.err
+    assert len(result.err.splitlines()) == 1
 
 
 def test_sales_from_the_database_read_only(offline: Offline) -> None:

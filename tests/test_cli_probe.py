@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,6 +93,44 @@ def test_scan_tries_every_setting(line: DartLineSimulator) -> None:
         assert setting in result.out
     assert "pseudo-terminal" in result.out
     assert "probing" in result.err  # what it is doing, on stderr
+
+
+def test_probe_shows_a_progress_bar_on_a_terminal(line: DartLineSimulator) -> None:
+    """The bar goes to stderr, and only on a terminal; the result still goes to stdout."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("EDGECTL_CONFIG", "COLUMNS")}
+    env["TERM"] = "xterm-256color"
+    args = ["probe", port(line), "--protocol", "dart", "--baud", "9600", "--parity", "odd"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgectl", *args, "--timeout-ms", "20"],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        cwd=ROOT,
+        env=env,
+    )
+    os.close(slave)
+    screen = bytearray()
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child is gone and the pty closed
+                break
+            if not chunk:
+                break
+            screen += chunk
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert proc.returncode == 0
+    text = screen.decode(errors="replace")
+    # Only the bar's line says this: what it probes, and steps done of 32 (0x50..0x6F).
+    assert "probing dart" in text and "/32" in text
+    assert b"0x50" in out and b"0x52" in out and b"probing" not in out
 
 
 def test_scan_first_stops_at_the_first_setting(line: DartLineSimulator) -> None:

@@ -125,7 +125,7 @@ def test_tanks_when_the_station_has_none(station: DaemonProcess) -> None:
     result = cli("tanks", "--config", str(station.config_path))
     assert result.code == 0
     assert result.out.strip() == "no tanks configured"
-    assert run(station, "tanks") == []
+    assert run(station, "tanks") == {"source": "daemon", "tanks": []}
 
 
 def test_socket_option_instead_of_config(station: DaemonProcess) -> None:

@@ -1030,6 +1030,13 @@ def test_gauge_over_tcp_and_serial_settings(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, default_port)).gauges[0].tcp_port == 10001
 
 
+def test_gauge_units(tmp_path: Path) -> None:
+    tls, probes = load_config(write(tmp_path, tanks_variant(tmp_path))).gauges
+    assert tls.units == "metric" and probes.units == "metric"  # the default
+    us = tanks_variant(tmp_path, ('terminator = "crlf"', 'terminator = "crlf"\nunits = "us"'))
+    assert load_config(write(tmp_path, us)).gauges[0].units == "us"
+
+
 def test_same_gauge_tank_on_two_gauges_is_fine(tmp_path: Path) -> None:
     text = tanks_variant(
         tmp_path,
@@ -1137,6 +1144,24 @@ TANK_MISTAKES = [
         'register_map = "maps/probe.toml"\nsecurity_code = "AB12C3"',
         'gauges[1].security_code: is only used with protocol "veeder_root"',
         id="gauge-tls-key-on-modbus",
+    ),
+    pytest.param(
+        'terminator = "crlf"',
+        'terminator = "crlf"\nunits = "imperial"',
+        'gauges[0].units: expected one of "metric", "us", got "imperial"',
+        id="gauge-units",
+    ),
+    pytest.param(
+        'terminator = "crlf"',
+        'terminator = "crlf"\nunits = "US"',
+        'gauges[0].units: expected one of "metric", "us", got "US"',
+        id="gauge-units-case",
+    ),
+    pytest.param(
+        'register_map = "maps/probe.toml"',
+        'register_map = "maps/probe.toml"\nunits = "us"',
+        'gauges[1].units: is only used with protocol "veeder_root"',
+        id="gauge-units-on-modbus",
     ),
     pytest.param(
         'terminator = "crlf"',

@@ -12,11 +12,24 @@ import pytest
 from drivers.transport import SerialTransport
 from drivers.wayne_dart.codec import DartStatus
 from drivers.wayne_dart.driver import DartLine, DartLineSettings, DartPumpSettings
-from drivers.wayne_dart.sim import Customer, normal_fill, preset_fill, walk_away, wrong_nozzle
+from drivers.wayne_dart.sim import (
+    Customer,
+    FillUntil,
+    HangUp,
+    Lift,
+    Release,
+    Squeeze,
+    WaitAuthorized,
+    normal_fill,
+    preset_fill,
+    walk_away,
+    wrong_nozzle,
+)
 from edgectl.config import load_config
 from edgectl.errors import CommandError
 from edgectl.forecourt.fuelling_point import FPState
 from edgectl.forecourt.sale import AuthorizationSource
+from edgectl.station import PumpFill
 from tests.stationkit import running_station, start_simulators, until, write_config
 
 
@@ -45,6 +58,35 @@ async def test_auto_mode_sells_and_records_the_sale_before_reset(tmp_path: Path)
         ) == [{"stream": "sale"}]
         assert st.rows("SELECT * FROM alarms") == []
         assert visit is not None
+
+
+async def test_fills_in_progress_run_until_the_sale_is_recorded(tmp_path: Path) -> None:
+    """What the tanks have given that no sale accounts for yet: the running fill, numbered,
+    gone from the list in the step that records its sale (and that reaches `on_sold`)."""
+    async with running_station(write_config(tmp_path, mode="auto"), flow_rate_lps=5.0) as st:
+        station, pump = st.daemon.station, st.pump(1)
+        sold: list[PumpFill] = []
+        station.on_sold = sold.append
+        six_litres = [Lift(2), WaitAuthorized(), Squeeze(), FillUntil(volume=Decimal(6))]
+        assert station.fills_in_progress() == []
+
+        fill = asyncio.create_task(Customer(pump, [*six_litres, Release(), HangUp()]).run())
+        await until(lambda: any(f.volume >= 2 for f in station.fills_in_progress()), what="running")
+        (running,) = station.fills_in_progress()
+        assert (running.pump, running.number, running.grade) == (1, 1, "95")
+        assert running.volume < 6
+        await fill
+        await until(lambda: len(sold) == 1, what="first sale")
+        assert station.fills_in_progress() == []
+        (volume,) = (Decimal(r["volume"]) for r in st.rows("SELECT volume FROM sales"))
+        assert sold == [PumpFill(1, 1, "95", volume)]
+        await until(lambda: pump.status is DartStatus.RESET, what="pump reset")
+        assert station.fills_in_progress() == []  # the last fill's volume is not a new one
+
+        await Customer(pump, [*six_litres, Release(), HangUp()]).run()
+        await until(lambda: len(sold) == 2, what="second sale")
+        assert (sold[1].pump, sold[1].number) == (1, 2)
+        assert station.fills_in_progress() == []
 
 
 async def test_preset_stops_the_sale_at_the_auto_limit(tmp_path: Path) -> None:

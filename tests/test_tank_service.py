@@ -3,70 +3,48 @@ driven by the shared tank physics, DART pumps on another pty."""
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import json
+import re
 import subprocess
 import sys
+import time as _time
 from collections.abc import Callable, Iterator
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar, cast
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from drivers.base import GaugeAlarm
 from drivers.tank_sim import SimTank, TankChart, TankFarm, TankSpec
 from drivers.veeder_root.sim import TlsConsole, TlsConsoleSimulator
-from drivers.wayne_dart.sim import Customer, normal_fill
+from drivers.wayne_dart.codec import DCC, DartStatus
+from drivers.wayne_dart.sim import (
+    Customer,
+    FillUntil,
+    HangUp,
+    Lift,
+    Release,
+    Squeeze,
+    Step,
+    WaitAuthorized,
+    normal_fill,
+)
 from edgectl import tank_service
 from edgectl.cloud import contract
 from edgectl.config import load_config
-from edgectl.station import Station
+from edgectl.station import PumpFill, Station
 from edgectl.store.store import PRIORITY_TELEMETRY, Store
 from edgectl.tank_service import TankService
+from tests.drivers.veeder_root.frames import MANUAL_US, FakeTank, FakeTanks
 from tests.stationkit import RunningStation, rows, running_station, until, write_config
+from tests.tankkit import TANK_TOML, HandClock, config, console, piped
 
 T = TypeVar("T")
 DEMO_4S = ("--duration", "4")
-
-TANK_TOML = """
-[[gauges]]
-name = "tls"
-protocol = "veeder_root"
-port = "{port}"
-poll_interval_s = 0.5
-reply_timeout_ms = 300
-offline_after = 1
-
-[[tanks]]
-number = 1
-name = "92"
-grade = "92"
-capacity_l = 30000
-height_mm = 2500
-density_15 = "737.0"
-gauge = "tls"
-gauge_tank = 1
-chart = [[0, 0], [2500, 30000]]
-low_product_l = {low}
-sudden_loss_l = 20000
-"""
-
-
-@contextlib.contextmanager
-def console(tmp: Path, product_l: float) -> Iterator[tuple[SimTank, TlsConsoleSimulator]]:
-    spec = TankSpec(1, TankChart.from_points([(0, 0), (2500, 30000)]), "gasoline", 737.0)
-    tank = SimTank(spec, product_l=product_l)
-    sim = TlsConsoleSimulator(TlsConsole(TankFarm([tank])))
-    sim.serve_pty(tmp / "tls")
-    try:
-        yield tank, sim
-    finally:
-        sim.stop()
-
-
-def config(tmp: Path, low: int = 1000) -> Path:
-    return write_config(tmp, extra=TANK_TOML.format(port=tmp / "tls", low=low))
 
 
 def latest(st: RunningStation) -> dict[str, str] | None:
@@ -108,9 +86,9 @@ async def test_readings_sales_and_a_delivery_while_dispensing(
             assert service is not None
             recorded = st.daemon.station.on_sold
 
-            def sold(grade: str, litres: Decimal) -> None:
-                tank.draw(litres)
-                recorded(grade, litres)
+            def sold(fill: PumpFill) -> None:
+                tank.draw(fill.volume)
+                recorded(fill)
 
             st.daemon.station.on_sold = sold
             await Customer(st.pump(1), normal_fill(1, Decimal("30.00"))).run()
@@ -334,3 +312,363 @@ async def test_a_modbus_probe_feeds_its_tank_and_goes_offline_and_back(tmp_path:
             await until(lambda: not open_alarms(st, "tank_probe_offline"), 60, "probe back")
     finally:
         sim.stop()
+
+
+# --------------------------------------------------------------------------- fills in progress
+
+
+def fill_litres(nozzle: int, litres: Decimal) -> list[Step]:
+    """Lift, squeeze as soon as the pump is released, fill `litres`, hang up."""
+    return [
+        Lift(nozzle),
+        WaitAuthorized(),
+        Squeeze(),
+        FillUntil(volume=litres),
+        Release(),
+        HangUp(),
+    ]
+
+
+def fill_config(tmp: Path, **tank: object) -> Path:
+    """The TLS tank with `tank` settings changed; walk-in fills up to 2000.00 (about 268 L)."""
+    path = config(tmp)
+    text = path.read_text().replace(
+        'auto_preset_amount = "100.00"', 'auto_preset_amount = "2000.00"'
+    )
+    for key, value in tank.items():
+        if f"\n{key} = " in text:
+            text = re.sub(rf"\n{key} = [^\n]*", f"\n{key} = {value}", text)
+        else:  # into the tank's table: the last key of TANK_TOML is its sudden_loss_l
+            text = text.replace("\nsudden_loss_l =", f"\n{key} = {value}\nsudden_loss_l =")
+    path.write_text(text)
+    return path
+
+
+async def test_a_long_fill_lowers_the_level_without_a_sudden_loss(tmp_path: Path) -> None:
+    """120 L leave the tank over 4 s while the gauge reads it every 0.5 s: the running
+    volume accounts for the fall as it happens (sudden loss at 40 L would fire otherwise),
+    and the sale, once recorded, adds only what the running figure had not counted (a
+    second count would look like a 120 L rise: a delivery starting, at 60 L)."""
+    path = fill_config(tmp_path, sudden_loss_l=40, delivery_min_l=60)
+    with console(tmp_path, 15000) as (tank, _sim):
+        async with running_station(path, flow_rate_lps=30.0) as st:
+            await until(lambda: latest(st) is not None, what="first tank reading")
+            start = product(st)
+            service = st.daemon.tanks
+            assert service is not None
+            async with piped(st.pump(1), tank) as pipe:
+                fill = asyncio.create_task(Customer(st.pump(1), fill_litres(1, Decimal(120))).run())
+                # Readings while the fill runs: the level falls, no sale recorded yet.
+                await until(lambda: product(st) < start - 60, what="level falling mid-fill")
+                assert st.rows("SELECT * FROM sales") == []
+                # The pump keeps its finished fill on show after the sale is recorded (its
+                # reset is lost for a while): readings then must not count the fill again.
+                st.pump(1).ignore_commands(DCC.RESET)
+                await fill
+                await until(lambda: len(st.rows("SELECT * FROM sales")) == 1, what="sale")
+                sold = Decimal(st.rows("SELECT volume FROM sales")[0]["volume"])
+                await until(lambda: pipe.drawn == sold, what="the pipe drew the sale")
+            assert sold >= 120
+            try:
+                await handled(st, 4)  # readings after the sale went through the tank service
+                assert st.pump(1).status is DartStatus.FILLING_COMPLETED
+                assert service.tanks[1].deliveries.in_progress is None
+            finally:
+                st.pump(1).ignore_commands()
+            await until(lambda: st.pump(1).status is DartStatus.RESET, what="pump reset")
+            await handled(st, 2)
+            assert abs(product(st) - (start - sold)) < 1
+            assert st.rows("SELECT * FROM alarms WHERE kind = 'tank_sudden_loss'") == []
+            assert service.tanks[1].deliveries.in_progress is None
+            assert st.rows("SELECT * FROM deliveries") == []
+
+
+async def test_a_delivery_during_a_fill_adds_back_what_was_sold_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tanker drops 3000 L over 4 s; a 60 L fill starts during the drop and ends after it.
+    Only what flowed during the drop is added back, so the delivery is the 3000 L that went
+    in (with the sale counted at its end it would be 0 L added back, about 35 L short)."""
+    monkeypatch.setattr(tank_service, "DELIVERIES_INTERVAL_S", 0.5)
+    with console(tmp_path, 15000) as (tank, _sim):
+        async with running_station(fill_config(tmp_path), flow_rate_lps=10.0) as st:
+            await until(lambda: latest(st) is not None, what="first tank reading")
+            async with piped(st.pump(2), tank):
+                tank.deliver(3000, duration_s=4)
+                await asyncio.sleep(0.3)
+                await Customer(st.pump(2), fill_litres(1, Decimal(60))).run()
+                await until(lambda: len(st.rows("SELECT * FROM sales")) == 1, what="sale")
+            sold = Decimal(st.rows("SELECT volume FROM sales")[0]["volume"])
+            await until(lambda: bool(st.rows("SELECT * FROM deliveries")), 30, "delivery")
+            (delivery,) = st.rows("SELECT * FROM deliveries")
+            assert delivery["source"] == "gauge"
+            during = Decimal(delivery["dispensed_during"])
+            # Part of the fill: the drop ended while the pump still ran (the gauge is read
+            # every 0.5 s, so the added-back figure is right to 0.5 s of flow, 5 L).
+            assert 10 < during < sold - 10, (during, sold)
+            assert abs(Decimal(delivery["delivered"]) - 3000) <= 8, delivery
+            rise = Decimal(delivery["end_volume"]) - Decimal(delivery["start_volume"])
+            assert Decimal(delivery["delivered"]) == rise + during
+
+
+# --------------------------------------------------------------------------- the gauge's alarms
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "kind"),
+    [
+        (2, "leak", "tank_gauge_leak"),
+        (6, "sudden loss", "tank_gauge_sudden_loss"),
+        (25, "reconciliation warning", "tank_gauge_reconciliation_warning"),
+        (31, "tank alarm 31", "tank_gauge_alarm_31"),  # a code the protocols file does not name
+        (5, "Precision leak detected", "tank_gauge_precision_leak_detected"),  # Franklin bit
+        (12, "High-high product", "tank_gauge_high_high_product"),
+        (3, "高液位", "tank_gauge_alarm_03"),  # a name that has no code letters
+    ],
+)
+def test_a_gauge_alarm_kind_is_its_name_in_snake_case(code: int, text: str, kind: str) -> None:
+    alarm = GaugeAlarm(gauge="tls", tank=1, code=code, text=text)
+    assert tank_service.gauge_alarm_kind(alarm) == kind
+    contract.alarm_data(1, kind, "warning", "m", raised_at="2026-01-01T00:00:00.000Z")
+
+
+def gauge_alarms(st: RunningStation, *, open_only: bool = True) -> dict[str, dict[str, Any]]:
+    sql = "SELECT * FROM alarms WHERE kind LIKE 'tank_gauge_%'"
+    if open_only:
+        sql += " AND cleared_at IS NULL"
+    return {row["kind"]: row for row in st.rows(sql)}
+
+
+async def test_the_gauges_own_alarms_are_raised_and_cleared_as_station_alarms(
+    tmp_path: Path,
+) -> None:
+    with console(tmp_path, 15000) as (_tank, sim):
+        sim.console.set_console_alarms(1, [2, 26])
+        async with running_station(config(tmp_path)) as st:
+            await until(lambda: len(gauge_alarms(st)) == 2, what="leak and reconciliation alarm")
+            alarms = gauge_alarms(st)
+            leak = alarms["tank_gauge_leak"]
+            assert leak["severity"] == "critical" and "reports leak (code 2)" in leak["message"]
+            assert json.loads(leak["detail"]) == {"gauge": "tls", "code": 2, "tank": 1}
+            assert alarms["tank_gauge_reconciliation_alarm"]["severity"] == "warning"
+            sim.console.set_console_alarms(1, [26])
+            await until(lambda: "tank_gauge_leak" not in gauge_alarms(st), what="leak cleared")
+            await handled(st, 4)
+        # A restart: the console still reports the reconciliation alarm, which stays the one
+        # open alarm (the driver reports every tank's alarms afresh when it starts).
+        async with running_station(config(tmp_path)) as st:
+            await until(lambda: latest(st) is not None, what="reading")
+            await handled(st, 6)
+            assert list(gauge_alarms(st)) == ["tank_gauge_reconciliation_alarm"]
+            sim.console.set_console_alarms(1, [])
+            await until(lambda: not gauge_alarms(st), what="all cleared")
+            everything = gauge_alarms(st, open_only=False)
+            assert sorted(everything) == ["tank_gauge_leak", "tank_gauge_reconciliation_alarm"]
+            assert all(row["cleared_at"] is not None for row in everything.values())
+            events = [
+                json.loads(row["payload"])
+                for row in st.rows("SELECT payload FROM outbox WHERE stream = 'alarm' ORDER BY seq")
+            ]
+            # Raised twice and cleared twice, each once.
+            assert [(e["kind"], e["cleared_at"] is None) for e in events] == [
+                ("tank_gauge_leak", True),
+                ("tank_gauge_reconciliation_alarm", True),
+                ("tank_gauge_leak", False),
+                ("tank_gauge_reconciliation_alarm", False),
+            ]
+            assert open_alarms(st, "tank_low_product") == []
+
+
+async def test_a_probe_refusing_its_reads_raises_one_probe_fault_until_it_reads_again(
+    tmp_path: Path,
+) -> None:
+    from drivers.modbus_probe.registers import load_register_map
+    from drivers.modbus_probe.sim import ModbusProbeSimulator, sim_probe
+
+    map_path = Path(__file__).parent.parent / "config" / "modbus" / "generic_magnetostrictive.toml"
+    spec = TankSpec(1, TankChart.from_points([(0, 0), (2500, 30000)]), "gasoline", 745.0)
+    probe = sim_probe(1, load_register_map(map_path), SimTank(spec, product_l=12000))
+    sim = ModbusProbeSimulator([probe])
+    _host, port = sim.serve_tcp()
+    try:
+        path = write_config(tmp_path, extra=PROBE_TOML.format(port=port, map=map_path))
+        async with running_station(path) as st:
+
+            def faults(open_only: bool = True) -> list[dict[str, Any]]:
+                sql = "SELECT * FROM alarms WHERE kind = 'tank_probe_fault'"
+                return st.rows(sql + (" AND cleared_at IS NULL" if open_only else ""))
+
+            await until(lambda: bool(st.rows("SELECT * FROM tank_latest")), 15, "reading")
+            sim.set_exception(1, 4)  # device failure, on every read
+            await until(lambda: bool(faults()), 15, "probe fault")
+            (fault,) = faults()
+            assert "device 1: Modbus exception 4 (device failure) (code 4)" in fault["message"]
+            assert fault["severity"] == "warning"
+            await asyncio.sleep(1.5)  # three more polls, all refused: still one alarm
+            assert len(faults(open_only=False)) == 1
+            assert not open_alarms(st, "tank_probe_offline")  # it answers: not offline
+            sim.set_exception(1, None)
+            await until(lambda: not faults(), 15, "fault cleared")
+
+            # Registers too few for the map: the same fault, again once, cleared again.
+            sim.set_short_replies(1, 4)
+            await until(lambda: bool(faults()), 15, "short replies")
+            assert "needs 16 registers, got 4" in faults()[0]["message"]
+            sim.set_short_replies(1, None)
+            await until(lambda: not faults(), 15, "fault cleared again")
+            assert len(faults(open_only=False)) == 2
+            events = st.rows(
+                "SELECT payload FROM outbox WHERE stream = 'alarm' AND payload LIKE "
+                "'%tank_probe_fault%'"
+            )
+            assert len(events) == 4
+    finally:
+        sim.stop()
+
+
+# --------------------------------------------------------------------------- the midnight timer
+
+
+@pytest.fixture
+def shanghai(monkeypatch: pytest.MonkeyPatch) -> Iterator[ZoneInfo]:
+    """The station's local time is UTC+8: its midnight is 16:00 UTC the day before."""
+    monkeypatch.setenv("TZ", "Asia/Shanghai")
+    _time.tzset()
+    yield ZoneInfo("Asia/Shanghai")
+    monkeypatch.undo()
+    _time.tzset()
+
+
+TWO_TANKS = (
+    TANK_TOML
+    + """
+[[tanks]]
+number = 2
+grade = "95"
+capacity_l = 30000
+height_mm = 2500
+density_15 = "745.0"
+gauge = "tls"
+gauge_tank = 2
+chart = [[0, 0], [2500, 30000]]
+"""
+)
+
+
+def reconciliations(st: RunningStation) -> list[tuple[int, str]]:
+    return [(r["tank"], r["day"]) for r in st.rows("SELECT * FROM reconciliations ORDER BY rowid")]
+
+
+def reconciliation_events(st: RunningStation) -> list[tuple[int, str]]:
+    sql = "SELECT payload FROM outbox WHERE stream = 'reconciliation' ORDER BY seq"
+    return [(e["tank"], e["day"]) for e in (json.loads(r["payload"]) for r in st.rows(sql))]
+
+
+async def test_midnight_reconciles_each_tank_once_a_day_across_restarts(
+    tmp_path: Path, shanghai: ZoneInfo
+) -> None:
+    path = write_config(tmp_path, extra=TWO_TANKS.format(port=tmp_path / "tls", low=1000))
+    # Readings of March 2030 (the gauge's own readings are of today, years apart).
+    store = Store(load_config(path).store.path)
+    try:
+        for day in range(8, 12):
+            for hour, net in ((1, 20000 - 100 * day), (13, 19950 - 100 * day)):
+                at = datetime(2030, 3, day, hour, 0, tzinfo=shanghai)
+                for tank in (1, 2):
+                    store.record_tank_reading(
+                        _reading(tank, at.astimezone(UTC), f"{net}.00", f"{net + 40}.00"),
+                        history=True,
+                    )
+    finally:
+        store.close()
+
+    def local(day: int, hour: int, minute: int = 0, second: int = 0) -> datetime:
+        return datetime(2030, 3, day, hour, minute, second, tzinfo=shanghai)
+
+    chart = TankChart.from_points([(0, 0), (2500, 30000)])
+    farm = TankFarm(
+        [
+            SimTank(TankSpec(1, chart, "gasoline", 737.0), product_l=15000),
+            SimTank(TankSpec(2, chart, "gasoline", 745.0), product_l=9000),
+        ]
+    )
+    with TlsConsoleSimulator(TlsConsole(farm)) as sim:
+        sim.serve_pty(tmp_path / "tls")
+        clock = HandClock(local(10, 23, 59))
+        async with running_station(path, wall_clock=clock) as st:
+            # At start: the day before (no reconciliation kept yet), for each tank.
+            await until(lambda: len(reconciliations(st)) == 2, what="March 9th")
+            assert reconciliations(st) == [(1, "2030-03-09"), (2, "2030-03-09")]
+            await until(lambda: clock.naps >= 1, what="the timer asleep")
+            await clock.move_to(local(11, 0, 0, 1))  # local midnight + 1 s: 16:00:01 UTC
+            assert reconciliations(st)[2:] == [(1, "2030-03-10"), (2, "2030-03-10")]
+            await clock.move_to(local(11, 8))  # later that day: nothing more
+            await clock.move_to(local(11, 23, 59, 59))
+            assert len(reconciliations(st)) == 4
+            (row,) = st.rows("SELECT * FROM reconciliations WHERE tank = 1 AND day = '2030-03-10'")
+            # Opening: the last reading before 10 March 00:00 local; closing: the day's last.
+            assert (row["opening"], row["closing"]) == ("19050.00", "18950.00")
+        # A restart the same day: March 10th is kept already, nothing is repeated.
+        clock = HandClock(local(11, 23, 59, 59))
+        async with running_station(path, wall_clock=clock) as st:
+            await until(lambda: clock.naps >= 1, what="the timer asleep")
+            assert len(reconciliations(st)) == 4
+            await clock.move_to(local(12, 0, 0, 2))
+            assert reconciliations(st)[4:] == [(1, "2030-03-11"), (2, "2030-03-11")]
+        # Down for two days: the days missed are caught up, oldest first (the 12th, from
+        # the 11th's last reading; the 13th has no reading within reach and is left out).
+        clock = HandClock(local(14, 9))
+        async with running_station(path, wall_clock=clock) as st:
+            await until(lambda: clock.naps >= 1, what="the timer asleep")
+            assert reconciliations(st)[6:] == [(1, "2030-03-12"), (2, "2030-03-12")]
+            done = reconciliations(st)
+            assert len(done) == len(set(done)) == 8
+            assert reconciliation_events(st) == done  # one event each, in order
+
+
+# --------------------------------------------------------------------------- units
+
+
+US_TANK_TOML = """
+[[gauges]]
+name = "tls"
+protocol = "veeder_root"
+port = "{port}"
+units = "us"
+poll_interval_s = 0.5
+reply_timeout_ms = 300
+
+[[tanks]]
+number = 1
+grade = "92"
+capacity_l = 30000
+height_mm = 2500
+density_15 = "737.0"
+gauge = "tls"
+gauge_tank = 1
+"""
+
+
+async def test_a_console_in_us_units_is_kept_in_litres_mm_and_celsius(tmp_path: Path) -> None:
+    """The manual's example console (gallons, inches, °F), its tank without a chart here:
+    the station keeps and publishes the console's figures converted."""
+    us_console = TlsConsoleSimulator(TlsConsole(FakeTanks([FakeTank(1, MANUAL_US)])))
+    us_console.serve_pty(tmp_path / "tls")
+    try:
+        path = write_config(tmp_path, extra=US_TANK_TOML.format(port=tmp_path / "tls"))
+        async with running_station(path) as st:
+            await until(lambda: latest(st) is not None, what="first tank reading")
+            row = latest(st)
+            assert row is not None
+            # 5329 US gal = 20172.46 L; 48.97 in = 1243.838 mm; 37.39 °F = 2.9944 °C.
+            assert (row["product_l"], row["height_mm"], row["temperature_c"]) == (
+                "20172.46",
+                "1243.8380",
+                "2.9944",
+            )
+            (event,) = st.rows("SELECT payload FROM outbox WHERE stream = 'inventory'")
+            data = json.loads(event["payload"])
+            assert (data["product_l"], data["height_mm"]) == ("20172.46", "1243.8380")
+            assert st.rows("SELECT * FROM alarms") == []  # plausible: within the tank's 2500 mm
+    finally:
+        us_console.stop()

@@ -180,6 +180,16 @@ class TankReadRefused(GaugeEvent):
     text: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TankReadMalformed(GaugeEvent):
+    """The device answered a tank's read with registers the map cannot decode (a short
+    block). Like TankReadRefused: emitted when it starts, cleared by the tank's next reading."""
+
+    tank: int
+    device_id: int
+    text: str
+
+
 @dataclass(frozen=True, slots=True)
 class ModbusExceptionReply:
     """A device's refusal: a Modbus exception response, as a typed reply."""
@@ -280,6 +290,7 @@ class _Probe:
     next_try: float = 0.0  # offline: when to try again
     next_poll: float = 0.0  # online: when the next routine poll is due
     refused: dict[int, int] = field(default_factory=dict)  # tank → exception code
+    malformed: set[int] = field(default_factory=set)  # tanks whose last reply did not decode
     alarms: dict[int, tuple[tuple[int, str], ...]] = field(default_factory=dict)
 
     @property
@@ -512,8 +523,10 @@ class ModbusProbeBus:
             values = decode_registers(rmap, reply)
         except FrameError as exc:
             self.counters.malformed += 1
+            self._undecodable(probe, tank, str(exc))
             raise FrameError(f"tank {tank}: {exc}", device=device) from exc
         probe.refused.pop(tank, None)
+        probe.malformed.discard(tank)
         at = self._now()
         self._report_alarms(probe, tank, at, alarms_from_values(rmap, values))
         return reading_from_values(self.name, tank, at, rmap, values)
@@ -608,6 +621,7 @@ class ModbusProbeBus:
             return
         probe.state = "offline"
         probe.refused.clear()
+        probe.malformed.clear()
         probe.alarms.clear()
         log.warning("modbus_probe_offline", bus=self.name, device=probe.device_id, reason=reason)
         self._emit(
@@ -652,6 +666,17 @@ class ModbusProbeBus:
                 exception_code=reply.exception_code,
                 text=reply.text,
             )
+        )
+
+    def _undecodable(self, probe: _Probe, tank: int, text: str) -> None:
+        if tank in probe.malformed:
+            return
+        probe.malformed.add(tank)
+        log.warning(
+            "modbus_read_malformed", bus=self.name, device=probe.device_id, tank=tank, why=text
+        )
+        self._emit(
+            TankReadMalformed(gauge=self.name, tank=tank, device_id=probe.device_id, text=text)
         )
 
     def _report_alarms(

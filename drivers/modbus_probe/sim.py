@@ -143,6 +143,7 @@ class ModbusProbeSimulator:
         self._swallow_next = False
         self._silent: set[int] = set()
         self._exceptions: dict[int, int] = {}
+        self._short: dict[int, int] = {}  # device id → registers its replies are cut to
         self._overrides: dict[tuple[int, int, str], Decimal | float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -239,6 +240,16 @@ class ModbusProbeSimulator:
                 self._exceptions.pop(device_id, None)
             else:
                 self._exceptions[device_id] = int(ExcCodes(code))
+
+    def set_short_replies(self, device_id: int, registers: int | None) -> None:
+        """Cut every read reply of the device to its first `registers` registers (a faulty
+        probe or gateway); None: whole replies again."""
+        self._probe(device_id)
+        with self._lock:
+            if registers is None:
+                self._short.pop(device_id, None)
+            else:
+                self._short[device_id] = max(0, int(registers))
 
     def override(
         self, device_id: int, tank: int, field_name: str, value: Decimal | float | None
@@ -462,6 +473,8 @@ class ModbusProbeSimulator:
             stats.replies += 1
             if pdu.isError():
                 stats.exceptions += 1
+            elif device_id in self._short:
+                pdu.registers = list(pdu.registers[: self._short[device_id]])
         return pdu
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:

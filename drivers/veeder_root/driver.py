@@ -1,4 +1,7 @@
-"""Veeder-Root TLS gauge client: one task per console connection polls it and carries requests."""
+"""Veeder-Root TLS gauge client: one task per console connection polls it and carries requests.
+
+Figures leave the driver in mm, °C and litres whatever the console's unit setup (`units`).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, TypeVar
+from decimal import Context, Decimal
+from typing import Final, Literal, TypeVar
 
 import structlog
 
@@ -35,8 +39,18 @@ from drivers.veeder_root.codec import Malformed, Reply
 log = structlog.get_logger(__name__)
 
 InventoryFormat = Literal["computer", "display", "auto"]
+Units = Literal["metric", "us"]
 Emit = Callable[[GaugeEvent], None]
 _R = TypeVar("_R")
+
+UNITS: Final[tuple[Units, ...]] = ("metric", "us")
+# Exact by definition (US gallon of 231 in³; inch of 25.4 mm).
+US_GALLON_L: Final = Decimal("3.785411784")
+INCH_MM: Final = Decimal("25.4")
+# A converted figure keeps as many places as the codec gives (a float32 carries ~7 digits),
+# in a context wide enough for any float32 (up to 39 integer digits), as the codec decodes.
+_CONVERTED: Final = Decimal(1).scaleb(-codec.DECIMAL_PLACES)
+_WIDE: Final = Context(prec=60)
 
 
 def _utc_now() -> datetime:
@@ -54,7 +68,8 @@ class TlsGaugeSettings:
     `reply_timeout_s` is how long the console may stay silent, before its first byte or
     between two, without having sent ETX; `max_reply_s` caps a reply that keeps trickling.
     `inventory_format` "auto" asks i201 and falls back to the printed I201 report for good
-    when the console refuses i201.
+    when the console refuses i201. `units` is the console's own unit setup: "metric" (mm, °C,
+    litres) or "us" (inches, °F, US gallons); the driver always gives mm, °C and litres.
     """
 
     name: str
@@ -66,6 +81,7 @@ class TlsGaugeSettings:
     retries: int = 1
     offline_after: int = 2
     inventory_format: InventoryFormat = "computer"
+    units: Units = "metric"
     deliveries_interval_s: float = 600.0
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 30.0
@@ -81,6 +97,8 @@ class TlsGaugeSettings:
             raise ValueError("reply_timeout_s must be positive and at most max_reply_s")
         if self.retries < 0 or self.offline_after < 1:
             raise ValueError("retries must be >= 0 and offline_after >= 1")
+        if self.units not in UNITS:
+            raise ValueError(f"units {self.units!r} is not one of {', '.join(UNITS)}")
 
 
 @dataclass
@@ -164,6 +182,7 @@ class TlsGauge:
         """The deliveries the console has on record (i202), oldest first per tank."""
         reply = await self._submit("i202", tank, "", "deliveries")
         report = self._expect(reply, codec.DeliveryReport, "deliveries")
+        volume, length, temperature = self._converters()
         return [
             GaugeDelivery(
                 gauge=self.name,
@@ -171,16 +190,17 @@ class TlsGauge:
                 product_code=tank_deliveries.product,
                 start=record.start,
                 end=record.end,
-                start_volume=record.start_volume,
-                start_tc_volume=record.start_tc_volume,
-                start_water=record.start_water,
-                start_temperature=record.start_temperature,
-                end_volume=record.end_volume,
-                end_tc_volume=record.end_tc_volume,
-                end_water=record.end_water,
-                end_temperature=record.end_temperature,
-                start_height=record.start_height,
-                end_height=record.end_height,
+                start_volume=volume(record.start_volume),
+                start_tc_volume=volume(record.start_tc_volume),
+                # i202's water, like i201's, is taken as the water height.
+                start_water=length(record.start_water),
+                start_temperature=temperature(record.start_temperature),
+                end_volume=volume(record.end_volume),
+                end_tc_volume=volume(record.end_tc_volume),
+                end_water=length(record.end_water),
+                end_temperature=temperature(record.end_temperature),
+                start_height=length(record.start_height),
+                end_height=length(record.end_height),
             )
             for tank_deliveries in report.tanks
             for record in sorted(tank_deliveries.deliveries, key=lambda r: r.start)
@@ -491,6 +511,7 @@ class TlsGauge:
 
     # ------------------------------------------------------------------ conversion
     def _reading(self, tank: codec.TankInventory, gauge_time: datetime | None) -> TankGaugeReading:
+        volume, length, temperature = self._converters()
         return TankGaugeReading(
             gauge=self.name,
             tank=tank.tank,
@@ -498,14 +519,50 @@ class TlsGauge:
             gauge_time=gauge_time,
             product_code=tank.product,
             status_bits=GaugeStatus(tank.status),
-            volume=tank.volume,
-            tc_volume=tank.tc_volume,
-            ullage=tank.ullage,
-            height=tank.height,
-            water=tank.water,
-            temperature=tank.temperature,
-            water_volume=tank.water_volume,
+            volume=volume(tank.volume),
+            tc_volume=volume(tank.tc_volume),
+            ullage=volume(tank.ullage),
+            height=length(tank.height),
+            water=length(tank.water),
+            temperature=temperature(tank.temperature),
+            water_volume=volume(tank.water_volume),
         )
+
+    def _converters(self) -> tuple[_Convert, _Convert, _Convert]:
+        """Volume, length and temperature as the console gives them -> litres, mm, °C."""
+        if self.settings.units == "us":
+            return us_gallons_to_litres, inches_to_mm, fahrenheit_to_celsius
+        return _same, _same, _same
+
+
+_Convert = Callable[[Decimal | None], Decimal | None]
+
+
+def _same(value: Decimal | None) -> Decimal | None:
+    return value
+
+
+def us_gallons_to_litres(value: Decimal | None) -> Decimal | None:
+    return (
+        None
+        if value is None
+        else _WIDE.multiply(value, US_GALLON_L).quantize(_CONVERTED, context=_WIDE)
+    )
+
+
+def inches_to_mm(value: Decimal | None) -> Decimal | None:
+    return (
+        None
+        if value is None
+        else _WIDE.multiply(value, INCH_MM).quantize(_CONVERTED, context=_WIDE)
+    )
+
+
+def fahrenheit_to_celsius(value: Decimal | None) -> Decimal | None:
+    if value is None:
+        return None
+    celsius = _WIDE.divide(_WIDE.multiply(_WIDE.subtract(value, 32), 5), 9)
+    return celsius.quantize(_CONVERTED, context=_WIDE)
 
 
 def _answers(item: Reply, code: str) -> bool:

@@ -22,8 +22,9 @@ examples:
 
 The whole file is validated as the daemon does at start; the first problem found is shown
 with the key it concerns and what that section is for (fix it and check again). A valid file
-is summarised, with notes on this machine: serial ports that do not exist, a store directory
-that cannot be written, an unknown control group.
+is summarised (lines, gauges and their tanks, grades, store, cloud, control socket), with notes
+on this machine: serial ports that do not exist, a store directory that cannot be written, an
+unknown control group.
 exit status: 0 valid (notes do not count), 1 not valid or unreadable, 2 usage error.
 """
 
@@ -44,6 +45,12 @@ _SECTIONS = {
     '"wayne_dart", and baud/parity/bytesize/stopbits as the pumps are set.',
     "pumps": "each [[pumps]] has a unique number, the line it is on, its address on that line "
     '(0x50-0x6F for DART) and its nozzles, e.g. nozzles = { 1 = "92", 2 = "95" }.',
+    "gauges": "each [[gauges]] is one tank gauge: a unique name, protocol veeder_root or "
+    "modbus_probe, and either a serial port (with baud/parity/bytesize/stopbits as set on the "
+    "gauge) or host and tcp_port.",
+    "tanks": "each [[tanks]] has a unique number, its grade, capacity_l, height_mm, density_15, "
+    "the gauge that reads it (and gauge_tank / device_id on it), and a chart unless a "
+    "Veeder-Root console reports the volumes.",
     "cloud": "[cloud] is the MQTT link: host, port, tls and certificate files, credentials, "
     "and [[cloud.command_keys]]; leave the whole section out to run without a cloud.",
     "control": "[control] socket is the CLI's Unix socket path (at most 107 bytes), group the "
@@ -115,6 +122,11 @@ def run_check(args: argparse.Namespace) -> int:
             f"line {line['name']}: {line['port']} {line['protocol']} {line['settings']}, "
             f"pumps {', '.join(str(n) for n in line['pumps']) or 'none'}"
         )
+    for gauge in summary["gauges"]:
+        print(
+            f"gauge {gauge['name']}: {gauge['port']} {gauge['protocol']} {gauge['settings']}, "
+            f"tanks {', '.join(str(n) for n in gauge['tanks']) or 'none'}"
+        )
     print(f"{len(summary['grades'])} grade(s): {', '.join(summary['grades'])}")
     print(f"store {summary['store']}")
     cloud = summary["cloud"]
@@ -163,6 +175,20 @@ def summarise(config: Config) -> dict[str, Any]:
             }
             for line in config.lines
         ],
+        "gauges": [
+            {
+                "name": gauge.name,
+                "port": gauge.port if gauge.port is not None else f"{gauge.host}:{gauge.tcp_port}",
+                "protocol": gauge.protocol,
+                "settings": (
+                    f"{gauge.baud} {gauge.bytesize}{gauge.parity[0].upper()}{gauge.stopbits}"
+                    if gauge.port is not None
+                    else "tcp"
+                ),
+                "tanks": [t.number for t in config.tanks_on(gauge.name)],
+            }
+            for gauge in config.gauges
+        ],
         "grades": [g.id for g in config.grades],
         "store": str(config.store.path),
         "cloud": (
@@ -180,12 +206,14 @@ def summarise(config: Config) -> dict[str, Any]:
 def machine_notes(config: Config) -> list[str]:
     """What the file cannot know but this machine can tell: missing ports, unwritable dirs."""
     notes: list[str] = []
-    for line in config.lines:
-        port = Path(line.port)
+    ports = [(f"lines.{line.name}.port", line.port) for line in config.lines]
+    ports += [(f"gauges.{g.name}.port", g.port) for g in config.gauges if g.port is not None]
+    for key, name in ports:
+        port = Path(name)
         if not port.exists():
-            notes.append(f"lines.{line.name}.port: {port} does not exist on this machine")
+            notes.append(f"{key}: {port} does not exist on this machine")
         elif not stat.S_ISCHR(port.stat().st_mode):
-            notes.append(f"lines.{line.name}.port: {port} is not a serial device")
+            notes.append(f"{key}: {port} is not a serial device")
     store_dir = _existing_parent(config.store.path)
     if not os.access(store_dir, os.W_OK):
         notes.append(f"store.path: {store_dir} cannot be written by this user")

@@ -180,9 +180,7 @@ async def _run(
         loop.add_signal_handler(sig, stop.set)
     tank_sims = _tank_simulators(config, console)
     daemon = Daemon(config)
-    if daemon.tanks is not None:
-        # The simulated pumps' sales drain the simulated tanks (at the end of each fill).
-        daemon.tanks.sold_listeners.append(_drain(config, tank_sims))
+    plumbing = _Plumbing(config, sims, tank_sims)
     started = time.monotonic()
     client: CloudClient | None = None
     try:
@@ -190,6 +188,7 @@ async def _run(
             client = await cloud.connect()
         async with asyncio.TaskGroup() as tg:
             daemon_task = tg.create_task(daemon.run(install_signals=False), name="daemon")
+            plumbing_task = tg.create_task(plumbing.run(), name="plumbing")
             customers = [
                 tg.create_task(
                     RandomCustomers(
@@ -227,6 +226,7 @@ async def _run(
                 task.cancel()
             daemon.request_stop()
             await daemon_task
+            plumbing_task.cancel()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -236,7 +236,7 @@ async def _run(
             sim.stop()
         for _farm, console_sim in tank_sims.values():
             console_sim.stop()
-    _summary(console, config, time.monotonic() - started)
+    _summary(console, config, time.monotonic() - started, plumbing.deliveries)
     if cloud is not None:
         console.print(cloud.summary(_order_statuses(config.store.path)))
     return 0
@@ -338,14 +338,68 @@ def _tank_simulators(config: Config, console: Console) -> dict[str, tuple[Any, A
     return sims
 
 
-def _drain(config: Config, tank_sims: dict[str, tuple[Any, Any]]) -> Callable[[str, Decimal], None]:
-    def drain(grade: str, litres: Decimal) -> None:
-        for tank in config.tanks_for_grade(grade):
-            if tank.gauge in tank_sims:  # manifolded tanks: the first one gives it all
-                tank_sims[tank.gauge][0].draw(tank.gauge_tank, litres)
-                return
+class _Plumbing:
+    """Connects the simulated pumps to the simulated tanks, as pipes do: what each nozzle's
+    meter counts (its electronic volume total) is drawn from a tank of its grade while the
+    fill runs, so tank levels fall during long fills, not at their end. A tanker comes to a
+    tank that falls below a quarter of its capacity and fills it back to 80 % over a few
+    minutes, so the demo shows deliveries too (seen by the gauge and reported by it)."""
 
-    return drain
+    PERIOD_S = 0.5
+    LOW_SHARE = 0.25
+    REFILL_SHARE = 0.8
+    DROP_S = 180.0
+
+    def __init__(
+        self, config: Config, sims: list[Any], tank_sims: dict[str, tuple[Any, Any]]
+    ) -> None:
+        self.config = config
+        self.tank_sims = tank_sims
+        self.meters: list[tuple[Any, int, Any, int, float]] = []  # pump, nozzle, farm, tank, scale
+        self.deliveries = 0
+        by_line = {sim.name: sim for sim in sims}
+        for pump in config.pumps:
+            sim = by_line.get(pump.line)
+            if sim is None:
+                continue
+            for nozzle, grade_id in pump.nozzles.items():
+                tank = next(
+                    (t for t in config.tanks_for_grade(grade_id) if t.gauge in tank_sims), None
+                )
+                if tank is None:
+                    continue
+                scale = 10.0 ** config.grade(grade_id).volume_decimals
+                self.meters.append(
+                    (
+                        sim.pump(pump.address),
+                        nozzle,
+                        tank_sims[tank.gauge][0],
+                        tank.gauge_tank,
+                        scale,
+                    )
+                )
+        self._last = {(id(p), n): p.totals(n)[0] for p, n, *_ in self.meters}
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.PERIOD_S)
+            self.step()
+
+    def step(self) -> None:
+        for pump, nozzle, farm, tank, scale in self.meters:
+            total = pump.totals(nozzle)[0]
+            moved = total - self._last[(id(pump), nozzle)]
+            self._last[(id(pump), nozzle)] = total
+            if moved > 0:
+                farm.draw(tank, moved / scale)
+        for farm, _console in self.tank_sims.values():
+            for tank in farm.tanks:
+                if tank.delivery_in_progress:
+                    continue
+                capacity = tank.spec.capacity_l
+                if tank.volume_l < self.LOW_SHARE * capacity:
+                    tank.deliver(self.REFILL_SHARE * capacity - tank.volume_l, self.DROP_S)
+                    self.deliveries += 1
 
 
 def _tanks_table(config: Config) -> Table:
@@ -411,11 +465,14 @@ def _latest_sales(path: Path, limit: int) -> list[sqlite3.Row]:
     return _read(path, "SELECT * FROM sales ORDER BY id DESC LIMIT ?", (limit,))
 
 
-def _summary(console: Console, config: Config, elapsed: float) -> None:
+def _summary(console: Console, config: Config, elapsed: float, tankers: int) -> None:
     rows = _latest_sales(config.store.path, 1_000_000)
     console.print(
         f"demo ran {elapsed:.0f} s; the store now holds {len(rows)} sales ({config.store.path})"
     )
+    if config.tanks:
+        deliveries = _read(config.store.path, "SELECT id FROM deliveries")
+        console.print(f"tanks: {tankers} tanker drops sent; {len(deliveries)} deliveries recorded")
 
 
 # --------------------------------------------------------------------------- pay-at-pump

@@ -10,6 +10,8 @@ from rich.table import Table
 
 from edgectl.cli import output
 from edgectl.cli.output import Markup, Subparsers
+from edgectl.control.client import DaemonNotRunning
+from edgectl.control.shapes import tank_rows
 
 PUMPS_EXAMPLE = """\
 examples:
@@ -23,7 +25,11 @@ the dispenser itself last reported.
 TANKS_EXAMPLE = """\
 examples:
   edgectl tanks
-  edgectl tanks --json
+  edgectl tanks --json | jq '.tanks[] | select(.alarms | length > 0) | .tank'
+
+level and water are heights in mm; gross is all liquid, "15 °C" the product corrected to
+15 °C (table 54B), ullage the room left to capacity; all in litres. The figures are those of the
+last plausible reading. Without the daemon the configured tanks are listed, without readings.
 """
 
 PRICES_EXAMPLE = """\
@@ -49,8 +55,9 @@ def register(sub: Subparsers) -> None:
     output.add_command(
         sub,
         "tanks",
-        help="every tank: level, volume, water, temperature",
-        description="Show every tank the daemon reads from its tank gauges.",
+        help="every tank: level, volume, water, temperature, ullage, alarms",
+        description="Show every tank as the daemon last read it from its gauge: level, water, "
+        "temperature, gross volume, volume at 15 °C, ullage, fill, active alarms.",
         example=TANKS_EXAMPLE,
         func=run_tanks,
     )
@@ -134,27 +141,127 @@ def _state(state: str) -> Markup:
 
 
 def run_tanks(args: argparse.Namespace) -> int:
-    tanks = output.call(args, "tanks")
+    station = output.target(args)
+    try:
+        with station.client() as client:
+            tanks, source = client.call("tanks"), "daemon"
+    except DaemonNotRunning as exc:
+        if station.config is None:
+            raise output.StationUnreachable(
+                f"{exc}, and the config that lists its tanks cannot be read: {station.config_error}"
+            ) from None
+        output.note(f"{exc}; the tanks of {station.config_path}, without readings")
+        tanks, source = tank_rows(station.config), "config"
     if args.json:
-        output.print_json(tanks)
-    elif not tanks:
+        output.print_json({"source": source, "tanks": tanks})
+        return output.EXIT_OK
+    if not tanks:
         print(NO_TANKS)
-    else:
-        output.console().print(tanks_table(tanks))
-        if all("reading" in tank and tank["reading"] is None for tank in tanks):
-            print("configured tanks; the daemon has no readings of them yet")
+        return output.EXIT_OK
+    out = output.console()
+    if source == "config":
+        out.print(configured_tanks_table(tanks))
+        return output.EXIT_OK
+    out.print(tanks_table(tanks, width=out.width))
+    if all(tank["reading_at"] is None for tank in tanks):
+        out.print("no readings yet: the daemon has not read these tanks from their gauges")
+    for tank in tanks:
+        if tank["implausible"]:
+            out.print(
+                f"tank {tank['tank']}: the gauge's latest reading was implausible and refused; "
+                "the figures are from the last sound one (edgectl alarms says why)"
+            )
     return output.EXIT_OK
 
 
-def tanks_table(tanks: Sequence[dict[str, Any]], title: str | None = None) -> Table:
-    """Tanks shown with whatever fields the station gives for them, in its order."""
-    columns: list[str] = []
-    for tank in tanks:
-        for key, value in tank.items():
-            if key not in columns and not isinstance(value, dict | list):
-                columns.append(key)
-    rows = [[tank.get(column) for column in columns] for tank in tanks]
-    return output.table(title, columns, rows)
+def configured_tanks_table(tanks: Sequence[dict[str, Any]]) -> Table:
+    return output.table(
+        None,
+        ("tank", "name", "product", "capacity L", "gauge"),
+        [
+            (t["tank"], t["name"], _product(t), t["capacity_l"], f"{t['gauge']}/{t['gauge_tank']}")
+            for t in tanks
+        ],
+        right=("tank", "capacity L"),
+    )
+
+
+def tanks_table(
+    tanks: Sequence[dict[str, Any]], title: str | None = None, *, width: int = 200
+) -> Table:
+    """The tanks as the daemon knows them; on a narrow terminal without the columns a
+    technician needs least."""
+    columns = (
+        "tank",
+        "name",
+        "product",
+        "gauge",
+        "link",
+        "read",
+        "level mm",
+        "water mm",
+        "temp °C",
+        "gross L",
+        "15 °C L",
+        "ullage L",
+        "fill",
+        "alarms",
+    )
+    optional = ("name", "gauge", "water mm", "temp °C", "gross L")
+    shown = [c for c in columns if width >= 120 or c not in optional]
+    rows = []
+    for t in tanks:
+        online = t["online"]
+        values = {
+            "tank": t["tank"],
+            "name": t["name"],
+            "product": _product(t),
+            "gauge": f"{t['gauge']}/{t['gauge_tank']}",
+            "link": None if online is None else output.yes_no(online, "online", "OFFLINE"),
+            "read": _read_at(t["reading_at"], t["reading_age_s"]),
+            "level mm": t["height_mm"],
+            "water mm": t["water_mm"],
+            "temp °C": t["temperature_c"],
+            "gross L": t["gross_l"],
+            "15 °C L": t["net_l"],
+            "ullage L": t["ullage_l"],
+            "fill": _fill(t["fill_pct"]),
+            "alarms": _alarms(t["alarms"]),
+        }
+        rows.append([values[c] for c in shown])
+    right = ("tank", "level mm", "water mm", "temp °C", "gross L", "15 °C L", "ullage L")
+    return output.table(title, shown, rows, right=right)
+
+
+def _product(tank: dict[str, Any]) -> str:
+    product, grade = tank["product"], tank["grade"]
+    return str(product) if product == grade else f"{product} ({grade})"
+
+
+def _read_at(stamp: str | None, age_s: float | None) -> str | None:
+    if stamp is None:
+        return None
+    clock = output.local_time(stamp)
+    if age_s is None or age_s >= 86400:
+        return clock
+    return f"{clock[-8:]} ({output.duration(age_s)} ago)"
+
+
+def _fill(pct: str | None) -> Markup | None:
+    """Fill as a ten-cell bar and a percentage."""
+    if pct is None:
+        return None
+    share = min(max(float(pct), 0.0), 100.0)
+    cells = round(share / 10)
+    return Markup(f"{'█' * cells}{'░' * (10 - cells)} {output.esc(pct)} %")
+
+
+def _alarms(alarms: Sequence[str] | None) -> Markup | None:
+    if alarms is None:
+        return None
+    if not alarms:
+        return Markup("[green]none[/]")
+    return Markup(f"[bold red]{output.esc(', '.join(alarms))}[/]")
 
 
 def run_prices(args: argparse.Namespace) -> int:

@@ -14,8 +14,8 @@ examples:
   edgectl status --json | jq .cloud.outbox_depth
   edgectl status --config /etc/edgectl/station.toml
 
-Line rates are per minute over the last minute. A device is online when it answered its
-last polls.
+Line rates are per minute over the last minute; the lines are the pumps' and the tank
+gauges'. A device is online when it answered its last polls.
 """
 
 
@@ -25,8 +25,8 @@ def register(sub: Subparsers) -> None:
         "status",
         help="daemon, cloud link, serial lines and devices at a glance",
         description="Show the daemon's uptime, the cloud link (connected, last PUBACK, outbox "
-        "depth and oldest age), each serial line's frames, errors and timeouts per minute, "
-        "and which devices are online.",
+        "depth and oldest age), each line's frames, errors and timeouts per minute (pump lines "
+        "and tank gauges), and which devices (pumps, tanks) are online.",
         example=EXAMPLE,
         func=run_status,
     )
@@ -78,7 +78,7 @@ def render(status: dict[str, Any]) -> None:
                 line["port"],
                 line["protocol"],
                 line["settings"],
-                f"{line['online']}/{line['pumps']}",
+                f"{line['online']}/{line['pumps'] if 'pumps' in line else line['tanks']}",
                 *(_rate(rate.get(key)) for key in ("frames", "errors", "timeouts")),
             )
         )
@@ -99,17 +99,25 @@ def render(status: dict[str, Any]) -> None:
         )
         for p in status["pumps"]
     ]
-    for tank in status.get("tanks") or []:
-        online = tank.get("online")
+    for tank in status["tanks"]:
+        online = tank["online"]
         devices.append(
             (
-                f"tank {tank.get('tank', tank.get('number', '?'))}",
-                str(tank.get("gauge", "-")),
-                output.yes_no(bool(online), "online", "OFFLINE") if online is not None else "-",
-                str(tank.get("state", tank.get("product", "-"))),
+                f"tank {tank['tank']}",
+                f"{tank['gauge']}/{tank['gauge_tank']}",
+                output.yes_no(online, "online", "OFFLINE") if online is not None else "-",
+                _tank_state(tank),
             )
         )
     out.print(output.table("devices", ("device", "where", "link", "state"), devices))
+
+
+def _tank_state(tank: dict[str, Any]) -> str:
+    if tank["alarms"]:
+        return "alarm: " + ", ".join(tank["alarms"])
+    if tank["reading_at"] is None:
+        return "no reading yet"
+    return f"{tank['fill_pct']} % full"
 
 
 def _rate(value: float | None) -> str:

@@ -1,4 +1,4 @@
-"""`edgectl watch`: a live view of the pumps (and tanks), updated in place until Ctrl-C."""
+"""`edgectl watch`: a live view of the pumps and tanks, updated in place until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ examples:
   edgectl watch --interval 0.5
   edgectl watch --json --count 10    # ten JSON lines, one per update
 
-On a terminal the table updates in place; in a pipe each update is printed in turn.
+On a terminal the tables update in place; in a pipe each update is printed in turn.
 """
 
 
@@ -28,8 +28,8 @@ def register(sub: Subparsers) -> None:
         sub,
         "watch",
         help="live view of pumps and tanks",
-        description="Follow every pump live: state, nozzle, running volume and amount (and "
-        "the tanks, when the station has them).",
+        description="Follow every pump live (state, nozzle, running volume and amount) and "
+        "every tank (level, volume at 15 °C, ullage, fill, alarms), when the station has them.",
         example=EXAMPLE,
         func=run_watch,
     )
@@ -78,10 +78,11 @@ def run_watch(args: argparse.Namespace) -> int:
 
 
 def _view(update: dict[str, Any], station: str, width: int) -> Group:
+    tanks = update["tanks"]
     parts: list[Any] = [
         Text(f"{station} at {output.local_time(update['at'])} (Ctrl-C to stop)", style="bold"),
-        pumps_table(update["pumps"], width=width),
+        pumps_table(update["pumps"], "pumps" if tanks else None, width=width),
     ]
-    if update["tanks"]:
-        parts.append(tanks_table(update["tanks"]))
+    if tanks:
+        parts.append(tanks_table(tanks, "tanks", width=width))
     return Group(*parts)

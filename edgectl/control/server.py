@@ -28,12 +28,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import edgectl
-from drivers.base import DriverError, LineCounters
+from drivers.base import DriverError, LineCounters, TankGauge
+from drivers.modbus_probe.driver import BusCounters
 from drivers.wayne_dart import codec
 from drivers.wayne_dart.driver import DartLine
 from edgectl.config import ControlConfig
 from edgectl.control import protocol
 from edgectl.control.protocol import Args, ProtocolError, Request
+from edgectl.control.shapes import open_tank_alarms, tank_rows
 from edgectl.errors import CommandError, EdgectlError
 from edgectl.forecourt.sale import AuthorizationSource
 from edgectl.logs import get_logger
@@ -166,6 +168,10 @@ class ControlServer:
                     counters = _counters(line)
                     if counters is not None:
                         self.rates.sample(name, counters.as_dict())
+                for name, gauge in self._gauges().items():
+                    totals = _gauge_counters(gauge)
+                    if totals is not None:
+                        self.rates.sample(_gauge_key(name), totals)
                 await asyncio.sleep(RATE_SAMPLE_S)
         finally:
             server.close()
@@ -373,6 +379,9 @@ class ControlServer:
     async def _status(self, args: Args, peer: Peer) -> dict[str, Any]:
         station = self.station
         outbox = await station.db(station.store.reader.outbox_summary)
+        tanks = await self._tank_rows()
+        lines = [self._line_status(name, line) for name, line in self.daemon.lines.items()]
+        lines += [self._gauge_status(name, gauge, tanks) for name, gauge in self._gauges().items()]
         return {
             "daemon": {
                 "version": edgectl.__version__,
@@ -388,7 +397,7 @@ class ControlServer:
             },
             "cloud": self._cloud_status(outbox),
             "outbox": {**outbox, "oldest_age_s": _age_s(outbox["oldest_at"])},
-            "lines": [self._line_status(name, line) for name, line in self.daemon.lines.items()],
+            "lines": lines,
             "pumps": [
                 {
                     "pump": view.number,
@@ -399,7 +408,7 @@ class ControlServer:
                 }
                 for view in station.snapshot()
             ],
-            "tanks": tank_views(self.daemon),
+            "tanks": tanks,
         }
 
     def _cloud_status(self, outbox: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -431,6 +440,7 @@ class ControlServer:
         online = sum(1 for p in pumps if self.station.points[p.number].online)
         status: dict[str, Any] = {
             "line": name,
+            "kind": "dispensers",
             "port": config.port,
             "protocol": config.protocol,
             "settings": f"{config.baud} {config.bytesize}{config.parity[0].upper()}"
@@ -441,22 +451,55 @@ class ControlServer:
             "per_minute": None,
         }
         if per_minute is not None:
-            status["per_minute"] = {
-                "frames": per_minute["frames_sent"] + per_minute["frames_received"],
-                "errors": per_minute["bad_crc"]
-                + per_minute["malformed"]
-                + per_minute["naks"]
-                + per_minute["unexpected"],
-                "timeouts": per_minute["timeouts"],
-                "retransmissions": per_minute["retransmissions"],
-            }
+            status["per_minute"] = _line_rates(per_minute)
         return status
+
+    def _gauge_status(
+        self, name: str, gauge: TankGauge, tanks: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """A tank gauge's line (serial or TCP), shaped as a pump line's status."""
+        config = self.daemon.config.gauge(name)
+        totals = _gauge_counters(gauge)
+        per_minute = None if totals is None else self.rates.per_minute(_gauge_key(name), totals)
+        if config.port is not None:
+            port = config.port
+            settings = f"{config.baud} {config.bytesize}{config.parity[0].upper()}{config.stopbits}"
+        else:
+            port, settings = f"{config.host}:{config.tcp_port}", "tcp"
+        read = [tank for tank in tanks if tank["gauge"] == name]
+        return {
+            "line": name,
+            "kind": "gauge",
+            "port": port,
+            "protocol": config.protocol,
+            "settings": settings,
+            "gauge_online": gauge.is_online,
+            "tanks": len(read),
+            "online": sum(1 for tank in read if tank["online"]),
+            "counters": totals or {},
+            "per_minute": None if per_minute is None else _line_rates(per_minute),
+        }
+
+    def _gauges(self) -> dict[str, TankGauge]:
+        service = self.daemon.tanks
+        return {} if service is None else service.gauges
+
+    async def _tank_rows(self) -> list[dict[str, Any]]:
+        """The tanks as the service sees them, with the alarms the store holds open for them
+        (the gauge's own alarms live only there)."""
+        service = self.daemon.tanks
+        if service is None:
+            return []  # a tank is read through a gauge: no gauges, no tanks
+        views = service.snapshot()
+        reader = self.station.store.reader
+        alarms = await self.station.db(reader.alarms, active_only=True, limit=None)
+        return tank_rows(self.daemon.config, views, stored_alarms=open_tank_alarms(alarms))
 
     async def _pumps(self, args: Args, peer: Peer) -> list[dict[str, Any]]:
         return [pump_json(view) for view in self.station.snapshot()]
 
     async def _tanks(self, args: Args, peer: Peer) -> list[dict[str, Any]]:
-        return tank_views(self.daemon)
+        return await self._tank_rows()
 
     async def _prices(self, args: Args, peer: Peer) -> dict[str, Any]:
         station = self.station
@@ -639,13 +682,19 @@ class ControlServer:
             yield {
                 "at": _iso_ts(time.time()),
                 "pumps": [pump_json(view) for view in self.station.snapshot()],
-                "tanks": tank_views(self.daemon),
+                "tanks": await self._tank_rows(),
             }
             await asyncio.sleep(interval)
 
     async def _sniff(self, args: Args, peer: Peer) -> AsyncGenerator[dict[str, Any], None]:
         name = args.req_str("line")
         line = self.daemon.lines.get(name)
+        if line is None and name in self._gauges():
+            raise CommandError(
+                f"{name} is a tank gauge: its frames cannot be sniffed yet "
+                "(edgectl decode tls decodes a captured reply)",
+                code="not_supported",
+            )
         if line is None:
             known = ", ".join(self.daemon.lines) or "none"
             raise CommandError(f"no line named {name!r} (lines: {known})", code="unknown_line")
@@ -712,50 +761,6 @@ def pump_json(view: PumpView) -> dict[str, Any]:
     }
 
 
-def tank_views(daemon: Daemon) -> list[dict[str, Any]]:
-    """What the daemon knows of its tanks, as JSON; empty when it has none.
-
-    Tank gauging is being built beside this: live views come from a `snapshot()` (or
-    `views()`, `tank_snapshot()`) of the daemon's tank service or of the station when one
-    offers it, each tank through its own `view()` when it has one. Until then configured
-    tanks are listed from the config, without readings.
-    """
-    service = getattr(daemon, "tanks", None)
-    sources = [(service, name) for name in ("snapshot", "views", "tank_snapshot")]
-    sources.append((daemon.station, "tank_snapshot"))  # Station.snapshot() is the pumps'
-    for source, name in sources:
-        method = getattr(source, name, None) if source is not None else None
-        if callable(method):
-            return [_tank_json(item) for item in _items(method())]
-    found = getattr(daemon.station, "tanks", None)
-    if found:
-        return [_tank_json(item) for item in _items(found)]
-    return [
-        {
-            "tank": tank.number,
-            "name": tank.name,
-            "grade": tank.grade,
-            "capacity_l": tank.capacity_l,
-            "gauge": tank.gauge,
-            "gauge_tank": tank.gauge_tank,
-            "reading": None,
-        }
-        for tank in getattr(daemon.config, "tanks", ())
-    ]
-
-
-def _items(found: Any) -> list[Any]:
-    if not found:
-        return []
-    return list(found.values()) if isinstance(found, Mapping) else list(found)
-
-
-def _tank_json(item: Any) -> dict[str, Any]:
-    view = getattr(item, "view", None)
-    value = protocol.to_jsonable(view() if callable(view) else item)
-    return value if isinstance(value, dict) else {"tank": value}
-
-
 def describe_dart(
     direction: str,
     wire: bytes,
@@ -801,6 +806,39 @@ def _frame_summary(described: Mapping[str, Any]) -> str:
 def _counters(line: object) -> LineCounters | None:
     counters = getattr(line, "counters", None)
     return counters if isinstance(counters, LineCounters) else None
+
+
+def _gauge_counters(gauge: TankGauge) -> dict[str, int] | None:
+    """A gauge driver's counters: a TLS console's are a line's, a Modbus bus has its own."""
+    counters = getattr(gauge, "counters", None)
+    return counters.as_dict() if isinstance(counters, LineCounters | BusCounters) else None
+
+
+def _gauge_key(name: str) -> str:
+    return f"gauge:{name}"  # a gauge may share its name with a pump line
+
+
+def _line_rates(per_minute: Mapping[str, float]) -> dict[str, float | None]:
+    """Frames, errors and timeouts per minute from either kind of counters."""
+    if "requests" in per_minute:  # a Modbus bus: a request and its reply are two frames
+        return {
+            "frames": round(per_minute["requests"] + per_minute["replies"], 1),
+            "errors": round(per_minute["exceptions"] + per_minute["malformed"], 1),
+            "timeouts": per_minute["timeouts"],
+            "retransmissions": None,
+        }
+    return {
+        "frames": round(per_minute["frames_sent"] + per_minute["frames_received"], 1),
+        "errors": round(
+            per_minute["bad_crc"]
+            + per_minute["malformed"]
+            + per_minute["naks"]
+            + per_minute["unexpected"],
+            1,
+        ),
+        "timeouts": per_minute["timeouts"],
+        "retransmissions": per_minute["retransmissions"],
+    }
 
 
 def _answers(path: Path) -> bool:

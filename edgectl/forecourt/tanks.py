@@ -463,6 +463,7 @@ class TankAlarm(enum.Enum):
     SUDDEN_LOSS = "sudden_loss"
     PROBE_OFFLINE = "probe_offline"
     INVALID_READING = "invalid_reading"  # the probe answers, but with figures that cannot be
+    PROBE_FAULT = "probe_fault"  # the probe answers, but refuses the read (a Modbus exception)
 
     def __str__(self) -> str:
         return self.value
@@ -488,7 +489,8 @@ class AlarmChange:
 
 class AlarmTracker:
     """A tank's alarms over time. Feed it every outcome of `Tank.measure` (and `offline` when
-    the gauge stops answering); each call returns the alarms raised and cleared by it.
+    the gauge stops answering, `fault` when it answers a read with a refusal); each call
+    returns the alarms raised and cleared by it.
 
     `active` starts from the alarms the store still holds open, so a restart does not raise
     them again. A sudden loss is the fall of the net volume plus everything dispensed from
@@ -513,6 +515,7 @@ class AlarmTracker:
         at = inventory.at
         changes = [
             *self._clear(TankAlarm.PROBE_OFFLINE, at),
+            *self._clear(TankAlarm.PROBE_FAULT, at),
             *self._clear(TankAlarm.INVALID_READING, at),
             *self._below(TankAlarm.LOW_PRODUCT, inventory.product_l, limits.low_product_l, at),
             *self._above(TankAlarm.HIGH_WATER, inventory.water_mm, limits.high_water_mm, at),
@@ -527,12 +530,18 @@ class AlarmTracker:
         detail = "; ".join(bad.reasons)
         return (
             *self._clear(TankAlarm.PROBE_OFFLINE, bad.at),
+            *self._clear(TankAlarm.PROBE_FAULT, bad.at),
             *self._raise(TankAlarm.INVALID_READING, bad.at, None, None, detail),
         )
 
     def offline(self, at: datetime, reason: str = "") -> tuple[AlarmChange, ...]:
         """The gauge or probe stopped answering; cleared by the next plausible reading."""
         return self._raise(TankAlarm.PROBE_OFFLINE, at, None, None, reason)
+
+    def fault(self, at: datetime, reason: str = "") -> tuple[AlarmChange, ...]:
+        """The probe answers but refuses to give the tank's figures (a Modbus exception, a
+        reply that cannot be decoded); cleared by the next reading, plausible or not."""
+        return self._raise(TankAlarm.PROBE_FAULT, at, None, None, reason)
 
     def _loss(self, inventory: TankInventory, dispensed_l: Decimal) -> Decimal:
         if dispensed_l < 0:

@@ -47,3 +47,16 @@ async def test_status_follows_the_cloud_link(mosquitto: MosquittoBroker) -> None
             await eventually(down, timeout=20, what="the link down")
             text = await acli("status", "--socket", str(socket))
             assert "NOT connected" in text.out and "last error" in text.out
+
+            # A message queued while the broker is away waits in the outbox, and its age shows.
+            price = await acli("price", "92", "7.50", "--socket", str(socket))
+            assert price.code == 0, price.err
+
+            async def waiting() -> bool:
+                return bool((await acall(socket, "status"))["cloud"]["outbox_depth"] >= 1)
+
+            await eventually(waiting, timeout=10, what="a message waiting")
+            link = (await status())["cloud"]
+            assert link["connected"] is False and link["outbox_oldest_age_s"] >= 0
+            text = await acli("status", "--socket", str(socket))
+            assert f"outbox {link['outbox_depth']} message(s), oldest" in text.out

@@ -11,14 +11,16 @@ import os
 import socket
 import stat
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from edgectl.config import DEFAULT_CONTROL_SOCKET, load_config
 from edgectl.control import protocol
 from edgectl.store.store import lock_path
-from tests.control.clikit import acli, control_config, short_dir
+from tests.control.clikit import ROOT, acli, control_config, short_dir
 from tests.stationkit import RunningStation, running_station, until
 
 
@@ -71,6 +73,20 @@ async def test_socket_is_owner_and_group_only(station: RunningStation) -> None:
     mode = os.stat(socket_path(station)).st_mode
     assert stat.S_ISSOCK(mode)
     assert stat.S_IMODE(mode) == 0o660
+
+
+def test_the_shipped_unit_and_example_config_agree_on_the_socket() -> None:
+    """systemd makes /run/edgectl for the socket, and the daemon runs in the socket's group."""
+    unit = (ROOT / "systemd" / "edgectl.service").read_text()
+    settings = dict(
+        line.split("=", 1) for line in unit.splitlines() if "=" in line and line[0] != "#"
+    )
+    assert settings["RuntimeDirectory"] == "edgectl"
+    assert "dialout" in settings["SupplementaryGroups"].split()  # the serial ports
+    example = load_config(ROOT / "config" / "station.example.toml")
+    assert example.control.socket == DEFAULT_CONTROL_SOCKET
+    assert example.control.socket.parent == Path("/run") / settings["RuntimeDirectory"]
+    assert example.control.group == settings["Group"] == settings["User"]
 
 
 async def test_socket_takes_the_configured_group() -> None:
@@ -259,7 +275,7 @@ async def test_tanks_of_the_station() -> None:
             await until(path.exists, what="the control socket")
             client = await Client.connect(path)
             [tank] = (await client.call("tanks"))["result"]
-            assert tank.get("tank", tank.get("number")) == 7
+            assert (tank["tank"], tank["gauge"], tank["reading_at"]) == (7, "tls", None)
             status = (await client.call("status"))["result"]
             assert len(status["tanks"]) == 1
             await client.close()
@@ -270,3 +286,78 @@ async def test_tanks_of_the_station() -> None:
 async def test_no_tanks_configured(station: RunningStation) -> None:
     result = await acli("tanks", "--socket", str(socket_path(station)))
     assert result.code == 0 and result.out == "no tanks configured\n"
+
+
+PROBES = """
+[[gauges]]
+name = "probes"
+protocol = "modbus_probe"
+host = "127.0.0.1"
+tcp_port = {port}
+register_map = "{map}"
+poll_interval_s = 0.5
+reply_timeout_ms = 300
+
+[[tanks]]
+number = 3
+grade = "95"
+capacity_l = 30000
+height_mm = 2500
+density_15 = "745.0"
+gauge = "probes"
+device_id = 1
+gauge_tank = 1
+chart = [[0, 0], [2500, 30000]]
+"""
+
+
+async def test_a_modbus_probe_bus_in_tanks_and_status() -> None:
+    from drivers.modbus_probe.registers import load_register_map
+    from drivers.modbus_probe.sim import ModbusProbeSimulator, sim_probe
+    from drivers.tank_sim import SimTank, TankChart, TankSpec
+
+    register_map = ROOT / "config" / "modbus" / "generic_magnetostrictive.toml"
+    spec = TankSpec(1, TankChart.from_points([(0, 0), (2500, 30000)]), "gasoline", 745.0)
+    sim = ModbusProbeSimulator(
+        [sim_probe(1, load_register_map(register_map), SimTank(spec, product_l=12000))]
+    )
+    _host, port = sim.serve_tcp()
+    try:
+        with short_dir() as tmp:
+            path = tmp / "control.sock"
+            extra = PROBES.format(port=port, map=register_map)
+            async with running_station(control_config(tmp, path, extra=extra)):
+                await until(path.exists, what="the control socket")
+                client = await Client.connect(path)
+
+                async def status() -> dict[str, Any]:
+                    reply = await client.call("status")
+                    assert reply["ok"] is True
+                    result: dict[str, Any] = reply["result"]
+                    return result
+
+                async def ready() -> bool:
+                    found = await status()
+                    line = found["lines"][-1]
+                    return bool(line["per_minute"]) and found["tanks"][0]["reading_at"] is not None
+
+                async with asyncio.timeout(15):
+                    while not await ready():
+                        await asyncio.sleep(0.2)
+                found = await status()
+                line = found["lines"][-1]
+                assert (line["line"], line["kind"], line["protocol"]) == (
+                    "probes",
+                    "gauge",
+                    "modbus_probe",
+                )
+                assert (line["port"], line["settings"]) == (f"127.0.0.1:{port}", "tcp")
+                assert line["gauge_online"] is True and (line["tanks"], line["online"]) == (1, 1)
+                assert line["counters"]["requests"] > 0 and line["per_minute"]["frames"] > 0
+                assert line["per_minute"]["retransmissions"] is None  # Modbus does not count them
+                [tank] = (await client.call("tanks"))["result"]
+                assert (tank["tank"], tank["gauge"], tank["online"]) == (3, "probes", True)
+                assert abs(Decimal(tank["product_l"]) - 12000) < 50
+                await client.close()
+    finally:
+        sim.stop()

@@ -445,6 +445,28 @@ def test_probe_offline_and_invalid_readings() -> None:
     assert feed(5000) == [("clear", offline)]
 
 
+def test_a_probe_fault_is_raised_once_and_cleared_by_any_reading() -> None:
+    fault, invalid = TankAlarm.PROBE_FAULT, TankAlarm.INVALID_READING
+    feed = Feed(AlarmLimits())
+    (raised,) = feed.tracker.fault(T0, "device 3: Modbus exception 2 (illegal data address)")
+    assert (raised.alarm, raised.raised, raised.detail) == (
+        fault,
+        True,
+        "device 3: Modbus exception 2 (illegal data address)",
+    )
+    assert feed.tracker.fault(T0, "device 3: again") == ()  # once
+    assert feed(5000) == [("clear", fault)]
+    # A reading that cannot be true still shows the probe gives figures again.
+    feed.tracker.fault(T0)
+    bad = feed.tank.measure(reading(2500, volume_l=D(1)))
+    assert isinstance(bad, ImplausibleReading)
+    assert [(c.alarm, c.raised) for c in feed.tracker.reject(bad)] == [
+        (fault, False),
+        (invalid, True),
+    ]
+    assert feed.tracker.active == {invalid}
+
+
 def test_alarms_restored_after_a_restart_are_not_raised_again() -> None:
     feed = Feed(AlarmLimits(low_product_l=D(2000)), active=(LOW,))
     assert feed(1500) == []

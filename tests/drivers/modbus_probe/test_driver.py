@@ -14,6 +14,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from drivers.base import (
     CommandRejected,
     DeviceTimeout,
+    FrameError,
     GaugeEvent,
     GaugeOffline,
     GaugeOnline,
@@ -31,6 +32,7 @@ from drivers.modbus_probe.driver import (
     ProbeRefused,
     ProbeSettings,
     SerialLine,
+    TankReadMalformed,
     TankReadRefused,
     TcpLink,
 )
@@ -194,6 +196,25 @@ async def test_an_exception_reply_is_typed_per_device_and_the_bus_goes_on(line: 
     await line.until(lambda: len(line.readings(12)) > count)
     assert not line.of(ProbeOffline)
     assert len(await line.bus.read_inventory(0)) == 3
+
+
+async def test_a_reply_too_short_for_the_map_is_typed_once_and_clears(line: Harness) -> None:
+    line.sim.set_short_replies(3, 2)  # the generic map needs 16 registers per tank
+    with pytest.raises(FrameError, match="needs 16 registers, got 2"):
+        await line.bus.read_inventory(13)
+    count = len(line.readings(11))
+    await line.until(lambda: len(line.readings(11)) >= count + 5)
+    (malformed,) = line.of(TankReadMalformed)
+    assert (malformed.tank, malformed.device_id) == (13, 3)
+    assert "got 2" in malformed.text
+    assert line.bus.probe_online(3) and line.bus.counters.malformed >= 2
+
+    line.sim.set_short_replies(3, None)
+    count = len(line.readings(13))
+    await line.until(lambda: len(line.readings(13)) > count)
+    line.sim.set_short_replies(3, 0)  # a fresh fault after recovery is reported again
+    await line.until(lambda: len(line.of(TankReadMalformed)) == 2)
+    assert not line.of(ProbeOffline) and not line.of(TankReadRefused)
 
 
 async def test_a_wrong_map_gets_illegal_address_typed(tmp_path: Path) -> None:

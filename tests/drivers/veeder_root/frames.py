@@ -305,3 +305,26 @@ class FakeTanks:
 
     def tank(self, number: int) -> FakeTank:
         return next(t for t in self.tanks if t.number == number)
+
+
+# The manual's worked example (veeder-root-tls.md) is a console in US units: 5329 gal,
+# 48.97 in, 37.39 °F. In litres, mm and °C (1 US gal = 3.785411784 L, 1 in = 25.4 mm):
+MANUAL_US = FakeView(
+    1,
+    volume_l=5329.0,
+    tc_volume_l=5413.0,
+    ullage_l=4699.0,
+    height_mm=48.97,
+    water_mm=0.0,
+    temperature_c=37.39,
+    water_l=0.0,
+)
+MANUAL_METRIC = {
+    "volume": Decimal("20172.4594"),  # 20172.459397 L
+    "tc_volume": Decimal("20490.4340"),  # 20490.433987 L
+    "ullage": Decimal("17787.6500"),  # 17787.649973 L
+    "height": Decimal("1243.8380"),
+    "water": Decimal("0.0000"),
+    "temperature": Decimal("2.9944"),  # 2.99444… °C
+    "water_volume": Decimal("0.0000"),
+}

@@ -30,7 +30,13 @@ from drivers.base import (
 from drivers.transport import SerialTransport, TcpTransport, Transport
 from drivers.veeder_root.driver import TlsGauge, TlsGaugeSettings
 from drivers.veeder_root.sim import TlsConsole, TlsConsoleSimulator
-from tests.drivers.veeder_root.frames import FakeDelivery, FakeTanks
+from tests.drivers.veeder_root.frames import (
+    MANUAL_METRIC,
+    MANUAL_US,
+    FakeDelivery,
+    FakeTank,
+    FakeTanks,
+)
 
 Kind = Literal["pty", "tcp"]
 KINDS: tuple[Kind, ...] = ("pty", "tcp")
@@ -79,9 +85,10 @@ async def bench(
     *,
     console: dict[str, Any] | None = None,
     sim: dict[str, Any] | None = None,
+    tanks: FakeTanks | None = None,
     **settings: Any,
 ) -> AsyncIterator[Bench]:
-    tanks = FakeTanks.two()
+    tanks = tanks or FakeTanks.two()
     simulator = TlsConsoleSimulator(TlsConsole(tanks, **(console or {})), **(sim or {}))
     transport = _transport(simulator, kind, tmp_path)
     options: dict[str, Any] = {
@@ -302,6 +309,74 @@ async def test_display_format_inventory(fmt: str, tmp_path: Path) -> None:
         assert one.tc_volume == 19850  # printed without decimals
         assert one.gauge_time is not None and two.volume == 7500
         assert (b.sim.stats.refused == 1) is (fmt == "auto")
+
+
+@pytest.mark.parametrize("fmt", ["computer", "display"])
+async def test_a_console_in_us_units_is_read_in_litres_mm_and_celsius(
+    fmt: str, tmp_path: Path
+) -> None:
+    us_tanks = FakeTanks([FakeTank(1, MANUAL_US)])
+    us_tanks.tank(1).deliveries.append(
+        FakeDelivery(
+            1,
+            datetime(2024, 1, 14, 8, 0),
+            datetime(2024, 1, 14, 8, 40),
+            start_volume_l=1000.0,
+            end_volume_l=3500.0,
+            start_tc_volume_l=990.0,
+            end_tc_volume_l=3480.0,
+            start_water_l=0.5,
+            end_water_l=0.5,
+            start_height_mm=12.5,
+            end_height_mm=40.0,
+            start_temperature_c=59.0,
+            end_temperature_c=-40.0,
+        )
+    )
+    async with bench("pty", tmp_path, tanks=us_tanks, units="us", inventory_format=fmt) as b:
+        await b.start()
+        (reading,) = await b.gauge.read_inventory()
+        expected = dict(MANUAL_METRIC)
+        if fmt == "display":
+            expected["water_volume"] = None  # the printed report has no water volume column
+        assert {name: getattr(reading, name) for name in expected} == expected
+        if fmt == "computer":
+            (delivery,) = await b.gauge.read_deliveries()
+            assert (delivery.start_volume, delivery.end_volume) == (
+                Decimal("3785.4118"),  # 1000 gal
+                Decimal("13248.9412"),  # 3500 gal = 13248.941244 L
+            )
+            assert (delivery.start_tc_volume, delivery.end_tc_volume) == (
+                Decimal("3747.5577"),  # 990 gal = 3747.557666 L
+                Decimal("13173.2330"),  # 3480 gal = 13173.232978 L
+            )
+            assert (delivery.start_height, delivery.end_height) == (
+                Decimal("317.5000"),
+                Decimal("1016.0000"),
+            )
+            assert delivery.start_water == Decimal("12.7000")  # 0.5 in, a height like i201's
+            # 59 °F is 15 °C; -40 is the same on both scales.
+            assert (delivery.start_temperature, delivery.end_temperature) == (
+                Decimal("15.0000"),
+                Decimal("-40.0000"),
+            )
+
+
+async def test_a_metric_console_is_read_as_it_reports(tmp_path: Path) -> None:
+    us_tanks = FakeTanks([FakeTank(1, MANUAL_US)])
+    async with bench("tcp", tmp_path, tanks=us_tanks) as b:  # units default to metric
+        await b.start()
+        (reading,) = await b.gauge.read_inventory()
+        assert (reading.volume, reading.height, reading.temperature) == (
+            Decimal(5329),
+            Decimal("48.97"),
+            Decimal("37.39"),
+        )
+
+
+def test_units_are_checked() -> None:
+    with pytest.raises(ValueError, match="units 'imperial' is not one of metric, us"):
+        TlsGaugeSettings("tls", units="imperial")  # type: ignore[arg-type]
 
 
 async def test_refused_inventory_without_fallback(tmp_path: Path) -> None:

@@ -1,0 +1,312 @@
+"""Tanks through the technician CLI: the daemon (`edgectl run` as a child process) reads a
+simulated Veeder-Root TLS console on a pty; `tanks`, `status`, `watch` and `sniff` show it."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from drivers.tank_sim import SimTank
+from drivers.veeder_root.sim import TlsConsoleSimulator
+from tests.control.clikit import ROOT, DaemonProcess, cli, control_config, daemon_process, short_dir
+from tests.tankkit import console as tls_console
+
+pytestmark = pytest.mark.slow
+
+# Tank 1 is on the simulated console; the console has no tank 2, so the station never gets a
+# reading of it although the gauge answers.
+TANKS = """
+[[gauges]]
+name = "tls"
+protocol = "veeder_root"
+port = "{port}"
+poll_interval_s = 0.5
+reply_timeout_ms = 300
+offline_after = 1
+
+[[tanks]]
+number = 1
+name = "92 east"
+grade = "92"
+capacity_l = 30000
+height_mm = 2500
+density_15 = "737.0"
+gauge = "tls"
+gauge_tank = 1
+chart = [[0, 0], [2500, 30000]]
+low_product_l = 3000
+sudden_loss_l = 20000
+
+[[tanks]]
+number = 2
+name = "diesel west"
+grade = "diesel"
+capacity_l = 20000
+height_mm = 2000
+density_15 = "840.0"
+gauge = "tls"
+gauge_tank = 2
+"""
+
+TANK_KEYS = {
+    "tank",
+    "name",
+    "grade",
+    "product",
+    "capacity_l",
+    "gauge",
+    "gauge_tank",
+    "online",
+    "reading_at",
+    "reading_age_s",
+    "height_mm",
+    "water_mm",
+    "temperature_c",
+    "gross_l",
+    "product_l",
+    "net_l",
+    "ullage_l",
+    "fill_pct",
+    "alarms",
+    "implausible",
+}
+FIGURES = ("height_mm", "water_mm", "temperature_c", "gross_l", "product_l", "net_l", "ullage_l")
+
+
+@dataclass
+class Forecourt:
+    daemon: DaemonProcess
+    tank: SimTank
+    console: TlsConsoleSimulator
+
+    def tanks(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.daemon.call("tanks")
+        return rows
+
+    def tank_row(self, number: int = 1) -> dict[str, Any]:
+        return next(row for row in self.tanks() if row["tank"] == number)
+
+
+@pytest.fixture(scope="module")
+def station() -> Iterator[Forecourt]:
+    with short_dir() as tmp, tls_console(tmp, product_l=15000) as (tank, console):
+        config = control_config(
+            tmp, tmp / "control.sock", mode="attendant", extra=TANKS.format(port=tmp / "tls")
+        )
+        with daemon_process(config) as daemon:
+            forecourt = Forecourt(daemon, tank, console)
+            daemon.wait_for(
+                lambda: forecourt.tank_row()["reading_at"] is not None, "a reading of tank 1"
+            )
+            yield forecourt
+
+
+def run(station: Forecourt, *args: str) -> Any:
+    result = cli(*args, "--config", str(station.daemon.config_path), "--json")
+    assert result.code == 0, result.err
+    assert result.err == ""
+    return result.json()
+
+
+def test_tanks_json_shape(station: Forecourt) -> None:
+    body = run(station, "tanks")
+    assert body["source"] == "daemon"
+    one, two = body["tanks"]
+    assert set(one) == TANK_KEYS and set(two) == TANK_KEYS
+    assert (one["tank"], one["name"], one["grade"], one["product"]) == (1, "92 east", "92", "92")
+    assert (one["gauge"], one["gauge_tank"], one["capacity_l"]) == ("tls", 1, "30000")
+    assert one["online"] is True and one["implausible"] is False and one["alarms"] == []
+    assert one["reading_at"].endswith("Z") and 0 <= one["reading_age_s"] < 10
+    assert all(isinstance(one[name], str) for name in FIGURES)  # decimals travel as strings
+    # 15 000 L on a straight 30 000 L / 2500 mm chart, no water, at about 15 °C.
+    assert abs(Decimal(one["height_mm"]) - 1250) < 2
+    assert abs(Decimal(one["product_l"]) - 15000) < 20
+    assert abs(Decimal(one["gross_l"]) + Decimal(one["ullage_l"]) - 30000) < Decimal("0.1")
+    assert abs(Decimal(one["net_l"]) - Decimal(one["product_l"])) < 50  # near 15 °C
+    assert Decimal(one["fill_pct"]) == Decimal("50.0")
+    assert Decimal(one["water_mm"]) == 0 and abs(Decimal(one["temperature_c"]) - 15) < 1
+    # The console answers but has no tank 2: online, never read.
+    assert (two["tank"], two["grade"], two["gauge_tank"]) == (2, "diesel", 2)
+    assert two["online"] is True and two["reading_at"] is None and two["reading_age_s"] is None
+    assert all(two[name] is None for name in (*FIGURES, "fill_pct"))
+    assert two["alarms"] == [] and two["implausible"] is False
+
+
+def test_tanks_read_for_people(station: Forecourt) -> None:
+    result = cli("tanks", "--config", str(station.daemon.config_path))
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    header = next(line for line in lines if " tank " in line)
+    for column in ("level mm", "water mm", "temp °C", "gross L", "15 °C L", "ullage L", "fill"):
+        assert column in header
+    one = next(line for line in lines if "92 east" in line)
+    assert "tls/1" in one and "online" in one and "50.0 %" in one
+    assert "ago" in one and "none" in one
+    two = next(line for line in lines if "diesel west" in line)
+    assert "tls/2" in two and "%" not in two
+    assert "implausible" not in result.out and "\x1b[" not in result.out
+
+
+def test_a_tank_alarm_shows_and_clears(station: Forecourt) -> None:
+    station.tank.set_state(product_l=2000)  # below the tank's low_product_l of 3000
+    # The station's own alarm first, then the console's own (kept in the store only).
+    station.daemon.wait_for(lambda: station.tank_row()["alarms"][:1] == ["low_product"], "alarm")
+    station.daemon.wait_for(
+        lambda: any(name.startswith("gauge_") for name in station.tank_row()["alarms"]),
+        "the console's alarm",
+    )
+    status = cli("status", "--config", str(station.daemon.config_path))
+    assert status.code == 0 and "alarm: low_product" in status.out
+    text = cli("tanks", "--config", str(station.daemon.config_path))
+    assert "low_product" in text.out
+    station.tank.set_state(product_l=15000)
+    station.daemon.wait_for(lambda: station.tank_row()["alarms"] == [], "alarm cleared")
+
+
+def test_an_implausible_reading_is_flagged_and_not_taken(station: Forecourt) -> None:
+    before = station.tank_row()
+    station.tank.set_state(temperature_c=80)  # outside -40..70 °C: cannot be a real product
+    station.daemon.wait_for(lambda: station.tank_row()["implausible"] is True, "flagged")
+    row = station.tank_row()
+    assert row["alarms"] == ["invalid_reading"]
+    assert abs(Decimal(row["temperature_c"]) - Decimal(before["temperature_c"])) < 1
+    text = cli("tanks", "--config", str(station.daemon.config_path))
+    assert text.code == 0 and "tank 1: the gauge's latest reading was implausible" in text.out
+    station.tank.set_state(temperature_c=15)
+    station.daemon.wait_for(lambda: station.tank_row()["implausible"] is False, "sound again")
+    assert station.tank_row()["alarms"] == []
+
+
+def test_status_has_the_gauge_line_and_the_tanks(station: Forecourt) -> None:
+    daemon = station.daemon
+
+    def gauge_line() -> dict[str, Any]:
+        status: dict[str, Any] = daemon.call("status")
+        return next(line for line in status["lines"] if line["line"] == "tls")
+
+    daemon.wait_for(lambda: gauge_line()["per_minute"] is not None, "gauge line rates")
+    status = run(station, "status")
+    assert [line["line"] for line in status["lines"]] == ["l0", "tls"]
+    assert status["lines"][0]["kind"] == "dispensers"
+    line = status["lines"][1]
+    assert (line["kind"], line["protocol"]) == ("gauge", "veeder_root")
+    assert line["settings"] == "9600 8N1"
+    assert line["gauge_online"] is True and (line["tanks"], line["online"]) == (2, 2)
+    assert line["counters"]["frames_sent"] > 0 and line["per_minute"]["frames"] > 0
+    assert [tank["tank"] for tank in status["tanks"]] == [1, 2]
+    assert set(status["tanks"][0]) == TANK_KEYS
+
+    text = cli("status", "--config", str(daemon.config_path))
+    assert text.code == 0
+    tls = next(row for row in text.out.splitlines() if row.split()[:1] == ["tls"])
+    assert "veeder_root" in tls and "2/2" in tls
+    assert "tank 1" in text.out and "tls/1" in text.out and "50.0 % full" in text.out
+    assert "tank 2" in text.out and "no reading yet" in text.out
+
+
+def test_watch_has_a_tanks_panel(station: Forecourt) -> None:
+    config = str(station.daemon.config_path)
+    result = cli("watch", "--json", "--count", "2", "--interval", "0.1", "--config", config)
+    assert result.code == 0, result.err
+    updates = result.json_lines()
+    assert len(updates) == 2
+    for update in updates:
+        assert [tank["tank"] for tank in update["tanks"]] == [1, 2]
+        assert set(update["tanks"][0]) == TANK_KEYS and update["tanks"][0]["online"] is True
+
+    text = cli("watch", "--count", "1", "--config", config)
+    assert text.code == 0 and "tanks" in text.out and "15 °C L" in text.out
+    assert "92 east" in text.out and "50.0 %" in text.out
+
+
+def test_watch_updates_in_place_on_a_terminal(station: Forecourt) -> None:
+    """On a terminal the view is redrawn over itself, not printed again below."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 60, 200, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("EDGECTL_CONFIG", "COLUMNS")}
+    env["TERM"] = "xterm-256color"
+    config = str(station.daemon.config_path)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgectl",
+            "watch",
+            "--count",
+            "3",
+            "--interval",
+            "0.2",
+            "-c",
+            config,
+        ],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        cwd=ROOT,
+        env=env,
+    )
+    os.close(slave)
+    screen = bytearray()
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child is gone and the pty closed
+                break
+            if not chunk:
+                break
+            screen += chunk
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    text = screen.decode(errors="replace")
+    assert text.count("TEST-01 at") >= 3  # each update, and the last once more at the end
+    assert "92 east" in text and "15 °C L" in text
+    # rich's Live moves the cursor back up and erases the previous view before each redraw.
+    assert "\x1b[2K" in text and "\x1b[1A" in text
+
+
+def test_sniff_says_plainly_a_gauge_cannot_be_sniffed(station: Forecourt) -> None:
+    result = cli("sniff", "tls", "--config", str(station.daemon.config_path))
+    assert result.code == 1
+    assert result.err.startswith("edgectl sniff: tls is a tank gauge: its frames cannot be")
+    assert "Traceback" not in result.err
+
+
+def test_an_offline_gauge_shows_everywhere(station: Forecourt) -> None:
+    daemon = station.daemon
+    station.console.set_online(False)
+    try:
+        daemon.wait_for(lambda: station.tank_row()["online"] is False, "tank 1 offline", 20)
+        row = station.tank_row()
+        assert "probe_offline" in row["alarms"] and row["reading_at"] is not None
+        status: dict[str, Any] = daemon.call("status")
+        line = next(line for line in status["lines"] if line["line"] == "tls")
+        assert line["gauge_online"] is False and line["online"] == 0
+        assert line["per_minute"]["timeouts"] > 0
+        text = cli("tanks", "--config", str(daemon.config_path))
+        assert text.code == 0 and "OFFLINE" in text.out and "probe_offline" in text.out
+    finally:
+        station.console.set_online(True)
+    daemon.wait_for(lambda: station.tank_row()["online"] is True, "tank 1 back", 30)
+    assert station.tank_row()["alarms"] == []
+    log = daemon.log.read_text()
+    assert "Traceback" not in log and "control_request_failed" not in log
+    assert json.loads(cli("tanks", "--json", "--config", str(daemon.config_path)).out)["tanks"]
