@@ -366,14 +366,20 @@ class TankService:
 
     async def catch_up(self, today: date) -> list[Reconciliation]:
         """Reconcile each tank's days from the one after its last kept day up to yesterday,
-        oldest first (at most `CATCH_UP_DAYS`); a tank never reconciled starts yesterday."""
+        oldest first (at most `CATCH_UP_DAYS`); a tank never reconciled starts yesterday, or
+        not at all before the day of its first reading (a new station, a tank just added)."""
         yesterday = today - timedelta(days=1)
         earliest = yesterday - timedelta(days=CATCH_UP_DAYS - 1)
         first: dict[int, date] = {}
         for number in self.tanks:
             row = await self.station.db(self.store.last_reconciliation, number, today.isoformat())
-            kept = None if row is None else date.fromisoformat(row["day"])
-            first[number] = yesterday if kept is None else max(kept + timedelta(days=1), earliest)
+            if row is not None:
+                kept = date.fromisoformat(row["day"])
+                first[number] = max(kept + timedelta(days=1), earliest)
+                continue
+            oldest = await self.station.db(self.store.first_tank_reading, number)
+            if oldest is not None:
+                first[number] = max(yesterday, datetime.fromisoformat(oldest).astimezone().date())
         done: list[Reconciliation] = []
         day = min(first.values(), default=today)
         while day <= yesterday:

@@ -626,6 +626,19 @@ async def test_midnight_reconciles_each_tank_once_a_day_across_restarts(
             assert reconciliation_events(st) == done  # one event each, in order
 
 
+async def test_a_new_station_does_not_reconcile_days_before_its_first_reading(
+    tmp_path: Path, shanghai: ZoneInfo, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """First start of a station (or of a tank): yesterday had no readings because there was
+    no station yet; that is not a gauge failure to warn about, and nothing is reconciled."""
+    path = write_config(tmp_path, extra=TWO_TANKS.format(port=tmp_path / "no-console", low=1000))
+    clock = HandClock(datetime(2030, 3, 10, 12, tzinfo=shanghai))
+    async with running_station(path, wall_clock=clock) as st:
+        await until(lambda: clock.naps >= 1, what="the timer asleep")
+        assert reconciliations(st) == []
+    assert "reconciliation_no_readings" not in capfd.readouterr().out
+
+
 # --------------------------------------------------------------------------- units
 
 

@@ -870,6 +870,13 @@ class Store:
             )
             return delivery_id
 
+    def first_tank_reading(self, tank: int) -> str | None:
+        """When the oldest stored reading of a tank was taken (ISO UTC), or None."""
+        row = self._db.execute(
+            "SELECT MIN(at) FROM tank_readings WHERE tank = ?", (tank,)
+        ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
     def tank_day_inputs(
         self, tank: int, grade: str, first_day: str, last_day: str
     ) -> dict[str, list[dict[str, Any]]]:
