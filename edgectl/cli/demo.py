@@ -302,7 +302,8 @@ def _render(daemon: Any, config: Config, cloud: _DemoCloud | None = None) -> Gro
 
 def _tank_simulators(config: Config, console: Console) -> dict[str, tuple[Any, Any]]:
     """A TLS console simulator on each Veeder-Root gauge's pty, over tank physics built from
-    the configured tanks (filled to 60 %); by gauge name: (TankFarm, TlsConsoleSimulator)."""
+    the configured tanks (the first nearly due for a tanker, the others 60 % full); by gauge
+    name: (TankFarm, TlsConsoleSimulator)."""
     from drivers.tank_sim import SimTank, TankFarm, TankSpec
     from drivers.tank_sim import TankChart as SimChart
     from drivers.veeder_root.sim import TlsConsole, TlsConsoleSimulator
@@ -311,7 +312,7 @@ def _tank_simulators(config: Config, console: Console) -> dict[str, tuple[Any, A
     for gauge in config.gauges:
         if gauge.protocol != "veeder_root" or gauge.port is None:
             continue
-        tanks = []
+        tanks: list[SimTank] = []
         for tank in config.tanks_on(gauge.name):
             points = (
                 [(float(h), float(v)) for h, v in tank.chart.points]
@@ -324,7 +325,10 @@ def _tank_simulators(config: Config, console: Console) -> dict[str, tuple[Any, A
                 product=tank.grade,
                 density15=float(tank.density_15),
             )
-            tanks.append(SimTank(spec, product_l=float(tank.capacity_l) * 0.6))
+            # The first tank starts just above the tanker's threshold, so a delivery comes
+            # within the first minutes of a demo; the others at 60 %.
+            share = _Plumbing.LOW_SHARE + 0.001 if not tanks else 0.6
+            tanks.append(SimTank(spec, product_l=float(tank.capacity_l) * share))
         farm = TankFarm(tanks)
         console_sim = TlsConsoleSimulator(
             TlsConsole(farm, security_code=gauge.security_code or None),
@@ -348,7 +352,7 @@ class _Plumbing:
     PERIOD_S = 0.5
     LOW_SHARE = 0.25
     REFILL_SHARE = 0.8
-    DROP_S = 180.0
+    DROP_S = 45.0
 
     def __init__(
         self, config: Config, sims: list[Any], tank_sims: dict[str, tuple[Any, Any]]
