@@ -76,6 +76,11 @@ class InvalidChart(TankModelError):
         self.index = index
 
 
+# A gauge's own volume may exceed the configured capacity a little (its chart and ours differ);
+# more than this share of it cannot be in the tank.
+GAUGE_VOLUME_SLACK = Decimal("1.05")
+
+
 def litres(value: Decimal) -> Decimal:
     """A volume as it is kept: to 0.01 L."""
     return value.quantize(LITRE_PLACES)
@@ -448,6 +453,15 @@ class Tank:
                 f"temperature {r.temperature_c} °C is outside "
                 f"{MIN_TEMPERATURE_C}..{MAX_TEMPERATURE_C} °C"
             )
+        most = self.capacity_l * GAUGE_VOLUME_SLACK
+        for name, value in (
+            ("gauge volume", r.volume_l),
+            ("gauge TC volume", r.tc_volume_l),
+            ("gauge water volume", r.water_volume_l),
+        ):
+            # A float glitch (1e38 from a probe) must be refused here, not fail later.
+            if value is not None and value > most:
+                reasons.append(f"{name} {value} L is above the tank capacity {self.capacity_l} L")
         if self.chart is None and r.volume_l is None:
             reasons.append("no volume: the tank has no chart and the gauge reported none")
         return reasons

@@ -279,6 +279,14 @@ def test_measure_without_a_chart_uses_the_gauge_volumes() -> None:
         (reading(100, volume_l=D(-5)), ["gauge volume -5 L is negative"]),
         (reading("NaN"), ["level is not a number (NaN)"]),
         (
+            reading(100, volume_l=D("3.4e38")),
+            ["gauge volume 3.4E+38 L is above the tank capacity 20000 L"],
+        ),
+        (
+            reading(100, tc_volume_l=D(21001)),
+            ["gauge TC volume 21001 L is above the tank capacity 20000 L"],
+        ),
+        (
             reading(2500, temp=99, water=2600),
             [
                 "level 2500 mm is above the tank height 2000 mm",
@@ -297,6 +305,7 @@ def test_edges_of_plausible_are_plausible() -> None:
     for r in (reading(2000), reading(100, temp=-40), reading(100, temp=70), reading(0, water=0)):
         assert isinstance(tank().measure(r), TankInventory), r
     assert isinstance(tank().measure(reading(100, water=100)), TankInventory)
+    assert isinstance(tank().measure(reading(100, volume_l=D(21000))), TankInventory)
 
 
 def test_a_tank_without_chart_needs_a_gauge_volume() -> None:
