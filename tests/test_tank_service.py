@@ -256,8 +256,10 @@ def test_the_demo_has_tanks_on_a_simulated_tls_console(tmp_path: Path) -> None:
     loaded = load_config(path)
     tanks = rows(loaded.store.path, "SELECT * FROM tank_latest ORDER BY tank")
     assert [t["tank"] for t in tanks] == [1, 2, 3, 4]
-    # Filled to 60 % of capacity by the demo.
-    assert abs(Decimal(tanks[0]["product_l"]) - Decimal(18000)) < 200
+    # The demo starts tank 1 just above a quarter of its 30,000 L (a tanker is due soon) and
+    # the others at 60 % of capacity.
+    assert abs(Decimal(tanks[0]["product_l"]) - Decimal(7530)) < 200
+    assert abs(Decimal(tanks[1]["product_l"]) - Decimal(18000)) < 200
     table = _tanks_table(loaded)
     assert table.row_count == len(loaded.tanks)
 
