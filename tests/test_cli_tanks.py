@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from drivers.tank_sim import SimTank
+from drivers.veeder_root import codec
 from drivers.veeder_root.sim import TlsConsoleSimulator
 from tests.control.clikit import ROOT, DaemonProcess, cli, control_config, daemon_process, short_dir
 from tests.tankkit import console as tls_console
@@ -283,10 +284,100 @@ def test_watch_updates_in_place_on_a_terminal(station: Forecourt) -> None:
     assert "\x1b[2K" in text and "\x1b[1A" in text
 
 
-def test_sniff_says_plainly_a_gauge_cannot_be_sniffed(station: Forecourt) -> None:
-    result = cli("sniff", "tls", "--config", str(station.daemon.config_path))
-    assert result.code == 1
-    assert result.err.startswith("edgectl sniff: tls is a tank gauge: its frames cannot be")
+SNIFF_KEYS = {
+    "at",
+    "gap_ms",
+    "direction",
+    "from",
+    "hex",
+    "text",
+    "type",
+    "valid",
+    "address",
+    "seq",
+    "crc",
+    "summary",
+    "frame",
+    "dropped",
+}
+
+
+def test_sniff_a_tls_console(station: Forecourt) -> None:
+    config = str(station.daemon.config_path)
+    result = cli("sniff", "tls", "--json", "--count", "8", "--config", config)
+    assert result.code == 0, result.err
+    assert result.err.startswith("sniffing line tls (veeder_root on ")
+    frames = result.json_lines()
+    assert len(frames) == 8
+    for frame in frames:
+        assert set(frame) == SNIFF_KEYS
+        assert frame["address"] is None and frame["seq"] is None and frame["at"].endswith("Z")
+        wire = bytes.fromhex(frame["hex"])
+        assert wire[:1] == b"\x01" and frame["text"].startswith("<SOH>")
+        if frame["direction"] == "tx":  # a poll: SOH + function code, nothing to check
+            assert frame["from"] == "controller" and frame["crc"] == "none"
+            assert frame["type"] in ("i20100", "i20500", "i20200")
+            assert wire == b"\x01" + frame["type"].encode() and frame["text"][5:] == frame["type"]
+        else:  # a computer-format reply, its checksum verified
+            assert frame["from"] == "console" and frame["crc"] == "ok" and frame["valid"]
+            assert wire[-1:] == b"\x03" and frame["text"].endswith("<ETX>")
+            assert codec.checksum(wire[:-5]) == int(wire[-5:-1], 16)
+            assert frame["frame"]["checksum"] == wire[-5:-1].decode()
+    inventory = next(f for f in frames if f["type"] == "INVENTORY")
+    assert inventory["summary"].startswith("i20100 at ")
+    assert "tank 1 (" in inventory["summary"] and "volume 15" in inventory["summary"]
+    assert inventory["frame"]["tanks"][0]["tank"] == 1
+    alarms = next(f for f in frames if f["type"] == "ALARMS")
+    assert alarms["summary"].startswith("i20500 at ") and "tank 1: " in alarms["summary"]
+
+
+def test_sniff_shows_a_reply_with_a_bad_checksum(station: Forecourt) -> None:
+    config = str(station.daemon.config_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgectl", "sniff", "tls", "--json", "--count", "40", "-c", config],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    frames: list[dict[str, Any]] = []
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stderr.readline().startswith("sniffing line tls")  # subscribed
+        station.console.corrupt_next_reply()
+        for line in proc.stdout:
+            frames.append(json.loads(line))
+            if len(frames) >= 2 and frames[-2]["crc"] == "bad":
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    bad, again = frames[-2:]
+    assert bad["direction"] == "rx" and bad["valid"] is False and bad["type"] == "BAD_CHECKSUM"
+    assert bad["summary"].startswith("checksum mismatch: computed ")
+    wire = bytes.fromhex(bad["hex"])
+    assert codec.checksum(wire[:-5]) != int(wire[-5:-1], 16)  # the bytes as they came
+    assert bad["frame"]["checksum_ok"] is False
+    # The driver asks again (retries = 1): the same command goes out once more.
+    asked = next(f for f in reversed(frames[:-2]) if f["direction"] == "tx")
+    assert (again["direction"], again["hex"]) == ("tx", asked["hex"])
+
+
+def test_sniff_a_tls_console_for_people(station: Forecourt) -> None:
+    config = str(station.daemon.config_path)
+    result = cli("sniff", "tls", "--count", "4", "--no-polls", "--config", config)
+    assert result.code == 0, result.err
+    assert "--no-polls applies to pump lines" in result.err
+    lines = result.out.splitlines()
+    assert len(lines) == 4
+    sent = [line for line in lines if "ctl>" in line]
+    received = [line for line in lines if "<tls" in line]
+    assert sent and received and len(sent) + len(received) == 4
+    assert all("<SOH>i20" in line for line in sent)
+    assert all("sum ok" in line and line.endswith("<ETX>") for line in received)
+    assert any("in-tank inventory, all tanks" in line for line in sent)
+    result = cli("sniff", "tls", "--address", "3", "--config", config)
+    assert result.code == 1 and "Veeder-Root console: its line has no addresses" in result.err
     assert "Traceback" not in result.err
 
 

@@ -44,25 +44,19 @@ from drivers.base import (
     TankGaugeReading,
     TransportError,
 )
+from drivers.modbus_probe import adu
+from drivers.modbus_probe.adu import Adu, Framing
 from drivers.modbus_probe.registers import RegisterMap, decode_registers, implausible
 
 log = structlog.get_logger(__name__)
 
 ModbusClient: TypeAlias = AsyncModbusSerialClient | AsyncModbusTcpClient
 Emit: TypeAlias = Callable[[GaugeEvent], None]
+# pymodbus's hook on the bytes it writes (True) and receives (False); returns the bytes.
+PacketTrace: TypeAlias = Callable[[bool, bytes], bytes]
+# (direction "tx"/"rx", the ADU's bytes, the ADU read from them, monotonic clock).
+FrameTap: TypeAlias = Callable[[str, bytes, Adu, float], None]
 
-_EXCEPTION_TEXT = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "device failure",
-    5: "acknowledge",
-    6: "device busy",
-    7: "negative acknowledge",
-    8: "memory parity error",
-    10: "gateway path unavailable",
-    11: "gateway target failed to respond",
-}
 _STATUS_FLAGS = {
     "delivery_in_progress": GaugeStatus.DELIVERY_IN_PROGRESS,
     "leak_test_in_progress": GaugeStatus.LEAK_TEST_IN_PROGRESS,
@@ -200,8 +194,7 @@ class ModbusExceptionReply:
 
     @property
     def text(self) -> str:
-        name = _EXCEPTION_TEXT.get(self.exception_code, "unknown exception")
-        return f"Modbus exception {self.exception_code} ({name})"
+        return adu.exception_text(self.exception_code)
 
 
 class ProbeRefused(CommandRejected):
@@ -327,7 +320,8 @@ class ModbusProbeBus:
         settings: ModbusBusSettings,
         probes: Sequence[ProbeSettings],
         *,
-        client_factory: Callable[[ModbusBusSettings, float], ModbusClient] | None = None,
+        client_factory: Callable[[ModbusBusSettings, float, PacketTrace], ModbusClient]
+        | None = None,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -355,6 +349,13 @@ class ModbusProbeBus:
         self._link_useful = False  # something answered since the link was (re)opened
         self._rng = random.Random()
         self.counters = BusCounters()
+        self.taps: list[FrameTap] = []
+        link = settings.link
+        self._framing: Framing = (
+            "rtu" if isinstance(link, SerialLine) or link.framer == "rtu" else "socket"
+        )
+        self._rx_shown = b""  # the receive buffer pymodbus last showed us
+        self._rx_pending = bytearray()  # received bytes not yet handed to the taps
 
     # ------------------------------------------------------------------ public API
     @property
@@ -397,7 +398,7 @@ class ModbusProbeBus:
         first = True
         while True:
             # pymodbus clients bind to the running loop: build a fresh one for each attempt.
-            client = self._client_factory(self.settings, self._client_timeout())
+            client = self._client_factory(self.settings, self._client_timeout(), self._trace_packet)
             try:
                 connected = await client.connect()
             except (ModbusException, OSError) as exc:
@@ -556,12 +557,14 @@ class ModbusProbeBus:
                     )
             except TimeoutError:
                 self.counters.timeouts += 1
+                self._flush_rx()
                 return None
             except ConnectionException as exc:
                 raise _LinkLost("the link closed") from exc
             except ModbusException:
                 # pymodbus's own "no response" (or a reply from the wrong device id).
                 self.counters.timeouts += 1
+                self._flush_rx()
                 return None
             finally:
                 if self.settings.gap_s:
@@ -581,6 +584,54 @@ class ModbusProbeBus:
             [p.settings.timeout_s or self.settings.request_timeout_s for p in self._probes]
         )
         return longest + 0.5
+
+    # ------------------------------------------------------------------ taps
+    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
+        """pymodbus's packet hook: cut the bytes into ADUs for the taps; `data` goes on as is.
+
+        pymodbus shows what it sends as one ADU, but what it receives as its whole receive
+        buffer each time bytes arrive (what it kept of earlier chunks, then the new ones), so
+        only the bytes past what it showed last are new.
+        """
+        if not self.taps:
+            self._rx_shown, self._rx_pending = b"", bytearray()
+            return data
+        try:
+            if sending:
+                self._flush_rx()
+                self._rx_shown = b""
+                self._tap("tx", data, adu.decode(data, self._framing, request=True))
+                return data
+            fresh = data
+            if self._rx_shown and data.startswith(self._rx_shown):
+                fresh = data[len(self._rx_shown) :]
+            self._rx_shown = data
+            self._rx_pending += fresh
+            while self._rx_pending:
+                length = adu.frame_length(self._rx_pending, self._framing, request=False)
+                if length is None:
+                    break
+                raw = bytes(self._rx_pending[:length])
+                del self._rx_pending[:length]
+                self._tap("rx", raw, adu.decode(raw, self._framing, request=False))
+        except Exception:
+            log.exception("modbus_trace_failed", bus=self.name)
+        return data
+
+    def _flush_rx(self) -> None:
+        """Bytes of a reply that never completed go to the taps as they are."""
+        if self._rx_pending and self.taps:
+            raw = bytes(self._rx_pending)
+            self._tap("rx", raw, adu.decode(raw, self._framing, request=False, complete=False))
+        self._rx_pending = bytearray()
+
+    def _tap(self, direction: str, wire: bytes, item: Adu) -> None:
+        at = self._clock()
+        for tap in tuple(self.taps):
+            try:
+                tap(direction, wire, item, at)
+            except Exception:
+                log.exception("modbus_tap_failed", bus=self.name)
 
     # ------------------------------------------------------------------ liveness
     def _answered(self, probe: _Probe) -> None:
@@ -704,11 +755,13 @@ class ModbusProbeBus:
         return seconds * self._rng.uniform(0.8, 1.2)
 
 
-def make_client(settings: ModbusBusSettings, timeout_s: float) -> ModbusClient:
+def make_client(
+    settings: ModbusBusSettings, timeout_s: float, trace_packet: PacketTrace | None = None
+) -> ModbusClient:
     """A pymodbus client for the bus's link; call it inside the running loop.
 
     pymodbus's own retries and reconnection are off: the bus retries on its schedule and
-    reconnects with its own backoff.
+    reconnects with its own backoff. `trace_packet` sees every packet (the bus's taps).
     """
     link = settings.link
     client: ModbusClient
@@ -724,6 +777,7 @@ def make_client(settings: ModbusBusSettings, timeout_s: float) -> ModbusClient:
             retries=0,
             reconnect_delay=0,
             name=settings.name,
+            trace_packet=trace_packet,
         )
     else:
         client = AsyncModbusTcpClient(
@@ -734,6 +788,7 @@ def make_client(settings: ModbusBusSettings, timeout_s: float) -> ModbusClient:
             retries=0,
             reconnect_delay=0,
             name=settings.name,
+            trace_packet=trace_packet,
         )
     # Without this, pymodbus drops a TCP connection after a few unanswered requests, even
     # when only one device behind a gateway is silent; the bus decides that itself.

@@ -141,6 +141,7 @@ class ModbusProbeSimulator:
         self._in_flight = 0
         self._unanswered_pending: dict[int, int] = {}
         self._swallow_next = False
+        self._corrupt = 0  # replies still to be sent with their last byte changed
         self._silent: set[int] = set()
         self._exceptions: dict[int, int] = {}
         self._short: dict[int, int] = {}  # device id → registers its replies are cut to
@@ -250,6 +251,12 @@ class ModbusProbeSimulator:
                 self._short.pop(device_id, None)
             else:
                 self._short[device_id] = max(0, int(registers))
+
+    def corrupt_next_reply(self, n: int = 1) -> None:
+        """Change the last byte of the next `n` replies: over RTU the CRC no longer checks
+        (the master drops the reply and times out); over TCP the data is wrong."""
+        with self._lock:
+            self._corrupt += n
 
     def override(
         self, device_id: int, tank: int, field_name: str, value: Decimal | float | None
@@ -483,6 +490,9 @@ class ModbusProbeSimulator:
                 if self._swallow_next:
                     self._swallow_next = False
                     return b""
+                if self._corrupt and data:
+                    self._corrupt -= 1
+                    return data[:-1] + bytes((data[-1] ^ 0xFF,))
         return data
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Context, Decimal
@@ -1131,21 +1131,123 @@ def describe(item: Reply | Malformed, raw: bytes | None = None) -> dict[str, Any
         if computer and len(raw) >= 6:
             described["checksum"] = raw[-5:-1].decode("latin-1")
             described["checksum_ok"] = not isinstance(item, Malformed)
-        described["raw"] = _printable(raw)
+        described["raw"] = printable(raw)
     return described
 
 
 _CONTROL_NAMES = {SOH: "<SOH>", ETX: "<ETX>", ESC: "<ESC>", 0x0A: "<LF>", 0x0D: "<CR>"}
 
 
-def _printable(raw: bytes) -> str:
-    """Raw bytes as text with control characters named: <SOH>i20100…&&EF20<ETX>."""
+def printable(raw: bytes, *, etx: int = ETX) -> str:
+    """Raw bytes as text with control characters named: <SOH>i20100…&&EF20<ETX>.
+
+    A reprogrammed `etx` is shown as <ETX> too; other bytes outside printable ASCII as <HH>.
+    """
     out = []
     for byte in raw:
-        if byte in _CONTROL_NAMES:
+        if byte == etx:
+            out.append("<ETX>")
+        elif byte in _CONTROL_NAMES:
             out.append(_CONTROL_NAMES[byte])
         elif 0x20 <= byte < 0x7F:
             out.append(chr(byte))
         else:
             out.append(f"<{byte:02X}>")
     return "".join(out)
+
+
+# ======================================================================================
+# One-line summaries (the `sniff` view of a console's line)
+# ======================================================================================
+COMMAND_NAMES: dict[str, str] = {
+    "i101": "system status",
+    "i201": "in-tank inventory",
+    "I201": "in-tank inventory report",
+    "i202": "delivery report",
+    "i205": "tank alarms",
+    "i501": "read the clock",
+    "s501": "set the clock",
+}
+_TANK_COMMANDS = frozenset({"i201", "I201", "i202", "I202", "i205", "I205"})
+
+
+def describe_command(command: Command) -> dict[str, Any]:
+    """A JSON-able description of a command as sent (the security code is never included)."""
+    function, selector = command.code[:4], command.code[4:]
+    summary = COMMAND_NAMES.get(function, f"function {function}")
+    if function in _TANK_COMMANDS and selector.isdigit():
+        summary += ", all tanks" if int(selector) == 0 else f", tank {int(selector)}"
+    if command.data:
+        try:
+            summary += f" to {parse_timestamp(command.data).isoformat(sep=' ', timespec='minutes')}"
+        except ValueError:
+            summary += f" with data {command.data}"
+    return {
+        "type": command.code,
+        "valid": True,
+        "code": command.code,
+        "data": command.data,
+        "security_code": command.security_code is not None,
+        "summary": summary,
+    }
+
+
+def summarize(described: Mapping[str, Any]) -> str:
+    """One line saying what a reply described by `describe` holds (figures in the console's
+    units, as sent)."""
+    if not described["valid"]:
+        return str(described["reason"])
+    kind, code = described["type"], described.get("code") or ""
+    if kind == "UNSUPPORTED":
+        return "9999FF1B: the console does not support (or refused) the command"
+    head = code
+    if described.get("at"):
+        head += f" at {_minutes(described['at'])}"
+    tanks = described.get("tanks")
+    if kind == "INVENTORY" or (kind == "DISPLAY" and tanks is not None):
+        body = "; ".join(_inventory_summary(tank) for tank in tanks or ()) or "no tanks"
+        return f"{head or 'inventory report'}: {body}"
+    if kind == "ALARMS":
+        body = "; ".join(
+            f"tank {tank['tank']}: "
+            + (", ".join(f"{a['code']:02d} {a['name']}" for a in tank["alarms"]) or "none")
+            for tank in tanks or ()
+        )
+        return f"{head}: {body or 'no tanks'}"
+    if kind == "DELIVERIES":
+        body = "; ".join(_deliveries_summary(tank) for tank in tanks or ())
+        return f"{head}: {body or 'no tanks'}"
+    if kind == "DISPLAY":
+        lines = [line for line in str(described.get("text", "")).splitlines() if line.strip()]
+        return f"{code or 'printed report'}: {len(lines)} line(s) of text"
+    data = str(described.get("data") or "")
+    return f"{head} {data}".strip() if data else head
+
+
+def _inventory_summary(tank: Mapping[str, Any]) -> str:
+    figures = ", ".join(
+        f"{name.replace('_', ' ')} {tank[name]}"
+        for name in ("volume", "tc_volume", "ullage", "height", "water", "temperature")
+        if tank.get(name) is not None
+    )
+    flags = [
+        name.replace("_", " ")
+        for name in ("delivery_in_progress", "leak_test_in_progress", "invalid_height")
+        if tank.get(name)
+    ]
+    text = f"tank {tank['tank']} ({tank['product']}) {figures}"
+    return text + (f" [{', '.join(flags)}]" if flags else "")
+
+
+def _deliveries_summary(tank: Mapping[str, Any]) -> str:
+    records = tank["deliveries"]
+    text = f"tank {tank['tank']}: {len(records)} deliveries"
+    if records:
+        last = max(records, key=lambda record: record["start"])
+        text += f", last {_minutes(last['start'])} -> {_minutes(last['end'])}"
+    return text
+
+
+def _minutes(stamp: str) -> str:
+    """An ISO timestamp as a console gives it: to the minute."""
+    return stamp.replace("T", " ")[:16]

@@ -41,6 +41,9 @@ log = structlog.get_logger(__name__)
 InventoryFormat = Literal["computer", "display", "auto"]
 Units = Literal["metric", "us"]
 Emit = Callable[[GaugeEvent], None]
+# (direction "tx"/"rx", the bytes, what they are, monotonic clock): every command written,
+# the ESC sent on a timeout (item None), and every item decoded from the console's bytes.
+FrameTap = Callable[[str, bytes, "codec.Command | Reply | Malformed | None", float], None]
 _R = TypeVar("_R")
 
 UNITS: Final[tuple[Units, ...]] = ("metric", "us")
@@ -128,6 +131,7 @@ class TlsGauge:
         self.settings = settings
         self.transport = transport
         self.counters = LineCounters()
+        self.taps: list[FrameTap] = []
         self._clock = clock
         self._now = now
         self._emit: Emit = _ignore
@@ -416,6 +420,7 @@ class TlsGauge:
     async def _exchange(self, code: str, data: str, label: str) -> Reply:
         """Send one command and return its reply; retries on silence or a damaged reply."""
         settings = self.settings
+        command = codec.Command(code, data, settings.security_code)
         wire = codec.encode_command(
             code, data=data, security_code=settings.security_code, terminator=settings.terminator
         )
@@ -423,7 +428,7 @@ class TlsGauge:
         for attempt in range(settings.retries + 1):
             if attempt:
                 self.counters.retransmissions += 1
-            item = await self._transact(wire, code)
+            item = await self._transact(wire, command)
             if item is None:
                 failure = "no reply"
                 self._missed(f"{label}: no reply within {settings.reply_timeout_s} s")
@@ -438,13 +443,16 @@ class TlsGauge:
             raise DeviceTimeout(f"{label}: no reply after {tries} tries", device=self.name)
         raise FrameError(f"{label}: {failure} (after {tries} tries)", device=self.name)
 
-    async def _transact(self, wire: bytes, code: str) -> Reply | Malformed | None:
+    async def _transact(self, wire: bytes, command: codec.Command) -> Reply | Malformed | None:
         """Send a command; the first reply to it (or a damaged one), or None on timeout."""
         settings = self.settings
+        code = command.code
         self._rxbuf.clear()
         self.transport.discard_input()
         await self.transport.write(wire)
         self.counters.frames_sent += 1
+        if self.taps:
+            self._tap("tx", wire, command)
         start = self._clock()
         deadline = start + settings.reply_timeout_s
         give_up = start + settings.max_reply_s
@@ -453,6 +461,8 @@ class TlsGauge:
                 used, item = codec.decode(self._rxbuf, etx=settings.etx)
                 if used == 0:
                     break
+                if self.taps:
+                    self._tap("rx", bytes(self._rxbuf[:used]), item)
                 del self._rxbuf[:used]
                 if isinstance(item, Malformed):
                     self._count_bad(item)
@@ -468,14 +478,33 @@ class TlsGauge:
             remaining = min(deadline, give_up) - self._clock()
             if remaining <= 0:
                 self.counters.timeouts += 1
+                if self.taps and self._rxbuf:
+                    # What came of a reply that never ended: shown, though never decoded.
+                    tail = bytes(self._rxbuf)
+                    reason = f"no ETX within {settings.reply_timeout_s} s ({len(tail)} byte(s))"
+                    self._tap("rx", tail, Malformed(tail, reason, "truncated"))
                 # ESC makes the console drop what it may still be sending, so those
                 # bytes cannot run into the next reply.
-                await self.transport.write(bytes((codec.ESC,)))
+                abort = bytes((codec.ESC,))
+                await self.transport.write(abort)
+                if self.taps:
+                    self._tap("tx", abort, None)
                 return None
             chunk = await self.transport.read_some(remaining)
             if chunk:
                 self._rxbuf += chunk
                 deadline = self._clock() + settings.reply_timeout_s
+
+    def _tap(
+        self, direction: str, wire: bytes, item: codec.Command | Reply | Malformed | None
+    ) -> None:
+        """Hand a frame to each tap; a failing tap is logged and never disturbs the line."""
+        at = self._clock()
+        for tap in tuple(self.taps):
+            try:
+                tap(direction, wire, item, at)
+            except Exception:
+                log.exception("tls_tap_failed", gauge=self.name)
 
     def _count_bad(self, item: Malformed) -> None:
         if item.kind == "bad_checksum":

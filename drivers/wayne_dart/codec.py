@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, TypeAlias, TypeVar
 
+from drivers.crc16 import crc16_reflected
+
 # ======================================================================================
 # Line layer (level 2)
 # ======================================================================================
@@ -25,25 +27,9 @@ MalformedKind: TypeAlias = Literal["bad_crc", "malformed", "garbage"]
 Direction: TypeAlias = Literal["controller", "pump"]
 
 
-def _crc_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
-
-
-_CRC_TABLE = _crc_table()
-
-
 def crc16_arc(data: bytes | bytearray) -> int:
     """CRC-16/ARC: reflected polynomial 0xA001, initial 0, no final XOR (what DART pumps use)."""
-    crc = 0
-    for byte in data:
-        crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ byte) & 0xFF]
-    return crc
+    return crc16_reflected(data, 0)
 
 
 class FrameKind(enum.Enum):

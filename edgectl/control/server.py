@@ -29,13 +29,16 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import edgectl
 from drivers.base import DriverError, LineCounters, TankGauge
-from drivers.modbus_probe.driver import BusCounters
+from drivers.modbus_probe.adu import Adu
+from drivers.modbus_probe.driver import BusCounters, ModbusProbeBus
+from drivers.veeder_root.driver import TlsGauge
 from drivers.wayne_dart import codec
 from drivers.wayne_dart.driver import DartLine
 from edgectl.config import ControlConfig
 from edgectl.control import protocol
 from edgectl.control.protocol import Args, ProtocolError, Request
 from edgectl.control.shapes import open_tank_alarms, tank_rows
+from edgectl.control.sniffing import describe_dart, describe_modbus, describe_tls, iso_ts
 from edgectl.errors import CommandError, EdgectlError
 from edgectl.forecourt.sale import AuthorizationSource
 from edgectl.logs import get_logger
@@ -387,7 +390,7 @@ class ControlServer:
                 "version": edgectl.__version__,
                 "pid": os.getpid(),
                 "uptime_s": round(self.daemon.uptime_s, 1),
-                "started_at": _iso_ts(time.time() - self.daemon.uptime_s),
+                "started_at": iso_ts(time.time() - self.daemon.uptime_s),
                 "station": self.daemon.config.station.id,
                 "station_name": self.daemon.config.station.name,
                 "mode": self.daemon.config.authorization.mode,
@@ -680,7 +683,7 @@ class ControlServer:
         yield {"interval": interval, "station": self.daemon.config.station.id}
         while True:
             yield {
-                "at": _iso_ts(time.time()),
+                "at": iso_ts(time.time()),
                 "pumps": [pump_json(view) for view in self.station.snapshot()],
                 "tanks": await self._tank_rows(),
             }
@@ -689,50 +692,114 @@ class ControlServer:
     async def _sniff(self, args: Args, peer: Peer) -> AsyncGenerator[dict[str, Any], None]:
         name = args.req_str("line")
         line = self.daemon.lines.get(name)
-        if line is None and name in self._gauges():
-            raise CommandError(
-                f"{name} is a tank gauge: its frames cannot be sniffed yet "
-                "(edgectl decode tls decodes a captured reply)",
-                code="not_supported",
-            )
-        if line is None:
-            known = ", ".join(self.daemon.lines) or "none"
+        gauge = self._gauges().get(name) if line is None else None
+        if line is None and gauge is None:
+            known = ", ".join([*self.daemon.lines, *self._gauges()]) or "none"
             raise CommandError(f"no line named {name!r} (lines: {known})", code="unknown_line")
-        if not isinstance(line, DartLine):
+        if isinstance(line, DartLine):
+            frames = self._sniff_dart(name, line, args)
+        elif isinstance(gauge, TlsGauge):
+            frames = self._sniff_tls(name, gauge, args)
+        elif isinstance(gauge, ModbusProbeBus):
+            frames = self._sniff_modbus(name, gauge, args)
+        else:
             raise CommandError(f"line {name} cannot be sniffed yet", code="not_supported")
+        async with contextlib.aclosing(frames):
+            async for event in frames:
+                yield event
+
+    def _sniff_dart(
+        self, name: str, line: DartLine, args: Args
+    ) -> AsyncGenerator[dict[str, Any], None]:
         address = args.opt_int("address", lo=codec.ADDRESS_MIN, hi=codec.ADDRESS_MAX)
         quiet = args.flag("no_polls")
-        frames: asyncio.Queue[tuple[str, bytes, codec.Frame | codec.Malformed | None, float]]
-        frames = asyncio.Queue(SNIFF_QUEUE)
-        dropped = 0
 
-        def tap(
-            direction: str, wire: bytes, item: codec.Frame | codec.Malformed | None, at: float
-        ) -> None:
-            # Called by the line task for every frame: cheap, never blocks, never raises.
-            nonlocal dropped
+        def keep(direction: str, wire: bytes, item: codec.Frame | codec.Malformed | None) -> bool:
             if address is not None and getattr(item, "address", None) != address:
-                return
-            if quiet and isinstance(item, codec.Frame) and item.kind in _ROUTINE:
-                return
-            try:
-                frames.put_nowait((direction, wire, item, time.time()))
-            except asyncio.QueueFull:
-                dropped += 1
+                return False
+            return not (quiet and isinstance(item, codec.Frame) and item.kind in _ROUTINE)
 
         config = self.daemon.config.line(name)
-        line.taps.append(tap)
+        header = {"line": name, "port": config.port, "protocol": config.protocol}
+        return _tapped(line.taps, header, keep, describe_dart)
+
+    def _sniff_tls(
+        self, name: str, gauge: TlsGauge, args: Args
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        if args.opt_int("address") is not None:
+            message = f"{name} is a Veeder-Root console: its line has no addresses to filter"
+            raise ProtocolError(message, code=protocol.INVALID_ARGS)
+        etx = gauge.settings.etx
+
+        def describe(
+            direction: str,
+            wire: bytes,
+            item: Any,
+            at: float,
+            previous: float | None,
+        ) -> dict[str, Any]:
+            return describe_tls(direction, wire, item, at, previous, etx=etx)
+
+        return _tapped(gauge.taps, self._gauge_header(name, args), _keep_all, describe)
+
+    def _sniff_modbus(
+        self, name: str, bus: ModbusProbeBus, args: Args
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        device_id = args.opt_int("address", lo=1, hi=247)
+
+        def keep(direction: str, wire: bytes, item: Adu) -> bool:
+            return device_id is None or item.device_id == device_id
+
+        return _tapped(bus.taps, self._gauge_header(name, args), keep, describe_modbus)
+
+    def _gauge_header(self, name: str, args: Args) -> dict[str, Any]:
+        config = self.daemon.config.gauge(name)
+        port = config.port if config.port is not None else f"{config.host}:{config.tcp_port}"
+        header: dict[str, Any] = {"line": name, "port": port, "protocol": config.protocol}
+        if args.flag("no_polls"):
+            header["note"] = "--no-polls applies to pump lines: a gauge's traffic is all shown"
+        return header
+
+
+async def _tapped(
+    taps: list[Any],
+    header: dict[str, Any],
+    keep: Callable[[str, bytes, Any], bool],
+    describe: Callable[[str, bytes, Any, float, float | None], dict[str, Any]],
+) -> AsyncGenerator[dict[str, Any], None]:
+    """`header`, then one event per frame a driver hands its `taps`, while the stream lasts.
+
+    The tap runs in the driver's task for every frame: cheap, never blocks, never raises;
+    frames a slow client cannot take are counted in the next event's `dropped`.
+    """
+    frames: asyncio.Queue[tuple[str, bytes, Any, float]] = asyncio.Queue(SNIFF_QUEUE)
+    dropped = 0
+
+    def tap(direction: str, wire: bytes, item: Any, _at: float) -> None:
+        nonlocal dropped
+        if not keep(direction, wire, item):
+            return
         try:
-            yield {"line": name, "port": config.port, "protocol": config.protocol}
-            previous: float | None = None
-            while True:
-                direction, wire, item, at = await frames.get()
-                event = describe_dart(direction, wire, item, at, previous)
-                event["dropped"], dropped = dropped, 0
-                previous = at
-                yield event
-        finally:
-            line.taps.remove(tap)
+            frames.put_nowait((direction, wire, item, time.time()))
+        except asyncio.QueueFull:
+            dropped += 1
+
+    taps.append(tap)
+    try:
+        yield header
+        previous: float | None = None
+        while True:
+            direction, wire, item, at = await frames.get()
+            event = describe(direction, wire, item, at, previous)
+            event["dropped"], dropped = dropped, 0
+            previous = at
+            yield event
+    finally:
+        taps.remove(tap)
+
+
+def _keep_all(direction: str, wire: bytes, item: object) -> bool:
+    return True
 
 
 _ROUTINE: Final = frozenset({codec.FrameKind.POLL, codec.FrameKind.EOT, codec.FrameKind.ACK})
@@ -759,45 +826,6 @@ def pump_json(view: PumpView) -> dict[str, Any]:
         "authorization_id": view.authorization_id,
         "sales": view.sales,
     }
-
-
-def describe_dart(
-    direction: str,
-    wire: bytes,
-    item: codec.Frame | codec.Malformed | None,
-    at: float,
-    previous: float | None,
-) -> dict[str, Any]:
-    """One sniffed DART frame: when, which way, its bytes, what it says, CRC verdict."""
-    sender: codec.Direction = "controller" if direction == "tx" else "pump"
-    event: dict[str, Any] = {
-        "at": _iso_ts(at),
-        "gap_ms": None if previous is None else round((at - previous) * 1000, 1),
-        "direction": direction,
-        "from": sender,
-        "hex": wire.hex(" ").upper(),
-    }
-    if item is None:
-        event.update(type="UNKNOWN", valid=False, address=None, crc="none", summary="?")
-        return event
-    described = codec.describe(item, sender)
-    event.update(
-        type=described["type"],
-        valid=described["valid"],
-        address=described["address"],
-        seq=described["seq"],
-        crc=described.get("crc", "none"),
-        summary=_frame_summary(described),
-        frame=described,
-    )
-    return event
-
-
-def _frame_summary(described: Mapping[str, Any]) -> str:
-    if not described["valid"]:
-        return str(described["reason"])
-    parts = [f"{tx['name']}: {tx['text']}" for tx in described.get("transactions", ())]
-    return "; ".join(parts)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -873,11 +901,6 @@ def _summary(result: object) -> str | None:
         message = result.get("message")
         return None if message is None else str(message)
     return None
-
-
-def _iso_ts(ts: float) -> str:
-    moment = datetime.fromtimestamp(ts, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _age_s(stamp: str | None) -> float | None:

@@ -361,3 +361,129 @@ async def test_a_modbus_probe_bus_in_tanks_and_status() -> None:
                 await client.close()
     finally:
         sim.stop()
+
+
+PROBE_LINE = """
+[[gauges]]
+name = "probes"
+protocol = "modbus_probe"
+port = "{port}"
+register_map = "{map}"
+poll_interval_s = 0.5
+reply_timeout_ms = 300
+
+[[tanks]]
+number = 3
+grade = "95"
+capacity_l = 30000
+height_mm = 2500
+density_15 = "745.0"
+gauge = "probes"
+device_id = 1
+gauge_tank = 1
+chart = [[0, 0], [2500, 30000]]
+
+[[tanks]]
+number = 4
+grade = "diesel"
+capacity_l = 30000
+height_mm = 2500
+density_15 = "840.0"
+gauge = "probes"
+device_id = 2
+gauge_tank = 1
+chart = [[0, 0], [2500, 30000]]
+"""
+SNIFF_KEYS = {
+    "at",
+    "gap_ms",
+    "direction",
+    "from",
+    "hex",
+    "type",
+    "valid",
+    "address",
+    "seq",
+    "crc",
+    "summary",
+    "frame",
+    "dropped",
+}
+
+
+async def test_sniff_a_modbus_probe_line() -> None:
+    """Two probes on an RS-485 line (RTU on a pty): frames with hex and CRC verdicts, a reply
+    whose CRC the line spoiled, and --address for one device."""
+    from drivers.modbus_probe import adu
+    from drivers.modbus_probe.registers import load_register_map
+    from drivers.modbus_probe.sim import ModbusProbeSimulator, sim_probe
+    from drivers.tank_sim import SimTank, TankChart, TankSpec
+
+    register_map = ROOT / "config" / "modbus" / "generic_magnetostrictive.toml"
+    rmap = load_register_map(register_map)
+    chart = TankChart.from_points([(0, 0), (2500, 30000)])
+    sim = ModbusProbeSimulator(
+        [
+            sim_probe(n, rmap, SimTank(TankSpec(n, chart, "gasoline", 745.0), product_l=9000))
+            for n in (1, 2)
+        ]
+    )
+    with short_dir() as tmp:
+        sim.serve_pty(tmp / "probes")
+        path = tmp / "control.sock"
+        extra = PROBE_LINE.format(port=tmp / "probes", map=register_map)
+        try:
+            async with running_station(control_config(tmp, path, extra=extra)):
+                await until(path.exists, what="the control socket")
+                client = await Client.connect(path)
+                reply = await client.call("sniff", {"line": "probes", "address": 2}, id=4)
+                assert reply["result"] == {
+                    "line": "probes",
+                    "port": str(tmp / "probes"),
+                    "protocol": "modbus_probe",
+                }
+                events = [(await client.receive())["event"] for _ in range(4)]
+                await client.close()
+                for event in events:
+                    assert set(event) == SNIFF_KEYS and event["address"] == 2
+                    assert event["crc"] == "ok" and event["valid"] is True
+                    wire = bytes.fromhex(event["hex"])
+                    assert adu.with_crc(wire[:-2]) == wire and wire[0] == 2
+                    assert event["type"] == "READ_INPUT" and event["seq"] is None
+                asked = next(e for e in events if e["direction"] == "tx")
+                last = rmap.tank_address(1) + rmap.block_length - 1
+                assert asked["from"] == "controller"
+                assert (
+                    asked["summary"]
+                    == f"read input registers {rmap.tank_address(1)}..{last} from 2"
+                )
+                answer = next(e for e in events if e["direction"] == "rx")
+                assert answer["from"] == "device"
+                assert answer["summary"] == f"{rmap.block_length} input registers from 2"
+                assert answer["frame"]["function_code"] == 4
+
+                # Every device: a reply spoiled on the line shows as it came, CRC BAD.
+                client = await Client.connect(path)
+                await client.call("sniff", {"line": "probes"})
+                sim.corrupt_next_reply()
+                seen: list[dict[str, Any]] = []
+                async with asyncio.timeout(15):
+                    while not any(e["crc"] == "bad" for e in seen):
+                        seen.append((await client.receive())["event"])
+                await client.close()
+                assert {e["address"] for e in seen} <= {1, 2}
+                bad = seen[-1]
+                assert (bad["direction"], bad["valid"], bad["type"]) == ("rx", False, "READ_INPUT")
+                assert bad["summary"].startswith("CRC mismatch: computed ")
+                wire = bytes.fromhex(bad["hex"])
+                assert adu.with_crc(wire[:-2])[:-1] == wire[:-1] != adu.with_crc(wire[:-2])
+
+                result = await acli("sniff", "probes", "--count", "2", "--socket", str(path))
+                assert result.code == 0, result.err
+                lines = result.out.splitlines()
+                assert len(lines) == 2 and "CRC ok" in result.out
+                assert any("ctl>" in line and "read input registers" in line for line in lines)
+                result = await acli("sniff", "probes", "--address", "250", "--socket", str(path))
+                assert result.code == 1 and "250 is outside 1..247" in result.err
+        finally:
+            sim.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -24,6 +25,8 @@ from drivers.base import (
     TankGaugeReading,
     TransportError,
 )
+from drivers.modbus_probe import adu
+from drivers.modbus_probe.adu import Adu
 from drivers.modbus_probe.driver import (
     ModbusBusSettings,
     ModbusProbeBus,
@@ -433,3 +436,87 @@ def test_a_bus_is_a_tank_gauge() -> None:
         bus_settings(SerialLine("/dev/null")), [ProbeSettings(1, GENERIC, {1: 1})]
     )
     assert gauge.name == "tg" and not gauge.is_online
+
+
+# ---------------------------------------------------------------------- taps
+Tapped = tuple[str, bytes, Adu]
+
+
+def _tap_into(frames: list[Tapped]) -> Callable[[str, bytes, Adu, float], None]:
+    def tap(direction: str, wire: bytes, item: Adu, at: float) -> None:
+        frames.append((direction, wire, item))
+
+    return tap
+
+
+async def test_taps_see_each_rtu_adu_with_its_crc_verdict(line: Harness) -> None:
+    frames: list[Tapped] = []
+    line.bus.taps.append(_tap_into(frames))
+    await line.until(lambda: sum(1 for d, _, _ in frames if d == "rx") >= 6)
+    line.sim.corrupt_next_reply()
+    await line.until(lambda: any(item.crc == "bad" for _, _, item in frames))
+    line.sim.set_exception(2, 2)
+    await line.until(lambda: any(item.function_code == 0x84 for _, _, item in frames))
+    line.sim.set_exception(2, None)
+    line.bus.taps.clear()
+
+    start = GENERIC.tank_address(1)
+    for direction, wire, item in frames:
+        assert item.raw == wire and item.framing == "rtu" and item.complete
+        assert item.device_id in (1, 2, 3)
+        assert item.request is (direction == "tx")
+        if item.crc == "ok":
+            assert adu.with_crc(wire[:-2]) == wire
+        if direction == "tx":  # every request: read the tank's block
+            assert wire[:2] == bytes((item.device_id, GENERIC.function_code))
+            assert int.from_bytes(wire[2:4], "big") == start and item.crc == "ok"
+            assert int.from_bytes(wire[4:6], "big") == GENERIC.block_length
+    replies = [item for direction, _, item in frames if direction == "rx" and item.crc == "ok"]
+    assert all(len(r.raw) == 5 + 2 * GENERIC.block_length for r in replies if r.function_code == 4)
+    # Each reply follows its request, from the device asked.
+    for (d1, _, asked), (d2, _, answer) in itertools.pairwise(frames):
+        if d1 == "tx" and d2 == "rx":
+            assert answer.device_id == asked.device_id
+    (bad,) = [item for _, _, item in frames if item.crc == "bad"]
+    assert adu.crc16(bad.raw[:-2]) != int.from_bytes(bad.raw[-2:], "little")
+    assert adu.describe(bad)["valid"] is False
+    refusal = next(item for _, _, item in frames if item.function_code == 0x84)
+    described = adu.describe(refusal)
+    assert (described["type"], described["exception_code"], refusal.device_id) == (
+        "EXCEPTION",
+        2,
+        2,
+    )
+    assert described["summary"] == (
+        "2 refused read input registers: Modbus exception 2 (illegal data address)"
+    )
+
+
+async def test_taps_see_modbus_tcp_adus_without_a_crc() -> None:
+    tank = SimTank(TankSpec(1, CHART), product_l=3000.0)
+    sim = ModbusProbeSimulator([sim_probe(7, GENERIC, tank)])
+    host, port = sim.serve_tcp()
+    bus = ModbusProbeBus(bus_settings(TcpLink(host, port)), [ProbeSettings(7, GENERIC, {1: 1})])
+    harness = Harness(sim, bus, {1: tank})
+    frames: list[Tapped] = []
+
+    def broken(direction: str, wire: bytes, item: Adu, at: float) -> None:
+        raise RuntimeError("a broken tap")
+
+    bus.taps.extend([broken, _tap_into(frames)])
+    harness.start()
+    try:
+        await harness.until(lambda: len(harness.readings(1)) >= 2 and len(frames) >= 4)
+    finally:
+        await harness.stop()
+        sim.stop()
+    tx, rx = frames[0][2], frames[1][2]
+    assert (frames[0][0], frames[1][0]) == ("tx", "rx")
+    assert tx.framing == rx.framing == "socket" and tx.crc == rx.crc == "none"
+    assert (tx.device_id, rx.device_id, rx.function_code) == (7, 7, 4)
+    assert tx.transaction_id == rx.transaction_id
+    assert len(rx.raw) == 6 + int.from_bytes(rx.raw[4:6], "big")
+    assert adu.describe(tx)["summary"] == (
+        f"read input registers {GENERIC.tank_address(1)}.."
+        f"{GENERIC.tank_address(1) + GENERIC.block_length - 1} from 7"
+    )

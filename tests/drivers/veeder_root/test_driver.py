@@ -28,6 +28,7 @@ from drivers.base import (
     TransportError,
 )
 from drivers.transport import SerialTransport, TcpTransport, Transport
+from drivers.veeder_root import codec
 from drivers.veeder_root.driver import TlsGauge, TlsGaugeSettings
 from drivers.veeder_root.sim import TlsConsole, TlsConsoleSimulator
 from tests.drivers.veeder_root.frames import (
@@ -471,3 +472,65 @@ async def test_pty_unplugged_and_replugged(tmp_path: Path) -> None:
         b.sim.replug()
         await b.until(lambda: b.gauge.is_online)
         assert len(await b.gauge.read_inventory()) == 2
+
+
+# --------------------------------------------------------------------------- taps
+Tapped = tuple[str, bytes, Any]
+
+
+def _tap_into(frames: list[Tapped]) -> Callable[[str, bytes, Any, float], None]:
+    def tap(direction: str, wire: bytes, item: Any, at: float) -> None:
+        frames.append((direction, wire, item))
+
+    return tap
+
+
+async def test_taps_see_each_command_and_the_exact_bytes_of_each_reply(tmp_path: Path) -> None:
+    async with bench("pty", tmp_path, retries=1) as b:
+        await b.start()
+        frames: list[Tapped] = []
+        b.gauge.taps.append(_tap_into(frames))
+        b.sim.inject_garbage(b"\x00noise")
+        b.sim.corrupt_next_reply()
+        assert len(await b.gauge.read_inventory()) == 2
+        sent = [(wire, item) for direction, wire, item in frames if direction == "tx"]
+        received = [(wire, item) for direction, wire, item in frames if direction == "rx"]
+        # Sent twice: the first reply's checksum failed.
+        assert sent == [(b"\x01i20100", codec.Command("i20100"))] * 2
+        (noise, garbage), (bad_wire, bad), (good_wire, good) = received
+        assert noise == b"\x00noise" and isinstance(garbage, codec.Malformed)
+        assert garbage.kind == "garbage"
+        assert isinstance(bad, codec.Malformed) and bad.kind == "bad_checksum"
+        assert isinstance(good, codec.Inventory) and good_wire.endswith(b"\x03")
+        assert codec.decode(good_wire) == (len(good_wire), good)  # the exact reply, whole
+        assert bad_wire.startswith(b"\x01i20100") and bad_wire.endswith(b"\x03")
+        assert codec.checksum(bad_wire[:-5]) != int(bad_wire[-5:-1], 16)  # as sent, corrupt
+
+
+async def test_taps_see_a_reply_without_etx_and_the_esc_that_aborts_it(tmp_path: Path) -> None:
+    async with bench("pty", tmp_path, retries=0, reply_timeout_s=0.1) as b:
+        await b.start()
+        frames: list[Tapped] = []
+        b.gauge.taps.append(_tap_into(frames))
+        b.sim.withhold_etx()
+        with pytest.raises(DeviceTimeout):
+            await b.gauge.read_alarms()
+        (d1, command, _), (d2, tail, cut), (d3, esc, nothing) = frames
+        assert (d1, command) == ("tx", b"\x01i20500")
+        assert d2 == "rx" and tail.startswith(b"\x01i20500") and not tail.endswith(b"\x03")
+        assert isinstance(cut, codec.Malformed) and cut.kind == "truncated"
+        assert (d3, esc, nothing) == ("tx", b"\x1b", None)
+
+
+async def test_a_failing_tap_never_disturbs_the_gauge(tmp_path: Path) -> None:
+    async with bench("pty", tmp_path) as b:
+        await b.start()
+        frames: list[Tapped] = []
+
+        def broken(direction: str, wire: bytes, item: Any, at: float) -> None:
+            raise RuntimeError("a broken tap")
+
+        b.gauge.taps.extend([broken, _tap_into(frames)])
+        assert len(await b.gauge.read_inventory()) == 2
+        assert [direction for direction, _, _ in frames] == ["tx", "rx"]
+        assert b.gauge.counters.bad_crc == 0
