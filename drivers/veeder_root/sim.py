@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import queue
 import select
 import socket
 import threading
@@ -30,8 +29,8 @@ from typing import Protocol
 
 import structlog
 
-from drivers.base import TransportError
 from drivers.ptylink import PtyLink
+from drivers.simthread import ThreadCalls
 from drivers.veeder_root import codec
 from drivers.veeder_root.codec import Command, Malformed, Reply
 
@@ -372,13 +371,6 @@ class _Endpoint:
                 self.sock.close()
 
 
-@dataclass
-class _Call:
-    fn: Callable[[], None]
-    done: threading.Event = field(default_factory=threading.Event)
-    error: Exception | None = None
-
-
 class TlsConsoleSimulator:
     """A TLS console on a pty and / or a TCP port of 127.0.0.1.
 
@@ -417,8 +409,7 @@ class TlsConsoleSimulator:
         self._clients: dict[int, _Endpoint] = {}
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._wake_r = self._wake_w = -1
-        self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
+        self._calls = ThreadCalls(name)
 
     # ---------------------------------------------------------------- serving
     def serve_pty(self, link: Path | None = None) -> PtyLink:
@@ -442,12 +433,12 @@ class TlsConsoleSimulator:
     def _start(self) -> None:
         if self._thread is not None:
             # Already serving: the thread picks the new endpoint up on its next turn.
-            self._wake()
+            self._calls.wake()
             return
         self._stopping = False
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
+        self._calls.open()
         self._thread = threading.Thread(target=self._serve, name=f"{self.name}-wire", daemon=True)
+        self._calls.thread = self._thread
         self._thread.start()
         log.info("tls_sim_serving", console=self.name)
 
@@ -456,12 +447,10 @@ class TlsConsoleSimulator:
         thread = self._thread
         if thread is not None:
             self._stopping = True
-            self._wake()
+            self._calls.wake()
             thread.join()
-            self._thread = None
-            for fd in (self._wake_r, self._wake_w):
-                os.close(fd)
-            self._wake_r = self._wake_w = -1
+            self._thread = self._calls.thread = None
+            self._calls.close()
         for client in self._clients.values():
             client.close()
         self._clients.clear()
@@ -520,14 +509,14 @@ class TlsConsoleSimulator:
 
     def drop_connections(self) -> None:
         """Close every TCP client connection (the console rebooted its network card)."""
-        self._in_thread(self._do_drop_connections)
+        self._calls.call(self._do_drop_connections)
 
     def unplug(self) -> None:
         """Pull the pty's adapter out (see PtyLink.unplug)."""
-        self._in_thread(self._do_unplug)
+        self._calls.call(self._do_unplug)
 
     def replug(self) -> None:
-        self._in_thread(self._do_replug)
+        self._calls.call(self._do_replug)
 
     # ---------------------------------------------------------------- the thread
     def _serve(self) -> None:
@@ -538,10 +527,10 @@ class TlsConsoleSimulator:
             log.exception("tls_sim_failed", console=self.name)
             raise
         finally:
-            self._run_calls()
+            self._calls.run_pending()
 
     def _turn(self) -> None:
-        watched: dict[int, _Endpoint | None] = {self._wake_r: None}
+        watched: dict[int, _Endpoint | None] = {self._calls.wake_fd: None}
         if self._listener is not None:
             watched[self._listener.fileno()] = None
         if self._pty is not None:
@@ -549,11 +538,9 @@ class TlsConsoleSimulator:
         watched.update(self._clients)
         readable, _, _ = select.select(list(watched), [], [])
         for fd in readable:
-            if fd == self._wake_r:
-                with contextlib.suppress(OSError):
-                    while os.read(self._wake_r, 256):
-                        pass
-                self._run_calls()
+            if fd == self._calls.wake_fd:
+                self._calls.drain()
+                self._calls.run_pending()
             elif self._listener is not None and fd == self._listener.fileno():
                 self._accept()
             else:
@@ -654,37 +641,6 @@ class TlsConsoleSimulator:
             lost += endpoint.write(wire[start : start + size])
         with self._lock:
             self._stats.replies_sent += 1 if not lost else 0
-
-    # ---------------------------------------------------------------- thread calls
-    def _in_thread(self, fn: Callable[[], None]) -> None:
-        """Run `fn` on the wire thread (it owns the descriptors) and wait for it."""
-        thread = self._thread
-        if thread is None or not thread.is_alive() or threading.current_thread() is thread:
-            fn()
-            return
-        call = _Call(fn)
-        self._calls.put(call)
-        self._wake()
-        if not call.done.wait(10.0):
-            raise TransportError("the simulator's thread did not respond", device=self.name)
-        if call.error is not None:
-            raise call.error
-
-    def _run_calls(self) -> None:
-        while True:
-            try:
-                call = self._calls.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                call.fn()
-            except Exception as exc:  # handed to the waiting caller, who re-raises it
-                call.error = exc
-            call.done.set()
-
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"\0")
 
     def _do_drop_connections(self) -> None:
         for client in self._clients.values():

@@ -7,7 +7,6 @@ import contextlib
 import errno
 import math
 import os
-import queue
 import random
 import select
 import threading
@@ -21,8 +20,8 @@ from typing import TypeAlias
 
 import structlog
 
-from drivers.base import TransportError
 from drivers.ptylink import PtyLink
+from drivers.simthread import ThreadCalls
 from drivers.wayne_dart import codec
 from drivers.wayne_dart.codec import DCC, DartStatus, Frame, FrameKind, Malformed
 
@@ -639,8 +638,7 @@ class DartLineSimulator:
         self._fd: int | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._wake_r = self._wake_w = -1
-        self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
+        self._calls = ThreadCalls(name)
         self._rx = bytearray()
         self._line_free_at = 0.0
 
@@ -682,9 +680,9 @@ class DartLineSimulator:
         os.set_blocking(fd, False)
         self._fd = fd
         self._stopping = False
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
+        self._calls.open()
         self._thread = threading.Thread(target=self._serve, name=f"{self.name}-line", daemon=True)
+        self._calls.thread = self._thread
         self._thread.start()
         log.info("dart_sim_serving", line=self.name, pumps=[f"0x{a:02X}" for a in self._pumps])
 
@@ -693,12 +691,10 @@ class DartLineSimulator:
         thread = self._thread
         if thread is not None:
             self._stopping = True
-            self._wake()
+            self._calls.wake()
             thread.join()
-            self._thread = None
-            for fd in (self._wake_r, self._wake_w):
-                os.close(fd)
-            self._wake_r = self._wake_w = -1
+            self._thread = self._calls.thread = None
+            self._calls.close()
         if self._link is not None:
             self._link.close()
             self._link = None
@@ -706,11 +702,11 @@ class DartLineSimulator:
 
     def unplug(self) -> None:
         """Pull the line's adapter out (see PtyLink.unplug); pumps keep their state."""
-        self._in_thread(self._do_unplug)
+        self._calls.call(self._do_unplug)
 
     def replug(self) -> None:
         """Plug a fresh adapter in at the same path."""
-        self._in_thread(self._do_replug)
+        self._calls.call(self._do_replug)
 
     def __enter__(self) -> DartLineSimulator:
         return self
@@ -750,11 +746,11 @@ class DartLineSimulator:
             log.exception("dart_sim_line_failed", line=self.name)
             raise
         finally:
-            self._run_calls()  # nobody may wait forever on a call queued during shutdown
+            self._calls.run_pending()
 
     def _serve_forever(self) -> None:
         poller = select.poll()
-        poller.register(self._wake_r, select.POLLIN)
+        poller.register(self._calls.wake_fd, select.POLLIN)
         watched: int | None = None
         while not self._stopping:
             if watched != self._fd:
@@ -765,9 +761,9 @@ class DartLineSimulator:
                     poller.register(self._fd, select.POLLIN)
                 watched = self._fd
             for fd, events in poller.poll():
-                if fd == self._wake_r:
-                    self._drain_wake()
-                    self._run_calls()
+                if fd == self._calls.wake_fd:
+                    self._calls.drain()
+                    self._calls.run_pending()
                 elif fd == self._fd:
                     self._on_readable(fd, events)
 
@@ -868,33 +864,6 @@ class DartLineSimulator:
         for name, delta in deltas.items():
             setattr(self._stats, name, getattr(self._stats, name) + delta)
 
-    # ---------------------------------------------------------------- thread calls
-    def _in_thread(self, fn: Callable[[], None]) -> None:
-        """Run `fn` on the line thread (it owns the descriptors) and wait for it."""
-        thread = self._thread
-        if thread is None or not thread.is_alive() or threading.current_thread() is thread:
-            fn()
-            return
-        call = _Call(fn)
-        self._calls.put(call)
-        self._wake()
-        if not call.done.wait(10.0):
-            raise TransportError("the simulator's line thread did not respond", device=self.name)
-        if call.error is not None:
-            raise call.error
-
-    def _run_calls(self) -> None:
-        while True:
-            try:
-                call = self._calls.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                call.fn()
-            except Exception as exc:  # handed to the waiting caller, who re-raises it
-                call.error = exc
-            call.done.set()
-
     def _do_unplug(self) -> None:
         if self._link is None:
             raise RuntimeError("only a line served with serve_pty() can be unplugged")
@@ -911,22 +880,6 @@ class DartLineSimulator:
         self._fd = self._link.master_fd
         self._rx.clear()
         log.info("dart_sim_replugged", line=self.name, pty=self._link.slave_name)
-
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"\0")
-
-    def _drain_wake(self) -> None:
-        with contextlib.suppress(OSError):
-            while os.read(self._wake_r, 256):
-                pass
-
-
-@dataclass
-class _Call:
-    fn: Callable[[], None]
-    done: threading.Event = field(default_factory=threading.Event)
-    error: Exception | None = None
 
 
 def _flip_crc(wire: bytes) -> bytes:
