@@ -6,10 +6,11 @@ import contextlib
 import ctypes
 import json
 import os
+import platform
 import signal
 import subprocess
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 _PR_SET_PDEATHSIG = 1
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -94,3 +95,54 @@ def read_log_events(log: Path) -> dict[str, int]:
                 key = "unparsed line"
             events[key] = events.get(key, 0) + 1
     return events
+
+
+# A forecourt of two grades and `lines` x `pumps_per_line` two-nozzle DART pumps, the shape
+# every daemon benchmark measures.
+GRADES_TOML = """
+[[grades]]
+id = "92"
+name = "92# Gasoline"
+unit_price = "7.45"
+
+[[grades]]
+id = "95"
+name = "95# Gasoline"
+unit_price = "7.93"
+"""
+
+
+def forecourt_toml(workdir: Path, lines: int, pumps_per_line: int, line_keys: str) -> str:
+    """[[lines]] (ptys `workdir/line<n>`, 9600 baud odd parity, 50 ms reply timeout, plus
+    `line_keys`) and their [[pumps]], numbered from 1 across the lines."""
+    parts: list[str] = []
+    number = 0
+    for n in range(lines):
+        parts.append(
+            f'\n[[lines]]\nname = "line{n}"\nport = "{workdir / f"line{n}"}"\n'
+            'protocol = "wayne_dart"\nbaud = 9600\nparity = "odd"\nreply_timeout_ms = 50\n'
+            f"{line_keys}\n"
+        )
+        for p in range(pumps_per_line):
+            number += 1
+            parts.append(
+                f'\n[[pumps]]\nnumber = {number}\nline = "line{n}"\naddress = 0x{0x50 + p:02X}\n'
+                'nozzles = { 1 = "92", 2 = "95" }\n'
+            )
+    return "".join(parts)
+
+
+def machine() -> dict[str, Any]:
+    """The machine a figure was measured on."""
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for row in f:
+            if row.startswith("model name"):
+                model = row.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model or platform.processor(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }

@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import shutil
 import signal
 import sqlite3
@@ -30,9 +29,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-from _kit import Child, SetupError, host_busy_s, read_log_events
+from _kit import (
+    GRADES_TOML,
+    Child,
+    SetupError,
+    forecourt_toml,
+    host_busy_s,
+    machine,
+    read_log_events,
+)
 
 LINES = 2
 PUMPS_PER_LINE = 8
@@ -70,42 +76,12 @@ authorize_timeout_s = 60
 level = "warning"
 format = "json"
 
-[[grades]]
-id = "92"
-name = "92# Gasoline"
-unit_price = "7.45"
-
-[[grades]]
-id = "95"
-name = "95# Gasoline"
-unit_price = "7.93"
 """
     ]
-    number = 0
-    for n in range(LINES):
-        parts.append(
-            f"""
-[[lines]]
-name = "line{n}"
-port = "{workdir / f"line{n}"}"
-protocol = "wayne_dart"
-baud = {BAUD}
-parity = "odd"
-reply_timeout_ms = 50
-poll_interval_ms = {poll_interval_ms}
-"""
-        )
-        for p in range(PUMPS_PER_LINE):
-            number += 1
-            parts.append(
-                f"""
-[[pumps]]
-number = {number}
-line = "line{n}"
-address = 0x{0x50 + p:02X}
-nozzles = {{ 1 = "92", 2 = "95" }}
-"""
-            )
+    parts.append(GRADES_TOML)
+    parts.append(
+        forecourt_toml(workdir, LINES, PUMPS_PER_LINE, f"poll_interval_ms = {poll_interval_ms}")
+    )
     return "".join(parts)
 
 
@@ -309,21 +285,6 @@ def _wait_for(ready: Callable[[], bool], child: Child, timeout: float, what: str
 # ======================================================================================
 # Reporting
 # ======================================================================================
-def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for row in f:
-            if row.startswith("model name"):
-                model = row.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": model or platform.processor(),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-    }
-
-
 def table(r: FootprintResult) -> Iterator[str]:
     load = "random customers buying fuel" if r.customers else "idle pumps"
     cpu_verdict = "met" if r.cpu_target_met else "MISSED"

@@ -36,7 +36,6 @@ import contextlib
 import getpass
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -54,7 +53,15 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-from _kit import Child, SetupError, host_busy_s, read_log_events
+from _kit import (
+    GRADES_TOML,
+    Child,
+    SetupError,
+    forecourt_toml,
+    host_busy_s,
+    read_log_events,
+)
+from _kit import machine as host_machine
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drivers.ptylink import PtyLink
@@ -241,46 +248,14 @@ tls = false
 topic_prefix = "{PREFIX}"
 command_keys = [{{ id = "{KEY_ID}", public_key = "{public_key}" }}]
 
-[[grades]]
-id = "92"
-name = "92# Gasoline"
-unit_price = "7.45"
-
-[[grades]]
-id = "95"
-name = "95# Gasoline"
-unit_price = "7.93"
 """
     ]
+    parts.append(GRADES_TOML)
     if hasattr(station_config, "ControlConfig"):
         # The daemon's control socket in this run's folder, not the machine-wide default that
         # another daemon (or another run) may hold. Only where the config has the section.
         parts.append(f'\n[control]\nsocket = "{workdir / "control.sock"}"\n')
-    number = 0
-    for n in range(LINES):
-        parts.append(
-            f"""
-[[lines]]
-name = "line{n}"
-port = "{workdir / f"line{n}"}"
-protocol = "wayne_dart"
-baud = 9600
-parity = "odd"
-reply_timeout_ms = 50
-idle_poll_ms = {idle_poll_ms}
-"""
-        )
-        for p in range(PUMPS_PER_LINE):
-            number += 1
-            parts.append(
-                f"""
-[[pumps]]
-number = {number}
-line = "line{n}"
-address = 0x{0x50 + p:02X}
-nozzles = {{ 1 = "92", 2 = "95" }}
-"""
-            )
+    parts.append(forecourt_toml(workdir, LINES, PUMPS_PER_LINE, f"idle_poll_ms = {idle_poll_ms}"))
     return "".join(parts)
 
 
@@ -930,25 +905,13 @@ def rig_result(
 # Reporting
 # ======================================================================================
 def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for row in f:
-            if row.startswith("model name"):
-                model = row.split(":", 1)[1].strip()
-                break
     mosquitto = ""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         out = subprocess.run(
             [MOSQUITTO, "-h"], capture_output=True, text=True, timeout=5, check=False
         ).stdout
         mosquitto = out.splitlines()[0] if out else ""
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": model or platform.processor(),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "mosquitto": mosquitto,
-    }
+    return {**host_machine(), "mosquitto": mosquitto}
 
 
 def _verdict(met: bool | None) -> str:
