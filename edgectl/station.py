@@ -165,6 +165,7 @@ class Station:
         if service is None:
             self.log.warning("event_from_unknown_pump", line=event.line, address=event.pump)
             return
+        service.events_queued += 1
         service.queue.put_nowait(event)
 
     async def run(self) -> None:
@@ -372,6 +373,11 @@ class PumpService:
         self.price_set_id: str | None = None  # the price set the pump's prices came from
         self._prices_wanted: tuple[str | None, tuple[Decimal, ...]] | None = None
         self._published_state: tuple[object, ...] | None = None
+        # Events handed to the queue and taken from it: reports the pump sent before it
+        # confirmed the current authorization (the last sale's reset, say) are old news.
+        self.events_queued = 0
+        self._events_taken = 0
+        self._confirmed_at = 0  # events_queued when the pump confirmed the authorization
         # Decisions about this pump (its events, authorizations, cancels) run one at a time.
         self.lock = asyncio.Lock()
 
@@ -387,6 +393,8 @@ class PumpService:
                     event = await self.queue.get()
             except TimeoutError:
                 timed_out = True
+            if event is not None:
+                self._events_taken += 1
             self.idle.clear()
             try:
                 async with self.lock:
@@ -572,11 +580,17 @@ class PumpService:
     async def _act(self) -> None:
         if not self.online or self.status is None:
             return
+        if self.auth is not None and self._events_taken <= self._confirmed_at:
+            return  # the pump said this before it confirmed the authorization
         if self.status in _SALE_OVER:
             # After a failure, wait for the retry time instead of hammering the pump on
             # every status report it sends meanwhile.
             if self._retry_at is None:
                 await self._finish_sale()
+            return
+        if self.status is DispenserStatus.AUTHORIZED and self.auth is None:
+            if self._retry_at is None:
+                await self._withdraw_authorization()
             return
         if self.auth is not None:
             await self._follow_authorization()
@@ -613,6 +627,17 @@ class PumpService:
         elif self.status is DispenserStatus.RESET and state is not AuthorizationState.REQUESTED:
             # The pump dropped the authorization without a sale (stopped, reset or restarted).
             await self._end_auth(AuthorizationState.NO_SALE, "pump returned to idle without fuel")
+
+    async def _withdraw_authorization(self) -> None:
+        """The pump is released with no authorization on record: an AUTHORIZE it obeyed
+        though its answers were lost, or a STOP that could not reach it. Anyone could fill
+        unpaid, and no order could have the pump: take the release back."""
+        self.log.warning("unrecorded_authorization_withdrawn")
+        try:
+            await self.line.stop(self.address)
+        except DriverError as exc:
+            self.log.warning("withdraw_failed_will_retry", error=str(exc))
+            self._retry_at = self.station.clock() + RETRY_S
 
     async def _authorize_auto(self) -> None:
         limits = self.station.config.limits
@@ -703,6 +728,7 @@ class PumpService:
             await self._end_auth(AuthorizationState.FAILED, str(exc))
             log.error("authorize_failed", error=str(exc))
             raise CommandError(f"pump {self.pump.number}: {exc}", code="pump_refused") from exc
+        self._confirmed_at = self.events_queued
         await self._set_auth_state(AuthorizationState.AUTHORIZED)
         log.info(
             "authorized",

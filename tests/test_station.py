@@ -167,6 +167,34 @@ async def test_authorization_expires_when_no_nozzle_is_lifted(tmp_path: Path) ->
         await until(lambda: st.pump(1).status is DartStatus.RESET, what="de-authorized")
 
 
+async def test_reports_from_before_an_authorization_do_not_end_it(tmp_path: Path) -> None:
+    """A customer lifting as soon as the last one hung up: the reports of the last sale's
+    reset still queued must not end the new authorization as if the pump had dropped it."""
+    async with running_station(write_config(tmp_path, mode="auto")) as st:
+        for _ in range(3):
+            await Customer(st.pump(1), normal_fill(1, Decimal("10.00"), react_s=0.3)).run()
+        await until(lambda: len(st.rows("SELECT * FROM sales")) == 3, what="three sales")
+        auths = st.rows("SELECT state FROM authorizations")
+        assert auths == [{"state": "completed"}] * 3
+        assert all(s["authorization_id"] for s in st.rows("SELECT * FROM sales"))
+
+
+async def test_authorize_obeyed_but_unconfirmed_is_withdrawn(tmp_path: Path) -> None:
+    """The pump acts on the AUTHORIZE but every answer is lost: the authorization is recorded
+    as failed, so the pump must not stay released for anyone to fill unpaid (found by the
+    soak test: the pump then also refused every later order as busy)."""
+    async with running_station(write_config(tmp_path, mode="attendant")) as st:
+        st.sims["l0"].drop_next_replies(0x50, 4)  # the first try and its three retries
+        with pytest.raises(CommandError) as err:
+            await st.daemon.station.authorize(1, AuthorizationSource.ATTENDANT)
+        assert err.value.code == "pump_refused"
+        assert st.rows("SELECT state FROM authorizations") == [{"state": "failed"}]
+        await until(lambda: st.pump(1).status is DartStatus.RESET, what="withdrawn")
+        await until(lambda: st.service(1).fp.state is FPState.IDLE, what="fp idle")
+        await st.daemon.station.authorize(1, AuthorizationSource.ATTENDANT)
+        await until(lambda: st.pump(1).status is DartStatus.AUTHORIZED, what="authorized again")
+
+
 async def test_graceful_stop_commits_the_sale_in_progress(tmp_path: Path) -> None:
     async with running_station(write_config(tmp_path, mode="auto"), flow_rate_lps=2.0) as st:
         pump = st.pump(1)

@@ -1,0 +1,346 @@
+"""Soak: the real daemon in cloud mode on two DART lines under a stream of pay-at-pump orders,
+line faults and broker restarts; then the books must balance: nothing lost, nothing twice.
+
+Only `make soak` runs it, for `EDGECTL_SOAK_S` seconds of traffic (120 by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from drivers.wayne_dart.codec import DartStatus
+from drivers.wayne_dart.sim import Customer, normal_fill, preset_fill, walk_away
+from edgectl.forecourt.fuelling_point import FPState
+from tests.cloudkit import TestCloud, cloud_section, iso
+from tests.mqttkit import MosquittoBroker
+from tests.stationkit import RunningStation, running_station, until, write_config
+
+SOAK_S = float(os.environ.get("EDGECTL_SOAK_S", "120"))
+SEED = int(os.environ.get("EDGECTL_SOAK_SEED", "0")) or random.randrange(1, 2**31)
+FINAL = frozenset({"completed", "expired", "cancelled", "failed"})
+START_TOTAL = 100_000  # raw volume total of every simulated nozzle (stationkit.start_simulators)
+# What a customer does with an accepted order, and how often.
+SCRIPTS = {"fill": 50, "preset": 15, "walk_away": 12, "no_show": 10, "cancel": 13}
+
+pytestmark = [pytest.mark.soak, pytest.mark.timeout(SOAK_S + 300)]
+
+
+class SoakCloud(TestCloud):
+    """The test cloud, made to outlive broker restarts as a real one does: a persistent
+    session it keeps reconnecting to, and publishes tried again until the broker has them."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.connected = asyncio.Event()
+        self.connections = 0
+
+    async def __aenter__(self) -> SoakCloud:
+        self._reader = asyncio.create_task(self._stay_connected())
+        await asyncio.wait_for(self.connected.wait(), 10)
+        return self
+
+    async def _stay_connected(self) -> None:
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = 3600
+        while True:
+            client = aiomqtt.Client(
+                "127.0.0.1",
+                self.port,
+                identifier="soak-cloud",
+                protocol=aiomqtt.ProtocolVersion.V5,
+                clean_start=False,
+                properties=properties,
+            )
+            with contextlib.suppress(aiomqtt.MqttError):
+                async with client:
+                    self._client = client
+                    await client.subscribe(f"{self.base}/#", qos=1)
+                    self.connections += 1
+                    self.connected.set()
+                    await self._read()
+            self.connected.clear()
+            self._client = None
+            await asyncio.sleep(0.2)
+
+    async def publish(self, type_: str, body: dict[str, Any] | bytes, **kw: Any) -> None:
+        while True:
+            await self.connected.wait()
+            if self._client is not None:
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                    async with asyncio.timeout(5):
+                        await super().publish(type_, body, **kw)
+                    return
+            await asyncio.sleep(0.2)
+
+    async def ask(self, type_: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Send a command and return its result; sent again (same cmd_id) while unanswered,
+        as a cloud does when the broker may have lost it."""
+        body = self.command(type_, data, valid_for=300)
+        for _ in range(8):
+            await self.publish(type_, body)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(15):
+                    while not (found := self.results(body["cmd_id"])):
+                        await asyncio.sleep(0.05)
+                    return found[0]
+        raise AssertionError(f"no result for {type_} {data}")
+
+    def final_status(self, order_id: str) -> str | None:
+        statuses = [e["status"] for e in self.orders(order_id) if e["status"] in FINAL]
+        return statuses[-1] if statuses else None
+
+
+@dataclass
+class Tally:
+    accepted: dict[str, str] = field(default_factory=dict)  # order_id -> script
+    refused: Counter[str] = field(default_factory=Counter)  # authorize result code
+    cancels: Counter[str] = field(default_factory=Counter)  # cancel result code
+    faults: Counter[str] = field(default_factory=Counter)
+    broker_restarts: int = 0
+
+
+async def orders_at(
+    number: int,
+    st: RunningStation,
+    cloud: SoakCloud,
+    rng: random.Random,
+    until_t: float,
+    tally: Tally,
+) -> None:
+    """One pump's stream of orders and customers, each order followed to its end."""
+    loop = asyncio.get_running_loop()
+    pump, grades = st.pump(number), st.config.pump(number).nozzles
+    count = 0
+    while loop.time() < until_t:
+        count += 1
+        order_id = f"o-{number}-{count}"
+        script = rng.choices(list(SCRIPTS), list(SCRIPTS.values()))[0]
+        nozzle = rng.choice(pump.nozzles)
+        preset = Decimal(rng.randrange(3000, 15000)) / 100
+        data: dict[str, Any] = {
+            "order_id": order_id,
+            "pump": number,
+            "preset": {"type": "amount", "value": f"{preset:.2f}"},
+            "currency": "CNY",
+            "grades": [grades[nozzle]],
+        }
+        if script in ("no_show", "walk_away"):
+            lifetime = 3 if script == "no_show" else 8
+            data["expires_at"] = iso(datetime.now(UTC) + timedelta(seconds=lifetime))
+        result = await cloud.ask("authorize", data)
+        if result["status"] != "accepted":
+            tally.refused[result["code"]] += 1  # busy, offline, or lost on the line: try again
+            await asyncio.sleep(rng.uniform(0.5, 1.5))
+            continue
+        tally.accepted[order_id] = script
+        react = rng.uniform(0.3, 1.5)
+        if script == "fill":
+            amount = (preset * Decimal(rng.uniform(0.3, 0.9))).quantize(Decimal("0.01"))
+            await Customer(pump, normal_fill(nozzle, amount, react_s=react)).run()
+        elif script == "preset":
+            await Customer(pump, preset_fill(nozzle, react_s=react)).run()
+        elif script == "walk_away":
+            await Customer(pump, walk_away(nozzle, linger_s=react)).run()
+        elif script == "cancel":
+            await asyncio.sleep(react)
+            cancelled = await cloud.ask("cancel", {"order_id": order_id})
+            tally.cancels[cancelled["code"]] += 1
+        await cloud.wait(
+            lambda oid=order_id: cloud.final_status(oid), timeout=120, what=f"end of {order_id}"
+        )
+        await asyncio.sleep(rng.uniform(0.2, 1.5))
+
+
+async def line_chaos(st: RunningStation, rng: random.Random, until_t: float, tally: Tally) -> None:
+    """Faults on the lines, about one a second, each over before the next, and each on a pump
+    the station has online (lost answers do not pile up on a pump polled only every 30 s)."""
+    loop = asyncio.get_running_loop()
+    faults = {"drop": 40, "corrupt": 25, "garbage": 20, "power_cut": 10, "unplug": 5}
+    while loop.time() < until_t:
+        await asyncio.sleep(rng.uniform(0.3, 1.7))
+        online = [s for s in st.daemon.station.points.values() if s.online]
+        if not online:
+            continue
+        target = rng.choice(online).pump
+        sim, address = st.sims[target.line], target.address
+        fault = rng.choices(list(faults), list(faults.values()))[0]
+        tally.faults[fault] += 1
+        if fault == "drop":
+            # Up to three answers lost: retried; more: the command fails and the pump is
+            # taken offline while it may have acted on it.
+            sim.drop_next_replies(address, rng.choice((1, 1, 2, 3, 5)))
+        elif fault == "corrupt":
+            sim.corrupt_next_reply(address)
+        elif fault == "garbage":
+            sim.inject_garbage(rng.randbytes(rng.randint(1, 16)))
+        elif fault == "power_cut":
+            sim.set_online(address, False)
+            await asyncio.sleep(rng.uniform(0.5, 3.0))
+            sim.set_online(address, True)
+        else:
+            sim.unplug()
+            await asyncio.sleep(rng.uniform(0.5, 3.0))
+            sim.replug()
+
+
+async def broker_chaos(
+    broker: MosquittoBroker, rng: random.Random, start: float, until_t: float, tally: Tally
+) -> None:
+    """Three clean restarts (one after a few seconds down) and one SIGKILL, spread out."""
+    loop = asyncio.get_running_loop()
+    span = until_t - start
+    for at, how in ((0.15, "restart"), (0.35, "restart"), (0.55, "down"), (0.75, "kill")):
+        await asyncio.sleep(max(0.0, start + at * span - loop.time()))
+        if how == "restart":
+            await asyncio.to_thread(broker.restart)
+        else:
+            await asyncio.to_thread(broker.kill if how == "kill" else broker.stop)
+            await asyncio.sleep(rng.uniform(1.0, 4.0))
+            await asyncio.to_thread(broker.start)
+        tally.broker_restarts += 1
+
+
+async def test_orders_under_line_faults_and_broker_restarts_lose_nothing_and_sell_once(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    print(f"\nsoak: {SOAK_S:.0f} s, seed {SEED} (EDGECTL_SOAK_SEED={SEED} repeats the choices)")
+    rng = random.Random(SEED)
+    key = Ed25519PrivateKey.generate()
+    config = write_config(
+        tmp_path,
+        mode="cloud",
+        lines=2,
+        pumps_per_line=4,
+        authorize_timeout_s=30,
+        extra=cloud_section(mosquitto.port, key),
+    )
+    tally = Tally()
+    loop = asyncio.get_running_loop()
+    with structlog.testing.capture_logs() as logs, keep_log(logs, tmp_path / "daemon.jsonl"):
+        async with (
+            SoakCloud(mosquitto.port, "TEST-01", key) as cloud,
+            running_station(config) as st,
+        ):
+            await cloud.wait(lambda: cloud.on("state/online"), what="station online")
+            start = loop.time()
+            until_t = start + SOAK_S
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(line_chaos(st, random.Random(rng.random()), until_t, tally))
+                tg.create_task(
+                    broker_chaos(mosquitto, random.Random(rng.random()), start, until_t, tally)
+                )
+                for number in st.daemon.station.points:
+                    lane_rng = random.Random(rng.random())
+                    tg.create_task(orders_at(number, st, cloud, lane_rng, until_t, tally))
+
+            # The faults are over and every order has ended: let the station settle. A pump
+            # that was offline is retried with a capped backoff (30 s), so this may take a while.
+            with contextlib.suppress(AssertionError):
+                await until(lambda: not busy_pumps(st), timeout=60)
+            assert busy_pumps(st) == []
+            await until(
+                lambda: st.rows("SELECT COUNT(*) AS n FROM outbox")[0]["n"] == 0,
+                timeout=60,
+                what="outbox drained",
+            )
+            await asyncio.sleep(1)  # the last messages PUBACKed to the station reach the cloud
+            sales = st.rows("SELECT * FROM sales ORDER BY id")
+            orders = {o["order_id"]: o for o in st.rows("SELECT * FROM orders")}
+            check_books(st, cloud, sales, orders, tally)
+            assert st.rows("SELECT kind, message FROM alarms") == []
+
+    assert [e for e in logs if e["event"] == "pump_step_crashed"] == []
+    outcomes = Counter(o["status"] for o in orders.values())
+    print(
+        f"soak: {len(orders)} orders {dict(outcomes)}, accepted by script"
+        f" {dict(Counter(tally.accepted.values()))}, refused {dict(tally.refused)},"
+        f" cancels {dict(tally.cancels)}; {len(sales)} sales,"
+        f" {sum(Decimal(s['volume']) for s in sales)} L; faults {dict(tally.faults)};"
+        f" broker restarts {tally.broker_restarts}; station log {tmp_path / 'daemon.jsonl'}"
+    )
+
+
+@contextlib.contextmanager
+def keep_log(logs: list[dict[str, Any]], path: Path) -> Iterator[None]:
+    """Write what the daemon logged to `path` (JSON lines), whatever the outcome."""
+    try:
+        yield
+    finally:
+        with path.open("w") as out:
+            for entry in logs:
+                out.write(json.dumps(entry, default=str) + "\n")
+
+
+def busy_pumps(st: RunningStation) -> list[tuple[int, str, str, bool]]:
+    """Pumps not back at rest: (number, station state, pump status, nozzle out)."""
+    busy = []
+    for number, service in st.daemon.station.points.items():
+        pump = st.pump(number)
+        if not (
+            service.fp.state is FPState.IDLE
+            and pump.status is DartStatus.RESET
+            and pump.nozzle_out is None
+        ):
+            out = pump.nozzle_out is not None
+            busy.append((number, service.fp.state.name, pump.status.name, out))
+    return busy
+
+
+def check_books(
+    st: RunningStation,
+    cloud: SoakCloud,
+    sales: list[dict[str, Any]],
+    orders: dict[str, dict[str, Any]],
+    tally: Tally,
+) -> None:
+    # Nothing lost, nothing twice: each nozzle's meter moved by exactly the litres sold on it.
+    sold: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
+    for sale in sales:
+        sold[(sale["pump"], sale["nozzle"])] += Decimal(sale["volume"])
+    for number in st.daemon.station.points:
+        pump = st.pump(number)
+        for nozzle in pump.nozzles:
+            metered = Decimal(pump.totals(nozzle)[0] - START_TOTAL) / 100
+            assert metered == sold[(number, nozzle)], (number, nozzle)
+    assert len({s["uid"] for s in sales}) == len(sales)
+    # Cloud mode: every fill came from an order, and each order has at most one sale.
+    assert all(s["order_id"] is not None for s in sales)
+    assert len({s["order_id"] for s in sales}) == len(sales)
+    assert sum(o["status"] == "completed" for o in orders.values()) == len(sales)
+
+    # Every order ended, in the store and as the cloud saw it.
+    assert {o["order_id"]: o["status"] for o in orders.values() if o["status"] not in FINAL} == {}
+    for order_id in tally.accepted:
+        assert order_id in orders, order_id
+        assert cloud.final_status(order_id) == orders[order_id]["status"], order_id
+    seen_sales = {m["data"]["sale_id"] for m in cloud.on("evt/sale")}
+    assert seen_sales == {s["id"] for s in sales}
+
+    # Deduplicated by msg_id, each stream's messages arrive in seq order.
+    first: dict[str, dict[str, Any]] = {}
+    for _, message, raw in cloud.messages:
+        if message.get("seq") and not raw.retain:  # a retained copy is a snapshot, not a step
+            first.setdefault(message["msg_id"], message)
+    streams: dict[str, list[int]] = defaultdict(list)
+    for message in first.values():
+        streams[message["schema"]].append(message["seq"])
+    for schema, seqs in streams.items():
+        assert seqs == sorted(seqs), schema
