@@ -23,7 +23,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import platform
 import signal
 import statistics
 import sys
@@ -35,7 +34,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from _kit import SetupError
+from _kit import SetupError, machine
 
 from drivers.base import DispenserEvent, DispenserStatus, PumpOnline
 from drivers.transport import SerialTransport
@@ -376,21 +375,6 @@ def _percentile(values: list[float], pct: int) -> float:
 # ======================================================================================
 # Reporting
 # ======================================================================================
-def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for row in f:
-            if row.startswith("model name"):
-                model = row.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": model or platform.processor(),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-    }
-
-
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:8.1f} ms"
 

@@ -804,9 +804,7 @@ class Store:
             "ullage_l",
             "fill_pct",
         )
-        params = tuple(
-            str(values[c]) if isinstance(values[c], Decimal) else values[c] for c in cols
-        )
+        params = _column_values(values, cols)
         marks = ",".join("?" * len(cols))
         with self.transaction() as tx:
             tx.execute(
@@ -839,9 +837,7 @@ class Store:
             "delivered",
             "delivered_tc",
         )
-        params = tuple(
-            str(values[c]) if isinstance(values[c], Decimal) else values[c] for c in cols
-        )
+        params = _column_values(values, cols)
         with self.transaction() as tx:
             cur = tx.execute(
                 f"INSERT OR IGNORE INTO deliveries (gauge, {','.join(cols)}, recorded_at)"
@@ -922,9 +918,7 @@ class Store:
             "period_throughput",
             "flagged",
         )
-        params = tuple(
-            str(values[c]) if isinstance(values[c], Decimal) else values[c] for c in cols
-        )
+        params = _column_values(values, cols)
         with self.transaction() as tx:
             cur = tx.execute(
                 f"INSERT OR IGNORE INTO reconciliations ({','.join(cols)}, recorded_at)"
@@ -1098,6 +1092,11 @@ class StoreReader:
         rows = self._rows(f"{sql} ORDER BY {order} DESC LIMIT ?", (*params, limit))
         rows.reverse()
         return rows
+
+
+def _column_values(values: Mapping[str, Any], cols: tuple[str, ...]) -> tuple[Any, ...]:
+    """`values` in column order, as stored: decimals as their text."""
+    return tuple(str(values[c]) if isinstance(values[c], Decimal) else values[c] for c in cols)
 
 
 def _filters(*conditions: tuple[str, object]) -> tuple[str, tuple[Any, ...]]:
