@@ -131,6 +131,7 @@ class LineCounters:
     naks: int = 0
     retransmissions: int = 0
     duplicates_dropped: int = 0
+    resyncs: int = 0  # data-link sequence numbers pinned again (start, pump back, clash)
     reopens: int = 0
     unexpected: int = 0
 

@@ -250,3 +250,44 @@ async def test_sigkill_between_commit_and_publish_publishes_after_restart(
             broker.stop()
         for sim in sims.values():
             sim.stop()
+
+
+@pytest.mark.parametrize("duplicates", ["ack", "silent"])
+async def test_restart_never_strands_a_pump_whatever_tx_number_it_remembers(
+    tmp_path: Path, daemon: DaemonProcess, duplicates: str
+) -> None:
+    """Issue 9.1: every start numbered its first DATA frame 1; a pump whose last executed
+    frame was also 1 took it for a repeat, and stayed unknown, never released again."""
+    config = load_config(daemon.config)
+    db = config.store.path
+    sims = start_simulators(config, flow_rate_lps=5.0)
+    pumps = [p for sim in sims.values() for p in sim.pumps]
+    for p in pumps:
+        p.duplicates = duplicates
+    pump = sims["l0"].pump(0x50)
+    try:
+        daemon.start()
+        await until(
+            lambda: count_when_ready(db, "nozzle_totals") == 4, timeout=20, what="daemon online"
+        )
+        daemon.kill()
+        for p in pumps:  # each pump's last frame bore the number a fresh start uses first
+            p.remember_master_seq(1)
+        daemon.start()
+        await asyncio.sleep(1.0)  # the restarted daemon finds its pumps again
+        pump.lift(1)
+        await until(
+            lambda: pump.status is DartStatus.AUTHORIZED, timeout=10, what="released after restart"
+        )
+        pump.squeeze()
+        await until(lambda: pump.volume > 100, what="fuel flowing")
+        pump.release()
+        pump.hang_up()
+        await until(lambda: len(sales(db)) == 1, timeout=20, what="sale recorded")
+        await until(lambda: pump.status is DartStatus.RESET, what="pump reset")
+        text = daemon.log.read_text()
+        assert "pump_step_failed" not in text and "Traceback" not in text
+        assert daemon.terminate() == 0
+    finally:
+        for sim in sims.values():
+            sim.stop()

@@ -44,6 +44,9 @@ STATUS_MAP: dict[int, DispenserStatus] = {
 # Pumps in these states are polled more often: their volume runs and their sale ends.
 _BUSY = {DispenserStatus.AUTHORIZED, DispenserStatus.FILLING, DispenserStatus.SUSPENDED}
 
+# Fresh TX# tried to pin a pump's numbers before giving up (each with the line's retries).
+_RESYNC_ROUNDS = 3
+
 FrameTap = Callable[[str, bytes, "Frame | Malformed | None", float], None]
 
 
@@ -78,6 +81,9 @@ class _PumpLink:
 
     settings: DartPumpSettings
     tx_seq: int = 0
+    # False until the pump has acknowledged a data frame of ours since we (or it) started:
+    # until then it may hold any TX# as its last and would ignore a frame bearing it.
+    synced: bool = False
     last_rx_seq: int | None = None
     online: bool = False
     ever_seen: bool = False
@@ -265,6 +271,8 @@ class DartLine:
             first = False
             delay = self.settings.reopen_initial_s
             self._rxbuf.clear()
+            for link in self._pumps.values():
+                link.synced = False  # the adapter was gone: someone else may have talked
             try:
                 await self._schedule()
             except TransportError as exc:
@@ -364,6 +372,8 @@ class DartLine:
             return
         link = self._pumps[req.address]
         try:
+            if not link.synced:
+                await self._resync(link)
             result = await self._deliver(link, req)
         except (DeviceTimeout, CommandRejected) as exc:
             if not req.future.done():
@@ -413,7 +423,49 @@ class DartLine:
                 for item in reversed(replies):
                     if req.expect(item):
                         return replies if req.whole_frame else item
+        # Acknowledged but never carried out looks like a frame taken for a repeat (the
+        # pump's last TX# was ours): the next command pins the numbers again first.
+        link.synced = False
         raise DeviceTimeout(f"{req.label}: the pump sent no answer", device=self._dev(address))
+
+    async def _resync(self, link: _PumpLink) -> None:
+        """Pin the pump's last TX# before the first command after a start, a reopen or the
+        pump coming back. A harmless RETURN STATUS goes out under a fresh number until the
+        pump acknowledges one: whether it executed it or took it for a repeat, its last
+        number is then ours and the next frame is new to it. A pump that drops a repeat
+        without a word still answers a POLL: that silence means "take another number"."""
+        address = link.settings.address
+        probe_items = (codec.Command(DCC.RETURN_STATUS),)
+        for _ in range(_RESYNC_ROUNDS):
+            link.tx_seq = (link.tx_seq + 1) % 16
+            frame = codec.data(address, link.tx_seq, *probe_items)
+            for _attempt in range(self.settings.retries + 1):
+                reply = await self._transact(frame, address)
+                if reply is None:
+                    there = await self._transact(codec.poll(address), address)
+                    if there is None:
+                        self._missed(link)
+                        continue
+                    self._answered(link)
+                    if there.kind is FrameKind.DATA:
+                        await self._accept_data(link, there)
+                    break  # the pump is there and ignored the frame: a new number
+                self._answered(link)
+                if reply.kind is FrameKind.ACK and reply.seq == link.tx_seq:
+                    link.synced = True
+                    self.counters.resyncs += 1
+                    return
+                if reply.kind is FrameKind.NAK:
+                    self.counters.naks += 1
+                elif reply.kind is FrameKind.DATA:
+                    await self._accept_data(link, reply)
+                    self.counters.unexpected += 1
+                else:
+                    self.counters.unexpected += 1
+        raise DeviceTimeout(
+            "the pump acknowledged no data frame: sequence numbers not synchronised",
+            device=self._dev(address),
+        )
 
     async def _submit(
         self,
@@ -504,6 +556,7 @@ class DartLine:
             link.online = True
             link.ever_seen = True
             link.last_rx_seq = None  # a pump that restarted may reuse any sequence number
+            link.synced = False  # and may remember any of ours, or none
             self._emit(PumpOnline(self.name, link.settings.address))
 
     def _missed(self, link: _PumpLink) -> None:

@@ -93,6 +93,7 @@ class SimPump:
         totals: Mapping[int, tuple[int, int]] | None = None,
         *,
         identity: str | None = None,
+        duplicates: str = "ack",
         clock: Clock = time.monotonic,
     ) -> None:
         if not 0x50 <= address <= 0x6F:
@@ -113,6 +114,11 @@ class SimPump:
             raise ValueError("flow_rate_lps must be positive")
         if identity is not None:
             codec.PumpIdentity(identity)  # ten digits, or ValueError now rather than on the line
+        if duplicates not in ("ack", "silent"):
+            raise ValueError(f"duplicates must be 'ack' or 'silent', not {duplicates!r}")
+        # What the pump does with a data frame numbered like the last one it executed: both
+        # kinds are met in the field. It never executes it again.
+        self.duplicates = duplicates
         self.address = address
         self.flow_rate_lps = flow_rate_lps
         self.volume_decimals = volume_decimals
@@ -263,6 +269,21 @@ class SimPump:
         with self._lock:
             self._online = online
 
+    def power_cycle(self) -> None:
+        """Mains off and on: the line layer forgets its sequence numbers and queued data;
+        the fill, the nozzles and their totals survive (they are kept in the pump's memory)."""
+        with self._lock:
+            self._seq = 0
+            self._pending = None
+            self._queue.clear()
+            self._last_master_seq = None
+
+    def remember_master_seq(self, seq: int | None) -> None:
+        """As if the last data frame the pump executed had carried TX# `seq` (None: none
+        since it powered up): what an earlier master, or an earlier run of ours, left."""
+        with self._lock:
+            self._last_master_seq = seq
+
     def ignore_commands(self, *dccs: int) -> None:
         """Fault: ACK these CD1 commands but carry none of them out (none: back to normal)."""
         with self._lock:
@@ -331,12 +352,13 @@ class SimPump:
         elif self._pending is not None:
             self.counters.acks_mismatched += 1
 
-    def _receive_data(self, frame: Frame) -> Frame:
+    def _receive_data(self, frame: Frame) -> Frame | None:
         self.counters.data_frames += 1
         if frame.seq == self._last_master_seq:
             # Our ACK was lost and the master sent the frame again: confirm, don't redo.
+            # (A pump of the "silent" kind drops it without a word.)
             self.counters.duplicates += 1
-            return codec.ack(self.address, frame.seq)
+            return codec.ack(self.address, frame.seq) if self.duplicates == "ack" else None
         self._last_master_seq = frame.seq
         for tx in frame.transactions:
             self._execute(codec.parse_command(tx))

@@ -121,6 +121,7 @@ async def test_price_update_reaches_the_pump(harness: Harness) -> None:
 
 
 async def test_lost_replies_are_retransmitted(harness: Harness) -> None:
+    assert await harness.line.request_status(0x50) is DispenserStatus.RESET  # numbers pinned
     harness.sim.drop_next_replies(0x50, 2)
     assert await harness.line.request_status(0x50) is DispenserStatus.RESET
     assert harness.line.counters.retransmissions >= 1
@@ -203,3 +204,107 @@ async def test_truncated_frame_on_the_line_is_counted_and_skipped(harness: Harne
     await harness.until(lambda: line.counters.malformed + line.counters.bad_crc >= 1)
     assert await line.request_status(0x51) is DispenserStatus.RESET
     assert line.counters.duplicates_dropped == 0
+
+
+# ---------------------------------------------------------------- sequence resynchronisation
+# A DART pump executes a data frame only if its TX# differs from the last one it executed;
+# a master that restarts (or a pump that power-cycles) cannot know that number. Each master
+# start, each pump coming back and each line reopened must leave no pump deaf to commands.
+
+
+async def _run_line(
+    port: Path, addresses: list[int], events: list[DispenserEvent]
+) -> tuple[DartLine, asyncio.Task[None]]:
+    line = make_line(port, addresses, events)
+    task = asyncio.create_task(line.run())
+    await Harness(None, line, events).until(  # type: ignore[arg-type]
+        lambda: all(line.is_online(a) for a in addresses)
+    )
+    return line, task
+
+
+async def _stop_line(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.parametrize("duplicates", ["ack", "silent"])
+@pytest.mark.parametrize("frames_before", [1, 2, 5, 16])
+async def test_restarted_master_is_obeyed_whatever_number_the_pump_remembers(
+    tmp_path: Path, duplicates: str, frames_before: int
+) -> None:
+    """The first master sends some frames and dies; the next one starts from scratch and its
+    commands must still be carried out, whichever TX# the pump saw last."""
+    pump = SimPump(0x50, PRICES, flow_rate_lps=20.0, duplicates=duplicates)
+    sim = DartLineSimulator([pump])
+    sim.serve_pty(tmp_path / "dart")
+    try:
+        events: list[DispenserEvent] = []
+        first, task = await _run_line(tmp_path / "dart", [0x50], events)
+        for _ in range(frames_before):
+            assert await first.request_status(0x50) is DispenserStatus.RESET
+        await _stop_line(task)
+
+        executed = pump.counters.executed
+        second, task = await _run_line(tmp_path / "dart", [0x50], events)
+        try:
+            assert await second.request_status(0x50) is DispenserStatus.RESET
+            await second.authorize(0x50, nozzles=(1,), preset_amount=Decimal("5.00"))
+            assert pump.status is DartStatus.AUTHORIZED
+            await second.stop(0x50)
+            assert pump.status is DartStatus.RESET
+            assert pump.counters.executed > executed
+        finally:
+            await _stop_line(task)
+    finally:
+        sim.stop()
+
+
+@pytest.mark.parametrize("duplicates", ["ack", "silent"])
+async def test_every_starting_number_on_the_pump_is_resynchronised(
+    tmp_path: Path, duplicates: str
+) -> None:
+    """Exhaustive over the 16 numbers a pump may remember: a new master always gets through
+    with its first command, and never makes the pump execute that command twice."""
+    pump = SimPump(0x50, PRICES, duplicates=duplicates)
+    sim = DartLineSimulator([pump])
+    sim.serve_pty(tmp_path / "dart")
+    try:
+        events: list[DispenserEvent] = []
+        for remembered in range(16):
+            pump.power_cycle()
+            pump.remember_master_seq(remembered)  # what an earlier master left behind
+            line, task = await _run_line(tmp_path / "dart", [0x50], events)
+            try:
+                await line.set_prices(0x50, [Decimal("8.01"), Decimal("7.61")])
+                assert pump.price(1) == 801, f"pump remembering TX#{remembered}"
+                assert await line.request_status(0x50) is DispenserStatus.RESET
+            finally:
+                await _stop_line(task)
+            pump._nozzles[1].price = PRICES[1]
+    finally:
+        sim.stop()
+
+
+async def test_power_cycled_pump_obeys_the_next_command(tmp_path: Path) -> None:
+    pump = SimPump(0x50, PRICES, duplicates="silent")
+    sim = DartLineSimulator([pump])
+    sim.serve_pty(tmp_path / "dart")
+    events: list[DispenserEvent] = []
+    line, task = await _run_line(tmp_path / "dart", [0x50], events)
+    h = Harness(sim, line, events)
+    try:
+        assert await line.request_status(0x50) is DispenserStatus.RESET
+        pump.set_online(False)
+        await h.until(lambda: not line.is_online(0x50))
+        pump.power_cycle()
+        pump.set_online(True)
+        await h.until(lambda: line.is_online(0x50))
+        for _ in range(3):
+            assert await line.request_status(0x50) is DispenserStatus.RESET
+        await line.authorize(0x50, nozzles=(1, 2))
+        assert pump.status is DartStatus.AUTHORIZED
+    finally:
+        await _stop_line(task)
+        sim.stop()
