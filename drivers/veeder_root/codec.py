@@ -1171,12 +1171,23 @@ COMMAND_NAMES: dict[str, str] = {
 _TANK_COMMANDS = frozenset({"i201", "I201", "i202", "I202", "i205", "I205"})
 
 
+def tank_number(code: str) -> int | None:
+    """TT of a function code (`i20102` -> 2, 0 = all tanks); None unless two ASCII digits.
+
+    Not `str.isdigit()`: it takes '³' and '٣' (which a line can carry) as digits, and
+    `int()` then reads '٣' as 3 or refuses '³'.
+    """
+    selector = code[4:6]
+    return int(selector) if len(selector) == 2 and _DIGITS.issuperset(selector) else None
+
+
 def describe_command(command: Command) -> dict[str, Any]:
     """A JSON-able description of a command as sent (the security code is never included)."""
-    function, selector = command.code[:4], command.code[4:]
+    function = command.code[:4]
     summary = COMMAND_NAMES.get(function, f"function {function}")
-    if function in _TANK_COMMANDS and selector.isdigit():
-        summary += ", all tanks" if int(selector) == 0 else f", tank {int(selector)}"
+    tank = tank_number(command.code)
+    if function in _TANK_COMMANDS and tank is not None:
+        summary += ", all tanks" if tank == 0 else f", tank {tank}"
     if command.data:
         try:
             summary += f" to {parse_timestamp(command.data).isoformat(sep=' ', timespec='minutes')}"

@@ -215,8 +215,7 @@ class TlsConsole:
         family = code[:4]
         if family in self.refuse:
             return codec.Unsupported()
-        selector = code[4:6]
-        tank = int(selector) if len(selector) == 2 and selector.isdigit() else None
+        tank = codec.tank_number(code)
         match family:
             case "i201" if tank is not None:
                 return codec.Inventory(tank, self._stamp(), self._inventories(tank))

@@ -427,6 +427,33 @@ def test_decode_command_cut_short() -> None:
     assert used == 4 and isinstance(item, Malformed) and item.kind == "truncated"
 
 
+def test_describe_command_with_a_superscript_in_the_tank_number() -> None:
+    # Issue 9: '³' (0xB3 in latin-1) is a digit to str.isdigit() but not to int().
+    wire = bytes.fromhex("01 69 32 30 32 30 b3")
+    assert codec.decode_command(wire) == (7, Command("i2020³"))
+    described = codec.describe_command(Command("i2020³"))
+    json.dumps(described)
+    assert described["code"] == "i2020³" and described["summary"] == "delivery report"
+
+
+@pytest.mark.parametrize(
+    ("code", "tank"),
+    [
+        ("i20100", 0),
+        ("i20507", 7),
+        ("I20199", 99),
+        ("i2020³", None),
+        ("i201٣٣", None),
+        ("i201１２", None),
+        ("i2011", None),
+        ("i201 1", None),
+        ("i201", None),
+    ],
+)
+def test_tank_number_of_a_command(code: str, tank: int | None) -> None:
+    assert codec.tank_number(code) == tank
+
+
 # --------------------------------------------------------------------------- display format
 def _display(text: str) -> DisplayInventory:
     parsed = codec.parse_display_inventory(text)

@@ -139,7 +139,8 @@ def test_status_and_clock() -> None:
     assert _ask(console, "s50100", "31130405") == Unsupported()
 
 
-@pytest.mark.parametrize("code", ["i99900", "i201XX", "x", "S00100"])
+# 'i2020³', 'i201٣٣': line noise in the tank number (issue 9) is refused, not a crash.
+@pytest.mark.parametrize("code", ["i99900", "i201XX", "x", "S00100", "i2020³", "i201٣٣"])
 def test_unknown_commands_are_refused(code: str) -> None:
     assert _ask(_console(), code) == Unsupported()
 
