@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,41 +18,16 @@ from drivers.wayne_dart.sim import Customer, normal_fill
 from edgectl.config import load_config
 from tests.cloudkit import TestCloud, cloud_section
 from tests.mqttkit import MOSQUITTO, MosquittoBroker
-from tests.stationkit import count_when_ready, rows, start_simulators, until, write_config
+from tests.stationkit import (
+    DaemonProcess,
+    count_when_ready,
+    rows,
+    start_simulators,
+    until,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
-
-
-class DaemonProcess:
-    """`edgectl run` as a real child process, as systemd would run it."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config = config
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "edgectl", "run", "--config", str(self.config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def terminate(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(30)
-
-    def cleanup(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 @pytest.fixture

@@ -14,98 +14,35 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import pytest
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from drivers.wayne_dart.codec import DartStatus
 from drivers.wayne_dart.sim import Customer, normal_fill, preset_fill, walk_away
 from edgectl.forecourt.fuelling_point import FPState
-from tests.cloudkit import TestCloud, cloud_section, iso
+from tests.cloudkit import cloud_section
 from tests.mqttkit import MosquittoBroker
+from tests.soakkit import (
+    FINAL,
+    START_TOTAL,
+    SoakCloud,
+    Target,
+    line_faults,
+    order_request,
+)
 from tests.stationkit import RunningStation, running_station, until, write_config
 
 SOAK_S = float(os.environ.get("EDGECTL_SOAK_S", "120"))
 SEED = int(os.environ.get("EDGECTL_SOAK_SEED", "0")) or random.randrange(1, 2**31)
-FINAL = frozenset({"completed", "expired", "cancelled", "failed"})
-START_TOTAL = 100_000  # raw volume total of every simulated nozzle (stationkit.start_simulators)
 # What a customer does with an accepted order, and how often.
 SCRIPTS = {"fill": 50, "preset": 15, "walk_away": 12, "no_show": 10, "cancel": 13}
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(SOAK_S + 300)]
-
-
-class SoakCloud(TestCloud):
-    """The test cloud, made to outlive broker restarts as a real one does: a persistent
-    session it keeps reconnecting to, and publishes tried again until the broker has them."""
-
-    def __init__(self, *args: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.connected = asyncio.Event()
-        self.connections = 0
-
-    async def __aenter__(self) -> SoakCloud:
-        self._reader = asyncio.create_task(self._stay_connected())
-        await asyncio.wait_for(self.connected.wait(), 10)
-        return self
-
-    async def _stay_connected(self) -> None:
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = 3600
-        while True:
-            client = aiomqtt.Client(
-                "127.0.0.1",
-                self.port,
-                identifier="soak-cloud",
-                protocol=aiomqtt.ProtocolVersion.V5,
-                clean_start=False,
-                properties=properties,
-            )
-            with contextlib.suppress(aiomqtt.MqttError):
-                async with client:
-                    self._client = client
-                    await client.subscribe(f"{self.base}/#", qos=1)
-                    self.connections += 1
-                    self.connected.set()
-                    await self._read()
-            self.connected.clear()
-            self._client = None
-            await asyncio.sleep(0.2)
-
-    async def publish(self, type_: str, body: dict[str, Any] | bytes, **kw: Any) -> None:
-        while True:
-            await self.connected.wait()
-            if self._client is not None:
-                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                    async with asyncio.timeout(5):
-                        await super().publish(type_, body, **kw)
-                    return
-            await asyncio.sleep(0.2)
-
-    async def ask(self, type_: str, data: dict[str, Any]) -> dict[str, Any]:
-        """Send a command and return its result; sent again (same cmd_id) while unanswered,
-        as a cloud does when the broker may have lost it."""
-        body = self.command(type_, data, valid_for=300)
-        for _ in range(8):
-            await self.publish(type_, body)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(15):
-                    while not (found := self.results(body["cmd_id"])):
-                        await asyncio.sleep(0.05)
-                    return found[0]
-        raise AssertionError(f"no result for {type_} {data}")
-
-    def final_status(self, order_id: str) -> str | None:
-        statuses = [e["status"] for e in self.orders(order_id) if e["status"] in FINAL]
-        return statuses[-1] if statuses else None
 
 
 @dataclass
@@ -135,16 +72,8 @@ async def orders_at(
         script = rng.choices(list(SCRIPTS), list(SCRIPTS.values()))[0]
         nozzle = rng.choice(pump.nozzles)
         preset = Decimal(rng.randrange(3000, 15000)) / 100
-        data: dict[str, Any] = {
-            "order_id": order_id,
-            "pump": number,
-            "preset": {"type": "amount", "value": f"{preset:.2f}"},
-            "currency": "CNY",
-            "grades": [grades[nozzle]],
-        }
-        if script in ("no_show", "walk_away"):
-            lifetime = 3 if script == "no_show" else 8
-            data["expires_at"] = iso(datetime.now(UTC) + timedelta(seconds=lifetime))
+        lifetime = {"no_show": 3, "walk_away": 8}.get(script)
+        data = order_request(order_id, number, grades[nozzle], preset, lifetime_s=lifetime)
         result = await cloud.ask("authorize", data)
         if result["status"] != "accepted":
             tally.refused[result["code"]] += 1  # busy, offline, or lost on the line: try again
@@ -169,36 +98,10 @@ async def orders_at(
         await asyncio.sleep(rng.uniform(0.2, 1.5))
 
 
-async def line_chaos(st: RunningStation, rng: random.Random, until_t: float, tally: Tally) -> None:
-    """Faults on the lines, about one a second, each over before the next, and each on a pump
-    the station has online (lost answers do not pile up on a pump polled only every 30 s)."""
-    loop = asyncio.get_running_loop()
-    faults = {"drop": 40, "corrupt": 25, "garbage": 20, "power_cut": 10, "unplug": 5}
-    while loop.time() < until_t:
-        await asyncio.sleep(rng.uniform(0.3, 1.7))
-        online = [s for s in st.daemon.station.points.values() if s.online]
-        if not online:
-            continue
-        target = rng.choice(online).pump
-        sim, address = st.sims[target.line], target.address
-        fault = rng.choices(list(faults), list(faults.values()))[0]
-        tally.faults[fault] += 1
-        if fault == "drop":
-            # Up to three answers lost: retried; more: the command fails and the pump is
-            # taken offline while it may have acted on it.
-            sim.drop_next_replies(address, rng.choice((1, 1, 2, 3, 5)))
-        elif fault == "corrupt":
-            sim.corrupt_next_reply(address)
-        elif fault == "garbage":
-            sim.inject_garbage(rng.randbytes(rng.randint(1, 16)))
-        elif fault == "power_cut":
-            sim.set_online(address, False)
-            await asyncio.sleep(rng.uniform(0.5, 3.0))
-            sim.set_online(address, True)
-        else:
-            sim.unplug()
-            await asyncio.sleep(rng.uniform(0.5, 3.0))
-            sim.replug()
+def online_pumps(st: RunningStation) -> list[Target]:
+    """The pumps the station has online, each as its line's simulator and its address."""
+    online = [s.pump for s in st.daemon.station.points.values() if s.online]
+    return [(st.sims[p.line], p.address) for p in online]
 
 
 async def broker_chaos(
@@ -243,7 +146,11 @@ async def test_orders_under_line_faults_and_broker_restarts_lose_nothing_and_sel
             start = loop.time()
             until_t = start + SOAK_S
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(line_chaos(st, random.Random(rng.random()), until_t, tally))
+                tg.create_task(
+                    line_faults(
+                        lambda: online_pumps(st), random.Random(rng.random()), until_t, tally.faults
+                    )
+                )
                 tg.create_task(
                     broker_chaos(mosquitto, random.Random(rng.random()), start, until_t, tally)
                 )
