@@ -350,9 +350,13 @@ class PumpService:
         self.log = station.log.bind(pump=pump.number, line=pump.line)
         self.online = False
         self.status: DispenserStatus | None = None
-        self.nozzle = 0
+        self.nozzle = 0  # the nozzle selected now (lifted, or last lifted), from DC3 reports
         self.nozzle_out = False
         self.unit_price: Decimal | None = None
+        # The nozzle and price of the current or last fill: learned when it starts and from
+        # the pump's own description of it, never from a later lift of another nozzle.
+        self.fill_nozzle: int | None = None
+        self.fill_price: Decimal | None = None
         self.volume = Decimal(0)
         self.amount = Decimal(0)
         self.auth: Authorization | None = None
@@ -363,10 +367,12 @@ class PumpService:
         self.fills = 0  # fills seen starting since the station started (PumpFill.number)
         self._fill_volume = Decimal(0)  # litres of the current fill, as last reported
         self._fill_sold = False  # the current fill is recorded (or ended without fuel)
+        self._conflict_alarmed = False  # the current fill's sale conflict is on record
         self._known_status: DispenserStatus | None = None  # last status reported, kept offline
         self._resync = True
-        self._lifts = 0  # nozzle lifts seen; auto mode authorizes each lift once
-        self._authorized_lift = -1
+        # Auto mode authorizes each lift once: the lift in progress has had its release
+        # (durable, so a restart with the nozzle still out does not release it again).
+        self._lift_served = False
         self._retry_at: float | None = None
         self._check_totals = False
         self._reconcile_auth = True  # an authorization found at start must be checked on the pump
@@ -384,6 +390,7 @@ class PumpService:
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
         self.auth = await self.station.db(self.station.store.open_authorization, self.pump.number)
+        self._lift_served = await self.station.db(self.station.store.lift_served, self.pump.number)
         while True:
             timeout = self._next_deadline()
             timed_out = False
@@ -507,8 +514,9 @@ class PumpService:
             await self._follow()
             await self._act()
         elif isinstance(event, NozzleReport):
-            if event.nozzle_out and not self.nozzle_out:
-                self._lifts += 1
+            if not event.nozzle_out and self._lift_served:
+                await self.station.db(self.station.store.lift_ended, self.pump.number)
+                self._lift_served = False
             self.nozzle_out = event.nozzle_out
             if event.nozzle:
                 self.nozzle = event.nozzle
@@ -532,8 +540,8 @@ class PumpService:
         self.volume, self.amount = info.volume, info.amount
         self._fill_volume = info.volume
         if info.nozzle:
-            self.nozzle = info.nozzle
-            self.unit_price = info.unit_price
+            self.fill_nozzle = info.nozzle
+            self.fill_price = info.unit_price
 
     async def _follow(self) -> None:
         """Move the fuelling point to what the pump reports; an illegal report is resynced."""
@@ -603,7 +611,7 @@ class PumpService:
                 self.fp.state is FPState.CALLING
                 and self.station.config.authorization.mode == "auto"
                 and self.auth is None
-                and self._lifts > self._authorized_lift
+                and not self._lift_served
                 and not self.stopping
             ):
                 await self._authorize_auto()
@@ -642,12 +650,15 @@ class PumpService:
     async def _authorize_auto(self) -> None:
         limits = self.station.config.limits
         preset = self.station.config.authorization.auto_preset_amount or limits.max_preset_amount
-        self._authorized_lift = self._lifts
         nozzle = self.nozzle if self.nozzle in self.pump.nozzles else 0
+        # Served from the moment it is asked: a refused or failed release is not retried
+        # for the same lift either; the customer hangs up and lifts again.
+        self._lift_served = True
         await self._authorize(
             AuthorizationSource.AUTO,
             nozzles=(nozzle,) if nozzle else tuple(self.pump.nozzles),
             preset_amount=preset,
+            serves_lift=True,
         )
 
     async def authorize(
@@ -682,6 +693,7 @@ class PumpService:
         preset_volume: Decimal | None = None,
         requested_by: str | None = None,
         order: OrderRequest | None = None,
+        serves_lift: bool = False,
     ) -> Authorization:
         """Record why, then authorize. The record is durable before the pump is touched."""
         self._check_authorizable(nozzles, preset_amount, preset_volume)
@@ -713,6 +725,7 @@ class PumpService:
                 preset_amount=preset_amount,
                 preset_volume=preset_volume,
                 requested_by=requested_by,
+                serves_lift=serves_lift,
             )
         self.auth = auth
         self._reconcile_auth = False
@@ -809,7 +822,9 @@ class PumpService:
         try:
             info = await self.line.filling_info(self.address)
             self._apply_filling_info(info)
-            nozzle = info.nozzle or self.nozzle
+            # The fill's nozzle: the pump's description of this fill, else the nozzle lifted
+            # when it started; the nozzle selected now may be the next customer's.
+            nozzle = info.nozzle or self.fill_nozzle or self.nozzle
             if info.volume == 0:
                 self._fill_sold = True
                 await self._end_auth(AuthorizationState.NO_SALE, "nozzle hung up without fuel")
@@ -822,7 +837,7 @@ class PumpService:
                 # The sale is still recorded (keyed by its authorization); only the check is lost.
                 self.log.warning("totals_unavailable", nozzle=nozzle, error=str(exc))
             grade_id = self.pump.nozzles.get(nozzle)
-            unit_price = info.unit_price or self.unit_price
+            unit_price = info.unit_price or self.fill_price or self.unit_price
             if grade_id is None or unit_price is None:
                 grade_id = grade_id or "unknown"
                 unit_price = unit_price or Decimal(0)
@@ -849,6 +864,22 @@ class PumpService:
             self._retry_at = self.station.clock() + RETRY_S
             return
         log = self.log.bind(sale_id=recorded.id, nozzle=sale.nozzle, grade=sale.grade)
+        if recorded.conflict is not None:
+            # Another sale holds this fill's identity: the fill is not on record, so the pump
+            # keeps it (no reset) until a person looks; the alarm says what and where.
+            if not self._conflict_alarmed:
+                log.error("sale_conflict_pump_held", detail=recorded.conflict)
+                await self.station.db(
+                    self.station.store.raise_alarm,
+                    "sale_conflict",
+                    f"pump {self.pump.number}: a fill could not be recorded, the pump is held"
+                    f" with it: {recorded.conflict}",
+                    severity="critical",
+                    pump=self.pump.number,
+                )
+                self._conflict_alarmed = True
+            self._retry_at = self.station.clock() + RETRY_S * 15
+            return
         # From here the fill is a sale: it leaves the fills in progress in the same step as
         # the sale reaches the tanks (no await in between), so it is never counted twice.
         self._fill_sold = True
@@ -970,12 +1001,15 @@ class PumpService:
         self.fills += 1
         self._fill_volume = Decimal(0)
         self._fill_sold = False
+        self._conflict_alarmed = False
+        self.fill_nozzle = self.nozzle or None
+        self.fill_price = self.unit_price
 
     def fill_in_progress(self) -> PumpFill | None:
         """The pump's fill not yet recorded as a sale, if one is flowing or just finished."""
         if self.status not in _IN_SALE or self._fill_sold:
             return None
-        grade = self.pump.nozzles.get(self.nozzle)
+        grade = self.pump.nozzles.get(self.fill_nozzle or self.nozzle)
         if grade is None:
             return None
         return PumpFill(self.pump.number, self.fills, grade, self._fill_volume)

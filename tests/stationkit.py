@@ -173,6 +173,24 @@ class RunningStation:
             what="all pumps online",
         )
 
+    async def quiet(self) -> None:
+        """Every pump's start-up work done (state read, totals baseline, prices sent) and
+        nothing in flight: a fault injected now hits the next command, not those."""
+
+        def settled(s: Any) -> bool:
+            return bool(
+                s.idle.is_set()
+                and s.queue.empty()
+                and not s.lock.locked()
+                and not s._check_totals
+                and not s._prices_pending()
+            )
+
+        await until(
+            lambda: all(settled(s) for s in self.daemon.station.points.values()),
+            what="pumps settled",
+        )
+
     async def stop(self) -> None:
         self.daemon.request_stop()
         await asyncio.wait_for(self.task, 20)

@@ -265,3 +265,41 @@ async def test_restart_never_strands_a_pump_whatever_tx_number_it_remembers(
     finally:
         for sim in sims.values():
             sim.stop()
+
+
+async def test_a_lift_served_before_a_restart_is_not_released_again(
+    tmp_path: Path, daemon: DaemonProcess
+) -> None:
+    """Issue 9.3: preset reached, the customer keeps the nozzle lifted, the daemon is killed
+    and restarted: the same lift was released again. That it was served is durable."""
+    config = load_config(daemon.config)
+    db = config.store.path
+    sims = start_simulators(config, flow_rate_lps=20.0)
+    pump = sims["l0"].pump(0x50)
+    try:
+        daemon.start()
+        await until(
+            lambda: count_when_ready(db, "nozzle_totals") == 4, timeout=20, what="daemon online"
+        )
+        pump.lift(1)
+        await until(lambda: pump.status is DartStatus.AUTHORIZED, what="auto authorization")
+        pump.squeeze()
+        await until(lambda: len(sales(db)) == 1, timeout=20, what="preset reached, sold")
+        await until(lambda: pump.status is DartStatus.RESET, what="pump reset, nozzle still out")
+        assert pump.nozzle_out == 1
+        for restart in range(2):
+            daemon.kill()
+            daemon.start()
+            await asyncio.sleep(2.5)  # long enough to find the pump and decide
+            assert pump.status is DartStatus.RESET, f"released again after restart {restart}"
+        assert len(rows(db, "SELECT * FROM authorizations")) == 1
+        pump.release()
+        pump.hang_up()
+        await asyncio.sleep(0.5)
+        pump.lift(2)  # a new lift is a new customer
+        await until(lambda: pump.status is DartStatus.AUTHORIZED, what="next lift released")
+        assert len(rows(db, "SELECT * FROM authorizations")) == 2
+        assert daemon.terminate() == 0
+    finally:
+        for sim in sims.values():
+            sim.stop()

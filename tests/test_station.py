@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from drivers.transport import SerialTransport
-from drivers.wayne_dart.codec import DartStatus
+from drivers.wayne_dart.codec import DCC, DartStatus
 from drivers.wayne_dart.driver import DartLine, DartLineSettings, DartPumpSettings
 from drivers.wayne_dart.sim import (
     Customer,
@@ -184,7 +184,8 @@ async def test_authorize_obeyed_but_unconfirmed_is_withdrawn(tmp_path: Path) -> 
     as failed, so the pump must not stay released for anyone to fill unpaid (found by the
     soak test: the pump then also refused every later order as busy)."""
     async with running_station(write_config(tmp_path, mode="attendant")) as st:
-        st.sims["l0"].drop_next_replies(0x50, 4)  # the first try and its three retries
+        await st.quiet()
+        st.sims["l0"].drop_command_replies(0x50, 4)  # the first try and its three retries
         with pytest.raises(CommandError) as err:
             await st.daemon.station.authorize(1, AuthorizationSource.ATTENDANT)
         assert err.value.code == "pump_refused"
@@ -274,3 +275,99 @@ async def test_pump_unreachable_at_end_of_sale_is_committed_when_back(tmp_path: 
         await until(lambda: len(st.rows("SELECT * FROM sales")) == 1, what="sale after recovery")
         await until(lambda: pump.status is DartStatus.RESET, what="reset after commit")
         assert Decimal(st.rows("SELECT volume FROM sales")[0]["volume"]) * 100 == pump.volume
+
+
+def _meters_match_sales(st: object, start: dict[tuple[int, int], int]) -> None:
+    """Every nozzle's meter moved by exactly the litres of its recorded sales."""
+    for (number, nozzle), before in start.items():
+        pump = st.pump(number)  # type: ignore[attr-defined]
+        sold = sum(
+            Decimal(r["volume"])
+            for r in st.rows(  # type: ignore[attr-defined]
+                "SELECT volume FROM sales WHERE pump = ? AND nozzle = ?", (number, nozzle)
+            )
+        )
+        moved = Decimal(pump.totals(nozzle)[0] - before) / 100
+        assert moved == sold, f"pump {number} nozzle {nozzle}: meter {moved} L, sales {sold} L"
+
+
+@pytest.mark.parametrize("earlier_sale_on_the_lifted_nozzle", [False, True])
+async def test_second_customer_lifting_during_the_read_does_not_take_the_sale(
+    tmp_path: Path, earlier_sale_on_the_lifted_nozzle: bool
+) -> None:
+    """Issue 9.2: the pump's answer to RETURN FILLING INFORMATION held `DC2; DC3 nozzle 1 in;
+    DC3 nozzle 2 out`. The sale went to nozzle 2 (matching its earlier sale, so nozzle 1's
+    fill was lost at the reset), and auto mode released the lifted nozzle 2 as nozzle 1."""
+    async with running_station(write_config(tmp_path, mode="auto"), flow_rate_lps=5.0) as st:
+        pump = st.pump(1)
+        start = {(1, n): pump.totals(n)[0] for n in (1, 2)}
+        expected = 1
+        if earlier_sale_on_the_lifted_nozzle:
+            await Customer(pump, normal_fill(2, Decimal("2.00"))).run()
+            await until(lambda: len(st.rows("SELECT * FROM sales")) == 1, what="first sale")
+            await until(lambda: pump.status is DartStatus.RESET, what="reset")
+            expected = 2
+        pump.lift(1)
+        await until(lambda: pump.status is DartStatus.AUTHORIZED, what="nozzle 1 released")
+        pump.squeeze()
+        await until(lambda: pump.volume >= 250, what="fuel flowing")
+        pump.release()
+        fill_volume = pump.volume
+        pump.lift_after(DCC.RETURN_FILLING_INFORMATION, 2)  # the next customer, mid-read
+        pump.hang_up()
+        await until(
+            lambda: len(st.rows("SELECT * FROM sales")) == expected, what="nozzle 1's sale"
+        )
+        sale = st.rows("SELECT * FROM sales ORDER BY id DESC LIMIT 1")[0]
+        assert sale["nozzle"] == 1 and sale["grade"] == "92"
+        assert Decimal(sale["volume"]) == Decimal(fill_volume) / 100
+        # The second customer is served on the nozzle they hold, and only on it.
+        await until(lambda: pump.status is DartStatus.AUTHORIZED, what="nozzle 2 released")
+        auths = st.rows("SELECT nozzles, source FROM authorizations ORDER BY id DESC")
+        assert auths[0]["source"] == "auto" and auths[0]["nozzles"] in ("[2]", "2")
+        pump.squeeze()
+        await until(lambda: pump.volume >= 100, what="second fill flowing")
+        pump.release()
+        pump.hang_up()
+        await until(
+            lambda: len(st.rows("SELECT * FROM sales")) == expected + 1, what="second sale"
+        )
+        await until(lambda: pump.status is DartStatus.RESET, what="reset")
+        _meters_match_sales(st, start)
+        assert st.rows("SELECT kind FROM alarms") == []
+
+
+async def test_a_fill_whose_identity_another_sale_holds_is_kept_at_the_pump(
+    tmp_path: Path,
+) -> None:
+    """Never reset a pump before its fill is committed: when a different sale already holds
+    the fill's identity (same nozzle totals), the fill is not on record, so the pump is held
+    with it and a critical alarm says why — raised once, not on every retry."""
+    async with running_station(write_config(tmp_path, mode="auto"), flow_rate_lps=5.0) as st:
+        pump = st.pump(1)
+        pump.lift(1)
+        await until(lambda: pump.status is DartStatus.AUTHORIZED, what="released")
+        pump.squeeze()
+        await until(lambda: pump.volume >= 200, what="fuel flowing")
+        pump.release()
+        pump.ignore_commands(DCC.RETURN_FILLING_INFORMATION)  # the fill cannot be read yet
+        pump.hang_up()
+        total_after = (Decimal(pump.totals(1)[0]) / 100).quantize(Decimal("0.01"))
+        db = __import__("sqlite3").connect(st.config.store.path)
+        with db:
+            db.execute(
+                "INSERT INTO sales (uid, pump, nozzle, grade, volume, amount, unit_price,"
+                " currency, ended_at, recorded_at) VALUES (?, 1, 1, '92', '0.50', '3.95',"
+                " '7.89', 'CNY', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
+                (f"P1-N1-T{total_after}",),
+            )
+        db.close()
+        pump.ignore_commands()
+        await until(
+            lambda: st.rows("SELECT kind FROM alarms WHERE kind = 'sale_conflict'"),
+            what="conflict alarm",
+        )
+        await asyncio.sleep(1.0)
+        assert pump.status is DartStatus.FILLING_COMPLETED  # the fill is still at the pump
+        assert len(st.rows("SELECT * FROM alarms WHERE kind = 'sale_conflict'")) == 1
+        assert len(st.rows("SELECT * FROM sales")) == 1

@@ -223,22 +223,7 @@ class DartLine:
             "filling information",
             whole_frame=True,
         )
-        pump = self._pumps[address].settings
-        info = FillingInfo(Decimal(0), Decimal(0))
-        for item in replies:
-            if isinstance(item, codec.FilledVolumeAmount):
-                info = replace(
-                    info,
-                    volume=codec.to_decimal(item.volume, pump.volume_decimals),
-                    amount=codec.to_decimal(item.amount, pump.amount_decimals),
-                )
-            elif isinstance(item, codec.NozzleStatus) and item.nozzle:
-                info = replace(
-                    info,
-                    nozzle=item.nozzle,
-                    unit_price=codec.to_decimal(item.price, pump.price_decimals),
-                )
-        return info
+        return fill_from_replies(replies, self._pumps[address].settings)
 
     async def totals(self, address: int, nozzle: int) -> tuple[Decimal, Decimal]:
         """Electronic volume and amount totals of one nozzle (DC101)."""
@@ -622,6 +607,31 @@ class DartLine:
 
     def _dev(self, address: int) -> str:
         return f"{self.name}/0x{address:02X}"
+
+
+def fill_from_replies(replies: Sequence[Any], pump: DartPumpSettings) -> FillingInfo:
+    """The fill a pump's answer to RETURN FILLING INFORMATION describes: its last DC2 and the
+    DC3 right after it (that fill's nozzle and price). Any other DC3 in the frame is the
+    nozzle status of the moment — a next customer lifting another nozzle while this fill is
+    read — and must not move the fill onto that nozzle; it is reported as a nozzle event."""
+    info: FillingInfo | None = None
+    after_dc2 = False
+    for item in replies:
+        if isinstance(item, codec.FilledVolumeAmount):
+            info = FillingInfo(
+                codec.to_decimal(item.volume, pump.volume_decimals),
+                codec.to_decimal(item.amount, pump.amount_decimals),
+            )
+            after_dc2 = True
+            continue
+        if after_dc2 and info is not None and isinstance(item, codec.NozzleStatus) and item.nozzle:
+            info = replace(
+                info,
+                nozzle=item.nozzle,
+                unit_price=codec.to_decimal(item.price, pump.price_decimals),
+            )
+        after_dc2 = False  # only the transaction right after DC2 describes that fill
+    return info if info is not None else FillingInfo(Decimal(0), Decimal(0))
 
 
 def _is(kind: type) -> Callable[[Any], bool]:

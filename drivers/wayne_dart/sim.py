@@ -134,6 +134,7 @@ class SimPump:
         }
         self._online = True
         self._ignored: frozenset[int] = frozenset()
+        self._lift_after: tuple[int, int] | None = None
         self._listeners: list[StatusListener] = []
         # dispenser state
         self._status = DartStatus.RESET
@@ -159,15 +160,27 @@ class SimPump:
     def lift(self, nozzle: int) -> None:
         """The customer takes a nozzle out of its holster."""
         with self._lock:
+            self._lift(nozzle)
+
+    def lift_after(self, dcc: int, nozzle: int) -> None:
+        """Script: a customer lifts `nozzle` the moment the pump has carried out the next
+        CD1 `dcc` — between the master's command and its poll for the answer, so the
+        pump's reply carries both (a second customer during the last one's sale)."""
+        with self._lock:
             if nozzle not in self._nozzles:
                 raise ValueError(f"pump 0x{self.address:02X} has no nozzle {nozzle}")
-            if self._nozzle_out is not None:
-                raise ValueError(f"nozzle {self._nozzle_out} is already out")
-            self._advance()
-            self._nozzle_out = nozzle
-            self._selected = nozzle
-            self._queue_nozzle_status()
-            self._update_flow()
+            self._lift_after = (dcc, nozzle)
+
+    def _lift(self, nozzle: int) -> None:
+        if nozzle not in self._nozzles:
+            raise ValueError(f"pump 0x{self.address:02X} has no nozzle {nozzle}")
+        if self._nozzle_out is not None:
+            raise ValueError(f"nozzle {self._nozzle_out} is already out")
+        self._advance()
+        self._nozzle_out = nozzle
+        self._selected = nozzle
+        self._queue_nozzle_status()
+        self._update_flow()
 
     def squeeze(self) -> None:
         """The customer squeezes the trigger: fuel flows if the pump allows it."""
@@ -394,6 +407,14 @@ class SimPump:
             self.counters.unknown_transactions += 1
 
     def _execute_dcc(self, dcc: int) -> None:
+        self._carry_out(dcc)
+        if self._lift_after is not None and self._lift_after[0] == dcc:
+            nozzle = self._lift_after[1]
+            self._lift_after = None
+            if self._nozzle_out is None:
+                self._lift(nozzle)
+
+    def _carry_out(self, dcc: int) -> None:
         status = self._status
         if dcc in self._ignored:
             # A pump with a jammed state machine: it acknowledges and does nothing.
@@ -617,6 +638,7 @@ class SimLineStats:
 @dataclass
 class _Faults:
     drop: dict[int, int] = field(default_factory=dict)
+    drop_data: dict[int, int] = field(default_factory=dict)
     corrupt: set[int] = field(default_factory=set)
     garbage: bytearray = field(default_factory=bytearray)
 
@@ -747,6 +769,13 @@ class DartLineSimulator:
         with self._lock:
             self._faults.drop[address] = self._faults.drop.get(address, 0) + n
 
+    def drop_command_replies(self, address: int, n: int = 1) -> None:
+        """The pump acts on the next `n` data frames (commands, and their retransmissions)
+        but its acknowledgements are lost; replies to polls get through. Unlike
+        `drop_next_replies` this does not depend on how many polls race the command."""
+        with self._lock:
+            self._faults.drop_data[address] = self._faults.drop_data.get(address, 0) + n
+
     def corrupt_next_reply(self, address: int) -> None:
         """Flip a CRC byte of the pump's next data reply (only data frames carry a CRC)."""
         with self._lock:
@@ -829,18 +858,19 @@ class DartLineSimulator:
         if reply is None:
             return
         with self._lock:
-            wire = self._apply_faults(pump.address, reply)
+            wire = self._apply_faults(pump.address, reply, item.kind is FrameKind.DATA)
         if wire is None:
             return
         self._send_at(wire, size, received_at)
 
-    def _apply_faults(self, address: int, reply: Frame) -> bytes | None:
+    def _apply_faults(self, address: int, reply: Frame, to_data: bool) -> bytes | None:
         faults = self._faults
-        dropped = faults.drop.get(address, 0)
-        if dropped:
-            faults.drop[address] = dropped - 1
-            self._count(replies_dropped=1)
-            return None
+        for drops, applies in ((faults.drop, True), (faults.drop_data, to_data)):
+            dropped = drops.get(address, 0)
+            if dropped and applies:
+                drops[address] = dropped - 1
+                self._count(replies_dropped=1)
+                return None
         wire = codec.encode(reply)
         if address in faults.corrupt and reply.kind is FrameKind.DATA:
             faults.corrupt.discard(address)

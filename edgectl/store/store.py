@@ -84,6 +84,9 @@ class RecordedSale:
     id: int
     created: bool  # False: this sale was already recorded (a re-read after restart)
     totals_alarm: str | None  # why the nozzle's totals disagree with the sale, if they do
+    # Not created because a *different* sale holds this one's identity (same nozzle totals
+    # or same authorization, other figures): this fill is not recorded, say why.
+    conflict: str | None = None
 
 
 class Store:
@@ -195,10 +198,21 @@ class Store:
         preset_volume: Decimal | None = None,
         order_id: str | None = None,
         requested_by: str | None = None,
+        serves_lift: bool = False,
     ) -> Authorization:
-        """The durable record of why a pump is about to be authorized; written before the act."""
+        """The durable record of why a pump is about to be authorized; written before the act.
+
+        `serves_lift`: this authorization serves the nozzle lift now in progress (auto mode),
+        recorded in the same commit: that lift is never served again, even after a restart,
+        until the nozzle is hung up (`lift_ended`).
+        """
         now = self._clock()
         with self.transaction() as tx:
+            if serves_lift:
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    (_lift_key(pump), now),
+                )
             cur = tx.execute(
                 "INSERT INTO authorizations (pump, source, state, nozzles, preset_amount,"
                 " preset_volume, order_id, requested_by, created_at, updated_at)"
@@ -220,6 +234,16 @@ class Store:
         auth = self.authorization(auth_id)
         assert auth is not None
         return auth
+
+    def lift_served(self, pump: int) -> bool:
+        """Whether the pump's nozzle lift in progress has had its authorization already."""
+        row = self._db.execute("SELECT 1 FROM meta WHERE key = ?", (_lift_key(pump),)).fetchone()
+        return row is not None
+
+    def lift_ended(self, pump: int) -> None:
+        """The nozzle went back into its holster: the next lift may be served."""
+        with self.transaction() as tx:
+            tx.execute("DELETE FROM meta WHERE key = ?", (_lift_key(pump),))
 
     def update_authorization(
         self,
@@ -563,12 +587,26 @@ class Store:
         now = self._clock()
         with self.transaction() as tx:
             existing = tx.execute(
-                "SELECT id FROM sales WHERE uid = ? OR (authorization_id IS NOT NULL"
-                " AND authorization_id = ?)",
+                "SELECT id, nozzle, volume, amount FROM sales WHERE uid = ? OR"
+                " (authorization_id IS NOT NULL AND authorization_id = ?)",
                 (sale.uid, sale.authorization_id),
             ).fetchone()
             if existing is not None:
-                return RecordedSale(int(existing[0]), created=False, totals_alarm=None)
+                same = (int(existing[1]), Decimal(existing[2]), Decimal(existing[3])) == (
+                    sale.nozzle,
+                    sale.volume,
+                    sale.amount,
+                )
+                conflict = None
+                if not same:
+                    conflict = (
+                        f"sale {existing[0]} (nozzle {existing[1]}, {existing[2]} L,"
+                        f" {existing[3]}) has the identity of this fill (nozzle {sale.nozzle},"
+                        f" {sale.volume} L, {sale.amount})"
+                    )
+                return RecordedSale(
+                    int(existing[0]), created=False, totals_alarm=None, conflict=conflict
+                )
             before = tx.execute(
                 "SELECT volume, amount FROM nozzle_totals WHERE pump = ? AND nozzle = ?",
                 (sale.pump, sale.nozzle),
@@ -1106,6 +1144,10 @@ def _filters(*conditions: tuple[str, object]) -> tuple[str, tuple[Any, ...]]:
         return "", ()
     where = " WHERE " + " AND ".join(f"{clause} ?" for clause, _ in used)
     return where, tuple(value for _, value in used)
+
+
+def _lift_key(pump: int) -> str:
+    return f"lift_served:{pump}"
 
 
 def lock_path(store: Path) -> Path:

@@ -308,3 +308,45 @@ async def test_power_cycled_pump_obeys_the_next_command(tmp_path: Path) -> None:
     finally:
         await _stop_line(task)
         sim.stop()
+
+
+# ---------------------------------------------------------------- which nozzle a fill is
+def _dc3(nozzle: int, out: bool, price: int = 789) -> codec.NozzleStatus:
+    return codec.NozzleStatus(price, nozzle, out)
+
+
+@pytest.mark.parametrize(
+    ("replies", "nozzle", "price"),
+    [
+        # issue 9.2: the next customer lifts nozzle 2 while nozzle 1's fill is read
+        ([codec.FilledVolumeAmount(250, 1973), _dc3(1, False), _dc3(2, True, 750)], 1, "7.89"),
+        # the lift came before the command: its DC3 precedes the fill's pair
+        ([_dc3(2, True, 750), codec.FilledVolumeAmount(250, 1973), _dc3(1, False)], 1, "7.89"),
+        # preset reached, the customer still holds the nozzle
+        ([codec.FilledVolumeAmount(250, 1973), _dc3(1, True)], 1, "7.89"),
+        # a queued older report first, then the answer: the last DC2 and its DC3
+        (
+            [
+                codec.FilledVolumeAmount(1, 8),
+                _dc3(2, False, 750),
+                codec.FilledVolumeAmount(250, 1973),
+                _dc3(1, False),
+            ],
+            1,
+            "7.89",
+        ),
+        # no DC3 with the fill: the nozzle is not known from this answer
+        ([codec.FilledVolumeAmount(250, 1973), codec.PumpStatus(5)], None, None),
+        ([codec.FilledVolumeAmount(250, 1973), codec.PumpStatus(5), _dc3(2, True)], None, None),
+        ([codec.FilledVolumeAmount(250, 1973), _dc3(0, False)], None, None),
+    ],
+)
+def test_the_fill_nozzle_is_the_dc3_paired_with_dc2(
+    replies: list[object], nozzle: int | None, price: str | None
+) -> None:
+    from drivers.wayne_dart.driver import fill_from_replies
+
+    info = fill_from_replies(replies, DartPumpSettings(address=0x50, nozzles=(1, 2)))
+    assert info.volume == Decimal("2.50") and info.amount == Decimal("19.73")
+    assert info.nozzle == nozzle
+    assert info.unit_price == (Decimal(price) if price else None)
