@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit soak bench system-deps clean
+.PHONY: demo test lint typecheck unit soak chaos bench system-deps clean
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-deps
@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(BIN)/edgectl demo --config config/demo.toml
 
 lint: $(STAMP)
-	$(BIN)/ruff check edgectl drivers tests $(wildcard bench)
+	$(BIN)/ruff check edgectl drivers tests $(wildcard bench) chaos
 	$(BIN)/mypy
 
 unit: $(STAMP)
@@ -38,6 +38,11 @@ test: lint unit
 
 soak: $(STAMP)
 	$(BIN)/pytest -q -m soak
+
+# SIGKILL rounds, line noise, store faults and codec fuzzing against the real daemon, about
+# 20 minutes (docs/reliability.md). CHAOS_ARGS="--seed S" replays a run, "--only kill" a part.
+chaos: $(STAMP)
+	$(BIN)/python -m chaos.run $(CHAOS_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/dart_scan.py

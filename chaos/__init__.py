@@ -1,0 +1,1 @@
+"""Chaos tooling: fault injection and fuzzing runs kept out of `make test`."""
