@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit soak chaos bench system-deps clean
+.PHONY: demo test lint typecheck unit soak chaos bench system-deps clean install uninstall
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-deps
@@ -47,6 +47,16 @@ chaos: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/dart_scan.py
 	$(BIN)/python bench/daemon_footprint.py
+
+# A station, as root: account, /etc/edgectl, /var/lib/edgectl, a venv on the system Python in
+# /opt/edgectl, the unit (packaging/install.sh says what goes where; run again to upgrade).
+# DESTDIR=DIR stages it into DIR; EDGECTL_INSTALL_VENV=0 leaves out the venv.
+install:
+	DESTDIR="$(DESTDIR)" bash packaging/install.sh install
+
+# Keeps /etc/edgectl, /var/lib/edgectl and the account.
+uninstall:
+	DESTDIR="$(DESTDIR)" bash packaging/install.sh uninstall
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var
