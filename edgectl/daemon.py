@@ -15,6 +15,7 @@ from edgectl.cloud import contract
 from edgectl.config import Config, LineConfig
 from edgectl.control.server import ControlServer
 from edgectl.errors import ConfigError
+from edgectl.instance import InstanceLock
 from edgectl.logs import get_logger
 from edgectl.station import Station
 from edgectl.store.store import Store
@@ -127,16 +128,27 @@ class CloudLink:
 class Daemon:
     """The running station: lines, station workers, the cloud link, and an orderly stop."""
 
-    def __init__(self, config: Config, *, wall_clock: WallClock | None = None) -> None:
-        """`wall_clock` is the tank service's time of day (its midnight), for tests."""
+    def __init__(
+        self,
+        config: Config,
+        *,
+        wall_clock: WallClock | None = None,
+        instance: InstanceLock | None = None,
+    ) -> None:
+        """`wall_clock` is the tank service's time of day (its midnight), for tests;
+        `instance` the store's lock when the caller took it already (the demo does)."""
         self.config = config
         self.log = get_logger(station=config.station.id)
+        # One daemon per store, decided before the store, a serial line or the cloud link is
+        # opened: a second daemon stops here with StoreInUseError naming the first.
+        self.instance = instance or InstanceLock.take(config.store.path)
         self.store = Store(
             config.store.path,
             # Without a cloud link the outbox still keeps events for when one is configured,
             # bounded the same way (telemetry thinned first, sales never dropped).
             outbox_max_rows=config.cloud.outbox_max_rows if config.cloud else 100_000,
         )
+        self.instance.require()
         self._emit_target: Station | None = None
         self.lines: dict[str, DispenserLine] = {
             line.name: build_line(line, config, self._emit) for line in config.lines
@@ -202,4 +214,5 @@ class Daemon:
                     loop.remove_signal_handler(sig)
             self.station.close()
             self.store.close()
+            self.instance.release()
             self.log.info("daemon_stopped")

@@ -30,6 +30,7 @@ from rich.table import Table
 
 from edgectl.config import Config, load_config
 from edgectl.errors import EdgectlError, StoreError
+from edgectl.instance import InstanceLock
 from edgectl.logs import configure
 from edgectl.store.store import open_read_only
 
@@ -103,11 +104,14 @@ def _broker_address(text: str) -> tuple[str, int | None]:
 def _demo(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
+        # Before a simulator takes the lines' ptys or a broker starts: a demo on the store
+        # of a running daemon would replace that daemon's pumps with its own.
+        instance = InstanceLock.take(config.store.path)
     except EdgectlError as exc:
         print(f"edgectl: {exc}", file=sys.stderr)
         return 1
     if args.broker is None and not args.with_broker:
-        return _demo_station(config, args, None)
+        return _demo_station(config, args, None, instance)
     if not args.order_every > 0:
         print("edgectl: --order-every must be a positive number of seconds", file=sys.stderr)
         return 2
@@ -132,7 +136,7 @@ def _demo(args: argparse.Namespace) -> int:
         port = given_port or 1883
     try:
         cloud = _DemoCloud.prepare(config, host, port, private=broker is not None)
-        return _demo_station(cloud.config, args, cloud)
+        return _demo_station(cloud.config, args, cloud, instance)
     except EdgectlError as exc:
         print(f"edgectl: {exc}", file=sys.stderr)
         return 1
@@ -141,7 +145,9 @@ def _demo(args: argparse.Namespace) -> int:
             broker.stop()
 
 
-def _demo_station(config: Config, args: argparse.Namespace, cloud: _DemoCloud | None) -> int:
+def _demo_station(
+    config: Config, args: argparse.Namespace, cloud: _DemoCloud | None, instance: InstanceLock
+) -> int:
     log_path = config.store.path.parent / "edgectl.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a", encoding="utf-8") as log_file:
@@ -156,14 +162,18 @@ def _demo_station(config: Config, args: argparse.Namespace, cloud: _DemoCloud | 
         if cloud is not None:
             console.print(cloud.banner(args.order_every))
         try:
-            return asyncio.run(_run(config, args, console, cloud))
+            return asyncio.run(_run(config, args, console, instance, cloud))
         except EdgectlError as exc:
             console.print(f"edgectl: {exc}")
             return 1
 
 
 async def _run(
-    config: Config, args: argparse.Namespace, console: Console, cloud: _DemoCloud | None = None
+    config: Config,
+    args: argparse.Namespace,
+    console: Console,
+    instance: InstanceLock,
+    cloud: _DemoCloud | None = None,
 ) -> int:
     from drivers.wayne_dart.sim import RandomCustomers
     from edgectl.cli.simulate import build_simulators
@@ -179,7 +189,7 @@ async def _run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     tank_sims = _tank_simulators(config, console)
-    daemon = Daemon(config)
+    daemon = Daemon(config, instance=instance)
     plumbing = _Plumbing(config, sims, tank_sims)
     started = time.monotonic()
     client: CloudClient | None = None
