@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import grp
 import os
 import pwd
@@ -42,6 +43,7 @@ from edgectl.errors import CommandError, EdgectlError
 from edgectl.forecourt.sale import AuthorizationSource
 from edgectl.logs import get_logger
 from edgectl.station import PumpView, Station
+from edgectl.store.store import lock_path
 
 if TYPE_CHECKING:
     from edgectl.daemon import Daemon
@@ -112,7 +114,9 @@ class ControlServer:
         self.log = get_logger(station=daemon.config.station.id, part="control")
         self.rates = LineRates()
         self._connections: set[asyncio.Task[Any]] = set()
+        self._closing = False
         self._inode: int | None = None
+        self._lock_fd: int | None = None
         self._handlers: dict[str, Handler] = {
             "status": self._status,
             "pumps": self._pumps,
@@ -142,6 +146,7 @@ class ControlServer:
             )
 
     async def _serve(self) -> None:
+        self._take_store_lock()
         sock: socket.socket | None = None
         try:
             sock = self._bind()
@@ -158,6 +163,7 @@ class ControlServer:
                 hint="the station runs on; the CLI cannot reach it until this is fixed",
             )
             self._unlink()
+            self._release_store_lock()
             return
         self.log.info("control_socket_listening", socket=str(self.path))
         try:
@@ -173,11 +179,13 @@ class ControlServer:
                 await asyncio.sleep(RATE_SAMPLE_S)
         finally:
             server.close()
+            self._closing = True
             for task in list(self._connections):
                 task.cancel()
             if self._connections:
                 await asyncio.wait(list(self._connections), timeout=1.0)
             self._unlink()
+            self._release_store_lock()
             self.log.info("control_socket_closed")
 
     def _bind(self) -> socket.socket:
@@ -229,6 +237,31 @@ class ControlServer:
             pass
         self._inode = None
 
+    def _take_store_lock(self) -> None:
+        """Hold `<store>.lock` while serving, so `edgectl db restore` can tell we are running."""
+        path = lock_path(self.daemon.config.store.path)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+        except OSError as exc:
+            self.log.warning("store_lock_unavailable", path=str(path), error=exc.strerror)
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            self.log.warning(
+                "store_lock_held_elsewhere",
+                path=str(path),
+                hint="another edgectl daemon or a restore is using this store",
+            )
+            return
+        self._lock_fd = fd
+
+    def _release_store_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
     # ------------------------------------------------------------------ connections
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -255,6 +288,12 @@ class ControlServer:
                     await self._request(line, peer, reader, writer)
         except (ConnectionError, TimeoutError):
             pass  # the client went away or stopped reading: its loss only
+        except asyncio.CancelledError:
+            # Our own close ends attached clients (watch, sniff). A connection task that
+            # ends cancelled makes asyncio's stream callback log a traceback (CPython 3.11),
+            # so it ends normally instead; any other cancellation goes on up.
+            if not self._closing:
+                raise
         except Exception:
             self.log.exception("control_connection_failed")
         finally:
