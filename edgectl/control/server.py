@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import grp
 import os
 import pwd
@@ -43,7 +42,6 @@ from edgectl.errors import CommandError, EdgectlError
 from edgectl.forecourt.sale import AuthorizationSource
 from edgectl.logs import get_logger
 from edgectl.station import PumpView, Station
-from edgectl.store.store import lock_path
 
 if TYPE_CHECKING:
     from edgectl.daemon import Daemon
@@ -116,7 +114,6 @@ class ControlServer:
         self._connections: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._inode: int | None = None
-        self._lock_fd: int | None = None
         self._handlers: dict[str, Handler] = {
             "status": self._status,
             "pumps": self._pumps,
@@ -146,7 +143,6 @@ class ControlServer:
             )
 
     async def _serve(self) -> None:
-        self._take_store_lock()
         sock: socket.socket | None = None
         try:
             sock = self._bind()
@@ -163,7 +159,6 @@ class ControlServer:
                 hint="the station runs on; the CLI cannot reach it until this is fixed",
             )
             self._unlink()
-            self._release_store_lock()
             return
         self.log.info("control_socket_listening", socket=str(self.path))
         try:
@@ -185,7 +180,6 @@ class ControlServer:
             if self._connections:
                 await asyncio.wait(list(self._connections), timeout=1.0)
             self._unlink()
-            self._release_store_lock()
             self.log.info("control_socket_closed")
 
     def _bind(self) -> socket.socket:
@@ -236,31 +230,6 @@ class ControlServer:
         except OSError:
             pass
         self._inode = None
-
-    def _take_store_lock(self) -> None:
-        """Hold `<store>.lock` while serving, so `edgectl db restore` can tell we are running."""
-        path = lock_path(self.daemon.config.store.path)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
-        except OSError as exc:
-            self.log.warning("store_lock_unavailable", path=str(path), error=exc.strerror)
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            self.log.warning(
-                "store_lock_held_elsewhere",
-                path=str(path),
-                hint="another edgectl daemon or a restore is using this store",
-            )
-            return
-        self._lock_fd = fd
-
-    def _release_store_lock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
 
     # ------------------------------------------------------------------ connections
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
