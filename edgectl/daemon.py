@@ -142,11 +142,14 @@ class Daemon:
         # One daemon per store, decided before the store, a serial line or the cloud link is
         # opened: a second daemon stops here with StoreInUseError naming the first.
         self.instance = instance or InstanceLock.take(config.store.path)
+        # Refuses, with a typed StoreError naming the cause, a store that is another
+        # station's, damaged, newer, or that cannot be written (permissions, a full disk).
         self.store = Store(
             config.store.path,
             # Without a cloud link the outbox still keeps events for when one is configured,
             # bounded the same way (telemetry thinned first, sales never dropped).
             outbox_max_rows=config.cloud.outbox_max_rows if config.cloud else 100_000,
+            station_id=config.station.id,
         )
         self.instance.require()
         self._emit_target: Station | None = None

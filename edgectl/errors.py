@@ -38,9 +38,81 @@ class FrameDecodeError(EdgectlError):
 
 
 class StoreError(EdgectlError):
-    """The SQLite store cannot be opened, migrated or written."""
+    """The SQLite store cannot be opened, migrated or written.
+
+    The subclasses name the cause; their message is one sentence saying what is wrong and what
+    to do. `path` is the store file, `detail` SQLite's or the OS's own words for the log.
+    """
 
     code = "store"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        device: str | None = None,
+        code: str | None = None,
+        path: object = None,
+        detail: str | None = None,
+    ):
+        super().__init__(message, device=device, code=code)
+        self.path = path
+        self.detail = detail
+
+
+class StoreUnwritableError(StoreError):
+    """The store cannot take writes now; while running, edgectl holds sales at the pumps and
+    refuses authorizations until a write succeeds again."""
+
+    code = "store_unwritable"
+
+
+class StoreFullError(StoreUnwritableError):
+    """The file system holding the store has no space left."""
+
+    code = "store_full"
+
+
+class StorePermissionError(StoreUnwritableError):
+    """The daemon's user may not write the store (permissions, or a read-only file system)."""
+
+    code = "store_permission"
+
+
+class StoreIOError(StoreUnwritableError):
+    """The disk failed to read or write (hardware or file-system error)."""
+
+    code = "store_io"
+
+
+class StoreBusyError(StoreUnwritableError):
+    """Another process holds the store locked."""
+
+    code = "store_busy"
+
+
+class StoreCorruptError(StoreUnwritableError):
+    """The file is damaged, or is not a database at all."""
+
+    code = "store_corrupt"
+
+
+class StoreForeignError(StoreError):
+    """The store, or the -wal beside it, is not this station's own."""
+
+    code = "store_foreign"
+
+
+class StoreNewerSchemaError(StoreError):
+    """The store was written by a newer edgectl."""
+
+    code = "store_newer_schema"
+
+
+class StoreMissingError(StoreError):
+    """No database where one was expected (read-only tools never create one)."""
+
+    code = "store_missing"
 
 
 class CloudError(EdgectlError):

@@ -258,7 +258,8 @@ def test_restore_checks_its_source_first(offline: Offline, tmp_path: Path) -> No
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"this is not a database at all" * 100)
     result = cli("db", "restore", str(garbage), "--config", str(offline.config))
-    assert result.code == 1 and "cannot read the database" in result.err
+    assert result.code == 1 and "is not an SQLite database" in result.err
+    assert "not restoring it" in result.err
 
     other = tmp_path / "other.db"
     db = sqlite3.connect(other)

@@ -16,7 +16,14 @@ from typing import Any
 from edgectl.cli import output
 from edgectl.cli.output import Subparsers
 from edgectl.control.client import ControlClient, DaemonNotRunning
-from edgectl.errors import EdgectlError, StoreError
+from edgectl.errors import (
+    EdgectlError,
+    StoreCorruptError,
+    StoreError,
+    StoreForeignError,
+    StoreNewerSchemaError,
+)
+from edgectl.store import identity
 from edgectl.store.schema import MIGRATIONS
 from edgectl.store.store import lock_path, open_read_only
 
@@ -43,9 +50,14 @@ examples:
   edgectl db check
   edgectl db check --json
 
-Runs SQLite's full integrity check, read-only (safe while the daemon runs).
+Runs SQLite's full integrity check, read-only (safe while the daemon runs), and checks that
+the store and the -wal beside it are this station's own (a -wal copied from another store is
+refused before SQLite reads it).
 """
-CHECK_EXITS = "exit status: 0 the store is sound, 1 it is damaged or cannot be read, 2 usage."
+CHECK_EXITS = (
+    "exit status: 0 the store is sound, 1 it is damaged, not this station's or cannot be"
+    " read, 2 usage."
+)
 
 EDGECTL_TABLES = ("sales", "authorizations", "outbox", "alarms")
 
@@ -142,7 +154,7 @@ def run_restore(args: argparse.Namespace) -> int:
             f"edgectl is running (it answers at {station.socket}): stop it first "
             "(systemctl stop edgectl)",
         )
-    facts = _check_backup(src)
+    facts = _check_backup(src, station.require_config().station.id)
     with _store_lock(store_path):
         kept = _keep_previous(store_path) if store_path.exists() else None
         incoming = store_path.with_name(f".{store_path.name}.restoring")
@@ -168,25 +180,54 @@ def run_restore(args: argparse.Namespace) -> int:
     return output.EXIT_OK
 
 
-def _check_backup(src: Path) -> dict[str, Any]:
-    db = open_read_only(src)
+def _check_backup(src: Path, station_id: str) -> dict[str, Any]:
+    """Refuse a backup that is damaged, not an edgectl store, newer, or another station's."""
+    try:
+        if src.is_file():
+            identity.check_wal(src)
+        db = open_read_only(src)
+    except StoreCorruptError:
+        raise _unusable(src, "not an SQLite database (damaged, or another kind of file)") from None
     try:
         verdict = _integrity(db)
         if verdict != ["ok"]:
-            raise StoreError(f"{src} is damaged ({verdict[0]}); not restoring it")
+            raise _unusable(src, f"damaged ({verdict[0]})")
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
         missing = [t for t in EDGECTL_TABLES if t not in tables]
         if missing:
-            raise StoreError(f"{src} is not an edgectl database (no table {missing[0]})")
+            raise StoreForeignError(
+                f"{src} is not an edgectl database (it has no table {missing[0]}): restore a"
+                " backup made by `edgectl db backup`",
+                path=src,
+            )
         facts = _facts(db)
+        theirs = _station_of(db)
+    except sqlite3.DatabaseError as exc:
+        raise _unusable(src, f"damaged ({exc})") from exc
     finally:
         db.close()
     if facts["schema_version"] > len(MIGRATIONS):
-        raise StoreError(
+        raise StoreNewerSchemaError(
             f"{src} has schema version {facts['schema_version']}, newer than this edgectl "
-            f"({len(MIGRATIONS)}): upgrade edgectl first"
+            f"({len(MIGRATIONS)}): upgrade edgectl first",
+            path=src,
         )
+    if theirs is not None and theirs != station_id:
+        raise identity.foreign_station(src, theirs, station_id)
     return facts
+
+
+def _unusable(src: Path, why: str) -> StoreCorruptError:
+    return StoreCorruptError(f"{src} is {why}: not restoring it, choose another backup", path=src)
+
+
+def _station_of(db: sqlite3.Connection) -> str | None:
+    """The station id a store keeps in `meta` (None: written before stores kept one)."""
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'station_id'").fetchone()
+    except sqlite3.OperationalError:
+        return None  # no meta table
+    return None if row is None else str(row[0])
 
 
 @contextmanager
@@ -251,18 +292,30 @@ def _snapshot(source: Path, dest: Path) -> dict[str, Any]:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    path = output.target(args).require_config().store.path
+    config = output.target(args).require_config()
+    path = config.store.path
+    try:
+        if path.is_file():  # before SQLite reads it, which would replay a foreign -wal
+            identity.check_wal(path)
+    except StoreForeignError as exc:
+        return _refused(args, path, exc)
+    except StoreError:
+        pass  # not even an SQLite header: the integrity check says how damaged it is
     db = open_read_only(path)
     facts: dict[str, Any] = {}
     verdict: list[str] = []
+    theirs = None
     try:
         verdict = _integrity(db)
         facts = _facts(db)
+        theirs = _station_of(db)
     except sqlite3.DatabaseError as exc:  # too damaged to even finish the check
         if verdict in ([], ["ok"]):
             verdict = [str(exc)]
     finally:
         db.close()
+    if verdict == ["ok"] and theirs is not None and theirs != config.station.id:
+        return _refused(args, path, identity.foreign_station(path, theirs, config.station.id))
     ok = verdict == ["ok"]
     if args.json:
         output.print_json(
@@ -279,6 +332,17 @@ def run_check(args: argparse.Namespace) -> int:
             print(f"  {problem}")
         print("Restore the latest backup: edgectl db restore FILE (with the daemon stopped).")
     return output.EXIT_OK if ok else output.EXIT_FAILED
+
+
+def _refused(args: argparse.Namespace, path: Path, error: StoreError) -> int:
+    """A store that is sound, perhaps, but not this station's own: the sentence says what."""
+    if args.json:
+        output.print_json(
+            {"database": str(path), "ok": False, "code": error.code, "problems": [str(error)]}
+        )
+    else:
+        print(f"{path}: NOT THIS STATION'S STORE: {error}")
+    return output.EXIT_FAILED
 
 
 def _integrity(db: sqlite3.Connection) -> list[str]:

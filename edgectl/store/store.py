@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -13,13 +14,21 @@ from pathlib import Path
 from typing import Any
 
 from edgectl.cloud import contract
-from edgectl.errors import StoreError
+from edgectl.errors import (
+    StoreError,
+    StoreMissingError,
+    StoreNewerSchemaError,
+    StoreUnwritableError,
+)
 from edgectl.forecourt.sale import (
     Authorization,
     AuthorizationSource,
     AuthorizationState,
     Sale,
 )
+from edgectl.logs import get_logger
+from edgectl.store import faults, identity
+from edgectl.store.faults import WriteFault
 from edgectl.store.schema import MIGRATIONS
 
 # Outbox priorities: lower is more important. Sales and command results are never dropped.
@@ -95,6 +104,13 @@ class Store:
     Every method that changes state runs in one IMMEDIATE transaction, so a state change and
     the outbox rows describing it land together or not at all. Not thread-safe: the daemon
     calls it from a single worker thread.
+
+    Opening checks first, read-only, that the store is this station's own and sound
+    (`identity.inspect`), then proves it can write. Every failure is a typed StoreError
+    (`faults`); while running, one that means the store cannot write (disk full, permissions,
+    I/O) is kept as `write_fault`: logged once, writes refused without touching the disk
+    until a jittered, capped back-off has passed, and recorded as a `store_unwritable` alarm
+    (raised and cleared) in the first commit that succeeds again.
     """
 
     def __init__(
@@ -103,29 +119,59 @@ class Store:
         *,
         clock: Callable[[], str] = utc_now,
         outbox_max_rows: int | None = None,
+        station_id: str | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`station_id`: the config's `[station].id`. A store of another station is refused;
+        a store that has none yet adopts it."""
         self.path = Path(path)
         self._clock = clock
+        self._monotonic = monotonic
         self.outbox_max_rows = outbox_max_rows
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.station_id = station_id
+        self.write_fault: WriteFault | None = None
+        # Called (on the store's thread) when a write fault begins: the station's watch.
+        self.on_unwritable: Callable[[], None] = lambda: None
+        self._opened = False
+        self._store_id = 0
+        self._touch = "PRAGMA application_id=0"
+        self._undeleted: list[int] = []  # acknowledged outbox rows a failed write kept
+        self.log = get_logger(part="store", store=str(self.path))
+        memory = str(path) == ":memory:"
+        created = not memory and not self.path.exists()
+        header_id = 0
+        db: sqlite3.Connection | None = None
         try:
-            self._db = sqlite3.connect(
+            if not memory:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                faults.check_writable(self.path)
+                identity.inspect(self.path, station_id=station_id, schema_versions=len(MIGRATIONS))
+                # Read before SQLite opens the file: closing a descriptor of it afterwards
+                # would drop every POSIX lock this process holds on it, SQLite's too.
+                header_id = 0 if created else identity.header_store_id(self.path)
+            db = sqlite3.connect(
                 str(path), isolation_level=None, check_same_thread=False, timeout=10.0
             )
+            self._db = db
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._check_integrity()
+            self._set_store_id(int(self._db.execute("PRAGMA application_id").fetchone()[0]))
             self._migrate()
-            self._peek = self._db if str(path) == ":memory:" else self._reader_connection()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"cannot open the store {self.path}: {exc}. The file may be corrupt: "
-                "check it with `edgectl db check` or restore a backup",
-                code="store_open",
-            ) from exc
+            self._ensure_identity(None if memory else header_id)
+            self.probe()  # a write: a store that cannot take one is refused now, not mid-sale
+            self._peek = self._db if memory else self._reader_connection()
+        except BaseException as exc:
+            if db is not None:
+                db.close()
+            if created:  # a new store that could not be made: leave no half-made file
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            if isinstance(exc, StoreError | sqlite3.Error | OSError):
+                raise faults.translate(exc, self.path, doing="open") from exc
+            raise
+        self._opened = True
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -139,23 +185,58 @@ class Store:
         db.execute("PRAGMA query_only=ON")
         return db
 
-    def _check_integrity(self) -> None:
-        row = self._db.execute("PRAGMA quick_check").fetchone()
-        if row is None or row[0] != "ok":
-            raise sqlite3.DatabaseError(f"integrity check failed: {row[0] if row else '?'}")
-
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
-            raise StoreError(
-                f"{self.path} has schema version {version}, newer than this edgectl "
-                f"({len(MIGRATIONS)}): upgrade edgectl",
-                code="store_version",
+            raise StoreNewerSchemaError(
+                f"{self.path} has schema version {version}, newer than this edgectl knows "
+                f"({len(MIGRATIONS)}): upgrade edgectl, or restore a backup this version wrote",
+                path=self.path,
             )
         for number in range(version, len(MIGRATIONS)):
             with self.transaction() as db:
                 db.executescript_in_tx(MIGRATIONS[number])
                 db.execute(f"PRAGMA user_version={number + 1}")
+
+    def _set_store_id(self, value: int) -> None:
+        self._store_id = value & 0xFFFFFFFF
+        # Every write transaction rewrites page 1 with it: see `identity` for why.
+        self._touch = f"PRAGMA application_id={identity.application_id(self._store_id)}"
+
+    def _ensure_identity(self, header_id: int | None) -> None:
+        """Give a store without identity (new, or written before there was one) its store id
+        and this station's id; make sure the main file's header (`header_id` as read before
+        opening; None in memory) carries the store id."""
+        known = {
+            str(key): str(value)
+            for key, value in self._db.execute(
+                "SELECT key, value FROM meta WHERE key IN ('store_id', 'station_id')"
+            )
+        }
+        if self._store_id == 0:
+            self._set_store_id(identity.mint_store_id())
+        wanted = {"store_id": identity.store_id_text(self._store_id)}
+        if self.station_id is not None and "station_id" not in known:
+            wanted["station_id"] = self.station_id
+        missing = {k: v for k, v in wanted.items() if known.get(k) != v}
+        if missing:
+            with self.transaction() as tx:
+                for key, value in missing.items():
+                    tx.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
+                    )
+        if self.station_id is None:
+            self.station_id = known.get("station_id")
+        if header_id is not None and header_id != self._store_id:
+            # Into the main file now, before any -wal could be judged against its header.
+            # (Busy readers can hold it back: the next start finds it in the -wal, judged by
+            # the station id, and checkpoints again.)
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    @property
+    def store_id(self) -> str:
+        """This store's random id (hex), in its header and in `meta`."""
+        return identity.store_id_text(self._store_id)
 
     @property
     def epoch(self) -> str:
@@ -169,20 +250,85 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[_Tx]:
+        """One IMMEDIATE transaction; it also rewrites page 1 with the store id (`identity`).
+
+        A failure is a typed StoreError and leaves no transaction open. While `write_fault`
+        holds, writes are refused at once until its back-off has passed; the first commit
+        that succeeds again carries the fault's alarm, raised before and cleared after the
+        transaction's own rows.
+        """
+        fault = self.write_fault
+        if fault is not None and self._monotonic() < fault.next_attempt:
+            raise fault.refusal()
+        tx = _Tx(self._db, self.outbox_max_rows)
+        alarm_id = 0
         try:
             self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(self._touch)
+            if fault is not None:
+                alarm_id = tx.fault_raised(fault)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot start a transaction: {exc}") from exc
+            raise self._write_failed(exc) from exc
         try:
-            yield _Tx(self._db, self.outbox_max_rows)
+            yield tx
+            if fault is not None:
+                tx.fault_cleared(alarm_id, fault, self._clock())
+        except sqlite3.Error as exc:
+            raise self._write_failed(exc) from exc
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
         try:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            self._db.execute("ROLLBACK")
-            raise StoreError(f"commit failed: {exc}") from exc
+            raise self._write_failed(exc) from exc
+        if fault is not None:
+            self.write_fault = None
+            self.log.info(
+                "store_writable_again",
+                code=fault.error.code,
+                failed_writes=fault.failures,
+                unwritable_s=round(self._monotonic() - fault.started, 1),
+            )
+
+    def probe(self) -> None:
+        """A write that changes nothing but page 1: whether the store can write now."""
+        with self.transaction():
+            pass
+
+    def next_write_in(self) -> float | None:
+        """Seconds until a write may try the disk again; None while the store writes."""
+        fault = self.write_fault
+        return None if fault is None else max(0.0, fault.next_attempt - self._monotonic())
+
+    def _rollback(self) -> None:
+        # SQLite rolls a transaction back by itself after some errors (a full disk, I/O):
+        # a ROLLBACK then would fail with "no transaction is active".
+        if self._db.in_transaction:
+            with suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+
+    def _write_failed(self, exc: sqlite3.Error) -> StoreError:
+        self._rollback()
+        error = faults.translate(exc, self.path, doing="write")
+        if not (self._opened and isinstance(error, StoreUnwritableError)):
+            return error
+        now = self._monotonic()
+        fault = self.write_fault
+        if fault is None:
+            fault = self.write_fault = WriteFault(error, self._clock(), now)
+            fault.failed(error, now)
+            self.log.error(
+                "store_unwritable",
+                code=error.code,
+                reason=str(error),
+                detail=error.detail,
+                hint="sales are held at the pumps and no pump is authorized until it can write",
+            )
+            self.on_unwritable()
+        elif fault.failed(error, now):
+            self.log.error("store_unwritable", code=error.code, reason=str(error))
+        return error
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         return [dict(row) for row in self._db.execute(sql, params).fetchall()]
@@ -489,7 +635,7 @@ class Store:
         try:
             row = self._peek.execute("SELECT * FROM inbox WHERE cmd_id = ?", (cmd_id,)).fetchone()
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot read the inbox: {exc}", code="store_read") from exc
+            raise faults.translate(exc, self.path, doing="read") from exc
         return None if row is None else dict(row)
 
     def receive_command(self, cmd_id: str, type_: str, payload: str) -> bool:
@@ -547,10 +693,16 @@ class Store:
             )
 
     def purge_inbox(self, before: str) -> int:
-        with self.transaction() as tx:
-            return tx.execute(
-                "DELETE FROM inbox WHERE received_at < ? AND completed_at IS NOT NULL", (before,)
-            ).rowcount
+        """Forget answered commands received before `before`. Housekeeping: on a store that
+        cannot write it purges nothing (0) and the next purge catches up."""
+        try:
+            with self.transaction() as tx:
+                return tx.execute(
+                    "DELETE FROM inbox WHERE received_at < ? AND completed_at IS NOT NULL",
+                    (before,),
+                ).rowcount
+        except StoreUnwritableError:
+            return 0
 
     def queue_event(
         self,
@@ -976,10 +1128,15 @@ class Store:
         return None if row is None or row[0] is None else str(row[0])
 
     def alarms(self, *, active_only: bool = False) -> list[dict[str, Any]]:
+        """The alarms, oldest first; while the store cannot write, its own alarm (kept in
+        memory until it can be recorded) comes last."""
         sql = "SELECT * FROM alarms"
         if active_only:
             sql += " WHERE cleared_at IS NULL"
-        return self.query(sql + " ORDER BY id")
+        return self.query(sql + " ORDER BY id") + self._fault_alarms()
+
+    def _fault_alarms(self) -> list[dict[str, Any]]:
+        return [] if self.write_fault is None else [self.write_fault.alarm()]
 
     def outbox_depth(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
@@ -1010,13 +1167,22 @@ class Store:
         return merged
 
     def outbox_delete(self, seqs: list[int]) -> None:
+        """Delete rows the broker acknowledged. On a store that cannot write they are kept
+        and deleted with the next acknowledged ones: the publisher can do nothing better with
+        the error, and a row not deleted is at worst sent again, with its msg_id."""
+        seqs = self._undeleted + list(seqs)
         if not seqs:
             return
-        with self.transaction() as tx:
-            for start in range(0, len(seqs), 500):
-                chunk = seqs[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                tx.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", tuple(chunk))
+        try:
+            with self.transaction() as tx:
+                for start in range(0, len(seqs), 500):
+                    chunk = seqs[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    tx.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", tuple(chunk))
+        except StoreUnwritableError:
+            self._undeleted = sorted(set(seqs))
+            return
+        self._undeleted = []
 
     # ------------------------------------------------------------------ audit and reads
     def audit_requested(
@@ -1056,7 +1222,7 @@ class Store:
     @property
     def reader(self) -> StoreReader:
         """The read-only queries over this store's connection (call them on the store thread)."""
-        return StoreReader(self._db)
+        return StoreReader(self._db, self._fault_alarms)
 
 
 class StoreReader:
@@ -1067,8 +1233,15 @@ class StoreReader:
     Lists are capped by `limit` and come oldest first, the newest `limit` rows when capped.
     """
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        unrecorded_alarms: Callable[[], list[dict[str, Any]]] = list,
+    ) -> None:
+        """`unrecorded_alarms`: alarms not in the table yet (the running store's own while
+        it cannot write), listed as active alarms."""
         self._db = db
+        self._unrecorded_alarms = unrecorded_alarms
 
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         cur = self._db.execute(sql, params)
@@ -1095,7 +1268,9 @@ class StoreReader:
         self, *, active_only: bool = False, limit: int | None = None
     ) -> list[dict[str, Any]]:
         where = " WHERE cleared_at IS NULL" if active_only else ""
-        return self._newest(f"SELECT * FROM alarms{where}", (), "id", limit)
+        rows = self._newest(f"SELECT * FROM alarms{where}", (), "id", limit)
+        rows += self._unrecorded_alarms()  # the newest, whatever the table holds
+        return rows if limit is None else rows[-limit:]
 
     def audit(self, *, limit: int | None = None) -> list[dict[str, Any]]:
         return self._newest("SELECT * FROM audit", (), "id", limit)
@@ -1163,12 +1338,18 @@ def open_read_only(path: Path | str) -> sqlite3.Connection:
     """
     path = Path(path)
     if not path.is_file():
-        raise StoreError(f"no database at {path}", code="store_missing")
+        raise StoreMissingError(
+            f"no database at {path}: check [store].path in the config", path=path
+        )
     try:
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.Error as exc:
+        raise faults.translate(exc, path, doing="read") from exc
+    try:
         db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as exc:
-        raise StoreError(f"cannot read the database {path}: {exc}", code="store_open") from exc
+        db.close()
+        raise faults.translate(exc, path, doing="read") from exc
     return db
 
 
@@ -1265,6 +1446,41 @@ class _Tx:
             now,
         )
         return alarm_id
+
+    def fault_raised(self, fault: WriteFault) -> int:
+        """The alarm of a write fault, as raised when it began; its id."""
+        cur = self._db.execute(
+            "INSERT INTO alarms (kind, severity, message, detail, raised_at)"
+            " VALUES (?, 'critical', ?, ?, ?)",
+            (faults.ALARM_KIND, str(fault.error), json.dumps(fault.detail()), fault.since),
+        )
+        alarm_id = int(cur.lastrowid or 0)
+        self.outbox(
+            "alarm",
+            PRIORITY_EVENT,
+            contract.alarm_data(
+                alarm_id, faults.ALARM_KIND, "critical", str(fault.error), raised_at=fault.since
+            ),
+            fault.since,
+        )
+        return alarm_id
+
+    def fault_cleared(self, alarm_id: int, fault: WriteFault, now: str) -> None:
+        """The same alarm cleared: the store writes again (this very commit proves it)."""
+        self._db.execute("UPDATE alarms SET cleared_at = ? WHERE id = ?", (now, alarm_id))
+        self.outbox(
+            "alarm",
+            PRIORITY_EVENT,
+            contract.alarm_data(
+                alarm_id,
+                faults.ALARM_KIND,
+                "critical",
+                str(fault.error),
+                raised_at=fault.since,
+                cleared_at=now,
+            ),
+            now,
+        )
 
     def outbox(
         self,

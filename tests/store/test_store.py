@@ -196,7 +196,8 @@ def test_corrupt_database_is_a_clear_store_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError) as err:
         Store(path)
-    assert "corrupt" in str(err.value) and err.value.code == "store_open"
+    assert "not an SQLite database" in str(err.value) and "restore" in str(err.value)
+    assert err.value.code == "store_corrupt"
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
