@@ -21,7 +21,7 @@ from typing import NamedTuple
 import pytest
 
 from edgectl.config import load_config
-from tests.test_systemd_unit import one, unit_settings
+from tests.test_systemd_unit import ANALYZE, SYSTEM_UNITS, one, unit_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "packaging" / "install.sh"
@@ -328,6 +328,16 @@ def test_the_venv_is_built_on_the_system_python_and_readable_by_the_daemon(
         cwd=tmp_path,
     )
     assert help_text.returncode == 0 and "--config" in help_text.stdout, help_text.stderr
+    if ANALYZE is not None and SYSTEM_UNITS is not None:
+        # The unit as installed, against the real program: what verify checks on a station.
+        shutil.copytree(SYSTEM_UNITS, root / "usr/lib/systemd/system", symlinks=True)
+        verify = subprocess.run(
+            [ANALYZE, "verify", "--man=no", f"--root={root}", "edgectl.service"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (verify.returncode, verify.stdout + verify.stderr) == (0, "")
     for path in venv.rglob("*"):
         mode = path.lstat().st_mode
         if stat.S_ISLNK(mode):
