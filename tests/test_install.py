@@ -284,6 +284,12 @@ def test_a_checkout_where_the_install_goes_is_refused(tmp_path: Path) -> None:
     assert not (root / "etc").exists()
 
 
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_the_installer_passes_shellcheck() -> None:
+    result = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 
 
