@@ -353,8 +353,14 @@ def to_decimal(raw: int, decimals: int) -> Decimal:
     return Decimal((1 if raw < 0 else 0, digits, -decimals))
 
 
+# Not from the specification: far more digits than any DART field holds (10), and few enough
+# that scaling exactly stays cheap (1E+100000000 would take minutes).
+MAX_RAW_DIGITS = 64
+
+
 def from_decimal(value: Decimal, decimals: int) -> int:
-    """The raw wire integer for `value`; ValueError if it has more than `decimals` places."""
+    """The raw wire integer for `value`; ValueError if it has more than `decimals` places or
+    the raw integer more than MAX_RAW_DIGITS digits."""
     if decimals < 0:
         raise ValueError(f"decimal places must not be negative ({decimals})")
     if not value.is_finite():
@@ -362,15 +368,19 @@ def from_decimal(value: Decimal, decimals: int) -> int:
     # Integer arithmetic on the digits: Decimal operations would round to the context.
     sign, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)  # finite, checked above
-    coefficient = int("".join(map(str, digits)) or "0")
+    kept = len(digits)
+    while kept > 1 and digits[kept - 1] == 0:  # trailing zeros say nothing of size or places
+        kept -= 1
+    exponent += len(digits) - kept
+    digits = digits[:kept]
+    if digits == (0,):
+        return 0
     shift = exponent + decimals
-    scaled: int
-    if shift >= 0:
-        scaled = coefficient * 10**shift
-    else:
-        scaled, remainder = divmod(coefficient, 10**-shift)
-        if remainder:
-            raise ValueError(f"{value} has more than {decimals} decimal place(s)")
+    if shift < 0:  # the last digit kept is not 0
+        raise ValueError(f"{value} has more than {decimals} decimal place(s)")
+    if len(digits) + shift > MAX_RAW_DIGITS:
+        raise ValueError(f"{value} needs more than {MAX_RAW_DIGITS} digits raw")
+    scaled: int = int("".join(map(str, digits))) * 10**shift
     return -scaled if sign else scaled
 
 

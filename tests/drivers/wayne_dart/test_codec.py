@@ -534,11 +534,23 @@ def test_from_decimal(value: str, places: int, raw: int) -> None:
         ("NaN", 2),
         ("Infinity", 2),
         ("1", -1),
+        # Found by fuzzing: exact scaling took 5 minutes for 1E+100000000, hours for these.
+        ("1E+10000", 0),
+        ("1E+999999999", 2),
+        ("1E-999999999", 2),
     ],
 )
 def test_from_decimal_refuses(value: str, places: int) -> None:
     with pytest.raises(ValueError):
         codec.from_decimal(Decimal(value), places)
+
+
+@pytest.mark.parametrize(
+    ("value", "places", "raw"),
+    [("0E+999999999", 2, 0), ("0E-999999999", 0, 0), ("1" + "0" * 63, 0, 10**63)],
+)
+def test_from_decimal_at_the_edges(value: str, places: int, raw: int) -> None:
+    assert codec.from_decimal(Decimal(value), places) == raw
 
 
 def test_to_decimal_refuses_negative_places() -> None:
