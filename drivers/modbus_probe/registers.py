@@ -15,7 +15,14 @@ import struct
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import (
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+    localcontext,
+)
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -28,7 +35,32 @@ _ADDRESS_LIMIT = 0x10000
 # after a unit conversion whose factor (5/9 for °F) has no finite decimal expansion.
 _RESOLUTION = Decimal("0.0001")
 _RESOLUTION_EXPONENT = -4
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# A float32 reaches 3.4e38: 39 integer digits, more than the default context's 28.
+_WIDE = Context(prec=40)
+# Encoding any value a caller gives: too large for a Decimal is Infinity here (then refused as
+# outside the field's type), not decimal.Overflow.
+_ENCODING = Context(traps=[InvalidOperation, DivisionByZero])
+# Scales a map may give: beyond these a raw register means nothing in mm, °C or L, and the
+# product of a float32 and the scale could overflow a Decimal.
+_SCALE_LIMITS = (Decimal("1E-12"), Decimal("1E+12"))
+# Used with fullmatch, ASCII only: `$` also matches before a final newline, and `\d` or
+# Decimal() take digits of any script ('٣').
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_NUMBER = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
+_BIT_NUMBER = re.compile(r"[0-9]{1,2}")
+_SHOWN = 60
+
+
+def _shown(value: object) -> str:
+    """A value from a map file or a device for a message: cut short, and never raising (an
+    int of over 4300 digits has no str(), a deeply nested list no repr())."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"a {type(value).__name__}"
+    return text if len(text) <= _SHOWN else f"{text[: _SHOWN - 1]}…"
 
 
 class RegisterMapError(DriverError):
@@ -324,7 +356,8 @@ def _check_map(rmap: RegisterMap) -> None:
 
     if rmap.function_code not in (3, 4):
         fail(
-            "function_code", f"must be 3 (holding) or 4 (input registers), not {rmap.function_code}"
+            "function_code",
+            f"must be 3 (holding) or 4 (input registers), not {_shown(rmap.function_code)}",
         )
     if not rmap.fields:
         fail("fields", "a map needs at least one field")
@@ -382,7 +415,7 @@ def decode_registers(register_map: RegisterMap, registers: Sequence[int]) -> dic
         )
     for index, word in enumerate(registers):
         if not 0 <= word <= 0xFFFF:
-            raise FrameError(f"register {index} holds {word}, not a 16-bit value")
+            raise FrameError(f"register {index} holds {_shown(word)}, not a 16-bit value")
     values: dict[str, Decimal] = {}
     for spec in register_map.fields:
         value = decode_field(spec, registers[spec.address : spec.end])
@@ -392,7 +425,13 @@ def decode_registers(register_map: RegisterMap, registers: Sequence[int]) -> dic
 
 
 def decode_field(spec: FieldSpec, words: Sequence[int]) -> Decimal | None:
-    """One field's canonical value from its own registers (None: the float is not a number)."""
+    """One field's canonical value from its own registers (None: the float is not a number).
+
+    Raises FrameError unless `words` are `spec.width` 16-bit values.
+    """
+    if len(words) != spec.width or not all(0 <= word <= 0xFFFF for word in words):
+        shown = ", ".join(map(_shown, words[:4]))
+        raise FrameError(f"field {spec.name} needs {spec.width} 16-bit register(s), not [{shown}]")
     data = spec.word_order.to_bytes(words)
     raw: Decimal | None
     if spec.type is ValueType.FLOAT32:
@@ -405,18 +444,26 @@ def decode_field(spec: FieldSpec, words: Sequence[int]) -> Decimal | None:
 
 
 def float32_to_decimal(data: bytes) -> Decimal | None:
-    """The shortest decimal that is exactly this float32 (9.875, 23.4 — not 23.399999618…)."""
+    """The shortest decimal that is exactly this float32 (9.875, 23.4 — not 23.399999618…).
+
+    Raises FrameError unless `data` is 4 bytes.
+    """
+    if len(data) != 4:
+        raise FrameError(f"a float32 is 4 bytes, not {len(data)}")
     value = struct.unpack(">f", data)[0]
     if not math.isfinite(value):
         return None
     for digits in range(1, 10):  # nine significant digits always round-trip a float32
         text = f"{value:.{digits}g}"
-        if struct.pack(">f", float(text)) == data:
-            break
+        try:
+            if struct.pack(">f", float(text)) == data:
+                break
+        except OverflowError:  # near the largest float32, 3.403e+38 is beyond it
+            continue
     number = Decimal(text)
     exponent = number.as_tuple().exponent
     if isinstance(exponent, int) and exponent > 0:  # "1e+03" from %g: write it as 1000
-        number = number.quantize(Decimal(1))
+        number = number.quantize(Decimal(1), context=_WIDE)
     return number
 
 
@@ -428,17 +475,32 @@ def _tidy(value: Decimal) -> Decimal:
 
 
 def encode_field(spec: FieldSpec, value: Decimal | int | float) -> list[int]:
-    """The registers a device holds for a canonical value (the inverse of `decode_field`)."""
-    scaled = spec.unit.from_canonical(Decimal(str(value))) / spec.scale
+    """The registers a device holds for a canonical value (the inverse of `decode_field`).
+
+    ValueError when the value does not fit the field's type (a float32 takes NaN and the
+    infinities, an integer only a finite number in its range).
+    """
+    number = Decimal(value) if isinstance(value, int) else Decimal(str(value))
+    if number.is_snan() or (spec.type.is_integer and not number.is_finite()):
+        raise ValueError(f"field {spec.name}: {number} cannot be written as {spec.type.value}")
+    with localcontext(_ENCODING):
+        scaled = spec.unit.from_canonical(number) / spec.scale
     if spec.type is ValueType.FLOAT32:
-        data = struct.pack(">f", float(scaled))
-    else:
-        number = int(scaled.to_integral_value(rounding=ROUND_HALF_EVEN))
         try:
-            data = struct.pack(spec.type.struct_code, number)
+            data = struct.pack(">f", float(scaled))
+            if number.is_finite() and math.isinf(float(scaled)):
+                raise OverflowError
+        except OverflowError:
+            raise ValueError(f"field {spec.name}: {_shown(value)} is outside float32") from None
+    elif not scaled.is_finite() or scaled.adjusted() > 20:  # int() of 1E+999999 is slow
+        raise ValueError(f"field {spec.name}: {_shown(value)} is outside {spec.type.value}")
+    else:
+        raw = int(scaled.to_integral_value(rounding=ROUND_HALF_EVEN))
+        try:
+            data = struct.pack(spec.type.struct_code, raw)
         except struct.error as exc:
             raise ValueError(
-                f"field {spec.name}: {value} is {number} raw, outside {spec.type.value}"
+                f"field {spec.name}: {value} is {raw} raw, outside {spec.type.value}"
             ) from exc
     return spec.word_order.to_words(data)
 
@@ -504,8 +566,10 @@ def load_register_map(path: Path | str) -> RegisterMap:
         raise RegisterMapError("the map file is not UTF-8 text", source=source) from exc
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # TOMLDecodeError, or an integer of over 4300 digits
         raise RegisterMapError(f"not valid TOML: {exc}", source=source) from exc
+    except RecursionError as exc:
+        raise RegisterMapError("not valid TOML: nested too deeply", source=source) from exc
     return parse_register_map(data, source=source)
 
 
@@ -514,7 +578,7 @@ def parse_register_map(data: Mapping[str, Any], *, source: str = "<map>") -> Reg
     reader = _Reader(source)
     reader.no_unknown_keys(data, _TOP_KEYS, "")
     name = reader.string(data, "name", required=True)
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         reader.fail("name", f"{name!r}: use lower-case letters, digits and '_'")
     default_order = reader.word_order(data, "word_order", WordOrder.ABCD)
     raw_fields = data.get("fields")
@@ -565,7 +629,7 @@ class _Reader:
                 self.fail(prefix + key, "is required")
             return ""
         if not isinstance(value, str):
-            self.fail(prefix + key, f"must be a string, not {value!r}")
+            self.fail(prefix + key, f"must be a string, not {_shown(value)}")
         return str(value)
 
     def integer(
@@ -585,22 +649,28 @@ class _Reader:
                 self.fail(prefix + key, "is required")
             return default
         if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(prefix + key, f"must be a whole number, not {value!r}")
+            self.fail(prefix + key, f"must be a whole number, not {_shown(value)}")
         if (low is not None and value < low) or (high is not None and value > high):
-            self.fail(prefix + key, f"{value} is outside {low}-{high}")
+            self.fail(prefix + key, f"{_shown(value)} is outside {low}-{high}")
         return int(value)
 
     def decimal(self, value: Any, key: str) -> Decimal:
         # Strings and integers are exact; a TOML float is taken by its shortest text form
         # ("0.1", not the binary 0.1000000000000000055…), which is what the author wrote.
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            self.fail(key, f"must be a number or a numeric string, not {value!r}")
+            self.fail(key, f"must be a number or a numeric string, not {_shown(value)}")
+        if isinstance(value, int):
+            return Decimal(value)  # exact, and str() of it may not exist (over 4300 digits)
+        if isinstance(value, str) and not _NUMBER.fullmatch(value):
+            if value in ("NaN", "nan", "Infinity", "inf", "-inf", "-Infinity"):
+                self.fail(key, f"{_shown(value)} is not a finite number")
+            self.fail(key, f"{_shown(value)} is not a number")
         try:
             number = Decimal(str(value))
         except InvalidOperation:
-            self.fail(key, f"{value!r} is not a number")
+            self.fail(key, f"{_shown(value)} is not a number")
         if not number.is_finite():
-            self.fail(key, f"{value!r} is not a finite number")
+            self.fail(key, f"{_shown(value)} is not a finite number")
         return number
 
     def word_order(
@@ -613,11 +683,11 @@ class _Reader:
             return WordOrder(value)
         except ValueError:
             known = ", ".join(order.value for order in WordOrder)
-            self.fail(prefix + key, f"{value!r} is not one of {known}")
+            self.fail(prefix + key, f"{_shown(value)} is not one of {known}")
 
     def field(self, name: str, table: Any, default_order: WordOrder) -> FieldSpec:
         prefix = f"fields.{name}."
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             self.fail(f"fields.{name}", "field names use lower-case letters, digits and '_'")
         if not isinstance(table, Mapping):
             self.fail(f"fields.{name}", "must be a table")
@@ -647,6 +717,9 @@ class _Reader:
             scale = self.decimal(table["scale"], prefix + "scale")
             if scale == 0:
                 self.fail(prefix + "scale", "must not be zero")
+            low, high = _SCALE_LIMITS
+            if not low <= abs(scale) <= high:
+                self.fail(prefix + "scale", f"{_shown(scale)}: must be between {low} and {high}")
         plausible = None
         if "plausible" in table:
             bounds = table["plausible"]
@@ -674,7 +747,7 @@ class _Reader:
 
     def _bit(self, value: Any, key: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 32:
-            self.fail(key, f"must be a bit number 0-31, not {value!r}")
+            self.fail(key, f"must be a bit number 0-31, not {_shown(value)}")
         return int(value)
 
     def status_bits(self, table: Any) -> BitTable | None:
@@ -701,8 +774,9 @@ class _Reader:
             self.fail("alarm_bits.names", 'a table of "bit" = "meaning" is required')
         bits = []
         for key, meaning in names.items():
-            if not key.isdigit():
-                self.fail(f"alarm_bits.names.{key}", 'keys are bit numbers, e.g. "0"')
+            if not isinstance(key, str) or not _BIT_NUMBER.fullmatch(key):
+                label = key if isinstance(key, str) and len(key) <= 8 else _shown(key)
+                self.fail(f"alarm_bits.names.{label}", 'keys are bit numbers, e.g. "0"')
             if not isinstance(meaning, str) or not meaning:
                 self.fail(f"alarm_bits.names.{key}", "must be the alarm's text")
             bits.append((self._bit(int(key), f"alarm_bits.names.{key}"), meaning))

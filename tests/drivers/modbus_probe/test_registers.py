@@ -358,3 +358,106 @@ def test_a_toml_float_scale_is_taken_as_written(tmp_path: Path) -> None:
         '[fields.ullage]\naddress = 0\ntype = "int32"\nunit = "L"\nscale = 0.1\n'
     )
     assert load_register_map(path).field("ullage").scale == Decimal("0.1")
+
+
+# ---------------------------------------------------------------------- found by fuzzing
+@pytest.mark.parametrize(
+    "words",
+    [
+        [0xEFBC, 0x2091],  # -1.1646e29: quantizing it to an integer needed 30 digits
+        [0x7F7F, 0xFFFF],  # the largest float32: 3.403e+38 is beyond it (OverflowError)
+        [0xFF7F, 0xFFFF],
+        [0x6E6D, 0x8C8D],
+    ],
+)
+def test_a_huge_float32_from_a_probe_is_read_not_raised(words: list[int]) -> None:
+    rmap = RegisterMap("probe", 4, (FieldSpec("ullage", 0, ValueType.FLOAT32, Unit.L),))
+    decoded = decode_registers(rmap, words)["ullage"]
+    assert struct.pack(">f", float(decoded)) == struct.pack(">HH", *words)
+
+
+@pytest.mark.parametrize("words", [[], [1], [1, 2, 3], [0x10000, 0], [-1, 0], [10**4300, 0]])
+def test_decode_field_refuses_registers_that_are_not_its_own(words: list[int]) -> None:
+    with pytest.raises(FrameError):
+        decode_field(spec(ValueType.FLOAT32), words)
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00", b"\x00" * 5])
+def test_float32_needs_four_bytes(data: bytes) -> None:
+    with pytest.raises(FrameError, match="4 bytes"):
+        float32_to_decimal(data)
+
+
+def test_a_register_too_big_to_print_is_refused() -> None:
+    rmap = load_register_map(MAPS / "generic_magnetostrictive.toml")
+    with pytest.raises(FrameError, match="not a 16-bit value"):
+        decode_registers(rmap, [10**4300] + [0] * 15)
+
+
+FUZZED_MAPS = [
+    # int('³') raised ValueError; '٣' was bit 3; 5000 digits raised ValueError (str limit)
+    ("alarm_bits", {"field": "status", "names": {"³": "A"}}, "alarm_bits.names.³", "bit numbers"),
+    ("alarm_bits", {"field": "status", "names": {"٣": "A"}}, "alarm_bits.names.٣", "bit numbers"),
+    ("alarm_bits", {"field": "status", "names": {"9" * 5000: "A"}}, None, "bit numbers"),
+    # a number too long for str(): ValueError from the message that showed it
+    ("function_code", 10**5000, "function_code", "must be 3"),
+    ("base", 10**5000, "base", "outside"),
+    ("name", 10**5000, "name", "must be a string"),
+    ("fields.product_height.scale", 10**5000, "fields.product_height.scale", "between"),
+    # Decimal() reads digits of any script and the scale reached decoding: decimal.Overflow
+    ("fields.product_height.scale", "١٠", "fields.product_height.scale", "not a number"),
+    ("fields.product_height.scale", "1E+999999", "fields.product_height.scale", "between"),
+    ("fields.product_height.scale", "1E-999999", "fields.product_height.scale", "between"),
+    ("fields.product_height.plausible", ["٠", 5], "fields.product_height.plausible", "not a"),
+    # `$` matches before a final newline
+    ("name", "probe\n", "name", "lower-case"),
+    ("fields.level\n", {}, "fields.level\n", "lower-case"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key", "problem"), FUZZED_MAPS, ids=[str(n) for n in range(len(FUZZED_MAPS))]
+)
+def test_fuzzed_maps_are_refused_by_key(
+    path: str, value: Any, key: str | None, problem: str
+) -> None:
+    with pytest.raises(RegisterMapError, match=problem) as caught:
+        parse_register_map(_set(path, value), source="probe.toml")
+    if key is not None:
+        assert caught.value.key == key
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (b"stride = " + b"1" * 5000, "not valid TOML"),  # tomllib: ValueError (str limit)
+        (b"description = " + b"[" * 5000 + b"]" * 5000, "not valid TOML"),  # RecursionError
+    ],
+)
+def test_map_files_tomllib_cannot_read(tmp_path: Path, line: bytes, problem: str) -> None:
+    path = tmp_path / "odd.toml"
+    path.write_bytes((MAPS / "generic_magnetostrictive.toml").read_bytes() + b"\n" + line + b"\n")
+    with pytest.raises(RegisterMapError, match=problem):
+        load_register_map(path)
+
+
+@pytest.mark.parametrize("value", [Decimal("1E+39"), Decimal("-3.5E+38"), Decimal("8.3E+999999")])
+def test_encode_field_refuses_what_a_float32_cannot_hold(value: Decimal) -> None:
+    with pytest.raises(ValueError, match="outside float32"):  # was OverflowError from struct
+        encode_field(spec(ValueType.FLOAT32), value)
+    with pytest.raises(ValueError, match="outside float32"):  # was decimal.Overflow
+        encode_field(spec(ValueType.FLOAT32, unit=Unit.GAL, scale="0.1"), value)
+
+
+def test_encode_field_writes_not_a_number_as_probes_do() -> None:
+    assert encode_field(spec(ValueType.FLOAT32), Decimal("NaN")) == [0x7FC0, 0]
+    assert encode_field(spec(ValueType.FLOAT32), float("inf")) == [0x7F80, 0]
+
+
+@pytest.mark.parametrize("value", [Decimal("Infinity"), Decimal("sNaN"), Decimal("1E+999999")])
+@pytest.mark.parametrize("type_", [ValueType.INT32, ValueType.UINT16])
+def test_encode_field_refuses_what_an_integer_register_cannot_hold(
+    value: Decimal, type_: ValueType
+) -> None:
+    with pytest.raises(ValueError):
+        encode_field(spec(type_, unit=Unit.DEG_C), value)
