@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,13 @@ from drivers.base import (
     StatusReport,
 )
 from edgectl.config import Config, PumpConfig
-from edgectl.errors import CommandError, EdgectlError, IllegalTransition, StoreError
+from edgectl.errors import (
+    CommandError,
+    EdgectlError,
+    IllegalTransition,
+    StoreError,
+    StoreUnwritableError,
+)
 from edgectl.forecourt.fuelling_point import FPState, FuellingPoint, Transition
 from edgectl.forecourt.sale import (
     Authorization,
@@ -173,6 +180,31 @@ class Station:
         async with asyncio.TaskGroup() as tg:
             for number, service in self.points.items():
                 tg.create_task(service.run(), name=f"pump-{number}")
+            tg.create_task(self._watch_store(), name="store-watch")
+
+    async def _watch_store(self) -> None:
+        """While the store cannot write (disk full, permissions, I/O), try it again each time
+        its back-off allows, with a write that changes nothing; once it writes, wake every
+        pump, so that what waited for it (a sale held at the pump) is done now. The store
+        logs the fault once, keeps its alarm, and records it with its first commit."""
+        loop = asyncio.get_running_loop()
+        failing = asyncio.Event()
+
+        def unwritable() -> None:  # called on the store's thread
+            with contextlib.suppress(RuntimeError):  # the loop is closing: nothing to watch
+                loop.call_soon_threadsafe(failing.set)
+
+        self.store.on_unwritable = unwritable
+        while True:
+            await failing.wait()
+            failing.clear()
+            while (wait := self.store.next_write_in()) is not None:
+                await asyncio.sleep(wait)
+                # Failing, it backs off further (the store said so once already).
+                with contextlib.suppress(StoreUnwritableError):
+                    await self.db(self.store.probe)
+            for service in self.points.values():
+                service.store_writable_again()
 
     async def drain(self, timeout: float) -> None:
         """Stop authorizing, and let sales being read and committed finish (up to `timeout`)."""
@@ -412,6 +444,11 @@ class PumpService:
                     else:
                         await self._on_event(event)
                     await self._publish_state()
+            except StoreUnwritableError:
+                # The store logged the fault once and keeps its alarm; nothing was written,
+                # so nothing was done to the pump (a sale stays held there, no release). The
+                # station's store watch wakes this pump once the store writes again.
+                pass
             except (EdgectlError, DriverError) as exc:
                 self.log.error("pump_step_failed", error=str(exc), code=exc.code)
             except Exception:
@@ -424,6 +461,13 @@ class PumpService:
     def wake(self) -> None:
         """Ask the pump's task to look at its situation again (new prices, for example)."""
         self.queue.put_nowait(None)
+
+    def store_writable_again(self) -> None:
+        """The store writes again: a sale held at the pump is committed now rather than at
+        its next retry, and the live state is queued again (the one of the fault is lost)."""
+        self._retry_at = None
+        self._published_state = None
+        self.wake()
 
     def allowed_nozzles(self, nozzles: tuple[int, ...], grades: tuple[str, ...]) -> tuple[int, ...]:
         """The nozzles an order may use: those it names, narrowed to the grades it names."""
@@ -860,7 +904,8 @@ class PumpService:
         except (DriverError, StoreError) as exc:
             # The pump keeps the fill until it is reset, and it is not reset before the
             # sale is committed: trying again later loses nothing.
-            self.log.warning("sale_not_committed_will_retry", error=str(exc))
+            if not isinstance(exc, StoreUnwritableError):  # that one the store logs, once
+                self.log.warning("sale_not_committed_will_retry", error=str(exc))
             self._retry_at = self.station.clock() + RETRY_S
             return
         log = self.log.bind(sale_id=recorded.id, nozzle=sale.nozzle, grade=sale.grade)
