@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -137,6 +140,36 @@ class LineCounters:
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+class Progress:
+    """A device loop's sign of life, for a watchdog that must tell a quiet line from a stuck one.
+
+    The loop ticks it every scheduling round, and again before each wait with the wait's
+    length (an idle pause, a backoff, the longest one exchange may take); a tick promises the
+    next one within that wait plus `round_s`, the most one round's own work may take. A loop
+    past its promise (`overdue_s() > 0`) is stuck: an idle line still ticks, a wedged one does
+    not. `started` is set by the first tick: the loop runs.
+    """
+
+    __slots__ = ("_clock", "_due", "round_s", "rounds", "started")
+
+    def __init__(self, round_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.round_s = round_s
+        self.rounds = 0
+        self.started = asyncio.Event()
+        self._clock = clock
+        self._due = math.inf
+
+    def tick(self, wait_s: float = 0.0) -> None:
+        self.rounds += 1
+        self._due = self._clock() + wait_s + self.round_s
+        if self.rounds == 1:
+            self.started.set()
+
+    def overdue_s(self) -> float:
+        """Seconds past the promised next tick (zero or less: on time, or not started)."""
+        return self._clock() - self._due
 
 
 @dataclass(frozen=True, slots=True)

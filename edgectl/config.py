@@ -75,9 +75,18 @@ class StationConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    """Where the SQLite store lives; a relative path is resolved against the config file."""
+    """Where the SQLite store lives, its scheduled backups and how long old rows are kept.
+    Relative paths are resolved against the config file."""
 
     path: Path
+    backup_interval_h: float = 24.0  # an online backup this often; 0: no scheduled backups
+    backup_dir: Path | None = None  # None: a `backups` folder beside the store
+    backup_keep: int = 7  # the newest backups kept
+    keep_days: int = 0  # sales, orders, audit older than this are deleted daily; 0: kept
+
+    @property
+    def backups(self) -> Path:
+        return self.backup_dir if self.backup_dir is not None else self.path.parent / "backups"
 
 
 @dataclass(frozen=True)
@@ -506,11 +515,23 @@ def _read_station(root: _Table) -> StationConfig:
 
 
 def _read_store(root: _Table) -> StoreConfig:
-    t = root.table("store", ("path",))
+    t = root.table("store", ("path", "backup_interval_h", "backup_dir", "backup_keep", "keep_days"))
     path = Path(t.req_str("path"))
     if not path.is_absolute():
         path = (t.source.parent / path).resolve()
-    return StoreConfig(path=path)
+    backup_dir = None
+    folder = t.opt_str("backup_dir", "")
+    if folder.strip():
+        backup_dir = Path(folder)
+        if not backup_dir.is_absolute():
+            backup_dir = (t.source.parent / backup_dir).resolve()
+    return StoreConfig(
+        path=path,
+        backup_interval_h=t.opt_number("backup_interval_h", 24.0, lo=0.0, hi=24.0 * 366),
+        backup_dir=backup_dir,
+        backup_keep=t.opt_int("backup_keep", 7, lo=1, hi=10_000),
+        keep_days=t.opt_int("keep_days", 0, lo=0, hi=36_600),
+    )
 
 
 def _read_limits(root: _Table) -> LimitsConfig:

@@ -17,6 +17,7 @@ from edgectl.control.server import ControlServer
 from edgectl.errors import ConfigError
 from edgectl.instance import InstanceLock
 from edgectl.logs import get_logger
+from edgectl.maintenance import Maintenance
 from edgectl.station import Station
 from edgectl.store.store import Store
 from edgectl.tank_service import TankService, WallClock
@@ -162,6 +163,7 @@ class Daemon:
         # No [[gauges]]: no tank service, nothing runs for tanks.
         self.tanks = TankService.from_config(config, self.station, clock=wall_clock)
         self.control = ControlServer(self, config.control)
+        self.maintenance = Maintenance(config, self.station)
         self._started = time.monotonic()
         self._stop = asyncio.Event()
 
@@ -196,6 +198,7 @@ class Daemon:
                 ]
                 tasks.append(tg.create_task(self.station.run(), name="station"))
                 tasks.append(tg.create_task(self.control.run(), name="control"))
+                tasks.append(tg.create_task(self.maintenance.run(), name="maintenance"))
                 if self.tanks is not None:
                     tasks.append(tg.create_task(self.tanks.run(), name="tanks"))
                 if self.cloud is not None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,9 +115,11 @@ def rows(db_path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str
 class DaemonProcess:
     """`edgectl run` as a real child process, as systemd would run it."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, *, env: Mapping[str, str] | None = None) -> None:
+        """`env`: variables set for it on top of ours (NOTIFY_SOCKET, as systemd gives)."""
         self.config = config
         self.log = log
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -125,6 +128,7 @@ class DaemonProcess:
                 [sys.executable, "-m", "edgectl", "run", "--config", str(self.config)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env},
             )
 
     def kill(self) -> None:

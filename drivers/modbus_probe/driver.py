@@ -40,6 +40,7 @@ from drivers.base import (
     GaugeOffline,
     GaugeOnline,
     GaugeStatus,
+    Progress,
     TankAlarms,
     TankGaugeReading,
     TransportError,
@@ -349,6 +350,7 @@ class ModbusProbeBus:
         self._link_useful = False  # something answered since the link was (re)opened
         self._rng = random.Random()
         self.counters = BusCounters()
+        self.progress = Progress(clock=clock)  # for the daemon's watchdog
         self.taps: list[FrameTap] = []
         link = settings.link
         self._framing: Framing = (
@@ -397,6 +399,7 @@ class ModbusProbeBus:
         delay = self.settings.reconnect_initial_s
         first = True
         while True:
+            self.progress.tick(self._client_timeout())  # a connect may take that long
             # pymodbus clients bind to the running loop: build a fresh one for each attempt.
             client = self._client_factory(self.settings, self._client_timeout(), self._trace_packet)
             try:
@@ -407,7 +410,7 @@ class ModbusProbeBus:
             if not connected:
                 client.close()
                 self._all_offline("cannot open the link")
-                await asyncio.sleep(self._jitter(delay))
+                await self._pause(delay)
                 delay = min(delay * 2, self.settings.reconnect_max_s)
                 continue
             if not first:
@@ -431,12 +434,18 @@ class ModbusProbeBus:
             # A link on which nothing answered is retried ever more slowly.
             if self._link_useful:
                 delay = self.settings.reconnect_initial_s
-            await asyncio.sleep(self._jitter(delay))
+            await self._pause(delay)
             delay = min(delay * 2, self.settings.reconnect_max_s)
+
+    async def _pause(self, delay: float) -> None:
+        pause = self._jitter(delay)
+        self.progress.tick(pause)
+        await asyncio.sleep(pause)
 
     # ------------------------------------------------------------------ scheduling
     async def _schedule(self) -> None:
         while True:
+            self.progress.tick()
             if self._commands:
                 await self._execute(self._commands.popleft())
                 continue
@@ -459,6 +468,7 @@ class ModbusProbeBus:
         self._wakeup.clear()
         if self._commands or wait <= 0:
             return
+        self.progress.tick(wait)
         try:
             async with asyncio.timeout(wait):
                 await self._wakeup.wait()
@@ -548,6 +558,7 @@ class ModbusProbeBus:
             if rmap.function_code == 3
             else client.read_input_registers
         )
+        self.progress.tick(timeout + self.settings.gap_s)
         async with self._lock:
             self.counters.requests += 1
             try:

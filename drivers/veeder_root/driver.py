@@ -28,6 +28,7 @@ from drivers.base import (
     GaugeOnline,
     GaugeStatus,
     LineCounters,
+    Progress,
     TankAlarms,
     TankGaugeReading,
     TransportError,
@@ -131,6 +132,7 @@ class TlsGauge:
         self.settings = settings
         self.transport = transport
         self.counters = LineCounters()
+        self.progress = Progress(clock=clock)  # for the daemon's watchdog
         self.taps: list[FrameTap] = []
         self._clock = clock
         self._now = now
@@ -255,6 +257,7 @@ class TlsGauge:
         self._emit = emit
         try:
             while True:
+                self.progress.tick()
                 try:
                     await self.transport.open()
                 except TransportError as exc:
@@ -280,12 +283,15 @@ class TlsGauge:
             self._emit = _ignore
 
     async def _reopen_pause(self) -> None:
-        await asyncio.sleep(self._jitter(self._reopen_s))
+        pause = self._jitter(self._reopen_s)
+        self.progress.tick(pause)
+        await asyncio.sleep(pause)
         self._reopen_s = min(self._reopen_s * 2, self.settings.reopen_max_s)
 
     async def _schedule(self, poll_interval_s: float) -> None:
         next_poll = self._clock()
         while True:
+            self.progress.tick()
             if self._requests:
                 await self._execute(self._requests.popleft())
                 continue
@@ -311,6 +317,7 @@ class TlsGauge:
         self._wakeup.clear()
         if self._requests:
             return
+        self.progress.tick(seconds)
         try:
             async with asyncio.timeout(seconds):
                 await self._wakeup.wait()
@@ -447,6 +454,7 @@ class TlsGauge:
         """Send a command; the first reply to it (or a damaged one), or None on timeout."""
         settings = self.settings
         code = command.code
+        self.progress.tick(settings.max_reply_s)  # a reply may trickle in for that long
         self._rxbuf.clear()
         self.transport.discard_input()
         await self.transport.write(wire)

@@ -21,6 +21,7 @@ from drivers.base import (
     FillingReport,
     LineCounters,
     NozzleReport,
+    Progress,
     PumpOffline,
     PumpOnline,
     StatusReport,
@@ -134,6 +135,7 @@ class DartLine:
         self._wakeup = asyncio.Event()
         self._rxbuf = bytearray()
         self.counters = LineCounters()
+        self.progress = Progress(clock=clock)  # for the daemon's watchdog
         self.taps: list[FrameTap] = []
         self._char_s = settings.bits_per_char / settings.baud
         self._rng = random.Random()
@@ -245,10 +247,13 @@ class DartLine:
         delay = self.settings.reopen_initial_s
         first = True
         while True:
+            self.progress.tick()
             try:
                 await self.transport.open()
             except TransportError:
-                await asyncio.sleep(self._jitter(delay))
+                pause = self._jitter(delay)
+                self.progress.tick(pause)
+                await asyncio.sleep(pause)
                 delay = min(delay * 2, self.settings.reopen_max_s)
                 continue
             if not first:
@@ -273,6 +278,7 @@ class DartLine:
 
     async def _schedule(self) -> None:
         while True:
+            self.progress.tick()
             if self._commands:
                 await self._execute(self._commands.popleft())
                 continue
@@ -322,6 +328,7 @@ class DartLine:
         self._wakeup.clear()
         if self._commands:
             return
+        self.progress.tick(seconds)
         try:
             async with asyncio.timeout(seconds):
                 await self._wakeup.wait()

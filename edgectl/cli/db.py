@@ -24,6 +24,7 @@ from edgectl.errors import (
     StoreNewerSchemaError,
 )
 from edgectl.store import identity
+from edgectl.store.backups import find_backup, list_backups
 from edgectl.store.schema import MIGRATIONS
 from edgectl.store.store import lock_path, open_read_only
 
@@ -44,6 +45,14 @@ examples:
 Refused while the daemon runs. SRC is checked first (integrity, an edgectl store, a schema
 this edgectl knows); the database it replaces is kept beside it as
 <store>.before-restore-<time>.
+"""
+BACKUPS_EXAMPLE = """\
+examples:
+  edgectl db backups
+  edgectl db restore edgectl-ST-0042-20261202T031500Z.db
+
+The daemon takes one every [store] backup_interval_h (checked with integrity_check before it
+is listed) and keeps the newest backup_keep; a failed backup raises a backup_failed alarm.
 """
 CHECK_EXAMPLE = """\
 examples:
@@ -92,7 +101,21 @@ def register(sub: Subparsers) -> None:
         example=RESTORE_EXAMPLE,
         func=run_restore,
     )
-    restore.add_argument("src", type=Path, help="the backup file to restore")
+    restore.add_argument(
+        "src",
+        type=Path,
+        help="the backup file to restore, or the name of one listed by `edgectl db backups`",
+    )
+    output.add_command(
+        actions,
+        "backups",
+        label="db backups",
+        help="list the scheduled backups the daemon keeps",
+        description="List the backups in [store] backup_dir, newest first.",
+        example=BACKUPS_EXAMPLE,
+        func=run_backups,
+        daemon=False,
+    )
     output.add_command(
         actions,
         "check",
@@ -132,6 +155,40 @@ def run_backup(args: argparse.Namespace) -> int:
     return output.EXIT_OK
 
 
+# --------------------------------------------------------------------------- backups
+
+
+def run_backups(args: argparse.Namespace) -> int:
+    config = output.target(args).require_config()
+    folder = config.store.backups
+    found = [b for b in reversed(list_backups(folder)) if b.station == config.station.id]
+    if args.json:
+        output.print_json(
+            {
+                "folder": str(folder),
+                "interval_h": config.store.backup_interval_h,
+                "keep": config.store.backup_keep,
+                "backups": [
+                    {
+                        "name": b.name,
+                        "path": str(b.path),
+                        "taken_at": b.taken_at.isoformat(),
+                        "bytes": b.bytes,
+                    }
+                    for b in found
+                ],
+            }
+        )
+        return output.EXIT_OK
+    if not found:
+        print(f"no backups in {folder} yet")
+        return output.EXIT_OK
+    print(f"{len(found)} backup(s) in {folder}, newest first:")
+    for b in found:
+        print(f"  {b.name}  {b.taken_at:%Y-%m-%d %H:%M} UTC  {b.bytes / 2**20:.1f} MB")
+    return output.EXIT_OK
+
+
 # --------------------------------------------------------------------------- restore
 
 
@@ -139,6 +196,9 @@ def run_restore(args: argparse.Namespace) -> int:
     station = output.target(args)
     store_path = station.require_config().store.path
     src: Path = args.src
+    if not src.exists() and src.parent == Path("."):
+        named = find_backup(station.require_config().store.backups, str(src))
+        src = named if named is not None else src
     if src.resolve() == store_path.resolve():
         return output.fail("db restore", "SRC is the live database itself")
     try:

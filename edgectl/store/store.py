@@ -911,6 +911,87 @@ class Store:
                 detail=detail or {},
             )
 
+    def raise_alarm_once(
+        self,
+        kind: str,
+        message: str,
+        *,
+        severity: str = "warning",
+        pump: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> int | None:
+        """Raise `kind` (for `pump`, or station-wide) unless it is open already: a fault that
+        lasts is one alarm, not one per try. The new alarm's id, or None when it was open."""
+        with self.transaction() as tx:
+            open_ = tx.execute(
+                "SELECT id FROM alarms WHERE cleared_at IS NULL AND kind = ? AND pump IS ?",
+                (kind, pump),
+            ).fetchone()
+            if open_ is not None:
+                return None
+            return tx.alarm(
+                kind, severity, message, self._clock(), pump=pump, detail=detail or {}
+            )
+
+    def clear_alarm(self, kind: str, *, pump: int | None = None) -> int:
+        """Clear the open alarms of `kind` (for `pump`, or station-wide) and tell the cloud;
+        the number cleared (0 when none was open, so a healthy tick writes nothing)."""
+        rows = self._db.execute(
+            "SELECT id FROM alarms WHERE cleared_at IS NULL AND kind = ? AND pump IS ?",
+            (kind, pump),
+        ).fetchall()
+        if not rows:
+            return 0
+        now = self._clock()
+        with self.transaction() as tx:
+            for (alarm_id,) in rows:
+                row = tx.execute("SELECT * FROM alarms WHERE id = ?", (alarm_id,)).fetchone()
+                tx.execute("UPDATE alarms SET cleared_at = ? WHERE id = ?", (now, alarm_id))
+                tx.outbox(
+                    "alarm",
+                    PRIORITY_EVENT,
+                    contract.alarm_data(
+                        int(row["id"]),
+                        str(row["kind"]),
+                        row["severity"],
+                        str(row["message"]),
+                        raised_at=str(row["raised_at"]),
+                        cleared_at=now,
+                        pump=pump,
+                    ),
+                    now,
+                )
+        return len(rows)
+
+    def purge_old_records(self, before: str) -> dict[str, int]:
+        """Delete sales, orders, closed authorizations, audit entries and cleared alarms last
+        touched before `before` — but nothing the cloud has not acknowledged: the cut is moved
+        back to the oldest message still in the outbox (every change queues its message in
+        its own commit, so a record older than that has had all its messages taken)."""
+        now = self._clock()
+        oldest = self.outbox_oldest()
+        cut = min(before, oldest) if oldest is not None else before
+        cut = min(cut, now)
+        removed: dict[str, int] = {}
+        with self.transaction() as tx:
+            for table, sql in (
+                (
+                    "orders",
+                    "DELETE FROM orders WHERE updated_at < ? AND status NOT IN"
+                    " ('accepted', 'authorized', 'fuelling')",
+                ),
+                (
+                    "authorizations",
+                    "DELETE FROM authorizations WHERE updated_at < ? AND state NOT IN"
+                    " ('requested', 'authorized', 'fuelling')",
+                ),
+                ("sales", "DELETE FROM sales WHERE recorded_at < ?"),
+                ("audit", "DELETE FROM audit WHERE requested_at < ? AND finished_at IS NOT NULL"),
+                ("alarms", "DELETE FROM alarms WHERE cleared_at IS NOT NULL AND cleared_at < ?"),
+            ):
+                removed[table] = tx.execute(sql, (cut,)).rowcount
+        return removed
+
     # ------------------------------------------------------------------ tanks (issue 4)
     def open_tank_alarms(self, tank: int) -> list[str]:
         """The kinds (``tank_<alarm>``) of a tank's alarms not cleared yet."""
