@@ -274,10 +274,10 @@ class Campaign:
         nozzle = pump.nozzles[0]
         steps = normal_fill(nozzle, Decimal("3.00"), wait_s=45, react_s=0.2)
         if self.mode == "auto":
-            with self.ledger.attending(number, f"{self.name}/probe-{number}"):
+            with self.ledger.attending(number, f"{self.name}/pump {number} last customer"):
                 return bool(await self.ledger.serve(number, pump, nozzle, steps, "probe"))
         order_id = f"{self.name}-probe-{number}"
-        with self.ledger.attending(number, order_id):
+        with self.ledger.attending(number, f"order {order_id} (last customer)"):
             for _ in range(3):
                 if await self._order(number, order_id, nozzle, Decimal("20.00")):
                     volume = await self.ledger.serve(number, pump, nozzle, steps, "probe")
@@ -304,7 +304,7 @@ class Campaign:
         nozzle = rng.choice(pump.nozzles)
         self.tally.customers[script] += 1
         steps = self._steps(script, nozzle, rng)
-        token = f"{self.name}/lift-{number}-{visit}"
+        token = f"{self.name}/pump {number} visit {visit} ({script})"
         with self.ledger.attending(number, token):
             drawn = await self.ledger.serve(number, pump, nozzle, steps, script)
         if not drawn and script != "walk_away":
@@ -314,7 +314,7 @@ class Campaign:
             other = next(n for n in pump.nozzles if n != nozzle)
             amount = Decimal(rng.randrange(500, 4000)) / 100
             self.tally.customers["second_lift"] += 1
-            with self.ledger.attending(number, f"{token}b"):
+            with self.ledger.attending(number, f"{token}, the other nozzle"):
                 steps = normal_fill(
                     other, amount, wait_s=self.patience_s, react_s=rng.uniform(0.2, 1)
                 )
@@ -328,7 +328,7 @@ class Campaign:
         order_id = f"{self.name}-{number}-{visit}"
         preset = Decimal(rng.randrange(3000, 15000)) / 100
         lifetime = {"no_show": 3.0, "walk_away": 8.0}.get(script)
-        with self.ledger.attending(number, order_id):
+        with self.ledger.attending(number, f"order {order_id} ({script})"):
             if not await self._order(number, order_id, nozzle, preset, lifetime_s=lifetime):
                 await asyncio.sleep(rng.uniform(0.5, 1.5))
                 return
@@ -417,6 +417,7 @@ class Campaign:
         log = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         crashed = crashes_in(log)
         figures.crashes += len(crashed) + len(tally.died)
+        figures.harness_errors += len(tally.errors)
         figures.notes += tally.died + crashed[:5] + tally.errors
         sales = rows(self.db, "SELECT * FROM sales ORDER BY id")
         orders = rows(self.db, "SELECT * FROM orders")

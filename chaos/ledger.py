@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -46,6 +47,7 @@ class Ledger:
         self.releases: Counter[str] = Counter()
         self.stray_releases: Counter[int] = Counter()  # pump -> count
         self.fill_ended_at = 0.0  # monotonic time a fill last ended at any pump
+        self.released_at: dict[str, list[str]] = {}  # token -> UTC times, to find in the logs
         self._attending: dict[int, str | None] = {}
 
     def watch(self, number: int, pump: SimPump) -> None:
@@ -57,8 +59,10 @@ class Ledger:
             token = self._attending.get(number)
             if token is None:
                 self.stray_releases[number] += 1
+                token = f"nobody at pump {number}"
             else:
                 self.releases[token] += 1
+            self.released_at.setdefault(token, []).append(utc_now())
         elif status in (DartStatus.FILLING_COMPLETED, DartStatus.MAX_REACHED):
             self.fill_ended_at = time.monotonic()
 
@@ -115,6 +119,7 @@ class Figures:
     store_mishandled: int = 0
     fuzz_cases: int = 0
     fuzz_failures: int = 0
+    harness_errors: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -141,6 +146,7 @@ FAILURES = (
     "crashes",
     "store_mishandled",
     "fuzz_failures",
+    "harness_errors",
 )
 
 
@@ -199,10 +205,14 @@ def audit(
 
     doubles = {token: n for token, n in ledger.releases.items() if n > 1}
     figures.double_releases += len(doubles)
-    figures.notes += [f"released {n} times: {token}" for token, n in sorted(doubles.items())]
+    figures.notes += [
+        f"released {n} times: {token} (at {', '.join(ledger.released_at.get(token, []))})"
+        for token, n in sorted(doubles.items())
+    ]
     figures.stray_releases += ledger.stray_releases.total()
     figures.notes += [
         f"pump {pump} released {n} times while nobody stood at it or paid for it"
+        f" (at {', '.join(ledger.released_at.get(f'nobody at pump {pump}', []))})"
         for pump, n in sorted(ledger.stray_releases.items())
     ]
 
@@ -235,6 +245,11 @@ def meters(pumps: Mapping[int, SimPump]) -> dict[tuple[int, int], Decimal]:
         for number, pump in pumps.items()
         for nozzle in pump.nozzles
     }
+
+
+def utc_now() -> str:
+    """The time as the daemon's JSON logs write it, to find a moment in them."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def crashes_in(log: str) -> list[str]:

@@ -176,6 +176,7 @@ def summary(parts: dict[str, Figures], fuzzed: str | None, seed: int, seconds: f
         f"  stranded pumps {total.stranded_pumps}  crashes {total.crashes}"
         f"  store faults mishandled {total.store_mishandled}/{total.store_cases}"
         f"  fuzz failures {total.fuzz_failures} in {total.fuzz_cases} cases"
+        f"  harness errors {total.harness_errors}"
         f"  (customers not served: {total.unserved})"
     )
     if fuzzed is not None:
