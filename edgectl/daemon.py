@@ -18,8 +18,10 @@ from edgectl.errors import ConfigError
 from edgectl.instance import InstanceLock
 from edgectl.logs import get_logger
 from edgectl.maintenance import Maintenance
+from edgectl.sdnotify import Notifier
 from edgectl.station import Station
 from edgectl.store.store import Store
+from edgectl.supervisor import Supervisor, forecourt_summary, progress_of
 from edgectl.tank_service import TankService, WallClock
 
 SHUTDOWN_GRACE_S = 15.0  # time given to sales being committed when asked to stop
@@ -164,6 +166,19 @@ class Daemon:
         self.tanks = TankService.from_config(config, self.station, clock=wall_clock)
         self.control = ControlServer(self, config.control)
         self.maintenance = Maintenance(config, self.station)
+        # Under systemd (Type=notify): READY, a STATUS line, watchdog pings (supervisor.py).
+        self.notifier = Notifier.from_environ()
+        self.supervisor = (
+            Supervisor(
+                self.notifier,
+                parts=progress_of("line", self.lines)
+                | progress_of("gauge", self.tanks.gauges if self.tanks is not None else {}),
+                store_call=lambda: self.station.db_quiet(self.store.outbox_depth),
+                summary=lambda: forecourt_summary(self.station, self.tanks),
+            )
+            if self.notifier.enabled
+            else None
+        )
         self._started = time.monotonic()
         self._stop = asyncio.Event()
 
@@ -205,7 +220,12 @@ class Daemon:
                     tasks.append(tg.create_task(self.cloud.session.run(), name="cloud-session"))
                     tasks.append(tg.create_task(self.cloud.publisher.run(), name="cloud-outbox"))
                     tasks.append(tg.create_task(self.cloud.purge_inbox(), name="cloud-inbox"))
+                if self.supervisor is not None:
+                    # Last: it says READY once every task above runs.
+                    tasks.append(tg.create_task(self.supervisor.run(), name="supervisor"))
                 await self._stop.wait()
+                if self.supervisor is not None:
+                    self.supervisor.stopping()
                 self.log.info("daemon_stopping")
                 # Lines keep running while sales in progress are read and committed.
                 await self.station.drain(SHUTDOWN_GRACE_S)
@@ -221,4 +241,5 @@ class Daemon:
             self.station.close()
             self.store.close()
             self.instance.release()
+            self.notifier.close()
             self.log.info("daemon_stopped")
