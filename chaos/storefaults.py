@@ -102,11 +102,12 @@ async def wait_for(predicate: Callable[[], bool], seconds: float) -> bool:
 
 
 def snapshot(directory: Path) -> dict[str, str]:
-    """Every file beside the store, by content (the -shm is an index SQLite rebuilds)."""
+    """Every file beside the store, by content; not the -shm (an index SQLite rebuilds) nor
+    the daemon's empty single-instance `.lock`, neither of which holds data."""
     return {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16]
         for p in sorted(directory.iterdir())
-        if p.is_file() and not p.name.endswith("-shm")
+        if p.is_file() and not p.name.endswith(("-shm", ".lock"))
     }
 
 
