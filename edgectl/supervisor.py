@@ -1,11 +1,13 @@
 """Supervision under systemd: READY once the station runs, a one-line STATUS, and watchdog
 pings sent only while the event loop, the store thread and every device loop make progress.
 
-The pings come from a task on the event loop, so a blocked loop sends none. Each round (half
-the watchdog's timeout) also asks the store thread for the outbox depth and requires the
-answer within a bound, and checks every line's and gauge's `Progress`: a stuck store thread
-or a wedged line withholds the ping and systemd restarts the daemon. What is stuck is logged
-once, and its recovery once.
+The pings come from a task on the event loop, so a blocked loop sends none. Each round (every
+5 s, or half the watchdog's timeout if that is shorter) also asks the store thread for the
+outbox depth and requires the answer within half a round, and checks every line's and
+gauge's `Progress`: while the store thread is stuck or a line is wedged no ping goes out,
+and once none has for the watchdog's whole timeout systemd restarts the daemon. One slow
+store call withholds a ping or two, not yet a restart. What is stuck is logged once, and
+its recovery once.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from edgectl.station import Station
     from edgectl.tank_service import TankService
 
-STATUS_EVERY_S: Final = 15.0  # the STATUS line's refresh without a watchdog (or a slow one)
+ROUND_S: Final = 5.0  # at most this between rounds: STATUS stays fresh for systemctl status
 STORE_THREAD: Final = "store thread"
 
 
@@ -49,9 +51,9 @@ class Supervisor:
         self._summary = summary
         self._clock = clock
         watchdog_s = notifier.watchdog_s
-        # Half the timeout, as sd_watchdog_enabled(3) advises; the store's answer is awaited
-        # for at most half of that, so two pings are never more than 3/4 of it apart.
-        self.interval_s = min(watchdog_s / 2, STATUS_EVERY_S) if watchdog_s else STATUS_EVERY_S
+        # At most half the timeout, as sd_watchdog_enabled(3) advises; the store's answer is
+        # awaited for half a round, so pings never come later than 3/4 of the timeout apart.
+        self.interval_s = min(watchdog_s / 2, ROUND_S) if watchdog_s else ROUND_S
         self.store_bound_s = self.interval_s / 2
         self.log = get_logger(part="supervisor")
         self.ready = False
