@@ -177,6 +177,7 @@ MAX_COMMAND_BYTES: Final = 64 * 1024
 # A command is valid for at most this long after it was issued. The inbox must keep command ids
 # for at least this plus twice the clock skew: then every replay is either found there or expired.
 MAX_COMMAND_LIFETIME: Final = timedelta(hours=24)
+_MAX_SKEW_S: Final = MAX_COMMAND_LIFETIME.total_seconds()  # more: not the same clock at all
 PUMP_MAX: Final = 99  # as [[pumps]].number in the config
 NOZZLE_MAX: Final = 15
 SEQ_MAX: Final = 2**63 - 1  # SQLite INTEGER
@@ -187,7 +188,9 @@ _MAX_GRADES: Final = 64
 _ID: Final = re.compile(r"[!-~]{1,128}")
 _CODE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _STATION: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_GRADE: Final = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
+# No lone surrogate either: JSON's "\ud800" decodes to a str that UTF-8 cannot encode, so the
+# station could neither store nor publish it.
+_GRADE: Final = re.compile(r"[^\x00-\x1f\x7f\ud800-\udfff]{1,64}")
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
 _DECIMAL: Final = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 _DECIMAL_MAX_CHARS: Final = 32
@@ -231,8 +234,14 @@ def _invalid(path: str, problem: str) -> ContractError:
 
 
 def _show(value: object) -> str:
-    """A value from the wire, cut short: error messages go back out in a result."""
-    text = repr(value)
+    """A value from the wire, cut short: error messages go back out in a result. Never
+    raises (an int of over 4300 digits has no repr)."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"a {type(value).__name__}"
     return text if len(text) <= 40 else f"{text[:39]}…"
 
 
@@ -515,13 +524,19 @@ def encode(message: Mapping[str, Any]) -> bytes:
     """Compact UTF-8 JSON. Only JSON's own types go out: a float (the contract has none) or a
     Decimal (format it first) is refused rather than converted."""
     _check_wire(message, "message")
-    return json.dumps(
-        dict(message), ensure_ascii=False, allow_nan=False, separators=(",", ":")
-    ).encode("utf-8")
+    text = json.dumps(dict(message), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _invalid("message", "holds a lone surrogate, which is not UTF-8 text") from None
 
 
 def _check_wire(value: object, path: str) -> None:
-    if value is None or isinstance(value, bool | int | str):
+    if value is None or isinstance(value, bool | str):
+        return
+    if isinstance(value, int):
+        if not -(2**63) <= value <= SEQ_MAX:
+            raise _invalid(path, f"{_show(value)} does not fit a 64-bit integer")
         return
     if isinstance(value, Mapping):
         for key, item in value.items():
@@ -1010,16 +1025,18 @@ def check_time(command: Command, *, now: datetime, clock_skew_s: float) -> None:
     passed), allowing `clock_skew_s` between the cloud's clock and ours."""
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be a timezone-aware datetime")
-    if clock_skew_s < 0:
-        raise ValueError("clock_skew_s must not be negative")
+    if not 0 <= clock_skew_s <= _MAX_SKEW_S:  # NaN included
+        raise ValueError(f"clock_skew_s must be 0 to {_MAX_SKEW_S:.0f} s, not {clock_skew_s}")
     skew = timedelta(seconds=clock_skew_s)
-    if now > command.expires_at + skew:
+    # Differences, not sums: a command valid until 9999-12-31 plus the skew is past what a
+    # datetime holds (OverflowError), and two datetimes always have a difference.
+    if now - command.expires_at > skew:
         raise ContractError(
             f"the command expired at {timestamp(command.expires_at)}",
             code="expired",
             cmd_id=command.cmd_id,
         )
-    if command.issued_at > now + skew:
+    if command.issued_at - now > skew:
         raise ContractError(
             f"the command is issued at {timestamp(command.issued_at)}, in the future",
             code="not_yet_valid",
@@ -1027,7 +1044,7 @@ def check_time(command: Command, *, now: datetime, clock_skew_s: float) -> None:
         )
     data = command.data
     order_deadline = data.expires_at if isinstance(data, AuthorizeData) else None
-    if order_deadline is not None and now > order_deadline + skew:
+    if order_deadline is not None and now - order_deadline > skew:
         raise ContractError(
             f"the order's expires_at ({timestamp(order_deadline)}) has passed",
             code="expired",

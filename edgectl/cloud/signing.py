@@ -109,7 +109,7 @@ def verify_command(command: Mapping[str, Any], keys: Mapping[str, Ed25519PublicK
     body = {name: value for name, value in command.items() if name != "sig"}
     try:
         key.verify(signature, canonical_json(body))
-    except (InvalidSignature, TypeError, ValueError):
+    except (InvalidSignature, TypeError, ValueError, RecursionError):  # not the JSON signed
         raise SignatureError(
             f"the signature does not match key {key_id!r}", code="bad_signature"
         ) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import uuid
 from collections.abc import Callable
@@ -1461,3 +1462,88 @@ def test_doc_example_is_valid(name: str, is_data: bool, body: str) -> None:
 def _data_of(body: str) -> Json:
     data: Json = json.loads("{" + body + "}")["data"]
     return data
+
+
+# --------------------------------------------------------------------------- found by fuzzing
+
+
+@pytest.mark.parametrize("now", [NOW, datetime(9999, 12, 31, 12, tzinfo=UTC)])
+def test_a_window_at_the_end_of_time_is_checked_not_overflowed(now: datetime) -> None:
+    # expires_at + clock skew is past datetime.max: check_time raised OverflowError, so a
+    # signed command from a broken cloud clock failed the handler on every delivery.
+    message = command(
+        "authorize",
+        issued_at="9999-12-31T00:00:00.000Z",
+        expires_at="9999-12-31T23:59:59.999Z",
+    )
+    message["data"]["expires_at"] = "9999-12-31T23:59:59.999999Z"
+    payload = json.dumps(message).encode()
+    if now == NOW:
+        with pytest.raises(ContractError) as caught:
+            _parse(payload, "authorize")
+        assert caught.value.code == "not_yet_valid"
+    else:
+        parsed = contract.parse_command(
+            payload, command_type="authorize", station=STATION, now=now, clock_skew_s=3600
+        )
+        contract.check_time(parsed, now=now, clock_skew_s=3600)
+
+
+def test_a_window_at_the_start_of_time_is_checked_not_overflowed() -> None:
+    message = command(
+        "stop", issued_at="0001-01-01T00:00:00.000Z", expires_at="0001-01-01T00:01:00.000Z"
+    )
+    parsed = contract.parse_command(
+        json.dumps(message).encode(),
+        command_type="stop",
+        station=STATION,
+        now=None,
+        clock_skew_s=SKEW_S,
+    )
+    contract.check_time(parsed, now=datetime.min.replace(tzinfo=UTC), clock_skew_s=3600)
+    with pytest.raises(ContractError) as caught:
+        contract.check_time(parsed, now=NOW, clock_skew_s=3600)
+    assert caught.value.code == "expired"
+
+
+@pytest.mark.parametrize("skew", [math.nan, math.inf, -1.0, 1e20])
+def test_check_time_refuses_a_skew_that_is_not_a_duration(skew: float) -> None:
+    parsed = _parse(json.dumps(command("stop")).encode(), "stop")
+    with pytest.raises(ValueError):
+        contract.check_time(parsed, now=NOW, clock_skew_s=skew)
+
+
+@pytest.mark.parametrize(
+    ("command_type", "data"),
+    [
+        (
+            "prices",
+            VALID_COMMAND_DATA["prices"] | {"prices": [{"grade": "\ud800", "unit_price": "7.58"}]},
+        ),
+        ("authorize", VALID_COMMAND_DATA["authorize"] | {"grades": ["9\udfff"]}),
+    ],
+)
+def test_a_grade_with_a_lone_surrogate_is_invalid(command_type: str, data: Json) -> None:
+    # JSON's "\ud800" decodes to a str that UTF-8 cannot encode: the station could neither
+    # store nor publish the grade (contract.encode raised UnicodeEncodeError).
+    payload = json.dumps(command(command_type, data=data)).encode()
+    with pytest.raises(ContractError) as caught:
+        _parse(payload, command_type)
+    assert caught.value.code == "invalid"
+    assert_answerable(caught.value, command_type)
+
+
+@pytest.mark.parametrize("value", [10**4300, -(10**5000)], ids=["10**4300", "-10**5000"])
+def test_parse_decimal_shows_a_huge_number_without_raising(value: int) -> None:
+    with pytest.raises(ContractError, match="not the number"):  # was ValueError from repr()
+        contract.parse_decimal(value, "data.preset.value")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"text": "\ud800"}, {"n": 10**4300}, {"n": 2**64}, {"\udfff": 1}],
+    ids=["surrogate", "10**4300", "2**64", "surrogate key"],
+)
+def test_encode_refuses_what_json_cannot_carry(data: Json) -> None:
+    with pytest.raises(ContractError):  # was UnicodeEncodeError / ValueError
+        contract.encode(data)

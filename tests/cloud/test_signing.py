@@ -250,3 +250,15 @@ def test_private_key_file_must_be_ed25519_pem(tmp_path: Path) -> None:
     _, public_path = generate_key_pair(tmp_path, "k1")
     with pytest.raises(InvalidKeyError, match="not an unencrypted PEM private key"):
         load_private_key(public_path)
+
+
+@pytest.mark.parametrize("depth", [2_000, 100_000])
+def test_a_message_nested_too_deep_is_a_bad_signature(key: Ed25519PrivateKey, depth: int) -> None:
+    # Found by fuzzing: canonical_json raised RecursionError through verify_command.
+    nested: list[Any] = []
+    for _ in range(depth):
+        nested = [nested]
+    signed = sign_command(COMMAND, key, "k1")
+    with pytest.raises(SignatureError) as info:
+        verify_command({**signed, "data": nested}, {"k1": key.public_key()})
+    assert info.value.code == "bad_signature"
