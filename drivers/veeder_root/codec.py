@@ -849,7 +849,9 @@ _PRINT_DATES = (
     "%y-%m-%d %H:%M",  # TLS2: 22-05-01 14:58
     "%d.%m.%Y %H:%M",
 )
-_ROW = re.compile(r"^\s*(\d{1,2})\s+(\S.*?)\s*$")
+# A tank number and something after it; the rest of the row is read token by token. (Not
+# `(\S.*?)\s*$`: that backtracks over every blank of a long row, quadratic in its length.)
+_ROW = re.compile(r"\s*(\d{1,2})\s+\S")
 _NUMBER = re.compile(r"^[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?$")
 
 

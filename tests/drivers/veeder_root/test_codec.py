@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from decimal import Decimal
 
@@ -499,6 +500,16 @@ def test_display_report_gallons_layout_with_a_blank_column(line_end: str) -> Non
     # Tank 2 prints no water: its numbers are placed by where their columns end.
     assert super_.water is None
     assert super_.temperature == Decimal("60.01") and super_.ullage == Decimal(5284)
+
+
+def test_a_long_row_is_read_in_linear_time() -> None:
+    # The row pattern's lazy label before `\s*$` backtracked over every space: one 64 KB
+    # reply (a console's line full of blanks) held the daemon's event loop for 19 s.
+    text = "TANK PRODUCT VOLUME ULLAGE\n1 x" + " " * (MAX_RESPONSE_BYTES - 40) + "y\n"
+    started = time.perf_counter()
+    report = _display(text)
+    assert time.perf_counter() - started < 2.0
+    assert report.tanks == () and len(report.unparsed) == 1
 
 
 def test_display_report_without_a_header_is_malformed() -> None:
