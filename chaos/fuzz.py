@@ -425,6 +425,7 @@ def run_entry(target: Target, entry: Entry, cases: int, seed: int) -> dict[str, 
     drawn = min(drawn, drawn_cases)  # shrinking runs inputs again; count what was asked
 
     mutated = 0
+    slowest, slowest_input = 0.0, None
     seeds = list(entry.seeds)
     if corpus or seeds:
         for _ in range(cases - drawn):
@@ -434,10 +435,14 @@ def run_entry(target: Target, entry: Entry, cases: int, seed: int) -> dict[str, 
             for _ in range(rng.choice((1, 1, 2, 3))):
                 value = mutate(value, rng, corpus)
             mutated += 1
+            begun = time.perf_counter()
             try:
                 entry.check(value)
             except Exception as error:
                 bugs.add(value, error, "mutation")
+            took = time.perf_counter() - begun
+            if took > slowest:
+                slowest, slowest_input = took, value
     elapsed = time.perf_counter() - started
     total = len(entry.examples) + len(entry.seeds) + drawn + mutated
     return {
@@ -452,6 +457,9 @@ def run_entry(target: Target, entry: Entry, cases: int, seed: int) -> dict[str, 
         "cases_per_s": round(total / elapsed) if elapsed else None,
         "failing_cases": bugs.cases,
         "failures": list(bugs.found.values()),
+        # A case far slower than the rest is how a quadratic parser shows itself.
+        "slowest_ms": round(slowest * 1000, 1),
+        "slowest_input": _cut(show(slowest_input))[:200] if slowest_input is not None else None,
     }
 
 
@@ -508,7 +516,7 @@ def report(summary: dict[str, Any]) -> str:
                 f"  {label:<22} {entry['cases']:>8} cases {entry['seconds']:>7.1f} s "
                 f"{entry['cases_per_s'] or 0:>7}/s  failures {len(entry['failures'])}"
                 f"  ({entry['pinned']} pinned, {entry['hypothesis']} hypothesis, "
-                f"{entry['mutated']} mutated)"
+                f"{entry['mutated']} mutated; slowest {entry['slowest_ms']} ms)"
             )
         lines.append(
             f"{name:<24} {target['cases']:>8} cases {target['seconds']:>7.1f} s "

@@ -210,6 +210,8 @@ _line = st.lists(
     st.one_of(_words, _number_text, st.text(TRICKY_CHARS, max_size=3)), max_size=9
 ).map("  ".join)
 display_texts = st.one_of(
+    # A long row: its pattern once backtracked over every blank (19 s for 64 KB).
+    st.integers(1, 3000).map(lambda n: "TANK PRODUCT VOLUME ULLAGE\n1 x" + " " * n + "y\n"),
     st.tuples(st.lists(_line, max_size=10), st.sampled_from(["\n", "\r\n", "\r"])).map(
         lambda parts: parts[1].join(parts[0])
     ),
