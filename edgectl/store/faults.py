@@ -251,6 +251,7 @@ def _first_line(text: str) -> str:
 WRITE_RETRY_FIRST_S = 0.5  # after a failed write the disk is tried again this soon,
 WRITE_RETRY_MAX_S = 10.0  # then twice as late each time up to this, jittered (x 0.5..1)
 ALARM_KIND = "store_unwritable"
+ALARM_MESSAGE_MAX = 1000  # what the cloud contract takes in an alarm's message
 
 
 @dataclass
@@ -281,6 +282,12 @@ class WriteFault:
         error = self.error
         return type(error)(str(error), path=error.path, detail=error.detail)
 
+    def message(self) -> str:
+        """The alarm's text: the error's sentence, cut to what an alarm message may hold (a
+        long store path repeated in it must not make the alarm, and the commit, fail)."""
+        text = str(self.error)
+        return text if len(text) <= ALARM_MESSAGE_MAX else text[: ALARM_MESSAGE_MAX - 1] + "…"
+
     def detail(self) -> dict[str, Any]:
         return {"code": self.error.code, "failed_writes": self.failures, "why": self.error.detail}
 
@@ -292,7 +299,7 @@ class WriteFault:
             "severity": "critical",
             "pump": None,
             "nozzle": None,
-            "message": str(self.error),
+            "message": self.message(),
             "detail": json.dumps(self.detail()),
             "raised_at": self.since,
             "cleared_at": None,

@@ -1533,14 +1533,14 @@ class _Tx:
         cur = self._db.execute(
             "INSERT INTO alarms (kind, severity, message, detail, raised_at)"
             " VALUES (?, 'critical', ?, ?, ?)",
-            (faults.ALARM_KIND, str(fault.error), json.dumps(fault.detail()), fault.since),
+            (faults.ALARM_KIND, fault.message(), json.dumps(fault.detail()), fault.since),
         )
         alarm_id = int(cur.lastrowid or 0)
         self.outbox(
             "alarm",
             PRIORITY_EVENT,
             contract.alarm_data(
-                alarm_id, faults.ALARM_KIND, "critical", str(fault.error), raised_at=fault.since
+                alarm_id, faults.ALARM_KIND, "critical", fault.message(), raised_at=fault.since
             ),
             fault.since,
         )
@@ -1556,7 +1556,7 @@ class _Tx:
                 alarm_id,
                 faults.ALARM_KIND,
                 "critical",
-                str(fault.error),
+                fault.message(),
                 raised_at=fault.since,
                 cleared_at=now,
             ),

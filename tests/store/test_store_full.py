@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from edgectl.cloud import contract
 from edgectl.errors import StoreFullError, StoreUnwritableError
 from edgectl.store import faults
 from edgectl.store.faults import WriteFault
@@ -122,9 +123,8 @@ def test_every_write_path_says_disk_full_and_the_store_heals(name: str, full: Fu
     events = [e for e in events if e["kind"] == "store_unwritable"]
     assert [e["cleared_at"] is None for e in events] == [True, False]  # raised, then cleared
     if name == "outbox_delete":
-        assert store.query(
-            f"SELECT seq FROM outbox WHERE seq IN ({','.join(map(str, full.seeded.outbox_seqs))})"
-        ) == []
+        kept = ",".join(map(str, full.seeded.outbox_seqs))
+        assert store.query(f"SELECT seq FROM outbox WHERE seq IN ({kept})") == []
 
 
 def test_the_fault_is_logged_once_and_its_recovery_once(tmp_path: Path) -> None:
@@ -187,3 +187,17 @@ def test_the_back_off_is_jittered_and_capped() -> None:
     assert len({round(d, 6) for d in delays[-5:]}) > 1  # jittered: not all the same
     assert isinstance(fault.refusal(), StoreUnwritableError)
     assert fault.refusal() is not fault.refusal()  # a fresh exception each time
+
+
+def test_an_alarm_fits_the_contract_however_long_the_store_path(tmp_path: Path) -> None:
+    """The sentences name the store's path, some more than once (permissions: the file, the
+    directory and the store): a long path must not make the alarm too long for the cloud
+    contract, or the commit that heals would fail, and every one after it."""
+    db = Path("/var/lib/" + "/".join(["a-rather-long-directory-name"] * 16)) / "edgectl.db"
+    error = faults.translate(PermissionError(13, "Permission denied", str(db)), db, doing="write")
+    assert len(str(error)) > 1000
+    assert isinstance(error, StoreUnwritableError)
+    fault = WriteFault(error, "2026-11-24T10:00:00.000Z", 0.0)
+    message = fault.message()
+    assert len(message) <= faults.ALARM_MESSAGE_MAX and message.endswith("…")
+    contract.alarm_data(1, faults.ALARM_KIND, "critical", message, raised_at=fault.since)
