@@ -9,6 +9,7 @@ typed reply, bytes that are not a reply are a `Malformed` item.
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 import struct
@@ -943,13 +944,18 @@ def _row(line: str, columns: tuple[Column, ...]) -> TankInventory | None:
 def _align(
     columns: tuple[Column, ...], numbers: list[re.Match[str]]
 ) -> list[tuple[Column, re.Match[str]]]:
-    """Put each number under the heading that ends nearest its right edge, keeping order."""
+    """Put each number under the heading that ends nearest its right edge, keeping order
+    (the left one of two as near)."""
+    ends = [column.end for column in columns]  # increasing: headings are read left to right
     placed = []
     first_free = 0
     for index, number in enumerate(numbers):
         last_allowed = len(columns) - (len(numbers) - index)
-        choices = range(first_free, last_allowed + 1)
-        best = min(choices, key=lambda c: abs(columns[c].end - number.end()))
+        # The nearest end is the first at or right of the number's, or the one before it:
+        # found by bisection, as a scan of every heading made a wide report quadratic.
+        right = bisect.bisect_left(ends, number.end(), first_free, last_allowed + 1)
+        nearby = [c for c in (right - 1, right) if first_free <= c <= last_allowed]
+        best = min(nearby, key=lambda c: abs(ends[c] - number.end()))
         placed.append((columns[best], number))
         first_free = best + 1
     return placed
