@@ -558,13 +558,25 @@ class PumpService:
             await self._follow()
             await self._act()
         elif isinstance(event, NozzleReport):
-            if not event.nozzle_out and self._lift_served:
-                await self.station.db(self.station.store.lift_ended, self.pump.number)
-                self._lift_served = False
+            if (
+                not event.nozzle_out
+                and self.nozzle_out
+                and event.nozzle
+                and self.nozzle
+                and event.nozzle != self.nozzle
+            ):
+                # "Nozzle 1 is in" while nozzle 2 is out (one nozzle of a pump is out at a
+                # time): the DC3 describing the last fill, not a hang-up of the nozzle held.
+                return
             self.nozzle_out = event.nozzle_out
             if event.nozzle:
                 self.nozzle = event.nozzle
                 self.unit_price = event.unit_price
+            if not event.nozzle_out and self._lift_served:
+                # Durable first: if the store cannot write, the lift stays "served" (no
+                # release) and the next hang-up report tries again.
+                await self.station.db(self.station.store.lift_ended, self.pump.number)
+                self._lift_served = False
             if self.status is not None:
                 await self._follow()
                 await self._act()
@@ -848,14 +860,21 @@ class PumpService:
     async def _end_auth(self, state: AuthorizationState, reason: str) -> None:
         if self.auth is None:
             return
-        auth_id, self.auth = self.auth.id, None
-        await self.station.db(
-            self.station.store.update_authorization,
-            auth_id,
-            state,
-            reason,
-            pump_state=self._state_change(),
-        )
+        auth, self.auth = self.auth, None
+        auth_id = auth.id
+        try:
+            await self.station.db(
+                self.station.store.update_authorization,
+                auth_id,
+                state,
+                reason,
+                pump_state=self._state_change(),  # computed without the authorization
+            )
+        except StoreError:
+            # Not on record: still open, in memory as in the store, ended on a later step.
+            self.auth = auth
+            self._published_state = None
+            raise
         self.log.info(
             "authorization_ended", authorization_id=auth_id, state=state.value, reason=reason
         )

@@ -303,3 +303,72 @@ async def test_a_lift_served_before_a_restart_is_not_released_again(
     finally:
         for sim in sims.values():
             sim.stop()
+
+
+
+async def test_a_report_that_another_nozzle_is_in_is_not_a_hang_up(
+    tmp_path: Path, daemon: DaemonProcess
+) -> None:
+    """Found by make chaos: started while a customer holds nozzle 2, the daemon reads the
+    pump's last fill, whose DC3 says "nozzle 1 in". Taken for a hang-up, it forgot that the
+    lift of nozzle 2 had been served, and released it again after the next restart."""
+    config = load_config(daemon.config)
+    db = config.store.path
+    sims = start_simulators(config, flow_rate_lps=20.0)
+    pump = sims["l0"].pump(0x50)
+    try:
+        daemon.start()
+        await until(
+            lambda: count_when_ready(db, "nozzle_totals") == 4, timeout=20, what="daemon online"
+        )
+        await Customer(pump, normal_fill(1, Decimal("2.00"))).run()
+        await until(lambda: len(sales(db)) == 1, timeout=20, what="nozzle 1 sold")
+        await until(lambda: pump.status is DartStatus.RESET, what="reset")
+        daemon.kill()
+        pump.lift(2)  # the next customer, while the daemon is down
+        daemon.start()
+        await until(lambda: pump.status is DartStatus.AUTHORIZED, timeout=20, what="released")
+        pump.squeeze()  # to the preset, and the customer keeps holding the nozzle
+        await until(lambda: len(sales(db)) == 2, timeout=20, what="nozzle 2 sold")
+        await until(lambda: pump.status is DartStatus.RESET, what="reset, nozzle still out")
+        daemon.kill()
+        daemon.start()
+        await asyncio.sleep(2.5)
+        assert pump.status is DartStatus.RESET, "the same lift was released again"
+        assert len(rows(db, "SELECT * FROM authorizations")) == 2
+        assert daemon.terminate() == 0
+    finally:
+        for sim in sims.values():
+            sim.stop()
+
+
+async def test_a_lift_whose_preset_is_reached_while_the_daemon_is_down_is_not_released_again(
+    tmp_path: Path, daemon: DaemonProcess
+) -> None:
+    """Found by make chaos: the customer keeps the nozzle lifted, the preset stops the fill
+    while the daemon is dead; the next daemon records the sale and must not release the
+    same lift again."""
+    config = load_config(daemon.config)
+    db = config.store.path
+    sims = start_simulators(config, flow_rate_lps=20.0)
+    pump = sims["l0"].pump(0x50)
+    try:
+        daemon.start()
+        await until(
+            lambda: count_when_ready(db, "nozzle_totals") == 4, timeout=20, what="daemon online"
+        )
+        pump.lift(2)
+        await until(lambda: pump.status is DartStatus.AUTHORIZED, what="auto authorization")
+        daemon.kill()
+        pump.squeeze()  # the preset (100.00) is reached while nobody watches
+        await until(lambda: pump.status is DartStatus.MAX_REACHED, timeout=20, what="preset")
+        daemon.start()
+        await until(lambda: len(sales(db)) == 1, timeout=20, what="sale recorded")
+        await until(lambda: pump.status is DartStatus.RESET, what="pump reset, nozzle still out")
+        await asyncio.sleep(2.0)
+        assert pump.status is DartStatus.RESET, "the same lift was released again"
+        assert len(rows(db, "SELECT * FROM authorizations")) == 1
+        assert daemon.terminate() == 0
+    finally:
+        for sim in sims.values():
+            sim.stop()
