@@ -93,8 +93,12 @@ def decode_float(text: str) -> Decimal | None:
 
 
 def encode_float(value: Decimal | float | None) -> str:
-    """8 upper-case hex digits of the nearest IEEE-754 single; None is sent as NaN."""
+    """8 upper-case hex digits of the nearest IEEE-754 single; None is sent as NaN (a NaN
+    reads back as None). ValueError for an infinity or a value beyond a single: it would
+    read back as no value."""
     number = math.nan if value is None else float(value)
+    if math.isinf(number):
+        raise ValueError(f"{value} does not fit an IEEE-754 single")
     try:
         packed = struct.pack(">f", number)
     except OverflowError as exc:
@@ -735,50 +739,108 @@ def _float_text(floats: Floats) -> str:
     return f"{len(floats):02X}" + "".join(encode_float(value) for value in floats)
 
 
+def _two_digits(value: int, what: str) -> str:
+    if not 0 <= value <= 99:
+        raise ValueError(f"{what} {value} does not fit two digits")
+    return f"{value:02d}"
+
+
+def _product_code(product: str, tank: int) -> str:
+    # The i2xx replies carry one character; a longer product is a printed report's label.
+    if not product:
+        raise ValueError(f"tank {tank} has no product code")
+    return product[:1]
+
+
+def _function_code(code: str, family: frozenset[str] | None) -> str:
+    """A reply's own function code: 6 characters of a family its type is read back as."""
+    if len(code) != FUNCTION_CODE_LENGTH:
+        raise ValueError(f"function code {code!r} is not {FUNCTION_CODE_LENGTH} characters")
+    if family is not None and code[:4] not in family:
+        raise ValueError(f"function code {code!r} is not one of {sorted(family)}")
+    if family is None and (code[:4] in _PARSERS or code.startswith(_REFUSAL)):
+        raise ValueError(f"function code {code!r} would be read as another reply")
+    return code
+
+
 def reply_body(item: Reply) -> str:
-    """The text between SOH and `&&` of a computer-format reply."""
+    """The text between SOH and `&&` of a computer-format reply.
+
+    ValueError for a value the reply cannot carry so that it reads back the same: a number
+    wider than its field, a product code missing, a function code of another reply.
+    """
     match item:
         case Inventory():
-            parts = [f"i201{item.tank:02d}", format_timestamp(item.at)]
+            parts = [f"i201{_two_digits(item.tank, 'tank number')}", format_timestamp(item.at)]
             for tank in item.tanks:
-                floats = tank.floats
-                parts.append(f"{tank.tank:02d}{tank.product[:1]}{tank.status:04X}")
-                parts.append(_float_text(floats))
+                if not 0 <= tank.status <= 0xFFFF:
+                    raise ValueError(f"tank {tank.tank} status {tank.status} is not 16 bits")
+                parts.append(_two_digits(tank.tank, "tank number"))
+                parts.append(f"{_product_code(tank.product, tank.tank)}{tank.status:04X}")
+                parts.append(_float_text(tank.floats))
             return "".join(parts)
         case DeliveryReport():
-            parts = [f"i202{item.tank:02d}", format_timestamp(item.at)]
+            parts = [f"i202{_two_digits(item.tank, 'tank number')}", format_timestamp(item.at)]
             for tank_deliveries in item.tanks:
                 records = tank_deliveries.deliveries
-                parts.append(f"{tank_deliveries.tank:02d}{tank_deliveries.product[:1]}")
-                parts.append(f"{len(records):02d}")
+                number = tank_deliveries.tank
+                parts.append(_two_digits(number, "tank number"))
+                parts.append(_product_code(tank_deliveries.product, number))
+                parts.append(_two_digits(len(records), f"tank {number} delivery count"))
                 for record in records:
                     parts += [format_timestamp(record.start), format_timestamp(record.end)]
                     parts.append(_float_text(record.floats))
             return "".join(parts)
         case AlarmStatus():
-            parts = [f"i205{item.tank:02d}", format_timestamp(item.at)]
+            parts = [f"i205{_two_digits(item.tank, 'tank number')}", format_timestamp(item.at)]
             for alarms in item.tanks:
-                parts.append(f"{alarms.tank:02d}{len(alarms.codes):02d}")
-                parts += [f"{code:02d}" for code in alarms.codes]
+                parts.append(_two_digits(alarms.tank, "tank number"))
+                parts.append(_two_digits(len(alarms.codes), f"tank {alarms.tank} alarm count"))
+                parts += [_two_digits(code, "alarm code") for code in alarms.codes]
             return "".join(parts)
         case SystemStatus():
-            when = format_timestamp(item.at) if item.at is not None else ""
-            return item.code + when + item.data
+            code = _function_code(item.code, frozenset({"i101"}))
+            if item.at is None:
+                try:
+                    parse_timestamp(item.data[:10])
+                except ValueError:
+                    return code + item.data
+                raise ValueError(f"data {item.data[:10]!r} would be read as the date")
+            return code + format_timestamp(item.at) + item.data
         case ClockReply():
-            return item.code + format_timestamp(item.at) + item.data
+            code = _function_code(item.code, frozenset({"i501", "s501"}))
+            return code + format_timestamp(item.at) + item.data
         case UnknownReply():
-            return item.code + item.data
+            return _function_code(item.code, None) + item.data
     raise ValueError(f"{type(item).__name__} is not a computer-format reply")
 
 
+def _framed(text: str, etx: int, what: str) -> bytes:
+    """`text` as the bytes between SOH and ETX: latin-1, and holding neither (either would
+    end the reply early)."""
+    try:
+        data = text.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not latin-1 text") from None
+    for byte, name in ((SOH, "SOH"), (etx, "the ETX")):
+        if byte in data:
+            raise ValueError(f"{what} holds {name} (0x{byte:02X}), which would end the reply")
+    return data
+
+
 def encode_reply(item: Reply, *, etx: int = ETX) -> bytes:
-    """Wire bytes of a reply, as a console sends it."""
+    """Wire bytes of a reply, as a console sends it; decoding them gives `item` back (floats
+    to a single's precision, a product to its first character) or this raises ValueError."""
     if isinstance(item, Unsupported):
         head = bytes((SOH,)) + _REFUSAL.encode("ascii")
         return head + f"{checksum(head):04X}".encode("ascii") + bytes((etx,))
     if isinstance(item, DisplayReport):
-        return bytes((SOH,)) + item.text.encode("latin-1") + bytes((etx,))
-    return encode_computer(reply_body(item), etx=etx)
+        data = _framed(item.text, etx, "the report")
+        if not isinstance(_judge(bytes((SOH,)) + data + bytes((etx,))), DisplayReport):
+            raise ValueError("the report would be read as a computer-format reply or as empty")
+        return bytes((SOH,)) + data + bytes((etx,))
+    head = bytes((SOH,)) + _framed(reply_body(item), etx, "the reply") + b"&&"
+    return head + f"{checksum(head):04X}".encode("ascii") + bytes((etx,))
 
 
 # ======================================================================================

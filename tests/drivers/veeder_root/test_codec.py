@@ -359,6 +359,56 @@ def test_inventory_round_trip(
     assert codec.decode(wire) == (len(wire), reply)
 
 
+AT = datetime(2024, 1, 15, 12, 30)
+UNENCODABLE = {
+    "tank 100": Inventory(0, AT, (TankInventory(100, "1"),)),
+    "tank -1": Inventory(0, AT, (TankInventory(-1, "1"),)),
+    "selector 100": Inventory(100, AT, ()),
+    "status 0x10000": Inventory(0, AT, (TankInventory(1, "1", 0x10000),)),
+    "status -1": Inventory(0, AT, (TankInventory(1, "1", -1),)),
+    "no product code": Inventory(0, AT, (TankInventory(1, ""),)),
+    "SOH as product": Inventory(0, AT, (TankInventory(1, "\x01"),)),
+    "not latin-1": Inventory(0, AT, (TankInventory(1, "⛽"),)),
+    "alarm code 100": codec.AlarmStatus(0, AT, (codec.TankAlarmCodes(1, (100,)),)),
+    "100 alarms": codec.AlarmStatus(0, AT, (codec.TankAlarmCodes(1, (1,) * 100),)),
+    "100 deliveries": codec.DeliveryReport(
+        0, AT, (codec.TankDeliveries(1, "1", (codec.DeliveryRecord(AT, AT),) * 100),)
+    ),
+    "short code": codec.SystemStatus("i101", AT, ""),
+    "status as clock": codec.SystemStatus("i50100", AT, ""),
+    "data read as the date": codec.SystemStatus("i10100", None, "2401151230"),
+    "ETX in data": codec.SystemStatus("i10100", AT, "a\x03b"),
+    "an inventory's code": codec.UnknownReply("i20100", "zz"),
+    "the refusal's code": codec.UnknownReply("9999FF", ""),
+    "ETX in a report": DisplayReport(None, "a\x03b"),
+    "a report read as checksummed": DisplayReport(None, "x&&ABCD"),
+    "a report read as computer format": DisplayReport(None, "i20100 report"),
+    "an empty report": DisplayReport(None, ""),
+}
+
+
+@pytest.mark.parametrize("item", UNENCODABLE.values(), ids=UNENCODABLE.keys())
+def test_encode_reply_refuses_what_would_not_read_back(item: Reply) -> None:
+    # Found by fuzzing the encoder: these were sent, and read back malformed or as another
+    # reply (tank 100 shifted every field after it).
+    with pytest.raises(ValueError):
+        codec.encode_reply(item)
+
+
+@pytest.mark.parametrize("value", [Decimal("Infinity"), Decimal("-1E+400"), float("inf"), 1e39])
+def test_encode_float_refuses_what_would_read_back_as_no_value(value: Decimal | float) -> None:
+    with pytest.raises(ValueError):  # an infinity was sent, and read back as None
+        codec.encode_float(value)
+    assert codec.decode_float(codec.encode_float(None)) is None
+
+
+def test_encode_reply_refuses_the_configured_etx_inside() -> None:
+    item = codec.SystemStatus("i10100", AT, "a\rb")
+    assert codec.decode(codec.encode_reply(item)) == (len(codec.encode_reply(item)), item)
+    with pytest.raises(ValueError, match="ETX"):
+        codec.encode_reply(item, etx=0x0D)
+
+
 # --------------------------------------------------------------------------- commands
 @pytest.mark.parametrize(
     ("kwargs", "wire"),
