@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -266,6 +267,64 @@ fields = st.one_of(
 )
 
 
+# Replies built from any values (the simulator's side): plain data, built in the check.
+_loose_ints = st.one_of(st.integers(-2, 101), st.integers(0, 0x10001), edge_integers)
+_loose_text = st.one_of(
+    st.sampled_from(["1", "A", "", "\x01", "\x03", "é", "⛽", "UNL"]), texts(max_size=4)
+)
+_loose_floats = st.lists(
+    st.one_of(_float_values, st.decimals(allow_nan=False), st.sampled_from([Decimal("1E+39")])),
+    max_size=9,
+)
+_loose_stamps = st.one_of(_stamps, st.datetimes())
+loose_replies = st.one_of(
+    st.tuples(
+        st.just("inventory"),
+        _loose_ints,
+        _loose_stamps,
+        st.lists(st.tuples(_loose_ints, _loose_text, _loose_ints, _loose_floats), max_size=3),
+    ),
+    st.tuples(
+        st.just("deliveries"),
+        _loose_ints,
+        _loose_stamps,
+        st.lists(
+            st.tuples(
+                _loose_ints,
+                _loose_text,
+                st.lists(st.tuples(_loose_stamps, _loose_stamps, _loose_floats), max_size=3),
+            ),
+            max_size=2,
+        ),
+    ),
+    st.tuples(
+        st.just("alarms"),
+        _loose_ints,
+        _loose_stamps,
+        st.lists(st.tuples(_loose_ints, st.lists(_loose_ints, max_size=4)), max_size=3),
+    ),
+    st.tuples(
+        st.just("system"),
+        st.sampled_from(["i10100", "i101", "i50100", "i10199"]),
+        st.one_of(st.none(), _loose_stamps),
+        st.one_of(_plain, _loose_text, st.just("2401151230")),
+    ),
+    st.tuples(
+        st.just("clock"),
+        st.sampled_from(["i50100", "s50100", "i20100", "i501"]),
+        _loose_stamps,
+        st.one_of(_plain, _loose_text),
+    ),
+    st.tuples(
+        st.just("unknown"),
+        st.one_of(st.sampled_from(["i99900", "i20100", "9999FF", "i9"]), texts(max_size=7)),
+        st.one_of(_plain, _loose_text),
+    ),
+    st.tuples(st.just("display"), st.one_of(texts(max_size=30), _plain, st.just("x&&ABCD"))),
+    st.tuples(st.just("etx"), st.sampled_from([codec.ETX, 0x0D, 0x00]), _plain),
+)
+
+
 # ---------------------------------------------------------------------------------------
 # Checks
 # ---------------------------------------------------------------------------------------
@@ -343,6 +402,76 @@ def check_printed(case: tuple[datetime, list[TankInventory]]) -> None:
     ]
 
 
+def _build_reply(case: tuple[Any, ...]) -> Any:
+    match case:
+        case ("inventory", selector, at, tanks):
+            return Inventory(
+                selector,
+                at,
+                tuple(
+                    TankInventory.from_floats(n, p, status, tuple(f)) for n, p, status, f in tanks
+                ),
+            )
+        case ("deliveries", selector, at, tanks):
+            return DeliveryReport(
+                selector,
+                at,
+                tuple(
+                    TankDeliveries(
+                        n,
+                        p,
+                        tuple(DeliveryRecord.from_floats(a, b, tuple(f)) for a, b, f in records),
+                    )
+                    for n, p, records in tanks
+                ),
+            )
+        case ("alarms", selector, at, tanks):
+            return AlarmStatus(selector, at, tuple(TankAlarmCodes(n, tuple(c)) for n, c in tanks))
+        case ("system", code, at, data):
+            return SystemStatus(code, at, data)
+        case ("clock", code, at, data):
+            return ClockReply(code, at, data)
+        case ("unknown", code, data):
+            return UnknownReply(code, data)
+        case ("display", text):
+            return DisplayReport(codec._display_code(text), text)
+    return None
+
+
+def _shape(value: Any, name: str = "") -> Any:
+    """What a reply says, as far as the wire carries it: times to the minute, a float's
+    value to a single's precision (here: whether there is one), a product to one character."""
+    if dataclasses.is_dataclass(value):
+        fields = dataclasses.fields(value)
+        return (type(value).__name__, *(_shape(getattr(value, f.name), f.name) for f in fields))
+    if isinstance(value, tuple):
+        return tuple(_shape(member) for member in value)
+    if isinstance(value, datetime):
+        return value.replace(second=0, microsecond=0, tzinfo=None)
+    if isinstance(value, Decimal):
+        return None if value.is_nan() else "a number"  # NaN is the wire's "no value"
+    if name == "product":
+        return value[:1]
+    return value
+
+
+def check_encode(case: tuple[Any, ...]) -> None:
+    """encode_reply raises only ValueError; what it sends reads back as what it was given."""
+    etx = codec.ETX
+    if case[0] == "etx":
+        _, etx, data = case
+        case = ("system", "i10100", None, data)
+    item = attempt(ValueError, _build_reply, case)
+    if isinstance(item, Refused) or item is None:
+        return
+    wire = attempt(ValueError, codec.encode_reply, item, etx=etx)
+    if isinstance(wire, Refused):
+        return
+    used, back = codec.decode(wire, etx=etx)
+    assert used == len(wire) and type(back) is type(item), back
+    assert _shape(back) == _shape(item)
+
+
 def check_fields(case: tuple[Any, ...]) -> None:
     """Field readers and writers raise only ValueError, and invert each other."""
     match case:
@@ -409,6 +538,13 @@ TARGET = Target(
             seeds=[DISPLAY_TLS350, DISPLAY_GALLONS, DISPLAY_TLS350.replace("\n", "\r\n")],
         ),
         Entry("printed", printed, check_printed),
+        Entry(
+            "encode",
+            loose_replies,
+            check_encode,
+            # Sent, and read back malformed (tank 100 shifted every field after it).
+            examples=[("inventory", 0, datetime(2024, 1, 15), [(100, "1", 0, [])])],
+        ),
         Entry(
             "fields",
             fields,
