@@ -14,6 +14,7 @@ from drivers.wayne_dart.driver import DartLine, DartLineSettings, DartPumpSettin
 from edgectl.cloud import contract
 from edgectl.config import Config, LineConfig
 from edgectl.control.server import ControlServer
+from edgectl.devices import DeviceMonitor
 from edgectl.errors import ConfigError
 from edgectl.instance import InstanceLock
 from edgectl.logs import get_logger
@@ -164,6 +165,12 @@ class Daemon:
         self.cloud = CloudLink(config, self.station) if config.cloud is not None else None
         # No [[gauges]]: no tank service, nothing runs for tanks.
         self.tanks = TankService.from_config(config, self.station, clock=wall_clock)
+        # Alarms, logs and history of the lines, pumps and gauges (issue 11).
+        self.devices = DeviceMonitor(
+            config, self.station, self.lines, self.tanks.gauges if self.tanks is not None else {}
+        )
+        if self.tanks is not None:
+            self.tanks.on_gauge_event = self.devices.on_gauge_event
         self.control = ControlServer(self, config.control)
         self.maintenance = Maintenance(config, self.station)
         # Under systemd (Type=notify): READY, a STATUS line, watchdog pings (supervisor.py).
@@ -214,6 +221,7 @@ class Daemon:
                 tasks.append(tg.create_task(self.station.run(), name="station"))
                 tasks.append(tg.create_task(self.control.run(), name="control"))
                 tasks.append(tg.create_task(self.maintenance.run(), name="maintenance"))
+                tasks.append(tg.create_task(self.devices.run(), name="devices"))
                 if self.tanks is not None:
                     tasks.append(tg.create_task(self.tanks.run(), name="tanks"))
                 if self.cloud is not None:

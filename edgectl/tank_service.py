@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -243,6 +243,8 @@ class TankService:
         self._by_gauge: dict[tuple[str, int], int] = {}
         self._queue: asyncio.Queue[GaugeEvent] = asyncio.Queue()
         self.events_handled = 0
+        # Every gauge event as it comes, before the tanks' queue (the device monitor).
+        self.on_gauge_event: Callable[[GaugeEvent], None] = lambda event: None
         # Per pump: the running litres of its current fill already handed to the tanks.
         self._counted: dict[int, _Counted] = {}
 
@@ -254,6 +256,7 @@ class TankService:
 
     # ------------------------------------------------------------------ inputs
     def emit(self, event: GaugeEvent) -> None:
+        self.on_gauge_event(event)
         self._queue.put_nowait(event)
 
     def on_sold(self, fill: PumpFill) -> None:

@@ -57,7 +57,10 @@ def test_status_json_shape(station: DaemonProcess) -> None:
         "line rates",
     )
     status = run(station, "status")
-    assert set(status) == {"daemon", "cloud", "outbox", "lines", "pumps", "tanks"}
+    assert set(status) == {"daemon", "cloud", "outbox", "lines", "pumps", "tanks", "health"}
+    assert status["health"]["status"] == "ok" and status["health"]["line"].startswith("EDGECTL OK")
+    assert [p["reason"] for p in status["pumps"]] == [None] * 4
+    assert [line["up"] for line in status["lines"]] == [True, True]
     daemon = status["daemon"]
     assert daemon["station"] == "TEST-01" and daemon["mode"] == "attendant"
     assert daemon["uptime_s"] > 0 and daemon["pid"] == station.proc.pid

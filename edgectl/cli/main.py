@@ -17,6 +17,7 @@ _COMMAND_MODULES = (
     "edgectl.cli.demo",
     "edgectl.cli.cloud",
     "edgectl.cli.status",
+    "edgectl.cli.health",
     "edgectl.cli.pumps",
     "edgectl.cli.records",
     "edgectl.cli.actions",

@@ -15,8 +15,13 @@ examples:
   edgectl status --config /etc/edgectl/station.toml
 
 Line rates are per minute over the last minute; the lines are the pumps' and the tank
-gauges'. A device is online when it answered its last polls.
+gauges'. A device is online when it answered its last polls; beside one that is not, and
+beside a line that is down, the reason. The first line is the health verdict of
+`edgectl health`, and so is the exit status.
 """
+STATUS_EXITS = (
+    "exit status: 0 healthy, 1 degraded or failed (one line on stderr says why), 2 critical."
+)
 
 
 def register(sub: Subparsers) -> None:
@@ -28,21 +33,27 @@ def register(sub: Subparsers) -> None:
         "depth and oldest age), each line's frames, errors and timeouts per minute (pump lines "
         "and tank gauges), and which devices (pumps, tanks) are online.",
         example=EXAMPLE,
+        exits=STATUS_EXITS,
         func=run_status,
     )
 
 
 def run_status(args: argparse.Namespace) -> int:
     status = output.call(args, "status")
+    verdict = status.get("health") or {"code": output.EXIT_OK}
     if args.json:
         output.print_json(status)
-        return output.EXIT_OK
+        return int(verdict["code"])
     render(status)
-    return output.EXIT_OK
+    return int(verdict["code"])
 
 
 def render(status: dict[str, Any]) -> None:
     out = output.console()
+    verdict = status.get("health")
+    if verdict is not None:
+        style = ("green", "yellow", "bold red")[int(verdict["code"])]
+        out.print(f"[{style}]{output.esc(verdict['line'])}[/]")
     daemon = status["daemon"]
     name = f" ({daemon['station_name']})" if daemon.get("station_name") else ""
     out.print(
@@ -80,12 +91,23 @@ def render(status: dict[str, Any]) -> None:
                 line["settings"],
                 f"{line['online']}/{line['pumps'] if 'pumps' in line else line['tanks']}",
                 *(_rate(rate.get(key)) for key in ("frames", "errors", "timeouts")),
+                _line_state(line),
             )
         )
     out.print(
         output.table(
             "serial lines (per minute)",
-            ("line", "port", "protocol", "settings", "online", "frames", "errors", "timeouts"),
+            (
+                "line",
+                "port",
+                "protocol",
+                "settings",
+                "online",
+                "frames",
+                "errors",
+                "timeouts",
+                "state",
+            ),
             lines,
             right=("frames", "errors", "timeouts"),
         )
@@ -95,7 +117,7 @@ def render(status: dict[str, Any]) -> None:
             f"pump {p['pump']}",
             f"{p['line']}/{p['address']}",
             output.yes_no(p["online"], "online", "OFFLINE"),
-            p["state"],
+            p["state"] if p["online"] or not p.get("reason") else p["reason"],
         )
         for p in status["pumps"]
     ]
@@ -110,6 +132,14 @@ def render(status: dict[str, Any]) -> None:
             )
         )
     out.print(output.table("devices", ("device", "where", "link", "state"), devices))
+
+
+def _line_state(line: dict[str, Any]) -> str | output.Markup:
+    if line.get("reason"):
+        return output.Markup(f"[bold red]DOWN[/]: {output.esc(line['reason'])}")
+    if line.get("up"):
+        return output.yes_no(True, "up")
+    return "-"
 
 
 def _tank_state(tank: dict[str, Any]) -> str:

@@ -146,6 +146,11 @@ class CloudSession:
         """True while a connection is up, subscribed and announced online."""
         return self._connected.is_set()
 
+    @property
+    def outage_since(self) -> datetime | None:
+        """When the current outage began (its first failed attempt); None while connected."""
+        return self._outage_since
+
     async def wait_connected(self) -> None:
         await self._connected.wait()
 

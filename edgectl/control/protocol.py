@@ -33,6 +33,8 @@ READ_OPS: Final = (
     "orders",
     "outbox",
     "audit",
+    "health",
+    "history",
 )
 ACTION_OPS: Final = ("authorize", "stop", "price")
 STREAM_OPS: Final = ("watch", "sniff")

@@ -33,11 +33,13 @@ from drivers.modbus_probe.driver import BusCounters, ModbusProbeBus
 from drivers.veeder_root.driver import TlsGauge
 from drivers.wayne_dart import codec
 from drivers.wayne_dart.driver import DartLine
+from edgectl import health
 from edgectl.config import ControlConfig
 from edgectl.control import protocol
 from edgectl.control.protocol import Args, ProtocolError, Request
 from edgectl.control.shapes import open_tank_alarms, tank_rows
 from edgectl.control.sniffing import describe_dart, describe_modbus, describe_tls, iso_ts
+from edgectl.devices import gauge_key, line_key, pump_key
 from edgectl.errors import CommandError, EdgectlError
 from edgectl.forecourt.sale import AuthorizationSource
 from edgectl.logs import get_logger
@@ -120,6 +122,8 @@ class ControlServer:
             "tanks": self._tanks,
             "prices": self._prices,
             "alarms": self._alarms,
+            "health": self._health,
+            "history": self._history,
             "sales": self._sales,
             "orders": self._orders,
             "outbox": self._outbox,
@@ -362,6 +366,29 @@ class ControlServer:
         tanks = await self._tank_rows()
         lines = [self._line_status(name, line) for name, line in self.daemon.lines.items()]
         lines += [self._gauge_status(name, gauge, tanks) for name, gauge in self._gauges().items()]
+        devices = self.daemon.devices.views()
+        for line in lines:
+            key = (
+                line_key(line["line"]) if line["kind"] == "dispensers" else gauge_key(line["line"])
+            )
+            view = devices.get(key, {})
+            line["up"] = view.get("online")
+            line["reason"] = view.get("reason")
+            line["last_seen_at"] = view.get("last_seen_at")
+        pumps = []
+        for pump in station.snapshot():
+            view = devices.get(pump_key(pump.number), {})
+            pumps.append(
+                {
+                    "pump": pump.number,
+                    "line": pump.line,
+                    "address": f"0x{pump.address:02X}",
+                    "online": pump.online,
+                    "state": pump.state.name,
+                    "reason": None if pump.online else view.get("reason"),
+                    "last_seen_at": view.get("last_seen_at"),
+                }
+            )
         return {
             "daemon": {
                 "version": edgectl.__version__,
@@ -378,18 +405,52 @@ class ControlServer:
             "cloud": self._cloud_status(outbox),
             "outbox": {**outbox, "oldest_age_s": _age_s(outbox["oldest_at"])},
             "lines": lines,
-            "pumps": [
-                {
-                    "pump": view.number,
-                    "line": view.line,
-                    "address": f"0x{view.address:02X}",
-                    "online": view.online,
-                    "state": view.state.name,
-                }
-                for view in station.snapshot()
-            ],
+            "pumps": pumps,
             "tanks": tanks,
+            "health": (await self._verdict()).as_dict(),
         }
+
+    async def _verdict(self) -> health.Verdict:
+        """The health rules over the daemon's own view (edgectl/health.py)."""
+        station, daemon = self.station, self.daemon
+        now = datetime.now(UTC)
+        from_store = await station.db_quiet(health.gather_store, station.store.reader, now)
+        from_files = await asyncio.to_thread(health.gather_files, daemon.config, now)
+        views = daemon.devices.views()
+        lines = [v for k, v in views.items() if k.startswith("line:")]
+        gauges = [v for k, v in views.items() if k.startswith("gauge:")]
+        pumps = station.snapshot()
+        cloud = daemon.cloud
+        outage = None if cloud is None else cloud.session.outage_since
+        fault = station.store.write_fault
+        snapshot = health.HealthSnapshot(
+            now=now,
+            daemon_up=True,
+            uptime_s=daemon.uptime_s,
+            store_error=None if fault is None else str(fault.error),
+            pumps=health.Devices(len(pumps), sum(1 for p in pumps if p.online)),
+            lines=health.Devices(len(lines), sum(1 for v in lines if v["online"])),
+            gauges=health.Devices(len(gauges), sum(1 for v in gauges if v["online"])),
+            cloud_configured=cloud is not None,
+            cloud_connected=None if cloud is None else cloud.session.connected,
+            cloud_outage_s=None if outage is None else (now - outage).total_seconds(),
+            **from_store,
+            **from_files,
+        )
+        return health.evaluate(snapshot)
+
+    async def _health(self, args: Args, peer: Peer) -> dict[str, Any]:
+        return (await self._verdict()).as_dict()
+
+    async def _history(self, args: Args, peer: Peer) -> list[dict[str, Any]]:
+        reader = self.station.store.reader
+        await self.daemon.devices.flush()  # what the monitor gathered since its last flush
+        return await self.station.db_quiet(
+            reader.device_history,
+            now=datetime.now(UTC),
+            device=args.opt_str("device"),
+            last=args.opt_int("last", lo=1, hi=MAX_LIMIT) or 10,
+        )
 
     def _cloud_status(self, outbox: Mapping[str, Any]) -> dict[str, Any] | None:
         cloud = self.daemon.cloud

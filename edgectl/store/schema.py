@@ -231,4 +231,36 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX alarms_open_by_kind ON alarms(kind) WHERE cleared_at IS NULL;
     """,
+    # Device history (issue 11.2): each pump's, line's and gauge's state, its transitions
+    # and errors (bounded per device), and its error counts per 10 minutes (kept 48 h).
+    """
+    CREATE TABLE device_state (
+        device        TEXT PRIMARY KEY,
+        kind          TEXT NOT NULL,
+        online        INTEGER,
+        fault         TEXT,
+        reason        TEXT,
+        last_seen_at  TEXT,
+        offline_since TEXT,
+        online_since  TEXT,
+        updated_at    TEXT NOT NULL
+    );
+    CREATE TABLE device_events (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        device  TEXT NOT NULL,
+        at      TEXT NOT NULL,
+        event   TEXT NOT NULL,
+        kind    TEXT,
+        count   INTEGER NOT NULL DEFAULT 1,
+        message TEXT
+    );
+    CREATE INDEX device_events_by_device ON device_events(device, id);
+    CREATE TABLE device_counts (
+        device TEXT NOT NULL,
+        bucket TEXT NOT NULL,
+        kind   TEXT NOT NULL,
+        count  INTEGER NOT NULL,
+        PRIMARY KEY (device, bucket, kind)
+    );
+    """,
 )

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -1300,6 +1300,136 @@ class Store:
                 (outcome, message, self._clock(), audit_id),
             )
 
+    # ------------------------------------------------------------------ devices (issue 11)
+    def raise_device_alarm(
+        self,
+        kind: str,
+        device: str,
+        message: str,
+        *,
+        severity: str = "warning",
+        pump: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> int | None:
+        """Raise `kind` for one device (`detail.device`: "line:l0", "pump:3", "gauge:tls")
+        unless it is open already; the new alarm's id, or None when it was open."""
+        with self.transaction() as tx:
+            open_ = tx.execute(
+                "SELECT id FROM alarms WHERE cleared_at IS NULL AND kind = ?"
+                " AND json_extract(detail, '$.device') = ?",
+                (kind, device),
+            ).fetchone()
+            if open_ is not None:
+                return None
+            return tx.alarm(
+                kind,
+                severity,
+                message,
+                self._clock(),
+                pump=pump,
+                detail={**(detail or {}), "device": device},
+            )
+
+    def clear_device_alarm(self, kind: str, device: str) -> int | None:
+        """Clear a device's open alarm of `kind` and queue the cleared alarm event; its id, or
+        None when none was open (nothing is written then)."""
+        row = self._db.execute(
+            "SELECT id FROM alarms WHERE cleared_at IS NULL AND kind = ?"
+            " AND json_extract(detail, '$.device') = ?",
+            (kind, device),
+        ).fetchone()
+        if row is None:
+            return None
+        with self.transaction() as tx:
+            alarm = tx.execute("SELECT * FROM alarms WHERE id = ?", (row[0],)).fetchone()
+            if alarm is None or alarm["cleared_at"] is not None:
+                return None
+            now = self._clock()
+            tx.execute("UPDATE alarms SET cleared_at = ? WHERE id = ?", (now, alarm["id"]))
+            tx.outbox(
+                "alarm",
+                PRIORITY_EVENT,
+                contract.alarm_data(
+                    int(alarm["id"]),
+                    str(alarm["kind"]),
+                    alarm["severity"],
+                    str(alarm["message"]),
+                    raised_at=str(alarm["raised_at"]),
+                    cleared_at=now,
+                    pump=alarm["pump"],
+                ),
+                now,
+            )
+            return int(alarm["id"])
+
+    def record_device_activity(
+        self,
+        states: Sequence[Mapping[str, Any]],
+        events: Sequence[Mapping[str, Any]],
+        counts: Sequence[tuple[str, str, str, int]],
+        *,
+        keep_events: int = 200,
+        counts_since: str | None = None,
+    ) -> None:
+        """What the device monitor gathered since its last flush, in one commit: each
+        device's state (upserted), its new events (the newest `keep_events` per device are
+        kept), its error counts (device, 10-minute bucket, kind, n: added; buckets before
+        `counts_since` deleted)."""
+        now = self._clock()
+        with self.transaction() as tx:
+            for state in states:
+                tx.execute(
+                    "INSERT INTO device_state (device, kind, online, fault, reason, last_seen_at,"
+                    " offline_since, online_since, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (device) DO UPDATE SET kind = excluded.kind,"
+                    " online = excluded.online, fault = excluded.fault,"
+                    " reason = excluded.reason,"
+                    " last_seen_at = COALESCE(excluded.last_seen_at, last_seen_at),"
+                    " offline_since = COALESCE(excluded.offline_since, offline_since),"
+                    " online_since = COALESCE(excluded.online_since, online_since),"
+                    " updated_at = excluded.updated_at",
+                    (
+                        state["device"],
+                        state["kind"],
+                        state.get("online"),
+                        state.get("fault"),
+                        state.get("reason"),
+                        state.get("last_seen_at"),
+                        state.get("offline_since"),
+                        state.get("online_since"),
+                        now,
+                    ),
+                )
+            devices = set()
+            for event in events:
+                devices.add(event["device"])
+                tx.execute(
+                    "INSERT INTO device_events (device, at, event, kind, count, message)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        event["device"],
+                        event["at"],
+                        event["event"],
+                        event.get("kind"),
+                        event.get("count", 1),
+                        event.get("message"),
+                    ),
+                )
+            for device in sorted(devices):
+                tx.execute(
+                    "DELETE FROM device_events WHERE device = ? AND id <= (SELECT id FROM"
+                    " device_events WHERE device = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                    (device, device, keep_events),
+                )
+            for device, bucket, kind, n in counts:
+                tx.execute(
+                    "INSERT INTO device_counts (device, bucket, kind, count) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (device, bucket, kind) DO UPDATE SET count = count + ?",
+                    (device, bucket, kind, n, n),
+                )
+            if counts_since is not None:
+                tx.execute("DELETE FROM device_counts WHERE bucket < ?", (counts_since,))
+
     @property
     def reader(self) -> StoreReader:
         """The read-only queries over this store's connection (call them on the store thread)."""
@@ -1378,6 +1508,43 @@ class StoreReader:
         }
         return {"depth": int(depth), "oldest_at": oldest, "streams": streams}
 
+    def newest_record_at(self) -> str | None:
+        """When the newest sale, alarm or outbox message was written (for the clock check)."""
+        row = self._db.execute(
+            "SELECT MAX(t) FROM (SELECT MAX(recorded_at) AS t FROM sales"
+            " UNION ALL SELECT MAX(raised_at) FROM alarms"
+            " UNION ALL SELECT MAX(created_at) FROM outbox)"
+        ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def device_history(
+        self, *, now: datetime, device: str | None = None, last: int = 10
+    ) -> list[dict[str, Any]]:
+        """Each device's state, its error counts by kind over the hour and the day before
+        `now` (10-minute buckets: a count may be up to 10 minutes older), and its `last`
+        newest events, newest first; one device, or all in their order of appearance."""
+        where, params = _filters(("device =", device))
+        states = self._rows(f"SELECT * FROM device_state{where} ORDER BY rowid", params)
+        hour = device_bucket(now - timedelta(hours=1))
+        day = device_bucket(now - timedelta(days=1))
+        for state in states:
+            name = state["device"]
+            for label, since in (("errors_last_hour", hour), ("errors_last_day", day)):
+                state[label] = {
+                    str(kind): int(n)
+                    for kind, n in self._db.execute(
+                        "SELECT kind, SUM(count) FROM device_counts WHERE device = ?"
+                        " AND bucket >= ? GROUP BY kind ORDER BY kind",
+                        (name, since),
+                    )
+                }
+            state["events"] = self._rows(
+                "SELECT at, event, kind, count, message FROM device_events WHERE device = ?"
+                " ORDER BY id DESC LIMIT ?",
+                (name, last),
+            )
+        return states
+
     def _newest(
         self, sql: str, params: tuple[Any, ...], order: str, limit: int | None
     ) -> list[dict[str, Any]]:
@@ -1400,6 +1567,13 @@ def _filters(*conditions: tuple[str, object]) -> tuple[str, tuple[Any, ...]]:
         return "", ()
     where = " WHERE " + " AND ".join(f"{clause} ?" for clause, _ in used)
     return where, tuple(value for _, value in used)
+
+
+def device_bucket(moment: datetime) -> str:
+    """The 10-minute bucket a moment falls in, as device_counts keys it (UTC)."""
+    moment = moment.astimezone(UTC)
+    start = moment.replace(minute=moment.minute - moment.minute % 10, second=0, microsecond=0)
+    return start.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _lift_key(pump: int) -> str:

@@ -57,6 +57,7 @@ def seed(store: Store) -> Seeded:
     )
     recorded = store.record_sale(sale(1, pump=3))
     store.raise_tank_alarm(1, "tank_low_product", "tank 1 is low")
+    store.raise_device_alarm("gauge_offline", "gauge:tls-1", "gauge tls-1: no answer")
     audit_id = store.audit_requested(
         "authorize", {"pump": 1}, client_user="t", peer_uid=0, peer_user="root", peer_pid=1
     )
@@ -156,6 +157,15 @@ WRITES: dict[str, Write] = {
     "raise_alarm_once": lambda s, x: s.raise_alarm_once("backup_failed", "no space"),
     "clear_alarm": lambda s, x: s.clear_alarm("tank_low_product"),
     "purge_old_records": lambda s, x: s.purge_old_records("2099-01-01T00:00:00.000Z"),
+    "raise_device_alarm": lambda s, x: s.raise_device_alarm(
+        "line_down", "line:l9", "line l9: the port /dev/ttyUSB9 does not exist"
+    ),
+    "clear_device_alarm": lambda s, x: s.clear_device_alarm("gauge_offline", "gauge:tls-1"),
+    "record_device_activity": lambda s, x: s.record_device_activity(
+        [{"device": "pump:1", "kind": "pump", "online": 1, "last_seen_at": NOW}],
+        [{"device": "pump:1", "at": NOW, "event": "errors", "kind": "bad_crc", "count": 2}],
+        [("pump:1", "2026-11-24T10:00:00Z", "bad_crc", 2)],
+    ),
     "probe": lambda s, x: s.probe(),
     # Housekeeping that never fails its caller (it is retried instead):
     "purge_inbox": lambda s, x: s.purge_inbox("2099-01-01T00:00:00.000Z"),
