@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import errno as errnos
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -33,9 +34,25 @@ class DriverError(Exception):
 
 
 class TransportError(DriverError):
-    """The line itself failed: port missing, unplugged, I/O error."""
+    """The line itself failed: port missing, unplugged, I/O error.
+
+    `errno` is the system's error number when the system refused (an open: ENOENT, EACCES);
+    `fault` says it in a technician's words when the transport knows them."""
 
     code = "transport"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        device: str | None = None,
+        code: str | None = None,
+        errno: int | None = None,
+        fault: DeviceFault | None = None,
+    ):
+        super().__init__(message, device=device, code=code)
+        self.errno = errno
+        self.fault = fault
 
 
 class DeviceTimeout(DriverError):
@@ -54,6 +71,51 @@ class CommandRejected(DriverError):
     """The device refused a command (NAK after retries, refusal reply, wrong state)."""
 
     code = "rejected"
+
+
+# ---------------------------------------------------------------------------
+# Why a line or a device does not work, for alarms, logs, `edgectl status` and history.
+# ---------------------------------------------------------------------------
+PORT_MISSING = "port_missing"
+PERMISSION_DENIED = "permission_denied"
+LINK_ERROR = "link_error"  # the port opened once and then failed, or refused to be set up
+UNREACHABLE = "unreachable"  # a TCP peer that refuses or does not answer the connection
+NO_ANSWER = "no_answer"
+BAD_CRC = "bad_crc"
+NAK = "nak"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFault:
+    """Why a line or a device does not work: `code` names the kind (one of the constants
+    above), `reason` says it in words a technician acts on."""
+
+    code: str
+    reason: str
+
+
+def port_fault(port: str, error: int | None, detail: str) -> DeviceFault:
+    """Why a serial port could not be opened, from the system's error number."""
+    if error == errnos.ENOENT:
+        return DeviceFault(PORT_MISSING, f"the port {port} does not exist (adapter unplugged?)")
+    if error in (errnos.EACCES, errnos.EPERM):
+        return DeviceFault(
+            PERMISSION_DENIED,
+            f"permission denied on {port} (is the daemon's user in group dialout?)",
+        )
+    if error == errnos.EBUSY:
+        return DeviceFault(LINK_ERROR, f"the port {port} is in use by another program")
+    return DeviceFault(LINK_ERROR, f"cannot open {port}: {detail}")
+
+
+@dataclass(frozen=True, slots=True)
+class LinkHealth:
+    """A line's reachability, or one of its devices', changed: `address` None is the line
+    itself; `fault` None means it works (again)."""
+
+    line: str
+    address: int | None
+    fault: DeviceFault | None
 
 
 # ---------------------------------------------------------------------------
@@ -252,6 +314,7 @@ class GaugeOnline(GaugeEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GaugeOffline(GaugeEvent):
     reason: str
+    code: str = NO_ANSWER  # a DeviceFault code: why, for alarms and history
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import serial
 
-from drivers.base import TransportError
+from drivers.base import UNREACHABLE, DeviceFault, TransportError, port_fault
 
 _PARITY = {"none": serial.PARITY_NONE, "odd": serial.PARITY_ODD, "even": serial.PARITY_EVEN}
 
@@ -149,7 +149,14 @@ class SerialTransport(_ReceiveBuffer):
                 exclusive=True,
             )
         except (serial.SerialException, OSError, ValueError) as exc:
-            raise TransportError(f"cannot open {self.port}: {exc}", device=self.name) from exc
+            # pyserial keeps the system's errno on its own exception.
+            error = getattr(exc, "errno", None)
+            raise TransportError(
+                f"cannot open {self.port}: {exc}",
+                device=self.name,
+                errno=error,
+                fault=port_fault(self.port, error, str(exc)),
+            ) from exc
 
     def close(self) -> None:
         if self._serial is None:
@@ -259,15 +266,20 @@ class TcpTransport(_ReceiveBuffer):
                     lambda: _TcpReceiver(self), self.host, self.port
                 )
         except TimeoutError as exc:
-            raise TransportError(
+            reason = (
                 f"cannot connect to {self.host}:{self.port}: no answer within "
-                f"{self._connect_timeout_s} s",
-                device=self.name,
+                f"{self._connect_timeout_s} s"
+            )
+            raise TransportError(
+                reason, device=self.name, fault=DeviceFault(UNREACHABLE, reason)
             ) from exc
         except OSError as exc:
+            reason = f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}"
             raise TransportError(
-                f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}",
+                reason,
                 device=self.name,
+                errno=exc.errno,
+                fault=DeviceFault(UNREACHABLE, reason),
             ) from exc
         assert isinstance(transport, asyncio.Transport)
         sock = transport.get_extra_info("socket")
@@ -314,3 +326,14 @@ class TcpTransport(_ReceiveBuffer):
             self._error = TransportError(f"{self.host}:{self.port} is closing", device=self.name)
             raise self._error
         transport.write(data)
+
+
+def why_port_fails(port: str) -> DeviceFault | None:
+    """Why the serial port at `port` cannot be opened (missing, permission), or None when
+    it opens: for drivers whose library says only that it failed (pymodbus)."""
+    try:
+        fd = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as exc:
+        return port_fault(port, exc.errno, exc.strerror or str(exc))
+    os.close(fd)
+    return None

@@ -31,7 +31,11 @@ from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
 from drivers.base import (
+    LINK_ERROR,
+    NO_ANSWER,
+    UNREACHABLE,
     CommandRejected,
+    DeviceFault,
     DeviceTimeout,
     DriverError,
     FrameError,
@@ -48,6 +52,7 @@ from drivers.base import (
 from drivers.modbus_probe import adu
 from drivers.modbus_probe.adu import Adu, Framing
 from drivers.modbus_probe.registers import RegisterMap, decode_registers, implausible
+from drivers.transport import why_port_fails
 
 log = structlog.get_logger(__name__)
 
@@ -409,7 +414,8 @@ class ModbusProbeBus:
                 connected = False
             if not connected:
                 client.close()
-                self._all_offline("cannot open the link")
+                why = self._why_no_link()
+                self._all_offline(why.reason, why.code)
                 await self._pause(delay)
                 delay = min(delay * 2, self.settings.reconnect_max_s)
                 continue
@@ -436,6 +442,14 @@ class ModbusProbeBus:
                 delay = self.settings.reconnect_initial_s
             await self._pause(delay)
             delay = min(delay * 2, self.settings.reconnect_max_s)
+
+    def _why_no_link(self) -> DeviceFault:
+        """What pymodbus does not say: why the serial port would not open."""
+        link = self.settings.link
+        if isinstance(link, SerialLine):
+            fault = why_port_fails(link.port)
+            return fault or DeviceFault(LINK_ERROR, f"cannot open {link.port}")
+        return DeviceFault(UNREACHABLE, f"cannot connect to {link.host}:{link.port}")
 
     async def _pause(self, delay: float) -> None:
         pause = self._jitter(delay)
@@ -678,7 +692,7 @@ class ModbusProbeBus:
             retry = now + min(self._poll_interval_s, self.settings.backoff_initial_s)
             probe.next_try = probe.next_poll = retry
 
-    def _mark_offline(self, probe: _Probe, reason: str) -> None:
+    def _mark_offline(self, probe: _Probe, reason: str, code: str = NO_ANSWER) -> None:
         if probe.state == "offline":
             return
         probe.state = "offline"
@@ -691,9 +705,9 @@ class ModbusProbeBus:
                 gauge=self.name, device_id=probe.device_id, tanks=probe.tanks, reason=reason
             )
         )
-        self._update_gauge(reason)
+        self._update_gauge(reason, code)
 
-    def _update_gauge(self, reason: str) -> None:
+    def _update_gauge(self, reason: str, code: str = NO_ANSWER) -> None:
         """GaugeOnline when a first device answers, GaugeOffline when every one is offline."""
         if self.is_online:
             if self._gauge_online is not True:
@@ -701,11 +715,11 @@ class ModbusProbeBus:
                 self._emit(GaugeOnline(gauge=self.name))
         elif all(p.state == "offline" for p in self._probes) and self._gauge_online is not False:
             self._gauge_online = False
-            self._emit(GaugeOffline(gauge=self.name, reason=reason))
+            self._emit(GaugeOffline(gauge=self.name, reason=reason, code=code))
 
-    def _all_offline(self, reason: str) -> None:
+    def _all_offline(self, reason: str, code: str = LINK_ERROR) -> None:
         for probe in self._probes:
-            self._mark_offline(probe, reason)
+            self._mark_offline(probe, reason, code)
             probe.next_try = 0.0  # a fresh link: try everyone at once
             probe.misses = 0
 

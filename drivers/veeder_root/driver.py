@@ -18,6 +18,8 @@ from typing import Final, Literal, TypeVar
 import structlog
 
 from drivers.base import (
+    LINK_ERROR,
+    NO_ANSWER,
     CommandRejected,
     DeviceTimeout,
     FrameError,
@@ -145,6 +147,7 @@ class TlsGauge:
         self._task: asyncio.Task[object] | None = None
         self._connected = False
         self._online: bool | None = None  # None until the console first answers or fails
+        self._offline_code = ""  # why it is offline (a DeviceFault code), as reported
         self._misses = 0
         self._backoff_s = 0.0
         self._reopen_s = settings.reopen_initial_s
@@ -261,7 +264,11 @@ class TlsGauge:
                 try:
                     await self.transport.open()
                 except TransportError as exc:
-                    self._mark_offline(str(exc))
+                    fault = exc.fault
+                    if fault is None:
+                        self._mark_offline(str(exc), LINK_ERROR)
+                    else:
+                        self._mark_offline(fault.reason, fault.code)
                     await self._reopen_pause()
                     continue
                 self._connected = True
@@ -272,7 +279,7 @@ class TlsGauge:
                     self._connected = False
                     self.transport.close()
                     self._fail_pending(exc)
-                    self._mark_offline(str(exc))
+                    self._mark_offline(str(exc), LINK_ERROR)
                     await self._reopen_pause()
         finally:
             self._running = False
@@ -536,12 +543,14 @@ class TlsGauge:
         if self._misses >= self.settings.offline_after:
             self._mark_offline(f"{reason} ({self._misses} in a row)")
 
-    def _mark_offline(self, reason: str) -> None:
-        if self._online is not False:
+    def _mark_offline(self, reason: str, code: str = NO_ANSWER) -> None:
+        # Reported again when the cause changes (the port came back, the console is silent).
+        if self._online is not False or code != self._offline_code:
             self._online = False
+            self._offline_code = code
             self._alarms_seen.clear()  # report the full picture again when it returns
-            log.warning("tls_gauge_offline", gauge=self.name, reason=reason)
-            self._emit(GaugeOffline(gauge=self.name, reason=reason))
+            log.warning("tls_gauge_offline", gauge=self.name, reason=reason, code=code)
+            self._emit(GaugeOffline(gauge=self.name, reason=reason, code=code))
 
     def _jitter(self, seconds: float) -> float:
         return seconds * self._rng.uniform(0.8, 1.2)

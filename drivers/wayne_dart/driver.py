@@ -12,14 +12,20 @@ from decimal import Decimal
 from typing import Any
 
 from drivers.base import (
+    BAD_CRC,
+    LINK_ERROR,
+    NAK,
+    NO_ANSWER,
     AlarmReport,
     CommandRejected,
+    DeviceFault,
     DeviceTimeout,
     DispenserEvent,
     DispenserStatus,
     FillingInfo,
     FillingReport,
     LineCounters,
+    LinkHealth,
     NozzleReport,
     Progress,
     PumpOffline,
@@ -49,6 +55,8 @@ _BUSY = {DispenserStatus.AUTHORIZED, DispenserStatus.FILLING, DispenserStatus.SU
 _RESYNC_ROUNDS = 3
 
 FrameTap = Callable[[str, bytes, "Frame | Malformed | None", float], None]
+HealthListener = Callable[[LinkHealth], None]
+_UNREPORTED = DeviceFault("", "")  # nothing said yet since the line (re)opened
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +101,15 @@ class _PumpLink:
     next_try: float = 0.0  # offline pumps: when to try again
     next_poll: float = 0.0  # idle pumps: when a routine poll is due
     status: DispenserStatus | None = None
+    # Health, for alarms and history: decided once the pump answered or missed enough since
+    # the line opened; `fault` is why it is offline, `reported` what the listener was told.
+    decided: bool = False
+    fault: DeviceFault | None = None
+    reported: DeviceFault | None = _UNREPORTED
+    crc_since: int = 0  # damaged replies since its last good one
+    nak_since: int = 0  # NAKs since its last good reply
+    last_seen: float | None = None  # clock() of its last good reply
+    errors: dict[str, int] = field(default_factory=lambda: {"timeouts": 0, "bad_crc": 0, "naks": 0})
 
 
 @dataclass
@@ -137,6 +154,12 @@ class DartLine:
         self.counters = LineCounters()
         self.progress = Progress(clock=clock)  # for the daemon's watchdog
         self.taps: list[FrameTap] = []
+        # Told when the line or one of its pumps starts or stops working, and why (the
+        # daemon's device monitor: alarms, logs, history). Called on the line's own task.
+        self.on_health: HealthListener = _no_health
+        self.fault: DeviceFault | None = None  # why the line is down; None: up or not known
+        self._line_up = False  # a pump answered since the line opened
+        self._line_reported: DeviceFault | None = _UNREPORTED
         self._char_s = settings.bits_per_char / settings.baud
         self._rng = random.Random()
         self._wire: dict[Frame, bytes] = {}
@@ -151,6 +174,22 @@ class DartLine:
 
     def last_status(self, address: int) -> DispenserStatus | None:
         return self._pumps[address].status
+
+    @property
+    def line_up(self) -> bool:
+        return self._line_up
+
+    def pump_fault(self, address: int) -> DeviceFault | None:
+        """Why the pump is offline (None: online, or not decided yet since the line opened)."""
+        return self._pumps[address].fault
+
+    def pump_errors(self, address: int) -> dict[str, int]:
+        """Errors seen talking to this pump since the line started, by kind."""
+        return dict(self._pumps[address].errors)
+
+    def last_seen(self, address: int) -> float | None:
+        """clock() of the pump's last good reply, None if it never answered."""
+        return self._pumps[address].last_seen
 
     async def request_status(self, address: int) -> DispenserStatus:
         reply = await self._submit(
@@ -250,7 +289,8 @@ class DartLine:
             self.progress.tick()
             try:
                 await self.transport.open()
-            except TransportError:
+            except TransportError as exc:
+                self._line_down(exc.fault or DeviceFault(LINK_ERROR, exc.args[0]))
                 pause = self._jitter(delay)
                 self.progress.tick(pause)
                 await asyncio.sleep(pause)
@@ -263,14 +303,20 @@ class DartLine:
             self._rxbuf.clear()
             for link in self._pumps.values():
                 link.synced = False  # the adapter was gone: someone else may have talked
+                # Each pump is decided afresh: it answers, or misses enough to be offline.
+                link.decided, link.fault, link.reported = False, None, _UNREPORTED
             try:
                 await self._schedule()
             except TransportError as exc:
                 self.transport.close()
                 self._fail_pending(exc)
+                fault = exc.fault or DeviceFault(LINK_ERROR, exc.args[0])
+                self._line_down(fault)
                 for link in self._pumps.values():
                     self._mark_offline(link, str(exc))
                     link.next_try = 0.0
+                    link.decided, link.fault = True, fault
+                self._report_health()
             except asyncio.CancelledError:
                 self.transport.close()
                 self._fail_pending(TransportError("line stopped", device=self.name))
@@ -385,12 +431,14 @@ class DartLine:
             if reply is None:
                 self._missed(link)
                 continue
+            if reply.kind is FrameKind.NAK:
+                # A refusal, not an answer: a pump that refuses everything is offline.
+                self.counters.naks += 1
+                self._refused(link)
+                continue
             self._answered(link)
             if reply.kind is FrameKind.ACK and reply.seq == link.tx_seq:
                 break
-            if reply.kind is FrameKind.NAK:
-                self.counters.naks += 1
-                continue
             if reply.kind is FrameKind.DATA:
                 # Some pumps answer a command with data at once: take it, then resend ours.
                 await self._accept_data(link, reply)
@@ -442,14 +490,16 @@ class DartLine:
                     if there.kind is FrameKind.DATA:
                         await self._accept_data(link, there)
                     break  # the pump is there and ignored the frame: a new number
+                if reply.kind is FrameKind.NAK:
+                    self.counters.naks += 1
+                    self._refused(link)
+                    continue
                 self._answered(link)
                 if reply.kind is FrameKind.ACK and reply.seq == link.tx_seq:
                     link.synced = True
                     self.counters.resyncs += 1
                     return
-                if reply.kind is FrameKind.NAK:
-                    self.counters.naks += 1
-                elif reply.kind is FrameKind.DATA:
+                if reply.kind is FrameKind.DATA:
                     await self._accept_data(link, reply)
                     self.counters.unexpected += 1
                 else:
@@ -514,7 +564,7 @@ class DartLine:
                 for tap in self.taps:
                     tap("rx", raw, item, self._clock())
                 if isinstance(item, Malformed):
-                    self._count_bad(item)
+                    self._count_bad(item, address)
                     continue
                 if item is None:
                     continue
@@ -532,9 +582,13 @@ class DartLine:
                 # Bytes are flowing: give the rest of the frame time to arrive.
                 deadline = max(deadline, self._clock() + 64 * self._char_s + 0.005)
 
-    def _count_bad(self, item: Malformed) -> None:
+    def _count_bad(self, item: Malformed, address: int) -> None:
         if item.kind == "bad_crc":
             self.counters.bad_crc += 1
+            link = self._pumps.get(address)
+            if link is not None:  # the reply awaited was damaged on its way
+                link.crc_since += 1
+                link.errors["bad_crc"] += 1
         elif item.kind == "garbage":
             self.counters.garbage_bytes += len(item.raw)
         else:
@@ -544,6 +598,13 @@ class DartLine:
     def _answered(self, link: _PumpLink) -> None:
         link.misses = 0
         link.backoff_s = 0.0
+        link.crc_since = link.nak_since = 0
+        link.last_seen = self._clock()
+        if not link.decided or link.fault is not None or not self._line_up:
+            link.decided, link.fault = True, None
+            if not self._line_up:
+                self._line_up, self.fault = True, None
+            self._report_health()
         if not link.online:
             link.online = True
             link.ever_seen = True
@@ -551,17 +612,75 @@ class DartLine:
             link.synced = False  # and may remember any of ours, or none
             self._emit(PumpOnline(self.name, link.settings.address))
 
-    def _missed(self, link: _PumpLink) -> None:
+    def _refused(self, link: _PumpLink) -> None:
+        link.nak_since += 1
+        link.errors["naks"] += 1
+        self._missed(link, timeout=False)
+
+    def _missed(self, link: _PumpLink, *, timeout: bool = True) -> None:
         link.misses += 1
+        if timeout:
+            link.errors["timeouts"] += 1
         now = self._clock()
-        if link.online and link.misses >= self.settings.offline_after:
-            self._mark_offline(link, f"no reply to {link.misses} requests")
+        if link.misses >= self.settings.offline_after and link.fault is None:
+            self._pump_faulted(link, self._why_missed(link))
         if not link.online:
             link.backoff_s = min(
                 max(link.backoff_s * 2, self.settings.backoff_initial_s),
                 self.settings.backoff_max_s,
             )
             link.next_try = now + self._jitter(link.backoff_s)
+
+    def _why_missed(self, link: _PumpLink) -> DeviceFault:
+        """What was seen while the pump missed: NAKs, damaged replies, or nothing at all."""
+        if link.nak_since:
+            return DeviceFault(NAK, f"the pump answers NAK: {link.nak_since} frame(s) refused")
+        if link.crc_since:
+            return DeviceFault(
+                BAD_CRC,
+                f"CRC errors: {link.crc_since} damaged reply(ies) and no good one in "
+                f"{link.misses} tries (noise, wiring or termination?)",
+            )
+        return DeviceFault(NO_ANSWER, f"no answer to {link.misses} requests in a row")
+
+    def _pump_faulted(self, link: _PumpLink, fault: DeviceFault) -> None:
+        link.decided, link.fault = True, fault
+        if link.online:
+            self._mark_offline(link, fault.reason)
+        if all(p.fault is not None for p in self._pumps.values()):
+            # Every pump has had its chance since the line opened and none works now.
+            codes = {p.fault.code for p in self._pumps.values() if p.fault is not None}
+            if codes == {BAD_CRC}:
+                why = DeviceFault(
+                    BAD_CRC,
+                    "opened, but every reply arrives damaged (CRC errors: baud rate, parity,"
+                    " wiring or noise?)",
+                )
+            elif codes == {NAK}:
+                why = DeviceFault(NAK, "opened, but every pump answers NAK")
+            else:
+                why = DeviceFault(NO_ANSWER, "opened but no answer at any address")
+            self._line_up, self.fault = False, why
+        self._report_health()
+
+    def _line_down(self, fault: DeviceFault) -> None:
+        self._line_up, self.fault = False, fault
+        self._report_health()
+
+    def _report_health(self) -> None:
+        """Tell the listener what changed: the line first, then its pumps, and the pumps only
+        once the line's state is known (so that a line where nobody answers is one fault,
+        the line's, rather than a pump's that happened to be asked first)."""
+        line_state = None if self._line_up else self.fault
+        if (self._line_up or self.fault is not None) and line_state != self._line_reported:
+            self._line_reported = line_state
+            self.on_health(LinkHealth(self.name, None, line_state))
+        if not self._line_up and not all(p.decided for p in self._pumps.values()):
+            return
+        for link in self._pumps.values():
+            if link.decided and link.fault != link.reported:
+                link.reported = link.fault
+                self.on_health(LinkHealth(self.name, link.settings.address, link.fault))
 
     def _mark_offline(self, link: _PumpLink, reason: str) -> None:
         if link.online:
@@ -639,6 +758,10 @@ def fill_from_replies(replies: Sequence[Any], pump: DartPumpSettings) -> Filling
             )
         after_dc2 = False  # only the transaction right after DC2 describes that fill
     return info if info is not None else FillingInfo(Decimal(0), Decimal(0))
+
+
+def _no_health(event: LinkHealth) -> None:
+    pass
 
 
 def _is(kind: type) -> Callable[[Any], bool]:

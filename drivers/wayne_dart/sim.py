@@ -640,6 +640,8 @@ class _Faults:
     drop: dict[int, int] = field(default_factory=dict)
     drop_data: dict[int, int] = field(default_factory=dict)
     corrupt: set[int] = field(default_factory=set)
+    corrupt_n: dict[int, int] = field(default_factory=dict)
+    nak_data: dict[int, int] = field(default_factory=dict)
     garbage: bytearray = field(default_factory=bytearray)
 
 
@@ -781,6 +783,17 @@ class DartLineSimulator:
         with self._lock:
             self._faults.corrupt.add(address)
 
+    def corrupt_replies(self, address: int, n: int) -> None:
+        """Flip a CRC byte of the pump's next `n` data replies, 0: no more (a noisy line: its
+        data is retransmitted on every poll until acknowledged, so each poll sees a bad CRC)."""
+        with self._lock:
+            self._faults.corrupt_n[address] = n
+
+    def nak_data_frames(self, address: int, n: int) -> None:
+        """The pump refuses the next `n` data frames (commands) with a NAK, unexecuted."""
+        with self._lock:
+            self._faults.nak_data[address] = self._faults.nak_data.get(address, 0) + n
+
     def inject_garbage(self, data: bytes) -> None:
         """Line noise: `data` goes out on the line just before the next reply."""
         with self._lock:
@@ -854,6 +867,14 @@ class DartLineSimulator:
         pump = self._pumps.get(item.address) if item.address is not None else None
         if pump is None:
             return
+        if isinstance(item, Frame) and item.kind is FrameKind.DATA and pump.online:
+            with self._lock:
+                refused = self._faults.nak_data.get(pump.address, 0)
+                if refused:
+                    self._faults.nak_data[pump.address] = refused - 1
+            if refused:
+                self._send_at(codec.encode(codec.nak(pump.address, item.seq)), size, received_at)
+                return
         reply = pump.handle(item)
         if reply is None:
             return
@@ -874,6 +895,10 @@ class DartLineSimulator:
         wire = codec.encode(reply)
         if address in faults.corrupt and reply.kind is FrameKind.DATA:
             faults.corrupt.discard(address)
+            wire = _flip_crc(wire)
+            self._count(replies_corrupted=1)
+        elif faults.corrupt_n.get(address) and reply.kind is FrameKind.DATA:
+            faults.corrupt_n[address] -= 1
             wire = _flip_crc(wire)
             self._count(replies_corrupted=1)
         if faults.garbage:
