@@ -968,8 +968,14 @@ def _columns(header: str) -> tuple[Column, ...] | None:
     return tuple(columns) if len(known) >= 2 else None
 
 
+_PRINT_DATE_CHARS = range(8, 33)  # "1/2/2024 1:00" to "SEPTEMBER 30, 2024 12:00 PM"
+
+
 def _print_date(line: str) -> datetime | None:
     text = " ".join(line.split())
+    # strptime costs ~10 µs a pattern: a reply of 30000 short lines took 2.7 s untested.
+    if len(text) not in _PRINT_DATE_CHARS or not any(char.isdigit() for char in text):
+        return None
     for pattern in _PRINT_DATES:
         try:
             return datetime.strptime(text, pattern)
