@@ -18,8 +18,9 @@ entries by weight. Each entry runs in three steps:
 
 Everything follows from `--seed` (Hypothesis without an example database, and one
 random.Random per entry), so the command line printed with a failure replays it. Exits 1 when
-any entry raised an exception its entry points are not documented to raise, or broke a round
-trip. `run(cases, seed)` does the same as a function, for chaos/run.py.
+any entry raised an exception its entry points are not documented to raise, broke a round
+trip, or took over SLOW_CASE_S on one input. `run(cases, seed)` does the same as a function,
+for chaos/run.py.
 """
 
 from __future__ import annotations
@@ -52,7 +53,10 @@ HYPOTHESIS_SHARE = 10  # one case in ten is drawn by Hypothesis, the rest are mu
 HYPOTHESIS_MIN = 200
 CORPUS = 1000  # inputs kept from the Hypothesis step to mutate
 MAX_BUGS = 20  # distinct failures recorded per entry; the run goes on counting
-MAX_BYTES = 8192  # a mutated bytes or str value is cut to this
+MAX_BYTES = 70_000  # a mutated bytes or str value is cut to this (64 KB inputs exist)
+# A case slower than this is a failure: a parser on the daemon's event loop stalls every pump
+# for as long (three quadratic or slow parsers took 3-20 s on a 64 KB reply).
+SLOW_CASE_S = 2.0
 _SHOWN = 1500  # characters of a failing input shown
 
 
@@ -312,6 +316,10 @@ def _mutate_document(document: dict[str, Any], rng: random.Random) -> dict[str, 
 # ---------------------------------------------------------------------------------------
 # Running
 # ---------------------------------------------------------------------------------------
+class SlowCase(Exception):
+    """One input an entry point took more than SLOW_CASE_S over."""
+
+
 class _Bugs:
     """Distinct failures of one entry (by exception type and where it was raised)."""
 
@@ -381,19 +389,35 @@ def run_entry(target: Target, entry: Entry, cases: int, seed: int) -> dict[str, 
     drawn = 0
     started = time.perf_counter()
 
+    slowest: list[Any] = [0.0, None]
+
+    def timed(value: Any, step: str) -> None:
+        """entry.check(value), keeping the slowest case; raises what the check raises."""
+        begun = time.perf_counter()
+        try:
+            entry.check(value)
+        finally:
+            took = time.perf_counter() - begun
+            if took > slowest[0]:
+                slowest[:] = [took, value]
+            if took > SLOW_CASE_S:
+                bugs.add(value, SlowCase(f"one case took {took:.1f} s"), step)
+
     for example in entry.examples:
         try:
-            entry.check(example)
+            timed(example, "pinned")
         except Exception as error:
             bugs.add(example, error, "pinned")
         corpus.append(example)
     for valid in entry.seeds:
         try:
-            entry.check(valid)
+            timed(valid, "seed")
         except Exception as error:
             bugs.add(valid, error, "seed")
 
-    drawn_cases = min(cases, max(HYPOTHESIS_MIN, cases // HYPOTHESIS_SHARE))
+    # Large inputs: few cases, all from Hypothesis; the rest: a tenth, then mutation.
+    share = cases if entry.big else max(HYPOTHESIS_MIN, cases // HYPOTHESIS_SHARE)
+    drawn_cases = min(cases, share)
     last: list[Any] = [None]
 
     @hypothesis_seed(own_seed)
@@ -416,7 +440,7 @@ def run_entry(target: Target, entry: Entry, cases: int, seed: int) -> dict[str, 
             corpus.append(value)
         else:
             corpus[rng.randrange(CORPUS)] = value
-        entry.check(value)
+        timed(value, "hypothesis")
 
     try:
         hypothesis_step()
@@ -425,7 +449,6 @@ def run_entry(target: Target, entry: Entry, cases: int, seed: int) -> dict[str, 
     drawn = min(drawn, drawn_cases)  # shrinking runs inputs again; count what was asked
 
     mutated = 0
-    slowest, slowest_input = 0.0, None
     seeds = list(entry.seeds)
     if corpus or seeds:
         for _ in range(cases - drawn):
@@ -435,14 +458,10 @@ def run_entry(target: Target, entry: Entry, cases: int, seed: int) -> dict[str, 
             for _ in range(rng.choice((1, 1, 2, 3))):
                 value = mutate(value, rng, corpus)
             mutated += 1
-            begun = time.perf_counter()
             try:
-                entry.check(value)
+                timed(value, "mutation")
             except Exception as error:
                 bugs.add(value, error, "mutation")
-            took = time.perf_counter() - begun
-            if took > slowest:
-                slowest, slowest_input = took, value
     elapsed = time.perf_counter() - started
     total = len(entry.examples) + len(entry.seeds) + drawn + mutated
     return {
@@ -458,8 +477,8 @@ def run_entry(target: Target, entry: Entry, cases: int, seed: int) -> dict[str, 
         "failing_cases": bugs.cases,
         "failures": list(bugs.found.values()),
         # A case far slower than the rest is how a quadratic parser shows itself.
-        "slowest_ms": round(slowest * 1000, 1),
-        "slowest_input": _cut(show(slowest_input))[:200] if slowest_input is not None else None,
+        "slowest_ms": round(slowest[0] * 1000, 1),
+        "slowest_input": None if slowest[1] is None else _cut(show(slowest[1]))[:200],
     }
 
 

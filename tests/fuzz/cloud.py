@@ -39,6 +39,7 @@ from tests.fuzz.targets import (
     json_values,
     mutated,
     nested,
+    repeated,
     texts,
 )
 
@@ -310,6 +311,23 @@ values = st.one_of(
 )
 
 
+# Payloads up to the size limit: one token repeated, or a command with one huge member.
+big_commands = st.tuples(
+    st.one_of(
+        repeated(st.sampled_from([b"[", b'{"a":', b" ", b"1", b'"x', b"\\ud800", b'{"":[],'])),
+        st.tuples(st.sampled_from(sorted(_DATA)), st.integers(1, contract.MAX_COMMAND_BYTES)).map(
+            lambda pair: json.dumps(
+                {"schema": f"edgectl/v1/cmd/{pair[0]}", "cmd_id": "x" * pair[1], "data": {}}
+            ).encode()
+        ),
+    ),
+    st.just(True),
+    st.just("same"),
+    st.just(1),
+    st.just(30.0),
+)
+
+
 # ---------------------------------------------------------------------------------------
 # Checks
 # ---------------------------------------------------------------------------------------
@@ -542,6 +560,7 @@ TARGET = Target(
             ],
         ),
         Entry("signed", signed, check_signed, weight=2),
+        Entry("big", big_commands, check_command, big=100),
         Entry(
             "signatures",
             signatures,

@@ -10,7 +10,16 @@ from hypothesis import strategies as st
 from drivers.wayne_dart import codec
 from drivers.wayne_dart.codec import DCC, DLE, ETX, SF, Frame, FrameKind, Malformed, Transaction
 from tests.drivers.wayne_dart.frames import GOLDEN, TYPED
-from tests.fuzz.targets import Entry, Refused, Target, attempt, edge_integers, json_able, mutated
+from tests.fuzz.targets import (
+    Entry,
+    Refused,
+    Target,
+    attempt,
+    edge_integers,
+    json_able,
+    mutated,
+    repeated,
+)
 
 # ---------------------------------------------------------------------------------------
 # Inputs
@@ -137,6 +146,16 @@ loose_items = st.one_of(
 )
 
 
+# Long lines: one token repeated up to 64 KB (frame starts without an SF, escapes, SFs).
+big_lines = repeated(
+    st.one_of(
+        st.binary(min_size=1, max_size=8),
+        st.sampled_from([b"\x50", b"\x50\x30", b"\xfa", b"\x10", b"\x10\xfa", b"\x50\x20\xfa"]),
+        st.sampled_from(GOLDEN).map(lambda golden: golden.wire),
+    )
+)
+
+
 # ---------------------------------------------------------------------------------------
 # Checks
 # ---------------------------------------------------------------------------------------
@@ -160,6 +179,22 @@ def check_line(wire: bytes) -> None:
             assert codec.decode(encoded) == (len(encoded), item)
             for tx in item.transactions:
                 check_transaction(tx)
+
+
+def check_stream(wire: bytes) -> None:
+    """What a line master does with a long stream, in 4 KB reads: every byte in one item."""
+    buffer, accounted = bytearray(), 0
+    for start in range(0, len(wire), 4096):
+        buffer += wire[start : start + 4096]
+        while True:
+            used, item = codec.decode(buffer)
+            if used == 0:
+                break
+            assert item is not None
+            accounted += len(_raw(item))
+            del buffer[:used]
+    accounted += sum(len(_raw(item)) for item in codec.decode_all(buffer))
+    assert accounted == len(wire)
 
 
 def check_raw_transaction(case: tuple[int, bytes]) -> None:
@@ -246,6 +281,7 @@ TARGET = Target(
             seeds=[(typed.wire[0], typed.wire[2:]) for typed in TYPED],
         ),
         Entry("items", loose_items, check_item),
+        Entry("big", big_lines, check_stream, big=100),
         Entry(
             "numbers",
             numbers,

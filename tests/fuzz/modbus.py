@@ -41,6 +41,7 @@ from tests.fuzz.targets import (
     json_able,
     json_values,
     mutated,
+    repeated,
 )
 
 MAPS = Path(__file__).resolve().parents[2] / "config" / "modbus"
@@ -207,6 +208,19 @@ _values = st.lists(
 round_trips = st.tuples(st.integers(0, 15), _values)
 
 
+# Long inputs: an ADU stream of one token, a map file of one line repeated.
+big_adus = st.tuples(
+    repeated(st.one_of(st.binary(min_size=1, max_size=6), st.just(b"\x01\x03\xff"))),
+    st.sampled_from(["rtu", "socket"]),
+    st.booleans(),
+)
+big_map_files = st.tuples(
+    st.sampled_from(SHIPPED).map(lambda path: path.read_bytes()),
+    # Not "a." repeated: tomllib takes a second on 30000 dotted keys, at start, not polling.
+    repeated(st.sampled_from([b"[fields.a]\n", b"#\n", b"x = [", b'"\\u00e9', b"\t"]), 60_000),
+).map(b"\n".join)
+
+
 # ---------------------------------------------------------------------------------------
 # Checks
 # ---------------------------------------------------------------------------------------
@@ -352,6 +366,8 @@ TARGET = Target(
             examples=[SHIPPED[0].read_bytes() + b"\nstride = " + b"1" * 5000 + b"\n"],
         ),
         Entry("adu", adus, check_adu, weight=2),
+        Entry("big_adu", big_adus, check_adu, big=100),
+        Entry("big_map_file", big_map_files, check_map_file, big=100),
         Entry(
             "round_trip",
             round_trips,

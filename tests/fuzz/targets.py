@@ -59,6 +59,9 @@ class Entry:
     broke an entry point; they are checked before anything is generated. `seeds` are valid
     inputs (golden frames, real commands) a mutating fuzzer starts from, besides what
     `strategy` draws: one change to a valid input reaches deeper than one to noise.
+
+    An entry of large inputs (64 KB replies, looking for parsers slow on them) takes no
+    share: `big` is how many cases it gets in a run of 100k per target, in proportion.
     """
 
     name: str
@@ -67,6 +70,7 @@ class Entry:
     examples: Sequence[Any] = ()
     weight: int = 1
     seeds: Sequence[Any] = ()
+    big: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,9 +87,15 @@ class Target:
         raise KeyError(f"{self.name} has no entry {name!r}")
 
     def shares(self, cases: int) -> dict[str, int]:
-        """`cases` divided among the entries by weight (each gets at least one)."""
-        total = sum(entry.weight for entry in self.entries)
-        return {entry.name: max(1, -(-cases * entry.weight // total)) for entry in self.entries}
+        """`cases` divided among the entries by weight (each gets at least one); an entry of
+        large inputs gets its `big` per 100k."""
+        total = sum(entry.weight for entry in self.entries if not entry.big)
+        return {
+            entry.name: max(1, -(-cases * entry.big // 100_000))
+            if entry.big
+            else max(1, -(-cases * entry.weight // total))
+            for entry in self.entries
+        }
 
 
 # ---------------------------------------------------------------------------------------
@@ -147,6 +157,19 @@ json_values = st.recursive(
 def nested(depth: int) -> str:
     """JSON text nested `depth` deep: past the recursion limit of a recursive decoder."""
     return "[" * depth + "]" * depth
+
+
+LARGE = 65_536  # a TLS reply's guard, and above the cloud's MAX_COMMAND_BYTES
+
+
+def repeated(tokens: st.SearchStrategy[Any], limit: int = LARGE) -> st.SearchStrategy[Any]:
+    """One short token repeated up to `limit` long: the inputs that show a parser quadratic
+    in its input's length (a row of blanks, a header of many words, thousands of lines)."""
+    # Hypothesis favours small numbers: ask for long ones outright most of the time.
+    lengths = st.one_of(st.just(limit), st.integers(limit // 4, limit), st.integers(1, limit))
+    return st.tuples(tokens, lengths).map(
+        lambda pair: pair[0] * max(1, min(pair[1], limit // max(1, len(pair[0]))))
+    )
 
 
 @st.composite

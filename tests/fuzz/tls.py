@@ -37,6 +37,7 @@ from tests.fuzz.targets import (
     edge_integers,
     json_able,
     mutated,
+    repeated,
     texts,
 )
 
@@ -325,6 +326,26 @@ loose_replies = st.one_of(
 )
 
 
+# 64 KB replies, commands and reports of one token repeated: blanks, short lines, headings.
+_big_tokens = st.one_of(
+    st.binary(min_size=1, max_size=6),
+    st.sampled_from([b" ", b"\x01", b"X\n", b"1\n", b"1 ", b" X", b"TANK\n", b"&&", b"i2", b"\r"]),
+)
+big_replies = st.tuples(
+    st.sampled_from([b"", b"\x01", b"\x01I20100\r\nTANK VOLUME ULLAGE\r\n1 A"]),
+    repeated(_big_tokens, codec.MAX_RESPONSE_BYTES - 64),
+    st.sampled_from([b"", b"\x03", b" 1 2\r\n\x03"]),
+).map(b"".join)
+big_reports = st.tuples(
+    st.sampled_from(["", "TANK VOLUME ULLAGE", "TANK VOLUME ULLAGE\n1 A"]),
+    repeated(
+        st.sampled_from([" ", "X\n", "1\n", " X", " 1", "TANK\n", "JAN 22, 1996 3:06 PM\n"]),
+        codec.MAX_RESPONSE_BYTES - 64,
+    ),
+    st.sampled_from(["", "y", " 1 2\n"]),
+).map("".join)
+
+
 # ---------------------------------------------------------------------------------------
 # Checks
 # ---------------------------------------------------------------------------------------
@@ -347,6 +368,23 @@ def check_replies(case: tuple[bytes, int]) -> None:
         if not isinstance(item, Malformed):
             again = codec.encode_reply(item, etx=etx)
             assert codec.decode(again, etx=etx) == (len(again), item)
+
+
+def check_big_reply(wire: bytes) -> None:
+    """What the gauge driver does with a long stream, in 4 KB reads: every reply decoded,
+    every printed report read for its figures (as the driver and the sniffer do)."""
+    buffer = bytearray()
+    for start in range(0, len(wire), 4096):
+        buffer += wire[start : start + 4096]
+        while True:
+            used, item = codec.decode(buffer)
+            if used == 0:
+                break
+            if isinstance(item, DisplayReport):
+                json_able(codec.describe(item, bytes(buffer[:used])))
+            del buffer[:used]
+    codec.decode_all(buffer)
+    codec.decode_command(wire)
 
 
 def check_commands(case: tuple[bytes, bool, bytes]) -> None:
@@ -537,6 +575,8 @@ TARGET = Target(
             weight=2,
             seeds=[DISPLAY_TLS350, DISPLAY_GALLONS, DISPLAY_TLS350.replace("\n", "\r\n")],
         ),
+        Entry("big", big_replies, check_big_reply, big=100),
+        Entry("big_report", big_reports, check_display, big=100),
         Entry("printed", printed, check_printed),
         Entry(
             "encode",
