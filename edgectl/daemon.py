@@ -90,7 +90,11 @@ class CloudLink:
             clock_skew_s=cloud.clock_skew_s,
         )
         self.session = CloudSession(
-            cloud, config.station.id, on_command=self.handler.handle, heartbeat=self._heartbeat
+            cloud,
+            config.station.id,
+            on_command=self.handler.handle,
+            heartbeat=self._heartbeat,
+            on_connected=station.republish_retained,
         )
         self.publisher = OutboxPublisher(
             session=self.session,

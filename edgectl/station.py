@@ -7,8 +7,8 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ParamSpec, TypeVar
 
@@ -41,7 +41,13 @@ from edgectl.forecourt.sale import (
     Sale,
 )
 from edgectl.logs import get_logger
-from edgectl.store.store import PRIORITY_TELEMETRY, OrderExists, Store, utc_now
+from edgectl.store.store import (
+    ORDER_REASON_LIFTED_NO_FUEL,
+    PRIORITY_TELEMETRY,
+    OrderExists,
+    Store,
+    utc_now,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -50,6 +56,13 @@ _SALE_OVER = {DispenserStatus.FILLING_COMPLETED, DispenserStatus.MAX_REACHED}
 _IN_SALE = {DispenserStatus.FILLING, DispenserStatus.SUSPENDED, *_SALE_OVER}
 _NO_FLOW_AUTHORISED = {FPState.AUTHORISED, FPState.STARTED, FPState.SUSPENDED_STARTED}
 RETRY_S = 2.0  # a sale that could not be read yet is tried again this often
+# An order for a pump the station has not heard from since it started waits at most this
+# long from the start: the line has tried the pump `offline_after` times by then (about 3 s
+# with the DART defaults), so the pump answers, or is declared offline, or never will.
+DISCOVERY_S = 5.0
+# An order for a pump whose sale is committed and which is only being reset waits at most
+# this long for the reset (one failed reset and its retry fit in it).
+RESET_WAIT_S = 2 * RETRY_S + 1.0
 
 
 def observed_state(status: DispenserStatus | None, nozzle_out: bool) -> FPState:
@@ -253,9 +266,31 @@ class Station:
             requested_by=requested_by,
         )
 
+    async def settle_pump(self, pump: int, until: float) -> None:
+        """Wait (until `until` on the station's clock at most) while an order for `pump`
+        could not be judged fairly yet: the pump has not been heard from since the station
+        started, or its sale is committed and it is only being reset. Returns at once
+        otherwise, and for an unknown pump (refused by `start_order`)."""
+        service = self.points.get(pump)
+        if service is not None:
+            await service.settle(until)
+
+    def lift_deadline(self, expires_at: str | None) -> str:
+        """The lift deadline of an order accepted now: its own `expires_at`, or
+        `authorize_timeout_s` from now, whichever comes first."""
+        timeout = self.config.authorization.authorize_timeout_s
+        deadline = datetime.now(UTC) + timedelta(seconds=timeout)
+        if expires_at is not None and datetime.fromisoformat(expires_at) < deadline:
+            return expires_at
+        return _iso(deadline)
+
     async def start_order(self, order: OrderRequest) -> Authorization:
-        """Check a pay-at-pump order against this station, persist it, authorize the pump."""
+        """Check a pay-at-pump order against this station, persist it, authorize the pump.
+
+        The order is persisted with the lift deadline in force (`lift_deadline`), which every
+        step of the order reports and the pump's timer keeps, across restarts too."""
         service = self.service(order.pump)
+        order = replace(order, expires_at=self.lift_deadline(order.expires_at))
         if order.currency != self.config.station.currency:
             raise CommandError(
                 f"currency {order.currency} is not the station's {self.config.station.currency}",
@@ -348,6 +383,21 @@ class Station:
         for service in self.points.values():
             service.wake()
 
+    async def republish_retained(self, session_present: bool = False) -> None:
+        """On every new connection to the broker: queue again each pump's live state and the
+        prices in force, the retained topics the broker may have lost (a broker restarted
+        without its database, a session that expired, retained messages cleared by hand).
+        The pumps queue theirs from their own task, in order with their changes."""
+        for service in self.points.values():
+            service.republish_state()
+        await self.db(
+            self.store.publish_prices,
+            self.prices.price_set_id,
+            dict(self.prices.prices),
+            self.config.station.currency,
+        )
+        self.log.info("retained_state_queued", session_present=session_present)
+
     async def restore_prices(self) -> None:
         """At start: the last active price set, and the ones still waiting for their time."""
         active, pending = await self.db(self.store.price_sets)
@@ -418,9 +468,19 @@ class PumpService:
         self._confirmed_at = 0  # events_queued when the pump confirmed the authorization
         # Decisions about this pump (its events, authorizations, cancels) run one at a time.
         self.lock = asyncio.Lock()
+        # Start-up: orders wait for the pump's first word (its status, or the line declaring
+        # it offline) until this time at most; then what is known is what is said.
+        self._discovery_until = station.clock() + DISCOVERY_S
+        self._heard = False
+        self.offline_reason: str | None = None  # why the line last said the pump is offline
+        self._lifted_during: int | None = None  # an authorization under which a nozzle was out
+        # Set (and replaced) after every step of the pump's task: what orders waiting on the
+        # pump's situation wake on.
+        self._stepped = asyncio.Event()
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
+        self._discovery_until = self.station.clock() + DISCOVERY_S
         self.auth = await self.station.db(self.station.store.open_authorization, self.pump.number)
         self._lift_served = await self.station.db(self.station.store.lift_served, self.pump.number)
         while True:
@@ -457,10 +517,43 @@ class PumpService:
             finally:
                 if self.queue.empty() and self._settled():
                     self.idle.set()
+                self._stepped.set()
+                self._stepped = asyncio.Event()
+
+    async def settle(self, until: float) -> None:
+        """Wait, until `until` at most, while an order could not be judged fairly: the pump
+        not heard from since the station started (bounded by DISCOVERY_S from the start),
+        or its sale committed and the pump only being reset (bounded by RESET_WAIT_S)."""
+        asked = self.station.clock()
+        while (limit := self._worth_waiting(asked)) is not None:
+            remaining = min(limit, until) - self.station.clock()
+            if remaining <= 0:
+                return
+            stepped = self._stepped
+            try:
+                async with asyncio.timeout(remaining):
+                    await stepped.wait()
+            except TimeoutError:
+                return
+
+    def _worth_waiting(self, asked: float) -> float | None:
+        """Until when an order asked at `asked` should wait for the pump; None: decide now."""
+        if self.stopping:
+            return None
+        if not self._heard:
+            return self._discovery_until
+        if self.online and self.auth is None and self._fill_sold and self.status in _SALE_OVER:
+            return asked + RESET_WAIT_S
+        return None
 
     def wake(self) -> None:
         """Ask the pump's task to look at its situation again (new prices, for example)."""
         self.queue.put_nowait(None)
+
+    def republish_state(self) -> None:
+        """Queue the pump's live state again, changed or not (see Station.republish_retained)."""
+        self._published_state = None
+        self.wake()
 
     def store_writable_again(self) -> None:
         """The store writes again: a sale held at the pump is committed now rather than at
@@ -536,6 +629,7 @@ class PumpService:
     async def _on_event(self, event: DispenserEvent) -> None:
         if isinstance(event, PumpOnline):
             self.online = True
+            self.offline_reason = None
             self._resync = True
             self._check_totals = True
             self._retry_at = None  # a pump back from an outage is looked at straight away
@@ -545,12 +639,15 @@ class PumpService:
             self._apply_filling_info(info)
             await self.line.request_status(self.address)
         elif isinstance(event, PumpOffline):
+            self._heard = True
+            self.offline_reason = event.reason
             self.online = False
             self.status = None
             self.log.warning("pump_offline", reason=event.reason)
             await self._follow()
             self._resync = True
         elif isinstance(event, StatusReport):
+            self._heard = True
             if event.status in _IN_SALE and self._known_status not in _IN_SALE:
                 self._start_fill()
             self._known_status = event.status
@@ -602,6 +699,8 @@ class PumpService:
     async def _follow(self) -> None:
         """Move the fuelling point to what the pump reports; an illegal report is resynced."""
         now = self.station.clock()
+        if self.auth is not None and self.nozzle_out:
+            self._lifted_during = self.auth.id
         if self._resync and self.status is not None:
             self._resync = False
             self._log_transitions(
@@ -814,7 +913,13 @@ class PumpService:
         if self.stopping:
             raise CommandError("the station is shutting down", code="shutting_down")
         if not self.online:
-            raise CommandError(f"pump {self.pump.number} is offline", code="pump_offline")
+            why = self.offline_reason or "no answer since the station started"
+            raise CommandError(f"pump {self.pump.number} is offline: {why}", code="pump_offline")
+        if self.status is None:
+            raise CommandError(
+                f"pump {self.pump.number} is offline: it answers but has not reported its status",
+                code="pump_offline",
+            )
         if self.auth is not None:
             raise CommandError(f"pump {self.pump.number} is already authorized", code="pump_busy")
         if self.status is not DispenserStatus.RESET:
@@ -840,11 +945,20 @@ class PumpService:
             )
 
     async def _expire_authorization(self) -> None:
-        self.log.info("authorization_expired", authorization_id=self.auth.id if self.auth else None)
+        auth_id = self.auth.id if self.auth else None
+        self.log.info("authorization_expired", authorization_id=auth_id)
         try:
             await self.line.stop(self.address)
         finally:
-            await self._end_auth(AuthorizationState.EXPIRED, "no nozzle lifted in time")
+            if auth_id is not None and self._lifted_during == auth_id:
+                # A nozzle was out, but no fuel flowed before the deadline.
+                await self._end_auth(
+                    AuthorizationState.EXPIRED,
+                    "a nozzle was lifted but no fuel was drawn in time",
+                    order_reason=ORDER_REASON_LIFTED_NO_FUEL,
+                )
+            else:
+                await self._end_auth(AuthorizationState.EXPIRED, "no nozzle lifted in time")
 
     async def _set_auth_state(self, state: AuthorizationState) -> None:
         """Move the authorization on; the pump's live state goes in the same commit."""
@@ -857,7 +971,11 @@ class PumpService:
             pump_state=self._state_change(),
         )
 
-    async def _end_auth(self, state: AuthorizationState, reason: str) -> None:
+    async def _end_auth(
+        self, state: AuthorizationState, reason: str, *, order_reason: str | None = None
+    ) -> None:
+        """End the authorization; its order (if any) ends with `order_reason`, else the
+        reason code of `state` (store.ORDER_REASON)."""
         if self.auth is None:
             return
         auth, self.auth = self.auth, None
@@ -869,6 +987,7 @@ class PumpService:
                 state,
                 reason,
                 pump_state=self._state_change(),  # computed without the authorization
+                order_reason=order_reason,
             )
         except StoreError:
             # Not on record: still open, in memory as in the store, ended on a later step.

@@ -82,7 +82,11 @@ class CommandHandler:
                 clock_skew_s=self.clock_skew_s,
             )
         except ContractError as exc:
-            await self._answer(message, contract.rejection_data(exc, message.type), exc.code)
+            # The topic's type is claimed only for a payload that could be read at all: a
+            # result for bytes that are not a JSON object names no type (nor cmd_id).
+            readable = _json_object(message.payload)
+            result = contract.rejection_data(exc, message.type if readable else "")
+            await self._answer(message, result, exc.code)
             return
         log = self.log.bind(cmd_id=command.cmd_id, type=command.type)
         try:
@@ -213,6 +217,7 @@ class CommandHandler:
                 # Persisted before a restart: the pump's task reconciles it with the pump.
                 text = f"order {data.order_id} is {order['status']}"
                 return "accepted", "ok", text, data.order_id
+        await self._settle_pump(command, data)
         request = OrderRequest(
             order_id=data.order_id,
             cmd_id=command.cmd_id,
@@ -231,10 +236,32 @@ class CommandHandler:
         text = f"pump {data.pump} authorized for {data.preset_value} {unit}"
         return "accepted", "ok", text, data.order_id
 
+    async def _settle_pump(self, command: Command, data: AuthorizeData) -> None:
+        """Give the pump the moment it needs before the order is judged (the station starting,
+        the last sale's reset), but never past the command's or the order's own expiry: one
+        that passes meanwhile is `expired`."""
+        deadline = command.expires_at
+        if data.expires_at is not None:
+            deadline = min(deadline, data.expires_at)
+        left = (deadline - self.now()).total_seconds() + self.clock_skew_s
+        await self.station.settle_pump(data.pump, self.station.clock() + left)
+        try:
+            contract.check_time(command, now=self.now(), clock_skew_s=self.clock_skew_s)
+        except ContractError as exc:
+            raise CommandError(str(exc), code=exc.code) from exc
+
     async def purge(self) -> int:
         """Forget answered commands past the retention window."""
         before = contract.timestamp(self.now() - INBOX_RETENTION)
         return await self._db(self.store.purge_inbox, before)
+
+
+def _json_object(payload: bytes) -> bool:
+    """Whether a refused payload was at least a JSON object (its fields could be read)."""
+    try:
+        return isinstance(json.loads(payload), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 def _same_command(stored_payload: str, command: Command) -> bool:

@@ -105,17 +105,22 @@ class CloudSession:
         on_command: Callable[[IncomingCommand], Awaitable[None]],
         clock: Callable[[], datetime] = _utc_now,
         heartbeat: Callable[[], Awaitable[bytes]] | None = None,
+        on_connected: Callable[[bool], Awaitable[None]] | None = None,
     ) -> None:
         """`on_command` must persist the command before it returns: only then is it
         acknowledged to the broker. If it raises, the command is not acknowledged, the
         connection is dropped and the broker delivers the command again after reconnecting.
-        `heartbeat` builds each heartbeat payload (default: uptime, outbox depth 0)."""
+        `heartbeat` builds each heartbeat payload (default: uptime, outbox depth 0).
+        `on_connected` is awaited on every connection, once it is subscribed and announced
+        online, with the broker's session-present flag: the station queues its retained
+        state again there (the broker may have lost it, with or without our session)."""
         self.cloud = cloud
         self.station_id = station_id
         self.topics = contract.Topics(cloud.topic_prefix, station_id)
         self._on_command = on_command
         self._clock = clock
         self._heartbeat_payload = heartbeat or self._default_heartbeat
+        self._on_connected = on_connected
         self._tls = tls_context(
             tls=cloud.tls, ca_file=cloud.ca_file, cert_file=cloud.cert_file, key_file=cloud.key_file
         )
@@ -342,6 +347,12 @@ class CloudSession:
         else:
             self._ever_connected = True
             self.log.info("cloud_connected", down_s=down_s, session_present=link.session_present)
+        if self._on_connected is not None:
+            try:
+                await self._on_connected(link.session_present)
+            except EdgectlError as exc:
+                # The connection is fine; the state is queued again with its next change.
+                self.log.warning("cloud_retained_state_not_queued", error=str(exc), code=exc.code)
 
     async def _serve(self, link: _Link) -> None:
         deliver = asyncio.create_task(self._deliver(link), name="cloud-commands")

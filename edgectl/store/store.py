@@ -52,6 +52,8 @@ ORDER_REASON = {
     AuthorizationState.FAILED: "pump_refused",
     AuthorizationState.NO_SALE: "zero_delivery",
 }
+# An order that expires after a nozzle was lifted without fuel flowing: not "no nozzle lifted".
+ORDER_REASON_LIFTED_NO_FUEL = "nozzle_lifted_no_fuel"
 
 
 def utc_now() -> str:
@@ -398,9 +400,11 @@ class Store:
         reason: str | None = None,
         *,
         pump_state: dict[str, Any] | None = None,
+        order_reason: str | None = None,
     ) -> Authorization | None:
         """Move an authorization on; a cloud order follows it and its event is queued with it,
-        and so is the pump's live state when given (one commit for the three). Returns the
+        and so is the pump's live state when given (one commit for the three). The order's
+        reason code is `order_reason`, else the one of `state` (ORDER_REASON). Returns the
         authorization as it is now."""
         now = self._clock()
         with self.transaction() as tx:
@@ -414,7 +418,9 @@ class Store:
             ).fetchone()
             order_status = ORDER_STATUS_FOR.get(state)
             if row is not None and row[0] is not None and order_status is not None:
-                tx.order_status(row[0], order_status, now, reason=ORDER_REASON.get(state))
+                tx.order_status(
+                    row[0], order_status, now, reason=order_reason or ORDER_REASON.get(state)
+                )
             if pump_state is not None:
                 tx.outbox(
                     "pump_state",

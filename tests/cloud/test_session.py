@@ -288,6 +288,31 @@ async def test_broker_restart_session_reconnects_and_resumes(mosquitto: Mosquitt
     assert "cloud_unreachable" not in events
 
 
+async def test_every_connection_is_announced_with_the_session_present_flag(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """The station queues its retained state again on each connection, told whether the
+    broker kept the session: first connection, a restart that kept the database, one that
+    lost it."""
+    seen: list[bool] = []
+
+    async def connected(session_present: bool) -> None:
+        seen.append(session_present)
+
+    session = CloudSession(
+        cloud_for(mosquitto), STATION, on_command=Inbox().handle, on_connected=connected
+    )
+    async with running(session):
+        await eventually(lambda: seen == [False])
+        mosquitto.restart()
+        await eventually(lambda: seen == [False, True], timeout=10)
+        mosquitto.stop()
+        (mosquitto.directory / "mosquitto.db").unlink(missing_ok=True)
+        mosquitto.start()
+        await eventually(lambda: seen == [False, True, False], timeout=10)
+        assert session.connected and session.session_present is False
+
+
 async def test_commands_queued_for_the_station_survive_a_broker_restart(
     mosquitto: MosquittoBroker,
 ) -> None:
