@@ -53,6 +53,9 @@ _BUSY = {DispenserStatus.AUTHORIZED, DispenserStatus.FILLING, DispenserStatus.SU
 
 # Fresh TX# tried to pin a pump's numbers before giving up (each with the line's retries).
 _RESYNC_ROUNDS = 3
+# A reply frame's length on the wire at most: several transactions of up to 255 bytes each,
+# every byte possibly escaped. Used to bound how long bytes that keep coming hold one exchange.
+_LONGEST_REPLY_CHARS = 1024
 
 FrameTap = Callable[[str, bytes, "Frame | Malformed | None", float], None]
 HealthListener = Callable[[LinkHealth], None]
@@ -554,6 +557,10 @@ class DartLine:
         wire = await self._send(frame)
         # The request itself takes time on the wire before the pump can start answering.
         deadline = self._clock() + len(wire) * self._char_s + self.settings.reply_timeout_s
+        # Bytes that keep coming (a babbling adapter, noise) extend the wait for the rest of
+        # a frame, but never beyond the longest frame a pump can send: one exchange must not
+        # hold the line (and stop the watchdog's progress) for ever.
+        last_chance = deadline + _LONGEST_REPLY_CHARS * self._char_s + 0.05
         while True:
             while self._rxbuf:
                 used, item = codec.decode(self._rxbuf)
@@ -580,7 +587,9 @@ class DartLine:
             if chunk:
                 self._rxbuf += chunk
                 # Bytes are flowing: give the rest of the frame time to arrive.
-                deadline = max(deadline, self._clock() + 64 * self._char_s + 0.005)
+                deadline = min(
+                    max(deadline, self._clock() + 64 * self._char_s + 0.005), last_chance
+                )
 
     def _count_bad(self, item: Malformed, address: int) -> None:
         if item.kind == "bad_crc":

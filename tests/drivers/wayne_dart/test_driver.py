@@ -350,3 +350,45 @@ def test_the_fill_nozzle_is_the_dc3_paired_with_dc2(
     assert info.volume == Decimal("2.50") and info.amount == Decimal("19.73")
     assert info.nozzle == nozzle
     assert info.unit_price == (Decimal(price) if price else None)
+
+
+async def test_a_line_that_never_stops_babbling_does_not_hold_an_exchange(tmp_path: Path) -> None:
+    """Bytes that keep arriving extend the wait for the rest of a frame, but not for ever: on
+    a babbling adapter one exchange ends (no reply) within the longest frame's time, so the
+    line goes on and the watchdog sees it progress."""
+    import os
+    import pty
+    import threading
+
+    master, slave = pty.openpty()
+    link = tmp_path / "babble"
+    link.symlink_to(os.ttyname(slave))
+    stop = threading.Event()
+
+    def babble() -> None:
+        while not stop.is_set():
+            try:
+                os.write(master, b"\x00" * 32)
+            except OSError:
+                return
+            stop.wait(0.002)
+
+    thread = threading.Thread(target=babble, daemon=True)
+    thread.start()
+    events: list[DispenserEvent] = []
+    line = make_line(link, [0x50], events)
+    await line.transport.open()
+    try:
+        loop = asyncio.get_running_loop()
+        for _ in range(2):
+            started = loop.time()
+            reply = await asyncio.wait_for(line._transact(codec.poll(0x50), 0x50), 10)
+            assert reply is None
+            assert loop.time() - started < 3  # 1024 characters at 9600 baud: 1.2 s
+        assert line.counters.timeouts == 2 and line.counters.garbage_bytes > 0
+    finally:
+        stop.set()
+        line.transport.close()
+        thread.join(2)
+        os.close(master)
+        os.close(slave)
