@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import structlog
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -412,6 +412,8 @@ class ModbusProbeBus:
             except (ModbusException, OSError) as exc:
                 log.debug("modbus_connect_failed", bus=self.name, error=str(exc))
                 connected = False
+            finally:
+                _resume_cancellation(client)
             if not connected:
                 client.close()
                 why = self._why_no_link()
@@ -580,6 +582,7 @@ class ModbusProbeBus:
                     response: ModbusPDU = await read(
                         address, count=count, device_id=probe.device_id
                     )
+                _resume_cancellation(None)
             except TimeoutError:
                 self.counters.timeouts += 1
                 self._flush_rx()
@@ -778,6 +781,18 @@ class ModbusProbeBus:
 
     def _jitter(self, seconds: float) -> float:
         return seconds * self._rng.uniform(0.8, 1.2)
+
+
+def _resume_cancellation(client: Any) -> None:
+    """Raise the CancelledError pymodbus swallowed. Its requests and connect run under
+    `asyncio.wait_for`, which on Python 3.11 returns the inner result when the cancellation
+    lands as that completes (gh-86296): the bus task would then never stop, and a daemon
+    asked to stop would hang. The task still counts the request (`cancelling()`)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        if client is not None:
+            client.close()
+        raise asyncio.CancelledError
 
 
 def make_client(

@@ -520,3 +520,77 @@ async def test_taps_see_modbus_tcp_adus_without_a_crc() -> None:
         f"read input registers {GENERIC.tank_address(1)}.."
         f"{GENERIC.tank_address(1) + GENERIC.block_length - 1} from 7"
     )
+
+
+class _SwallowsCancellation:
+    """The real pymodbus client, but a cancellation that lands while a request or the
+    connect is under way is swallowed and the call completes — what `asyncio.wait_for`
+    inside pymodbus does on Python 3.11 when the two race (gh-86296). Timing cannot make
+    that race happen on demand; this makes it happen every time."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.swallow = True
+        self.swallowed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    async def _through(self, call: Callable[[], Any]) -> Any:
+        try:
+            return await call()
+        except asyncio.CancelledError:
+            if not self.swallow:
+                raise
+            self.swallowed += 1
+            return await call()
+
+    async def connect(self) -> bool:
+        return bool(await self._through(self.real.connect))
+
+    async def read_input_registers(self, *args: Any, **kw: Any) -> Any:
+        return await self._through(lambda: self.real.read_input_registers(*args, **kw))
+
+    async def read_holding_registers(self, *args: Any, **kw: Any) -> Any:
+        return await self._through(lambda: self.real.read_holding_registers(*args, **kw))
+
+
+async def test_the_bus_stops_when_cancelled_even_if_pymodbus_swallows_it(tmp_path: Path) -> None:
+    """A bus task that did not stop when cancelled hung the daemon's shutdown (and a test's
+    teardown, seen under load): the bus raises the cancellation pymodbus swallowed."""
+    from drivers.modbus_probe.driver import make_client
+
+    tank = SimTank(TankSpec(1, CHART), product_l=3000.0)
+    sim = ModbusProbeSimulator([sim_probe(1, GENERIC, tank)], reply_delay_s=0.05)
+    sim.serve_pty(tmp_path / "probes")
+    clients: list[_SwallowsCancellation] = []
+
+    def factory(*args: Any) -> Any:
+        clients.append(_SwallowsCancellation(make_client(*args)))
+        return clients[-1]
+
+    bus = ModbusProbeBus(
+        bus_settings(SerialLine(str(tmp_path / "probes"))),
+        [ProbeSettings(1, GENERIC, {1: 1})],
+        client_factory=factory,
+    )
+    events: list[GaugeEvent] = []
+    task = asyncio.create_task(bus.run(POLL_S, events.append))
+    try:
+        while not any(type(e).__name__ == "TankGaugeReading" for e in events):
+            await asyncio.sleep(0.01)
+        for _ in range(20):  # cancel while a request (50 ms reply delay) is in flight
+            await asyncio.sleep(0.013)
+            if bus.counters.requests > bus.counters.replies:
+                break
+        task.cancel()
+        done, _pending = await asyncio.wait({task}, timeout=3)
+        assert task in done, "the bus went on after it was cancelled"
+        assert task.cancelled()
+    finally:
+        for client in clients:
+            client.swallow = False
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1)
+        sim.stop()
