@@ -90,6 +90,17 @@ def world_readable_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def give_to_other_user(path: Path) -> None:
+    """As root: make `path` the file of the user `as_other_user` becomes (else: it is ours)."""
+    if os.geteuid() != 0:
+        return
+    try:
+        user = pwd.getpwnam(OTHER_USER)
+    except KeyError:
+        pytest.skip(f"no user {OTHER_USER!r} to run as")
+    os.chown(path, user.pw_uid, user.pw_gid)
+
+
 @contextlib.contextmanager
 def as_other_user() -> Iterator[str]:
     """Run the body as a user without root's override of permission bits.

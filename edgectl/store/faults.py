@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import pwd
 import random
 import sqlite3
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from edgectl.errors import (
     StorePermissionError,
     StoreUnwritableError,
 )
+from edgectl.store import files
 
 # SQLite's primary result codes (the low byte of an extended code).
 SQLITE_PERM = 3
@@ -168,13 +168,35 @@ def read_only_file_system(path: Path, detail: str | None = None) -> StorePermiss
     )
 
 
+_NOT = {"read": "not readable", "write": "not writable", "reach": "not searchable"}
+
+
 def _permission(path: Path, action: str, target: Path, *, detail: str | None) -> StoreError:
-    user = _user()
-    where = "directory " if target.is_dir() else ""
+    """A permissions problem, in the words that fix it: whose the file is, whose it must be.
+    (Left to SQLite, a root-owned store reads "attempt to write a readonly database".)"""
+    user = files.user_name(os.geteuid())
+    folder = target.is_dir()
+    try:
+        found = files.Ownership.of(target)
+    except OSError:
+        found = None
+    if found is None:  # even its directory is closed to us: name what the daemon needs
+        owned = f"{target} cannot be reached"
+        fix = f"give {user} read and write access to {path.parent} and the store's files"
+    else:
+        owner = files.user_name(found.uid)
+        owned = (
+            f"{'the directory ' if folder else ''}{target} is owned by {owner}:"
+            f"{files.group_name(found.gid)} (mode {found.mode:04o}) and {_NOT[action]} by"
+            f" user {user}"
+        )
+        every = target if folder else f"{path}*"  # the -wal, -shm and lock beside it too
+        if owner != user:
+            fix = f"chown {user}: {every}"
+        else:
+            fix = f"chmod u+rw{'x' if folder else ''} {every}"
     return StorePermissionError(
-        f"edgectl (user {user}) may not {action} the {where}{target} (permission denied), so"
-        f" it cannot use its store {path}: give {user} read and write access to"
-        f" {path.parent} and the store's files (chown/chmod), " + INTACT,
+        f"permission problem: {owned}, so edgectl cannot use its store {path}: {fix}, " + INTACT,
         path=path,
         detail=detail,
     )
@@ -202,14 +224,6 @@ def _may(path: Path, mode: int) -> bool:
         return os.access(path, mode, effective_ids=True)
     except OSError:
         return False
-
-
-def _user() -> str:
-    uid = os.geteuid()
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"
 
 
 def _free_bytes(folder: Path) -> int | None:

@@ -27,7 +27,7 @@ from edgectl.forecourt.sale import (
     Sale,
 )
 from edgectl.logs import get_logger
-from edgectl.store import faults, identity
+from edgectl.store import faults, files, identity
 from edgectl.store.faults import WriteFault
 from edgectl.store.schema import MIGRATIONS
 
@@ -151,6 +151,7 @@ class Store:
                 # Read before SQLite opens the file: closing a descriptor of it afterwards
                 # would drop every POSIX lock this process holds on it, SQLite's too.
                 header_id = 0 if created else identity.header_store_id(self.path)
+                self._keep_private(created)
             db = sqlite3.connect(
                 str(path), isolation_level=None, check_same_thread=False, timeout=10.0
             )
@@ -174,6 +175,24 @@ class Store:
                 raise faults.translate(exc, self.path, doing="open") from exc
             raise
         self._opened = True
+
+    def _keep_private(self, created: bool) -> None:
+        """The store's files are 0640 whatever the umask (SQLite would make them 0644 under
+        the usual 022): a new database file is created so before SQLite opens it, and a store
+        others may read is tightened, once, with one log line."""
+        if created:
+            files.create_database(self.path)
+            return
+        try:
+            changed = files.tighten(self.path)
+        except OSError as exc:
+            self.log.warning("store_mode_not_tightened", error=str(exc))
+            return
+        if changed:
+            self.log.warning(
+                "store_mode_tightened",
+                files={str(path): f"{old:04o} -> {new:04o}" for path, old, new in changed},
+            )
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:

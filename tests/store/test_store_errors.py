@@ -30,6 +30,7 @@ from tests.faultkit import (
     as_other_user,
     digests,
     fill,
+    give_to_other_user,
     remount_read_only,
     store_files,
     tmpfs,
@@ -130,6 +131,7 @@ def read_only_directory(base: Path) -> Iterator[Path]:
         folder.mkdir()
         db = folder / "edgectl.db"
         make_store(db)
+        give_to_other_user(db)  # the store is the user's own, its directory is not
         folder.chmod(0o555)
         with as_other_user():
             yield db
@@ -216,7 +218,7 @@ OPEN_FAULTS = [
         "read_only_directory",
         StorePermissionError,
         "store_permission",
-        ("may not write", "store", "permission"),
+        ("permission problem", "the directory", "not writable by user", "chown"),
         read_only_directory,
     ),
     OpenFault(
@@ -349,8 +351,10 @@ def test_a_store_the_user_may_not_read_says_permission(tmp_path: Path) -> None:
         make_store(db)
         db.chmod(0o600)  # root's alone
         before = digests(*store_files(db))
-        with as_other_user(), pytest.raises(StorePermissionError) as refused:
+        with as_other_user() as user, pytest.raises(StorePermissionError) as refused:
             Store(db, station_id=STATION)
         assert digests(*store_files(db)) == before
     sentence = str(refused.value)
-    assert "may not read" in sentence and "permission" in sentence and "corrupt" not in sentence
+    assert sentence.startswith(f"permission problem: {db} is owned by root:root (mode 0600)")
+    assert "not readable by user" in sentence and f"chown {user}: {db}*" in sentence
+    assert "corrupt" not in sentence
