@@ -184,6 +184,9 @@ class CommandKey:
         )
 
 
+CloudDelivery = Literal["broker", "backend"]
+
+
 @dataclass(frozen=True)
 class CloudConfig:
     """The MQTT link to the cloud. The station always connects out; see docs/mqtt.md.
@@ -211,6 +214,9 @@ class CloudConfig:
     max_inflight: int = 32
     clock_skew_s: float = 30.0
     outbox_max_rows: int = 100_000
+    # "broker": a message is done at the broker's PUBACK. "backend": a guaranteed message is
+    # kept until the backend acknowledges it with a signed `ack` (docs/mqtt.md).
+    delivery: CloudDelivery = "broker"
 
 
 DEFAULT_CONTROL_SOCKET: Final = Path("/run/edgectl/control.sock")
@@ -830,6 +836,7 @@ def _read_cloud(root: _Table, station: StationConfig) -> CloudConfig | None:
         outbox_max_rows=t.opt_int(
             "outbox_max_rows", default.outbox_max_rows, lo=1000, hi=100_000_000
         ),
+        delivery=cast(CloudDelivery, t.choice("delivery", default.delivery, _CLOUD_DELIVERIES)),
     )
 
 
@@ -853,8 +860,10 @@ _CLOUD_KEYS: Final = (
     "max_inflight",
     "clock_skew_s",
     "outbox_max_rows",
+    "delivery",
     "command_keys",
 )
+_CLOUD_DELIVERIES: Final[tuple[CloudDelivery, ...]] = ("broker", "backend")
 _SESSION_EXPIRY_MAX: Final = 0xFFFFFFFF  # MQTT 5: the session never expires
 
 

@@ -15,7 +15,7 @@ from edgectl.cloud import contract
 from edgectl.config import Config, LineConfig
 from edgectl.control.server import ControlServer
 from edgectl.devices import DeviceMonitor
-from edgectl.errors import ConfigError
+from edgectl.errors import ConfigError, StoreError
 from edgectl.instance import InstanceLock
 from edgectl.logs import get_logger
 from edgectl.maintenance import Maintenance
@@ -101,11 +101,24 @@ class CloudLink:
             topics=self.session.topics,
             station=config.station.id,
             fetch=lambda cursors, limit: station.db_quiet(store.outbox_after, cursors, limit),
-            delete=lambda seqs: station.db_quiet(store.outbox_delete, seqs),
+            # "backend": a guaranteed row waits, sent, for the backend's ack (docs/mqtt.md).
+            delete=lambda seqs: station.db_quiet(
+                store.outbox_sent if cloud.delivery == "backend" else store.outbox_delete, seqs
+            ),
             epoch=store.epoch,
             window=cloud.max_inflight,
         )
         station.on_outbox = self.publisher.wake
+        self.handler.on_replay = self.publisher.rewind
+        if cloud.delivery == "broker":
+            # Rows a former delivery = "backend" kept for the backend: the broker took them.
+            try:
+                forgotten = store.outbox_forget_sent()
+            except StoreError as exc:  # kept: the next start releases them
+                station.log.warning("outbox_sent_rows_kept", error=str(exc))
+            else:
+                if forgotten:
+                    station.log.info("outbox_sent_rows_released", rows=forgotten)
 
     async def _heartbeat(self) -> bytes:
         depth = await self.station.db_quiet(self.station.store.outbox_depth)

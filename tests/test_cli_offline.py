@@ -175,6 +175,15 @@ def test_other_records_from_the_database(offline: Offline) -> None:
     assert outbox["depth"] == 2 and outbox["streams"] == {"alarm": 1, "sale": 1}
     assert [r["stream"] for r in outbox["rows"]] == ["sale", "alarm"]
     assert outbox["oldest_at"] == outbox["rows"][0]["created_at"]
+    # Contract 1.1: each guaranteed stream's sequence, nothing acknowledged by a backend yet.
+    assert outbox["sequences"]["sale"] | {"oldest_unacked_at": None} == {
+        "last_seq": 1,
+        "acked_seq": 0,
+        "unacked": 1,
+        "sent": 0,
+        "dropped": 0,
+        "oldest_unacked_at": None,
+    }
 
     alarms = cli("alarms", "--json", "--config", str(offline.config)).json()
     [alarm] = alarms["alarms"]
@@ -185,6 +194,7 @@ def test_other_records_from_the_database(offline: Offline) -> None:
 
     text = cli("outbox", "--config", str(offline.config))
     assert text.code == 0 and "2 message(s) waiting" in text.out
+    assert "oldest unacked" in text.out and "alarm" in text.out
 
 
 def test_export_without_the_daemon(offline: Offline, tmp_path: Path) -> None:

@@ -66,7 +66,14 @@ def test_status_json_shape(station: DaemonProcess) -> None:
     assert daemon["uptime_s"] > 0 and daemon["pid"] == station.proc.pid
     assert daemon["socket"] == str(station.socket)
     assert status["cloud"] is None  # no [cloud] section
-    assert set(status["outbox"]) == {"depth", "oldest_at", "oldest_age_s", "streams"}
+    assert set(status["outbox"]) == {
+        "depth",
+        "waiting",
+        "oldest_at",
+        "oldest_age_s",
+        "streams",
+        "sequences",
+    }
     assert [line["line"] for line in status["lines"]] == ["l0", "l1"]
     line = status["lines"][0]
     assert line["protocol"] == "wayne_dart" and line["settings"] == "9600 8O1"

@@ -194,7 +194,7 @@ async def test_sigkill_between_commit_and_publish_publishes_after_restart(
         )
         await Customer(pump, normal_fill(1, Decimal("12.34"))).run()
         await until(lambda: len(sales(db)) == 1, timeout=20, what="sale committed")
-        pending = rows(db, "SELECT seq FROM outbox WHERE stream = 'sale'")
+        pending = rows(db, "SELECT stream_seq AS seq FROM outbox WHERE stream = 'sale'")
         assert len(pending) == 1  # committed with the sale, not yet published
         daemon.kill()
 

@@ -80,7 +80,8 @@ async def test_readings_sales_and_a_delivery_while_dispensing(
             assert inventory["key"] == "tank/1" and inventory["priority"] == PRIORITY_TELEMETRY
             data = json.loads(inventory["payload"])
             assert data["tank"] == 1 and data["grade"] == "92"
-            contract.envelope("inventory", "TEST-01", 1, data["measured_at"], data)
+            assert inventory["version"] >= 1 and inventory["stream_seq"] is None
+            contract.envelope("inventory", "TEST-01", 0, data["measured_at"], data, version=1)
             # The simulated pumps draw from the simulated tank as the station records a sale.
             service = st.daemon.tanks
             assert service is not None

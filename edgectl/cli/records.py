@@ -11,6 +11,7 @@ import csv
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -300,30 +301,70 @@ def run_outbox(args: argparse.Namespace) -> int:
     out = output.console()
     streams = ", ".join(f"{name} {count}" for name, count in outbox["streams"].items())
     oldest = output.local_time(outbox["oldest_at"]) if outbox["depth"] else "-"
+    waiting = outbox.get("waiting", outbox["depth"])
+    sent = outbox["depth"] - waiting
     out.print(
-        f"outbox: {outbox['depth']} message(s) waiting"
+        f"outbox: {waiting} message(s) waiting"
+        + (f", {sent} sent and held for the backend's ack" if sent else "")
         + (f" ({output.esc(streams)}), oldest from {oldest}" if outbox["depth"] else "")
     )
+    table = sequence_table(outbox.get("sequences") or {})
+    if table is not None:
+        out.print(table)
     if outbox["rows"]:
         out.print(
             output.table(
                 None,
-                ("seq", "created", "stream", "priority", "key", "bytes"),
+                ("n", "stream", "seq", "version", "created", "sent", "priority", "key", "bytes"),
                 [
                     (
                         r["seq"],
-                        output.local_time(r["created_at"]),
                         r["stream"],
+                        r.get("stream_seq"),
+                        r.get("version"),
+                        output.local_time(r["created_at"]),
+                        output.local_time(r["sent_at"]) if r.get("sent_at") else "-",
                         r["priority"],
                         r["key"],
                         r["bytes"],
                     )
                     for r in outbox["rows"]
                 ],
-                right=("seq", "bytes"),
+                right=("n", "seq", "version", "bytes"),
             )
         )
     return output.EXIT_OK
+
+
+def sequence_table(sequences: dict[str, dict[str, Any]], now: datetime | None = None) -> Any:
+    """Per guaranteed stream: its last seq, the backend's watermark, how many messages are not
+    acknowledged and how old the oldest is (contract 1.1); None when no stream has begun."""
+    if not sequences:
+        return None
+    moment = now or datetime.now(UTC)
+    rows = []
+    for stream, s in sequences.items():
+        age = None
+        if s.get("oldest_unacked_at"):
+            then = datetime.fromisoformat(str(s["oldest_unacked_at"]))
+            age = max(0.0, (moment - then).total_seconds())
+        rows.append(
+            (
+                stream,
+                s["last_seq"],
+                s["acked_seq"],
+                s["unacked"],
+                s["sent"],
+                output.duration(age) if age is not None else "-",
+                s["dropped"],
+            )
+        )
+    return output.table(
+        "streams (unacknowledged: held until the backend's ack)",
+        ("stream", "last seq", "acked", "unacked", "sent", "oldest unacked", "dropped"),
+        rows,
+        right=("last seq", "acked", "unacked", "sent", "dropped"),
+    )
 
 
 def run_alarms(args: argparse.Namespace) -> int:

@@ -11,12 +11,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edgectl.cloud import contract
 from edgectl.cloud.contract import (
+    AckData,
     AuthorizeData,
     CancelData,
     ClearData,
     Command,
     ContractError,
     PricesData,
+    ReplayData,
     ResultStatus,
     StopData,
 )
@@ -68,6 +70,8 @@ class CommandHandler:
         self.now = now
         self.log = get_logger(station=station.config.station.id, part="commands")
         self.handled = 0
+        # Told when a replay made sent messages wait again (the publisher rewinds its cursors).
+        self.on_replay: Callable[[], None] = lambda: None
 
     async def _db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await self.station.db(fn, *args, **kwargs)
@@ -199,6 +203,10 @@ class CommandHandler:
                     effective_at=data.effective_at,
                 )
                 return "accepted", "ok", f"price set {data.price_set_id} accepted", None
+            if isinstance(data, AckData):
+                return await self._ack(data)
+            if isinstance(data, ReplayData):
+                return await self._replay(data)
             assert isinstance(data, ClearData)
             outcome = await self._db(
                 self.store.clear_sale, order_id=data.order_id, sale_id=data.sale_id
@@ -235,6 +243,49 @@ class CommandHandler:
         unit = "L" if data.preset_type == "volume" else data.currency
         text = f"pump {data.pump} authorized for {data.preset_value} {unit}"
         return "accepted", "ok", text, data.order_id
+
+    async def _ack(self, data: AckData) -> Outcome:
+        done = await self._db(self.store.outbox_ack, data.stream, data.seq)
+        if done["ahead"]:
+            return (
+                "rejected",
+                "beyond_stream",
+                f"{data.stream} has reached seq {done['last_seq']}, not {data.seq}: the backend"
+                " counts a store this station does not have (a rebuilt one starts again at 1)",
+                None,
+            )
+        text = (
+            f"{data.stream} acknowledged up to {done['acked_seq']} of {done['last_seq']},"
+            f" {done['removed']} message(s) released"
+        )
+        return "accepted", "ok", text, None
+
+    async def _replay(self, data: ReplayData) -> Outcome:
+        done = await self._db(self.store.outbox_replay, data.stream, data.from_seq, data.to_seq)
+        top, asked, held = done["last_seq"], done["asked"], done["held"]
+        if data.from_seq > top:
+            return (
+                "rejected",
+                "beyond_stream",
+                f"{data.stream} has reached seq {top}, the replay starts at {data.from_seq}",
+                None,
+            )
+        last = min(data.to_seq, top)
+        if held:
+            self.on_replay()
+        if held == asked:
+            return "accepted", "ok", f"re-sending {data.stream} {data.from_seq}..{last}", None
+        if held:
+            text = (
+                f"re-sending the {held} of {data.stream} {data.from_seq}..{last} still held;"
+                f" {asked - held} acknowledged already or given up over the disk quota"
+            )
+            return "accepted", "partial", text, None
+        text = (
+            f"no message of {data.stream} {data.from_seq}..{last} is held any more"
+            " (acknowledged already, or given up over the disk quota)"
+        )
+        return "rejected", "unknown", text, None
 
     async def _settle_pump(self, command: Command, data: AuthorizeData) -> None:
         """Give the pump the moment it needs before the order is judged (the station starting,

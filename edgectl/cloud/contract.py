@@ -28,8 +28,11 @@ from edgectl.forecourt.fuelling_point import FPState
 __all__ = [
     "ACCEPTED_CODES",
     "COMMAND_TYPES",
+    "CONTRACT_VERSION",
     "DELIVERY",
     "EVENT_STREAMS",
+    "GUARANTEED_STREAMS",
+    "LATEST_VALUE",
     "MAX_COMMAND_BYTES",
     "MAX_COMMAND_LIFETIME",
     "MSG_ID_NAMESPACE",
@@ -39,6 +42,7 @@ __all__ = [
     "RESULT_CODES",
     "SCHEMA_VERSION",
     "STATION_KINDS",
+    "AckData",
     "AuthorizeData",
     "AuthorizedBy",
     "CancelData",
@@ -54,6 +58,7 @@ __all__ = [
     "PresetType",
     "PriceStatus",
     "PricesData",
+    "ReplayData",
     "ResultStatus",
     "Severity",
     "StopData",
@@ -83,7 +88,7 @@ __all__ = [
 
 SCHEMA_VERSION: Final = "v1"
 
-CommandType: TypeAlias = Literal["authorize", "cancel", "stop", "prices", "clear"]
+CommandType: TypeAlias = Literal["authorize", "cancel", "stop", "prices", "clear", "ack", "replay"]
 Kind: TypeAlias = Literal[
     "result",
     "order",
@@ -107,7 +112,15 @@ PresetType: TypeAlias = Literal["amount", "volume"]
 AuthorizedBy: TypeAlias = Literal["auto", "attendant", "cloud", "none"]
 Severity: TypeAlias = Literal["info", "warning", "critical"]
 
-COMMAND_TYPES: Final[tuple[CommandType, ...]] = ("authorize", "cancel", "stop", "prices", "clear")
+COMMAND_TYPES: Final[tuple[CommandType, ...]] = (
+    "authorize",
+    "cancel",
+    "stop",
+    "prices",
+    "clear",
+    "ack",
+    "replay",
+)
 STATION_KINDS: Final[tuple[Kind, ...]] = (
     "result",
     "order",
@@ -128,6 +141,22 @@ EVENT_STREAMS: Final = frozenset(
 # Published by the session itself, never through the outbox (the Last Will cannot be an outbox
 # row, and a heartbeat stuck behind a backlog would say nothing): seq 0, outside the sequence.
 OUTSIDE_SEQUENCE: Final = frozenset({"online", "heartbeat"})
+# Contract 1.1: a state of which only the newest value matters (thinned while queued). Its
+# messages carry seq 0 and a version per key (pump, tank, the price list) instead of a place in
+# a sequence, so thinning them leaves no gap anywhere.
+LATEST_VALUE: Final = frozenset({"pump_state", "prices", "inventory"})
+# Every other kind sent through the outbox is guaranteed: gap-free seq per stream (= kind),
+# never thinned; what `ack` and `replay` name.
+GUARANTEED_STREAMS: Final[tuple[str, ...]] = (
+    "result",
+    "order",
+    "sale",
+    "alarm",
+    "price",
+    "delivery",
+    "reconciliation",
+)
+CONTRACT_VERSION: Final = "1.1"
 
 RESULT_CODES: Final = frozenset(
     {
@@ -154,11 +183,14 @@ RESULT_CODES: Final = frozenset(
         "order_not_cancellable",
         "pump_refused",
         "shutting_down",
+        "partial",
+        "beyond_stream",
     }
 )
 # The only codes a result with status "accepted" may carry; every other code is a rejection.
 # A sale paid another way is settled: the clear reached its end and must not be retried.
-ACCEPTED_CODES: Final = frozenset({"ok", "already_cleared", "paid_elsewhere"})
+# A replay of which only part is still held re-sends that part: done, but say so.
+ACCEPTED_CODES: Final = frozenset({"ok", "already_cleared", "paid_elsewhere", "partial"})
 
 _ORDER_STATUSES: Final[tuple[OrderStatus, ...]] = (
     "accepted",
@@ -486,19 +518,28 @@ def envelope(
     ts: str,
     data: Mapping[str, Any],
     msg_id: str | None = None,
+    *,
+    version: int | None = None,
 ) -> dict[str, Any]:
     """Wrap a payload for publishing.
 
-    `seq` is the outbox row number (≥ 1), except for the kinds in `OUTSIDE_SEQUENCE`: they carry
-    seq 0 and, unless given one, a msg_id derived from their content and `ts`.
+    A guaranteed kind carries `seq` ≥ 1, its place in its own stream (contract 1.1: gap-free per
+    station and kind), and `version` null. A `LATEST_VALUE` kind carries seq 0 and `version` ≥ 1,
+    the version of its key (pump, tank, price list). The kinds in `OUTSIDE_SEQUENCE` carry seq 0
+    and version null. Unless given one, the msg_id is `message_id(station, seq)`, or for seq 0
+    derived from the content and `ts`: the publisher gives each outbox row's own.
     """
     _choice(kind, "kind", STATION_KINDS)
     _string(station, "station", _STATION, "a station id")
-    if kind in OUTSIDE_SEQUENCE:
+    if kind in OUTSIDE_SEQUENCE or kind in LATEST_VALUE:
         if seq != 0 or type(seq) is not int:
-            raise _invalid("seq", f"{kind} is outside the sequence: seq must be 0")
+            raise _invalid("seq", f"{kind} is outside the sequences: seq must be 0")
     else:
         _integer(seq, "seq", 1, SEQ_MAX)
+    if kind in LATEST_VALUE:
+        _integer(version, "version", 1, SEQ_MAX)
+    elif version is not None:
+        raise _invalid("version", f"{kind} has no version (only {sorted(LATEST_VALUE)} do)")
     parse_timestamp(ts, "ts")
     payload = dict(data)
     if msg_id is None:
@@ -510,6 +551,7 @@ def envelope(
         "msg_id": msg_id,
         "station": station,
         "seq": seq,
+        "version": version,
         "ts": ts,
         "data": payload,
     }
@@ -899,10 +941,12 @@ def pump_state_data(
 
 
 def online_data(online: bool, version: str) -> dict[str, Any]:
-    """The station's presence (retained); `online: false` is also the Last Will."""
+    """The station's presence (retained); `online: false` is also the Last Will. `contract`
+    tells the backend which minor version of the contract (and so which commands) it speaks."""
     return {
         "online": _boolean(online, "online"),
         "version": _string(version, "version", _ID, "a version such as 0.1.0"),
+        "contract": CONTRACT_VERSION,
     }
 
 
@@ -963,7 +1007,26 @@ class ClearData:
     sale_id: int | None = None
 
 
-CommandData: TypeAlias = AuthorizeData | CancelData | StopData | PricesData | ClearData
+@dataclass(frozen=True, slots=True)
+class AckData:
+    """The backend holds every message of `stream` up to `seq` (contract 1.1)."""
+
+    stream: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayData:
+    """Send the messages `from_seq` to `to_seq` of `stream` again (contract 1.1)."""
+
+    stream: str
+    from_seq: int
+    to_seq: int
+
+
+CommandData: TypeAlias = (
+    AuthorizeData | CancelData | StopData | PricesData | ClearData | AckData | ReplayData
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1106,6 +1169,10 @@ def _command_wire(data: CommandData) -> tuple[CommandType, dict[str, Any]]:
             {"grade": p.grade, "unit_price": decimal_text(p.unit_price)} for p in data.prices
         ]
         return "prices", wire
+    if isinstance(data, AckData):
+        return "ack", {"stream": data.stream, "seq": data.seq}
+    if isinstance(data, ReplayData):
+        return "replay", {"stream": data.stream, "from_seq": data.from_seq, "to_seq": data.to_seq}
     if data.order_id is not None:
         return "clear", {"order_id": data.order_id}
     return "clear", {"sale_id": data.sale_id}
@@ -1326,6 +1393,27 @@ def _clear(value: object, issued_at: datetime) -> ClearData:
     return ClearData(sale_id=_integer(data["sale_id"], "data.sale_id", 1, SEQ_MAX))
 
 
+def _ack(value: object, issued_at: datetime) -> AckData:
+    data = _fields(value, "data", frozenset({"stream", "seq"}))
+    return AckData(
+        stream=_choice(data["stream"], "data.stream", GUARANTEED_STREAMS),
+        seq=_integer(data["seq"], "data.seq", 0, SEQ_MAX),
+    )
+
+
+def _replay(value: object, issued_at: datetime) -> ReplayData:
+    data = _fields(value, "data", frozenset({"stream", "from_seq", "to_seq"}))
+    from_seq = _integer(data["from_seq"], "data.from_seq", 1, SEQ_MAX)
+    to_seq = _integer(data["to_seq"], "data.to_seq", 1, SEQ_MAX)
+    if to_seq < from_seq:
+        raise _invalid("data.to_seq", "must not be less than from_seq")
+    return ReplayData(
+        stream=_choice(data["stream"], "data.stream", GUARANTEED_STREAMS),
+        from_seq=from_seq,
+        to_seq=to_seq,
+    )
+
+
 _DATA_PARSERS: Final[Mapping[str, Callable[[object, datetime], CommandData]]] = MappingProxyType(
     {
         "authorize": _authorize,
@@ -1333,5 +1421,7 @@ _DATA_PARSERS: Final[Mapping[str, Callable[[object, datetime], CommandData]]] = 
         "stop": _stop,
         "prices": _prices,
         "clear": _clear,
+        "ack": _ack,
+        "replay": _replay,
     }
 )

@@ -1,4 +1,5 @@
-"""Publishes the SQLite outbox in seq order, deleting each row only after its PUBACK."""
+"""Publishes the SQLite outbox in seq order; a row is done after its PUBACK (delivery = "broker")
+or, for a guaranteed message, once the backend acknowledged it (delivery = "backend")."""
 
 from __future__ import annotations
 
@@ -34,8 +35,10 @@ class OutboxPublisher:
     """Drains the outbox through a connected session with a bounded window of publishes.
 
     Each priority class is sent in seq order; on every (re)connection the cursors start
-    again from the oldest row still present, so anything not acknowledged is sent again with
-    the same msg_id and the cloud drops the duplicate.
+    again from the oldest row still waiting, so anything not acknowledged is sent again with
+    the same msg_id and the cloud drops the duplicate. `done` is called with the rows the
+    broker acknowledged: it deletes them, or marks them sent to wait for the backend's ack.
+    `rewind()` (after a replay made sent rows wait again) starts the cursors over.
     """
 
     def __init__(
@@ -57,12 +60,21 @@ class OutboxPublisher:
         self._delete = delete
         self.window = window
         self._wake = asyncio.Event()
+        self._rewind = False
+        # Rows handed to the broker and not yet done in the store: a rewind must not send them
+        # a second time.
+        self._in_hand: set[int] = set()
         self.log = get_logger(station=station, part="outbox")
         self.published = 0
         self.last_puback_at: float | None = None
 
     def wake(self) -> None:
         """Called after rows were added: publish them now rather than at the next check."""
+        self._wake.set()
+
+    def rewind(self) -> None:
+        """Called after rows behind the cursors became waiting again (a replay)."""
+        self._rewind = True
         self._wake.set()
 
     async def run(self) -> None:
@@ -99,6 +111,7 @@ class OutboxPublisher:
                 slots.release()
                 self._wake.set()
 
+        self._in_hand.clear()
         async with asyncio.TaskGroup() as tg:
             while not failure:
                 self._wake.clear()
@@ -107,8 +120,18 @@ class OutboxPublisher:
                 ):
                     done, acked[:] = list(acked), []
                     await self._delete(done)
+                    self._in_hand.difference_update(done)
                     last_delete = time.monotonic()
-                rows = await self._fetch(cursors, self.window)
+                if self._rewind:
+                    self._rewind = False
+                    cursors.clear()
+                fetched = await self._fetch(cursors, self.window)
+                rows = [row for row in fetched if row.seq not in self._in_hand]
+                if len(rows) < len(fetched):
+                    for row in fetched:  # step over those in hand, or they come back forever
+                        cursors[row.priority] = max(cursors.get(row.priority, 0), row.seq)
+                    if not rows:
+                        continue
                 if not rows:
                     timeout = DELETE_EVERY_S if acked else 1.0
                     try:
@@ -122,7 +145,8 @@ class OutboxPublisher:
                     if failure:
                         slots.release()
                         break
-                    cursors[row.priority] = row.seq
+                    cursors[row.priority] = max(cursors.get(row.priority, 0), row.seq)
+                    self._in_hand.add(row.seq)
                     tg.create_task(send(row), name=f"publish-{row.seq}")
         if acked:
             await self._delete(list(acked))
@@ -140,6 +164,17 @@ class OutboxPublisher:
         return self.topics.event(row.stream)
 
     def payload_for(self, row: OutboxRow) -> bytes:
+        """The message of a row: its seq in its stream (or its key's version), and a msg_id
+        of the row itself, the same on every re-send and replay."""
         data: dict[str, Any] = json.loads(row.payload)
         msg_id = message_id(self.station, row.seq, self.epoch)
-        return encode(envelope(row.stream, self.station, row.seq, row.created_at, data, msg_id))
+        message = envelope(
+            row.stream,
+            self.station,
+            row.stream_seq or 0,
+            row.created_at,
+            data,
+            msg_id,
+            version=row.version,
+        )
+        return encode(message)

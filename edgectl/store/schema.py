@@ -263,4 +263,35 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (device, bucket, kind)
     );
     """,
+    # Cloud contract 1.1 (issue 12.2, 12.5): a gap-free sequence per guaranteed stream and a
+    # version per key of latest-value state, both counted in outbox_streams in the same
+    # transaction as the row; sent_at marks a row the broker took that waits for the backend's
+    # ack ([cloud] delivery = "backend"). Rows queued before the upgrade are numbered in order.
+    """
+    ALTER TABLE outbox ADD COLUMN stream_seq INTEGER;
+    ALTER TABLE outbox ADD COLUMN version INTEGER;
+    ALTER TABLE outbox ADD COLUMN sent_at TEXT;
+    CREATE TABLE outbox_streams (
+        stream    TEXT NOT NULL,
+        key       TEXT NOT NULL DEFAULT '',
+        last_seq  INTEGER NOT NULL,
+        acked_seq INTEGER NOT NULL DEFAULT 0,
+        dropped   INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (stream, key)
+    );
+    UPDATE outbox SET stream_seq = numbered.n FROM (
+        SELECT seq AS row_seq, ROW_NUMBER() OVER (PARTITION BY stream ORDER BY seq) AS n
+        FROM outbox WHERE stream NOT IN ('pump_state', 'prices', 'inventory')
+    ) AS numbered WHERE outbox.seq = numbered.row_seq;
+    UPDATE outbox SET version = 1 WHERE stream IN ('pump_state', 'prices', 'inventory');
+    INSERT INTO outbox_streams (stream, key, last_seq)
+        SELECT stream, '', MAX(stream_seq) FROM outbox WHERE stream_seq IS NOT NULL
+        GROUP BY stream;
+    INSERT INTO outbox_streams (stream, key, last_seq)
+        SELECT stream, COALESCE(key, ''), 1 FROM outbox WHERE version IS NOT NULL
+        GROUP BY stream, COALESCE(key, '');
+    CREATE UNIQUE INDEX outbox_by_stream_seq ON outbox(stream, stream_seq)
+        WHERE stream_seq IS NOT NULL;
+    CREATE INDEX outbox_waiting ON outbox(priority, seq) WHERE sent_at IS NULL;
+    """,
 )

@@ -88,6 +88,19 @@ class OutboxRow:
     topic: str | None
     retain: int
     correlation: bytes | None
+    # Contract 1.1: the row's place in its guaranteed stream, or the version of its key of a
+    # latest-value state (exactly one of the two is set).
+    stream_seq: int | None = None
+    version: int | None = None
+
+
+# Over the disk quota in delivery = "backend", a row the broker took may be given up before the
+# backend acknowledged it, except these (the records a station's money depends on).
+NEVER_DROPPED = frozenset({"sale", "order", "result"})
+_ROW_COLUMNS = (
+    "seq, stream, priority, payload, created_at, key, topic, retain, correlation,"
+    " stream_seq, version"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +151,7 @@ class Store:
         self._store_id = 0
         self._touch = "PRAGMA application_id=0"
         self._undeleted: list[int] = []  # acknowledged outbox rows a failed write kept
+        self._unsent: list[int] = []  # the same for rows to mark sent (delivery = "backend")
         self.log = get_logger(part="store", store=str(self.path))
         memory = str(path) == ":memory:"
         created = not memory and not self.path.exists()
@@ -1245,7 +1259,10 @@ class Store:
         return [] if self.write_fault is None else [self.write_fault.alarm()]
 
     def outbox_depth(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        """Rows waiting to be sent (not those the broker took that wait for the backend)."""
+        return int(
+            self._db.execute("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
+        )
 
     def outbox_oldest(self) -> str | None:
         row = self._db.execute("SELECT created_at FROM outbox ORDER BY seq LIMIT 1").fetchone()
@@ -1260,8 +1277,8 @@ class Store:
         per_class: list[list[OutboxRow]] = []
         for priority in (PRIORITY_SALE, PRIORITY_EVENT, PRIORITY_TELEMETRY):
             cur = self._db.execute(
-                "SELECT seq, stream, priority, payload, created_at, key, topic, retain,"
-                " correlation FROM outbox WHERE priority = ? AND seq > ? ORDER BY seq LIMIT ?",
+                f"SELECT {_ROW_COLUMNS} FROM outbox WHERE priority = ? AND seq > ?"
+                " AND sent_at IS NULL ORDER BY seq LIMIT ?",
                 (priority, cursors.get(priority, 0), limit),
             )
             per_class.append([OutboxRow(*row) for row in cur.fetchall()])
@@ -1289,6 +1306,83 @@ class Store:
             self._undeleted = sorted(set(seqs))
             return
         self._undeleted = []
+
+    def outbox_sent(self, seqs: list[int]) -> None:
+        """With delivery = "backend": rows the broker acknowledged. A guaranteed row is kept,
+        marked sent, until the backend acknowledges its seq (`outbox_ack`); a latest-value row
+        is done. Kept for the next call when the store cannot write, as `outbox_delete`."""
+        seqs = self._unsent + list(seqs)
+        if not seqs:
+            return
+        now = self._clock()
+        try:
+            with self.transaction() as tx:
+                for start in range(0, len(seqs), 500):
+                    chunk = tuple(seqs[start : start + 500])
+                    marks = ",".join("?" * len(chunk))
+                    tx.execute(
+                        f"DELETE FROM outbox WHERE seq IN ({marks}) AND stream_seq IS NULL", chunk
+                    )
+                    tx.execute(
+                        f"UPDATE outbox SET sent_at = ? WHERE seq IN ({marks})", (now, *chunk)
+                    )
+        except StoreUnwritableError:
+            self._unsent = sorted(set(seqs))
+            return
+        self._unsent = []
+
+    def outbox_forget_sent(self) -> int:
+        """With delivery = "broker": rows kept for a backend's ack under delivery = "backend"
+        are done (the broker took them); how many were deleted."""
+        with self.transaction() as tx:
+            return tx.execute("DELETE FROM outbox WHERE sent_at IS NOT NULL").rowcount
+
+    def outbox_ack(self, stream: str, seq: int) -> dict[str, int]:
+        """The backend holds every message of `stream` up to `seq`: delete them, raise the
+        stream's watermark. `last_seq`, `acked_seq` (after), `removed`; an ack past the
+        stream's last seq changes nothing (`ahead`: 1) — the backend counts another store."""
+        with self.transaction() as tx:
+            row = tx.execute(
+                "SELECT last_seq, acked_seq FROM outbox_streams WHERE stream = ? AND key = ''",
+                (stream,),
+            ).fetchone()
+            last, acked = (0, 0) if row is None else (int(row[0]), int(row[1]))
+            if seq > last:
+                return {"last_seq": last, "acked_seq": acked, "removed": 0, "ahead": 1}
+            removed = tx.execute(
+                "DELETE FROM outbox WHERE stream = ? AND stream_seq <= ?", (stream, seq)
+            ).rowcount
+            if seq > acked:
+                tx.execute(
+                    "UPDATE outbox_streams SET acked_seq = ? WHERE stream = ? AND key = ''",
+                    (seq, stream),
+                )
+                acked = seq
+            return {"last_seq": last, "acked_seq": acked, "removed": removed, "ahead": 0}
+
+    def outbox_replay(self, stream: str, first: int, last: int) -> dict[str, int]:
+        """Send the held messages of `stream` from seq `first` to `last` again (they become
+        waiting, with their msg_ids). `asked` (the range cut at the stream's last seq),
+        `held` (how many of those are still here and now waiting again), `last_seq`."""
+        with self.transaction() as tx:
+            row = tx.execute(
+                "SELECT last_seq FROM outbox_streams WHERE stream = ? AND key = ''", (stream,)
+            ).fetchone()
+            top = 0 if row is None else int(row[0])
+            end = min(last, top)
+            asked = max(0, end - first + 1)
+            held = 0
+            if asked:
+                held = tx.execute(
+                    "SELECT COUNT(*) FROM outbox WHERE stream = ? AND stream_seq BETWEEN ? AND ?",
+                    (stream, first, end),
+                ).fetchone()[0]
+                tx.execute(
+                    "UPDATE outbox SET sent_at = NULL WHERE stream = ?"
+                    " AND stream_seq BETWEEN ? AND ? AND sent_at IS NOT NULL",
+                    (stream, first, end),
+                )
+            return {"asked": asked, "held": int(held), "last_seq": top}
 
     # ------------------------------------------------------------------ audit and reads
     def audit_requested(
@@ -1512,26 +1606,49 @@ class StoreReader:
         return self._newest("SELECT * FROM audit", (), "id", limit)
 
     def outbox(self, *, limit: int | None = None) -> list[dict[str, Any]]:
-        """The oldest rows waiting for the broker (payload size, not payload)."""
+        """The oldest rows held: waiting for the broker, or (sent_at set) for the backend's
+        ack (payload size, not payload)."""
         sql = (
-            "SELECT seq, stream, priority, created_at, key, topic, retain,"
-            " length(payload) AS bytes FROM outbox ORDER BY seq"
+            "SELECT seq, stream, stream_seq, version, priority, created_at, sent_at, key, topic,"
+            " retain, length(payload) AS bytes FROM outbox ORDER BY seq"
         )
         if limit is None:
             return self._rows(sql)
         return self._rows(sql + " LIMIT ?", (limit,))
 
     def outbox_summary(self) -> dict[str, Any]:
+        """`depth` rows held, `waiting` of them not sent yet, the oldest row's time, rows per
+        stream, and per guaranteed stream its sequence: `last_seq`, the backend's `acked_seq`,
+        `unacked` rows held (sent or not) and the oldest one's time, `dropped` over quota."""
         depth, oldest = self._db.execute(
             "SELECT COUNT(*), (SELECT created_at FROM outbox ORDER BY seq LIMIT 1) FROM outbox"
         ).fetchone()
+        waiting = self._db.execute("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").fetchone()
         streams = {
             str(stream): int(count)
             for stream, count in self._db.execute(
                 "SELECT stream, COUNT(*) FROM outbox GROUP BY stream ORDER BY stream"
             )
         }
-        return {"depth": int(depth), "oldest_at": oldest, "streams": streams}
+        sequences: dict[str, dict[str, Any]] = {}
+        for row in self._rows(
+            "SELECT s.stream, s.last_seq, s.acked_seq, s.dropped,"
+            " (SELECT COUNT(*) FROM outbox o WHERE o.stream = s.stream"
+            " AND o.stream_seq IS NOT NULL) AS unacked,"
+            " (SELECT COUNT(*) FROM outbox o WHERE o.stream = s.stream AND o.sent_at IS NOT NULL)"
+            " AS sent,"
+            " (SELECT MIN(created_at) FROM outbox o WHERE o.stream = s.stream"
+            " AND o.stream_seq IS NOT NULL) AS oldest_unacked_at"
+            " FROM outbox_streams s WHERE s.key = '' ORDER BY s.stream"
+        ):
+            sequences[str(row.pop("stream"))] = row
+        return {
+            "depth": int(depth),
+            "waiting": int(waiting[0]),
+            "oldest_at": oldest,
+            "streams": streams,
+            "sequences": sequences,
+        }
 
     def newest_record_at(self) -> str | None:
         """When the newest sale, alarm or outbox message was written (for the clock check)."""
@@ -1777,9 +1894,20 @@ class _Tx:
         if key is not None and priority == PRIORITY_TELEMETRY:
             # Telemetry is a state, not a history: only its newest value is worth sending.
             self._db.execute("DELETE FROM outbox WHERE stream = ? AND key = ?", (stream, key))
+        # The stream's next seq (guaranteed) or the key's next version (latest value), counted
+        # in this transaction: a row and its number commit together or not at all.
+        latest = stream in contract.LATEST_VALUE
+        number = int(
+            self._db.execute(
+                "INSERT INTO outbox_streams (stream, key, last_seq) VALUES (?, ?, 1)"
+                " ON CONFLICT (stream, key) DO UPDATE SET last_seq = last_seq + 1"
+                " RETURNING last_seq",
+                (stream, (key or "") if latest else ""),
+            ).fetchone()[0]
+        )
         cur = self._db.execute(
             "INSERT INTO outbox (stream, priority, payload, created_at, key, topic, retain,"
-            " correlation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " correlation, stream_seq, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 stream,
                 priority,
@@ -1789,6 +1917,8 @@ class _Tx:
                 topic,
                 int(retain),
                 correlation,
+                None if latest else number,
+                number if latest else None,
             ),
         )
         seq = int(cur.lastrowid or 0)
@@ -1805,11 +1935,26 @@ class _Tx:
         excess -= self._outbox_max_rows
         if excess > 0:
             # Thin telemetry, oldest first; sales, orders, alarms and results are never dropped.
-            self._db.execute(
+            excess -= self._db.execute(
                 "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE priority >= ?"
                 " ORDER BY seq LIMIT ?)",
                 (PRIORITY_TELEMETRY, excess),
-            )
+            ).rowcount
+        if excess > 0:
+            # delivery = "backend": then guaranteed rows the broker took but the backend has
+            # not acknowledged, oldest first, never a sale, an order or a result. A replay of
+            # them finds them gone; each stream counts what it gave up.
+            kept = ",".join("?" * len(NEVER_DROPPED))
+            dropped = self._db.execute(
+                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE sent_at IS NOT"
+                f" NULL AND stream NOT IN ({kept}) ORDER BY seq LIMIT ?) RETURNING stream",
+                (*sorted(NEVER_DROPPED), excess),
+            ).fetchall()
+            for (stream,) in dropped:
+                self._db.execute(
+                    "UPDATE outbox_streams SET dropped = dropped + 1 WHERE stream = ? AND key = ''",
+                    (stream,),
+                )
 
 
 def _authorization(row: sqlite3.Row) -> Authorization:

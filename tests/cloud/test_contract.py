@@ -24,6 +24,7 @@ from referencing.jsonschema import DRAFT202012
 from drivers.base import DispenserStatus
 from edgectl.cloud import contract
 from edgectl.cloud.contract import (
+    AckData,
     AuthorizeData,
     CancelData,
     ClearData,
@@ -32,6 +33,7 @@ from edgectl.cloud.contract import (
     ContractError,
     GradePrice,
     PricesData,
+    ReplayData,
     StopData,
     Topics,
 )
@@ -294,6 +296,8 @@ VALID_DATA: dict[str, list[Callable[[], Json]]] = {
 
 
 def _wrap(kind: str, data: Json, seq: int = 18452) -> Json:
+    if kind in contract.LATEST_VALUE:
+        return contract.envelope(kind, STATION, 0, TS, data, version=seq)
     outside = kind in contract.OUTSIDE_SEQUENCE
     return contract.envelope(kind, STATION, 0 if outside else seq, TS, data)
 
@@ -567,15 +571,38 @@ def test_builders_write_decimals_exactly_as_given() -> None:
 
 
 def test_envelope_shape() -> None:
-    data = contract.prices_data("ps-1", PRICES[:1], currency="CNY")
-    assert contract.envelope("prices", STATION, 18452, TS, data) == {
-        "schema": "edgectl/v1/prices",
+    data = _sale()
+    assert contract.envelope("sale", STATION, 18452, TS, data) == {
+        "schema": "edgectl/v1/sale",
         "msg_id": contract.message_id(STATION, 18452),
         "station": STATION,
         "seq": 18452,
+        "version": None,
         "ts": TS,
         "data": data,
     }
+
+
+def test_latest_value_state_has_a_version_and_no_seq() -> None:
+    data = contract.prices_data("ps-1", PRICES[:1], currency="CNY")
+    given = str(uuid.uuid4())
+    message = contract.envelope("prices", STATION, 0, TS, data, given, version=7)
+    assert (message["seq"], message["version"], message["msg_id"]) == (0, 7, given)
+    assert schema_errors("prices", message) == []
+    for seq, version in ((1, 7), (0, None), (0, 0)):
+        with pytest.raises(ContractError):
+            contract.envelope("prices", STATION, seq, TS, data, version=version)
+    with pytest.raises(ContractError):  # a guaranteed kind has no version
+        contract.envelope("sale", STATION, 1, TS, _sale(), version=1)
+
+
+def test_every_station_kind_is_guaranteed_latest_value_or_outside() -> None:
+    guaranteed = set(contract.GUARANTEED_STREAMS)
+    assert guaranteed | contract.LATEST_VALUE | contract.OUTSIDE_SEQUENCE == set(
+        contract.STATION_KINDS
+    )
+    assert not guaranteed & (contract.LATEST_VALUE | contract.OUTSIDE_SEQUENCE)
+    assert _schemas()["common"]["$defs"]["stream"]["enum"] == list(contract.GUARANTEED_STREAMS)
 
 
 def test_msg_id_is_a_uuid5_of_station_epoch_and_seq() -> None:
@@ -637,7 +664,7 @@ def test_envelope_refuses(kind: str, seq: int, ts: str, msg_id: str | None) -> N
 
 
 def test_encode_is_compact_utf8_json() -> None:
-    message = contract.envelope("prices", STATION, 3, TS, {"grade": "柴油", "n": None})
+    message = contract.envelope("price", STATION, 3, TS, {"grade": "柴油", "n": None})
     encoded = contract.encode(message)
     assert b" " not in encoded
     assert "柴油".encode() in encoded
@@ -856,6 +883,8 @@ VALID_COMMAND_DATA: dict[str, Json] = {
         "prices": [{"grade": "92", "unit_price": "7.12"}, {"grade": "95", "unit_price": "7.58"}],
     },
     "clear": {"order_id": "o-88812"},
+    "ack": {"stream": "sale", "seq": 18452},
+    "replay": {"stream": "sale", "from_seq": 18440, "to_seq": 18452},
 }
 
 
@@ -935,6 +964,42 @@ CASES: list[Case] = [
         None,
     ),
     Case("clear by sale_id", "clear", command("clear", data={"sale_id": 412}), None),
+    # --- ack and replay (contract 1.1)
+    Case("ack nothing yet", "ack", command("ack", data={"stream": "result", "seq": 0}), None),
+    Case(
+        "ack of latest-value state",
+        "ack",
+        command("ack", data={"stream": "pump_state", "seq": 3}),
+        "invalid",
+    ),
+    Case("ack, negative seq", "ack", command("ack", data={"stream": "sale", "seq": -1}), "invalid"),
+    Case("ack, seq true", "ack", command("ack", data={"stream": "sale", "seq": True}), "invalid"),
+    Case("ack without seq", "ack", command("ack", data={"stream": "sale"}), "invalid"),
+    Case(
+        "replay of one message",
+        "replay",
+        command("replay", data={"stream": "order", "from_seq": 7, "to_seq": 7}),
+        None,
+    ),
+    Case(
+        "replay from 0",
+        "replay",
+        command("replay", data={"stream": "order", "from_seq": 0, "to_seq": 7}),
+        "invalid",
+    ),
+    Case(
+        "replay backwards",
+        "replay",
+        command("replay", data={"stream": "order", "from_seq": 8, "to_seq": 7}),
+        "invalid",
+        RELATION,
+    ),
+    Case(
+        "replay of an unknown stream",
+        "replay",
+        command("replay", data={"stream": "sales", "from_seq": 1, "to_seq": 7}),
+        "invalid",
+    ),
     Case(
         "expired, but within the clock skew",
         "cancel",
@@ -1394,6 +1459,8 @@ ROUND_TRIP: list[CommandData] = [
     PricesData("ps-2", "CNY", PRICES[:1], datetime(2026, 11, 25, tzinfo=UTC)),
     ClearData(order_id="o-1"),
     ClearData(sale_id=412),
+    AckData("alarm", 0),
+    ReplayData("reconciliation", 3, 9),
 ]
 
 
@@ -1454,7 +1521,12 @@ def test_doc_example_is_valid(name: str, is_data: bool, body: str) -> None:
     assert schema_errors(name, message) == []
     # A whole message shows the msg_id the station would really give it.
     rebuilt = contract.envelope(
-        name, message["station"], message["seq"], message["ts"], message["data"]
+        name,
+        message["station"],
+        message["seq"],
+        message["ts"],
+        message["data"],
+        version=message["version"],
     )
     assert rebuilt == message
 

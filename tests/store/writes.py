@@ -166,12 +166,16 @@ WRITES: dict[str, Write] = {
         [{"device": "pump:1", "at": NOW, "event": "errors", "kind": "bad_crc", "count": 2}],
         [("pump:1", "2026-11-24T10:00:00Z", "bad_crc", 2)],
     ),
+    "outbox_ack": lambda s, x: s.outbox_ack("sale", 1),
+    "outbox_replay": lambda s, x: s.outbox_replay("sale", 1, 5),
+    "outbox_forget_sent": lambda s, x: s.outbox_forget_sent(),
     "probe": lambda s, x: s.probe(),
     # Housekeeping that never fails its caller (it is retried instead):
     "purge_inbox": lambda s, x: s.purge_inbox("2099-01-01T00:00:00.000Z"),
     "outbox_delete": lambda s, x: s.outbox_delete(x.outbox_seqs),
+    "outbox_sent": lambda s, x: s.outbox_sent(x.outbox_seqs),
 }
-HOUSEKEEPING = {"purge_inbox", "outbox_delete"}
+HOUSEKEEPING = {"purge_inbox", "outbox_delete", "outbox_sent"}
 
 
 def write_methods() -> set[str]:
