@@ -23,7 +23,7 @@ from edgectl.errors import (
     StoreForeignError,
     StoreNewerSchemaError,
 )
-from edgectl.store import identity
+from edgectl.store import files, identity
 from edgectl.store.backups import find_backup, list_backups
 from edgectl.store.schema import MIGRATIONS
 from edgectl.store.store import lock_path, open_read_only
@@ -43,7 +43,10 @@ examples:
   systemctl start edgectl
 
 Refused while the daemon runs. SRC is checked first (integrity, an edgectl store, a schema
-this edgectl knows); the database it replaces is kept beside it as
+this edgectl knows, this station's); --force restores another station's backup or a newer
+schema anyway, with a warning. The restored database gets the owner, group and mode of the one
+it replaces (or, with none, the store directory's owner and group, mode 0640), so the daemon's
+user can still write it when the restore runs as root; the replaced one is kept beside it as
 <store>.before-restore-<time>.
 """
 BACKUPS_EXAMPLE = """\
@@ -105,6 +108,12 @@ def register(sub: Subparsers) -> None:
         "src",
         type=Path,
         help="the backup file to restore, or the name of one listed by `edgectl db backups`",
+    )
+    restore.add_argument(
+        "--force",
+        action="store_true",
+        help="restore a backup of another station or of a newer schema anyway (the daemon"
+        " refuses it until [station].id or edgectl matches)",
     )
     output.add_command(
         actions,
@@ -214,34 +223,79 @@ def run_restore(args: argparse.Namespace) -> int:
             f"edgectl is running (it answers at {station.socket}): stop it first "
             "(systemctl stop edgectl)",
         )
-    facts = _check_backup(src, station.require_config().station.id)
-    with _store_lock(store_path):
+    facts, warnings = _check_backup(src, station.require_config().station.id, force=args.force)
+    for warning in warnings:
+        output.note(f"warning: {warning}")
+    with _store_lock(store_path) as lock_made:
+        owner = _owner_for(store_path)
         kept = _keep_previous(store_path) if store_path.exists() else None
         incoming = store_path.with_name(f".{store_path.name}.restoring")
         try:
             _snapshot(src, incoming)
+            _give(owner, incoming, kept, lock_path(store_path) if lock_made else None)
             # Nobody has the store open (daemon stopped, lock held): a WAL or shared-memory
             # file left by the old database must not be replayed onto the restored one.
-            for suffix in ("-wal", "-shm"):
-                Path(f"{store_path}{suffix}").unlink(missing_ok=True)
+            for side in files.side_files(store_path):
+                side.unlink(missing_ok=True)
             os.replace(incoming, store_path)
         finally:
             incoming.unlink(missing_ok=True)
     if args.json:
         output.print_json(
-            {"restored": str(store_path), "from": str(src), "previous": str(kept), **facts}
+            {
+                "restored": str(store_path),
+                "from": str(src),
+                "previous": None if kept is None else str(kept),
+                "owner": files.user_name(owner.uid),
+                "group": files.group_name(owner.gid),
+                "mode": f"{owner.mode:04o}",
+                "warnings": warnings,
+                **facts,
+            }
         )
     else:
         print(
             f"restored {store_path} from {src}: {facts['sales']} sale(s), schema "
-            f"{facts['schema_version']}"
+            f"{facts['schema_version']}, {owner.describe()}"
             + (f"; the previous database is kept at {kept}" if kept else "")
         )
     return output.EXIT_OK
 
 
-def _check_backup(src: Path, station_id: str) -> dict[str, Any]:
-    """Refuse a backup that is damaged, not an edgectl store, newer, or another station's."""
+def _owner_for(store_path: Path) -> files.Ownership:
+    """What the restored database must be: the replaced one's owner, group and mode (the
+    daemon's user must still write it when root restores), or with none the directory's."""
+    if store_path.exists():
+        return files.Ownership.of(store_path)
+    folder = files.Ownership.of(store_path.parent)
+    return files.Ownership(folder.uid, folder.gid, files.STORE_MODE)
+
+
+def _give(owner: files.Ownership, incoming: Path, kept: Path | None, lock: Path | None) -> None:
+    """Give the restored database, the previous one kept (and the -wal, -shm kept with a
+    damaged one) and a lock file this restore made the store's owner, before the restored
+    database takes the store's place."""
+    given = [incoming, lock]
+    if kept is not None:
+        given += [kept, *files.side_files(kept)]
+    for path in given:
+        if path is None or not path.exists():
+            continue
+        try:
+            owner.give(path)
+        except PermissionError:
+            raise EdgectlError(
+                f"cannot give {path} the store's {owner.describe()} (only root may give a file"
+                " to another user): run the restore as root (sudo), or as the store's owner;"
+                " the store is unchanged"
+            ) from None
+
+
+def _check_backup(
+    src: Path, station_id: str, *, force: bool = False
+) -> tuple[dict[str, Any], list[str]]:
+    """Refuse a backup that is damaged, not an edgectl store, newer, or another station's;
+    with `force` the last two are restored anyway. Returns its facts and what was forced."""
     try:
         if src.is_file():
             identity.check_wal(src)
@@ -266,15 +320,33 @@ def _check_backup(src: Path, station_id: str) -> dict[str, Any]:
         raise _unusable(src, f"damaged ({exc})") from exc
     finally:
         db.close()
-    if facts["schema_version"] > len(MIGRATIONS):
-        raise StoreNewerSchemaError(
-            f"{src} has schema version {facts['schema_version']}, newer than this edgectl "
-            f"({len(MIGRATIONS)}): upgrade edgectl first",
-            path=src,
+    warnings = []
+    version = facts["schema_version"]
+    if version > len(MIGRATIONS):
+        if not force:
+            raise StoreNewerSchemaError(
+                f"{src} has schema version {version}, newer than this edgectl"
+                f" ({len(MIGRATIONS)}): upgrade edgectl first (or restore it with --force: the"
+                " daemon refuses it until edgectl is upgraded)",
+                path=src,
+            )
+        warnings.append(
+            f"{src} has schema version {version}, newer than this edgectl ({len(MIGRATIONS)}):"
+            " the daemon refuses it until edgectl is upgraded"
         )
     if theirs is not None and theirs != station_id:
-        raise identity.foreign_station(src, theirs, station_id)
-    return facts
+        if not force:
+            raise StoreForeignError(
+                f"{src} is a database of station {theirs}, not of this station {station_id}"
+                " ([station].id): restore this station's own backup (or restore it with"
+                f" --force: the daemon refuses it until [station].id is {theirs})",
+                path=src,
+            )
+        warnings.append(
+            f"{src} is a database of station {theirs}, not of this station {station_id}:"
+            f" the daemon refuses it until [station].id is {theirs}"
+        )
+    return facts, warnings
 
 
 def _unusable(src: Path, why: str) -> StoreCorruptError:
@@ -291,10 +363,12 @@ def _station_of(db: sqlite3.Connection) -> str | None:
 
 
 @contextmanager
-def _store_lock(store_path: Path) -> Iterator[None]:
-    """Hold the lock a running daemon holds, so neither can start on the store meanwhile."""
+def _store_lock(store_path: Path) -> Iterator[bool]:
+    """Hold the lock a running daemon holds, so neither can start on the store meanwhile.
+    Yields whether the lock file was made here (it is then root's when root restores)."""
     lock = lock_path(store_path)
     lock.parent.mkdir(parents=True, exist_ok=True)
+    made = not lock.exists()
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o640)
     try:
         try:
@@ -304,7 +378,7 @@ def _store_lock(store_path: Path) -> Iterator[None]:
                 f"the store is in use ({lock} is locked by a running edgectl daemon or "
                 "another restore): stop the daemon first"
             ) from None
-        yield
+        yield made
     finally:
         os.close(fd)
 
@@ -331,6 +405,7 @@ def _snapshot(source: Path, dest: Path) -> dict[str, Any]:
     moment of it even while the daemon writes (its WAL is read through SQLite, not copied).
     """
     dest.unlink(missing_ok=True)
+    files.create_database(dest)  # 0640, not 0644 under umask 022: it holds every sale
     src = open_read_only(source)
     try:
         copy = sqlite3.connect(dest)

@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 
 from edgectl.store import files
 from edgectl.store.store import Store
+from tests.control.clikit import cli, control_config, short_dir
 
 STATION = "TEST-01"  # the station id of stationkit's config
 
@@ -73,3 +74,13 @@ def test_a_store_others_can_read_is_tightened_once_at_start(tmp_path: Path) -> N
     assert tightened["files"] == {str(f): "0644 -> 0640" for f in the_files(db)}
     assert tightened["log_level"] == "warning"
     assert not [e for e in again if e["event"].startswith("store_mode")]
+
+
+def test_a_backup_is_0640_under_umask_022(tmp_path: Path) -> None:
+    with short_dir() as tmp:
+        config = control_config(tmp, tmp / "control.sock")
+        Store(tmp / "edgectl.db", station_id=STATION).close()
+        with umask(0o022):
+            result = cli("db", "backup", str(tmp / "copy.db"), "--config", str(config))
+        assert result.code == 0, result.err
+        assert mode(tmp / "copy.db") == 0o640
