@@ -833,14 +833,21 @@ def encode_reply(item: Reply, *, etx: int = ETX) -> bytes:
     to a single's precision, a product to its first character) or this raises ValueError."""
     if isinstance(item, Unsupported):
         head = bytes((SOH,)) + _REFUSAL.encode("ascii")
-        return head + f"{checksum(head):04X}".encode("ascii") + bytes((etx,))
+        refusal = f"{checksum(head):04X}".encode("ascii")
+        if etx in refusal or etx in head:
+            raise ValueError("the refusal would hold the terminator")
+        return head + refusal + bytes((etx,))
     if isinstance(item, DisplayReport):
         data = _framed(item.text, etx, "the report")
         if not isinstance(_judge(bytes((SOH,)) + data + bytes((etx,))), DisplayReport):
             raise ValueError("the report would be read as a computer-format reply or as empty")
         return bytes((SOH,)) + data + bytes((etx,))
     head = bytes((SOH,)) + _framed(reply_body(item), etx, "the reply") + b"&&"
-    return head + f"{checksum(head):04X}".encode("ascii") + bytes((etx,))
+    check = f"{checksum(head):04X}".encode("ascii")
+    if etx in check:
+        # A terminator reprogrammed to a hex digit would end the reply inside its checksum.
+        raise ValueError(f"the reply's checksum {check.decode()} holds the terminator")
+    return head + check + bytes((etx,))
 
 
 # ======================================================================================

@@ -583,7 +583,12 @@ TARGET = Target(
             loose_replies,
             check_encode,
             # Sent, and read back malformed (tank 100 shifted every field after it).
-            examples=[("inventory", 0, datetime(2024, 1, 15), [(100, "1", 0, [])])],
+            examples=[
+                ("inventory", 0, datetime(2024, 1, 15), [(100, "1", 0, [])]),
+                # make chaos, seed 25139791: with ETX reprogrammed to '7' the checksum
+                # FD7.. held the terminator, and the reply was read back cut short.
+                ("etx", 55, "YAA"),
+            ],
         ),
         Entry(
             "fields",
