@@ -420,6 +420,18 @@ class DartLine:
             if not req.future.done():
                 req.future.set_exception(exc)
             return
+        except (TransportError, asyncio.CancelledError) as exc:
+            # The line failed (or stops) under this command: run() fails only what is still
+            # queued, and this one is no longer there. Its caller, who may hold the pump's
+            # lock while it waits, is told now, like those (the pump may have acted on it).
+            if not req.future.done():
+                why = "line stopped" if isinstance(exc, asyncio.CancelledError) else exc
+                req.future.set_exception(
+                    DeviceTimeout(
+                        f"{req.label}: line unavailable ({why})", device=self._dev(req.address)
+                    )
+                )
+            raise
         if not req.future.done():
             req.future.set_result(result)
 

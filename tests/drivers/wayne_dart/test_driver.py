@@ -11,6 +11,7 @@ import pytest
 
 from drivers.base import (
     CommandRejected,
+    DeviceTimeout,
     DispenserEvent,
     DispenserStatus,
     NozzleReport,
@@ -190,6 +191,76 @@ async def test_repeated_pump_frame_is_acked_but_dropped(tmp_path: Path) -> None:
         sim.pump(0x50).lift(1)  # the pump reports the lift; our ACK of it is lost
         await h.until(lambda: line.counters.duplicates_dropped >= 1)
         assert len([e for e in events if isinstance(e, NozzleReport) and e.nozzle_out]) == 1
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        sim.stop()
+
+
+class PulledMidCommand(SerialTransport):
+    """A transport whose adapter is pulled out as the master sends its next data frame
+    (a command): the frame goes out, then the line fails as an unplugged USB adapter does."""
+
+    armed = False
+
+    async def write(self, data: bytes) -> None:
+        await super().write(data)
+        _, frame = codec.decode(data)
+        if self.armed and isinstance(frame, codec.Frame) and frame.transactions:
+            self.armed = False
+            self._fail(f"read failed on {self.port}: Input/output error")
+
+
+async def test_a_command_under_way_when_the_line_fails_fails_too(tmp_path: Path) -> None:
+    # The soak's "no result for authorize": the line failed during an authorize, run() failed
+    # only the commands still queued, and the authorize's caller (holding its pump's lock, the
+    # cloud's command handler behind it) waited for ever.
+    sim = DartLineSimulator([SimPump(0x50, PRICES)])
+    sim.serve_pty(tmp_path / "dart")
+    events: list[DispenserEvent] = []
+    line = make_line(tmp_path / "dart", [0x50], events)
+    transport = PulledMidCommand(str(tmp_path / "dart"), name="test")
+    line.transport = transport
+    task = asyncio.create_task(line.run())
+    try:
+        h = Harness(sim, line, events)
+        await h.until(lambda: line.is_online(0x50))
+        assert await line.request_status(0x50) is DispenserStatus.RESET  # numbers pinned
+        transport.armed = True
+        with pytest.raises(DeviceTimeout, match="authorize: line unavailable"):
+            async with asyncio.timeout(2):
+                await line.authorize(0x50, nozzles=(1,), preset_amount=Decimal("5.00"))
+        # The line is reopened and the pump served again.
+        await h.until(lambda: line.counters.reopens >= 1 and line.is_online(0x50))
+        assert await line.request_status(0x50) in (
+            DispenserStatus.RESET,
+            DispenserStatus.AUTHORIZED,  # it may have acted on the frame before the line failed
+        )
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        sim.stop()
+
+
+async def test_a_command_under_way_when_the_line_stops_fails_too(tmp_path: Path) -> None:
+    sim = DartLineSimulator([SimPump(0x50, PRICES)])
+    sim.serve_pty(tmp_path / "dart")
+    events: list[DispenserEvent] = []
+    line = make_line(tmp_path / "dart", [0x50], events)
+    task = asyncio.create_task(line.run())
+    try:
+        h = Harness(sim, line, events)
+        await h.until(lambda: line.is_online(0x50))
+        assert await line.request_status(0x50) is DispenserStatus.RESET  # numbers pinned
+        sim.drop_next_replies(0x50, 100)  # the request is retried: under way, not queued
+        pending = asyncio.create_task(line.request_status(0x50))
+        await h.until(lambda: line.counters.retransmissions >= 1)
+        task.cancel()
+        with pytest.raises(DeviceTimeout, match=r"status: line unavailable \(line stopped\)"):
+            async with asyncio.timeout(2):
+                await pending
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
