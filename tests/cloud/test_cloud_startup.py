@@ -341,7 +341,11 @@ async def test_retained_state_comes_back_after_the_broker_lost_it(site: Site) ->
         await until(lambda: session.reconnects >= 1 and session.connected, timeout=15)
         assert session.session_present is False
         await until(lambda: st.rows("SELECT COUNT(*) AS n FROM outbox")[0]["n"] == 0, timeout=15)
-        # A backend that subscribes now finds every retained topic, as the station has it.
+        # The republish may still be on its way (queued after the outbox looked empty): a
+        # first subscriber waits until the broker has every topic again...
+        async with TestCloud(broker.port, "TEST-01", site.key) as first:
+            await first.wait(lambda: all(first.on(t) for t in retained), what="republished")
+        # ...and a backend that subscribes now finds every one retained, as the station has it.
         async with TestCloud(broker.port, "TEST-01", site.key) as late:
             await late.wait(lambda: all(late.on(t) for t in retained), what="retained again")
             flags = {topic: raw.retain for topic, _, raw in late.messages}
