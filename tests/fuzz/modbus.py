@@ -272,12 +272,20 @@ def check_map_table(table: dict[str, Any]) -> None:
         check_values(rmap, values)
 
 
-_scratch = Path(tempfile.mkdtemp(prefix="edgectl-fuzz-maps-"))
+@cache
+def _scratch() -> Path:
+    """A directory for the map file under test, removed when the process ends."""
+    directory = tempfile.TemporaryDirectory(prefix="edgectl-fuzz-maps-")
+    _kept.append(directory)  # its finalizer removes it at exit
+    return Path(directory.name)
+
+
+_kept: list[tempfile.TemporaryDirectory[str]] = []
 
 
 def check_map_file(data: bytes) -> None:
     """load_register_map raises only RegisterMapError, whatever the file holds."""
-    path = _scratch / "map.toml"
+    path = _scratch() / "map.toml"
     path.write_bytes(data)
     rmap = attempt(RegisterMapError, load_register_map, path)
     if not isinstance(rmap, Refused):
