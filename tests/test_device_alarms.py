@@ -217,7 +217,7 @@ async def test_a_silent_pump_a_noisy_one_and_a_refusing_one_each_have_their_reas
             timeout=15,
             what="pump 3 offline",
         )
-        (refusing,) = [a for a in alarms(db, "pump_offline") if a["pump"] == 3]
+        refusing = next(a for a in alarms(db, "pump_offline") if a["pump"] == 3)
         assert "answers NAK" in refusing["message"]
         await until(
             lambda: alarms(db, "pump_offline")[-1]["cleared_at"] is not None,
