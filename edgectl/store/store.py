@@ -986,20 +986,7 @@ class Store:
             for (alarm_id,) in rows:
                 row = tx.execute("SELECT * FROM alarms WHERE id = ?", (alarm_id,)).fetchone()
                 tx.execute("UPDATE alarms SET cleared_at = ? WHERE id = ?", (now, alarm_id))
-                tx.outbox(
-                    "alarm",
-                    PRIORITY_EVENT,
-                    contract.alarm_data(
-                        int(row["id"]),
-                        str(row["kind"]),
-                        row["severity"],
-                        str(row["message"]),
-                        raised_at=str(row["raised_at"]),
-                        cleared_at=now,
-                        pump=pump,
-                    ),
-                    now,
-                )
+                tx.alarm_cleared(row, now)
         return len(rows)
 
     def purge_old_records(self, before: str) -> dict[str, int]:
@@ -1076,19 +1063,7 @@ class Store:
                 return None
             now = self._clock()
             tx.execute("UPDATE alarms SET cleared_at = ? WHERE id = ?", (now, row["id"]))
-            tx.outbox(
-                "alarm",
-                PRIORITY_EVENT,
-                contract.alarm_data(
-                    int(row["id"]),
-                    str(row["kind"]),
-                    row["severity"],
-                    str(row["message"]),
-                    raised_at=str(row["raised_at"]),
-                    cleared_at=now,
-                ),
-                now,
-            )
+            tx.alarm_cleared(row, now)
             return int(row["id"])
 
     def record_tank_reading(
@@ -1465,20 +1440,7 @@ class Store:
                 return None
             now = self._clock()
             tx.execute("UPDATE alarms SET cleared_at = ? WHERE id = ?", (now, alarm["id"]))
-            tx.outbox(
-                "alarm",
-                PRIORITY_EVENT,
-                contract.alarm_data(
-                    int(alarm["id"]),
-                    str(alarm["kind"]),
-                    alarm["severity"],
-                    str(alarm["message"]),
-                    raised_at=str(alarm["raised_at"]),
-                    cleared_at=now,
-                    pump=alarm["pump"],
-                ),
-                now,
-            )
+            tx.alarm_cleared(alarm, now)
             return int(alarm["id"])
 
     def record_device_activity(
@@ -1875,6 +1837,23 @@ class _Tx:
                 fault.message(),
                 raised_at=fault.since,
                 cleared_at=now,
+            ),
+            now,
+        )
+
+    def alarm_cleared(self, row: sqlite3.Row, now: str) -> None:
+        """Queue the cleared event of an alarm row whose `cleared_at` was just set."""
+        self.outbox(
+            "alarm",
+            PRIORITY_EVENT,
+            contract.alarm_data(
+                int(row["id"]),
+                str(row["kind"]),
+                row["severity"],
+                str(row["message"]),
+                raised_at=str(row["raised_at"]),
+                cleared_at=now,
+                pump=row["pump"],
             ),
             now,
         )
