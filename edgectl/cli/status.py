@@ -7,6 +7,7 @@ from typing import Any
 
 from edgectl.cli import output
 from edgectl.cli.output import Subparsers
+from edgectl.cli.records import sequence_table
 
 EXAMPLE = """\
 examples:
@@ -16,7 +17,9 @@ examples:
 
 Line rates are per minute over the last minute; the lines are the pumps' and the tank
 gauges'. A device is online when it answered its last polls; beside one that is not, and
-beside a line that is down, the reason. The first line is the health verdict of
+beside a line that is down, the reason. Once the cloud streams have begun, each guaranteed
+stream's last seq, the backend's ack and what is held unacknowledged (as `edgectl outbox`).
+The first line is the health verdict of
 `edgectl health`, and so is the exit status.
 """
 STATUS_EXITS = (
@@ -80,6 +83,10 @@ def render(status: dict[str, Any]) -> None:
         out.print(f"cloud {output.esc(cloud['broker'])}: {state}, {puback}, {backlog}")
         if not cloud["connected"] and cloud.get("last_error"):
             out.print(f"  last error: {output.esc(cloud['last_error'])}")
+    # Contract 1.1: what each guaranteed stream holds until the backend's ack, and how old.
+    streams = sequence_table(outbox.get("sequences") or {})
+    if streams is not None:
+        out.print(streams)
     lines = []
     for line in status["lines"]:
         rate = line["per_minute"] or {}
