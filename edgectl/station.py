@@ -319,6 +319,21 @@ class Station:
         async with service.lock:
             auth = service.auth
             if (
+                auth is not None
+                and auth.order_id == order_id
+                and (not service.online or service.status is None)
+            ):
+                reason = service.offline_reason or (
+                    "it has not reported its status since it came back"
+                    if service.online
+                    else "it does not answer its line"
+                )
+                raise CommandError(
+                    f"pump {order['pump']} is offline ({reason}): order {order_id} stays"
+                    " authorized until the pump answers; send the cancel again",
+                    code="pump_offline",
+                )
+            if (
                 order["status"] not in ("accepted", "authorized")
                 or auth is None
                 or auth.order_id != order_id
@@ -328,7 +343,7 @@ class Station:
                     f"order {order_id} is {order['status']} and can no longer be cancelled",
                     code="order_not_cancellable",
                 )
-            await service.line.stop(service.address)
+            await self._send_stop(service, "cancel")
             await service._end_auth(AuthorizationState.CANCELLED, "cancelled by the cloud")
             await service._publish_state()
         return f"order {order_id} cancelled, pump {order['pump']} de-authorized"
@@ -336,9 +351,30 @@ class Station:
     async def stop_pump(self, pump: int) -> str:
         """Emergency stop: the pump stops at once whatever it is doing; its sale is kept."""
         service = self.service(pump)
-        await service.line.stop(service.address)
+        await self._send_stop(service, "stop")
         self.log.warning("emergency_stop", pump=pump)
         return f"pump {pump} stopped"
+
+    async def _send_stop(self, service: PumpService, why: str) -> None:
+        """STOP to the pump, or a typed refusal the command's result carries: a pump that
+        does not confirm its STOP is `pump_refused` (`pump_offline` if it was not answering
+        its line before), never an exception out of the command handler, which would make
+        the broker deliver the same command again on every reconnect."""
+        was_online = service.online
+        try:
+            await service.line.stop(service.address)
+        except DriverError as exc:
+            number = service.pump.number
+            self.log.error("stop_failed", pump=number, command=why, error=str(exc))
+            if not was_online:
+                reason = service.offline_reason or "no answer since the station started"
+                raise CommandError(
+                    f"pump {number} is offline ({reason}); the STOP was not confirmed: {exc}",
+                    code="pump_offline",
+                ) from exc
+            raise CommandError(
+                f"pump {number} did not confirm the STOP: {exc}", code="pump_refused"
+            ) from exc
 
     async def set_prices(
         self,

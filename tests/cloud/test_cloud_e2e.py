@@ -214,6 +214,41 @@ async def test_cancel_and_expiry_release_the_payment(rig: Rig) -> None:
     await until(lambda: st.pump(2).status is DartStatus.RESET, what="de-authorized")
 
 
+async def test_cancel_or_stop_the_pump_does_not_confirm_is_rejected_not_redelivered(
+    rig: Rig,
+) -> None:
+    """A pump that refuses or does not answer the STOP of a `cancel` or `stop` gets the
+    command a rejected result with the reason (found: the handler raised, the session dropped
+    the connection, and the broker re-delivered the same command on every reconnect)."""
+    cloud, st = rig.cloud, rig.station
+    await cloud.result(await cloud.send("authorize", order(pump=1, order_id="o-n")))
+    await until(lambda: st.pump(1).status is DartStatus.AUTHORIZED, what="authorized")
+    st.sims["l0"].nak_data_frames(0x50, 4)  # the STOP and its three retries
+    refused = await cloud.result(await cloud.send("cancel", {"order_id": "o-n"}))
+    assert (refused["status"], refused["code"]) == ("rejected", "pump_refused")
+    assert "pump 1" in refused["message"]
+    assert st.pump(1).status is DartStatus.AUTHORIZED  # nothing was done: still released
+    # While the pump does not answer, the order stays, and the result says why.
+    st.sims["l0"].set_online(0x50, False)
+    await until(lambda: not st.service(1).online, what="pump 1 seen offline")
+    offline = await cloud.result(await cloud.send("cancel", {"order_id": "o-n"}))
+    assert (offline["status"], offline["code"]) == ("rejected", "pump_offline")
+    assert "stays authorized" in offline["message"]
+    st.sims["l0"].set_online(0x50, True)
+    await until(lambda: st.service(1).fp.state is FPState.AUTHORISED, what="pump 1 back")
+    # The link was not dropped: the next command on the same session is carried out.
+    done = await cloud.result(await cloud.send("cancel", {"order_id": "o-n"}))
+    assert (done["status"], done["code"]) == ("accepted", "ok")
+    await until(lambda: st.pump(1).status is DartStatus.RESET, what="de-authorized")
+
+    st.sims["l0"].set_online(0x51, False)  # pump 2 stops answering its line
+    await until(lambda: not st.service(2).online, what="pump 2 seen offline")
+    silent = await cloud.result(await cloud.send("stop", {"pump": 2}))
+    assert (silent["status"], silent["code"]) == ("rejected", "pump_offline")
+    st.sims["l0"].set_online(0x51, True)
+    assert len([m for t, m, _ in cloud.messages if t.endswith("state/online")]) == 1
+
+
 async def test_clear_is_idempotent(rig: Rig) -> None:
     cloud, st = rig.cloud, rig.station
     await cloud.result(await cloud.send("authorize", order(pump=1, order_id="o-p")))
