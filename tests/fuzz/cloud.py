@@ -19,12 +19,14 @@ from hypothesis import strategies as st
 
 from edgectl.cloud import contract, signing
 from edgectl.cloud.contract import (
+    AckData,
     AuthorizeData,
     CancelData,
     ClearData,
     ContractError,
     GradePrice,
     PricesData,
+    ReplayData,
     StopData,
     Topics,
 )
@@ -86,6 +88,9 @@ _DATA: dict[str, dict[str, Any]] = {
         "prices": [{"grade": "92", "unit_price": "7.12"}, {"grade": "95", "unit_price": "7.58"}],
     },
     "clear": {"sale_id": 412},
+    # Contract 1.1: the backend's watermark, and a range it asks for again.
+    "ack": {"stream": "sale", "seq": 41},
+    "replay": {"stream": "order", "from_seq": 7, "to_seq": 12},
 }
 # The command type of the topic: mostly the one the document's schema names ("same").
 _TYPES = st.one_of(
@@ -238,6 +243,11 @@ _decimals = st.one_of(
     st.sampled_from([Decimal("0.001"), Decimal("9" * 31), Decimal("1E+3"), Decimal("-1")]),
 )
 _grades = st.one_of(st.sampled_from(["92", "95", "DIESEL", "柴油"]), texts(max_size=5))
+_streams = st.one_of(
+    st.sampled_from(contract.GUARANTEED_STREAMS),
+    st.sampled_from(["pump_state", "heartbeat", "Sale", ""]),
+    texts(max_size=8),
+)
 _ms_times = st.integers(1, 24 * 3600 * 1000).map(lambda ms: ISSUED + timedelta(milliseconds=ms))
 command_data = st.one_of(
     st.tuples(
@@ -262,6 +272,8 @@ command_data = st.one_of(
         st.one_of(st.none(), _ms_times),
     ),
     st.tuples(st.just("clear"), st.one_of(_ids, st.integers(-1, 2**63))),
+    st.tuples(st.just("ack"), _streams, edge_integers),
+    st.tuples(st.just("replay"), _streams, edge_integers, edge_integers),
 )
 # (data, lifetime in ms, tamper with: None or a member and a new value)
 signed = st.tuples(
@@ -427,6 +439,10 @@ def _build(spec: tuple[Any, ...]) -> contract.CommandData | None:
             return ClearData(order_id=order_id)
         case ("clear", int() as sale_id):
             return ClearData(sale_id=sale_id)
+        case ("ack", stream, seq):
+            return AckData(stream, seq)
+        case ("replay", stream, from_seq, to_seq):
+            return ReplayData(stream, from_seq, to_seq)
     return None
 
 
