@@ -172,6 +172,21 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class HealthConfig:
+    """The thresholds of the health verdict (`edgectl health`, docs/operations.md): an
+    operator whose uplink is worse, or whose disk is smaller, tunes them per station."""
+
+    cloud_outage_budget_s: float = 15 * 60.0  # a link down longer than this is a fault
+    outbox_degraded_s: float = 30 * 60.0  # the oldest message waiting for the broker
+    outbox_critical_s: float = 24 * 3600.0
+    backup_late_factor: float = 2.0  # the newest backup older than this × the interval
+    disk_degraded_mb: int = 500
+    disk_critical_mb: int = 100
+    disk_degraded_pct: float = 10.0  # also degraded under this share of the disk free
+    clock_behind_s: float = 5 * 60.0  # the store holds records this far in the future
+
+
+@dataclass(frozen=True)
 class CommandKey:
     """A cloud key whose signature the station accepts on commands."""
 
@@ -357,6 +372,7 @@ class Config:
     source: Path  # the file it was read from, as given
     cloud: CloudConfig | None = None  # None: no [cloud] section, the station runs alone
     control: ControlConfig = ControlConfig()
+    health: HealthConfig = HealthConfig()
 
     gauges: tuple[GaugeConfig, ...] = ()  # empty: no [[gauges]], no tank gauging
     tanks: tuple[TankConfig, ...] = ()
@@ -446,6 +462,7 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> Config:
     pumps = _read_pumps(root, grades, lines)
     cloud = _read_cloud(root, station)
     control = _read_control(root)
+    health = _read_health(root)
     gauges = _read_gauges(root, lines)
     tanks = _read_tanks(root, grades, gauges)
     return Config(
@@ -462,6 +479,7 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> Config:
         tanks=tanks,
         cloud=cloud,
         control=control,
+        health=health,
     )
 
 
@@ -476,6 +494,7 @@ _SECTIONS: Final = (
     "pumps",
     "cloud",
     "control",
+    "health",
     "gauges",
     "tanks",
 )
@@ -886,6 +905,44 @@ def _read_control(root: _Table) -> ControlConfig:
     if group is not None and not _GROUP_NAME.fullmatch(group):
         raise t.fail("group", f"{_show(group)} is not a valid group name")
     return ControlConfig(socket=path, group=group)
+
+
+def _read_health(root: _Table) -> HealthConfig:
+    keys = tuple(HealthConfig.__dataclass_fields__)
+    t = root.table("health", keys)
+    d = HealthConfig()
+    day = 24 * 3600.0
+    health = HealthConfig(
+        cloud_outage_budget_s=t.opt_number(
+            "cloud_outage_budget_s", d.cloud_outage_budget_s, lo=0.0, hi=30 * day
+        ),
+        outbox_degraded_s=t.opt_number(
+            "outbox_degraded_s", d.outbox_degraded_s, lo=0.0, hi=30 * day
+        ),
+        outbox_critical_s=t.opt_number(
+            "outbox_critical_s", d.outbox_critical_s, lo=0.0, hi=365 * day
+        ),
+        backup_late_factor=t.opt_number(
+            "backup_late_factor", d.backup_late_factor, lo=1.0, hi=100.0
+        ),
+        disk_degraded_mb=t.opt_int("disk_degraded_mb", d.disk_degraded_mb, lo=0, hi=2**31),
+        disk_critical_mb=t.opt_int("disk_critical_mb", d.disk_critical_mb, lo=0, hi=2**31),
+        disk_degraded_pct=t.opt_number("disk_degraded_pct", d.disk_degraded_pct, lo=0.0, hi=100.0),
+        clock_behind_s=t.opt_number("clock_behind_s", d.clock_behind_s, lo=0.0, hi=365 * day),
+    )
+    if health.outbox_critical_s < health.outbox_degraded_s:
+        raise t.fail(
+            "outbox_critical_s",
+            f"{health.outbox_critical_s:g} is less than outbox_degraded_s "
+            f"({health.outbox_degraded_s:g}): the critical age must be the longer one",
+        )
+    if health.disk_critical_mb > health.disk_degraded_mb:
+        raise t.fail(
+            "disk_critical_mb",
+            f"{health.disk_critical_mb} is more than disk_degraded_mb "
+            f"({health.disk_degraded_mb}): critical must be the smaller free space",
+        )
+    return health
 
 
 _GROUP_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")

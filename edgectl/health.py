@@ -19,19 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edgectl.config import Config
+from edgectl.config import Config, HealthConfig
 from edgectl.store.backups import list_backups
 from edgectl.store.store import StoreReader
 
-CLOUD_OUTAGE_BUDGET_S = 15 * 60.0  # a link down this long is a fault, shorter a blip
-OUTBOX_DEGRADED_S = 30 * 60.0  # the oldest message waiting for the broker
-OUTBOX_CRITICAL_S = 24 * 3600.0
-BACKUP_LATE_FACTOR = 2.0  # the newest backup older than twice the interval
-DISK_CRITICAL_BYTES = 100 * 2**20
-DISK_DEGRADED_BYTES = 500 * 2**20
-DISK_DEGRADED_FRACTION = 0.10
 CLOCK_EARLIEST = datetime(2024, 1, 1, tzinfo=UTC)  # before this, the clock was never set
-CLOCK_BEHIND_S = 5 * 60.0  # the store holds records this far in the future
+# The other thresholds are `[health]` in the config (config.HealthConfig, docs/operations.md).
 
 
 class Status(enum.IntEnum):
@@ -84,6 +77,7 @@ class HealthSnapshot:
     disk_free_bytes: int | None = None
     disk_total_bytes: int | None = None
     newest_record_at: datetime | None = None
+    rules: HealthConfig = field(default_factory=HealthConfig)  # the station's `[health]`
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +172,7 @@ def _cloud(snap: HealthSnapshot) -> Check | None:
     if snap.cloud_connected:
         return Check("cloud", Status.OK, "cloud connected")
     outage = snap.cloud_outage_s or 0.0
-    if outage > CLOUD_OUTAGE_BUDGET_S:
+    if outage > snap.rules.cloud_outage_budget_s:
         return Check("cloud", Status.DEGRADED, f"cloud link down for {_ago(outage)}")
     return Check("cloud", Status.OK, f"cloud reconnecting ({_ago(outage)})")
 
@@ -190,9 +184,9 @@ def _outbox(snap: HealthSnapshot) -> Check | None:
     if not snap.outbox_depth or age is None:
         return Check("outbox", Status.OK, "outbox empty")
     text = f"outbox {snap.outbox_depth}, oldest {_ago(age)} old"
-    if age > OUTBOX_CRITICAL_S:
+    if age > snap.rules.outbox_critical_s:
         return Check("outbox", Status.CRITICAL, text)
-    if age > OUTBOX_DEGRADED_S:
+    if age > snap.rules.outbox_degraded_s:
         return Check("outbox", Status.DEGRADED, text)
     return Check("outbox", Status.OK, text)
 
@@ -206,7 +200,7 @@ def _backup(snap: HealthSnapshot) -> Check | None:
         if snap.uptime_s is not None and snap.uptime_s < interval_s:
             return Check("backup", Status.OK, "no backup yet")
         return Check("backup", Status.DEGRADED, "no backup taken")
-    if age > BACKUP_LATE_FACTOR * interval_s:
+    if age > snap.rules.backup_late_factor * interval_s:
         return Check("backup", Status.DEGRADED, f"last backup {_ago(age)} ago")
     return Check("backup", Status.OK, f"last backup {_ago(age)} ago")
 
@@ -216,9 +210,10 @@ def _disk(snap: HealthSnapshot) -> Check | None:
     if free is None or not total:
         return None
     text = f"disk {free * 100 // total}% free ({free // 2**20} MB)"
-    if free < DISK_CRITICAL_BYTES:
+    rules = snap.rules
+    if free < rules.disk_critical_mb * 2**20:
         return Check("disk", Status.CRITICAL, text)
-    if free < DISK_DEGRADED_BYTES or free < DISK_DEGRADED_FRACTION * total:
+    if free < rules.disk_degraded_mb * 2**20 or free < rules.disk_degraded_pct / 100 * total:
         return Check("disk", Status.DEGRADED, text)
     return Check("disk", Status.OK, text)
 
@@ -228,7 +223,7 @@ def _clock(snap: HealthSnapshot) -> Check:
         return Check("clock", Status.CRITICAL, f"clock not set ({snap.now:%Y-%m-%d})")
     newest = snap.newest_record_at
     ahead = 0.0 if newest is None else (newest - snap.now).total_seconds()
-    if ahead > CLOCK_BEHIND_S:
+    if ahead > snap.rules.clock_behind_s:
         return Check(
             "clock",
             Status.DEGRADED,
@@ -264,6 +259,7 @@ def gather_files(config: Config, now: datetime) -> dict[str, Any]:
     """The fields the file system answers: the newest backup, the store's disk."""
     ours = [b for b in list_backups(config.store.backups) if b.station == config.station.id]
     fields: dict[str, Any] = {
+        "rules": config.health,
         "backup_interval_h": config.store.backup_interval_h,
         "last_backup_age_s": (now - ours[-1].taken_at).total_seconds() if ours else None,
     }

@@ -17,6 +17,7 @@ from edgectl.config import (
     Config,
     GaugeConfig,
     GradeConfig,
+    HealthConfig,
     LimitsConfig,
     LineConfig,
     LoggingConfig,
@@ -121,6 +122,7 @@ def test_example_config_loads() -> None:
     assert config.cloud is not None
     assert config.cloud.client_id == "edgectl-SH-PD-0017"
     assert [key.id for key in config.cloud.command_keys] == ["cloud-2026a"]
+    assert config.health == HealthConfig()  # the example shows the defaults it says
 
 
 def test_demo_config_loads() -> None:
@@ -1539,3 +1541,36 @@ def test_shipped_files_have_gauges_and_tanks() -> None:
     for tank in demo.tanks:
         assert tank.chart is not None and tank.chart.points[0] == (Decimal(0), Decimal(0))
         assert tank.chart.max_volume == tank.capacity_l
+
+
+# ------------------------------------------------------------------ [health]
+
+
+def test_health_thresholds_default_and_tune(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, BASE)).health == HealthConfig()
+    tuned = load_config(
+        write(
+            tmp_path,
+            BASE + "\n[health]\ncloud_outage_budget_s = 3600\ndisk_critical_mb = 50\n"
+            "outbox_degraded_s = 600\noutbox_critical_s = 7200\n",
+        )
+    ).health
+    assert tuned.cloud_outage_budget_s == 3600 and tuned.disk_critical_mb == 50
+    assert (tuned.outbox_degraded_s, tuned.outbox_critical_s) == (600, 7200)
+    assert tuned.disk_degraded_mb == HealthConfig().disk_degraded_mb  # the rest keep defaults
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ("outbox_critical_s = 60", "outbox_critical_s: 60 is less than outbox_degraded_s (1800)"),
+        ("disk_critical_mb = 900", "disk_critical_mb: 900 is more than disk_degraded_mb (500)"),
+        ("disk_degraded_pct = 120", "health.disk_degraded_pct: 120 is out of range"),
+        ("backup_late_factor = 0.5", "health.backup_late_factor: 0.5 is out of range"),
+        ("cloud_outage = 1", 'health: unknown key "cloud_outage"'),
+    ],
+)
+def test_health_threshold_mistakes_name_their_key(
+    tmp_path: Path, section: str, expected: str
+) -> None:
+    assert expected in load_error(tmp_path, BASE + f"\n[health]\n{section}\n")

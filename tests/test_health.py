@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from edgectl.config import HealthConfig
 from edgectl.health import Devices, HealthSnapshot, Status, evaluate
 
 NOW = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
@@ -109,3 +110,22 @@ def test_the_clock() -> None:
         Status.DEGRADED,
         "clock went back: the store has records from 2 h in the future",
     )
+
+
+def test_the_stations_own_thresholds_decide() -> None:
+    """`[health]` tunes the rules: a station on a poor uplink allows a longer outage, one on
+    a small disk a smaller free space (config.HealthConfig)."""
+    down = replace(HEALTHY, cloud_connected=False, cloud_outage_s=40 * 60)
+    assert check(down, "cloud")[0] is Status.DEGRADED  # the default budget is 15 min
+    patient = replace(down, rules=HealthConfig(cloud_outage_budget_s=3600))
+    assert check(patient, "cloud")[0] is Status.OK
+
+    small = replace(HEALTHY, disk_free_bytes=300 * 2**20, disk_total_bytes=2 * 2**30)
+    assert check(small, "disk")[0] is Status.DEGRADED
+    tuned = HealthConfig(disk_degraded_mb=200, disk_critical_mb=50, disk_degraded_pct=5)
+    assert check(replace(small, rules=tuned), "disk")[0] is Status.OK
+
+    backlog = replace(HEALTHY, outbox_depth=3, outbox_oldest_age_s=2 * 3600)
+    assert check(backlog, "outbox")[0] is Status.DEGRADED
+    strict = HealthConfig(outbox_degraded_s=600, outbox_critical_s=3600)
+    assert check(replace(backlog, rules=strict), "outbox")[0] is Status.CRITICAL
