@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit soak chaos fuzz bench system-deps clean install uninstall
+.PHONY: demo test lint typecheck unit soak chaos fuzz fleet bench system-deps clean install uninstall
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-deps
@@ -48,6 +48,12 @@ chaos: $(STAMP)
 # default, a few minutes. FUZZ_ARGS="--seed S --target tls.display" replays one entry.
 fuzz: $(STAMP)
 	$(BIN)/python -m chaos.fuzz $(FUZZ_ARGS)
+
+# A chain of stations on one broker (chaos/fleet.py): 50 daemons with simulated pumps through
+# faulty uplinks, 3 ingest workers into PostgreSQL, worker kills and a broker restart; about
+# 10 minutes. FLEET_ARGS="--stations 10 --duration 60" for a shorter run, "--seed S" replays.
+fleet: $(STAMP)
+	$(BIN)/python -m chaos.fleet $(FLEET_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/dart_scan.py

@@ -241,6 +241,8 @@ class FaultProxy:
         self._tasks.add(task)
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            pass  # the proxy is closing: the connection ends with it, quietly
         finally:
             self._tasks.discard(task)
 
