@@ -136,11 +136,14 @@ class SimPump:
         self._ignored: frozenset[int] = frozenset()
         self._lift_after: tuple[int, int] | None = None
         self._listeners: list[StatusListener] = []
+        self._watchers: list[Callable[[], None]] = []
         # dispenser state
         self._status = DartStatus.RESET
         self._nozzle_out: int | None = None
         self._selected = 0  # last nozzle lifted, reported in DC3 until the next one
         self._trigger = False
+        self._hand_volume: int | None = None  # where the customer's hand lets go (raw)
+        self._hand_amount: int | None = None
         self._allowed: frozenset[int] | None = None
         self._preset_volume: int | None = None
         self._preset_amount: int | None = None
@@ -181,20 +184,31 @@ class SimPump:
         self._selected = nozzle
         self._queue_nozzle_status()
         self._update_flow()
+        self._changed()
 
-    def squeeze(self) -> None:
-        """The customer squeezes the trigger: fuel flows if the pump allows it."""
+    def squeeze(self, *, stop_volume: int | None = None, stop_amount: int | None = None) -> None:
+        """The customer squeezes the trigger: fuel flows if the pump allows it.
+
+        With `stop_volume` / `stop_amount` (raw, of this fill) the hand lets go exactly
+        there, as a customer aiming at a round sum does with the trigger's last click: a
+        scripted sale then ends on the figure the script asked for, which a sleep never
+        would. A preset reached first still stops the fill as usual.
+        """
         with self._lock:
             self._advance()
             self._trigger = True
+            self._hand_volume, self._hand_amount = stop_volume, stop_amount
             self._update_flow()
+            self._changed()
 
     def release(self) -> None:
         """The customer lets go of the trigger; the pump stays in its fill."""
         with self._lock:
             self._advance()
             self._trigger = False
+            self._hand_volume = self._hand_amount = None
             self._update_flow()
+            self._changed()
 
     def hang_up(self) -> None:
         """The nozzle goes back into its holster, which ends a fill."""
@@ -203,11 +217,13 @@ class SimPump:
                 return
             self._advance()
             self._trigger = False
+            self._hand_volume = self._hand_amount = None
             self._nozzle_out = None
             self._queue_nozzle_status()
             if self._status in _IN_FILL:
                 self._end_fill(DartStatus.FILLING_COMPLETED)
             self._update_flow()
+            self._changed()
 
     # ---------------------------------------------------------------- queries
     @property
@@ -234,6 +250,19 @@ class SimPump:
     def nozzle_out(self) -> int | None:
         with self._lock:
             return self._nozzle_out
+
+    @property
+    def squeezed(self) -> bool:
+        """The customer holds the trigger (False once the hand let go at its mark)."""
+        with self._lock:
+            self._advance()
+            return self._trigger
+
+    @property
+    def selected(self) -> int:
+        """The nozzle the pump reports as selected (the last one lifted), 0: none yet."""
+        with self._lock:
+            return self._selected
 
     @property
     def nozzles(self) -> tuple[int, ...]:
@@ -266,9 +295,10 @@ class SimPump:
                 return None
             price = self._nozzles[self._fill_nozzle].price
             targets = [t for t in (volume, self._preset_volume) if t is not None]
+            targets += [t for t in (self._hand_volume,) if t is not None]
             targets += [
                 self._volume_for_amount(t, price)
-                for t in (amount, self._preset_amount)
+                for t in (amount, self._preset_amount, self._hand_amount)
                 if t is not None and price > 0
             ]
             if not targets:
@@ -277,10 +307,19 @@ class SimPump:
             return max(0.0, (litres - self._litres) / self.flow_rate_lps)
 
     # ---------------------------------------------------------------- hooks
+    def set_flow_rate(self, litres_per_second: float) -> None:
+        """How fast fuel flows from now on; what flowed so far is metered at the old rate."""
+        if not (litres_per_second > 0 and math.isfinite(litres_per_second)):
+            raise ValueError("the flow rate must be positive")
+        with self._lock:
+            self._advance()
+            self.flow_rate_lps = litres_per_second
+
     def set_online(self, online: bool) -> None:
         """An offline pump hears nothing and answers nothing (power or line cut)."""
         with self._lock:
             self._online = online
+            self._changed()
 
     def power_cycle(self) -> None:
         """Mains off and on: the line layer forgets its sequence numbers and queued data;
@@ -301,6 +340,24 @@ class SimPump:
         """Fault: ACK these CD1 commands but carry none of them out (none: back to normal)."""
         with self._lock:
             self._ignored = frozenset(dccs)
+
+    def add_watcher(self, watcher: Callable[[], None]) -> Callable[[], None]:
+        """Call `watcher()` on any change a customer or the controller makes: status,
+        nozzle, trigger, online. Returns the function removing it. Like listeners, it runs
+        under the pump's lock and must be quick and not call back into the pump."""
+        with self._lock:
+            self._watchers.append(watcher)
+
+        def remove() -> None:
+            with self._lock, contextlib.suppress(ValueError):
+                self._watchers.remove(watcher)
+
+        return remove
+
+    def _changed(self) -> None:
+        # Caller holds self._lock.
+        for watcher in list(self._watchers):
+            watcher()
 
     def add_listener(self, listener: StatusListener) -> Callable[[], None]:
         """Call `listener(status)` on every status change; returns the function removing it.
@@ -473,7 +530,8 @@ class SimPump:
 
     # ---------------------------------------------------------------- flow
     def _advance(self) -> None:
-        """Bring the metered volume up to now; stop exactly at a preset."""
+        """Bring the metered volume up to now; stop exactly at a preset, or let go of the
+        trigger exactly where the customer's hand was told to."""
         since = self._flow_since
         if since is None or self._fill_nozzle is None:
             return
@@ -485,29 +543,49 @@ class SimPump:
         self._litres = litres
         self._flow_since = now
         volume = max(self._volume, math.floor(litres * 10**self.volume_decimals + 1e-9))
-        limit = self._limit(price)
+        limit = self._stop_at(price, self._preset_volume, self._preset_amount)
+        hand = self._stop_at(price, self._hand_volume, self._hand_amount)
+        # The hand lets go first unless the preset stops the flow at or before it.
+        if (
+            hand is not None
+            and self._reached(hand, self._hand_amount, volume, price)
+            and (limit is None or limit[0] > hand[0])
+        ):
+            self._meter(max(self._volume, hand[0]), max(self._amount, hand[1]))
+            self._litres = self._volume / 10**self.volume_decimals
+            self._trigger = False
+            self._hand_volume = self._hand_amount = None
+            self._flow_since = None
+            self._changed()
+            return
         if limit is not None:
             limit_volume, limit_amount = limit
-            amount_preset_hit = (
-                self._preset_amount is not None
-                and self._amount_for(volume, price) >= self._preset_amount
-            )
-            if volume >= limit_volume or amount_preset_hit:
+            if self._reached(limit, self._preset_amount, volume, price):
                 self._meter(max(self._volume, limit_volume), max(self._amount, limit_amount))
                 self._litres = self._volume / 10**self.volume_decimals
                 self._end_fill(DartStatus.MAX_REACHED)
                 return
         self._meter(volume, self._amount_for(volume, price))
 
-    def _limit(self, price: int) -> tuple[int, int] | None:
-        """(volume, amount) at which the preset stops the fill, or None without a preset."""
+    def _stop_at(
+        self, price: int, volume: int | None, amount: int | None
+    ) -> tuple[int, int] | None:
+        """(volume, amount) at which a volume or amount mark (a preset, or where the hand
+        lets go) stops the flow, or None without either."""
         limits: list[tuple[int, int]] = []
-        if self._preset_volume is not None:
-            limits.append((self._preset_volume, self._amount_for(self._preset_volume, price)))
-        if self._preset_amount is not None and price > 0:
-            volume = self._volume_for_amount(self._preset_amount, price)
-            limits.append((volume, self._preset_amount))
+        if volume is not None:
+            limits.append((volume, self._amount_for(volume, price)))
+        if amount is not None and price > 0:
+            limits.append((self._volume_for_amount(amount, price), amount))
         return min(limits) if limits else None
+
+    def _reached(
+        self, limit: tuple[int, int], amount_mark: int | None, volume: int, price: int
+    ) -> bool:
+        # An amount mark may be met a volume step before its rounded volume.
+        return volume >= limit[0] or (
+            amount_mark is not None and self._amount_for(volume, price) >= amount_mark
+        )
 
     def _meter(self, volume: int, amount: int) -> None:
         """Set the fill's volume and amount; the nozzle's totals grow by the same steps."""
@@ -567,6 +645,7 @@ class SimPump:
         self._queue_status()
         for listener in list(self._listeners):
             listener(status)
+        self._changed()
 
     def _queue_status(self) -> None:
         # Every change is reported, in order, so the controller sees AUTHORIZED before
@@ -793,6 +872,16 @@ class DartLineSimulator:
         """The pump refuses the next `n` data frames (commands) with a NAK, unexecuted."""
         with self._lock:
             self._faults.nak_data[address] = self._faults.nak_data.get(address, 0) + n
+
+    def refusing(self, address: int) -> int:
+        """How many more data frames the pump will refuse with a NAK."""
+        with self._lock:
+            return self._faults.nak_data.get(address, 0)
+
+    def stop_refusing(self, address: int) -> None:
+        """The pump takes commands again (undoes `nak_data_frames`)."""
+        with self._lock:
+            self._faults.nak_data.pop(address, None)
 
     def inject_garbage(self, data: bytes) -> None:
         """Line noise: `data` goes out on the line just before the next reply."""
@@ -1047,7 +1136,7 @@ class Customer:
                 if isinstance(step, Lift):
                     pump.lift(step.nozzle)
                 elif isinstance(step, WaitAuthorized):
-                    authorized = await _until(pump, _released(pump), step.timeout)
+                    authorized = await wait_until(pump, _released(pump), step.timeout)
                     if not authorized:
                         break  # nobody released the pump: walk away
                 elif isinstance(step, Squeeze):
@@ -1080,7 +1169,7 @@ class Customer:
                 amount is not None and pump.amount >= amount
             )
 
-        await _until(
+        await wait_until(
             pump, done, step.timeout, wake=lambda: pump.seconds_until(volume=volume, amount=amount)
         )
 
@@ -1093,23 +1182,23 @@ def _released(pump: SimPump) -> Callable[[], bool]:
     return lambda: pump.status in (DartStatus.AUTHORIZED, DartStatus.FILLING)
 
 
-async def _until(
+async def wait_until(
     pump: SimPump,
     predicate: Callable[[], bool],
     within_s: float,
     *,
     wake: Callable[[], float | None] = lambda: None,
 ) -> bool:
-    """Wait until `predicate()` holds: woken by status changes and by the moment `wake()`
-    says the flow reaches its mark. False after `within_s` seconds."""
+    """Wait until `predicate()` holds: woken by any change at the pump (see add_watcher)
+    and by the moment `wake()` says the flow reaches its mark. False after `within_s`."""
     loop = asyncio.get_running_loop()
     changed = asyncio.Event()
 
-    def on_status(_status: DartStatus) -> None:
+    def on_change() -> None:
         with contextlib.suppress(RuntimeError):  # the loop may already be closed
             loop.call_soon_threadsafe(changed.set)
 
-    remove = pump.add_listener(on_status)
+    remove = pump.add_watcher(on_change)
     try:
         deadline = loop.time() + within_s
         while not predicate():
