@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from drivers.wayne_dart.sim import DartLineSimulator
+    from drivers.wayne_dart.sim_control import SimController
     from edgectl.config import Config, LineConfig
 
 _DART_EXAMPLES = """\
@@ -26,7 +27,15 @@ examples:
   # no config: two pumps with two nozzles each behind /tmp/dart
   edgectl simulate dart --link /tmp/dart --pumps 0x50,0x51 --nozzles 2
 
-The simulator runs until Ctrl-C or SIGTERM. Point the daemon's line port at the printed path.
+  # a scripted pay-at-pump sale, then exit (see docs/simulator.md)
+  edgectl simulate dart --config config/demo.toml --script config/scripts/pay-at-pump.sim
+
+  # customers driven from outside: socat - UNIX-CONNECT:/tmp/dart-sim.sock
+  edgectl simulate dart --config config/demo.toml --control-socket /tmp/dart-sim.sock
+
+The simulator runs until Ctrl-C or SIGTERM (a script: until its end, unless --keep-running).
+Point the daemon's line port at the printed path. PUMP in control commands is the pump's
+number in the config (quick mode: 1, 2, ... in --pumps order), or its address as 0x50.
 """
 
 # Unit prices for the quick mode, one per nozzle in turn (2 decimals).
@@ -81,8 +90,9 @@ def register(subparsers: Any) -> None:
         "--customers",
         choices=("random", "none"),
         default="none",
-        help="random: people arrive and use the pumps; none: only the controller acts "
-        "(default none)",
+        help="random: people arrive and use the pumps; none: only the controller acts, and "
+        "scripted customers (default none, also with --script or --control-socket; the "
+        "command `customers random` switches them on at run time)",
     )
     people.add_argument(
         "--mean-interval",
@@ -92,6 +102,34 @@ def register(subparsers: Any) -> None:
         help="mean seconds between customers arriving on a line (default 20)",
     )
     people.add_argument("--seed", type=int, help="seed for reproducible customers")
+    control = dart.add_argument_group(
+        "control (one command a line, one reply a line: docs/simulator.md)"
+    )
+    control.add_argument(
+        "--script",
+        type=Path,
+        metavar="FILE",
+        help="run FILE's commands in order, printing each reply; exit 0 at its end, 1 at "
+        "its first error (- reads the script from stdin)",
+    )
+    control.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="after the script, go on simulating until Ctrl-C or SIGTERM",
+    )
+    control.add_argument(
+        "--control",
+        choices=("-",),
+        help="-: take commands on stdin and print the replies; an error does not stop it, "
+        "quit or end of input stops the simulator",
+    )
+    control.add_argument(
+        "--control-socket",
+        type=Path,
+        metavar="PATH",
+        help="serve the commands on a Unix socket at PATH (mode 0600), one session per "
+        "connection, while the simulator runs",
+    )
     dart.set_defaults(func=run_dart)
 
 
@@ -125,18 +163,31 @@ def run_dart(args: argparse.Namespace) -> int:
     if args.config is None and (args.link is None or args.pumps is None):
         print("simulate dart: give --config, or --link together with --pumps", file=sys.stderr)
         return 2
+    script: list[str] | None = None
+    if args.script is not None and str(args.script) != "-":
+        try:
+            script = args.script.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"simulate dart: cannot read the script {args.script}: {exc}", file=sys.stderr)
+            return 2
+    if str(args.script) == "-" and args.control == "-":
+        print("simulate dart: stdin is either the script or the console", file=sys.stderr)
+        return 2
+    if args.keep_running and args.script is None:
+        print("simulate dart: --keep-running goes with --script", file=sys.stderr)
+        return 2
     configure(level="info", fmt="console")
     reply_delay_s = args.reply_delay_ms / 1000
     try:
         if args.config is not None:
+            config = load_config(args.config)
             sims = build_simulators(
-                load_config(args.config),
-                line=args.line,
-                baud=args.baud,
-                reply_delay_s=reply_delay_s,
+                config, line=args.line, baud=args.baud, reply_delay_s=reply_delay_s
             )
+            numbers = {(p.line, p.address): p.number for p in config.pumps}
         else:
             sims = [_quick_simulator(args, reply_delay_s)]
+            numbers = {("dart", a): n for n, a in enumerate(args.pumps, start=1)}
     except (EdgectlError, DriverError, ValueError, OSError) as exc:
         print(f"simulate dart: {exc}", file=sys.stderr)
         return 2
@@ -146,7 +197,7 @@ def run_dart(args: argparse.Namespace) -> int:
         link = sim.link
         where = f"{link.link} -> {link.slave_name}" if link is not None else "?"
         print(f"{sim.name}: {where}  pumps {addresses}  ({timing})")
-    return asyncio.run(_serve(sims, args))
+    return asyncio.run(_serve(sims, args, numbers, script))
 
 
 def build_simulators(
@@ -257,35 +308,89 @@ def _serve_at(sim: DartLineSimulator, port: Path) -> None:
     sim.serve_pty(port)
 
 
-async def _serve(sims: list[DartLineSimulator], args: argparse.Namespace) -> int:
-    from drivers.wayne_dart.sim import RandomCustomers
+async def _serve(
+    sims: list[DartLineSimulator],
+    args: argparse.Namespace,
+    numbers: Mapping[tuple[str, int], int],
+    script: list[str] | None,
+) -> int:
+    from drivers.wayne_dart.sim_control import (
+        ControlledPump,
+        ControlSocket,
+        CustomerSwitch,
+        SimController,
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print("simulating; Ctrl-C to stop", flush=True)
+    customers = CustomerSwitch(sims, mean_interval_s=args.mean_interval, seed=args.seed)
+    controller = SimController(
+        [
+            ControlledPump(numbers[(sim.name, pump.address)], sim, pump)
+            for sim in sims
+            for pump in sim.pumps
+        ],
+        customers=customers,
+    )
+    socket = ControlSocket(controller, args.control_socket) if args.control_socket else None
+    status = 0
     try:
+        if socket is not None:
+            await socket.start()
+            print(f"control socket: {socket.path}")
+        if args.customers == "random":
+            customers.set("random")
+        print("simulating; Ctrl-C to stop", flush=True)
         async with asyncio.TaskGroup() as group:
-            customers = [
-                group.create_task(
-                    RandomCustomers(
-                        sim,
-                        mean_interval_s=args.mean_interval,
-                        seed=None if args.seed is None else args.seed + index,
-                    ).run(),
-                    name=f"customers-{sim.name}",
+            session = None
+            if args.script is not None or args.control == "-":
+                session = group.create_task(
+                    _session(controller, args, script, stop), name="control-session"
                 )
-                for index, sim in enumerate(sims)
-                if args.customers == "random"
-            ]
             await stop.wait()
-            for task in customers:
-                task.cancel()
+            if session is not None:
+                session.cancel()
+        if session is not None and not session.cancelled():
+            status = session.result()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if socket is not None:
+            await socket.close()
+        controller.close()
+        await customers.aclose()
         for sim in sims:
             sim.stop()
     print("simulator stopped")
-    return 0
+    return status
+
+
+async def _session(
+    controller: SimController,
+    args: argparse.Namespace,
+    script: list[str] | None,
+    stop: asyncio.Event,
+) -> int:
+    """The script, then the console if asked for; sets `stop` when the simulator is done."""
+    from drivers.wayne_dart.sim_control import run_script, stream_lines
+
+    def emit(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        if args.script is not None:
+            name = "stdin" if script is None else str(args.script)
+            lines = stream_lines(sys.stdin) if script is None else script
+            end = await run_script(controller, lines, emit)
+            if not end.ok:
+                print(f"simulate dart: {name}:{end.failed_line}: {end.reply}", file=sys.stderr)
+                return 1
+            if args.keep_running and args.control != "-":
+                await asyncio.Event().wait()  # until Ctrl-C or SIGTERM
+        if args.control == "-":
+            await run_script(controller, stream_lines(sys.stdin), emit, stop_on_error=False)
+        return 0
+    finally:
+        stop.set()
