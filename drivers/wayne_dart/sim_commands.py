@@ -65,9 +65,10 @@ class PumpRef:
         return str(self.number) if self.number is not None else f"0x{self.address or 0:02X}"
 
 
-# The states `wait PUMP STATE` knows: the DART statuses; `idle`, nozzle in and nothing
-# authorized or flowing (a pump the next customer may use); `nozzle-out`; and `offline`,
-# a pump made silent.
+# The states `wait PUMP STATE` knows: the DART statuses; `idle`, nozzle in and status
+# reset, a pump the next customer may use (after a sale: the controller has read it and
+# reset the pump, a DART pump takes an authorization only in reset); `nozzle-out`; and
+# `offline`, a pump made silent.
 WaitState: TypeAlias = Literal[
     "reset",
     "authorized",

@@ -68,7 +68,6 @@ _STATE_NAMES: Final = {
     DartStatus.SWITCHED_OFF: "switched-off",
     DartStatus.SUSPENDED: "suspended",
 }
-_IDLE: Final = frozenset({DartStatus.RESET, DartStatus.FILLING_COMPLETED, DartStatus.MAX_REACHED})
 _RELEASED: Final = frozenset({DartStatus.AUTHORIZED, DartStatus.FILLING})
 _IN_FILL: Final = frozenset({DartStatus.FILLING, DartStatus.SUSPENDED})
 _FOREVER: Final = 1_000_000_000  # NAKs for `refuse` without a count
@@ -503,7 +502,7 @@ class SimController:
 
 def _state_test(pump: SimPump, state: WaitState) -> Callable[[], bool]:
     if state == "idle":
-        return lambda: pump.nozzle_out is None and pump.status in _IDLE
+        return lambda: pump.nozzle_out is None and pump.status is DartStatus.RESET
     if state == "nozzle-out":
         return lambda: pump.nozzle_out is not None
     if state == "offline":

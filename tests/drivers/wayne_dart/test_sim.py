@@ -467,6 +467,40 @@ def test_released_trigger_stops_the_flow_but_not_the_fill(
     assert pump.volume == 120
 
 
+def test_the_hand_lets_go_exactly_at_its_mark_and_the_fill_goes_on(
+    master: Master, sim: DartLineSimulator, clock: FakeClock
+) -> None:
+    pump = sim.pump(0x50)
+    authorize(master, 0x50)
+    pump.lift(1)
+    pump.squeeze(stop_amount=1000)  # 10.00 at 1.79: 5.59 L, however coarse the clock
+    assert pump.seconds_until() == pytest.approx(5.59 / 0.6)
+    clock.advance(60.0)
+    assert not pump.squeezed
+    assert (pump.status, pump.volume, pump.amount) == (DartStatus.FILLING, 559, 1000)
+    assert pump.totals(1) == (100_000 + 559, 179_000 + 1000)
+    pump.squeeze(stop_volume=600)  # on with the same fill, to a volume this time
+    clock.advance(60.0)
+    assert (pump.squeezed, pump.volume, pump.amount) == (False, 600, 1074)
+    pump.hang_up()
+    assert pump.status is DartStatus.FILLING_COMPLETED
+
+
+def test_a_preset_before_the_hand_ends_the_fill_there(
+    master: Master, sim: DartLineSimulator, clock: FakeClock
+) -> None:
+    pump = sim.pump(0x50)
+    authorize(master, 0x50, codec.PresetVolume(200))
+    pump.lift(2)
+    pump.squeeze(stop_volume=300)
+    clock.advance(60.0)
+    assert (pump.status, pump.volume) == (DartStatus.MAX_REACHED, 200)
+    pump.set_flow_rate(2.0)  # a faster pump from now on
+    assert pump.flow_rate_lps == 2.0
+    with pytest.raises(ValueError):
+        pump.set_flow_rate(0.0)
+
+
 def test_wrong_nozzle_gives_no_fuel(
     master: Master, sim: DartLineSimulator, clock: FakeClock
 ) -> None:
