@@ -184,3 +184,26 @@ async def test_the_control_socket_serves_sessions_and_survives_a_bad_command(
         code, _, err = await sim.finish()
     assert code == 0, err
     assert not path.exists()
+
+
+@pytest.mark.parametrize("mode", ["--control", "--script"])
+async def test_stdin_as_console_goes_on_past_errors_and_as_script_stops(
+    tmp_path: Path, mode: str
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edgectl", "simulate", "dart",
+        "--link", str(tmp_path / "dart"), "--pumps", "0x50", mode, "-",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(b"lift 1 2\nbogus\nstatus 1\n"), 60)
+    replies = [line for line in out.decode().splitlines() if line.startswith(("ok", "error"))]
+    if mode == "--control":
+        assert proc.returncode == 0, err
+        assert [r.split()[0] for r in replies] == ["ok", "error", "ok"]
+        assert "nozzle=2 nozzle-out=yes" in replies[2]
+    else:
+        assert proc.returncode == 1
+        assert [r.split()[0] for r in replies] == ["ok", "error"]
+        assert "stdin:2: error unknown_command" in err.decode()
