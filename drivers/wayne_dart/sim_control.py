@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Final, Literal
 
 import structlog
 
@@ -114,17 +114,16 @@ class CustomerSwitch:
     def mode(self) -> str:
         return "random" if self._tasks else "none"
 
-    def set(self, mode: str) -> None:
-        """ "random" or "none"; on the running loop. A customer at a pump when they are
-        switched off finishes with the nozzle back in its holster."""
+    def set(self, mode: Literal["random", "none"]) -> None:
+        """Switch them on or off (on the running loop). A customer at a pump when they are
+        switched off leaves with the nozzle back in its holster."""
         if mode == "random" and not self._tasks:
-            rounds = len(self._tasks)
             self._tasks = [
                 asyncio.get_running_loop().create_task(
                     RandomCustomers(
                         sim,
                         mean_interval_s=self.mean_interval_s,
-                        seed=None if self.seed is None else self.seed + index + rounds,
+                        seed=None if self.seed is None else self.seed + index,
                     ).run(),
                     name=f"customers-{sim.name}",
                 )
@@ -299,15 +298,17 @@ class SimController:
     ) -> str:
         pump = target.pump
         wait_s = _seconds(command.wait_s, DEFAULT_AUTHORIZE_WAIT_S)
-        released = await wait_until(pump, lambda: pump.status in _RELEASED, wait_s)
+        released = await wait_until(
+            pump, lambda: pump.status in _RELEASED or pump.nozzle_out is None, wait_s
+        )
+        if pump.nozzle_out is None:
+            raise ControlError("wrong_state", f"pump {target.number}: the nozzle was hung up")
         if not released:
             raise ControlError(
                 "not_authorized",
                 f"pump {target.number} was not authorized within {wait_s:g} s "
                 f"(state {state_name(pump.status)})",
             )
-        if pump.nozzle_out is None:
-            raise ControlError("wrong_state", f"pump {target.number}: the nozzle was hung up")
         if command.rate_l_per_min is not None:
             pump.set_flow_rate(float(command.rate_l_per_min) / 60)
         pump.squeeze(stop_volume=volume, stop_amount=amount)

@@ -90,9 +90,9 @@ def register(subparsers: Any) -> None:
         "--customers",
         choices=("random", "none"),
         default="none",
-        help="random: people arrive and use the pumps; none: only the controller acts, and "
-        "scripted customers (default none, also with --script or --control-socket; the "
-        "command `customers random` switches them on at run time)",
+        help="random: people arrive and use the pumps; none: only the controller and "
+        "scripted customers act (default none, with or without --script and "
+        "--control-socket; the command `customers random` switches them on at run time)",
     )
     people.add_argument(
         "--mean-interval",
@@ -182,7 +182,10 @@ def run_dart(args: argparse.Namespace) -> int:
         if args.config is not None:
             config = load_config(args.config)
             sims = build_simulators(
-                config, line=args.line, baud=args.baud, reply_delay_s=reply_delay_s
+                config,
+                line=args.line,
+                baud=args.baud,
+                reply_delay_s=reply_delay_s,
             )
             numbers = {(p.line, p.address): p.number for p in config.pumps}
         else:

@@ -131,6 +131,16 @@ async def test_fill_without_a_release_gives_up_and_says_so(rig: Rig) -> None:
     assert rig.pump(1).nozzle_out == 1 and not rig.pump(1).squeezed  # still waiting there
 
 
+async def test_a_hang_up_elsewhere_ends_a_fill_waiting_for_the_release(rig: Rig) -> None:
+    await rig.ok("lift 1 1")
+    filling = asyncio.create_task(rig.controller.handle("fill 1 amount 5"))
+    await asyncio.sleep(0)
+    await rig.ok("hangup 1")  # from another session
+    reply = await asyncio.wait_for(filling, 5)
+    assert reply is not None and reply.line.startswith("error wrong_state ")
+    assert "hung up" in reply.line
+
+
 async def test_a_nozzle_the_authorization_does_not_allow_gives_no_fuel(rig: Rig) -> None:
     await rig.ok("lift 1 2")
     rig.authorize(1, codec.AllowedNozzles((1,)))
