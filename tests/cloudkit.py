@@ -51,7 +51,11 @@ class TestCloud:
         *,
         key_id: str = "test-key",
         prefix: str = "edgectl",
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
+        self.username = username
+        self.password = password
         self.port = port
         self.station = station
         self.key = key
@@ -68,6 +72,8 @@ class TestCloud:
             self.port,
             identifier=f"test-cloud-{uuid.uuid4().hex[:8]}",
             protocol=aiomqtt.ProtocolVersion.V5,
+            username=self.username,
+            password=self.password,
         )
         await self._stack.enter_async_context(self._client)
         await self._client.subscribe(f"{self.base}/#", qos=1)
