@@ -127,6 +127,11 @@ ALARM_CODES: dict[str, int] = {
     "delivery_needed": 11,
 }
 DELIVERIES_KEPT = 10  # a console keeps the last few deliveries of each tank
+# What `TlsConsole(refuse=...)` / `set_refused` take to play two kinds of console met on
+# sites: one (or an emulator) that answers only the printed I201 report, and one that
+# refuses every inventory command (its RS-232 port set up for another use, say).
+DISPLAY_ONLY: frozenset[str] = frozenset({"i201"})
+REFUSE_INVENTORY: frozenset[str] = frozenset({"i201", "I201"})
 
 
 def _decimal(value: float) -> Decimal:
@@ -190,6 +195,7 @@ class TlsConsole:
         self._offset = timedelta(0)
         self._lock = threading.Lock()
         self._console_alarms: dict[int, tuple[int, ...]] = {}
+        self._probes_out: set[int] = set()
 
     # ---------------------------------------------------------------- settings
     def now(self) -> datetime:
@@ -200,6 +206,21 @@ class TlsConsole:
     def _stamp(self) -> datetime:
         """The console's time as replies carry it: to the minute."""
         return self.now().replace(second=0, microsecond=0)
+
+    def set_refused(self, families: Collection[str]) -> None:
+        """From now on answer these function families ("i201", "I201", ...) with 9999FF1B
+        (DISPLAY_ONLY, REFUSE_INVENTORY; empty: answer everything again)."""
+        with self._lock:
+            self.refuse = set(families)
+
+    def set_probe_out(self, tank: int, out: bool = True) -> None:
+        """Tank `tank`'s probe stops reporting (or reports again): the console leaves the
+        tank out of its inventory (i201 and I201) and answers for the others as before."""
+        with self._lock:
+            if out:
+                self._probes_out.add(tank)
+            else:
+                self._probes_out.discard(tank)
 
     def set_console_alarms(self, tank: int, codes: Sequence[int]) -> None:
         """Alarms the console raises on its own (beyond the model's), e.g. 11 or 25."""
@@ -213,7 +234,9 @@ class TlsConsole:
             return None
         code = command.code
         family = code[:4]
-        if family in self.refuse:
+        with self._lock:
+            refused = family in self.refuse
+        if refused:
             return codec.Unsupported()
         tank = codec.tank_number(code)
         match family:
@@ -254,8 +277,12 @@ class TlsConsole:
         return self.products.get(number, str(number % 10))
 
     def _inventories(self, tank: int) -> tuple[codec.TankInventory, ...]:
+        with self._lock:
+            out = set(self._probes_out)
         inventories = []
         for source in self._sources(tank):
+            if source.number in out:
+                continue
             view = source.snapshot()
             status = codec.STATUS_DELIVERY_IN_PROGRESS if view.delivery_in_progress else 0
             inventories.append(

@@ -28,7 +28,13 @@ from drivers.veeder_root.codec import (
     SystemStatus,
     Unsupported,
 )
-from drivers.veeder_root.sim import TankState, TlsConsole, TlsConsoleSimulator
+from drivers.veeder_root.sim import (
+    DISPLAY_ONLY,
+    REFUSE_INVENTORY,
+    TankState,
+    TlsConsole,
+    TlsConsoleSimulator,
+)
 from tests.drivers.veeder_root.frames import FakeDelivery, FakeTanks
 
 NOW = datetime(2024, 1, 15, 12, 30, 45)
@@ -149,6 +155,34 @@ def test_refused_families() -> None:
     console = _console(refuse={"i201"})
     assert _ask(console, "i20100") == Unsupported()
     assert isinstance(_ask(console, "I20100"), DisplayReport)
+
+
+def test_display_only_and_refusing_every_inventory_command() -> None:
+    console = _console()
+    console.set_refused(DISPLAY_ONLY)
+    assert _ask(console, "i20100") == Unsupported()
+    assert isinstance(_ask(console, "I20100"), DisplayReport)
+    console.set_refused(REFUSE_INVENTORY)
+    assert _ask(console, "i20100") == Unsupported() == _ask(console, "I20100")
+    assert not isinstance(_ask(console, "i20500"), Unsupported)  # the rest is answered
+    console.set_refused(())
+    assert isinstance(_ask(console, "i20100"), Inventory)
+
+
+def test_a_probe_out_leaves_its_tank_out_of_the_inventory() -> None:
+    console = _console()
+    console.set_probe_out(2)
+    inventory = _ask(console, "i20100")
+    assert isinstance(inventory, Inventory) and [t.tank for t in inventory.tanks] == [1]
+    report = _ask(console, "I20100")
+    assert isinstance(report, DisplayReport)
+    parsed = codec.parse_display_inventory(report.text)
+    assert not isinstance(parsed, Malformed) and [t.tank for t in parsed.tanks] == [1]
+    only = _ask(console, "i20102")
+    assert isinstance(only, Inventory) and only.tanks == ()
+    console.set_probe_out(2, False)
+    again = _ask(console, "i20100")
+    assert isinstance(again, Inventory) and [t.tank for t in again.tanks] == [1, 2]
 
 
 def test_security_code() -> None:
