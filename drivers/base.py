@@ -83,6 +83,10 @@ UNREACHABLE = "unreachable"  # a TCP peer that refuses or does not answer the co
 NO_ANSWER = "no_answer"
 BAD_CRC = "bad_crc"
 NAK = "nak"
+# A tank gauge that answers but gives no inventory: it refuses every inventory command it is
+# sent, or its inventory replies never read. Its tanks are as unread as if it were silent.
+INVENTORY_REFUSED = "inventory_refused"
+NO_INVENTORY = "no_inventory"
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +319,15 @@ class GaugeOnline(GaugeEvent):
 class GaugeOffline(GaugeEvent):
     reason: str
     code: str = NO_ANSWER  # a DeviceFault code: why, for alarms and history
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TankOffline(GaugeEvent):
+    """One tank the gauge stopped reporting while the gauge itself answers (its probe failed,
+    say); `tank` is numbered as in the gauge's readings. Its next reading brings it back."""
+
+    tank: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -252,6 +252,9 @@ class ControlConfig:
 
 
 GaugeUnits = Literal["metric", "us"]
+# How a Veeder-Root console's inventory is asked: the computer-format i201 only, the printed
+# (display-format) I201 report only, or i201 with I201 where the console refuses it.
+InventoryFormat = Literal["computer", "display", "auto"]
 
 
 @dataclass(frozen=True)
@@ -280,6 +283,7 @@ class GaugeConfig:
     etx: int = 0x03  # veeder_root: the character that ends a reply (console setup 531)
     # veeder_root: the console's unit setup; "us" figures (in, °F, US gal) are converted.
     units: GaugeUnits = "metric"
+    inventory_format: InventoryFormat = "auto"  # veeder_root: i201, I201, or either
     register_map: Path | None = None  # modbus_probe: the TOML register map of its probes
 
     @property
@@ -1035,11 +1039,12 @@ _GAUGE_PROTOCOLS: Final = ("veeder_root", "modbus_probe")
 _GAUGE_SERIAL_KEYS: Final = ("baud", "parity", "bytesize", "stopbits")
 _GAUGE_OWN_KEYS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
     {
-        "veeder_root": ("security_code", "terminator", "etx", "units"),
+        "veeder_root": ("security_code", "terminator", "etx", "units", "inventory_format"),
         "modbus_probe": ("register_map",),
     }
 )
 _GAUGE_UNITS: Final[tuple[GaugeUnits, ...]] = ("metric", "us")
+_INVENTORY_FORMATS: Final[tuple[InventoryFormat, ...]] = ("computer", "display", "auto")
 _GAUGE_KEYS: Final = (
     "name",
     "protocol",
@@ -1171,6 +1176,10 @@ def _read_gauge(t: _Table) -> GaugeConfig:
         terminator=t.choice("terminator", default.terminator, tuple(_TERMINATORS)),
         etx=etx,
         units=cast(GaugeUnits, t.choice("units", default.units, _GAUGE_UNITS)),
+        inventory_format=cast(
+            InventoryFormat,
+            t.choice("inventory_format", default.inventory_format, _INVENTORY_FORMATS),
+        ),
         register_map=register_map,
     )
 

@@ -13,6 +13,11 @@ each reading) and, when a fill is recorded as a sale (`on_sold`), what its runni
 not counted yet. A long fill thus lowers the level with the litres accounted for as they go,
 and no litre is counted twice.
 
+A tank the gauge stops reporting while it answers for the others (a TLS console leaving it out
+of its inventory, a probe on a Modbus line gone silent) is `tank_probe_offline` on its own,
+cleared by its next reading; a console that answers but gives no inventory at all is its
+gauge's `gauge_offline` (the device monitor's), with every tank on it offline.
+
 The gauge's own alarms (TLS i205, a probe map's alarm bits) are kept as tank alarms
 `tank_gauge_<name>`, raised and cleared as the gauge reports them. A probe that answers a read
 with a refusal (a Modbus exception, registers that do not decode) raises `tank_probe_fault`
@@ -44,6 +49,7 @@ from drivers.base import (
     TankAlarms,
     TankGauge,
     TankGaugeReading,
+    TankOffline,
 )
 from drivers.base import GaugeDelivery as DriverDelivery
 from drivers.modbus_probe.driver import (
@@ -194,6 +200,9 @@ def build_gauge(gauge: GaugeConfig, config: Config | None = None) -> TankGauge |
         reply_timeout_s=gauge.reply_timeout_ms / 1000,
         offline_after=gauge.offline_after,
         units=gauge.units,
+        inventory_format=gauge.inventory_format,
+        # The console's tanks the station reads: one it stops reporting goes offline.
+        tank_numbers=tuple(t.gauge_tank for t in config.tanks_on(gauge.name)) if config else (),
         deliveries_interval_s=DELIVERIES_INTERVAL_S,
     )
     return TlsGauge(settings, transport)
@@ -516,6 +525,15 @@ class TankService:
                 if number in self.tanks:
                     tracker = self.tanks[number]
                     await self._alarms(tracker, tracker.alarms.offline(now, event.reason))
+        elif isinstance(event, TankOffline):
+            # The gauge answers for its other tanks: this one alone is offline, until its
+            # next reading.
+            alone = self._state(event.gauge, event.tank)
+            if alone is not None:
+                self.log.warning(
+                    "tank_offline", gauge=event.gauge, tank=alone.tank.number, reason=event.reason
+                )
+                await self._alarms(alone, alone.alarms.offline(self.clock.now(), event.reason))
         elif isinstance(event, TankReadRefused | TankReadMalformed):
             await self._probe_fault(event)
         elif isinstance(event, GaugeOnline):

@@ -28,7 +28,7 @@ from tests.tankkit import console as tls_console
 pytestmark = pytest.mark.slow
 
 # Tank 1 is on the simulated console; the console has no tank 2, so the station never gets a
-# reading of it although the gauge answers.
+# reading of it although the gauge answers: tank 2 is offline with its reason (issue 11.6).
 TANKS = """
 [[gauges]]
 name = "tls"
@@ -112,6 +112,7 @@ def station() -> Iterator[Forecourt]:
             daemon.wait_for(
                 lambda: forecourt.tank_row()["reading_at"] is not None, "a reading of tank 1"
             )
+            daemon.wait_for(lambda: forecourt.tank_row(2)["online"] is False, "tank 2 offline")
             yield forecourt
 
 
@@ -141,11 +142,11 @@ def test_tanks_json_shape(station: Forecourt) -> None:
     assert abs(Decimal(one["net_l"]) - Decimal(one["product_l"])) < 50  # near 15 °C
     assert Decimal(one["fill_pct"]) == Decimal("50.0")
     assert Decimal(one["water_mm"]) == 0 and abs(Decimal(one["temperature_c"]) - 15) < 1
-    # The console answers but has no tank 2: online, never read.
+    # The console answers but has no tank 2: never read, and offline for it, not silent.
     assert (two["tank"], two["grade"], two["gauge_tank"]) == (2, "diesel", 2)
-    assert two["online"] is True and two["reading_at"] is None and two["reading_age_s"] is None
+    assert two["online"] is False and two["reading_at"] is None and two["reading_age_s"] is None
     assert all(two[name] is None for name in (*FIGURES, "fill_pct"))
-    assert two["alarms"] == [] and two["implausible"] is False
+    assert two["alarms"] == ["probe_offline"] and two["implausible"] is False
 
 
 def test_tanks_read_for_people(station: Forecourt) -> None:
@@ -207,7 +208,7 @@ def test_status_has_the_gauge_line_and_the_tanks(station: Forecourt) -> None:
     line = status["lines"][1]
     assert (line["kind"], line["protocol"]) == ("gauge", "veeder_root")
     assert line["settings"] == "9600 8N1"
-    assert line["gauge_online"] is True and (line["tanks"], line["online"]) == (2, 2)
+    assert line["gauge_online"] is True and (line["tanks"], line["online"]) == (2, 1)
     assert line["counters"]["frames_sent"] > 0 and line["per_minute"]["frames"] > 0
     assert [tank["tank"] for tank in status["tanks"]] == [1, 2]
     assert set(status["tanks"][0]) == TANK_KEYS
@@ -215,9 +216,11 @@ def test_status_has_the_gauge_line_and_the_tanks(station: Forecourt) -> None:
     text = cli("status", "--config", str(daemon.config_path))
     assert text.code in (0, 1)  # 1: degraded by a tank's alarm
     tls = next(row for row in text.out.splitlines() if row.split()[:1] == ["tls"])
-    assert "veeder_root" in tls and "2/2" in tls
+    assert "veeder_root" in tls and "1/2" in tls  # tank 2 is never reported
     assert "tank 1" in text.out and "tls/1" in text.out and "50.0 % full" in text.out
-    assert "tank 2" in text.out and "no reading yet" in text.out
+    two = next(row for row in text.out.splitlines() if row.split()[:2] == ["tank", "2"])
+    assert "OFFLINE" in two and "probe_offline" in two
+    assert "no inventory for tank 2" in text.out.splitlines()[0]  # the verdict says why
 
 
 def test_watch_has_a_tanks_panel(station: Forecourt) -> None:

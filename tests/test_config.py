@@ -1039,6 +1039,17 @@ def test_gauge_units(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, us)).gauges[0].units == "us"
 
 
+@pytest.mark.parametrize("fmt", ["computer", "display", "auto"])
+def test_gauge_inventory_format(tmp_path: Path, fmt: str) -> None:
+    tls, probes = load_config(write(tmp_path, tanks_variant(tmp_path))).gauges
+    # auto by default: i201, and the printed I201 report where a console refuses it.
+    assert tls.inventory_format == "auto" and probes.inventory_format == "auto"
+    text = tanks_variant(
+        tmp_path, ('terminator = "crlf"', f'terminator = "crlf"\ninventory_format = "{fmt}"')
+    )
+    assert load_config(write(tmp_path, text)).gauges[0].inventory_format == fmt
+
+
 def test_same_gauge_tank_on_two_gauges_is_fine(tmp_path: Path) -> None:
     text = tanks_variant(
         tmp_path,
@@ -1158,6 +1169,18 @@ TANK_MISTAKES = [
         'terminator = "crlf"\nunits = "US"',
         'gauges[0].units: expected one of "metric", "us", got "US"',
         id="gauge-units-case",
+    ),
+    pytest.param(
+        'terminator = "crlf"',
+        'terminator = "crlf"\ninventory_format = "printed"',
+        'gauges[0].inventory_format: expected one of "computer", "display", "auto", got "printed"',
+        id="gauge-inventory-format",
+    ),
+    pytest.param(
+        'register_map = "maps/probe.toml"',
+        'register_map = "maps/probe.toml"\ninventory_format = "display"',
+        'gauges[1].inventory_format: is only used with protocol "veeder_root"',
+        id="gauge-inventory-format-on-modbus",
     ),
     pytest.param(
         'register_map = "maps/probe.toml"',

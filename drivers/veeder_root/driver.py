@@ -18,9 +18,12 @@ from typing import Final, Literal, TypeVar
 import structlog
 
 from drivers.base import (
+    INVENTORY_REFUSED,
     LINK_ERROR,
     NO_ANSWER,
+    NO_INVENTORY,
     CommandRejected,
+    DeviceFault,
     DeviceTimeout,
     FrameError,
     GaugeAlarm,
@@ -33,6 +36,7 @@ from drivers.base import (
     Progress,
     TankAlarms,
     TankGaugeReading,
+    TankOffline,
     TransportError,
 )
 from drivers.transport import Transport
@@ -50,6 +54,13 @@ FrameTap = Callable[[str, bytes, "codec.Command | Reply | Malformed | None", flo
 _R = TypeVar("_R")
 
 UNITS: Final[tuple[Units, ...]] = ("metric", "us")
+INVENTORY_FORMATS: Final[tuple[InventoryFormat, ...]] = ("computer", "display", "auto")
+# What a technician checks when a console refuses its inventory commands: the console
+# answers, so the line works, but the port is not set up to take them.
+_REFUSAL_HINT: Final = (
+    "check the console's RS-232 port settings (the port must be set up for serial "
+    "computer commands) and its serial security code"
+)
 # Exact by definition (US gallon of 231 in³; inch of 25.4 mm).
 US_GALLON_L: Final = Decimal("3.785411784")
 INCH_MM: Final = Decimal("25.4")
@@ -73,9 +84,13 @@ class TlsGaugeSettings:
 
     `reply_timeout_s` is how long the console may stay silent, before its first byte or
     between two, without having sent ETX; `max_reply_s` caps a reply that keeps trickling.
-    `inventory_format` "auto" asks i201 and falls back to the printed I201 report for good
-    when the console refuses i201. `units` is the console's own unit setup: "metric" (mm, °C,
-    litres) or "us" (inches, °F, US gallons); the driver always gives mm, °C and litres.
+    `inventory_format` "computer" asks only i201, "display" only the printed I201 report,
+    "auto" (the default) i201 and, when the console refuses it, I201 from then on until the
+    line is reopened (the console may have been set up anew meanwhile). `units` is the
+    console's own unit setup: "metric" (mm, °C, litres) or "us" (inches, °F, US gallons); the
+    driver always gives mm, °C and litres. `tank_numbers` are the console's tanks the station
+    reads: one left out of `offline_after` inventories in a row is reported (TankOffline);
+    empty, the tanks the console has reported since the driver started are watched.
     """
 
     name: str
@@ -86,8 +101,9 @@ class TlsGaugeSettings:
     max_reply_s: float = 60.0
     retries: int = 1
     offline_after: int = 2
-    inventory_format: InventoryFormat = "computer"
+    inventory_format: InventoryFormat = "auto"
     units: Units = "metric"
+    tank_numbers: tuple[int, ...] = ()
     deliveries_interval_s: float = 600.0
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 30.0
@@ -105,6 +121,24 @@ class TlsGaugeSettings:
             raise ValueError("retries must be >= 0 and offline_after >= 1")
         if self.units not in UNITS:
             raise ValueError(f"units {self.units!r} is not one of {', '.join(UNITS)}")
+        if self.inventory_format not in INVENTORY_FORMATS:
+            raise ValueError(
+                f"inventory_format {self.inventory_format!r} is not one of "
+                f"{', '.join(INVENTORY_FORMATS)}"
+            )
+        if not all(1 <= tank <= 99 for tank in self.tank_numbers):
+            raise ValueError(f"tank numbers {self.tank_numbers} must be within 1-99")
+
+
+class InventoryRefused(CommandRejected):
+    """The console answered every inventory command it was sent with 9999FF1B; `reason` says
+    which and what to check."""
+
+    code = INVENTORY_REFUSED
+
+    def __init__(self, reason: str, *, device: str) -> None:
+        super().__init__(reason, device=device)
+        self.reason = reason
 
 
 @dataclass
@@ -152,6 +186,12 @@ class TlsGauge:
         self._backoff_s = 0.0
         self._reopen_s = settings.reopen_initial_s
         self._display = settings.inventory_format == "display"
+        # Why the console, though it answers, gives no inventory (None: it does): the gauge
+        # is offline for it until a reading comes.
+        self._inventory_fault: DeviceFault | None = None
+        self._unread_polls = 0  # polls in a row answered with inventory that did not read
+        self._tanks_seen: set[int] = set()
+        self._tank_misses: dict[int, int] = {}  # tank -> inventories in a row without it
         self._unsupported: set[str] = set()
         self._alarms_seen: dict[int, tuple[int, ...]] = {}
         self._deliveries_seen: set[tuple[int, datetime, datetime]] = set()
@@ -167,25 +207,54 @@ class TlsGauge:
         return self._online is True
 
     async def read_inventory(self, tank: int = 0) -> list[TankGaugeReading]:
-        """Inventory of one tank, or of every tank for 0 (i201, or the I201 report)."""
+        """Inventory of one tank, or of every tank for 0 (i201, or the I201 report, as
+        `inventory_format` says); InventoryRefused when the console refuses what was asked."""
+        fmt = self.settings.inventory_format
         if not self._display:
             reply = await self._submit("i201", tank, "", "inventory")
             if not isinstance(reply, codec.Unsupported):
                 inventory = self._expect(reply, codec.Inventory, "inventory")
+                self._inventory_read()
                 return [self._reading(t, inventory.at) for t in inventory.tanks]
-            if self.settings.inventory_format != "auto":
-                raise CommandRejected(
-                    "the console refused i201", device=self.name, code="unsupported"
-                )
-            log.warning("tls_inventory_display_fallback", gauge=self.name)
+            if fmt != "auto":
+                raise self._refused_inventory()
+            if self._inventory_fault is None:
+                log.warning("tls_inventory_display_fallback", gauge=self.name)
             self._display = True
         reply = await self._submit("I201", tank, "", "inventory report")
+        if isinstance(reply, codec.Unsupported):
+            if fmt == "auto":
+                self._display = False  # neither answers: both are asked again next time
+            raise self._refused_inventory()
         report = self._expect(reply, codec.DisplayReport, "inventory report")
         parsed = codec.parse_display_inventory(report.text)
         if isinstance(parsed, Malformed):
             self.counters.malformed += 1
             raise FrameError(f"inventory report: {parsed.reason}", device=self.name)
+        self._inventory_read()
         return [self._reading(t, parsed.printed_at) for t in parsed.tanks]
+
+    def _refused_inventory(self) -> InventoryRefused:
+        fmt = self.settings.inventory_format
+        if fmt == "auto":
+            what = "the inventory commands i201 and I201"
+            other = ""
+        elif fmt == "computer":
+            what = "the inventory command i201"
+            other = ', or set inventory_format = "display" if it answers only the printed report'
+        else:
+            what = "the inventory command I201"
+            other = ', or set inventory_format = "computer" (or "auto")'
+        reason = f"the console refuses {what} (9999FF1B): {_REFUSAL_HINT}{other}"
+        return InventoryRefused(reason, device=self.name)
+
+    def _inventory_read(self) -> None:
+        """The console gave its inventory: a fault that kept it offline is over."""
+        self._unread_polls = 0
+        if self._inventory_fault is not None:
+            log.info("tls_inventory_read_again", gauge=self.name, was=self._inventory_fault.code)
+            self._inventory_fault = None
+            self._set_online()
 
     async def read_deliveries(self, tank: int = 0) -> list[GaugeDelivery]:
         """The deliveries the console has on record (i202), oldest first per tank."""
@@ -273,6 +342,9 @@ class TlsGauge:
                     continue
                 self._connected = True
                 self._rxbuf.clear()
+                # "auto" asks i201 first again on every connection: the console may have
+                # been set up anew, or replaced, while the line was down.
+                self._display = self.settings.inventory_format == "display"
                 try:
                     await self._schedule(poll_interval_s)
                 except TransportError as exc:
@@ -334,10 +406,27 @@ class TlsGauge:
     async def _poll(self) -> None:
         """One round: inventory, then (while the console answers) alarms and deliveries."""
         try:
-            for reading in await self.read_inventory():
-                self._emit(reading)
-        except (DeviceTimeout, FrameError, CommandRejected):
+            readings = await self.read_inventory()
+        except InventoryRefused as exc:
+            self._no_inventory(exc.reason, INVENTORY_REFUSED)
+            return
+        except FrameError as exc:
+            # It answers, but with nothing that reads: as useless as silence, once it lasts.
+            self._unread_polls += 1
+            if self._unread_polls >= self.settings.offline_after:
+                detail = exc.args[0] if exc.args else str(exc)
+                self._no_inventory(
+                    f"the console answers, but its inventory cannot be read ({detail}), "
+                    f"{_polls(self._unread_polls)} in a row: check the line's settings (baud, "
+                    "parity, data bits) and the console's ETX setting",
+                    NO_INVENTORY,
+                )
+            return
+        except (DeviceTimeout, CommandRejected):
             return  # counted, and reported through GaugeOffline when it persists
+        for reading in readings:
+            self._emit(reading)
+        self._watch_tanks(readings)
         if "alarms" not in self._unsupported:
             await self._poll_alarms()
         if "deliveries" not in self._unsupported and self._clock() >= self._deliveries_due:
@@ -373,6 +462,31 @@ class TlsGauge:
             if (delivery.tank, delivery.start, delivery.end) not in self._deliveries_seen:
                 self._emit(delivery)
         self._deliveries_seen = current
+
+    def _no_inventory(self, reason: str, code: str) -> None:
+        """The console answers but gives no inventory: offline, with why, until it does."""
+        self._inventory_fault = DeviceFault(code, reason)
+        self._mark_offline(reason, code)
+
+    def _watch_tanks(self, readings: list[TankGaugeReading]) -> None:
+        """A tank missing from `offline_after` inventories in a row is reported once (its
+        probe out, say: the console answers for the others); its next reading ends that."""
+        reported = {reading.tank for reading in readings}
+        self._tanks_seen |= reported
+        expected = set(self.settings.tank_numbers) or self._tanks_seen
+        for tank in sorted(reported):
+            if self._tank_misses.pop(tank, 0) >= self.settings.offline_after:
+                log.info("tls_tank_reported_again", gauge=self.name, tank=tank)
+        for tank in sorted(expected - reported):
+            misses = self._tank_misses[tank] = self._tank_misses.get(tank, 0) + 1
+            if misses == self.settings.offline_after:
+                reason = (
+                    f"the console reports no inventory for tank {tank} ({_polls(misses)} in a "
+                    "row): its probe may be out or its cable cut, or the tank is not set up "
+                    "on the console"
+                )
+                log.warning("tls_tank_not_reported", gauge=self.name, tank=tank, reason=reason)
+                self._emit(TankOffline(gauge=self.name, tank=tank, reason=reason))
 
     def _give_up(self, what: str) -> None:
         self._unsupported.add(what)
@@ -447,7 +561,7 @@ class TlsGauge:
                 failure = "no reply"
                 self._missed(f"{label}: no reply within {settings.reply_timeout_s} s")
                 continue
-            self._answered()
+            self._answered(refusal=isinstance(item, codec.Unsupported))
             if isinstance(item, Malformed):
                 failure = item.reason
                 continue
@@ -530,9 +644,15 @@ class TlsGauge:
             self.counters.malformed += 1
 
     # ------------------------------------------------------------------ liveness
-    def _answered(self) -> None:
+    def _answered(self, *, refusal: bool = False) -> None:
+        """The console answered. It is back online unless that answer was a refusal (the
+        console lives, but that says nothing of its working) or it gives no inventory."""
         self._misses = 0
         self._reopen_s = self.settings.reopen_initial_s
+        if not refusal and self._inventory_fault is None:
+            self._set_online()
+
+    def _set_online(self) -> None:
         if self._online is not True:
             self._online = True
             log.info("tls_gauge_online", gauge=self.name)
@@ -549,6 +669,7 @@ class TlsGauge:
             self._online = False
             self._offline_code = code
             self._alarms_seen.clear()  # report the full picture again when it returns
+            self._tank_misses.clear()  # and each tank it then leaves out, afresh
             log.warning("tls_gauge_offline", gauge=self.name, reason=reason, code=code)
             self._emit(GaugeOffline(gauge=self.name, reason=reason, code=code))
 
@@ -609,6 +730,10 @@ def fahrenheit_to_celsius(value: Decimal | None) -> Decimal | None:
         return None
     celsius = _WIDE.divide(_WIDE.multiply(_WIDE.subtract(value, 32), 5), 9)
     return celsius.quantize(_CONVERTED, context=_WIDE)
+
+
+def _polls(n: int) -> str:
+    return "1 poll" if n == 1 else f"{n} polls"
 
 
 def _answers(item: Reply, code: str) -> bool:

@@ -523,6 +523,12 @@ class TlsConsoleSimulator:
         with self._lock:
             self._faults.corrupt += 1
 
+    def corrupt_replies(self, n: int) -> None:
+        """Change a checksum digit of each of the next `n` computer-format replies (0: stop
+        corrupting them from now on)."""
+        with self._lock:
+            self._faults.corrupt = max(0, n)
+
     def withhold_etx(self, n: int = 1) -> None:
         """The next `n` replies are sent without their ETX."""
         with self._lock:

@@ -25,12 +25,18 @@ from drivers.base import (
     TankAlarms,
     TankGauge,
     TankGaugeReading,
+    TankOffline,
     TransportError,
 )
 from drivers.transport import SerialTransport, TcpTransport, Transport
 from drivers.veeder_root import codec
 from drivers.veeder_root.driver import TlsGauge, TlsGaugeSettings
-from drivers.veeder_root.sim import TlsConsole, TlsConsoleSimulator
+from drivers.veeder_root.sim import (
+    DISPLAY_ONLY,
+    REFUSE_INVENTORY,
+    TlsConsole,
+    TlsConsoleSimulator,
+)
 from tests.drivers.veeder_root.frames import (
     MANUAL_METRIC,
     MANUAL_US,
@@ -381,10 +387,136 @@ def test_units_are_checked() -> None:
 
 
 async def test_refused_inventory_without_fallback(tmp_path: Path) -> None:
-    async with bench("tcp", tmp_path, console={"refuse": {"i201"}}) as b:
-        await b.start()
-        with pytest.raises(CommandRejected):
+    async with bench(
+        "tcp", tmp_path, console={"refuse": {"i201"}}, inventory_format="computer"
+    ) as b:
+        b.task = asyncio.create_task(b.gauge.run(60.0, b.events.append))
+        await b.until(lambda: bool(b.of(GaugeOffline)))  # the first poll was refused
+        with pytest.raises(CommandRejected) as caught:
             await b.gauge.read_inventory()
+        assert caught.value.code == "inventory_refused" and b.sim.stats.refused == 2
+
+
+def test_the_inventory_format_is_auto_unless_set() -> None:
+    assert TlsGaugeSettings("tls").inventory_format == "auto"
+    with pytest.raises(ValueError, match="inventory_format 'printed' is not one of computer, "):
+        TlsGaugeSettings("tls", inventory_format="printed")  # type: ignore[arg-type]
+
+
+def _commands(frames: list[Tapped]) -> list[str]:
+    """The function codes sent, in order (the ESC of a timeout left out)."""
+    return [item.code for direction, _wire, item in frames if direction == "tx" and item]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "refuse", "asked"),
+    [
+        ("computer", set(), {"i20100"}),
+        ("display", set(), {"I20100"}),
+        ("auto", set(), {"i20100"}),
+        ("auto", {"i201"}, {"I20100"}),
+    ],
+)
+async def test_the_inventory_format_decides_the_commands_polled(
+    fmt: str, refuse: set[str], asked: set[str], tmp_path: Path
+) -> None:
+    async with bench("tcp", tmp_path, console={"refuse": refuse}, inventory_format=fmt) as b:
+        frames: list[Tapped] = []
+        b.gauge.taps.append(_tap_into(frames))
+        await b.start(POLL_S)
+        await b.until(lambda: len(b.of(TankGaugeReading)) >= 8)
+        inventory = [c for c in _commands(frames) if c[1:4] == "201"]
+        # auto asks i201 once on a console that refuses it, then the printed report only.
+        assert set(inventory[1:]) == asked and len(inventory) >= 4
+        assert b.sim.stats.refused <= 1 and not b.of(GaugeOffline)
+
+
+async def test_auto_asks_the_computer_format_again_after_a_reopen(tmp_path: Path) -> None:
+    async with bench("tcp", tmp_path, console={"refuse": DISPLAY_ONLY}) as b:
+        frames: list[Tapped] = []
+        b.gauge.taps.append(_tap_into(frames))
+        await b.start(POLL_S)
+        await b.until(lambda: len(b.of(TankGaugeReading)) >= 4)
+        # The console is set up anew (or replaced) while the line is down.
+        b.sim.console.set_refused(())
+        b.sim.drop_connections()
+        await b.until(lambda: bool(b.of(GaugeOffline)) and b.sim.stats.connections == 2)
+        seen = len(frames)
+        await b.until(lambda: "i20100" in _commands(frames[seen:]))
+        await b.until(lambda: _commands(frames[seen:]).count("i20100") >= 3)
+        assert "I20100" not in _commands(frames[seen:])
+
+
+@pytest.mark.parametrize(
+    ("fmt", "refuse", "words"),
+    [
+        ("auto", REFUSE_INVENTORY, "console refuses the inventory commands i201 and I201"),
+        ("computer", DISPLAY_ONLY, "console refuses the inventory command i201"),
+        ("display", {"I201"}, "console refuses the inventory command I201"),
+    ],
+)
+async def test_a_console_refusing_inventory_is_offline_with_its_reason_until_it_reads(
+    fmt: str, refuse: frozenset[str], words: str, tmp_path: Path
+) -> None:
+    async with bench("pty", tmp_path, console={"refuse": refuse}, inventory_format=fmt) as b:
+        b.task = asyncio.create_task(b.gauge.run(POLL_S, b.events.append))
+        await b.until(lambda: bool(b.of(GaugeOffline)))
+        await b.until(lambda: b.sim.stats.refused >= 6)  # polled on, and still refused
+        (offline,) = b.of(GaugeOffline)
+        assert offline.code == "inventory_refused" and words in offline.reason
+        assert "RS-232" in offline.reason and "security code" in offline.reason
+        if fmt != "auto":
+            assert 'inventory_format = "' in offline.reason  # the setting to look at
+        assert not b.gauge.is_online and not b.of(GaugeOnline)  # never shown as working
+        assert isinstance(await b.gauge.read_clock(), datetime)  # it answers the rest...
+        assert not b.gauge.is_online  # ...and is not working for that
+        b.sim.console.set_refused(())
+        await b.until(lambda: bool(b.of(TankGaugeReading)))
+        assert b.gauge.is_online
+        kinds = [type(e).__name__ for e in b.events if isinstance(e, GaugeOnline | GaugeOffline)]
+        assert kinds == ["GaugeOffline", "GaugeOnline"]
+
+
+async def test_inventory_replies_that_never_read_are_reported(tmp_path: Path) -> None:
+    async with bench("tcp", tmp_path, retries=0, offline_after=2) as b:
+        await b.start(POLL_S)
+        b.sim.corrupt_replies(10_000)
+        await b.until(lambda: bool(b.of(GaugeOffline)))
+        (offline,) = b.of(GaugeOffline)
+        assert offline.code == "no_inventory" and "checksum mismatch" in offline.reason
+        assert "2 polls in a row" in offline.reason and not b.gauge.is_online
+        readings = len(b.of(TankGaugeReading))
+        b.sim.corrupt_replies(0)
+        await b.until(lambda: len(b.of(TankGaugeReading)) > readings)
+        await b.until(lambda: b.gauge.is_online)
+
+
+@pytest.mark.parametrize("configured", [(1, 2), ()])
+async def test_a_tank_left_out_of_the_inventory_goes_offline_and_comes_back(
+    configured: tuple[int, ...], tmp_path: Path
+) -> None:
+    async with bench("pty", tmp_path, offline_after=2, tank_numbers=configured) as b:
+        await b.start(POLL_S)
+        await b.until(lambda: any(r.tank == 2 for r in b.of(TankGaugeReading)))
+        b.sim.console.set_probe_out(2)
+        await b.until(lambda: bool(b.of(TankOffline)))
+        await b.until(lambda: b.sim.stats.commands >= 20)
+        (offline,) = b.of(TankOffline)
+        assert offline.tank == 2 and offline.gauge == "tls"
+        assert "the console reports no inventory for tank 2 (2 polls in a row)" in offline.reason
+        assert b.gauge.is_online and not b.of(GaugeOffline)
+        before = len(b.of(TankGaugeReading))
+        b.sim.console.set_probe_out(2, False)
+        await b.until(lambda: any(r.tank == 2 for r in b.of(TankGaugeReading)[before:]))
+        assert len(b.of(TankOffline)) == 1
+
+
+async def test_a_configured_tank_the_console_never_reports_goes_offline(tmp_path: Path) -> None:
+    async with bench("tcp", tmp_path, offline_after=1, tank_numbers=(1, 2, 3)) as b:
+        await b.start(POLL_S)
+        await b.until(lambda: bool(b.of(TankOffline)))
+        (offline,) = b.of(TankOffline)
+        assert offline.tank == 3 and "no inventory for tank 3" in offline.reason
 
 
 async def test_requests_need_the_connection_task(tmp_path: Path) -> None:
