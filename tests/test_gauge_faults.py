@@ -26,7 +26,7 @@ name = "tls"
 protocol = "veeder_root"
 port = "{port}"
 poll_interval_s = 0.5
-reply_timeout_ms = 300
+reply_timeout_ms = 1000  # a loaded machine is not a silent console
 offline_after = 2
 {extra}
 """
@@ -38,7 +38,7 @@ protocol = "modbus_probe"
 port = "{port}"
 register_map = "{map}"
 poll_interval_s = 0.5
-reply_timeout_ms = 300
+reply_timeout_ms = 500
 offline_after = 2
 """
 
