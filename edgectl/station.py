@@ -268,7 +268,12 @@ class Station:
         preset_volume: Decimal | None = None,
         requested_by: str | None = None,
     ) -> Authorization:
-        return await self.service(pump).authorize(
+        try:
+            service = self.service(pump)
+        except CommandError:
+            self.authorization_outcomes[source.value, "refused"] += 1
+            raise
+        return await service.authorize(
             source,
             nozzles=nozzles,
             preset_amount=preset_amount,

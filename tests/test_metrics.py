@@ -183,6 +183,13 @@ async def test_the_textfile_and_edgectl_metrics_agree(tmp: Path) -> None:
             assert shown.code == 0, shown
             as_json = await acli("metrics", "--json", "--config", str(config))
             assert as_json.code == 0, as_json
+            # A request the station refuses before the pump is touched is counted as such.
+            refused = await acli("authorize", "1", "--amount", "99999", "--config", str(config))
+            assert refused.code == 1 and "outside" in refused.err, refused
+            reply = await acall(config.parent / "ctl.sock", "metrics")
+            outcome = {"source": "attendant", "outcome": "refused"}
+            assert value(families(reply["text"]), "edgectl_authorizations_total", **outcome) == 1
+
             in_file = set(read_textfile(textfile))
             assert set(families(shown.out)) == in_file
             assert {f["name"] for f in json.loads(as_json.out)} == in_file
