@@ -158,7 +158,10 @@ class StationMetrics:
             station = self.daemon.station
             try:
                 read = await station.db_quiet(
-                    _read_store, station.store.reader, figures.last_sale, figures.sales is None
+                    read_store_figures,
+                    station.store.reader,
+                    figures.last_sale,
+                    figures.sales is None,
                 )
             except (StoreError, sqlite3.Error) as exc:
                 if not self._store_failing:
@@ -234,7 +237,7 @@ class StationMetrics:
         return self._store
 
 
-def _read_store(reader: Any, after_sale: int, first: bool) -> dict[str, Any]:
+def read_store_figures(reader: Any, after_sale: int, first: bool) -> dict[str, Any]:
     """On the store thread: the outbox, the sales after `after_sale`, and on the first read
     what retention deleted."""
     figures: dict[str, Any] = reader.metrics_figures(after_sale)
