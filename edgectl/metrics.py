@@ -46,8 +46,9 @@ if TYPE_CHECKING:
 # family that nobody asked for (the library reads this at every scrape; process-wide).
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-# From a few polls of a fast line to a pump that needed its retries.
-ORDER_LATENCY_BUCKETS: Final = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+# From the few ms of a station that is idle (docs/performance.md, section 3) to a pump that
+# needed its retries, or an order that waited for a pump at start-up (at most 5 s).
+ORDER_LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # From a commit in the page cache's time to an SD card that stalls.
 COMMIT_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 TEXTFILE_MODE: Final = 0o644  # node_exporter runs as another user
