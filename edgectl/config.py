@@ -52,6 +52,7 @@ __all__ = [
     "LimitsConfig",
     "LineConfig",
     "LoggingConfig",
+    "MetricsConfig",
     "PumpConfig",
     "StationConfig",
     "StoreConfig",
@@ -251,6 +252,21 @@ class ControlConfig:
     group: str | None = None
 
 
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus metrics without a TCP port: the exposition is written to `textfile` (for
+    node_exporter's textfile collector) every `interval_s`; None: not written (`edgectl
+    metrics` still shows it over the control socket).
+
+    `textfile` is absolute (a relative path is resolved against the config file) and ends in
+    `.prom`, the only files the collector reads. Its directory is not checked here: the
+    daemon logs a missing one and keeps running.
+    """
+
+    textfile: Path | None = None
+    interval_s: float = 15.0
+
+
 GaugeUnits = Literal["metric", "us"]
 # How a Veeder-Root console's inventory is asked: the computer-format i201 only, the printed
 # (display-format) I201 report only, or i201 with I201 where the console refuses it.
@@ -377,6 +393,7 @@ class Config:
     cloud: CloudConfig | None = None  # None: no [cloud] section, the station runs alone
     control: ControlConfig = ControlConfig()
     health: HealthConfig = HealthConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     gauges: tuple[GaugeConfig, ...] = ()  # empty: no [[gauges]], no tank gauging
     tanks: tuple[TankConfig, ...] = ()
@@ -467,6 +484,7 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> Config:
     cloud = _read_cloud(root, station)
     control = _read_control(root)
     health = _read_health(root)
+    metrics = _read_metrics(root)
     gauges = _read_gauges(root, lines)
     tanks = _read_tanks(root, grades, gauges)
     return Config(
@@ -484,6 +502,7 @@ def parse_config(data: Mapping[str, Any], *, source: Path) -> Config:
         cloud=cloud,
         control=control,
         health=health,
+        metrics=metrics,
     )
 
 
@@ -499,6 +518,7 @@ _SECTIONS: Final = (
     "cloud",
     "control",
     "health",
+    "metrics",
     "gauges",
     "tanks",
 )
@@ -950,6 +970,27 @@ def _read_health(root: _Table) -> HealthConfig:
 
 
 _GROUP_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
+
+
+def _read_metrics(root: _Table) -> MetricsConfig:
+    t = root.table("metrics", ("textfile", "interval_s"))
+    default = MetricsConfig()
+    textfile: Path | None = None
+    if "textfile" in t.data:
+        text = t.opt_str("textfile", "")
+        if not text.strip():
+            raise t.fail("textfile", "must not be empty (leave the key out to write no file)")
+        textfile = Path(text)
+        if not textfile.is_absolute():
+            textfile = (t.source.parent / textfile).resolve()
+        if textfile.suffix != ".prom":
+            raise t.fail(
+                "textfile",
+                f"{textfile} does not end in .prom: node_exporter's textfile collector reads "
+                "only *.prom files (for example /var/lib/prometheus/node-exporter/edgectl.prom)",
+            )
+    interval = t.opt_number("interval_s", default.interval_s, lo=1.0, hi=3600.0)
+    return MetricsConfig(textfile=textfile, interval_s=interval)
 
 
 def _topic_prefix_problem(prefix: str) -> str | None:

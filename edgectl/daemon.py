@@ -19,6 +19,7 @@ from edgectl.errors import ConfigError, StoreError
 from edgectl.instance import InstanceLock
 from edgectl.logs import get_logger
 from edgectl.maintenance import Maintenance
+from edgectl.metrics import StationMetrics
 from edgectl.sdnotify import Notifier
 from edgectl.station import Station
 from edgectl.store.store import Store
@@ -190,6 +191,10 @@ class Daemon:
             self.tanks.on_gauge_event = self.devices.on_gauge_event
         self.control = ControlServer(self, config.control)
         self.maintenance = Maintenance(config, self.station)
+        # Prometheus metrics: a textfile for node_exporter ([metrics]), `edgectl metrics`.
+        self.metrics = StationMetrics(self)
+        self.store.on_commit = self.metrics.store_commit.observe
+        self.station.on_order_confirmed = self.metrics.order_latency.observe
         # Under systemd (Type=notify): READY, a STATUS line, watchdog pings (supervisor.py).
         self.notifier = Notifier.from_environ()
         self.supervisor = (
@@ -239,6 +244,7 @@ class Daemon:
                 tasks.append(tg.create_task(self.control.run(), name="control"))
                 tasks.append(tg.create_task(self.maintenance.run(), name="maintenance"))
                 tasks.append(tg.create_task(self.devices.run(), name="devices"))
+                tasks.append(tg.create_task(self.metrics.run(), name="metrics"))
                 if self.tanks is not None:
                     tasks.append(tg.create_task(self.tanks.run(), name="tanks"))
                 if self.cloud is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -96,6 +97,9 @@ class OrderRequest:
     expires_at: str | None = None
     # The command as received: persisted in the inbox in the order's own transaction.
     command_payload: str | None = None
+    # The station's clock() when the command was received: the order's latency runs from it
+    # to the pump's confirmation of the authorization.
+    received_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +161,12 @@ class Station:
         self.on_outbox: Callable[[], None] = lambda: None  # the cloud publisher's wake-up
         # Each sale recorded, for the tank service (wet stock); a no-op without gauges.
         self.on_sold: Callable[[PumpFill], None] = lambda fill: None
+        # Seconds from a cloud order's command to its pump's confirmation (metrics).
+        self.on_order_confirmed: Callable[[float], None] = lambda seconds: None
+        # How each authorization asked for ended, by (source, outcome): "refused" (never
+        # recorded: pump busy or offline, outside the limits…), else the state it ended in
+        # (completed, no_sale, expired, cancelled, failed). Since the daemon started.
+        self.authorization_outcomes: Counter[tuple[str, str]] = Counter()
         self._price_tasks: set[asyncio.Task[None]] = set()
         self.points: dict[int, PumpService] = {}
         self._by_address: dict[tuple[str, int], PumpService] = {}
@@ -258,7 +268,12 @@ class Station:
         preset_volume: Decimal | None = None,
         requested_by: str | None = None,
     ) -> Authorization:
-        return await self.service(pump).authorize(
+        try:
+            service = self.service(pump)
+        except CommandError:
+            self.authorization_outcomes[source.value, "refused"] += 1
+            raise
+        return await service.authorize(
             source,
             nozzles=nozzles,
             preset_amount=preset_amount,
@@ -289,14 +304,19 @@ class Station:
 
         The order is persisted with the lift deadline in force (`lift_deadline`), which every
         step of the order reports and the pump's timer keeps, across restarts too."""
-        service = self.service(order.pump)
-        order = replace(order, expires_at=self.lift_deadline(order.expires_at))
-        if order.currency != self.config.station.currency:
-            raise CommandError(
-                f"currency {order.currency} is not the station's {self.config.station.currency}",
-                code="wrong_currency",
-            )
-        nozzles = service.allowed_nozzles(order.nozzles, order.grades)
+        try:
+            service = self.service(order.pump)
+            order = replace(order, expires_at=self.lift_deadline(order.expires_at))
+            if order.currency != self.config.station.currency:
+                raise CommandError(
+                    f"currency {order.currency} is not the station's "
+                    f"{self.config.station.currency}",
+                    code="wrong_currency",
+                )
+            nozzles = service.allowed_nozzles(order.nozzles, order.grades)
+        except CommandError:
+            self.authorization_outcomes[AuthorizationSource.CLOUD.value, "refused"] += 1
+            raise
         # An order id already taken is refused by the store, in the transaction that would
         # persist this one (one commit before the pump, and no read off the store thread).
         return await service.authorize(
@@ -887,7 +907,11 @@ class PumpService:
         serves_lift: bool = False,
     ) -> Authorization:
         """Record why, then authorize. The record is durable before the pump is touched."""
-        self._check_authorizable(nozzles, preset_amount, preset_volume)
+        try:
+            self._check_authorizable(nozzles, preset_amount, preset_volume)
+        except CommandError:
+            self.station.authorization_outcomes[source.value, "refused"] += 1
+            raise
         store = self.station.store
         if order is not None:
             try:
@@ -906,6 +930,7 @@ class PumpService:
                     command_payload=order.command_payload,
                 )
             except OrderExists as exc:
+                self.station.authorization_outcomes[source.value, "refused"] += 1
                 raise CommandError(str(exc), code=exc.code) from exc
         else:
             auth = await self.station.db(
@@ -933,6 +958,8 @@ class PumpService:
             log.error("authorize_failed", error=str(exc))
             raise CommandError(f"pump {self.pump.number}: {exc}", code="pump_refused") from exc
         self._confirmed_at = self.events_queued
+        if order is not None and order.received_at is not None:
+            self.station.on_order_confirmed(self.station.clock() - order.received_at)
         await self._set_auth_state(AuthorizationState.AUTHORIZED)
         log.info(
             "authorized",
@@ -1030,6 +1057,7 @@ class PumpService:
             self.auth = auth
             self._published_state = None
             raise
+        self.station.authorization_outcomes[auth.source.value, state.value] += 1
         self.log.info(
             "authorization_ended", authorization_id=auth_id, state=state.value, reason=reason
         )
@@ -1104,6 +1132,9 @@ class PumpService:
         self._fill_sold = True
         if recorded.created:
             self.sales_recorded += 1
+            if self.auth is not None:
+                outcome = (self.auth.source.value, AuthorizationState.COMPLETED.value)
+                self.station.authorization_outcomes[outcome] += 1
             self.station.on_sold(PumpFill(self.pump.number, self.fills, sale.grade, sale.volume))
             log.info(
                 "sale_recorded",

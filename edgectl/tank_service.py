@@ -783,6 +783,7 @@ class TankService:
                     water_mm=None if inv is None else inv.water_mm,
                     temperature_c=None if inv is None else inv.temperature_c,
                     gross_l=None if inv is None else inv.gross_l,
+                    water_l=None if inv is None else inv.water_l,
                     product_l=None if inv is None else inv.product_l,
                     net_l=None if inv is None else inv.net_l,
                     ullage_l=None if inv is None else inv.ullage_l,
@@ -799,10 +800,10 @@ class TankView:
     """One tank as the station knows it at one instant (`TankService.snapshot`).
 
     Heights in mm, temperature in °C, volumes in litres: `gross_l` is all liquid (product and
-    water), `product_l` the product at its own temperature, `net_l` the product at 15 °C,
-    `ullage_l` the room left to capacity, `fill_pct` gross over capacity. `alarms` are the
-    active alarms the service tracks itself, by name, in `TankAlarm` order; the gauge's own
-    alarms (`tank_gauge_*`) are kept in the store only.
+    water), `water_l` the water under it, `product_l` the product at its own temperature,
+    `net_l` the product at 15 °C, `ullage_l` the room left to capacity, `fill_pct` gross over
+    capacity. `alarms` are the active alarms the service tracks itself, by name, in
+    `TankAlarm` order; the gauge's own alarms (`tank_gauge_*`) are kept in the store only.
     """
 
     number: int
@@ -817,6 +818,7 @@ class TankView:
     water_mm: Decimal | None
     temperature_c: Decimal | None
     gross_l: Decimal | None
+    water_l: Decimal | None
     product_l: Decimal | None
     net_l: Decimal | None
     ullage_l: Decimal | None

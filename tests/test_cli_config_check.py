@@ -138,3 +138,28 @@ def test_gauges_and_tanks_summarised_and_explained(
     path.write_text(station_toml(tmp_path, extra=tank.replace('"jet"', '"92"')))
     code, out, _ = check(capsys, str(path))
     assert code == 0 and "gauge tls: /dev/ttyS9 veeder_root 9600 8N1, tanks 1" in out
+
+
+def test_the_metrics_textfile_is_summarised_and_a_missing_directory_noted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text(station_toml(tmp_path))
+    code, out, _ = check(capsys, str(path))
+    assert code == 0 and "metrics: no textfile (edgectl metrics shows them)" in out
+
+    path.write_text(
+        station_toml(tmp_path, extra='[metrics]\ntextfile = "prom/edgectl.prom"\ninterval_s = 30\n')
+    )
+    code, out, _ = check(capsys, str(path))
+    assert code == 0
+    assert f"metrics textfile {tmp_path / 'prom' / 'edgectl.prom'} every 30 s" in out
+    assert f"note: metrics.textfile: {tmp_path / 'prom'} does not exist" in out
+    (tmp_path / "prom").mkdir()
+    code, out, _ = check(capsys, str(path), "--json")
+    body = json.loads(out)
+    assert body["summary"]["metrics"] == {
+        "textfile": str(tmp_path / "prom" / "edgectl.prom"),
+        "interval_s": 30.0,
+    }
+    assert not [n for n in body["notes"] if n.startswith("metrics.")]

@@ -31,6 +31,7 @@ def demo_copy(tmp_path: Path) -> Path:
     text = (ROOT / "config" / "demo.toml").read_text()
     text = text.replace("/tmp/edgectl-demo/", f"{tmp_path}/tty-")
     text = text.replace('"../var/demo/edgectl.db"', f'"{tmp_path}/demo.db"')
+    text = text.replace('"../var/demo/edgectl.prom"', f'"{tmp_path}/edgectl.prom"')
     path = tmp_path / "demo.toml"
     path.write_text(text)
     return path

@@ -123,11 +123,14 @@ def test_example_config_loads() -> None:
     assert config.cloud.client_id == "edgectl-SH-PD-0017"
     assert [key.id for key in config.cloud.command_keys] == ["cloud-2026a"]
     assert config.health == HealthConfig()  # the example shows the defaults it says
+    assert config.metrics.textfile == Path("/var/lib/prometheus/node-exporter/edgectl.prom")
+    assert config.metrics.interval_s == 15
 
 
 def test_demo_config_loads() -> None:
     config = load_config(CONFIG_DIR / "demo.toml")
     assert config.station.id == "DEMO-001"
+    assert config.metrics.textfile == config.store.path.with_name("edgectl.prom")
     assert [(line.name, line.port) for line in config.lines] == [
         ("north", "/tmp/edgectl-demo/north"),
         ("south", "/tmp/edgectl-demo/south"),

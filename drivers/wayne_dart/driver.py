@@ -113,6 +113,10 @@ class _PumpLink:
     nak_since: int = 0  # NAKs since its last good reply
     last_seen: float | None = None  # clock() of its last good reply
     errors: dict[str, int] = field(default_factory=lambda: {"timeouts": 0, "bad_crc": 0, "naks": 0})
+    frames: dict[str, int] = field(default_factory=lambda: {"sent": 0, "received": 0})
+    # Routine polls while online: when the last was sent, and the smoothed time between two.
+    last_poll: float | None = None
+    poll_period_s: float | None = None
 
 
 @dataclass
@@ -193,6 +197,20 @@ class DartLine:
     def last_seen(self, address: int) -> float | None:
         """clock() of the pump's last good reply, None if it never answered."""
         return self._pumps[address].last_seen
+
+    def pump_frames(self, address: int) -> dict[str, int]:
+        """Frames sent to this pump and valid frames received from it since the line started."""
+        return dict(self._pumps[address].frames)
+
+    def poll_period(self) -> float | None:
+        """Seconds between two routine polls of one pump, smoothed, for the slowest pump
+        online (what bounds how late a lifted nozzle is seen); None: no pump online yet."""
+        periods = [
+            link.poll_period_s
+            for link in self._pumps.values()
+            if link.online and link.poll_period_s is not None
+        ]
+        return max(periods) if periods else None
 
     async def request_status(self, address: int) -> DispenserStatus:
         reply = await self._submit(
@@ -387,6 +405,13 @@ class DartLine:
     # ------------------------------------------------------------------ poll and commands
     async def _poll(self, address: int) -> None:
         link = self._pumps[address]
+        now = self._clock()
+        if link.online and link.last_poll is not None:
+            gap = now - link.last_poll
+            smoothed = link.poll_period_s
+            link.poll_period_s = gap if smoothed is None else smoothed + (gap - smoothed) * 0.2
+        # An offline pump is tried at its back-off: those gaps are not the poll period.
+        link.last_poll = now if link.online else None
         reply = await self._transact(codec.poll(address), address)
         if reply is None:
             self._missed(link)
@@ -558,6 +583,9 @@ class DartLine:
                 self._wire[frame] = wire
         await self.transport.write(wire)
         self.counters.frames_sent += 1
+        link = self._pumps.get(frame.address)
+        if link is not None:
+            link.frames["sent"] += 1
         for tap in self.taps:
             tap("tx", wire, frame, self._clock())
         return wire
@@ -588,6 +616,9 @@ class DartLine:
                 if item is None:
                     continue
                 self.counters.frames_received += 1
+                sender = self._pumps.get(item.address)
+                if sender is not None:
+                    sender.frames["received"] += 1
                 if item.address == address:
                     return item
                 self.counters.unexpected += 1

@@ -55,6 +55,9 @@ _SECTIONS = {
     "and [[cloud.command_keys]]; leave the whole section out to run without a cloud.",
     "control": "[control] socket is the CLI's Unix socket path (at most 107 bytes), group the "
     "group allowed to use it.",
+    "metrics": "[metrics] textfile is where the Prometheus metrics are written for "
+    "node_exporter's textfile collector (a *.prom file in its --collector.textfile.directory), "
+    "interval_s how often (1 to 3600 s, default 15).",
 }
 _KEY_PATH = re.compile(r"[A-Za-z_][\w.\[\]-]*")
 
@@ -133,6 +136,11 @@ def run_check(args: argparse.Namespace) -> int:
     print(f"cloud {cloud}" if cloud else "cloud: none (the station runs alone)")
     group = summary["control"]["group"]
     print(f"control socket {summary['control']['socket']}{f' (group {group})' if group else ''}")
+    metrics = summary["metrics"]
+    if metrics["textfile"] is None:
+        print("metrics: no textfile (edgectl metrics shows them)")
+    else:
+        print(f"metrics textfile {metrics['textfile']} every {metrics['interval_s']:g} s")
     for text in notes:
         print(f"note: {text}")
     return output.EXIT_OK
@@ -200,6 +208,10 @@ def summarise(config: Config) -> dict[str, Any]:
             "socket": str(config.control.socket),
             "group": config.control.group,
         },
+        "metrics": {
+            "textfile": None if config.metrics.textfile is None else str(config.metrics.textfile),
+            "interval_s": config.metrics.interval_s,
+        },
     }
 
 
@@ -222,6 +234,12 @@ def machine_notes(config: Config) -> list[str]:
         notes.append(
             f"control.socket: {socket_dir} does not exist yet (the daemon creates it when it "
             "may; systemd's RuntimeDirectory=edgectl does for /run/edgectl)"
+        )
+    textfile = config.metrics.textfile
+    if textfile is not None and not textfile.parent.is_dir():
+        notes.append(
+            f"metrics.textfile: {textfile.parent} does not exist: the daemon does not create "
+            "it (node_exporter's textfile directory); until it exists no metrics are written"
         )
     if config.control.group is not None:
         try:

@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "edgectl.cli.cloud",
     "edgectl.cli.status",
     "edgectl.cli.health",
+    "edgectl.cli.metrics",
     "edgectl.cli.pumps",
     "edgectl.cli.records",
     "edgectl.cli.actions",

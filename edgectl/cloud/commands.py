@@ -77,6 +77,7 @@ class CommandHandler:
         return await self.station.db(fn, *args, **kwargs)
 
     async def handle(self, message: IncomingCommand) -> None:
+        received = self.station.clock()  # an order's latency runs from here (metrics)
         try:
             command = contract.parse_command(
                 message.payload,
@@ -119,7 +120,7 @@ class CommandHandler:
         # action is idempotent for the same command (an order is not created twice).
         log.info("command_received", key_id=key_id)
         status, code, text, order_id = await self._execute(
-            command, payload, resumed=stored is not None
+            command, payload, resumed=stored is not None, received=received
         )
         result = contract.result_data(command.cmd_id, command.type, status, code, text, order_id)
         await self._db(
@@ -180,11 +181,15 @@ class CommandHandler:
             correlation=message.correlation_data,
         )
 
-    async def _execute(self, command: Command, payload: str, *, resumed: bool) -> Outcome:
+    async def _execute(
+        self, command: Command, payload: str, *, resumed: bool, received: float | None = None
+    ) -> Outcome:
         data = command.data
         try:
             if isinstance(data, AuthorizeData):
-                return await self._authorize(command, data, payload, resumed=resumed)
+                return await self._authorize(
+                    command, data, payload, resumed=resumed, received=received
+                )
             if isinstance(data, CancelData):
                 text = await self.station.cancel_order(data.order_id)
                 return "accepted", "ok", text, data.order_id
@@ -217,7 +222,13 @@ class CommandHandler:
             return "rejected", exc.code, str(exc), getattr(data, "order_id", None)
 
     async def _authorize(
-        self, command: Command, data: AuthorizeData, payload: str, *, resumed: bool
+        self,
+        command: Command,
+        data: AuthorizeData,
+        payload: str,
+        *,
+        resumed: bool,
+        received: float | None = None,
     ) -> Outcome:
         if resumed:
             order = await self._db(self.store.order, data.order_id)
@@ -238,6 +249,7 @@ class CommandHandler:
             payment_method=data.payment_method,
             expires_at=contract.timestamp(data.expires_at) if data.expires_at else None,
             command_payload=payload,
+            received_at=received,
         )
         await self.station.start_order(request)
         unit = "L" if data.preset_type == "volume" else data.currency

@@ -35,6 +35,7 @@ READ_OPS: Final = (
     "audit",
     "health",
     "history",
+    "metrics",
 )
 ACTION_OPS: Final = ("authorize", "stop", "price")
 STREAM_OPS: Final = ("watch", "sniff")

@@ -124,6 +124,7 @@ class ControlServer:
             "alarms": self._alarms,
             "health": self._health,
             "history": self._history,
+            "metrics": self._metrics,
             "sales": self._sales,
             "orders": self._orders,
             "outbox": self._outbox,
@@ -441,6 +442,15 @@ class ControlServer:
 
     async def _health(self, args: Args, peer: Peer) -> dict[str, Any]:
         return (await self._verdict()).as_dict()
+
+    async def _metrics(self, args: Args, peer: Peer) -> dict[str, Any]:
+        """The Prometheus exposition the textfile holds (edgectl/metrics.py), or with `json`
+        its metric families as objects."""
+        metrics = self.daemon.metrics
+        if args.flag("json"):
+            await metrics.refresh()
+            return {"families": metrics.families()}
+        return {"text": (await metrics.exposition()).decode()}
 
     async def _history(self, args: Args, peer: Peer) -> list[dict[str, Any]]:
         reader = self.station.store.reader

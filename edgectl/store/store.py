@@ -147,6 +147,9 @@ class Store:
         self.write_fault: WriteFault | None = None
         # Called (on the store's thread) when a write fault begins: the station's watch.
         self.on_unwritable: Callable[[], None] = lambda: None
+        # Told (on the store's thread) the seconds of each committed write transaction,
+        # BEGIN to durable COMMIT: the metrics' commit-time histogram.
+        self.on_commit: Callable[[float], None] = lambda seconds: None
         self._opened = False
         self._store_id = 0
         self._touch = "PRAGMA application_id=0"
@@ -297,6 +300,7 @@ class Store:
             raise fault.refusal()
         tx = _Tx(self._db, self.outbox_max_rows)
         alarm_id = 0
+        began = time.perf_counter()
         try:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(self._touch)
@@ -317,6 +321,7 @@ class Store:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._write_failed(exc) from exc
+        self.on_commit(time.perf_counter() - began)
         if fault is not None:
             self.write_fault = None
             self.log.info(
@@ -1000,6 +1005,7 @@ class Store:
         cut = min(cut, now)
         removed: dict[str, int] = {}
         with self.transaction() as tx:
+            _keep_purged_sales(tx, cut)
             for table, sql in (
                 (
                     "orders",
@@ -1612,6 +1618,35 @@ class StoreReader:
             "sequences": sequences,
         }
 
+    def metrics_figures(self, after_sale: int) -> dict[str, Any]:
+        """What the metrics read from the store, in one short visit: the outbox's rows held
+        and its oldest row's time, and the sales after id `after_sale` by grade (count,
+        litres, highest id), so each scrape reads only the sales new since the last."""
+        depth, oldest = self._db.execute(
+            "SELECT COUNT(*), (SELECT created_at FROM outbox ORDER BY seq LIMIT 1) FROM outbox"
+        ).fetchone()
+        sales = [
+            (str(grade), int(count), float(litres), int(last))
+            for grade, count, litres, last in self._db.execute(
+                "SELECT grade, COUNT(*), total(volume), MAX(id) FROM sales WHERE id > ?"
+                " GROUP BY grade ORDER BY grade",
+                (after_sale,),
+            )
+        ]
+        return {"outbox_depth": int(depth), "outbox_oldest_at": oldest, "sales": sales}
+
+    def purged_sales(self) -> dict[str, tuple[int, float]]:
+        """Sales and litres per grade of the sales retention deleted (`purge_old_records`):
+        with the sales still held, what the store has sold since it began."""
+        found: dict[str, tuple[int, float]] = {}
+        for key, value in self._db.execute(
+            "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?",
+            (len(PURGED_SALES_KEY), PURGED_SALES_KEY),
+        ):
+            count, litres = str(value).split()
+            found[str(key).removeprefix(PURGED_SALES_KEY)] = (int(count), float(litres))
+        return found
+
     def newest_record_at(self) -> str | None:
         """When the newest sale, alarm or outbox message was written (for the clock check)."""
         row = self._db.execute(
@@ -1671,6 +1706,31 @@ def _filters(*conditions: tuple[str, object]) -> tuple[str, tuple[Any, ...]]:
         return "", ()
     where = " WHERE " + " AND ".join(f"{clause} ?" for clause, _ in used)
     return where, tuple(value for _, value in used)
+
+
+# meta keys `sales_purged:<grade>` = "<sales> <litres>": what retention deleted, kept so that
+# the sales and litres sold per grade since the store began never go down.
+PURGED_SALES_KEY = "sales_purged:"
+
+
+def _keep_purged_sales(tx: _Tx, cut: str) -> None:
+    """Add the sales about to be deleted (recorded before `cut`) to their grade's purged
+    totals, in the purge's own transaction (exact: the volumes are summed as decimals)."""
+    sold: dict[str, tuple[int, Decimal]] = {}
+    for grade, volume in tx.execute(
+        "SELECT grade, volume FROM sales WHERE recorded_at < ?", (cut,)
+    ).fetchall():
+        count, litres = sold.get(str(grade), (0, Decimal(0)))
+        sold[str(grade)] = (count + 1, litres + Decimal(volume))
+    for grade, (count, litres) in sold.items():
+        key = f"{PURGED_SALES_KEY}{grade}"
+        row = tx.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is not None:
+            before_count, before_litres = str(row[0]).split()
+            count, litres = count + int(before_count), litres + Decimal(before_litres)
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, f"{count} {litres}")
+        )
 
 
 def device_bucket(moment: datetime) -> str:
