@@ -519,6 +519,13 @@ def _add_follow(actions: Subparsers) -> None:
     )
 
 
+def _add_ingest(actions: Subparsers) -> None:
+    # Its own module: the backend worker is not a station tool, and only it needs psycopg.
+    from edgectl.cli import ingest
+
+    ingest.add(actions)
+
+
 # Each action adds its own subcommand under `cloud`; new actions append here.
 _ACTIONS: tuple[Callable[[Subparsers], None], ...] = (
     _add_keygen,
@@ -528,6 +535,7 @@ _ACTIONS: tuple[Callable[[Subparsers], None], ...] = (
     _add_prices,
     _add_clear,
     _add_follow,
+    _add_ingest,
 )
 
 
