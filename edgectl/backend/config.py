@@ -38,7 +38,8 @@ class IngestConfig:
     stay open before the first `replay` (with several workers, a stream's messages commit a
     little out of order all the time). `replay_interval_s`: the wait before asking again,
     doubled at each try up to 5 minutes. `quiet_s` / `probe_interval_s`: a stream silent for
-    `quiet_s` is probed once (replay past its top), and every `probe_interval_s` after.
+    `quiet_s` is probed once (replay past its top), and every `probe_interval_s` after (ten
+    times that for a stream that never had a message).
     `answer_timeout_s`: an ack the station has not answered by then is sent again.
     """
 
@@ -57,7 +58,7 @@ class IngestConfig:
     gap_grace_s: float = 2.0
     replay_interval_s: float = 5.0
     quiet_s: float = 10.0
-    probe_interval_s: float = 300.0
+    probe_interval_s: float = 60.0
     answer_timeout_s: float = 15.0
     command_valid_s: float = 600.0
     schemas: Path = DEFAULT_SCHEMAS

@@ -639,17 +639,16 @@ class Database:
         out: list[DueCommand] = []
         rows: list[tuple[Any, ...]] = []
         async with self.conn.transaction(), self.conn.cursor() as cur:
-            # Acks: enough new messages, or old enough; for the result stream only when a
-            # result that is not the answer to our own command came (else each ack would call
-            # for the next one); and again when an ack went unanswered, or a seq was claimed
-            # twice (the answer tells whether the store was rebuilt).
+            # Acks: enough new messages, or old enough; for the result stream only when more
+            # than the answer to our last ack of it came (else each ack of the result stream
+            # would call for the next one: one result stays outstanding, as the contract says);
+            # and again when an ack went unanswered, or a seq was claimed twice (the answer
+            # tells whether the store was rebuilt).
             await cur.execute(
                 "SELECT station, stream, contiguous_seq, generation FROM watermarks WHERE"
                 " (contiguous_seq > ack_sent_seq AND (contiguous_seq - ack_sent_seq >= %(every)s"
                 "  OR (coalesce(ack_sent_at, '-infinity') < clock_timestamp() - %(interval)s"
-                "      AND (stream <> 'result'"
-                "           OR coalesce(last_seen_at, '-infinity')"
-                "              > coalesce(ack_sent_at, '-infinity')))))"
+                "      AND (stream <> 'result' OR contiguous_seq - ack_sent_seq > 1))))"
                 " OR (acked_seq < ack_sent_seq"
                 "     AND ack_sent_at < clock_timestamp() - %(timeout)s)"
                 " OR (suspect_at IS NOT NULL"
@@ -706,14 +705,16 @@ class Database:
                     " replays = replays + 1 WHERE station = %s AND stream = %s AND from_seq = %s",
                     (g["station"], g["stream"], g["from_seq"]),
                 )
-            # Probes: a quiet stream with no gap, once per quiet spell and then now and then,
-            # finds a lost last message (and a stream whose every message was lost).
+            # Probes: a quiet stream with no gap, once per quiet spell and then every
+            # probe_interval (ten times that for a stream never seen), finds a lost last
+            # message (and a stream whose every message was lost).
             await cur.execute(
                 "SELECT station, stream, contiguous_seq, generation FROM watermarks"
                 " WHERE contiguous_seq = highest_seq"
                 " AND coalesce(last_seen_at, created_at) < clock_timestamp() - %(quiet)s"
                 " AND (probe_at IS NULL OR probe_at < coalesce(last_seen_at, '-infinity')"
-                "      OR probe_at < clock_timestamp() - %(every)s)"
+                "      OR probe_at < clock_timestamp() - %(every)s"
+                "         * CASE WHEN highest_seq = 0 THEN 10 ELSE 1 END)"
                 " ORDER BY station, stream LIMIT %(limit)s FOR UPDATE SKIP LOCKED",
                 {
                     "quiet": _interval(quiet_s),

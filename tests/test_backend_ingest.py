@@ -1,0 +1,400 @@
+"""The reference ingest worker (edgectl cloud ingest) end to end: a real Mosquitto, a real
+station daemon with simulated pumps in cloud mode with ``delivery = "backend"``, and the
+machine's real PostgreSQL, in a schema of each test's own that is dropped afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from drivers.wayne_dart.sim import Customer, preset_fill
+from edgectl.cloud.client import Broker
+from tests.cloudkit import TestCloud, cloud_section
+from tests.mqttkit import MosquittoBroker
+from tests.stationkit import RunningStation, running_station, until, write_config
+
+psycopg = pytest.importorskip("psycopg")
+
+from edgectl.backend.config import IngestConfig  # noqa: E402  (needs psycopg's extra)
+from edgectl.backend.worker import IngestWorker  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+STATION = "TEST-01"
+DSN = os.environ.get("EDGECTL_TEST_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+# Quick rhythm for tests: a gap is asked for after half a second, a quiet stream probed.
+RHYTHM: dict[str, Any] = {
+    "ack_interval_s": 0.3,
+    "gap_grace_s": 0.5,
+    "replay_interval_s": 0.5,
+    "quiet_s": 1.0,
+    "probe_interval_s": 3.0,
+    "answer_timeout_s": 3.0,
+}
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def pg_prefix() -> Iterator[str]:
+    """edgectl_test_<random>: every schema of this session starts so, all dropped at the end."""
+    try:
+        psycopg.connect(DSN, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        pytest.skip(f"no PostgreSQL at {DSN}: {exc}")
+    prefix = f"edgectl_test_{secrets.token_hex(4)}"
+    yield prefix
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        names = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (prefix + "%",)
+        ).fetchall()
+        for (name,) in names:
+            conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+@pytest.fixture
+def pg_schema(pg_prefix: str, request: pytest.FixtureRequest) -> str:
+    return f"{pg_prefix}_{secrets.token_hex(3)}"
+
+
+def query(schema: str, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(DSN, row_factory=dict_row) as conn:
+        conn.execute(f'SET search_path TO "{schema}"')
+        try:
+            return list(conn.execute(sql, params).fetchall())
+        except psycopg.errors.UndefinedTable:
+            return []
+
+
+# --------------------------------------------------------------------------- the rig
+
+
+@dataclass
+class Rig:
+    broker: MosquittoBroker
+    station: RunningStation
+    cloud: TestCloud
+    key: Ed25519PrivateKey
+    key_file: Path
+    schema: str
+    tmp: Path
+
+    def config(self, client_id: str, **over: Any) -> IngestConfig:
+        return IngestConfig(
+            broker=Broker("127.0.0.1", self.broker.port),
+            key=self.key,
+            key_id="test-key",
+            dsn=DSN,
+            schema=self.schema,
+            group="ingest",
+            client_id=client_id,
+            **{**RHYTHM, **over},
+        )
+
+    def pg(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        return query(self.schema, sql, params)
+
+    def streams(self) -> dict[str, dict[str, Any]]:
+        return {
+            r["stream"]: r for r in self.station.rows("SELECT * FROM outbox_streams WHERE key = ''")
+        }
+
+    def drained(self) -> bool:
+        """Every guaranteed message the station made is acknowledged by the backend, but for
+        answers to the backend's own latest acks and probes (the contract: the answer to the
+        last ack of the result stream is always outstanding)."""
+        held = self.station.rows("SELECT stream, payload FROM outbox WHERE stream_seq IS NOT NULL")
+        return all(
+            r["stream"] == "result" and json.loads(r["payload"])["cmd_id"].startswith("bk-")
+            for r in held
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """Both sides' counts, for a failure's message."""
+        return {
+            "station": self.streams(),
+            "watermarks": self.pg(
+                "SELECT stream, contiguous_seq, highest_seq, ack_sent_seq, acked_seq"
+                " FROM watermarks WHERE highest_seq > 0"
+            ),
+            "gaps": self.pg("SELECT stream, from_seq, to_seq, replays FROM gaps"),
+            "rejects": self.pg("SELECT topic, reason FROM rejects"),
+        }
+
+    def stored_once(self, stream: str) -> bool:
+        """The backend holds seq 1..last of `stream`, each in one event."""
+        last = self.streams().get(stream, {}).get("last_seq", 0)
+        rows = self.pg(
+            "SELECT seq, COUNT(*) AS n FROM events WHERE station = %s AND kind = %s"
+            " GROUP BY seq ORDER BY seq",
+            (STATION, stream),
+        )
+        return [r["seq"] for r in rows] == list(range(1, last + 1)) and all(
+            r["n"] == 1 for r in rows
+        )
+
+
+@contextlib.asynccontextmanager
+async def rig_for(tmp_path: Path, broker: MosquittoBroker, schema: str) -> AsyncIterator[Rig]:
+    key = Ed25519PrivateKey.generate()
+    key_file = tmp_path / "test-key.key"
+    key_file.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    extra = cloud_section(broker.port, key) + 'delivery = "backend"\n'
+    config = write_config(tmp_path, mode="cloud", extra=extra)
+    async with (
+        TestCloud(broker.port, STATION, key) as cloud,
+        running_station(config, flow_rate_lps=40.0) as st,
+    ):
+        await cloud.wait(lambda: cloud.on("state/online"), what="station online")
+        yield Rig(broker, st, cloud, key, key_file, schema, tmp_path)
+
+
+@contextlib.asynccontextmanager
+async def worker(config: IngestConfig) -> AsyncIterator[IngestWorker]:
+    w = IngestWorker(config)
+    task = asyncio.create_task(w.run(), name=f"worker-{config.client_id}")
+    try:
+        await asyncio.wait_for(w.wait_ready(), 15)
+        yield w
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert task.cancelled(), "the worker ended on its own"
+
+
+async def sale(rig: Rig, pump: int, n: int) -> None:
+    """A pay-at-pump sale: authorize, the customer fills to the preset, hangs up."""
+    order = {
+        "order_id": f"o-{pump}-{n}",
+        "pump": pump,
+        "preset": {"type": "amount", "value": "5.00"},
+        "currency": "CNY",
+    }
+    result = await rig.cloud.result(await rig.cloud.send("authorize", order))
+    assert result["code"] == "ok", result
+    await Customer(rig.station.pump(pump), preset_fill(1, react_s=0.05)).run()
+    await until(
+        lambda: [e for e in rig.cloud.orders(order["order_id"]) if e["status"] == "completed"],
+        20,
+        "completed",
+    )
+
+
+async def clears(rig: Rig, count: int) -> None:
+    """`count` messages on the result stream, quickly: answers to clears of no sale."""
+    for _ in range(count):
+        await rig.cloud.publish("clear", rig.cloud.command("clear", {"sale_id": 999}))
+
+
+def same_sales(rig: Rig) -> None:
+    """PostgreSQL's sales are the station's, each once, field for field."""
+    mine = {
+        r["uid"]: r
+        for r in rig.station.rows("SELECT uid, pump, nozzle, grade, volume, amount FROM sales")
+    }
+    theirs = rig.pg(
+        "SELECT uid, pump, nozzle, grade, volume::text AS volume, amount::text AS amount,"
+        " COUNT(*) OVER (PARTITION BY station, uid) AS copies FROM sales"
+    )
+    assert mine and len(theirs) == len(mine)
+    for row in theirs:
+        assert row.pop("copies") == 1
+        assert row == {
+            k: str(v) if k in ("volume", "amount") else v for k, v in mine[row["uid"]].items()
+        }
+
+
+# --------------------------------------------------------------------------- tests
+
+
+async def test_sales_orders_stored_once_equal_to_the_store_and_acked_after_commit(
+    tmp_path: Path, mosquitto: MosquittoBroker, pg_schema: str
+) -> None:
+    async with rig_for(tmp_path, mosquitto, pg_schema) as rig, worker(rig.config("w-1")) as w:
+        for n in range(2):
+            await asyncio.gather(sale(rig, 1, n), sale(rig, 2, n))
+        await until(lambda: rig.drained(), 20, "every message acknowledged")
+        same_sales(rig)
+        await until(
+            lambda: all(rig.stored_once(s) for s in ("sale", "order", "result")),
+            10,
+            "each message of the streams stored once",
+        )
+        steps = rig.pg("SELECT order_id, status FROM orders WHERE status = 'completed'")
+        assert {s["order_id"] for s in steps} == {"o-1-0", "o-2-0", "o-1-1", "o-2-1"}
+        # What the station was told is what PostgreSQL holds contiguously, no more.
+        marks = {m["stream"]: m for m in rig.pg("SELECT * FROM watermarks")}
+        for stream, row in rig.streams().items():
+            if stream in marks:
+                assert row["acked_seq"] <= marks[stream]["contiguous_seq"]
+        assert marks["sale"]["contiguous_seq"] == 4
+        await until(
+            lambda: (
+                rig.pg("SELECT acked_seq FROM watermarks WHERE stream = 'sale'")
+                == [{"acked_seq": 4}]
+            ),
+            10,
+            "the station's answer to the ack of sale 4",
+        )
+
+        # A broker redelivering a stored message: stored once still.
+        topic, body, raw = next(m for m in rig.cloud.messages if m[0].endswith("/evt/sale"))
+        before = w.counters.duplicates
+        await rig.cloud._client.publish(topic, raw.payload, qos=1)  # type: ignore[union-attr]
+        await until(lambda: w.counters.duplicates > before, 10, "the duplicate seen")
+        assert len(rig.pg("SELECT * FROM sales")) == 4
+
+        # Malformed messages on a station's topics: rejected, visible, and the stream goes on.
+        client = rig.cloud._client
+        assert client is not None
+        await client.publish(f"edgectl/v1/{STATION}/evt/sale", b"{not json", qos=1)
+        # The next sale's seq, claimed by a broken message: it counts for contiguity until
+        # the real one comes, which takes the place.
+        bad = dict(body, msg_id="00000000-0000-4000-8000-000000000001", seq=5)
+        bad["data"] = dict(body["data"], volume=12.5)  # a float where a decimal string goes
+        await client.publish(topic, json.dumps(bad).encode(), qos=1)
+        await until(lambda: len(rig.pg("SELECT * FROM rejects")) == 2, 10, "two rejects")
+        reasons = sorted(r["reason"] for r in rig.pg("SELECT reason FROM rejects"))
+        assert reasons[0].startswith("fails the sale schema: data/volume")
+        assert reasons[1].startswith("not UTF-8 JSON")
+        await sale(rig, 1, 2)
+        await until(lambda: len(rig.pg("SELECT * FROM sales")) == 5, 10, "the next sale")
+        assert rig.stored_once("sale")
+        slot = rig.pg("SELECT state FROM seqs WHERE stream = 'sale' AND seq = 5")
+        assert slot == [{"state": "stored"}]
+        await until(lambda: rig.drained(), 20, "acknowledged")
+        assert rig.pg("SELECT * FROM gaps") == []
+
+
+async def test_a_message_the_broker_handed_to_a_dead_member_is_replayed(
+    tmp_path: Path, mosquitto: MosquittoBroker, pg_schema: str
+) -> None:
+    """A group member that took messages (PUBACK on receipt) and died before storing them:
+    the worker sees the gaps, and a quiet stream's lost last message by its probe, and has
+    the station send them again."""
+    async with rig_for(tmp_path, mosquitto, pg_schema) as rig:
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = 0
+        thief = aiomqtt.Client(
+            "127.0.0.1",
+            mosquitto.port,
+            identifier="thief",
+            protocol=aiomqtt.ProtocolVersion.V5,
+            properties=properties,
+        )
+        taken: list[int] = []
+        async with worker(rig.config("w-1")) as w:
+            async with thief:
+                await thief.subscribe("$share/ingest/edgectl/v1/+/result", qos=1)
+
+                async def steal() -> None:
+                    async for message in thief.messages:
+                        taken.append(json.loads(message.payload)["seq"])  # type: ignore[arg-type]
+
+                stealing = asyncio.create_task(steal())
+                await clears(rig, 30)
+                await until(lambda: len(taken) >= 5, 10, "messages taken by the doomed member")
+                await until(lambda: rig.streams()["result"]["last_seq"] >= 30, 10, "all answered")
+                stealing.cancel()
+            assert taken  # gone with it, PUBACKed: only the station still has them
+            await until(lambda: rig.drained() and rig.stored_once("result"), 30, "gaps filled")
+            assert w.counters.replays_sent >= 1
+            history = rig.pg("SELECT outcome FROM gap_history WHERE stream = 'result'")
+            assert history and {h["outcome"] for h in history} == {"filled"}
+            assert rig.pg("SELECT * FROM gaps") == []
+
+
+def ingest_process(rig: Rig, client_id: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    args = [
+        sys.executable, "-m", "edgectl", "cloud", "ingest",
+        "--dsn", DSN, "--schema", rig.schema,
+        "--host", "127.0.0.1", "--port", str(rig.broker.port),
+        "--group", "ingest", "--client-id", client_id,
+        "--key", str(rig.key_file),
+        "--ack-interval", "0.3", "--gap-grace", "0.5", "--replay-interval", "0.5",
+        "--quiet", "1", "--probe-interval", "3", "--answer-timeout", "3",
+        *extra,
+    ]  # fmt: skip
+    return subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
+
+
+async def test_two_workers_one_killed_mid_stream_nothing_lost_nothing_twice(
+    tmp_path: Path, mosquitto: MosquittoBroker, pg_schema: str
+) -> None:
+    async with rig_for(tmp_path, mosquitto, pg_schema) as rig:
+        log = tmp_path / "workers.log"
+        # The one to be killed keeps its session 2 s: what the broker queued for it then dies
+        # with it, as when a worker never comes back.
+        doomed = ingest_process(rig, "w-doomed", log, "--session-expiry", "2")
+        other = ingest_process(rig, "w-other", log)
+        try:
+            await until(
+                lambda: log.exists() and log.read_text().count("ingest_subscribed") == 2,
+                20,
+                "both workers subscribed",
+            )
+
+            async def customers(pump: int) -> None:
+                for n in range(3):
+                    await sale(rig, pump, n)
+
+            sales = asyncio.gather(customers(1), customers(2))
+            await clears(rig, 40)
+            await until(
+                lambda: len(rig.pg("SELECT 1 FROM events WHERE worker = 'w-doomed'")) >= 5,
+                20,
+                "the doomed worker storing",
+            )
+            doomed.send_signal(signal.SIGKILL)
+            doomed.wait(10)
+            await clears(rig, 40)
+            await sales
+            await sale(rig, 1, 9)
+            try:
+                await until(
+                    lambda: (
+                        rig.drained()
+                        and all(rig.stored_once(s) for s in ("result", "sale", "order"))
+                    ),
+                    60,
+                    "everything stored once and acknowledged",
+                )
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}: {rig.summary()}") from None
+            same_sales(rig)
+            assert other.poll() is None
+            assert rig.pg("SELECT * FROM gaps") == []
+            assert rig.pg("SELECT * FROM rejects") == []
+        finally:
+            for proc in (doomed, other):
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        proc.wait(15)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+        assert other.returncode == 0, log.read_text()[-3000:]
