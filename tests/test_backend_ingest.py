@@ -398,3 +398,23 @@ async def test_two_workers_one_killed_mid_stream_nothing_lost_nothing_twice(
                         proc.kill()
                         proc.wait()
         assert other.returncode == 0, log.read_text()[-3000:]
+
+
+def test_a_worker_that_cannot_reach_its_database_says_so_and_exits_1(tmp_path: Path) -> None:
+    key_file = tmp_path / "k.key"
+    key_file.write_bytes(Ed25519PrivateKey.generate().private_bytes_raw())
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "edgectl", "cloud", "ingest",
+            "--dsn", "host=127.0.0.1 port=1 user=postgres connect_timeout=2",
+            "--broker", "127.0.0.1:1", "--key", str(key_file), "--key-id", "k",
+        ],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "PostgreSQL" in done.stderr and "port 1" in done.stderr
+    usage = subprocess.run(
+        [sys.executable, "-m", "edgectl", "cloud", "ingest", "--broker", "127.0.0.1"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert usage.returncode == 2 and "--key" in usage.stderr

@@ -449,3 +449,18 @@ def test_describe_a_completed_order() -> None:
         "10:24:51.300 order      order o-1 pump 3: completed -- sale 412: pump 3 nozzle 2 "
         "grade 95, 26.39 L, 200.00 CNY at 7.58"
     )
+
+
+def test_the_station_and_its_cli_never_import_the_backends_database_driver() -> None:
+    """psycopg is the backend's optional extra: a station without it must run, and so must
+    every station command (`edgectl --help` builds every parser, `ingest` included)."""
+    code = (
+        "import sys\n"
+        "import edgectl.daemon\n"
+        "from edgectl.cli.main import build_parser\n"
+        "build_parser()\n"
+        "leaked = sorted(m for m in sys.modules if m.split('.')[0] in ('psycopg', 'jsonschema'))\n"
+        "assert not leaked, leaked\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
