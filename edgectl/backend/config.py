@@ -41,6 +41,10 @@ class IngestConfig:
     `quiet_s` is probed once (replay past its top), and every `probe_interval_s` after (ten
     times that for a stream that never had a message).
     `answer_timeout_s`: an ack the station has not answered by then is sent again.
+    `session_expiry_s`: how long the broker keeps a worker's session, and so how long a
+    worker that dies for good goes on receiving its share of a shared subscription (Mosquitto
+    keeps routing to an offline member): those messages come back only by replay, once the
+    session has expired. Restart a dead worker under its client id well within it.
     """
 
     broker: Broker
@@ -51,7 +55,7 @@ class IngestConfig:
     prefix: str = "edgectl"
     group: str = "edgectl-ingest"
     client_id: str = ""
-    session_expiry_s: int = 3600
+    session_expiry_s: int = 600
     batch_max: int = 100
     ack_every: int = 200
     ack_interval_s: float = 2.0

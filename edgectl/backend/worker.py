@@ -75,7 +75,9 @@ class IngestWorker:
         self.verifier = Verifier(config.prefix, config.schemas)
         self.counters = WorkerCounters()
         self.log = get_logger(part="ingest", worker=config.client_id, group=config.group)
-        self._db: Database | None = None
+        # Two connections: the batches, and the acks / replays picked meanwhile. One psycopg
+        # connection holds one transaction at a time; two tasks on it would nest theirs.
+        self._db: tuple[Database, Database] | None = None
         self._ready = asyncio.Event()
         self._failures = 0
 
@@ -101,23 +103,36 @@ class IngestWorker:
                     lost = _transient(exc)
                     if lost is None:
                         raise
+                    # The database connection may have been cut in the middle of a batch (a
+                    # cancelled query): start the next connection on a fresh one.
+                    await self._drop_database()
                     self._failures += 1
                     if self._failures == 1:  # an outage is logged once, its end once
                         self.log.warning("ingest_link_lost", error=str(lost) or type(lost).__name__)
                     backoff = min(_RETRY_MAX_S, _RETRY_MIN_S * 2**self._failures)
                     await asyncio.sleep(random.uniform(0, backoff))
         finally:
-            if self._db is not None:
-                with contextlib.suppress(Exception):
-                    await self._db.close()
-                self._db = None
+            await self._drop_database()
 
-    async def _database(self) -> Database:
-        if self._db is not None and not (self._db.conn.closed or self._db.conn.broken):
+    async def _drop_database(self) -> None:
+        dbs, self._db = self._db, None
+        for db in dbs or ():
+            with contextlib.suppress(Exception):
+                await db.close()
+
+    async def _database(self) -> tuple[Database, Database]:
+        if self._db is not None and not any(d.conn.closed or d.conn.broken for d in self._db):
             return self._db
+        await self._drop_database()
         cfg = self.config
-        self._db = await Database.open(cfg.dsn, cfg.schema, cfg.client_id)
-        await self._db.create_tables()
+        batches = await Database.open(cfg.dsn, cfg.schema, cfg.client_id)
+        try:
+            await batches.create_tables()
+            due = await Database.open(cfg.dsn, cfg.schema, cfg.client_id)
+        except BaseException:
+            await batches.close()
+            raise
+        self._db = (batches, due)
         self.log.info("ingest_database_ready", schema=cfg.schema)
         return self._db
 
@@ -152,7 +167,7 @@ class IngestWorker:
         return link
 
     async def _connection(self) -> None:
-        db = await self._database()
+        batches, due = await self._database()
         link = self._link()
         async with link:
             for topic_filter in self.filters:
@@ -180,8 +195,8 @@ class IngestWorker:
 
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(read(), name="ingest-read")
-                tg.create_task(self._store(link, db, queue), name="ingest-store")
-                tg.create_task(self._send_due(link, db), name="ingest-due")
+                tg.create_task(self._store(link, batches, queue), name="ingest-store")
+                tg.create_task(self._send_due(link, due), name="ingest-due")
 
     async def _store(
         self, link: AckedClient, db: Database, queue: asyncio.Queue[aiomqtt.Message]

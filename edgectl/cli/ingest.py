@@ -75,7 +75,9 @@ def add(actions: Subparsers) -> None:
     mqtt.add_argument(
         "--client-id", type=_identifier, metavar="ID", help="stable per worker: its MQTT session"
     )
-    mqtt.add_argument("--session-expiry", type=_ranged_int(1, 2**32 - 1), metavar="S")
+    mqtt.add_argument(
+        "--session-expiry", type=_ranged_int(1, 2**32 - 1), metavar="S", help="default 600"
+    )
     sign = parser.add_argument_group("signing acks and replays")
     sign.add_argument("--key", type=Path, metavar="FILE", help="private key from keygen")
     sign.add_argument("--key-id", type=_key_id, metavar="ID", help="default: the file's stem")
