@@ -409,7 +409,8 @@ def decode_all(wire: bytes | bytearray, *, max_length: int = MAX_M_LG) -> list[M
         try:
             used, found = decode(wire[at:], max_length=max_length)
         except FramingLost as exc:
-            items.append(Malformed(wire[at:], str(exc), "unframeable"))
+            reason = f"{exc}: the rest of the capture cannot be framed"
+            items.append(Malformed(wire[at:], reason, "unframeable"))
             break
         if found is None:
             tail = wire[at:]
