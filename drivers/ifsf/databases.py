@@ -461,7 +461,10 @@ class Bcd:
     def encode(self, value: Any) -> bytes:
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError(f"{value!r} is not an integer")
-        digits = self.digits or max(2, len(str(max(value, 0))) + len(str(max(value, 0))) % 2)
+        if not 0 <= value < 10**enc.MAX_BCD_DIGITS:
+            raise ValueError(f"{value} does not fit in bcd{self.digits or enc.MAX_BCD_DIGITS}")
+        width = len(str(value))
+        digits = self.digits or max(2, width + width % 2)
         return enc.encode_bcd(value, digits)
 
     def show(self, value: Any) -> tuple[str, Any]:

@@ -20,6 +20,11 @@ from drivers.base import FrameError
 
 SIGN_BIT = 0x80
 POINT_MASK = 0x7F
+# Not from the sources, whose widest fields are bin32 and bcd12: bounds that keep a number's
+# conversion cheap and its text within Python's int/str digit limit, whatever a peer sends.
+MAX_BIN_BYTES = 16
+MAX_BCD_DIGITS = 64
+MAX_TEXT_BYTES = 0xFFFF  # the longest data element a 2-byte length can carry
 
 # Subnets with a known role (node 1-127 in each).
 SUBNET_ROLES = {1: "dispenser", 2: "controller device", 9: "tank level gauge"}
@@ -60,14 +65,16 @@ def decode_bin(data: bytes, size: int | None = None) -> int:
     """An unsigned big-endian integer; `size` in bytes when the field has a fixed one."""
     if not data:
         raise FrameError("no bytes for a binary number")
+    if len(data) > MAX_BIN_BYTES:
+        raise FrameError(f"a {len(data)}-byte binary number is longer than {MAX_BIN_BYTES}")
     if size is not None and len(data) != size:
         raise FrameError(f"bin{8 * size} is {size} byte(s), not {len(data)}")
     return int.from_bytes(data, "big")
 
 
 def encode_bin(value: int, size: int) -> bytes:
-    if size < 1:
-        raise ValueError(f"a binary field has at least one byte, not {size}")
+    if not 1 <= size <= MAX_BIN_BYTES:
+        raise ValueError(f"a binary field has 1-{MAX_BIN_BYTES} bytes, not {size}")
     if not 0 <= value < 1 << (8 * size):
         raise ValueError(f"{value} does not fit in bin{8 * size}")
     return value.to_bytes(size, "big")
@@ -75,6 +82,8 @@ def encode_bin(value: int, size: int) -> bytes:
 
 # --------------------------------------------------------------------------- bcdN
 def _digits(data: bytes) -> str:
+    if len(data) * 2 > MAX_BCD_DIGITS:
+        raise FrameError(f"{len(data) * 2} BCD digits are more than {MAX_BCD_DIGITS}")
     digits = data.hex()
     if not digits.isdigit():
         raise FrameError(f"not packed BCD: {data.hex(' ').upper()}")
@@ -90,9 +99,15 @@ def decode_bcd(data: bytes, digits: int | None = None) -> int:
     return int(_digits(data))
 
 
+def _check_digits(digits: int) -> None:
+    if not 2 <= digits <= MAX_BCD_DIGITS or digits % 2:
+        raise ValueError(
+            f"a BCD field holds an even number of digits, 2-{MAX_BCD_DIGITS}, not {digits}"
+        )
+
+
 def encode_bcd(value: int, digits: int) -> bytes:
-    if digits < 2 or digits % 2:
-        raise ValueError(f"a BCD field holds an even number of digits (2 or more), not {digits}")
+    _check_digits(digits)
     if not 0 <= value < 10**digits:
         raise ValueError(f"{value} does not fit in bcd{digits}")
     return bytes.fromhex(f"{value:0{digits}d}")
@@ -117,6 +132,8 @@ def encode_ascii(text: str, size: int | None = None) -> bytes:
         raise ValueError(f"{text!r} is not ASCII") from None
     if size is None:
         return data
+    if not 0 <= size <= MAX_TEXT_BYTES:
+        raise ValueError(f"an ASCII field has 0-{MAX_TEXT_BYTES} bytes, not {size}")
     if len(data) > size:
         raise ValueError(f"{text!r} is longer than asc{size}")
     return data.ljust(size, b" ")
@@ -145,8 +162,7 @@ def encode_decimal(value: Decimal, digits: int) -> bytes:
     Trailing zeros are dropped (or added) only when the value does not fit otherwise, so a
     decoded value comes back byte for byte; ValueError if no placing of the point fits.
     """
-    if digits < 2 or digits % 2:
-        raise ValueError(f"a BCD field holds an even number of digits (2 or more), not {digits}")
+    _check_digits(digits)
     if not value.is_finite():
         raise ValueError(f"{value} is not a finite number")
     sign, coefficient, wire_exponent = value.as_tuple()

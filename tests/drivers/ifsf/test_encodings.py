@@ -190,3 +190,38 @@ def test_every_encoding_round_trips(encoding: db.Encoding, data: st.DataObject) 
     text, shown = encoding.show(value)
     assert isinstance(text, str)
     json.dumps(shown)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: enc.encode_bin(1, 2**63),  # once built a 2**66-bit number
+        lambda: enc.encode_bcd(1, 2**63),
+        lambda: enc.encode_decimal(Decimal(1), 2**63),
+        lambda: enc.encode_ascii("a", 2**63),
+        lambda: enc.encode_bin(1, enc.MAX_BIN_BYTES + 1),
+        lambda: enc.encode_bcd(1, enc.MAX_BCD_DIGITS + 2),
+    ],
+)
+def test_absurd_widths_are_refused_at_once(call: Any) -> None:
+    with pytest.raises(ValueError):
+        call()
+
+
+@pytest.mark.parametrize(
+    "decode",
+    [enc.decode_bin, enc.decode_bcd, enc.decode_decimal],
+    ids=["bin", "bcd", "decimal"],
+)
+def test_numbers_longer_than_any_field_are_frame_errors(decode: Any) -> None:
+    # 6000 BCD digits once passed Python's int/str digit limit as a bare ValueError.
+    with pytest.raises(FrameError, match=r"more than|longer than"):
+        decode(bytes(3000))
+
+
+def test_a_field_of_no_fixed_width_is_written_in_the_fewest_bytes() -> None:
+    temperature = db.Signed(None)
+    value = temperature.decode(bytes.fromhex("04 00 06 00"))
+    assert value == Decimal("6.00")
+    assert temperature.encode(value) == bytes.fromhex("02 06 00")
+    assert temperature.decode(temperature.encode(value)) == value
