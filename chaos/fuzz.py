@@ -42,12 +42,12 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 
-from tests.fuzz import cloud, dart, modbus, tls
+from tests.fuzz import cloud, dart, ifsf, modbus, tls
 from tests.fuzz.targets import EDGE_INTEGERS, TRICKY_CHARS, Entry, Target
 
 __all__ = ["TARGETS", "main", "mutate", "report", "run", "run_entry"]
 
-TARGETS: dict[str, Target] = {m.TARGET.name: m.TARGET for m in (dart, tls, modbus, cloud)}
+TARGETS: dict[str, Target] = {m.TARGET.name: m.TARGET for m in (dart, tls, modbus, ifsf, cloud)}
 
 HYPOTHESIS_SHARE = 10  # one case in ten is drawn by Hypothesis, the rest are mutations
 HYPOTHESIS_MIN = 200

@@ -24,7 +24,7 @@ PINNED = [
 
 
 def test_every_codec_and_the_command_parser_has_a_target() -> None:
-    assert set(fuzz.TARGETS) == {"dart", "tls", "modbus", "cloud"}
+    assert set(fuzz.TARGETS) == {"dart", "tls", "modbus", "ifsf", "cloud"}
     assert all(target.entries for target in fuzz.TARGETS.values())
 
 

@@ -1,0 +1,1 @@
+"""IFSF over TCP/IP: the pure codec (header, databases, data items, heartbeat, framing)."""
