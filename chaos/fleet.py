@@ -98,6 +98,15 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _backend_answer(payload: str) -> bool:
+    """A result answering the ingest worker's own ack or replay (its cmd_ids begin "bk-")."""
+    try:
+        body = json.loads(payload)
+        return str(body.get("cmd_id") or body["data"]["cmd_id"]).startswith("bk-")
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 # ------------------------------------------------------------------------------ stations
 @dataclass
 class Station:
@@ -227,10 +236,20 @@ command_keys = [{{ id = "{KEY_ID}", public_key = "{public}" }}]
             db.close()
 
     def outbox_depth(self) -> int:
+        """Guaranteed messages the backend has not acknowledged, but for the answers to its
+        own latest acks and probes (the answer to the last ack is always outstanding: the
+        contract's result stream is acknowledged by the next ack); -1 if unreadable."""
         try:
-            return int(self.read("SELECT COUNT(*) AS n FROM outbox")[0]["n"])
+            rows = self.read(
+                "SELECT stream, payload FROM outbox WHERE stream_seq IS NOT NULL"
+            )
         except sqlite3.Error:
             return -1
+        return sum(
+            1
+            for r in rows
+            if not (r["stream"] == "result" and _backend_answer(r["payload"]))
+        )
 
     def stop(self) -> None:
         for proc in (self.daemon, self.sim):
@@ -316,7 +335,12 @@ class Workers:
         return n
 
     def crashed(self) -> list[int]:
-        return [n for n, p in enumerate(self.procs) if p is not None and p.poll() not in (None, -9)]
+        """Workers that ended by themselves (not our SIGKILL, not our SIGTERM's clean 0)."""
+        return [
+            n
+            for n, p in enumerate(self.procs)
+            if p is not None and p.poll() not in (None, 0, -signal.SIGKILL, -signal.SIGTERM)
+        ]
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -486,6 +510,18 @@ class Fleet:
         self.figures: dict[str, Any] = {"seed": self.seed, "stations": args.stations}
         self.problems: list[str] = []
         self.restart_at: float | None = None
+
+    def drop_schema(self) -> None:
+        """The run's PostgreSQL schema goes with its directory (kept with --keep)."""
+        if not self.args.workers:
+            return
+        try:
+            import psycopg  # type: ignore[import-not-found, unused-ignore]
+
+            with psycopg.connect(self.args.dsn, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+        except Exception as exc:  # a leftover schema is reported, not fatal
+            self.say(f"could not drop schema {self.schema}: {exc}")
 
     def say(self, text: str) -> None:
         print(f"fleet: {text}", flush=True)
@@ -737,6 +773,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             import shutil
 
             shutil.rmtree(fleet.base, ignore_errors=True)
+            fleet.drop_schema()
 
 
 if __name__ == "__main__":
