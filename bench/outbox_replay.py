@@ -444,7 +444,6 @@ class LiveArrival:
     at: float  # Unix time of its arrival
     body: dict[str, Any]
     backlog_left: int  # backlog messages still to come when it arrived: those it overtook
-    after_backlog_sales: bool  # the backlog's own sales had all arrived before it
 
 
 @dataclass
@@ -484,8 +483,7 @@ class Streams:
         if seq > self.backlog.last_seq.get(kind, 0):
             if kind == "sale":
                 left = self.backlog.messages - self.arrived
-                behind = self.backlog_sales_done_at is None
-                self.live_sales.append(LiveArrival(at, body, left, not behind))
+                self.live_sales.append(LiveArrival(at, body, left))
             else:
                 self.other += 1
             return
@@ -778,8 +776,11 @@ class Repeat:
     live_sales_made: int
     live_sales_arrived: int
     live_sales_recorded: int  # in the station's store at the end
-    live_behind_backlog_sales: Spread | None  # recorded -> cloud, waited for backlog sales
-    live_overtaking: Spread | None  # recorded -> cloud, overtaking the rest of the backlog
+    # Recorded -> cloud, for a live sale recorded while the backlog's own sales were still
+    # going out (it comes after them: one stream, in seq order), and for one recorded after
+    # them (it overtakes the rest of the backlog, alarms: sales go first).
+    live_behind_backlog_sales: Spread | None
+    live_overtaking: Spread | None
     live_overtaking_hang_up: Spread | None  # hang-up -> cloud, the same sales
     live_overtook_median: float | None  # backlog messages still waiting when one arrived
     live_after_replay: int  # live sales that arrived after the whole backlog
@@ -1052,9 +1053,11 @@ def repeat_result(
         hang_up_s = None if hang_up_at is None else live.at - hang_up_at
         since = live.at - (streams.first_at or live.at)
         samples.append((round(since, 3), round(latency, 4), hang_up_s, live.backlog_left))
+        sales_done = streams.backlog_sales_done_at
         if live.backlog_left == 0:
             after += 1
-        elif live.after_backlog_sales:
+        elif sales_done is not None and recorded_at >= sales_done:
+            # Recorded once the backlog's own sales were out: nothing of its stream ahead.
             overtaking.append(latency)
             overtook.append(live.backlog_left)
             if hang_up_s is not None:
