@@ -129,18 +129,18 @@ class OutboxPublisher:
 
         self._in_hand.clear()
         async with asyncio.TaskGroup() as tg:
-            while not failure:
-                self._wake.clear()
-                if (
-                    acked
-                    and (committing is None or committing.done())
-                    and (
-                        len(acked) >= COMMIT_ROWS or time.monotonic() - last_commit > DELETE_EVERY_S
-                    )
-                ):
+
+            def commit_if_due() -> None:
+                nonlocal committing, last_commit
+                if not acked or (committing is not None and not committing.done()):
+                    return
+                if len(acked) >= COMMIT_ROWS or time.monotonic() - last_commit > DELETE_EVERY_S:
                     done, acked[:] = list(acked), []
                     committing = tg.create_task(commit(done), name="outbox-commit")
                     last_commit = time.monotonic()
+
+            while not failure:
+                self._wake.clear()
                 if self._rewind:
                     self._rewind = False
                     if ahead is not None:  # read past rows that are waiting again: dropped
@@ -159,6 +159,7 @@ class OutboxPublisher:
                     cursors[row.priority] = max(cursors.get(row.priority, 0), row.seq)
                 rows = [row for row in fetched if row.seq not in self._in_hand]
                 if not fetched:
+                    commit_if_due()
                     timeout = DELETE_EVERY_S if acked else 1.0
                     try:
                         async with asyncio.timeout(timeout):
@@ -170,6 +171,9 @@ class OutboxPublisher:
                 # live sale) waits at most for this batch and that one: both hold at most
                 # `window` rows, the classes taking turns.
                 ahead = tg.create_task(read(dict(cursors)), name="outbox-read")
+                # After the read: the store has one thread, and the read is not to wait
+                # behind the commit's fsync.
+                commit_if_due()
                 for row in rows:
                     await slots.acquire()
                     if failure:

@@ -194,15 +194,18 @@ async def test_a_slow_commit_does_not_hold_the_replay_back(
     async with cloud_client(mosquitto, f"{TOPICS.base}/evt/#") as cloud:
         reader = asyncio.create_task(seen.read(cloud))
         try:
-            async with publishing(store, mosquitto, delete=slow_delete):
-                await eventually(lambda: len(seen.seqs("alarm")) == 400, timeout=30)
+            async with publishing(store, mosquitto, delete=slow_delete) as publisher:
+                await eventually(lambda: commits, timeout=30)  # the first commit, held
+                queue(store, "alarm", PRIORITY_EVENT, 400)
+                publisher.wake()
+                await eventually(lambda: len(seen.seqs("alarm")) == 800, timeout=30)
                 assert len(commits) == 1  # one commit in flight, the rest waits for it
-                assert store.outbox_depth() == 400  # nothing deleted yet: none committed
+                assert store.outbox_depth() == 800  # nothing deleted yet: none committed
                 disk.set()
                 await eventually(lambda: store.outbox_depth() == 0, timeout=10)
         finally:
             reader.cancel()
-    assert seen.seqs("alarm") == list(range(1, 401))
+    assert seen.seqs("alarm") == list(range(1, 801))
     committed = [seq for batch in commits for seq in batch]
-    assert len(committed) == len(set(committed)) == 400  # each row deleted once
+    assert len(committed) == len(set(committed)) == 800  # each row deleted once
     store.close()
