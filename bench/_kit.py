@@ -9,8 +9,19 @@ import os
 import platform
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import IO, Any
+
+# A benchmark measures the tree it is in, it and its children (`python -m edgectl run`), even
+# when the venv's editable install points at another checkout (a second worktree): imported
+# before edgectl by every benchmark.
+ROOT = Path(__file__).resolve().parent.parent
+if sys.path[:1] != [str(ROOT)]:
+    sys.path.insert(0, str(ROOT))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT), *([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])]
+)
 
 _PR_SET_PDEATHSIG = 1
 _CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -4,17 +4,19 @@ or, for a guaranteed message, once the backend acknowledged it (delivery = "back
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol
 
-from edgectl.cloud.contract import Topics, encode, envelope, message_id
+from edgectl.cloud.contract import Topics, encode_envelope, message_id
 from edgectl.errors import CloudError
 from edgectl.logs import get_logger
 from edgectl.store.store import OutboxRow
 
-DELETE_EVERY_S = 0.05  # acknowledged rows are deleted in small batches, not one commit each
+# Acknowledged rows are deleted (or marked sent) together, one commit at most this often or
+# for this many rows: after a crash at most these are sent again, with their msg_ids.
+DELETE_EVERY_S = 0.05
+COMMIT_ROWS = 500
 
 
 class Publisher(Protocol):
@@ -86,11 +88,18 @@ class OutboxPublisher:
                 self.log.warning("outbox_publish_interrupted", error=str(exc))
 
     async def _drain(self) -> None:
+        """Publish until the connection fails. The store is never waited for with the window
+        open: each batch of rows is read while the one before it goes out, and acknowledged
+        rows are deleted (or marked sent) in the background, one commit at a time, at most
+        every DELETE_EVERY_S or COMMIT_ROWS rows, rather than a commit, and a pause of the
+        whole window behind its fsync, every `window` messages."""
         cursors: dict[int, int] = {}
         acked: list[int] = []
         slots = asyncio.Semaphore(self.window)
         failure: list[CloudError] = []
-        last_delete = time.monotonic()
+        last_commit = time.monotonic()
+        committing: asyncio.Task[None] | None = None
+        ahead: asyncio.Task[list[OutboxRow]] | None = None
 
         async def send(row: OutboxRow) -> None:
             try:
@@ -111,28 +120,46 @@ class OutboxPublisher:
                 slots.release()
                 self._wake.set()
 
+        async def commit(done: list[int]) -> None:
+            await self._delete(done)
+            self._in_hand.difference_update(done)
+
+        async def read(after: dict[int, int]) -> list[OutboxRow]:
+            return await self._fetch(after, self.window)
+
         self._in_hand.clear()
         async with asyncio.TaskGroup() as tg:
+
+            def commit_if_due() -> None:
+                nonlocal committing, last_commit
+                if not acked or (committing is not None and not committing.done()):
+                    return
+                if len(acked) >= COMMIT_ROWS or time.monotonic() - last_commit > DELETE_EVERY_S:
+                    done, acked[:] = list(acked), []
+                    committing = tg.create_task(commit(done), name="outbox-commit")
+                    last_commit = time.monotonic()
+
             while not failure:
                 self._wake.clear()
-                if acked and (
-                    len(acked) >= self.window or time.monotonic() - last_delete > DELETE_EVERY_S
-                ):
-                    done, acked[:] = list(acked), []
-                    await self._delete(done)
-                    self._in_hand.difference_update(done)
-                    last_delete = time.monotonic()
                 if self._rewind:
                     self._rewind = False
+                    if ahead is not None:  # read past rows that are waiting again: dropped
+                        await ahead
+                        ahead = None
                     cursors.clear()
-                fetched = await self._fetch(cursors, self.window)
+                fetched: list[OutboxRow] = []
+                if ahead is not None:
+                    fetched = await ahead
+                    ahead = None
+                if not fetched:
+                    # Read now, after the wake-up was cleared: a read made before it may have
+                    # missed a row queued since, and waiting would hold that row back.
+                    fetched = await read(cursors)
+                for row in fetched:  # past every row read, those in hand included
+                    cursors[row.priority] = max(cursors.get(row.priority, 0), row.seq)
                 rows = [row for row in fetched if row.seq not in self._in_hand]
-                if len(rows) < len(fetched):
-                    for row in fetched:  # step over those in hand, or they come back forever
-                        cursors[row.priority] = max(cursors.get(row.priority, 0), row.seq)
-                    if not rows:
-                        continue
-                if not rows:
+                if not fetched:
+                    commit_if_due()
                     timeout = DELETE_EVERY_S if acked else 1.0
                     try:
                         async with asyncio.timeout(timeout):
@@ -140,12 +167,18 @@ class OutboxPublisher:
                     except TimeoutError:
                         pass
                     continue
+                # The next batch is read while this one goes out. A row queued meanwhile (a
+                # live sale) waits at most for this batch and that one: both hold at most
+                # `window` rows, the classes taking turns.
+                ahead = tg.create_task(read(dict(cursors)), name="outbox-read")
+                # After the read: the store has one thread, and the read is not to wait
+                # behind the commit's fsync.
+                commit_if_due()
                 for row in rows:
                     await slots.acquire()
                     if failure:
                         slots.release()
                         break
-                    cursors[row.priority] = max(cursors.get(row.priority, 0), row.seq)
                     self._in_hand.add(row.seq)
                     tg.create_task(send(row), name=f"publish-{row.seq}")
         if acked:
@@ -165,16 +198,14 @@ class OutboxPublisher:
 
     def payload_for(self, row: OutboxRow) -> bytes:
         """The message of a row: its seq in its stream (or its key's version), and a msg_id
-        of the row itself, the same on every re-send and replay."""
-        data: dict[str, Any] = json.loads(row.payload)
-        msg_id = message_id(self.station, row.seq, self.epoch)
-        message = envelope(
+        of the row itself, the same on every re-send and replay. The row's payload is its
+        `data` already encoded (`contract.encode_data`, when it was queued)."""
+        return encode_envelope(
             row.stream,
             self.station,
             row.stream_seq or 0,
             row.created_at,
-            data,
-            msg_id,
+            row.payload,
+            message_id(self.station, row.seq, self.epoch),
             version=row.version,
         )
-        return encode(message)

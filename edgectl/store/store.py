@@ -1950,7 +1950,8 @@ class _Tx:
             (
                 stream,
                 priority,
-                json.dumps(payload, separators=(",", ":")),
+                # Checked and encoded once, here: the publisher sends it as it is.
+                contract.encode_data(payload),
                 now,
                 key,
                 topic,

@@ -677,6 +677,44 @@ def test_encode_refuses_what_is_not_plain_json(value: object) -> None:
         contract.encode({"data": value})
 
 
+@pytest.mark.parametrize(
+    ("kind", "seq", "version", "data"),
+    [
+        ("alarm", 18, None, {"message": '泵 3 离线 "15 °C"', "pump": 3, "cleared_at": None}),
+        ("sale", 1, None, {"amount": "200.00", "nested": [{"a": True}, []], "empty": {}}),
+        ("pump_state", 0, 7, {"pump": 12, "state": "idle"}),
+        ("price", 9, None, {}),
+    ],
+)
+def test_a_message_put_together_around_stored_data_is_the_message_encode_writes(
+    kind: str, seq: int, version: int | None, data: dict[str, Any]
+) -> None:
+    # The outbox keeps `data` as encode_data wrote it; the publisher puts the envelope around
+    # it without decoding it. The bytes must be those of encoding the whole message.
+    msg_id = contract.message_id(STATION, 41, "epoch")
+    stored = contract.encode_data(data)
+    sent = contract.encode_envelope(kind, STATION, seq, TS, stored, msg_id, version=version)
+    whole = contract.envelope(kind, STATION, seq, TS, data, msg_id, version=version)
+    assert sent == contract.encode(whole)
+    assert json.loads(sent) == whole
+
+
+@pytest.mark.parametrize("value", [7.5, Decimal("7.5"), {1: "x"}, "\ud800", [float("inf")]])
+def test_encode_data_refuses_what_encode_refuses(value: object) -> None:
+    with pytest.raises(ContractError):
+        contract.encode({"data": {"v": value}})
+    with pytest.raises(ContractError):
+        contract.encode_data({"v": value})
+
+
+def test_the_envelope_around_stored_data_is_checked_as_ever() -> None:
+    msg_id = contract.message_id(STATION, 41)
+    with pytest.raises(ContractError):
+        contract.encode_envelope("sale", STATION, 0, TS, "{}", msg_id)  # a guaranteed kind: seq 0
+    with pytest.raises(ContractError):
+        contract.encode_envelope("sale", STATION, 3, "yesterday", "{}", msg_id)
+
+
 # --------------------------------------------------------------------------- decimals and time
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -47,14 +47,18 @@ def queue(store: Store, stream: str, priority: int, count: int) -> list[int]:
 
 @asynccontextmanager
 async def publishing(
-    store: Store, broker: MosquittoBroker, *, window: int = 16
+    store: Store,
+    broker: MosquittoBroker,
+    *,
+    window: int = 16,
+    delete: Callable[[list[int]], Awaitable[None]] | None = None,
 ) -> AsyncIterator[OutboxPublisher]:
     session = CloudSession(cloud_for(broker), STATION, on_command=Inbox().handle)
 
     async def fetch(cursors: dict[int, int], limit: int) -> list[OutboxRow]:
         return store.outbox_after(cursors, limit)
 
-    async def delete(seqs: list[int]) -> None:
+    async def delete_now(seqs: list[int]) -> None:
         store.outbox_delete(seqs)
 
     publisher = OutboxPublisher(
@@ -62,7 +66,7 @@ async def publishing(
         topics=TOPICS,
         station=STATION,
         fetch=fetch,
-        delete=delete,
+        delete=delete or delete_now,
         epoch=store.epoch,
         window=window,
     )
@@ -167,4 +171,41 @@ async def test_rows_stay_until_acknowledged_and_are_sent_again_after_an_outage(
         if topic == TOPICS.event("alarm"):
             unique.setdefault(message["msg_id"], message["seq"])
     assert list(unique.values()) == first + more
+    store.close()
+
+
+async def test_a_slow_commit_does_not_hold_the_replay_back(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    # Acknowledged rows are deleted in the background, one commit at a time: while a commit
+    # waits for the disk, the window goes on (it used to wait with it, every window), and
+    # the rows are still deleted only after their PUBACK.
+    store = Store(tmp_path / "s.db")
+    queue(store, "alarm", PRIORITY_EVENT, 400)
+    disk = asyncio.Event()
+    commits: list[list[int]] = []
+
+    async def slow_delete(seqs: list[int]) -> None:
+        commits.append(list(seqs))
+        await disk.wait()
+        store.outbox_delete(seqs)
+
+    seen = Seen()
+    async with cloud_client(mosquitto, f"{TOPICS.base}/evt/#") as cloud:
+        reader = asyncio.create_task(seen.read(cloud))
+        try:
+            async with publishing(store, mosquitto, delete=slow_delete) as publisher:
+                await eventually(lambda: commits, timeout=30)  # the first commit, held
+                queue(store, "alarm", PRIORITY_EVENT, 400)
+                publisher.wake()
+                await eventually(lambda: len(seen.seqs("alarm")) == 800, timeout=30)
+                assert len(commits) == 1  # one commit in flight, the rest waits for it
+                assert store.outbox_depth() == 800  # nothing deleted yet: none committed
+                disk.set()
+                await eventually(lambda: store.outbox_depth() == 0, timeout=10)
+        finally:
+            reader.cancel()
+    assert seen.seqs("alarm") == list(range(1, 801))
+    committed = [seq for batch in commits for seq in batch]
+    assert len(committed) == len(set(committed)) == 800  # each row deleted once
     store.close()

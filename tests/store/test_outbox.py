@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from decimal import Decimal
 from pathlib import Path
+
+import pytest
 
 from edgectl.store.schema import MIGRATIONS
 from edgectl.store.store import PRIORITY_EVENT, PRIORITY_SALE, PRIORITY_TELEMETRY, Store
@@ -190,4 +193,23 @@ def test_an_upgrade_numbers_the_waiting_messages_of_each_stream(tmp_path: Path) 
     fill(store, "pump_state", PRIORITY_TELEMETRY, 1, key="1")
     assert stream_seqs(store, "sale") == [1, 2, 3]
     assert store.query("SELECT version FROM outbox WHERE stream = 'pump_state'") == [{"version": 2}]
+    store.close()
+
+
+def test_a_payload_that_could_not_be_sent_is_refused_when_it_is_queued(tmp_path: Path) -> None:
+    # The publisher sends a row's payload as it was stored (contract.encode_envelope), so
+    # what `encode` would refuse at publish time is refused at the door, and nothing is kept.
+    from edgectl.cloud.contract import ContractError
+
+    store = Store(tmp_path / "s.db")
+    for bad in ({"volume": 1.5}, {"amount": Decimal("2.00")}, {"text": "\ud800"}):
+        with pytest.raises(ContractError):
+            store.queue_event("alarm", bad)
+    assert store.query("SELECT COUNT(*) AS n FROM outbox")[0]["n"] == 0
+    assert store.query("SELECT COUNT(*) AS n FROM outbox_streams")[0]["n"] == 0
+    # Text is kept as UTF-8, as it goes out, not as \u escapes.
+    store.queue_event("alarm", {"message": "泵 3 离线, 15 °C"})
+    assert store.query("SELECT payload FROM outbox")[0]["payload"] == (
+        '{"message":"泵 3 离线, 15 °C"}'
+    )
     store.close()
