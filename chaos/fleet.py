@@ -532,7 +532,16 @@ class Fleet:
         args = self.args
         self.say(f"seed {self.seed}, {args.stations} stations, directory {self.base}")
         key_file = self.base / "cloud.key"
-        key_file.write_bytes(self.key.private_bytes_raw())
+        from cryptography.hazmat.primitives import serialization
+
+        key_file.write_bytes(
+            self.key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        key_file.chmod(0o600)
         with MosquittoBroker(self.base) as broker:
             workers = Workers(
                 self.base,
