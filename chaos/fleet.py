@@ -251,17 +251,21 @@ command_keys = [{{ id = "{KEY_ID}", public_key = "{public}" }}]
             if not (r["stream"] == "result" and _backend_answer(r["payload"]))
         )
 
-    def stop(self) -> None:
-        for proc in (self.daemon, self.sim):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in (self.daemon, self.sim):
-            if proc is not None:
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+    def stop(self, which: str) -> None:
+        """SIGTERM to the daemon or the simulator ("daemon" | "sim"), without waiting."""
+        proc = self.daemon if which == "daemon" else self.sim
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+    def wait(self, which: str) -> None:
+        proc = self.daemon if which == "daemon" else self.sim
+        if proc is None:
+            return
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 # ------------------------------------------------------------------------------ the backend
@@ -567,7 +571,13 @@ class Fleet:
                 self.say("stopping")
                 for st in self.stations:
                     st.cpu_end = st.cpu_end or st.cpu_s()
-                    st.stop()
+                # The daemons first, then their pumps: pumps gone under a running daemon
+                # would leave a line_down alarm in the outbox with no backend to take it.
+                for which in ("daemon", "sim"):
+                    for st in self.stations:
+                        st.stop(which)
+                    for st in self.stations:
+                        st.wait(which)
                 workers.stop()
                 for st in self.stations:
                     await st.proxy.close()
@@ -664,8 +674,11 @@ class Fleet:
                 n = workers.kill_one()
                 self.say(f"worker {n} killed and restarted")
                 next_kill = now + self.rng.expovariate(1.0 / args.worker_kill_interval)
-            station = self.rng.choice(self.stations).station_id
-            await gen.probe(station)
+            # Round trips under load, not through a fault: probes go to stations whose
+            # uplink is up now (a fault that begins during a probe still counts).
+            healthy = [st for st in self.stations if not st.proxy.faulted]
+            if healthy:
+                await gen.probe(self.rng.choice(healthy).station_id)
             for st in self.stations:
                 st.sample_rss()
             await asyncio.sleep(args.probe_interval)
@@ -699,11 +712,27 @@ class Fleet:
         # Fills in progress finish; a customer who lifts now waits in vain and walks away.
         await asyncio.sleep(5)
         drained = await self._until(
-            lambda: all(st.outbox_depth() == 0 for st in self.stations),
+            lambda: self._orders_open(gen) == 0
+            and all(st.outbox_depth() == 0 for st in self.stations),
             self.args.drain_timeout,
-            "every outbox drained",
+            "every order ended and every outbox drained",
         )
         self.say("outboxes drained" if drained else "outboxes NOT drained")
+
+    def _orders_open(self, gen: Generator) -> int:
+        """Orders the generator sent that the stations hold and have not ended."""
+        from chaos.fleetcheck import TERMINAL
+
+        open_ = 0
+        for st in self.stations:
+            try:
+                rows = st.read("SELECT order_id, status FROM orders")
+            except sqlite3.Error:
+                return -1
+            open_ += sum(
+                1 for r in rows if r["order_id"] in gen.orders and r["status"] not in TERMINAL
+            )
+        return open_
 
     def _reconnect_storm(self) -> None:
         if self.restart_at is None:

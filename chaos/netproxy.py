@@ -180,6 +180,11 @@ class FaultProxy:
     def blackholed(self) -> bool:
         return not self._open.is_set()
 
+    @property
+    def faulted(self) -> bool:
+        """A fault is on now (stalled or refusing)."""
+        return self.blackholed or self._refusing
+
     async def fault(self, kind: str, seconds: float) -> None:
         """One fault for `seconds`: "drop" (then no coverage for that long), "blackhole" or
         "refuse"."""
