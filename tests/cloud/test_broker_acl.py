@@ -68,6 +68,11 @@ async def test_a_station_publishes_only_under_its_own_id(broker: MosquittoBroker
         await a.publish("edgectl/v1/ST-A/evt/sale", b"own", qos=1)
         assert await next_payload(backend) == b"own"  # the forged one never arrived
         assert await next_payload(backend, timeout=0.5) is None
+        # A result on a response topic under the station's own reply/ tree is allowed.
+        await backend.subscribe("$share/ingest/edgectl/v1/+/reply/#", qos=1)
+        await a.publish("edgectl/v1/ST-B/reply/w1", b"forged answer", qos=1)  # refused
+        await a.publish("edgectl/v1/ST-A/reply/w1", b"answer", qos=1)
+        assert await next_payload(backend) == b"answer"
     assert "ST-A" in broker.log and "(m1, rc135)" in broker.log
 
 
