@@ -155,11 +155,18 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def rig_for(tmp_path: Path, broker: MosquittoBroker, schema: str) -> AsyncIterator[Rig]:
-    key = Ed25519PrivateKey.generate()
+async def rig_for(
+    tmp_path: Path,
+    broker: MosquittoBroker,
+    schema: str,
+    *,
+    delivery: str = "backend",
+    key: Ed25519PrivateKey | None = None,
+) -> AsyncIterator[Rig]:
+    key = key or Ed25519PrivateKey.generate()
     key_file = tmp_path / "test-key.key"
     key_file.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
-    extra = cloud_section(broker.port, key) + 'delivery = "backend"\n'
+    extra = cloud_section(broker.port, key) + f'delivery = "{delivery}"\n'
     config = write_config(tmp_path, mode="cloud", extra=extra)
     async with (
         TestCloud(broker.port, STATION, key) as cloud,
@@ -323,6 +330,105 @@ async def test_a_message_the_broker_handed_to_a_dead_member_is_replayed(
             history = rig.pg("SELECT outcome FROM gap_history WHERE stream = 'result'")
             assert history and {h["outcome"] for h in history} == {"filled"}
             assert rig.pg("SELECT * FROM gaps") == []
+
+
+async def steal_results(broker: MosquittoBroker, rig: Rig, count: int) -> list[int]:
+    """A doomed group member takes some of `count` results (PUBACK on receipt) and dies."""
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = 0
+    thief = aiomqtt.Client(
+        "127.0.0.1",
+        broker.port,
+        identifier="thief",
+        protocol=aiomqtt.ProtocolVersion.V5,
+        properties=properties,
+    )
+    taken: list[int] = []
+    async with thief:
+        await thief.subscribe("$share/ingest/edgectl/v1/+/result", qos=1)
+
+        async def steal() -> None:
+            async for message in thief.messages:
+                taken.append(json.loads(message.payload)["seq"])  # type: ignore[arg-type]
+
+        stealing = asyncio.create_task(steal())
+        await clears(rig, count)
+        await until(lambda: len(taken) >= 3, 10, "messages taken by the doomed member")
+        await until(lambda: rig.streams()["result"]["last_seq"] >= count, 10, "all answered")
+        stealing.cancel()
+    return taken
+
+
+async def test_a_gap_the_station_no_longer_holds_is_recorded_lost_and_the_stream_goes_on(
+    tmp_path: Path, mosquitto: MosquittoBroker, pg_schema: str
+) -> None:
+    """With `delivery = "broker"` the station deletes a message at the broker's PUBACK: a
+    message a dead member took is gone, the replay is answered `unknown`, and the worker
+    marks the seqs lost (visible in gap_history) instead of asking for ever."""
+    async with (
+        rig_for(tmp_path, mosquitto, pg_schema, delivery="broker") as rig,
+        worker(rig.config("w-1")) as w,
+    ):
+        taken = await steal_results(mosquitto, rig, 20)
+        assert taken
+        await until(
+            lambda: (
+                rig.pg("SELECT * FROM gaps") == []
+                and w.counters.replays_sent >= 1
+                and bool(rig.pg("SELECT * FROM gap_history"))
+            ),
+            30,
+            "gaps closed",
+        )
+        lost = rig.pg(
+            "SELECT seq FROM seqs WHERE stream = 'result' AND state = 'lost' ORDER BY seq"
+        )
+        assert {r["seq"] for r in lost} == set(taken)
+        history = rig.pg("SELECT outcome FROM gap_history WHERE stream = 'result'")
+        assert {h["outcome"] for h in history} == {"lost"}
+        # The stream goes on past them: the next results are stored and contiguous.
+        await clears(rig, 3)
+        last = rig.streams()
+        await until(
+            lambda: (
+                rig.pg("SELECT contiguous_seq FROM watermarks WHERE stream = 'result'")[0][
+                    "contiguous_seq"
+                ]
+                >= last["result"]["last_seq"] - 1
+            ),
+            20,
+            "contiguous past the lost ones",
+        )
+
+
+async def test_a_rebuilt_station_store_is_counted_again_from_1(
+    tmp_path: Path, mosquitto: MosquittoBroker, pg_schema: str
+) -> None:
+    """The station's store is replaced by a new one (restored from nothing): its streams
+    start again at 1 with new msg_ids. The worker's ack is answered `beyond_stream`, it
+    forgets what it counted of the old store, and the new store's sales are stored too."""
+    key = Ed25519PrivateKey.generate()
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    async with rig_for(first, mosquitto, pg_schema, key=key) as rig:
+        config = rig.config("w-1")
+        async with worker(config):
+            await sale(rig, 1, 0)
+            await sale(rig, 1, 1)
+            await until(lambda: rig.drained(), 20, "the old store acknowledged")
+            old_generation = rig.pg("SELECT generation FROM watermarks WHERE stream = 'sale'")
+    assert old_generation == [{"generation": 1}]
+    async with rig_for(second, mosquitto, pg_schema, key=key) as rig, worker(config):
+        await sale(rig, 2, 0)  # seq 1 of the new store's sale stream: a new msg_id
+        await until(lambda: rig.drained(), 30, "the new store acknowledged")
+        marks = rig.pg("SELECT generation, contiguous_seq FROM watermarks WHERE stream = 'sale'")
+        assert marks == [{"generation": 2, "contiguous_seq": 1}]
+        sales = rig.pg(
+            "SELECT s.seq FROM sales s JOIN events e USING (msg_id) ORDER BY e.received_at"
+        )
+        assert [s["seq"] for s in sales] == [1, 2, 1]  # the old store's two, the new one's
+        assert rig.pg("SELECT * FROM gaps") == []
 
 
 def ingest_process(rig: Rig, client_id: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:

@@ -242,6 +242,12 @@ class Database:
                         " WHERE station = %s AND stream = %s",
                         key,
                     )
+                    # The answer to our own ack may itself be such a message (a rebuilt
+                    # store's result stream starts again at 1): it still answers, else the
+                    # ack that would tell of the rebuild is never heard.
+                    answer = await self._own_answer(cur, v)
+                    if answer is not None:
+                        stats.answers.append(answer)
                 continue
             if not await self._event(cur, v):
                 stats.duplicates += 1  # known by msg_id from before a store rebuild
@@ -255,15 +261,10 @@ class Database:
             )
             stats.stored += 1
             touched.add(key)
-            own = False
-            if v.kind == "result":
-                data = v.body["data"]
-                if isinstance(data.get("cmd_id"), str):
-                    await cur.execute("SELECT 1 FROM commands WHERE cmd_id = %s", (data["cmd_id"],))
-                    own = await cur.fetchone() is not None
-                    if own:
-                        stats.answers.append(Answer(data["cmd_id"], data["status"], data["code"]))
-            if not own:
+            answer = await self._own_answer(cur, v)
+            if answer is not None:
+                stats.answers.append(answer)
+            else:
                 seen.add(key)
         for key in sorted(touched):
             await self._settle(cur, key, marks[key])
@@ -273,6 +274,18 @@ class Database:
                 " WHERE station = %s AND stream = %s",
                 key,
             )
+
+    async def _own_answer(self, cur: psycopg.AsyncCursor[Any], v: Verdict) -> Answer | None:
+        """The station's answer to one of our own acks or replays, if `v` is one."""
+        if v.kind != "result" or v.body is None:
+            return None
+        data = v.body["data"]
+        if not isinstance(data.get("cmd_id"), str):
+            return None
+        await cur.execute("SELECT 1 FROM commands WHERE cmd_id = %s", (data["cmd_id"],))
+        if await cur.fetchone() is None:
+            return None
+        return Answer(data["cmd_id"], data["status"], data["code"])
 
     async def _event(self, cur: psycopg.AsyncCursor[Any], v: Verdict) -> bool:
         """Insert the raw event; False if its msg_id is already stored."""
