@@ -11,6 +11,7 @@ neither is anything that needs the station's state (pumps, orders, inbox).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
@@ -509,8 +510,21 @@ def message_id(station: str, seq: int, epoch: str = "") -> str:
     """The msg_id of outbox message `seq`: the same on every re-send, after any restart.
 
     `epoch` names the station's store, so a rebuilt store (seq back at 1) never repeats an id.
+    It is `str(uuid.uuid5(MSG_ID_NAMESPACE, f"{station}:{epoch}:{seq}"))`, written out with
+    hashlib: a third of the cost of building the UUID object, once for every message a replay
+    sends (issue 12).
     """
-    return str(uuid.uuid5(MSG_ID_NAMESPACE, f"{station}:{epoch}:{seq}"))
+    digest = hashlib.sha1(_MSG_ID_PREFIX + f"{station}:{epoch}:{seq}".encode()).hexdigest()
+    # RFC 4122 name-based SHA-1: version 5 in the 13th hex digit, variant 10 in the 17th's
+    # two top bits.
+    return (
+        f"{digest[:8]}-{digest[8:12]}-5{digest[13:16]}-"
+        f"{_VARIANT[int(digest[16], 16) & 3]}{digest[17:20]}-{digest[20:32]}"
+    )
+
+
+_MSG_ID_PREFIX: Final = MSG_ID_NAMESPACE.bytes
+_VARIANT: Final = "89ab"
 
 
 def envelope(

@@ -27,13 +27,22 @@ from edgectl.errors import CloudError
 __all__ = ["AckedClient", "tls_context"]
 
 
+class _PubackTimeout(Exception):
+    """A publish waited for its PUBACK longer than `AckedClient.puback_timeout_s`."""
+
+
 class AckedClient(aiomqtt.Client):
     """An aiomqtt client whose QoS 1 publishes return only on a PUBACK that accepts them."""
 
     def __init__(self, *, puback_timeout_s: float | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.puback_timeout_s = puback_timeout_s
-        self._pubacks: dict[int, asyncio.Future[ReasonCode]] = {}
+        # The publishes waiting for their PUBACK, oldest first, each with its deadline. One
+        # timer watches them all (the oldest's deadline): an `asyncio.timeout` per message,
+        # a timer scheduled and cancelled in the loop's heap for each, cost more than the
+        # rest of the wait in an outbox replay (issue 12).
+        self._pubacks: dict[int, tuple[asyncio.Future[ReasonCode], float]] = {}
+        self._expiry: asyncio.TimerHandle | None = None
 
     async def publish_acked(
         self,
@@ -58,18 +67,24 @@ class AckedClient(aiomqtt.Client):
         if qos == 0 or info.is_published():
             return
         # The PUBACK is read on the event loop, so it cannot arrive before this is registered.
-        future: asyncio.Future[ReasonCode] = asyncio.get_running_loop().create_future()
-        self._pubacks[info.mid] = future
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[ReasonCode] = loop.create_future()
+        timeout = self.puback_timeout_s
+        deadline = loop.time() + timeout if timeout is not None else float("inf")
+        self._pubacks[info.mid] = (future, deadline)
+        if self._expiry is None and timeout is not None:
+            self._expiry = loop.call_at(deadline, self._expire)
         try:
-            async with asyncio.timeout(self.puback_timeout_s):
-                reason = await future
-        except TimeoutError:
+            reason = await future
+        except _PubackTimeout:
             raise CloudError(
-                f"no PUBACK for the message on {topic} within {self.puback_timeout_s:g} s",
+                f"no PUBACK for the message on {topic} within {timeout:g} s",
                 code="puback_timeout",
             ) from None
         finally:
-            self._pubacks.pop(info.mid, None)
+            entry = self._pubacks.get(info.mid)
+            if entry is not None and entry[0] is future:
+                del self._pubacks[info.mid]
         if reason.is_failure:
             raise CloudError(
                 f"the broker refused the message on {topic}: {reason}", code="publish_refused"
@@ -77,10 +92,26 @@ class AckedClient(aiomqtt.Client):
 
     def fail_pending(self, error: CloudError) -> None:
         """Fail every publish still waiting for its PUBACK (the connection is gone)."""
-        for future in self._pubacks.values():
+        for future, _ in self._pubacks.values():
             if not future.done():
                 future.set_exception(CloudError(str(error), code=error.code))
         self._pubacks.clear()
+
+    def _expire(self) -> None:
+        """The timer: fail the publishes past their deadline and wait for the next one.
+
+        Every publish has the same timeout, so the dict's order (oldest first) is the order
+        of the deadlines; one still in time ends the sweep."""
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for mid, (future, deadline) in list(self._pubacks.items()):
+            if deadline > now:
+                self._expiry = loop.call_at(deadline, self._expire)
+                return
+            del self._pubacks[mid]
+            if not future.done():
+                future.set_exception(_PubackTimeout())
 
     # -- paho callbacks (run on the event loop, from aiomqtt's socket callbacks)
 
@@ -110,9 +141,9 @@ class AckedClient(aiomqtt.Client):
         reason_code: ReasonCode,
         properties: Properties,
     ) -> None:
-        future = self._pubacks.pop(mid, None)
-        if future is not None and not future.done():
-            future.set_result(reason_code)
+        entry = self._pubacks.pop(mid, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(reason_code)
         super()._on_publish(client, userdata, mid, reason_code, properties)
 
 

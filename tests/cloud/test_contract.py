@@ -618,6 +618,16 @@ def test_msg_id_is_a_uuid5_of_station_epoch_and_seq() -> None:
     assert first == str(uuid.uuid5(namespace, f"{STATION}:9f3a:18452"))
 
 
+def test_msg_id_is_the_same_as_uuid5_made_it_for_every_row() -> None:
+    """message_id writes the UUID out itself (it is cheaper): the ids of rows queued before
+    that change are the ids sent after it, so the cloud still drops a re-sent duplicate."""
+    namespace = uuid.uuid5(uuid.NAMESPACE_URL, "urn:edgectl:v1:msg_id")
+    for station, epoch in ((STATION, "9f3a"), ("SH-PD-0018", ""), ("BENCH-01", "e" * 32)):
+        for seq in (*range(1, 3000), 2**31, 2**63 - 1):
+            expected = str(uuid.uuid5(namespace, f"{station}:{epoch}:{seq}"))
+            assert contract.message_id(station, seq, epoch) == expected
+
+
 def test_envelope_msg_id_depends_only_on_station_and_seq() -> None:
     one = contract.envelope("sale", STATION, 9, TS, _sale())
     again = contract.envelope("sale", STATION, 9, "2026-11-25T00:00:00.000Z", {"other": 1})
