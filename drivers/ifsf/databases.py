@@ -511,7 +511,11 @@ class Signed:
             return enc.encode_decimal(value, self.digits)
         if not value.is_finite():
             raise ValueError(f"{value} is not a finite number")
-        width = len(value.as_tuple().digits)
+        # Enough digits for the places after the point too (0.0001: one digit, four
+        # places), in whole bytes; a positive exponent is the point's position.
+        _sign, digits, exponent = value.as_tuple()
+        assert isinstance(exponent, int)
+        width = max(len(digits), -exponent)
         return enc.encode_decimal(value, max(2, width + width % 2))
 
     def show(self, value: Any) -> tuple[str, Any]:

@@ -225,3 +225,15 @@ def test_a_field_of_no_fixed_width_is_written_in_the_fewest_bytes() -> None:
     assert value == Decimal("6.00")
     assert temperature.encode(value) == bytes.fromhex("02 06 00")
     assert temperature.decode(temperature.encode(value)) == value
+
+
+@pytest.mark.parametrize("text", ["0.0001", "-0.000123", "0E+64", "12.5"])
+def test_a_signed_field_of_free_width_holds_the_places_after_the_point(text: str) -> None:
+    """Found by the full suite's hypothesis run: 0.0001 (one digit, four places) was given two
+    BCD digits and refused."""
+    from drivers.ifsf.databases import Signed
+
+    field = Signed(None)
+    value = Decimal(text)
+    again = field.decode(field.encode(value))
+    assert again == value
