@@ -27,18 +27,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import edgectl
-from drivers.base import DriverError, LineCounters, TankGauge
-from drivers.modbus_probe.adu import Adu
-from drivers.modbus_probe.driver import BusCounters, ModbusProbeBus
-from drivers.veeder_root.driver import TlsGauge
-from drivers.wayne_dart import codec
-from drivers.wayne_dart.driver import DartLine
+from drivers import registry
+from drivers.base import BusCounters, DriverError, LineCounters, TankGauge
 from edgectl import health
 from edgectl.config import ControlConfig
 from edgectl.control import protocol
 from edgectl.control.protocol import Args, ProtocolError, Request
 from edgectl.control.shapes import open_tank_alarms, tank_rows
-from edgectl.control.sniffing import describe_dart, describe_modbus, describe_tls, iso_ts
+from edgectl.control.sniffing import iso_ts
 from edgectl.devices import gauge_key, line_key, pump_key
 from edgectl.errors import CommandError, EdgectlError
 from edgectl.forecourt.sale import AuthorizationSource
@@ -744,61 +740,36 @@ class ControlServer:
         if line is None and gauge is None:
             known = ", ".join([*self.daemon.lines, *self._gauges()]) or "none"
             raise CommandError(f"no line named {name!r} (lines: {known})", code="unknown_line")
-        if isinstance(line, DartLine):
-            frames = self._sniff_dart(name, line, args)
-        elif isinstance(gauge, TlsGauge):
-            frames = self._sniff_tls(name, gauge, args)
-        elif isinstance(gauge, ModbusProbeBus):
-            frames = self._sniff_modbus(name, gauge, args)
+        driver: object
+        if line is not None:
+            config = self.daemon.config.line(name)
+            header: dict[str, Any] = {
+                "line": name,
+                "port": config.port,
+                "protocol": config.protocol,
+            }
+            driver = line
         else:
+            header, driver = self._gauge_header(name, args), gauge
+        # The protocol's entry says whether and how its frames are watched.
+        entry = registry.lookup(header["protocol"])
+        if not entry.has(registry.Capability.SNIFF):
             raise CommandError(f"line {name} cannot be sniffed yet", code="not_supported")
+        if entry.sniff_addresses is None:
+            if args.opt_int("address") is not None:
+                message = f"{name} is a {entry.title}: its line has no addresses to filter"
+                raise ProtocolError(message, code=protocol.INVALID_ARGS)
+            address = None
+        else:
+            addresses = entry.sniff_addresses
+            address = args.opt_int("address", lo=addresses.start, hi=addresses.stop - 1)
+        # --no-polls is a pump line's: a gauge's traffic is all shown (the header says so).
+        no_polls = args.flag("no_polls") and line is not None
+        sniffer = entry.sniffer(driver, address, no_polls)
+        frames = _tapped(sniffer.taps, header, sniffer.keep, sniffer.describe)
         async with contextlib.aclosing(frames):
             async for event in frames:
                 yield event
-
-    def _sniff_dart(
-        self, name: str, line: DartLine, args: Args
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        address = args.opt_int("address", lo=codec.ADDRESS_MIN, hi=codec.ADDRESS_MAX)
-        quiet = args.flag("no_polls")
-
-        def keep(direction: str, wire: bytes, item: codec.Frame | codec.Malformed | None) -> bool:
-            if address is not None and getattr(item, "address", None) != address:
-                return False
-            return not (quiet and isinstance(item, codec.Frame) and item.kind in _ROUTINE)
-
-        config = self.daemon.config.line(name)
-        header = {"line": name, "port": config.port, "protocol": config.protocol}
-        return _tapped(line.taps, header, keep, describe_dart)
-
-    def _sniff_tls(
-        self, name: str, gauge: TlsGauge, args: Args
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        if args.opt_int("address") is not None:
-            message = f"{name} is a Veeder-Root console: its line has no addresses to filter"
-            raise ProtocolError(message, code=protocol.INVALID_ARGS)
-        etx = gauge.settings.etx
-
-        def describe(
-            direction: str,
-            wire: bytes,
-            item: Any,
-            at: float,
-            previous: float | None,
-        ) -> dict[str, Any]:
-            return describe_tls(direction, wire, item, at, previous, etx=etx)
-
-        return _tapped(gauge.taps, self._gauge_header(name, args), _keep_all, describe)
-
-    def _sniff_modbus(
-        self, name: str, bus: ModbusProbeBus, args: Args
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        device_id = args.opt_int("address", lo=1, hi=247)
-
-        def keep(direction: str, wire: bytes, item: Adu) -> bool:
-            return device_id is None or item.device_id == device_id
-
-        return _tapped(bus.taps, self._gauge_header(name, args), keep, describe_modbus)
 
     def _gauge_header(self, name: str, args: Args) -> dict[str, Any]:
         config = self.daemon.config.gauge(name)
@@ -844,13 +815,6 @@ async def _tapped(
             yield event
     finally:
         taps.remove(tap)
-
-
-def _keep_all(direction: str, wire: bytes, item: object) -> bool:
-    return True
-
-
-_ROUTINE: Final = frozenset({codec.FrameKind.POLL, codec.FrameKind.EOT, codec.FrameKind.ACK})
 
 
 # --------------------------------------------------------------------------- views
