@@ -391,6 +391,59 @@ class TankAlarms(GaugeEvent):
     alarms: tuple[GaugeAlarm, ...] = ()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeOnline(GaugeEvent):
+    """A device on a gauge bus (a Modbus probe line) answers (again): readings follow."""
+
+    device_id: int
+    tanks: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeOffline(GaugeEvent):
+    """A device on a gauge bus stopped answering: no readings of its tanks until ProbeOnline."""
+
+    device_id: int
+    tanks: tuple[int, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TankReadRefused(GaugeEvent):
+    """The device answered a tank's read with a refusal (a Modbus exception); the tank's
+    next reading clears it. Emitted when it starts or its code changes, not on every poll."""
+
+    tank: int
+    device_id: int
+    exception_code: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TankReadMalformed(GaugeEvent):
+    """The device answered a tank's read with registers the map cannot decode (a short
+    block). Like TankReadRefused: emitted when it starts, cleared by the tank's next reading."""
+
+    tank: int
+    device_id: int
+    text: str
+
+
+@dataclass(slots=True)
+class BusCounters:
+    """Counters of a request/reply gauge bus (Modbus), for status views and metrics."""
+
+    requests: int = 0
+    replies: int = 0
+    exceptions: int = 0
+    timeouts: int = 0
+    malformed: int = 0
+    reconnects: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
 class TankGauge(Protocol):
     """What the station needs from a tank gauge connection, whatever its protocol."""
 

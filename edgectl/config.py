@@ -30,6 +30,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Literal, TypeVar, cast
 
+from drivers import registry
 from edgectl.cloud.signing import KEY_ID, InvalidKeyError, parse_public_key
 from edgectl.errors import ConfigError
 from edgectl.forecourt.tanks import (
@@ -524,16 +525,9 @@ _SECTIONS: Final = (
 )
 
 
-@dataclass(frozen=True)
-class _Protocol:
-    """What the config needs to know about a pump protocol."""
-
-    addresses: range  # valid pump addresses on one line
-
-
-_PROTOCOLS: Final[Mapping[str, _Protocol]] = MappingProxyType(
-    {"wayne_dart": _Protocol(addresses=range(0x50, 0x70))}
-)
+# What the config needs to know of each protocol (its valid addresses, its own keys, its
+# defaults) is in its drivers.registry entry.
+_PROTOCOLS: Final = registry.names("dispenser")
 
 _STATION_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
@@ -757,7 +751,8 @@ def _read_pump(
     if line is None:
         raise t.fail("line", f"unknown line {_show(line_name)} (defined: {_listing(lines)})")
     address = t.req_int("address")
-    valid = _PROTOCOLS[line.protocol].addresses
+    valid = registry.lookup(line.protocol, "dispenser").addresses
+    assert valid is not None  # every dispenser entry has its addresses
     if address not in valid:
         raise t.fail(
             "address",
@@ -1076,13 +1071,10 @@ def _read_command_key(t: _Table) -> CommandKey:
     return CommandKey(id=key_id, public_key=key.public_bytes_raw())
 
 
-_GAUGE_PROTOCOLS: Final = ("veeder_root", "modbus_probe")
+_GAUGE_PROTOCOLS: Final = registry.names("gauge")
 _GAUGE_SERIAL_KEYS: Final = ("baud", "parity", "bytesize", "stopbits")
 _GAUGE_OWN_KEYS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
-    {
-        "veeder_root": ("security_code", "terminator", "etx", "units", "inventory_format"),
-        "modbus_probe": ("register_map",),
-    }
+    {name: registry.lookup(name).own_keys for name in _GAUGE_PROTOCOLS}
 )
 _GAUGE_UNITS: Final[tuple[GaugeUnits, ...]] = ("metric", "us")
 _INVENTORY_FORMATS: Final[tuple[InventoryFormat, ...]] = ("computer", "display", "auto")
@@ -1096,14 +1088,13 @@ _GAUGE_KEYS: Final = (
     "reply_timeout_ms",
     "poll_interval_s",
     "offline_after",
-    *_GAUGE_OWN_KEYS["veeder_root"],
-    *_GAUGE_OWN_KEYS["modbus_probe"],
+    *(key for name in _GAUGE_PROTOCOLS for key in _GAUGE_OWN_KEYS[name]),
 )
 _GAUGE_TCP_PORTS: Final[Mapping[str, int]] = MappingProxyType(
-    {"veeder_root": 10001, "modbus_probe": 502}
+    {name: registry.lookup(name).default_tcp_port or 0 for name in _GAUGE_PROTOCOLS}
 )
 _GAUGE_REPLY_TIMEOUTS: Final[Mapping[str, int]] = MappingProxyType(
-    {"veeder_root": 3000, "modbus_probe": 1000}
+    {name: registry.lookup(name).default_reply_timeout_ms or 3000 for name in _GAUGE_PROTOCOLS}
 )
 _GAUGE_BAUDS: Final = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 _TERMINATORS: Final[Mapping[str, bytes]] = MappingProxyType(

@@ -8,9 +8,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from drivers import registry
 from drivers.base import DispenserEvent, DispenserLine
-from drivers.transport import SerialTransport
-from drivers.wayne_dart.driver import DartLine, DartLineSettings, DartPumpSettings
 from edgectl.cloud import contract
 from edgectl.config import Config, LineConfig
 from edgectl.control.server import ControlServer
@@ -33,39 +32,12 @@ FLUSH_GRACE_S = 3.0  # then time given to the outbox to reach the broker
 def build_line(
     line: LineConfig, config: Config, emit: Callable[[DispenserEvent], None]
 ) -> DispenserLine:
-    """One driver per configured line; the protocol name picks the driver."""
-    if line.protocol != "wayne_dart":
-        raise ConfigError(f"lines.{line.name}.protocol: no driver for {line.protocol!r}")
-    parity_bits = 0 if line.parity == "none" else 1
-    settings = DartLineSettings(
-        name=line.name,
-        baud=line.baud,
-        bits_per_char=1 + line.bytesize + parity_bits + line.stopbits,
-        reply_timeout_s=line.reply_timeout_ms / 1000,
-        retries=line.retries,
-        offline_after=line.offline_after,
-        poll_interval_s=line.poll_interval_ms / 1000,
-        idle_poll_s=line.idle_poll_ms / 1000,
-    )
-    pumps = [
-        DartPumpSettings(
-            address=p.address,
-            nozzles=tuple(sorted(p.nozzles)),
-            volume_decimals=p.volume_decimals,
-            amount_decimals=p.amount_decimals,
-            price_decimals=p.price_decimals,
-        )
-        for p in config.pumps_on(line.name)
-    ]
-    transport = SerialTransport(
-        line.port,
-        baud=line.baud,
-        parity=line.parity,
-        bytesize=line.bytesize,
-        stopbits=line.stopbits,
-        name=line.name,
-    )
-    return DartLine(settings, pumps, transport, emit)
+    """One driver per configured line; the protocol's registry entry builds it."""
+    try:
+        entry = registry.lookup(line.protocol, "dispenser")
+    except registry.UnknownProtocol:
+        raise ConfigError(f"lines.{line.name}.protocol: no driver for {line.protocol!r}") from None
+    return entry.build_line(line, config.pumps_on(line.name), emit)
 
 
 class CloudLink:

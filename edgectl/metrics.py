@@ -33,8 +33,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 import edgectl
-from drivers.base import LineCounters
-from drivers.modbus_probe.driver import BusCounters
+from drivers.base import BusCounters, LineCounters
 from edgectl.errors import StoreError
 from edgectl.logs import get_logger
 

@@ -27,8 +27,10 @@ Inventory goes to the outbox (telemetry, newest per tank) on a product change of
 `[[tanks]].inventory_threshold_l` and at least every `inventory_interval_s`; deliveries and
 alarms as events; each tank's reconciliation of the previous local day after local midnight
 (by the service's wall clock, injectable for tests; days missed while the station was down are
-caught up, each day kept once). Modbus probe lines are read through `ModbusProbeBus` (the
-register map converts to mm, °C, L).
+caught up, each day kept once). Each gauge's driver is built by its protocol's entry in
+drivers.registry (a Modbus probe line's register map converts to mm, °C, L); what a protocol
+does differently (its own delivery reports, station tank numbers) is asked of the entry's
+capabilities.
 """
 
 from __future__ import annotations
@@ -41,30 +43,21 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Final, Protocol
 
+from drivers import registry
 from drivers.base import (
     GaugeAlarm,
     GaugeEvent,
     GaugeOffline,
     GaugeOnline,
+    ProbeOffline,
     TankAlarms,
     TankGauge,
     TankGaugeReading,
     TankOffline,
-)
-from drivers.base import GaugeDelivery as DriverDelivery
-from drivers.modbus_probe.driver import (
-    ModbusBusSettings,
-    ModbusProbeBus,
-    ProbeOffline,
-    ProbeSettings,
-    SerialLine,
     TankReadMalformed,
     TankReadRefused,
-    TcpLink,
 )
-from drivers.modbus_probe.registers import load_register_map
-from drivers.transport import SerialTransport, TcpTransport, Transport
-from drivers.veeder_root.driver import TlsGauge, TlsGaugeSettings
+from drivers.base import GaugeDelivery as DriverDelivery
 from edgectl.cloud import contract
 from edgectl.config import Config, GaugeConfig
 from edgectl.errors import ConfigError
@@ -141,71 +134,18 @@ class _Counted:
     volume: Decimal
 
 
-def build_probe_bus(gauge: GaugeConfig, config: Config) -> ModbusProbeBus:
-    """A Modbus probe line: one device per `device_id` of the gauge's tanks (1 when unset);
-    its readings carry the station's tank numbers, already in mm, °C and litres."""
-    if gauge.register_map is None:
-        raise ConfigError(f"gauges.{gauge.name}: a modbus_probe gauge needs a register_map")
-    register_map = load_register_map(gauge.register_map)
-    link: SerialLine | TcpLink
-    if gauge.port is not None:
-        parity = {"none": "N", "even": "E", "odd": "O"}[gauge.parity]
-        link = SerialLine(
-            gauge.port,
-            baud=gauge.baud,
-            parity=parity,  # type: ignore[arg-type]
-            bytesize=gauge.bytesize,
-            stopbits=gauge.stopbits,
-        )
-    else:
-        assert gauge.host is not None
-        link = TcpLink(gauge.host, gauge.tcp_port or 502)
-    devices: dict[int, dict[int, int]] = {}
-    for tank in config.tanks_on(gauge.name):
-        devices.setdefault(tank.device_id or 1, {})[tank.number] = tank.gauge_tank
-    settings = ModbusBusSettings(
-        gauge.name,
-        link,
-        request_timeout_s=gauge.reply_timeout_ms / 1000,
-        offline_after=gauge.offline_after,
-    )
-    probes = [ProbeSettings(device, register_map, tanks) for device, tanks in devices.items()]
-    return ModbusProbeBus(settings, probes)
-
-
 def build_gauge(gauge: GaugeConfig, config: Config | None = None) -> TankGauge | None:
-    """The driver of one configured gauge; None for a protocol not wired into the station."""
-    if gauge.protocol == "modbus_probe" and config is not None:
-        return build_probe_bus(gauge, config)
-    if gauge.protocol != "veeder_root":
+    """The driver of one configured gauge, built by its protocol's registry entry; None for
+    a protocol with no gauge driver. `config` gives the tanks the gauge reads."""
+    try:
+        entry = registry.lookup(gauge.protocol, "gauge")
+    except registry.UnknownProtocol:
         return None
-    transport: Transport
-    if gauge.port is not None:
-        transport = SerialTransport(
-            gauge.port,
-            baud=gauge.baud,
-            parity=gauge.parity,
-            bytesize=gauge.bytesize,
-            stopbits=gauge.stopbits,
-            name=gauge.name,
-        )
-    else:
-        assert gauge.host is not None and gauge.tcp_port is not None
-        transport = TcpTransport(gauge.host, gauge.tcp_port, gauge.name)
-    settings = TlsGaugeSettings(
-        name=gauge.name,
-        security_code=gauge.security_code or None,
-        terminator=gauge.terminator_bytes,
-        etx=gauge.etx,
-        reply_timeout_s=gauge.reply_timeout_ms / 1000,
-        offline_after=gauge.offline_after,
-        units=gauge.units,
-        inventory_format=gauge.inventory_format,
-        # The console's tanks the station reads: one it stops reporting goes offline.
-        tank_numbers=tuple(t.gauge_tank for t in config.tanks_on(gauge.name)) if config else (),
-        deliveries_interval_s=DELIVERIES_INTERVAL_S,
-    )
-    return TlsGauge(settings, transport)
+    tanks = config.tanks_on(gauge.name) if config is not None else ()
+    try:
+        return entry.build_gauge(gauge, tanks, deliveries_interval_s=DELIVERIES_INTERVAL_S)
+    except registry.GaugeSetupError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass
@@ -343,7 +283,7 @@ class TankService:
                 deliveries=DeliveryDetector(
                     model,
                     # TLS consoles report their deliveries (i202); probes do not.
-                    gauge_reports=isinstance(self.gauges[cfg.gauge], TlsGauge),
+                    gauge_reports=self._entry(cfg.gauge).has(registry.Capability.GAUGE_DELIVERIES),
                     reports_after=None if after is None else datetime.fromisoformat(after),
                 ),
                 report_threshold_l=cfg.inventory_threshold_l,
@@ -596,8 +536,13 @@ class TankService:
             await self.station.db(self.store.clear_tank_alarm, number, kind)
             self.log.info("tank_gauge_alarm", tank=number, alarm=kind, raised=False)
 
+    def _entry(self, gauge: str) -> registry.Entry:
+        return registry.lookup(self.config.gauge(gauge).protocol, "gauge")
+
     def _station_numbered(self, gauge: str) -> bool:
-        return isinstance(self.gauges.get(gauge), ModbusProbeBus)
+        return gauge in self.gauges and self._entry(gauge).has(
+            registry.Capability.STATION_TANK_NUMBERS
+        )
 
     def _tanks_of(self, gauge: str) -> list[_TankState]:
         return [s for s in self.tanks.values() if s.gauge == gauge]

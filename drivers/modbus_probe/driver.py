@@ -49,6 +49,11 @@ from drivers.base import (
     TankGaugeReading,
     TransportError,
 )
+from drivers.base import BusCounters as BusCounters  # moved to base: the station reads them
+from drivers.base import ProbeOffline as ProbeOffline
+from drivers.base import ProbeOnline as ProbeOnline
+from drivers.base import TankReadMalformed as TankReadMalformed
+from drivers.base import TankReadRefused as TankReadRefused
 from drivers.modbus_probe import adu
 from drivers.modbus_probe.adu import Adu, Framing
 from drivers.modbus_probe.registers import RegisterMap, decode_registers, implausible
@@ -152,44 +157,6 @@ class ModbusBusSettings:
 # ======================================================================================
 # Events and errors of this driver (beyond the shared gauge vocabulary)
 # ======================================================================================
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProbeOnline(GaugeEvent):
-    """A device on the bus answers (again); its tanks' readings follow."""
-
-    device_id: int
-    tanks: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProbeOffline(GaugeEvent):
-    """A device stopped answering: its tanks have no readings until ProbeOnline."""
-
-    device_id: int
-    tanks: tuple[int, ...]
-    reason: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TankReadRefused(GaugeEvent):
-    """The device answered a tank's read with a Modbus exception; the next reading of the
-    tank clears it. Emitted when it starts or its code changes, not on every poll."""
-
-    tank: int
-    device_id: int
-    exception_code: int
-    text: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TankReadMalformed(GaugeEvent):
-    """The device answered a tank's read with registers the map cannot decode (a short
-    block). Like TankReadRefused: emitted when it starts, cleared by the tank's next reading."""
-
-    tank: int
-    device_id: int
-    text: str
-
-
 @dataclass(frozen=True, slots=True)
 class ModbusExceptionReply:
     """A device's refusal: a Modbus exception response, as a typed reply."""
@@ -212,19 +179,6 @@ class ProbeRefused(CommandRejected):
         super().__init__(reply.text, device=device)
         self.reply = reply
         self.exception_code = reply.exception_code
-
-
-@dataclass(slots=True)
-class BusCounters:
-    requests: int = 0
-    replies: int = 0
-    exceptions: int = 0
-    timeouts: int = 0
-    malformed: int = 0
-    reconnects: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
 # ======================================================================================

@@ -24,21 +24,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 import edgectl
-from drivers.base import DriverError, LineCounters, TankGauge
-from drivers.modbus_probe.adu import Adu
-from drivers.modbus_probe.driver import BusCounters, ModbusProbeBus
-from drivers.veeder_root.driver import TlsGauge
-from drivers.wayne_dart import codec
-from drivers.wayne_dart.driver import DartLine
+from drivers import registry
+from drivers.base import BusCounters, DriverError, LineCounters, TankGauge
 from edgectl import health
 from edgectl.config import ControlConfig
 from edgectl.control import protocol
 from edgectl.control.protocol import Args, ProtocolError, Request
 from edgectl.control.shapes import open_tank_alarms, tank_rows
-from edgectl.control.sniffing import describe_dart, describe_modbus, describe_tls, iso_ts
+from edgectl.control.sniffing import iso_ts
 from edgectl.devices import gauge_key, line_key, pump_key
 from edgectl.errors import CommandError, EdgectlError
 from edgectl.forecourt.sale import AuthorizationSource
@@ -46,7 +42,13 @@ from edgectl.logs import get_logger
 from edgectl.station import PumpView, Station
 
 if TYPE_CHECKING:
-    from edgectl.daemon import Daemon
+    from drivers.base import DispenserLine
+    from edgectl.cloud.publisher import OutboxPublisher
+    from edgectl.cloud.session import CloudSession
+    from edgectl.config import Config
+    from edgectl.devices import DeviceMonitor
+    from edgectl.metrics import StationMetrics
+    from edgectl.tank_service import TankService
 
 T = TypeVar("T")
 
@@ -103,15 +105,54 @@ class LineRates:
         }
 
 
-class ControlServer:
-    """Serves the control socket for one daemon; run `run()` as one of the daemon's tasks."""
+class CloudView(Protocol):
+    """The cloud link as the server reports it."""
 
-    def __init__(self, daemon: Daemon, control: ControlConfig) -> None:
-        self.daemon = daemon
-        self.station: Station = daemon.station
+    @property
+    def session(self) -> CloudSession: ...
+
+    @property
+    def publisher(self) -> OutboxPublisher: ...
+
+
+class Served(Protocol):
+    """What the control server serves: the parts of a running station it reads and asks.
+    The daemon fits it; the server neither wires nor stops anything, and knows no Daemon."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def station(self) -> Station: ...
+
+    @property
+    def lines(self) -> Mapping[str, DispenserLine]: ...
+
+    @property
+    def devices(self) -> DeviceMonitor: ...
+
+    @property
+    def tanks(self) -> TankService | None: ...
+
+    @property
+    def metrics(self) -> StationMetrics: ...
+
+    @property
+    def cloud(self) -> CloudView | None: ...
+
+    @property
+    def uptime_s(self) -> float: ...
+
+
+class ControlServer:
+    """Serves the control socket for one station; run `run()` as one of the daemon's tasks."""
+
+    def __init__(self, served: Served, control: ControlConfig) -> None:
+        self.served = served
+        self.station: Station = served.station
         self.path = control.socket
         self.group = control.group
-        self.log = get_logger(station=daemon.config.station.id, part="control")
+        self.log = get_logger(station=served.config.station.id, part="control")
         self.rates = LineRates()
         self._connections: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -168,7 +209,7 @@ class ControlServer:
         self.log.info("control_socket_listening", socket=str(self.path))
         try:
             while True:
-                for name, line in self.daemon.lines.items():
+                for name, line in self.served.lines.items():
                     counters = _counters(line)
                     if counters is not None:
                         self.rates.sample(name, counters.as_dict())
@@ -365,9 +406,9 @@ class ControlServer:
         station = self.station
         outbox = await station.db(station.store.reader.outbox_summary)
         tanks = await self._tank_rows()
-        lines = [self._line_status(name, line) for name, line in self.daemon.lines.items()]
+        lines = [self._line_status(name, line) for name, line in self.served.lines.items()]
         lines += [self._gauge_status(name, gauge, tanks) for name, gauge in self._gauges().items()]
-        devices = self.daemon.devices.views()
+        devices = self.served.devices.views()
         for line in lines:
             key = (
                 line_key(line["line"]) if line["kind"] == "dispensers" else gauge_key(line["line"])
@@ -394,13 +435,13 @@ class ControlServer:
             "daemon": {
                 "version": edgectl.__version__,
                 "pid": os.getpid(),
-                "uptime_s": round(self.daemon.uptime_s, 1),
-                "started_at": iso_ts(time.time() - self.daemon.uptime_s),
-                "station": self.daemon.config.station.id,
-                "station_name": self.daemon.config.station.name,
-                "mode": self.daemon.config.authorization.mode,
-                "config": str(self.daemon.config.source),
-                "store": str(self.daemon.config.store.path),
+                "uptime_s": round(self.served.uptime_s, 1),
+                "started_at": iso_ts(time.time() - self.served.uptime_s),
+                "station": self.served.config.station.id,
+                "station_name": self.served.config.station.name,
+                "mode": self.served.config.authorization.mode,
+                "config": str(self.served.config.source),
+                "store": str(self.served.config.store.path),
                 "socket": str(self.path),
             },
             "cloud": self._cloud_status(outbox),
@@ -413,7 +454,7 @@ class ControlServer:
 
     async def _verdict(self) -> health.Verdict:
         """The health rules over the daemon's own view (edgectl/health.py)."""
-        station, daemon = self.station, self.daemon
+        station, daemon = self.station, self.served
         now = datetime.now(UTC)
         from_store = await station.db_quiet(health.gather_store, station.store.reader, now)
         from_files = await asyncio.to_thread(health.gather_files, daemon.config, now)
@@ -446,7 +487,7 @@ class ControlServer:
     async def _metrics(self, args: Args, peer: Peer) -> dict[str, Any]:
         """The Prometheus exposition the textfile holds (edgectl/metrics.py), or with `json`
         its metric families as objects."""
-        metrics = self.daemon.metrics
+        metrics = self.served.metrics
         if args.flag("json"):
             await metrics.refresh()
             return {"families": metrics.families()}
@@ -454,7 +495,7 @@ class ControlServer:
 
     async def _history(self, args: Args, peer: Peer) -> list[dict[str, Any]]:
         reader = self.station.store.reader
-        await self.daemon.devices.flush()  # what the monitor gathered since its last flush
+        await self.served.devices.flush()  # what the monitor gathered since its last flush
         return await self.station.db_quiet(
             reader.device_history,
             now=datetime.now(UTC),
@@ -463,7 +504,7 @@ class ControlServer:
         )
 
     def _cloud_status(self, outbox: Mapping[str, Any]) -> dict[str, Any] | None:
-        cloud = self.daemon.cloud
+        cloud = self.served.cloud
         if cloud is None:
             return None
         session, publisher = cloud.session, cloud.publisher
@@ -483,11 +524,11 @@ class ControlServer:
         }
 
     def _line_status(self, name: str, line: object) -> dict[str, Any]:
-        config = self.daemon.config.line(name)
+        config = self.served.config.line(name)
         counters = _counters(line)
         totals = counters.as_dict() if counters is not None else {}
         per_minute = self.rates.per_minute(name, totals) if counters is not None else None
-        pumps = self.daemon.config.pumps_on(name)
+        pumps = self.served.config.pumps_on(name)
         online = sum(1 for p in pumps if self.station.points[p.number].online)
         status: dict[str, Any] = {
             "line": name,
@@ -509,7 +550,7 @@ class ControlServer:
         self, name: str, gauge: TankGauge, tanks: list[dict[str, Any]]
     ) -> dict[str, Any]:
         """A tank gauge's line (serial or TCP), shaped as a pump line's status."""
-        config = self.daemon.config.gauge(name)
+        config = self.served.config.gauge(name)
         totals = _gauge_counters(gauge)
         per_minute = None if totals is None else self.rates.per_minute(_gauge_key(name), totals)
         if config.port is not None:
@@ -532,19 +573,19 @@ class ControlServer:
         }
 
     def _gauges(self) -> dict[str, TankGauge]:
-        service = self.daemon.tanks
+        service = self.served.tanks
         return {} if service is None else service.gauges
 
     async def _tank_rows(self) -> list[dict[str, Any]]:
         """The tanks as the service sees them, with the alarms the store holds open for them
         (the gauge's own alarms live only there)."""
-        service = self.daemon.tanks
+        service = self.served.tanks
         if service is None:
             return []  # a tank is read through a gauge: no gauges, no tanks
         views = service.snapshot()
         reader = self.station.store.reader
         alarms = await self.station.db(reader.alarms, active_only=True, limit=None)
-        return tank_rows(self.daemon.config, views, stored_alarms=open_tank_alarms(alarms))
+        return tank_rows(self.served.config, views, stored_alarms=open_tank_alarms(alarms))
 
     async def _pumps(self, args: Args, peer: Peer) -> list[dict[str, Any]]:
         return [pump_json(view) for view in self.station.snapshot()]
@@ -728,7 +769,7 @@ class ControlServer:
     # ------------------------------------------------------------------ streams
     async def _watch(self, args: Args, peer: Peer) -> AsyncGenerator[dict[str, Any], None]:
         interval = args.number("interval", 1.0, lo=0.1, hi=60.0)
-        yield {"interval": interval, "station": self.daemon.config.station.id}
+        yield {"interval": interval, "station": self.served.config.station.id}
         while True:
             yield {
                 "at": iso_ts(time.time()),
@@ -739,69 +780,44 @@ class ControlServer:
 
     async def _sniff(self, args: Args, peer: Peer) -> AsyncGenerator[dict[str, Any], None]:
         name = args.req_str("line")
-        line = self.daemon.lines.get(name)
+        line = self.served.lines.get(name)
         gauge = self._gauges().get(name) if line is None else None
         if line is None and gauge is None:
-            known = ", ".join([*self.daemon.lines, *self._gauges()]) or "none"
+            known = ", ".join([*self.served.lines, *self._gauges()]) or "none"
             raise CommandError(f"no line named {name!r} (lines: {known})", code="unknown_line")
-        if isinstance(line, DartLine):
-            frames = self._sniff_dart(name, line, args)
-        elif isinstance(gauge, TlsGauge):
-            frames = self._sniff_tls(name, gauge, args)
-        elif isinstance(gauge, ModbusProbeBus):
-            frames = self._sniff_modbus(name, gauge, args)
+        driver: object
+        if line is not None:
+            config = self.served.config.line(name)
+            header: dict[str, Any] = {
+                "line": name,
+                "port": config.port,
+                "protocol": config.protocol,
+            }
+            driver = line
         else:
+            header, driver = self._gauge_header(name, args), gauge
+        # The protocol's entry says whether and how its frames are watched.
+        entry = registry.lookup(header["protocol"])
+        if not entry.has(registry.Capability.SNIFF):
             raise CommandError(f"line {name} cannot be sniffed yet", code="not_supported")
+        if entry.sniff_addresses is None:
+            if args.opt_int("address") is not None:
+                message = f"{name} is a {entry.title}: its line has no addresses to filter"
+                raise ProtocolError(message, code=protocol.INVALID_ARGS)
+            address = None
+        else:
+            addresses = entry.sniff_addresses
+            address = args.opt_int("address", lo=addresses.start, hi=addresses.stop - 1)
+        # --no-polls is a pump line's: a gauge's traffic is all shown (the header says so).
+        no_polls = args.flag("no_polls") and line is not None
+        sniffer = entry.sniffer(driver, address, no_polls)
+        frames = _tapped(sniffer.taps, header, sniffer.keep, sniffer.describe)
         async with contextlib.aclosing(frames):
             async for event in frames:
                 yield event
 
-    def _sniff_dart(
-        self, name: str, line: DartLine, args: Args
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        address = args.opt_int("address", lo=codec.ADDRESS_MIN, hi=codec.ADDRESS_MAX)
-        quiet = args.flag("no_polls")
-
-        def keep(direction: str, wire: bytes, item: codec.Frame | codec.Malformed | None) -> bool:
-            if address is not None and getattr(item, "address", None) != address:
-                return False
-            return not (quiet and isinstance(item, codec.Frame) and item.kind in _ROUTINE)
-
-        config = self.daemon.config.line(name)
-        header = {"line": name, "port": config.port, "protocol": config.protocol}
-        return _tapped(line.taps, header, keep, describe_dart)
-
-    def _sniff_tls(
-        self, name: str, gauge: TlsGauge, args: Args
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        if args.opt_int("address") is not None:
-            message = f"{name} is a Veeder-Root console: its line has no addresses to filter"
-            raise ProtocolError(message, code=protocol.INVALID_ARGS)
-        etx = gauge.settings.etx
-
-        def describe(
-            direction: str,
-            wire: bytes,
-            item: Any,
-            at: float,
-            previous: float | None,
-        ) -> dict[str, Any]:
-            return describe_tls(direction, wire, item, at, previous, etx=etx)
-
-        return _tapped(gauge.taps, self._gauge_header(name, args), _keep_all, describe)
-
-    def _sniff_modbus(
-        self, name: str, bus: ModbusProbeBus, args: Args
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        device_id = args.opt_int("address", lo=1, hi=247)
-
-        def keep(direction: str, wire: bytes, item: Adu) -> bool:
-            return device_id is None or item.device_id == device_id
-
-        return _tapped(bus.taps, self._gauge_header(name, args), keep, describe_modbus)
-
     def _gauge_header(self, name: str, args: Args) -> dict[str, Any]:
-        config = self.daemon.config.gauge(name)
+        config = self.served.config.gauge(name)
         port = config.port if config.port is not None else f"{config.host}:{config.tcp_port}"
         header: dict[str, Any] = {"line": name, "port": port, "protocol": config.protocol}
         if args.flag("no_polls"):
@@ -844,13 +860,6 @@ async def _tapped(
             yield event
     finally:
         taps.remove(tap)
-
-
-def _keep_all(direction: str, wire: bytes, item: object) -> bool:
-    return True
-
-
-_ROUTINE: Final = frozenset({codec.FrameKind.POLL, codec.FrameKind.EOT, codec.FrameKind.ACK})
 
 
 # --------------------------------------------------------------------------- views

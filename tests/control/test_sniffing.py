@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from drivers.modbus_probe import adu
+from drivers.modbus_probe.sniff import describe_modbus
 from drivers.veeder_root import codec as tls
-from edgectl.control.sniffing import describe_modbus, describe_tls
+from drivers.veeder_root.sniff import describe_tls
 
 # The manual's worked example (veeder-root-tls.md), one line on the wire.
 MANUAL_REPLY = (

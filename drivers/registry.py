@@ -1,0 +1,401 @@
+"""Protocols by name: what the station may build from a config entry's `protocol`.
+
+Every dispenser-line and tank-gauge protocol has one entry here: its kind, the keys of its
+own in the config, its defaults and valid addresses, its capabilities, a factory from the
+station's config model to the driver, and its sniff describer. The daemon, the tank service,
+the control server, the config loader and the CLI look a protocol up here and import no driver
+module by name, so adding a protocol is a folder under drivers/ plus an entry in `_ENTRIES`.
+(python-can's interface registry is the model.)
+
+An entry imports its driver only when a factory or a describer is called: looking an entry up
+is cheap and never loads pymodbus. drivers/ imports nothing from edgectl: a factory reads the
+config model through the read-only shapes below (`LineSpec`, `GaugeSpec` ...), which the
+edgectl config models satisfy structurally, and maps them to the driver's own settings.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast
+
+from drivers.base import DispenserEvent, DispenserLine, TankGauge
+
+if TYPE_CHECKING:
+    from drivers.sniffing import Sniffer
+
+Kind = Literal["dispenser", "gauge"]
+DELIVERIES_INTERVAL_S: Final = 120.0  # how often a gauge's own delivery list is asked for
+
+
+class Capability(enum.StrEnum):
+    """What a protocol's driver does beyond its kind's interface (drivers/base.py)."""
+
+    SNIFF = "sniff"  # its frames can be watched live (`edgectl sniff`)
+    INVENTORY_FORMATS = "inventory formats"  # a console with more than one inventory format
+    PER_TANK_OFFLINE = "per-tank offline"  # reports one tank offline while it answers for others
+    GAUGE_DELIVERIES = "gauge deliveries"  # the gauge keeps and reports its own deliveries
+    # Its readings carry the station's tank numbers (a bus the driver numbers), not the
+    # gauge's own: the factory was told which station tank each device reads.
+    STATION_TANK_NUMBERS = "station tank numbers"
+
+
+class UnknownProtocol(LookupError):
+    """No entry of that kind has that name."""
+
+
+# ------------------------------------------------------------------ config shapes
+class LineSpec(Protocol):
+    """A dispenser line as configured (edgectl's LineConfig fits)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def port(self) -> str: ...
+    @property
+    def baud(self) -> int: ...
+    @property
+    def parity(self) -> str: ...
+    @property
+    def bytesize(self) -> int: ...
+    @property
+    def stopbits(self) -> int: ...
+    @property
+    def reply_timeout_ms(self) -> int: ...
+    @property
+    def retries(self) -> int: ...
+    @property
+    def offline_after(self) -> int: ...
+    @property
+    def poll_interval_ms(self) -> int: ...
+    @property
+    def idle_poll_ms(self) -> int: ...
+
+
+class PumpSpec(Protocol):
+    """A pump on a line as configured (edgectl's PumpConfig fits)."""
+
+    @property
+    def address(self) -> int: ...
+    @property
+    def nozzles(self) -> Mapping[int, str]: ...
+    @property
+    def volume_decimals(self) -> int: ...
+    @property
+    def amount_decimals(self) -> int: ...
+    @property
+    def price_decimals(self) -> int: ...
+
+
+class GaugeSpec(Protocol):
+    """A tank gauge as configured (edgectl's GaugeConfig fits); keys of other protocols
+    keep their defaults."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def port(self) -> str | None: ...
+    @property
+    def host(self) -> str | None: ...
+    @property
+    def tcp_port(self) -> int | None: ...
+    @property
+    def baud(self) -> int: ...
+    @property
+    def parity(self) -> str: ...
+    @property
+    def bytesize(self) -> int: ...
+    @property
+    def stopbits(self) -> int: ...
+    @property
+    def reply_timeout_ms(self) -> int: ...
+    @property
+    def offline_after(self) -> int: ...
+    @property
+    def security_code(self) -> str: ...
+    @property
+    def terminator_bytes(self) -> bytes: ...
+    @property
+    def etx(self) -> int: ...
+    @property
+    def units(self) -> str: ...
+    @property
+    def inventory_format(self) -> str: ...
+    @property
+    def register_map(self) -> Path | None: ...
+
+
+class TankSpec(Protocol):
+    """A tank a gauge reads, as configured (edgectl's TankConfig fits)."""
+
+    @property
+    def number(self) -> int: ...
+    @property
+    def gauge_tank(self) -> int: ...
+    @property
+    def device_id(self) -> int | None: ...
+
+
+LineFactory = Callable[
+    [LineSpec, Sequence[PumpSpec], Callable[[DispenserEvent], None]], DispenserLine
+]
+GaugeFactory = Callable[[GaugeSpec, Sequence[TankSpec], float], TankGauge]
+SnifferFactory = Callable[[Any, "int | None", bool], "Sniffer"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Entry:
+    """One protocol. `title` names its device in messages ("a Veeder-Root console");
+    `own_keys` are the config keys only it takes; `addresses` the valid pump addresses on a
+    line (dispensers) and `sniff_addresses` what `sniff --address` filters on, None where the
+    line has no addresses."""
+
+    name: str
+    kind: Kind
+    title: str
+    capabilities: frozenset[Capability] = frozenset()
+    own_keys: tuple[str, ...] = ()
+    addresses: range | None = None
+    default_tcp_port: int | None = None
+    default_reply_timeout_ms: int | None = None
+    sniff_addresses: range | None = None
+    _line: LineFactory | None = None
+    _gauge: GaugeFactory | None = None
+    _sniffer: SnifferFactory | None = None
+
+    def has(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
+    def build_line(
+        self, line: LineSpec, pumps: Sequence[PumpSpec], emit: Callable[[DispenserEvent], None]
+    ) -> DispenserLine:
+        """The line's driver (nothing opened yet: that happens in its `run`)."""
+        if self._line is None:
+            raise UnknownProtocol(f"{self.name} is not a dispenser protocol")
+        return self._line(line, pumps, emit)
+
+    def build_gauge(
+        self,
+        gauge: GaugeSpec,
+        tanks: Sequence[TankSpec],
+        *,
+        deliveries_interval_s: float = DELIVERIES_INTERVAL_S,
+    ) -> TankGauge:
+        """The gauge's driver, reading `tanks` (nothing opened yet); one that keeps its own
+        deliveries (GAUGE_DELIVERIES) is asked for them every `deliveries_interval_s`."""
+        if self._gauge is None:
+            raise UnknownProtocol(f"{self.name} is not a tank gauge protocol")
+        return self._gauge(gauge, tanks, deliveries_interval_s)
+
+    def sniffer(self, driver: object, address: int | None, no_polls: bool) -> Sniffer:
+        """How to watch `driver` (built by this entry), filtered as asked."""
+        if self._sniffer is None:
+            raise UnknownProtocol(f"{self.name} cannot be sniffed")
+        return self._sniffer(driver, address, no_polls)
+
+
+# ------------------------------------------------------------------ factories
+# Each imports its driver when called, never at import of this module.
+def _serial(spec: LineSpec | GaugeSpec, port: str) -> Any:
+    from drivers.transport import SerialTransport
+
+    return SerialTransport(
+        port,
+        baud=spec.baud,
+        parity=spec.parity,
+        bytesize=spec.bytesize,
+        stopbits=spec.stopbits,
+        name=spec.name,
+    )
+
+
+def _dart_line(
+    line: LineSpec, pumps: Sequence[PumpSpec], emit: Callable[[DispenserEvent], None]
+) -> DispenserLine:
+    from drivers.wayne_dart.driver import DartLine, DartLineSettings, DartPumpSettings
+
+    parity_bits = 0 if line.parity == "none" else 1
+    settings = DartLineSettings(
+        name=line.name,
+        baud=line.baud,
+        bits_per_char=1 + line.bytesize + parity_bits + line.stopbits,
+        reply_timeout_s=line.reply_timeout_ms / 1000,
+        retries=line.retries,
+        offline_after=line.offline_after,
+        poll_interval_s=line.poll_interval_ms / 1000,
+        idle_poll_s=line.idle_poll_ms / 1000,
+    )
+    pump_settings = [
+        DartPumpSettings(
+            address=p.address,
+            nozzles=tuple(sorted(p.nozzles)),
+            volume_decimals=p.volume_decimals,
+            amount_decimals=p.amount_decimals,
+            price_decimals=p.price_decimals,
+        )
+        for p in pumps
+    ]
+    return DartLine(settings, pump_settings, _serial(line, line.port), emit)
+
+
+def _tls_gauge(gauge: GaugeSpec, tanks: Sequence[TankSpec], deliveries_s: float) -> TankGauge:
+    from drivers.transport import TcpTransport, Transport
+    from drivers.veeder_root.driver import InventoryFormat, TlsGauge, TlsGaugeSettings, Units
+
+    transport: Transport
+    if gauge.port is not None:
+        transport = _serial(gauge, gauge.port)
+    else:
+        assert gauge.host is not None and gauge.tcp_port is not None
+        transport = TcpTransport(gauge.host, gauge.tcp_port, gauge.name)
+    settings = TlsGaugeSettings(
+        name=gauge.name,
+        security_code=gauge.security_code or None,
+        terminator=gauge.terminator_bytes,
+        etx=gauge.etx,
+        reply_timeout_s=gauge.reply_timeout_ms / 1000,
+        offline_after=gauge.offline_after,
+        units=cast(Units, gauge.units),
+        inventory_format=cast(InventoryFormat, gauge.inventory_format),
+        # The console's tanks the station reads: one it stops reporting goes offline.
+        tank_numbers=tuple(t.gauge_tank for t in tanks),
+        deliveries_interval_s=deliveries_s,
+    )
+    return TlsGauge(settings, transport)
+
+
+class GaugeSetupError(ValueError):
+    """A gauge's config cannot be made into its driver (the loader checks this first)."""
+
+
+def _modbus_bus(gauge: GaugeSpec, tanks: Sequence[TankSpec], deliveries_s: float) -> TankGauge:
+    """A Modbus probe line: one device per `device_id` of the gauge's tanks (1 when unset);
+    its readings carry the station's tank numbers, already in mm, °C and litres."""
+    from drivers.modbus_probe.driver import (
+        ModbusBusSettings,
+        ModbusProbeBus,
+        ProbeSettings,
+        SerialLine,
+        TcpLink,
+    )
+    from drivers.modbus_probe.registers import load_register_map
+
+    if gauge.register_map is None:
+        raise GaugeSetupError(f"gauges.{gauge.name}: a modbus_probe gauge needs a register_map")
+    register_map = load_register_map(gauge.register_map)
+    link: SerialLine | TcpLink
+    if gauge.port is not None:
+        parity = {"none": "N", "even": "E", "odd": "O"}[gauge.parity]
+        link = SerialLine(
+            gauge.port,
+            baud=gauge.baud,
+            parity=parity,  # type: ignore[arg-type]
+            bytesize=gauge.bytesize,
+            stopbits=gauge.stopbits,
+        )
+    else:
+        assert gauge.host is not None
+        link = TcpLink(gauge.host, gauge.tcp_port or 502)
+    devices: dict[int, dict[int, int]] = {}
+    for tank in tanks:
+        devices.setdefault(tank.device_id or 1, {})[tank.number] = tank.gauge_tank
+    settings = ModbusBusSettings(
+        gauge.name,
+        link,
+        request_timeout_s=gauge.reply_timeout_ms / 1000,
+        offline_after=gauge.offline_after,
+    )
+    probes = [ProbeSettings(device, register_map, on) for device, on in devices.items()]
+    return ModbusProbeBus(settings, probes)
+
+
+def _dart_sniffer(driver: Any, address: int | None, no_polls: bool) -> Sniffer:
+    from drivers.wayne_dart.sniff import sniffer
+
+    return sniffer(driver, address, no_polls)
+
+
+def _tls_sniffer(driver: Any, address: int | None, no_polls: bool) -> Sniffer:
+    from drivers.veeder_root.sniff import sniffer
+
+    return sniffer(driver, address, no_polls)
+
+
+def _modbus_sniffer(driver: Any, address: int | None, no_polls: bool) -> Sniffer:
+    from drivers.modbus_probe.sniff import sniffer
+
+    return sniffer(driver, address, no_polls)
+
+
+# ------------------------------------------------------------------ the entries
+# drivers/ifsf/ is a codec so far: it gets an entry when it has a driver (docs/architecture.md).
+_ENTRIES: Final[Mapping[str, Entry]] = MappingProxyType(
+    {
+        e.name: e
+        for e in (
+            Entry(
+                name="wayne_dart",
+                kind="dispenser",
+                title="Wayne DART line",
+                capabilities=frozenset({Capability.SNIFF}),
+                addresses=range(0x50, 0x70),
+                sniff_addresses=range(0x50, 0x70),
+                _line=_dart_line,
+                _sniffer=_dart_sniffer,
+            ),
+            Entry(
+                name="veeder_root",
+                kind="gauge",
+                title="Veeder-Root console",
+                capabilities=frozenset(
+                    {
+                        Capability.SNIFF,
+                        Capability.INVENTORY_FORMATS,
+                        Capability.PER_TANK_OFFLINE,
+                        Capability.GAUGE_DELIVERIES,
+                    }
+                ),
+                own_keys=("security_code", "terminator", "etx", "units", "inventory_format"),
+                default_tcp_port=10001,
+                default_reply_timeout_ms=3000,
+                _gauge=_tls_gauge,
+                _sniffer=_tls_sniffer,
+            ),
+            Entry(
+                name="modbus_probe",
+                kind="gauge",
+                title="Modbus probe line",
+                capabilities=frozenset(
+                    {Capability.SNIFF, Capability.PER_TANK_OFFLINE, Capability.STATION_TANK_NUMBERS}
+                ),
+                own_keys=("register_map",),
+                default_tcp_port=502,
+                default_reply_timeout_ms=1000,
+                sniff_addresses=range(1, 248),
+                _gauge=_modbus_bus,
+                _sniffer=_modbus_sniffer,
+            ),
+        )
+    }
+)
+
+
+def names(kind: Kind) -> tuple[str, ...]:
+    """The protocols of one kind, sorted."""
+    return tuple(sorted(name for name, e in _ENTRIES.items() if e.kind == kind))
+
+
+def lookup(name: str, kind: Kind | None = None) -> Entry:
+    """The entry of protocol `name` (of `kind`, when given); UnknownProtocol otherwise."""
+    entry = _ENTRIES.get(name)
+    if entry is None or (kind is not None and entry.kind != kind):
+        what = "protocol" if kind is None else f"{kind} protocol"
+        raise UnknownProtocol(f"no {what} named {name!r}")
+    return entry
+
+
+def entries() -> tuple[Entry, ...]:
+    return tuple(_ENTRIES[name] for name in sorted(_ENTRIES))
