@@ -457,11 +457,14 @@ async def test_two_workers_one_killed_mid_stream_nothing_lost_nothing_twice(
         doomed = ingest_process(rig, "w-doomed", log, "--session-expiry", "2")
         other = ingest_process(rig, "w-other", log)
         try:
-            await until(
-                lambda: log.exists() and log.read_text().count("ingest_subscribed") == 2,
-                20,
-                "both workers subscribed",
-            )
+            try:
+                await until(
+                    lambda: log.exists() and log.read_text().count("ingest_subscribed") == 2,
+                    20,
+                    "both workers subscribed",
+                )
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}: {log.read_text()[-4000:]}") from None
 
             async def customers(pump: int) -> None:
                 for n in range(3):
@@ -524,3 +527,28 @@ def test_a_worker_that_cannot_reach_its_database_says_so_and_exits_1(tmp_path: P
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert usage.returncode == 2 and "--key" in usage.stderr
+
+
+async def test_workers_starting_together_on_a_fresh_schema_all_open_it(pg_schema: str) -> None:
+    """Workers of a pool start at once (a deploy, a host reboot): each creates the schema and
+    its tables if missing. PostgreSQL's CREATE … IF NOT EXISTS is not safe against a concurrent
+    creator (a unique violation on its catalogue), so a worker lost that race and died at start
+    (the CI run where 'both workers subscribed' never came)."""
+    from edgectl.backend.db import Database
+
+    for attempt in range(3):  # the race is narrow: several fresh schemas make it near-certain
+        schema = f"{pg_schema}_{attempt}"
+        dbs = await asyncio.gather(
+            *(Database.open(DSN, schema, f"w{n}") for n in range(8)), return_exceptions=True
+        )
+        opened = [db for db in dbs if isinstance(db, Database)]
+        try:
+            assert len(opened) == 8, [repr(e) for e in dbs if not isinstance(e, Database)]
+            made = await asyncio.gather(
+                *(db.create_tables() for db in opened), return_exceptions=True
+            )
+            assert [m for m in made if m is not None] == []
+        finally:
+            for db in opened:
+                await db.close()
+        assert query(schema, "SELECT count(*) AS n FROM events") == [{"n": 0}]

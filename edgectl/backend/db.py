@@ -38,7 +38,7 @@ from edgectl.cloud.contract import GUARANTEED_STREAMS, SEQ_MAX
 
 __all__ = ["Answer", "Database", "DueCommand", "IngestStats", "MessageFault"]
 
-_SCHEMA_LOCK: Final = 0x6564_6765  # "edge": one worker at a time creates the tables
+_SCHEMA_LOCK: Final = 0x6564_6765  # "edge": one worker at a time creates schema and tables
 _REPLAY_BACKOFF_MAX_S: Final = 300.0
 _PICK_LIMIT: Final = 500
 
@@ -98,6 +98,9 @@ class Database:
             dsn, row_factory=dict_row, application_name=f"edgectl ingest {worker}"[:63]
         )
         try:
+            # CREATE … IF NOT EXISTS is not safe against a concurrent creator (a unique
+            # violation on the catalogue): workers of a pool starting together take turns.
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             await conn.execute(
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
             )
