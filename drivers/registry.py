@@ -162,12 +162,17 @@ class Entry:
     default_tcp_port: int | None = None
     default_reply_timeout_ms: int | None = None
     sniff_addresses: range | None = None
+    # How people write an address on its line: DART pumps in hex (0x50), Modbus ids in decimal.
+    address_format: str = "{}"
     _line: LineFactory | None = None
     _gauge: GaugeFactory | None = None
     _sniffer: SnifferFactory | None = None
 
     def has(self, capability: Capability) -> bool:
         return capability in self.capabilities
+
+    def show_address(self, address: int) -> str:
+        return self.address_format.format(address)
 
     def build_line(
         self, line: LineSpec, pumps: Sequence[PumpSpec], emit: Callable[[DispenserEvent], None]
@@ -343,6 +348,7 @@ _ENTRIES: Final[Mapping[str, Entry]] = MappingProxyType(
                 capabilities=frozenset({Capability.SNIFF}),
                 addresses=range(0x50, 0x70),
                 sniff_addresses=range(0x50, 0x70),
+                address_format="0x{:02X}",
                 _line=_dart_line,
                 _sniffer=_dart_sniffer,
             ),

@@ -165,6 +165,9 @@ class LimitsConfig:
     max_preset_amount: Decimal = Decimal("2000.00")
     max_preset_volume: Decimal = Decimal("300.00")
     min_preset_amount: Decimal = Decimal("1.00")
+    # `edgectl price` refuses a change of more than this share of the price in force
+    # (a typo like 70000 for 7.45) unless given --force.
+    max_price_change_pct: Decimal = Decimal("20")
 
 
 @dataclass(frozen=True)
@@ -578,7 +581,10 @@ def _read_store(root: _Table) -> StoreConfig:
 
 
 def _read_limits(root: _Table) -> LimitsConfig:
-    t = root.table("limits", ("max_preset_amount", "max_preset_volume", "min_preset_amount"))
+    t = root.table(
+        "limits",
+        ("max_preset_amount", "max_preset_volume", "min_preset_amount", "max_price_change_pct"),
+    )
     default = LimitsConfig()
     values: dict[str, Decimal] = {}
     for key, fallback in (
@@ -590,7 +596,10 @@ def _read_limits(root: _Table) -> LimitsConfig:
         if value <= 0:
             raise t.fail(key, f"must be greater than 0, got {_show_decimal(value)}")
         values[key] = value
-    limits = LimitsConfig(**values)
+    change = t.opt_decimal("max_price_change_pct", default.max_price_change_pct, max_places=2)
+    if not 0 < change <= 1000:
+        raise t.fail("max_price_change_pct", f"must be above 0 and at most 1000, got {change}")
+    limits = LimitsConfig(**values, max_price_change_pct=change)
     if limits.min_preset_amount > limits.max_preset_amount:
         raise t.fail(
             "min_preset_amount",

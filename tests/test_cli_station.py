@@ -240,6 +240,64 @@ def test_price_change_is_applied_and_audited(station: DaemonProcess) -> None:
     assert result.code == 1 and "unknown grade 'jetfuel'" in result.err
 
 
+def test_stop_all_stops_every_pump_and_says_which_could_not(station: DaemonProcess) -> None:
+    result = run(station, "stop", "all")
+    assert result["stopped"] == [1, 2, 3, 4] and result["failed"] == []
+    assert result["outcome"] == "ok"
+    row = audit_rows(station)[-1]
+    assert row["action"] == "stop" and row["outcome"] == "ok"
+    assert json.loads(row["args"]) == {"all": True}
+
+    silent = station.sims["l1"].pump(0x51)  # pump 4
+    silent.set_online(False)
+    try:
+        station.wait_for(lambda: not station.pump_view(4)["online"], "pump 4 offline")
+        text = cli("stop", "all", "--config", str(station.config_path))
+        assert text.code == 1
+        assert text.out == "stopped pump(s) 1, 2, 3\n"
+        assert text.err.startswith("edgectl stop: pump 4 is offline")
+        row = audit_rows(station)[-1]
+        assert row["outcome"] == "partial" and "not stopped: pump 4 is offline" in row["message"]
+    finally:
+        silent.set_online(True)
+    station.wait_for(lambda: station.pump_view(4)["online"], "pump 4 back online", 45)
+
+
+def test_an_unknown_pump_is_answered_with_the_pumps_there_are(station: DaemonProcess) -> None:
+    for action in (("authorize", "9"), ("stop", "9")):
+        result = cli(*action, "--config", str(station.config_path))
+        assert result.code == 1
+        assert result.err == f"edgectl {action[0]}: unknown pump 9 (pumps: 1, 2, 3, 4)\n"
+
+
+def test_a_price_change_shows_old_and_new_and_a_big_one_needs_force(
+    station: DaemonProcess,
+) -> None:
+    old = next(g for g in run(station, "prices")["grades"] if g["grade"] == "92")["unit_price"]
+    assert old == "7.45"
+    # 70000 for 7.45: a slip of the finger, refused and audited as refused.
+    result = cli("price", "92", "70000", "--config", str(station.config_path))
+    assert result.code == 1 and result.out == ""
+    assert result.err.startswith("edgectl price: grade 92: 7.45 → 70000.00 CNY is a change of")
+    assert "more than the 20 % allowed" in result.err and "--force" in result.err
+    row = audit_rows(station)[-1]
+    assert row["action"] == "price" and row["outcome"] == "failed"
+    prices = run(station, "prices")
+    assert next(g for g in prices["grades"] if g["grade"] == "92")["unit_price"] == "7.45"
+
+    result = cli("price", "92", "7.60", "--config", str(station.config_path))
+    assert result.code == 0, result.err
+    assert result.out.startswith("grade 92: 7.45 → 7.60 CNY (+2.0 %)")
+    forced = run(station, "price", "92", "9.99", "--force")
+    assert forced["previous_price"] == "7.60" and forced["unit_price"] == "9.99"
+    assert json.loads(audit_rows(station)[-1]["args"]) == {
+        "grade": "92",
+        "price": "9.99",
+        "force": True,
+    }
+    run(station, "price", "92", "7.45", "--force")
+
+
 # --------------------------------------------------------------------------- streams
 
 
@@ -362,6 +420,12 @@ def test_sniff_for_people(station: DaemonProcess) -> None:
     assert "sniffing line l1" in result.err
     result = cli("sniff", "nowhere", "--config", str(station.config_path))
     assert result.code == 1 and "no line named 'nowhere' (lines: l0, l1)" in result.err
+    # An address nobody answers at is named in hex, with the ones that are there.
+    result = cli("sniff", "l0", "--address", "0x99", "--config", str(station.config_path))
+    assert result.code == 1
+    assert result.err == (
+        "edgectl sniff: l0 has nothing at address 0x99 (its addresses: 0x50, 0x51)\n"
+    )
 
 
 # --------------------------------------------------------------------------- store and lines

@@ -28,16 +28,22 @@ The pump must be idle (or calling) and online. The action and your user name are
 STOP_EXAMPLE = """\
 examples:
   edgectl stop 3
+  edgectl stop all
 
-Stops pump 3 at once, whatever it is doing (an emergency stop); a fill in progress ends and
-its sale is still recorded. The action and your user name are recorded.
+Stops pump 3 (or every pump) at once, whatever it is doing (an emergency stop); a fill in
+progress ends and its sale is still recorded. `stop all` says which pumps stopped and why any
+other could not. The action and your user name are recorded.
 """
+STOP_EXITS = "exit status: 0 stopped, 1 a pump could not be stopped (stderr says which), 2 usage."
 PRICE_EXAMPLE = """\
 examples:
   edgectl price 95 7.99
+  edgectl price 95 9.99 --force      # a change beyond [limits] max_price_change_pct
 
-Sets the unit price of grade 95 now; each pump takes it when it is next idle and the cloud is
-told. The action and your user name are recorded.
+Sets the unit price of grade 95 now and shows the old price and the new; each pump takes it
+when it is next idle and the cloud is told. A change of more than [limits]
+max_price_change_pct (default 20 %) of the price in force is refused unless given --force.
+The action (a refused one too) and your user name are recorded.
 """
 
 
@@ -66,12 +72,13 @@ def register(sub: Subparsers) -> None:
     stop = output.add_command(
         sub,
         "stop",
-        help="stop a pump at once (audited)",
-        description="Stop a pump at once: an emergency stop.",
+        help="stop a pump, or every pump, at once (audited)",
+        description="Stop a pump, or all of them, at once: an emergency stop.",
         example=STOP_EXAMPLE,
+        exits=STOP_EXITS,
         func=run_stop,
     )
-    stop.add_argument("pump", type=output.pump_number, help="pump number")
+    stop.add_argument("pump", type=_pump_or_all, help="pump number, or all")
 
     price = output.add_command(
         sub,
@@ -83,6 +90,15 @@ def register(sub: Subparsers) -> None:
     )
     price.add_argument("grade", help="grade id, as in the config (e.g. 95)")
     price.add_argument("value", type=_decimal, help="new unit price (e.g. 7.99)")
+    price.add_argument(
+        "--force",
+        action="store_true",
+        help="allow a change beyond [limits] max_price_change_pct of the price in force",
+    )
+
+
+def _pump_or_all(text: str) -> int | str:
+    return "all" if text.strip().lower() == "all" else output.pump_number(text)
 
 
 def _decimal(text: str) -> Decimal:
@@ -138,8 +154,21 @@ def run_authorize(args: argparse.Namespace) -> int:
 
 
 def run_stop(args: argparse.Namespace) -> int:
-    return _act(args, "stop", {"pump": args.pump})
+    if args.pump != "all":
+        return _act(args, "stop", {"pump": args.pump})
+    result = output.call(args, "stop", {"all": True, "user": user_name()})
+    if args.json:
+        output.print_json(result)
+    else:
+        if result["stopped"]:
+            print(f"stopped pump(s) {', '.join(map(str, result['stopped']))}")
+        for failure in result["failed"]:
+            output.note(f"edgectl stop: {failure['reason']}")
+    return output.EXIT_FAILED if result["failed"] else output.EXIT_OK
 
 
 def run_price(args: argparse.Namespace) -> int:
-    return _act(args, "price", {"grade": args.grade, "price": str(args.value)})
+    op_args: dict[str, Any] = {"grade": args.grade, "price": str(args.value)}
+    if args.force:
+        op_args["force"] = True
+    return _act(args, "price", op_args)

@@ -148,12 +148,8 @@ def run_backup(args: argparse.Namespace) -> int:
         return output.fail("db backup", f"{dest} exists already (use --force to replace it)")
     if dest.resolve() == source.resolve():
         return output.fail("db backup", "DEST is the live database itself")
-    partial = dest.with_name(f".{dest.name}.partial")
-    try:
+    with output.replacing(dest) as partial:
         facts = _snapshot(source, partial)
-        os.replace(partial, dest)
-    finally:
-        partial.unlink(missing_ok=True)
     if args.json:
         output.print_json({"source": str(source), "backup": str(dest), **facts})
     else:

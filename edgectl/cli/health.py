@@ -186,6 +186,7 @@ def render_device(out: Any, dev: dict[str, Any]) -> None:
                     for e in dev["events"]
                 ],
                 right=("count",),
+                optional=("kind", "count"),
             )
         )
 

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
 import re
 import sqlite3
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any, TypeAlias
 
 from rich import box
-from rich.console import Console
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from edgectl.config import DEFAULT_CONTROL_SOCKET, Config, load_config
 from edgectl.control.client import ControlClient, DaemonNotRunning
@@ -96,6 +101,8 @@ def guarded(name: str, func: Handler) -> Handler:
     def run(args: argparse.Namespace) -> int:
         try:
             return func(args)
+        except BrokenPipeError:
+            raise  # the reader left (`| head`): the entry point ends quietly
         except (DaemonNotRunning, StationUnreachable) as exc:
             return fail(None, str(exc))
         except (EdgectlError, OSError, sqlite3.Error) as exc:
@@ -123,6 +130,45 @@ def _sentence(exc: BaseException) -> str:
         where = f" ({exc.filename})" if exc.filename else ""
         return f"{exc.strerror}{where}"
     return str(exc) or type(exc).__name__
+
+
+# --------------------------------------------------------------------------- files
+
+
+class PathProblem(EdgectlError):
+    """A file the user named cannot be written; the message names it as given, and why."""
+
+    code = "path"
+
+
+def check_writable(path: Path) -> None:
+    """Refuse, before any work, a destination that cannot be written."""
+    parent = path.parent
+    if path.is_dir():
+        raise PathProblem(f"{path} is a folder: give a file name (e.g. {path / 'sales.csv'})")
+    if not parent.exists():
+        raise PathProblem(f"cannot write {path}: the folder {parent} does not exist")
+    if not parent.is_dir():
+        raise PathProblem(f"cannot write {path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PathProblem(f"cannot write {path}: no permission to create files in {parent}")
+
+
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A file written whole beside `path` and then moved onto it, so a half-written one is
+    never left there; a failure names `path` (not the file beside it) and why."""
+    check_writable(path)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        yield partial
+        os.replace(partial, path)
+    except OSError as exc:
+        raise PathProblem(f"cannot write {path}: {exc.strerror or exc}") from None
+    except sqlite3.Error as exc:
+        raise PathProblem(f"cannot write {path}: {exc}") from None
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- the station
@@ -202,25 +248,104 @@ def table(
     rows: Iterable[Sequence[Any]],
     *,
     right: Iterable[str] = (),
-) -> Table:
+    optional: Sequence[str] = (),
+    decimals: Mapping[str, int] | None = None,
+) -> Fitted:
+    """Rows as a table that fits the width it is printed at (an 80-column ssh session too):
+    no cell is ever wrapped or cut. Too wide, it leaves out the `optional` columns in that
+    order; still too wide, each row becomes a block of `column  value` lines.
+
+    Numbers in a right-aligned column all get the same decimals: those `decimals` names for
+    the column, else the most any of its values has (747.1391 is not printed beside 1446.1).
+    """
     aligned = set(right)
-    grid = Table(
-        title=title,
-        box=box.SIMPLE_HEAD,
-        title_justify="left",
-        pad_edge=False,
-        collapse_padding=True,
-    )
-    for column in columns:
-        # A narrow terminal folds a long text onto a second line rather than cutting it;
-        # numbers stay whole.
-        number = column in aligned
-        grid.add_column(
-            column, justify="right" if number else "left", overflow="fold", no_wrap=number
+    cells = [[cell(value) for value in row] for row in rows]
+    for index, column in enumerate(columns):
+        if column in aligned:
+            _align_decimals(cells, index, (decimals or {}).get(column))
+    return Fitted(title, tuple(columns), cells, aligned, tuple(optional))
+
+
+class Fitted:
+    """A table that chooses its layout when printed, from the width it is given."""
+
+    def __init__(
+        self,
+        title: str | None,
+        columns: tuple[str, ...],
+        cells: list[list[str]],
+        right: set[str],
+        optional: tuple[str, ...],
+    ) -> None:
+        self.title = title
+        self.columns = columns
+        self.cells = cells
+        self.right = right
+        self.optional = optional
+
+    def grid(self, shown: Sequence[str], width: int) -> Table:
+        grid = Table(
+            title=self.title,
+            box=box.SIMPLE_HEAD,
+            title_justify="left",
+            show_edge=False,
+            pad_edge=False,
+            collapse_padding=True,
+            # A title is laid out at the table's width: keep it on one line.
+            min_width=min(cell_len(self.title or ""), width),
         )
-    for row in rows:
-        grid.add_row(*(cell(value) for value in row))
-    return grid
+        for column in shown:
+            grid.add_column(
+                column, justify="right" if column in self.right else "left", no_wrap=True
+            )
+        keep = [self.columns.index(column) for column in shown]
+        for row in self.cells:
+            grid.add_row(*(row[i] for i in keep))
+        return grid
+
+    def layout(self, console: Console, width: int) -> Table | Group:
+        """The widest layout that fits `width`."""
+        shown = list(self.columns)
+        leave_out = [c for c in self.optional if c in shown]
+        # Measured with room to spare: a measurement is clamped to the width it is given.
+        unbounded = console.options.update_width(_UNBOUNDED)
+        while True:
+            grid = self.grid(shown, width)
+            if Measurement.get(console, unbounded, grid).maximum <= width:
+                return grid
+            if not leave_out:
+                return self.stacked()
+            shown.remove(leave_out.pop(0))
+
+    def stacked(self) -> Group:
+        """Each row as a block: its first cell as a heading, then `column  value` lines."""
+        blocks: list[Any] = [Text(self.title, style="italic")] if self.title else []
+        for row in self.cells:
+            block = Table.grid(padding=(0, 2))
+            block.add_column(style="dim")
+            block.add_column()
+            for column, value in zip(self.columns[1:], row[1:], strict=True):
+                block.add_row(escape(column), value)
+            blocks += [Text.from_markup(f"{escape(self.columns[0])} {row[0]}", style="bold"), block]
+        return Group(*blocks)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.layout(console, options.max_width)
+
+
+_UNBOUNDED = 10_000
+_NUMBER = re.compile(r"-?\d+(?:\.(\d+))?")
+
+
+def _align_decimals(cells: list[list[str]], index: int, places: int | None) -> None:
+    """Give every number in column `index` the same number of decimals."""
+    found = [_NUMBER.fullmatch(row[index]) for row in cells]
+    if places is None:
+        places = max((len(m.group(1) or "") for m in found if m), default=0)
+    step = Decimal(1).scaleb(-places)
+    for row, match in zip(cells, found, strict=True):
+        if match:
+            row[index] = str(Decimal(row[index]).quantize(step, rounding=ROUND_HALF_EVEN))
 
 
 class Markup(str):
@@ -263,14 +388,25 @@ def duration(seconds: float | None) -> str:
 
 
 def local_time(stamp: str | None) -> str:
-    """A stored UTC time as the technician's local wall clock."""
+    """A stored UTC time as the technician's local wall clock, with its zone: the one time
+    convention of the CLI and the demo (docs/operations.md)."""
     if not stamp:
         return "-"
     try:
         moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     except ValueError:
         return stamp
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def local_clock(stamp: str) -> str:
+    """The wall-clock part of `local_time` (HH:MM:SS), where the day and zone go without
+    saying (a live view, an age beside it)."""
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return stamp
+    return moment.astimezone().strftime("%H:%M:%S")
 
 
 # --------------------------------------------------------------------------- argument types

@@ -6,8 +6,6 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from rich.table import Table
-
 from edgectl.cli import output
 from edgectl.cli.output import Markup, Subparsers
 from edgectl.control.client import DaemonNotRunning
@@ -77,14 +75,11 @@ def run_pumps(args: argparse.Namespace) -> int:
     if args.json:
         output.print_json(pumps)
     else:
-        out = output.console()
-        out.print(pumps_table(pumps, width=out.width))
+        output.console().print(pumps_table(pumps))
     return output.EXIT_OK
 
 
-def pumps_table(
-    pumps: Sequence[dict[str, Any]], title: str | None = None, *, width: int = 200
-) -> Table:
+def pumps_table(pumps: Sequence[dict[str, Any]], title: str | None = None) -> output.Fitted:
     """The pumps; on a narrow terminal without the columns a technician needs least."""
     columns = (
         "pump",
@@ -100,7 +95,6 @@ def pumps_table(
         "auth",
         "sales",
     )
-    shown = [c for c in columns if width >= 100 or c not in ("status", "auth", "sales")]
     rows = []
     for p in pumps:
         nozzle = p["nozzle"]
@@ -120,8 +114,14 @@ def pumps_table(
             "auth": p["authorization_id"],
             "sales": p["sales"],
         }
-        rows.append([values[c] for c in shown])
-    return output.table(title, shown, rows, right=("pump", "price", "volume", "amount", "sales"))
+        rows.append([values[c] for c in columns])
+    return output.table(
+        title,
+        columns,
+        rows,
+        right=("pump", "price", "volume", "amount", "sales"),
+        optional=("auth", "status", "sales", "line", "online"),
+    )
 
 
 _STATE_STYLE = {
@@ -162,7 +162,7 @@ def run_tanks(args: argparse.Namespace) -> int:
     if source == "config":
         out.print(configured_tanks_table(tanks))
         return output.EXIT_OK
-    out.print(tanks_table(tanks, width=out.width))
+    out.print(tanks_table(tanks))
     if all(tank["reading_at"] is None for tank in tanks):
         out.print("no readings yet: the daemon has not read these tanks from their gauges")
     for tank in tanks:
@@ -174,7 +174,7 @@ def run_tanks(args: argparse.Namespace) -> int:
     return output.EXIT_OK
 
 
-def configured_tanks_table(tanks: Sequence[dict[str, Any]]) -> Table:
+def configured_tanks_table(tanks: Sequence[dict[str, Any]]) -> output.Fitted:
     return output.table(
         None,
         ("tank", "name", "product", "capacity L", "gauge"),
@@ -186,11 +186,9 @@ def configured_tanks_table(tanks: Sequence[dict[str, Any]]) -> Table:
     )
 
 
-def tanks_table(
-    tanks: Sequence[dict[str, Any]], title: str | None = None, *, width: int = 200
-) -> Table:
+def tanks_table(tanks: Sequence[dict[str, Any]], title: str | None = None) -> output.Fitted:
     """The tanks as the daemon knows them; on a narrow terminal without the columns a
-    technician needs least."""
+    technician needs least. Heights and volumes to one decimal, whatever the gauge sends."""
     columns = (
         "tank",
         "name",
@@ -205,10 +203,9 @@ def tanks_table(
         "15 °C L",
         "ullage L",
         "fill",
+        "",  # the fill as a bar
         "alarms",
     )
-    optional = ("name", "gauge", "water mm", "temp °C", "gross L")
-    shown = [c for c in columns if width >= 120 or c not in optional]
     rows = []
     for t in tanks:
         online = t["online"]
@@ -225,12 +222,23 @@ def tanks_table(
             "gross L": t["gross_l"],
             "15 °C L": t["net_l"],
             "ullage L": t["ullage_l"],
-            "fill": _fill(t["fill_pct"]),
+            "fill": None if t["fill_pct"] is None else f"{t['fill_pct']} %",
+            "": _fill_bar(t["fill_pct"]),
             "alarms": _alarms(t["alarms"]),
         }
-        rows.append([values[c] for c in shown])
-    right = ("tank", "level mm", "water mm", "temp °C", "gross L", "15 °C L", "ullage L")
-    return output.table(title, shown, rows, right=right)
+        rows.append([values[c] for c in columns])
+    figures = ("level mm", "water mm", "temp °C", "gross L", "15 °C L", "ullage L")
+    return output.table(
+        title,
+        columns,
+        rows,
+        right=("tank", *figures, "fill"),
+        optional=(
+            *("name", "gauge", "water mm", "temp °C", "gross L", "read", "link"),
+            *("", "ullage L"),
+        ),
+        decimals=dict.fromkeys(figures, 1),
+    )
 
 
 def _product(tank: dict[str, Any]) -> str:
@@ -241,19 +249,18 @@ def _product(tank: dict[str, Any]) -> str:
 def _read_at(stamp: str | None, age_s: float | None) -> str | None:
     if stamp is None:
         return None
-    clock = output.local_time(stamp)
     if age_s is None or age_s >= 86400:
-        return clock
-    return f"{clock[-8:]} ({output.duration(age_s)} ago)"
+        return output.local_time(stamp)
+    return f"{output.local_clock(stamp)} ({output.duration(age_s)} ago)"
 
 
-def _fill(pct: str | None) -> Markup | None:
-    """Fill as a ten-cell bar and a percentage."""
+def _fill_bar(pct: str | None) -> str | None:
+    """Fill as a ten-cell bar."""
     if pct is None:
         return None
     share = min(max(float(pct), 0.0), 100.0)
     cells = round(share / 10)
-    return Markup(f"{'█' * cells}{'░' * (10 - cells)} {output.esc(pct)} %")
+    return f"{'█' * cells}{'░' * (10 - cells)}"
 
 
 def _alarms(alarms: Sequence[str] | None) -> Markup | None:

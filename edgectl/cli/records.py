@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -243,7 +242,8 @@ def run_sales(args: argparse.Namespace) -> int:
                 )
                 for s in sales
             ],
-            right=("volume", "amount", "price"),
+            right=("id", "pump", "nozzle", "volume", "amount", "price"),
+            optional=("auth", "nozzle", "id"),
         )
     )
     out.print(_sales_total(sales))
@@ -283,6 +283,8 @@ def run_orders(args: argparse.Namespace) -> int:
                 )
                 for o in orders
             ],
+            right=("pump",),
+            optional=("sale", "reason", "created"),
         )
     )
     print(f"{len(orders)} order(s)")
@@ -330,7 +332,8 @@ def run_outbox(args: argparse.Namespace) -> int:
                     )
                     for r in outbox["rows"]
                 ],
-                right=("n", "seq", "version", "bytes"),
+                right=("n", "seq", "version", "priority", "bytes"),
+                optional=("version", "priority", "sent", "key", "n"),
             )
         )
     return output.EXIT_OK
@@ -364,6 +367,7 @@ def sequence_table(sequences: dict[str, dict[str, Any]], now: datetime | None = 
         ("stream", "last seq", "acked", "unacked", "sent", "oldest unacked", "dropped"),
         rows,
         right=("last seq", "acked", "unacked", "sent", "dropped"),
+        optional=("dropped", "sent"),
     )
 
 
@@ -396,6 +400,8 @@ def run_alarms(args: argparse.Namespace) -> int:
                 )
                 for a in alarms
             ],
+            right=("id", "pump"),
+            optional=("cleared", "id", "pump", "severity"),
         )
     )
     return output.EXIT_OK
@@ -431,6 +437,8 @@ def run_audit(args: argparse.Namespace) -> int:
                 )
                 for r in rows
             ],
+            right=("id", "uid"),
+            optional=("uid", "args", "id", "user"),
         )
     )
     return output.EXIT_OK
@@ -442,6 +450,8 @@ def run_audit(args: argparse.Namespace) -> int:
 def run_export_sales(args: argparse.Namespace) -> int:
     station = output.target(args)
     config = station.require_config()
+    if args.csv != "-":
+        output.check_writable(Path(args.csv))  # before reading the database for nothing
     db = open_read_only(config.store.path)
     try:
         sales = StoreReader(db).sales(since=args.since, pump=args.pump)
@@ -451,13 +461,11 @@ def run_export_sales(args: argparse.Namespace) -> int:
         _write_csv(sys.stdout, sales)
         return output.EXIT_OK
     destination = Path(args.csv)
-    partial = destination.with_name(f".{destination.name}.partial")
-    try:
-        with partial.open("w", newline="", encoding="utf-8") as handle:
-            _write_csv(handle, sales)
-        os.replace(partial, destination)
-    finally:
-        partial.unlink(missing_ok=True)
+    with (
+        output.replacing(destination) as partial,
+        partial.open("w", newline="", encoding="utf-8") as handle,
+    ):
+        _write_csv(handle, sales)
     if args.json:
         output.print_json({"file": str(destination), "sales": len(sales)})
     else:

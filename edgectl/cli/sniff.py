@@ -100,7 +100,7 @@ def run_sniff(args: argparse.Namespace) -> int:
 
 def render(frame: dict[str, Any]) -> str:
     """One frame as one line of markup."""
-    when = output.local_time(frame["at"])[11:] + frame["at"][19:23]
+    when = output.local_clock(frame["at"]) + frame["at"][19:23]
     gap = f"+{frame['gap_ms']:.1f}ms" if frame["gap_ms"] is not None else ""
     if frame["direction"] == "tx":
         arrow = "[cyan]ctl> [/]"

@@ -117,6 +117,7 @@ def render(status: dict[str, Any]) -> None:
             ),
             lines,
             right=("frames", "errors", "timeouts"),
+            optional=("settings", "protocol", "timeouts", "errors", "port"),
         )
     )
     devices: list[tuple[str, str, str, str]] = [
@@ -158,5 +159,5 @@ def _tank_state(tank: dict[str, Any]) -> str:
 
 
 def _rate(value: float | None) -> str:
-    """Per-minute rates as whole numbers; "…" until the first second of samples."""
-    return "…" if value is None else f"{value:.0f}"
+    """Per-minute rates as whole numbers; "-" until the first second of samples."""
+    return "-" if value is None else f"{value:.0f}"

@@ -62,9 +62,9 @@ def run_watch(args: argparse.Namespace) -> int:
                 if args.json:
                     output.print_json_line(update)
                 elif live is not None:
-                    live.update(_view(update, stream.result["station"], out.width), refresh=True)
+                    live.update(view(update, stream.result["station"]), refresh=True)
                 else:
-                    out.print(_view(update, stream.result["station"], out.width))
+                    out.print(view(update, stream.result["station"]))
                 if args.count is not None and seen >= args.count:
                     return output.EXIT_OK
         except KeyboardInterrupt:
@@ -77,12 +77,13 @@ def run_watch(args: argparse.Namespace) -> int:
     return output.EXIT_OK
 
 
-def _view(update: dict[str, Any], station: str, width: int) -> Group:
+def view(update: dict[str, Any], station: str) -> Group:
+    """One update as the technician sees it; the tables fit the terminal's width."""
     tanks = update["tanks"]
     parts: list[Any] = [
         Text(f"{station} at {output.local_time(update['at'])} (Ctrl-C to stop)", style="bold"),
-        pumps_table(update["pumps"], "pumps" if tanks else None, width=width),
+        pumps_table(update["pumps"], "pumps" if tanks else None),
     ]
     if tanks:
-        parts.append(tanks_table(tanks, "tanks", width=width))
+        parts.append(tanks_table(tanks, "tanks"))
     return Group(*parts)

@@ -682,8 +682,10 @@ class ControlServer:
             await self.station.db(store.audit_finished, audit_id, outcome, message)
             log.warning("manual_action_failed", error=message)
             raise
-        await self.station.db(store.audit_finished, audit_id, "ok", _summary(result))
-        log.info("manual_action_done")
+        # An action over several pumps says itself how it went ("partial": some could not).
+        outcome = result.get("outcome", "ok") if isinstance(result, Mapping) else "ok"
+        await self.station.db(store.audit_finished, audit_id, outcome, _summary(result))
+        log.info("manual_action_done", outcome=outcome)
         return result
 
     def _who(self, args: Args, peer: Peer) -> str:
@@ -702,6 +704,7 @@ class ControlServer:
             amount = limits.max_preset_amount  # never an unlimited release from the CLI
 
         async def act() -> dict[str, Any]:
+            self._known_pump(pump)
             auth = await self.station.authorize(
                 pump,
                 AuthorizationSource.ATTENDANT,
@@ -723,14 +726,49 @@ class ControlServer:
 
         return await self._audited("authorize", args, peer, act)
 
+    def _known_pump(self, pump: int) -> None:
+        """Refuse a pump the station does not have, naming the ones it has."""
+        if pump not in self.station.points:
+            known = ", ".join(str(n) for n in sorted(self.station.points)) or "none"
+            raise CommandError(f"unknown pump {pump} (pumps: {known})", code="unknown_pump")
+
     async def _stop(self, args: Args, peer: Peer) -> dict[str, Any]:
+        if args.flag("all"):
+            return await self._audited("stop", args, peer, self._stop_all)
         pump = args.req_int("pump", lo=1, hi=99)
 
         async def act() -> dict[str, Any]:
+            self._known_pump(pump)
             message = await self.station.stop_pump(pump)
             return {"message": message, "pump": pump}
 
         return await self._audited("stop", args, peer, act)
+
+    async def _stop_all(self) -> dict[str, Any]:
+        """STOP to every pump at once (each line carries its own in turn): which stopped,
+        and why each other one could not."""
+        numbers = sorted(self.station.points)
+        results = await asyncio.gather(
+            *(self.station.stop_pump(n) for n in numbers), return_exceptions=True
+        )
+        stopped: list[int] = []
+        failed: list[dict[str, Any]] = []
+        for number, result in zip(numbers, results, strict=True):
+            if isinstance(result, EdgectlError | DriverError):
+                failed.append({"pump": number, "code": result.code, "reason": str(result)})
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                stopped.append(number)
+        message = "stopped pump(s) " + ", ".join(map(str, stopped)) if stopped else "none stopped"
+        if failed:
+            message += "; not stopped: " + "; ".join(str(f["reason"]) for f in failed)
+        return {
+            "message": message,
+            "stopped": stopped,
+            "failed": failed,
+            "outcome": "ok" if not failed else "partial" if stopped else "failed",
+        }
 
     async def _price(self, args: Args, peer: Peer) -> dict[str, Any]:
         grade_id = args.req_str("grade")
@@ -753,14 +791,28 @@ class ControlServer:
             )
         price = price.quantize(Decimal(1).scaleb(-grade.price_decimals))
         price_set_id = "cli-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        force = args.flag("force")
 
         async def act() -> dict[str, Any]:
+            old = self.station.prices.prices.get(grade_id, grade.unit_price)
+            change = _price_change(old, price)
+            limit = self.station.config.limits.max_price_change_pct
+            currency = self.station.config.station.currency
+            if abs(change) > limit and not force:
+                raise CommandError(
+                    f"grade {grade_id}: {old} → {price} {currency} is a change of "
+                    f"{change:+.1f} %, more than the {limit} % allowed "
+                    "([limits] max_price_change_pct); check the price, or give --force",
+                    code="price_change_too_large",
+                )
             await self.station.set_prices(price_set_id, {grade_id: price})
             return {
-                "message": f"grade {grade_id} now {price} {self.station.config.station.currency}"
-                " (each pump takes it when idle)",
+                "message": f"grade {grade_id}: {old} → {price} {currency} ({change:+.1f} %),"
+                " each pump takes it when idle",
                 "grade": grade_id,
+                "previous_price": old,
                 "unit_price": price,
+                "change_pct": change.quantize(Decimal("0.1")),
                 "price_set_id": price_set_id,
             }
 
@@ -806,8 +858,15 @@ class ControlServer:
                 raise ProtocolError(message, code=protocol.INVALID_ARGS)
             address = None
         else:
-            addresses = entry.sniff_addresses
-            address = args.opt_int("address", lo=addresses.start, hi=addresses.stop - 1)
+            address = args.opt_int("address")
+            there = self._sniff_addresses(name, line is not None)
+            if address is not None and address not in there:
+                shown = ", ".join(entry.show_address(a) for a in there) or "none"
+                raise CommandError(
+                    f"{name} has nothing at address {entry.show_address(address)} "
+                    f"(its addresses: {shown})",
+                    code="unknown_address",
+                )
         # --no-polls is a pump line's: a gauge's traffic is all shown (the header says so).
         no_polls = args.flag("no_polls") and line is not None
         sniffer = entry.sniffer(driver, address, no_polls)
@@ -815,6 +874,13 @@ class ControlServer:
         async with contextlib.aclosing(frames):
             async for event in frames:
                 yield event
+
+    def _sniff_addresses(self, name: str, pump_line: bool) -> list[int]:
+        """The addresses the station talks to on a line: its pumps', or its probes' ids."""
+        config = self.served.config
+        if pump_line:
+            return sorted(p.address for p in config.pumps_on(name))
+        return sorted({t.device_id or 1 for t in config.tanks_on(name)})
 
     def _gauge_header(self, name: str, args: Args) -> dict[str, Any]:
         config = self.served.config.gauge(name)
@@ -951,6 +1017,11 @@ def _limit(args: Args) -> int | None:
         return None
     limit = args.opt_int("limit", lo=1, hi=MAX_LIMIT)
     return DEFAULT_LIMIT if limit is None else limit
+
+
+def _price_change(old: Decimal, new: Decimal) -> Decimal:
+    """The change from `old` to `new` in percent of `old`."""
+    return (new - old) * 100 / old if old else Decimal("Infinity")
 
 
 def _summary(result: object) -> str | None:
