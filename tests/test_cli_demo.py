@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,3 +148,68 @@ async def test_pumps_drain_their_tanks_while_fuel_flows_and_a_tanker_refills_a_l
         plumbing.step()  # now below 2,500 L: a tanker is sent, once
         plumbing.step()
         assert plumbing.deliveries == 1 and tank.delivery_in_progress
+
+
+def _started_demo(config: Path, cwd: Path) -> tuple[subprocess.Popen[str], str, str]:
+    """A demo without its live view; (the process, its CLI config, its banner) once the
+    banner said how to reach it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgectl", "demo", "--config", str(config), "--no-ui"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=cwd,
+    )
+    assert proc.stdout is not None
+    banner = ""
+    for line in proc.stdout:
+        banner += line
+        found = re.search(r"EDGECTL_CONFIG=(\S+) \S+.* status$", line.strip())
+        if found:
+            return proc, found.group(1), banner
+    proc.wait(10)
+    raise AssertionError(f"no CLI command in the banner (exit {proc.returncode})")
+
+
+def _status(cli_config: str) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k != "EDGECTL_CONFIG"}
+    done = subprocess.run(
+        [sys.executable, "-m", "edgectl", "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**env, "EDGECTL_CONFIG": cli_config},
+    )
+    assert done.returncode in (0, 1), done.stderr  # up; degraded while the lines come up
+    status: dict[str, Any] = json.loads(done.stdout)
+    return status
+
+
+def test_two_demos_at_once_each_reached_by_the_command_its_banner_gives(tmp_path: Path) -> None:
+    config = demo_copy(tmp_path)
+    first, first_cli, _ = _started_demo(config, tmp_path)
+    second: subprocess.Popen[str] | None = None
+    try:
+        second, second_cli, banner = _started_demo(config, tmp_path)
+        assert first_cli != second_cli
+        assert "another demo holds" in banner  # the second keeps its sales apart
+        # Each CLI reaches its own demo's daemon (it runs inside the demo's process) ...
+        assert _status(first_cli)["daemon"]["pid"] == first.pid
+        assert _status(second_cli)["daemon"]["pid"] == second.pid
+        # ... which reads its own pumps on its own ptys: neither took the other's links.
+        for cli_config in (first_cli, second_cli):
+            deadline = time.monotonic() + 30
+            while not all(p["online"] for p in _status(cli_config)["pumps"]):
+                assert time.monotonic() < deadline, f"pumps of {cli_config} never online"
+                time.sleep(0.5)
+        assert first.poll() is None and second.poll() is None
+        runs = {Path(c).parent for c in (first_cli, second_cli)}
+        assert all(run.is_dir() for run in runs)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        outs = [proc.communicate(timeout=30)[0] for proc in (first, second) if proc is not None]
+    assert first.returncode == 0 and second is not None and second.returncode == 0, outs
+    assert not any(run.exists() for run in runs)  # each removed its own run directory

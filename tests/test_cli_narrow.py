@@ -12,6 +12,8 @@ import argparse
 import io
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -414,3 +416,45 @@ def test_times_are_local_with_their_zone() -> None:
     text = output.local_time("2026-12-02T10:14:47.123Z")
     moment = datetime(2026, 12, 2, 10, 14, 47, tzinfo=UTC).astimezone()
     assert text == moment.strftime("%Y-%m-%d %H:%M:%S ") + moment.strftime("%Z")
+
+
+def test_the_demos_live_view(screen: Console, tmp_path: Path) -> None:
+    from drivers.base import DispenserStatus
+    from edgectl.cli import demo
+    from edgectl.config import load_config
+    from edgectl.forecourt.fuelling_point import FPState
+    from edgectl.station import PumpView
+    from tests.test_cli_demo import demo_copy
+
+    config = load_config(demo_copy(tmp_path))
+    views = [
+        PumpView(
+            number=p.number,
+            line=p.line,
+            address=p.address,
+            online=True,
+            state=FPState.SUSPENDED_FUELLING if p.number == 1 else FPState.IDLE,
+            status=DispenserStatus.FILLING if p.number == 1 else None,
+            nozzle=2,
+            nozzle_out=p.number == 1,
+            grade="95",
+            unit_price=Decimal("7.93"),
+            volume=Decimal("747.14") if p.number == 1 else Decimal("1446.1"),
+            amount=Decimal("5924.82"),
+            authorization_id=1208,
+            sales=12,
+        )
+        for p in config.pumps
+    ]
+
+    class Station:
+        def snapshot(self) -> list[PumpView]:
+            return views
+
+    class Daemon:
+        station = Station()
+
+    screen.print(demo._render(Daemon(), config, height=24))
+    # No tank reading yet (the store is new): the tanks are listed all the same.
+    lines = shown(screen, "SUSPENDED_FUELLING", "1446.10", "747.14", "diesel", "latest sales")
+    assert len(lines) <= 24

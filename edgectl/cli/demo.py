@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import json
 import os
 import random
 import secrets
@@ -26,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.table import Table
 
+from edgectl.cli import output
 from edgectl.config import Config, load_config
 from edgectl.errors import EdgectlError, StoreError
 from edgectl.instance import InstanceLock
 from edgectl.logs import configure
-from edgectl.store.store import open_read_only
+from edgectl.store.store import lock_path, open_read_only
 
 if TYPE_CHECKING:
     from drivers.wayne_dart.sim import DartLineSimulator, SimPump
@@ -103,15 +104,24 @@ def _broker_address(text: str) -> tuple[str, int | None]:
 
 def _demo(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config)
-        # Before a simulator takes the lines' ptys or a broker starts: a demo on the store
-        # of a running daemon would replace that daemon's pumps with its own.
-        instance = InstanceLock.take(config.store.path)
+        run = _RunDirectory.create()
+    except OSError as exc:
+        print(f"edgectl: cannot make the demo's run directory: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return _demo_in(run, args)
+    finally:
+        run.remove()
+
+
+def _demo_in(run: _RunDirectory, args: argparse.Namespace) -> int:
+    try:
+        config, instance = run.prepare(Path(args.config))
     except EdgectlError as exc:
         print(f"edgectl: {exc}", file=sys.stderr)
         return 1
     if args.broker is None and not args.with_broker:
-        return _demo_station(config, args, None, instance)
+        return _demo_station(config, args, None, instance, run)
     if not args.order_every > 0:
         print("edgectl: --order-every must be a positive number of seconds", file=sys.stderr)
         return 2
@@ -136,7 +146,7 @@ def _demo(args: argparse.Namespace) -> int:
         port = given_port or 1883
     try:
         cloud = _DemoCloud.prepare(config, host, port, private=broker is not None)
-        return _demo_station(cloud.config, args, cloud, instance)
+        return _demo_station(cloud.config, args, cloud, instance, run)
     except EdgectlError as exc:
         print(f"edgectl: {exc}", file=sys.stderr)
         return 1
@@ -146,7 +156,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _demo_station(
-    config: Config, args: argparse.Namespace, cloud: _DemoCloud | None, instance: InstanceLock
+    config: Config,
+    args: argparse.Namespace,
+    cloud: _DemoCloud | None,
+    instance: InstanceLock,
+    run: _RunDirectory,
 ) -> int:
     log_path = config.store.path.parent / "edgectl.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,7 +172,20 @@ def _demo_station(
             f"{len(config.pumps)} pumps on {len(config.lines)} lines, "
             f"mode {config.authorization.mode}"
         )
-        console.print(f"daemon log: {log_path}   sales database: {config.store.path}")
+        # Paths are printed whole on their lines, to be copied.
+        console.print(f"daemon log: {log_path}", soft_wrap=True)
+        console.print(f"sales database: {config.store.path}", soft_wrap=True)
+        if run.own_store:
+            console.print(
+                f"(another demo holds {run.shared_store}: this one keeps its sales in its run "
+                "directory, removed when it stops)",
+                soft_wrap=True,
+            )
+        console.print(f"run directory (links, socket): {run.path}", soft_wrap=True)
+        console.print("[bold]the technician CLI against this demo[/], from another terminal:")
+        for command in ("status", "watch", "sales"):
+            # Unwrapped and unstyled, to be copied as it is.
+            console.print(f"  {run.cli_command(command)}", soft_wrap=True, markup=False)
         if cloud is not None:
             console.print(cloud.banner(args.order_every))
         try:
@@ -223,14 +250,16 @@ async def _run(
             if args.no_ui:
                 await stop.wait()
             else:
-                with Live(
-                    _render(daemon, config, cloud), console=console, refresh_per_second=4
-                ) as live:
+
+                def view() -> Group:
+                    return _render(daemon, config, cloud, height=console.size.height)
+
+                with Live(view(), console=console, refresh_per_second=4) as live:
                     while not stop.is_set():
                         with contextlib.suppress(TimeoutError):
                             async with asyncio.timeout(0.25):
                                 await stop.wait()
-                        live.update(_render(daemon, config, cloud))
+                        live.update(view())
             console.print("stopping: finishing sales in progress…")
             for task in customers:
                 task.cancel()
@@ -252,61 +281,49 @@ async def _run(
     return 0
 
 
-def _render(daemon: Any, config: Config, cloud: _DemoCloud | None = None) -> Group:
-    pumps = Table(title=f"{config.station.id} — pumps", expand=False)
-    for column in (
-        "pump",
-        "line",
-        "online",
-        "state",
-        "nozzle",
-        "grade",
-        "price",
-        "volume",
-        "amount",
-        "auth",
-        "sales",
-    ):
-        pumps.add_column(column, justify="right" if column in ("volume", "amount") else "left")
-    for view in daemon.station.snapshot():
-        pumps.add_row(
-            str(view.number),
-            f"{view.line}/0x{view.address:02X}",
-            "[green]yes[/]" if view.online else "[red]no[/]",
-            view.state.name,
-            f"{view.nozzle}{' out' if view.nozzle_out else ''}" if view.nozzle else "-",
-            view.grade or "-",
-            str(view.unit_price) if view.unit_price is not None else "-",
-            str(view.volume),
-            str(view.amount),
-            str(view.authorization_id or "-"),
-            str(view.sales),
-        )
-    sales = Table(title="latest sales", expand=False)
-    for column in ("id", "pump", "nozzle", "grade", "volume", "amount", "price", "recorded"):
-        sales.add_column(column)
-    for row in _latest_sales(config.store.path, 8):
-        sales.add_row(
-            *(
-                str(row[k])
-                for k in (
-                    "id",
-                    "pump",
-                    "nozzle",
-                    "grade",
-                    "volume",
-                    "amount",
-                    "unit_price",
-                    "recorded_at",
-                )
-            )
-        )
-    parts: list[Any] = [pumps]
+def _render(
+    daemon: Any, config: Config, cloud: _DemoCloud | None = None, *, height: int = 24
+) -> Group:
+    """The live view: pumps, tanks, the latest sales (as many as the screen holds), the cloud's
+    orders; the tables fit the terminal's width as the CLI's do, times in local time."""
+    from edgectl.cli.pumps import pumps_table
+    from edgectl.control.server import pump_json
+
+    views = [pump_json(view) for view in daemon.station.snapshot()]
+    parts: list[Any] = [pumps_table(views, f"{config.station.id} — pumps")]
+    used = len(views) + 3  # a table's title, heading and rule
     if config.tanks:
         parts.append(_tanks_table(config))
-    parts.append(sales)
+        used += len(config.tanks) + 3
+    orders = None
     if cloud is not None:
-        parts.append(cloud.table())
+        orders = cloud.table()
+        used += orders.row_count + 4  # and its caption
+    shown = max(3, height - used - 3)
+    rows = _latest_sales(config.store.path, shown)
+    parts.append(
+        output.table(
+            "latest sales",
+            ("id", "pump", "nozzle", "grade", "volume", "amount", "price", "recorded"),
+            [
+                (
+                    r["id"],
+                    r["pump"],
+                    r["nozzle"],
+                    r["grade"],
+                    r["volume"],
+                    r["amount"],
+                    r["unit_price"],
+                    output.local_time(r["recorded_at"]),
+                )
+                for r in rows
+            ],
+            right=("id", "pump", "nozzle", "volume", "amount", "price"),
+            optional=("nozzle", "id"),
+        )
+    )
+    if orders is not None:
+        parts.append(orders)
     return Group(*parts)
 
 
@@ -416,32 +433,25 @@ class _Plumbing:
                     self.deliveries += 1
 
 
-def _tanks_table(config: Config) -> Table:
-    table = Table(title="tanks", expand=False)
-    for column in ("tank", "grade", "level mm", "product L", "net L", "ullage L", "°C", "water mm"):
-        table.add_column(column, justify="left" if column in ("tank", "grade") else "right")
+def _tanks_table(config: Config) -> output.Fitted:
+    figures = ("level mm", "product L", "15 °C L", "ullage L", "°C", "water mm")
     latest = {int(r["tank"]): r for r in _tank_latest(config.store.path)}
+    rows = []
     for tank in config.tanks:
         row = latest.get(tank.number)
         if row is None:
-            table.add_row(str(tank.number), tank.grade, *(["-"] * 6))
+            rows.append((tank.number, tank.grade, *([None] * len(figures))))
             continue
-        table.add_row(
-            str(tank.number),
-            tank.grade,
-            *(
-                str(row[k])
-                for k in (
-                    "height_mm",
-                    "product_l",
-                    "net_l",
-                    "ullage_l",
-                    "temperature_c",
-                    "water_mm",
-                )
-            ),
-        )
-    return table
+        keys = ("height_mm", "product_l", "net_l", "ullage_l", "temperature_c", "water_mm")
+        rows.append((tank.number, tank.grade, *(row[k] for k in keys)))
+    return output.table(
+        "tanks",
+        ("tank", "grade", *figures),
+        rows,
+        right=("tank", *figures),
+        optional=("water mm", "°C"),
+        decimals=dict.fromkeys(figures, 1),
+    )
 
 
 def _read(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
@@ -487,6 +497,168 @@ def _summary(console: Console, config: Config, elapsed: float, tankers: int) -> 
     if config.tanks:
         deliveries = _read(config.store.path, "SELECT id FROM deliveries")
         console.print(f"tanks: {tankers} tanker drops sent; {len(deliveries)} deliveries recorded")
+
+
+# --------------------------------------------------------------------------- the run
+
+# The config keys that hold a path, resolved against the config file's directory when
+# relative: the run's config lives elsewhere, so they are made absolute in it.
+_PATH_KEYS = frozenset(
+    {
+        "path",
+        "backup_dir",
+        "socket",
+        "textfile",
+        "ca_file",
+        "cert_file",
+        "key_file",
+        "password_file",
+        "public_key_file",
+        "register_map",
+        "chart_file",
+    }
+)
+
+
+class _RunDirectory:
+    """One demo run's own directory: its devices' pty links, its control socket, its metrics
+    and the config the technician CLI reads to reach it (`EDGECTL_CONFIG=… edgectl status`).
+    Two demos at once each have their own, so neither removes the other's links; the store is
+    the configured one unless another demo holds it, then one in the run directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.config_path = path / "station.toml"
+        self.own_store = False
+        self.shared_store: Path | None = None
+
+    @classmethod
+    def create(cls) -> _RunDirectory:
+        base = os.environ.get("XDG_RUNTIME_DIR")
+        where = base if base and os.access(base, os.W_OK) else None
+        return cls(Path(tempfile.mkdtemp(prefix="edgectl-demo-", dir=where)))
+
+    def prepare(self, source: Path) -> tuple[Config, InstanceLock]:
+        """The station of `source` with its simulated devices, socket and metrics moved into
+        the run directory, written there as TOML, loaded back, and its store locked."""
+        import tomllib
+
+        from edgectl.instance import StoreInUseError
+
+        config = load_config(source)  # the given file's own errors first, under its name
+        with source.open("rb") as handle:
+            data = tomllib.load(handle)
+        _absolute_paths(data, source.parent.resolve())
+        store = config.store.path
+        try:
+            # Before a simulator takes the lines' ptys or a broker starts: a demo on the
+            # store of a running daemon would replace that daemon's pumps with its own.
+            instance = InstanceLock.take(store)
+        except StoreInUseError:
+            if not _demo_holds(store):
+                raise
+            self.own_store, self.shared_store = True, store
+            store = self.path / "edgectl.db"
+            instance = InstanceLock.take(store)
+        data.setdefault("store", {})["path"] = str(store)
+        data.setdefault("control", {})["socket"] = str(self.path / "control.sock")
+        if "textfile" in data.get("metrics", {}):
+            data["metrics"]["textfile"] = str(self.path / "edgectl.prom")
+        simulated = {"lines": "wayne_dart", "gauges": "veeder_root"}
+        for section, protocol in simulated.items():
+            for device in data.get(section, ()):
+                if device.get("protocol", protocol) == protocol and "port" in device:
+                    device["port"] = str(self.path / str(device["name"]))
+        self.config_path.write_text(
+            "# written by edgectl demo for this run: the CLI reads it to reach the demo\n"
+            + _toml(data),
+            encoding="utf-8",
+        )
+        try:
+            return load_config(self.config_path), instance
+        except BaseException:
+            instance.release()
+            raise
+
+    def cli_command(self, command: str) -> str:
+        """How to run `edgectl COMMAND` against this demo, as this process was started."""
+        program = sys.argv[0]
+        if Path(program).name != "edgectl":
+            program = f"{sys.executable} -m edgectl"
+        return f"EDGECTL_CONFIG={self.config_path} {program} {command}"
+
+    def remove(self) -> None:
+        """The run's files go with it; a store of its own too (its summary said where)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _demo_holds(store: Path) -> bool:
+    """Is `store` held by another `edgectl demo` (not by a daemon of a real station, whose
+    store a demo must never touch: it is refused as before)?"""
+    try:
+        pid = int(lock_path(store).read_text().split()[0])
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError, IndexError):
+        return False
+    return b"demo" in argv
+
+
+def _absolute_paths(data: dict[str, Any], base: Path) -> None:
+    """Every relative path value of a loaded config made absolute against `base`."""
+    for key, value in data.items():
+        if isinstance(value, dict):
+            _absolute_paths(value, base)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict):
+                    _absolute_paths(item, base)
+        elif key in _PATH_KEYS and isinstance(value, str) and not Path(value).is_absolute():
+            data[key] = str((base / value).resolve())
+
+
+def _toml(data: dict[str, Any], prefix: str = "") -> str:
+    """A loaded config written back as TOML (the value types tomllib gives a config)."""
+    plain = [(k, v) for k, v in data.items() if not _is_table(v) and not _is_tables(v)]
+    lines = [f"{_key(k)} = {_value(v)}" for k, v in plain]
+    out = "\n".join(lines) + ("\n" if lines else "")
+    for key, value in data.items():
+        name = f"{prefix}{_key(key)}"
+        if _is_table(value):
+            out += f"\n[{name}]\n" + _toml(value, f"{name}.")
+        elif _is_tables(value):
+            for item in value:
+                out += f"\n[[{name}]]\n" + _toml(item, f"{name}.")
+    return out
+
+
+def _is_table(value: Any) -> bool:
+    """A table written as a [section]; one keyed by numbers (nozzles = { 1 = "92" }) and an
+    empty one are written inline."""
+    return isinstance(value, dict) and bool(value) and not all(k.isdigit() for k in value)
+
+
+def _is_tables(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"no TOML for {type(value).__name__}")
 
 
 # --------------------------------------------------------------------------- pay-at-pump
@@ -745,21 +917,18 @@ class _DemoCloud:
                 if data.get("status") in _FINAL:
                     say(f"cloud: order {order.order_id} pump {order.pump}: {order.status}")
 
-    def table(self) -> Table:
-        table = Table(title=f"cloud — pay-at-pump orders via {self.broker}", expand=False)
-        for column in ("order", "pump", "preset", "answer", "status", "sale"):
-            table.add_column(column)
-        for order in self.orders[-_SHOWN_ORDERS:]:
-            table.add_row(
-                order.order_id,
-                str(order.pump),
-                order.preset,
-                order.answer,
-                order.status,
-                order.sale or "-",
-            )
-        if self.note:
-            table.caption = self.note
+    def table(self) -> output.Fitted:
+        table = output.table(
+            f"cloud — pay-at-pump orders via {self.broker}",
+            ("order", "pump", "preset", "answer", "status", "sale"),
+            [
+                (o.order_id, o.pump, o.preset, o.answer, o.status, o.sale or None)
+                for o in self.orders[-_SHOWN_ORDERS:]
+            ],
+            right=("pump",),
+            optional=("answer", "sale"),
+        )
+        table.caption = self.note or None
         return table
 
     def summary(self, stored: dict[str, str]) -> str:

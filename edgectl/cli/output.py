@@ -282,6 +282,11 @@ class Fitted:
         self.cells = cells
         self.right = right
         self.optional = optional
+        self.caption: str | None = None  # a line under the table
+
+    @property
+    def row_count(self) -> int:
+        return len(self.cells)
 
     def grid(self, shown: Sequence[str], width: int) -> Table:
         grid = Table(
@@ -292,7 +297,9 @@ class Fitted:
             pad_edge=False,
             collapse_padding=True,
             # A title is laid out at the table's width: keep it on one line.
-            min_width=min(cell_len(self.title or ""), width),
+            min_width=min(max(cell_len(self.title or ""), cell_len(self.caption or "")), width),
+            caption=self.caption,
+            caption_justify="left",
         )
         for column in shown:
             grid.add_column(
@@ -320,6 +327,8 @@ class Fitted:
     def stacked(self) -> Group:
         """Each row as a block: its first cell as a heading, then `column  value` lines."""
         blocks: list[Any] = [Text(self.title, style="italic")] if self.title else []
+        if self.caption:
+            blocks.append(Text(self.caption, style="dim"))
         for row in self.cells:
             block = Table.grid(padding=(0, 2))
             block.add_column(style="dim")
