@@ -25,6 +25,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast
 from drivers.base import DispenserEvent, DispenserLine, TankGauge
 
 if TYPE_CHECKING:
+    # Re-exported for the types of `Entry.prober()` (the CLI names no driver module).
+    from drivers.probing import Found as Found
+    from drivers.probing import Prober as Prober
+    from drivers.probing import Setting as Setting
     from drivers.sniffing import Sniffer
 
 Kind = Literal["dispenser", "gauge"]
@@ -144,6 +148,7 @@ LineFactory = Callable[
 ]
 GaugeFactory = Callable[[GaugeSpec, Sequence[TankSpec], float], TankGauge]
 SnifferFactory = Callable[[Any, "int | None", bool], "Sniffer"]
+ProberFactory = Callable[[], "Prober"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,9 +169,12 @@ class Entry:
     sniff_addresses: range | None = None
     # How people write an address on its line: DART pumps in hex (0x50), Modbus ids in decimal.
     address_format: str = "{}"
+    # The name `edgectl probe --protocol` knows it by; None: it cannot be probed.
+    probe_name: str | None = None
     _line: LineFactory | None = None
     _gauge: GaugeFactory | None = None
     _sniffer: SnifferFactory | None = None
+    _prober: ProberFactory | None = None
 
     def has(self, capability: Capability) -> bool:
         return capability in self.capabilities
@@ -200,6 +208,12 @@ class Entry:
         if self._sniffer is None:
             raise UnknownProtocol(f"{self.name} cannot be sniffed")
         return self._sniffer(driver, address, no_polls)
+
+    def prober(self) -> Prober:
+        """How `edgectl probe` asks a free line whether such devices are there."""
+        if self._prober is None:
+            raise UnknownProtocol(f"{self.name} cannot be probed")
+        return self._prober()
 
 
 # ------------------------------------------------------------------ factories
@@ -335,6 +349,24 @@ def _modbus_sniffer(driver: Any, address: int | None, no_polls: bool) -> Sniffer
     return sniffer(driver, address, no_polls)
 
 
+def _dart_prober() -> Prober:
+    from drivers.wayne_dart.probe import prober
+
+    return prober()
+
+
+def _tls_prober() -> Prober:
+    from drivers.veeder_root.probe import prober
+
+    return prober()
+
+
+def _modbus_prober() -> Prober:
+    from drivers.modbus_probe.probe import prober
+
+    return prober()
+
+
 # ------------------------------------------------------------------ the entries
 # drivers/ifsf/ is a codec so far: it gets an entry when it has a driver (docs/architecture.md).
 _ENTRIES: Final[Mapping[str, Entry]] = MappingProxyType(
@@ -349,8 +381,10 @@ _ENTRIES: Final[Mapping[str, Entry]] = MappingProxyType(
                 addresses=range(0x50, 0x70),
                 sniff_addresses=range(0x50, 0x70),
                 address_format="0x{:02X}",
+                probe_name="dart",
                 _line=_dart_line,
                 _sniffer=_dart_sniffer,
+                _prober=_dart_prober,
             ),
             Entry(
                 name="veeder_root",
@@ -367,8 +401,10 @@ _ENTRIES: Final[Mapping[str, Entry]] = MappingProxyType(
                 own_keys=("security_code", "terminator", "etx", "units", "inventory_format"),
                 default_tcp_port=10001,
                 default_reply_timeout_ms=3000,
+                probe_name="tls",
                 _gauge=_tls_gauge,
                 _sniffer=_tls_sniffer,
+                _prober=_tls_prober,
             ),
             Entry(
                 name="modbus_probe",
@@ -381,8 +417,10 @@ _ENTRIES: Final[Mapping[str, Entry]] = MappingProxyType(
                 default_tcp_port=502,
                 default_reply_timeout_ms=1000,
                 sniff_addresses=range(1, 248),
+                probe_name="modbus",
                 _gauge=_modbus_bus,
                 _sniffer=_modbus_sniffer,
+                _prober=_modbus_prober,
             ),
         )
     }
@@ -405,3 +443,9 @@ def lookup(name: str, kind: Kind | None = None) -> Entry:
 
 def entries() -> tuple[Entry, ...]:
     return tuple(_ENTRIES[name] for name in sorted(_ENTRIES))
+
+
+def probed() -> tuple[Entry, ...]:
+    """The protocols `edgectl probe` can ask for, in the order `edgectl scan` tries them:
+    dispensers first, then gauges, as listed above."""
+    return tuple(e for e in _ENTRIES.values() if e.probe_name is not None)

@@ -45,11 +45,6 @@ CLI_PROTOCOL_TOOLS: Final = {
         "drivers.veeder_root.codec",
         "drivers.wayne_dart.codec",
     },
-    "edgectl.cli.probe": {
-        "drivers.transport",
-        "drivers.veeder_root.codec",
-        "drivers.wayne_dart.codec",
-    },
 }
 
 

@@ -395,18 +395,21 @@ def test_device_history(screen: Console) -> None:
 
 
 def test_probe_findings(screen: Console, monkeypatch: pytest.MonkeyPatch) -> None:
+    from drivers.probing import Found, Setting
+
+    dart = probe.protocols()["dart"]
     found = [
-        probe.Found(
-            "dart",
+        Found(
+            dart,
             0x50 + n,
             "DATA DC1 pump status: reset; DC3 nozzle status: nozzle 1 in",
-            [probe.Setting(9600, "odd"), probe.Setting(19200, "odd")],
+            [Setting(9600, "odd"), Setting(19200, "odd")],
         )
         for n in range(3)
     ]
     monkeypatch.setattr(probe, "check_free", lambda port: None)
     monkeypatch.setattr(probe, "_with_progress", lambda show, label, total, work: found)
-    plan = [(probe.PROTOCOLS["dart"], list(probe.PROTOCOLS["dart"].settings), [0x50])]
+    plan: probe.Plan = [(dart, list(dart.settings), [0x50])]
     command = args(port="/dev/ttyUSB0", timeout_ms=None)
     assert probe._report(command, plan, stop_at_first=False) == 0
     shown(screen, "DATA DC1 pump status: reset; DC3 nozzle status: nozzle 1 in", "0x52")

@@ -15,13 +15,15 @@ from pathlib import Path
 import pytest
 import serial
 
+from drivers.modbus_probe.adu import crc16 as modbus_crc
+from drivers.modbus_probe.probe import reply as modbus_reply
+from drivers.modbus_probe.probe import request as modbus_request
 from drivers.modbus_probe.registers import load_register_map
 from drivers.modbus_probe.sim import ModbusProbeSimulator, sim_probe
 from drivers.ptylink import PtyLink
 from drivers.tank_sim import SimTank, TankChart, TankFarm, TankSpec
 from drivers.veeder_root.sim import TlsConsole, TlsConsoleSimulator
 from drivers.wayne_dart.sim import DartLineSimulator, SimPump
-from edgectl.cli.probe import modbus_crc, modbus_reply, modbus_request
 from tests.control.clikit import ROOT, cli
 
 pytestmark = pytest.mark.slow

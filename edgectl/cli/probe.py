@@ -17,18 +17,17 @@ import os
 import re
 import stat
 import sys
-import termios
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
+from drivers import registry
 from drivers.base import TransportError
-from drivers.transport import SerialTransport
-from drivers.wayne_dart import codec as dart
 from edgectl.cli import output
 from edgectl.cli.output import Subparsers
 from edgectl.errors import EdgectlError
+
+if TYPE_CHECKING:
+    from drivers.registry import Found, Prober, Setting
 
 # Unix98 pty slaves (/dev/pts/N) use these device majors: a pty ignores baud and parity.
 _PTY_MAJORS = range(136, 144)
@@ -66,51 +65,18 @@ exit status: 0 something answered, 1 nothing answered or the port cannot be used
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Setting:
-    baud: int
-    parity: str
-    bytesize: int = 8
-
-    def __str__(self) -> str:
-        return f"{self.baud} {self.bytesize}{self.parity[0].upper()}1"
-
-    def as_json(self) -> dict[str, Any]:
-        return {"baud": self.baud, "parity": self.parity, "bytesize": self.bytesize}
-
-
-@dataclass(slots=True)
-class Found:
-    """A device that answered, at which settings, and what it said first."""
-
-    protocol: str
-    address: int | None  # None: the protocol has no addresses (one TLS console per port)
-    reply: str
-    settings: list[Setting] = field(default_factory=list)
-
-    @property
-    def where(self) -> str:
-        return _show_address(self.protocol, self.address)
-
-
-Ask = Callable[[SerialTransport, int | None, Setting, float], Awaitable[str | None]]
-
-
-@dataclass(frozen=True, slots=True)
-class Protocol:
-    """How to ask one kind of device whether it is there."""
-
-    name: str
-    devices: str  # "DART pump(s)"
-    settings: tuple[Setting, ...]
-    addresses: tuple[int | None, ...]  # asked by default
-    valid: range  # every address the protocol has (empty: none, one device per port)
-    timeout_ms: int
-    ask: Ask
-
-
 class PortUnavailable(EdgectlError):
     code = "port_unavailable"
+
+
+def _names() -> tuple[str, ...]:
+    """The protocols probe and scan know, as `--protocol` takes them (no driver imported)."""
+    return tuple(e.probe_name for e in registry.probed() if e.probe_name is not None)
+
+
+def protocols() -> dict[str, Prober]:
+    """Each protocol's prober, found through its registry entry, in scan order."""
+    return {e.probe_name: e.prober() for e in registry.probed() if e.probe_name is not None}
 
 
 def register(sub: Subparsers) -> None:
@@ -124,7 +90,7 @@ def register(sub: Subparsers) -> None:
     )
     probe.add_argument("port", help="serial device, e.g. /dev/ttyUSB0")
     probe.add_argument(
-        "--protocol", required=True, choices=tuple(PROTOCOLS), help="device protocol"
+        "--protocol", required=True, choices=_names(), help="device protocol"
     )
     probe.add_argument(
         "--address",
@@ -154,7 +120,7 @@ def register(sub: Subparsers) -> None:
     scan.add_argument("port", help="serial device, e.g. /dev/ttyUSB0")
     scan.add_argument(
         "--protocol",
-        choices=tuple(PROTOCOLS),
+        choices=_names(),
         action="append",
         help="only this protocol (repeatable; default: all, in the order above)",
     )
@@ -194,7 +160,7 @@ def _addresses(text: str) -> list[int]:
 
 
 def run_probe(args: argparse.Namespace) -> int:
-    protocol = PROTOCOLS[args.protocol]
+    protocol = protocols()[args.protocol]
     settings = [
         s
         for s in protocol.settings
@@ -211,11 +177,11 @@ def run_probe(args: argparse.Namespace) -> int:
             return output.fail("probe", f"{protocol.name} devices have no address")
         bad = [a for a in wanted if a not in valid]
         if bad:
-            low = _show_address(protocol.name, valid[0])
-            high = _show_address(protocol.name, valid[-1])
+            low = protocol.show_address(valid[0])
+            high = protocol.show_address(valid[-1])
             return output.fail(
                 "probe",
-                f"{_show_address(protocol.name, bad[0])} is not a {protocol.name} address "
+                f"{protocol.show_address(bad[0])} is not a {protocol.name} address "
                 f"({low}-{high})",
             )
         addresses = wanted
@@ -223,16 +189,17 @@ def run_probe(args: argparse.Namespace) -> int:
 
 
 def run_scan(args: argparse.Namespace) -> int:
-    chosen = args.protocol or list(PROTOCOLS)
-    plan = [
-        (PROTOCOLS[name], list(PROTOCOLS[name].settings), list(PROTOCOLS[name].addresses))
-        for name in PROTOCOLS
+    known = protocols()
+    chosen = args.protocol or list(known)
+    plan: Plan = [
+        (prober, list(prober.settings), list(prober.addresses))
+        for name, prober in known.items()
         if name in chosen
     ]
     return _report(args, plan, stop_at_first=args.first)
 
 
-Plan = list[tuple[Protocol, list[Setting], list[int | None]]]
+Plan = list[tuple["Prober", list["Setting"], list[int | None]]]
 
 
 def _report(args: argparse.Namespace, plan: Plan, *, stop_at_first: bool) -> int:
@@ -253,13 +220,13 @@ def _report(args: argparse.Namespace, plan: Plan, *, stop_at_first: bool) -> int
 
         def work(
             step: Callable[[], None],
-            protocol: Protocol = protocol,
+            protocol: Prober = protocol,
             settings: list[Setting] = settings,
             addresses: list[int | None] = addresses,
             timeout_s: float = timeout_s,
         ) -> list[Found]:
             return asyncio.run(
-                probe(
+                _probe(
                     port,
                     protocol,
                     settings,
@@ -307,7 +274,7 @@ def _report(args: argparse.Namespace, plan: Plan, *, stop_at_first: bool) -> int
                 f"{p.name} {len(a)} address(es) at {len(s)} setting(s)" for p, s, a in plan
             )
         return output.fail(None, f"no {what} answered on {port} ({asked})")
-    protocol = PROTOCOLS[found[0].protocol]
+    protocol = found[0].prober
     out = output.console()
     out.print(
         output.table(
@@ -380,269 +347,25 @@ def is_pty(port: str) -> bool:
     return False
 
 
-async def probe(
+async def _probe(
     port: str,
-    protocol: Protocol,
+    prober: Prober,
     settings: Sequence[Setting],
     addresses: Sequence[int | None],
     *,
     timeout_s: float,
-    progress: Callable[[], None] = lambda: None,
-    stop_at_first: bool = False,
+    progress: Callable[[], None],
+    stop_at_first: bool,
 ) -> list[Found]:
-    """Ask each address at each setting; the devices that answered, in address order."""
-    found: dict[int | None, Found] = {}
-    for setting in settings:
-        transport = SerialTransport(
+    """The prober's loop, a port it cannot open said as the CLI says it."""
+    try:
+        return await prober.probe(
             port,
-            baud=setting.baud,
-            parity=setting.parity,
-            bytesize=setting.bytesize,
-            name=port,
+            settings,
+            addresses,
+            timeout_s=timeout_s,
+            progress=progress,
+            stop_at_first=stop_at_first,
         )
-        try:
-            await transport.open()
-        except TransportError as exc:
-            if "lock" in str(exc):
-                raise PortUnavailable(f"{port} is in use by another process") from None
-            raise PortUnavailable(str(exc)) from None
-        except termios.error:
-            # The port cannot take this setting (a pty refuses 7 data bits): nothing to ask.
-            for _ in addresses:
-                progress()
-            continue
-        try:
-            for address in addresses:
-                reply = await protocol.ask(transport, address, setting, timeout_s)
-                if reply is not None:
-                    device = found.setdefault(address, Found(protocol.name, address, reply))
-                    device.settings.append(setting)
-                progress()
-        finally:
-            transport.close()
-        if stop_at_first and found:
-            break
-    return [found[address] for address in sorted(found, key=lambda a: -1 if a is None else a)]
-
-
-def _wire_s(setting: Setting, size: int) -> float:
-    """Time `size` characters take on the line at this setting."""
-    return size * (1 + setting.bytesize + (setting.parity != "none") + 1) / setting.baud
-
-
-async def _exchange(
-    transport: SerialTransport,
-    request: bytes,
-    timeout_s: float,
-    answer: Callable[[bytearray], str | None],
-) -> str | None:
-    """Send `request`, then read until `answer` finds a reply in what came back, or time out."""
-    transport.discard_input()
-    await transport.write(request)
-    received = bytearray()
-    deadline = time.monotonic() + timeout_s
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return None
-        received += await transport.read_some(remaining)
-        reply = answer(received)
-        if reply is not None:
-            return reply
-
-
-# --------------------------------------------------------------------------- Wayne DART
-
-_DART_REPLIES = frozenset(
-    {dart.FrameKind.EOT, dart.FrameKind.DATA, dart.FrameKind.ACK, dart.FrameKind.NAK}
-)
-
-
-async def _ask_dart(
-    transport: SerialTransport, address: int | None, setting: Setting, timeout_s: float
-) -> str | None:
-    assert address is not None
-    request = dart.encode(dart.poll(address))
-
-    def answer(received: bytearray) -> str | None:
-        while received:
-            used, item = dart.decode(received)
-            if used == 0:
-                return None
-            del received[:used]
-            # Only what a pump sends counts: an adapter may echo our own POLL back.
-            if (
-                isinstance(item, dart.Frame)
-                and item.address == address
-                and item.kind in _DART_REPLIES
-            ):
-                return _dart_text(item)
-        return None
-
-    return await _exchange(transport, request, _wire_s(setting, len(request)) + timeout_s, answer)
-
-
-def _dart_text(frame: dart.Frame) -> str:
-    if frame.kind is dart.FrameKind.EOT:
-        return "EOT (idle, nothing to report)"
-    if frame.kind is dart.FrameKind.DATA:
-        described = dart.describe(frame, "pump")
-        parts = [f"{tx['name']}: {tx['text']}" for tx in described["transactions"]]
-        return "DATA " + "; ".join(parts)
-    return str(frame.kind.name)
-
-
-# --------------------------------------------------------------------------- Veeder-Root TLS
-
-
-async def _ask_tls(
-    transport: SerialTransport, address: int | None, setting: Setting, timeout_s: float
-) -> str | None:
-    from drivers.veeder_root import codec as tls
-
-    def answer(received: bytearray) -> str | None:
-        while received:
-            used, item = tls.decode(received)
-            if used == 0:
-                return None
-            del received[:used]
-            if not isinstance(item, tls.Malformed) and item is not None:
-                return _tls_text(item)
-        return None
-
-    # Some consoles act on a command only once a newline follows it; most need none.
-    for terminator, shown in ((b"", ""), (b"\r\n", " (needs a CR LF terminator)")):
-        request = tls.encode_command("i20100", terminator=terminator)
-        wait = _wire_s(setting, len(request)) + timeout_s
-        reply = await _exchange(transport, request, wait, answer)
-        if reply is not None:
-            return reply + shown
-    return None
-
-
-def _tls_text(item: object) -> str:
-    from drivers.veeder_root import codec as tls
-
-    if isinstance(item, tls.Inventory):
-        tanks = getattr(item, "tanks", ())
-        return f"i201 inventory of {len(tanks)} tank(s)"
-    if isinstance(item, tls.Unsupported):
-        return "9999FF1B: the console answers but refuses i201"
-    if isinstance(item, tls.DisplayReport):
-        return "a display-format report"
-    return f"{type(item).__name__} reply"
-
-
-# --------------------------------------------------------------------------- Modbus RTU
-
-_MODBUS_EXCEPTIONS = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "device failure",
-    6: "device busy",
-}
-_READ_INPUT_REGISTERS = 0x04
-
-
-def modbus_crc(data: bytes | bytearray) -> int:
-    """CRC-16/MODBUS: reflected 0xA001, initial 0xFFFF; sent low byte first."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return crc
-
-
-def modbus_request(unit: int, function: int, start: int, count: int) -> bytes:
-    body = bytes((unit, function)) + start.to_bytes(2, "big") + count.to_bytes(2, "big")
-    return body + modbus_crc(body).to_bytes(2, "little")
-
-
-def modbus_reply(received: bytes | bytearray, unit: int, function: int) -> str | None:
-    """A CRC-valid reply of `unit` to `function` anywhere in `received` (an echo of our own
-    request, or noise, may come first), described; None if there is none yet."""
-    for start in range(len(received) - 4):
-        if received[start] != unit:
-            continue
-        code = received[start + 1]
-        if code == function:
-            size = 3 + received[start + 2] + 2
-        elif code == function | 0x80:
-            size = 5
-        else:
-            continue
-        frame = received[start : start + size]
-        if len(frame) < size or modbus_crc(frame[:-2]) != int.from_bytes(frame[-2:], "little"):
-            continue
-        if code == function:
-            data = frame[3:-2]
-            return f"FC{function:02d} reply: {len(data) // 2} register(s) = {data.hex(' ').upper()}"
-        reason = _MODBUS_EXCEPTIONS.get(frame[2], "unknown")
-        return f"exception {frame[2]:02d} ({reason}): the device is there"
-    return None
-
-
-async def _ask_modbus(
-    transport: SerialTransport, address: int | None, setting: Setting, timeout_s: float
-) -> str | None:
-    assert address is not None
-    # Modbus RTU frames are told apart by 3.5 characters of silence.
-    await asyncio.sleep(_wire_s(setting, 4))
-    request = modbus_request(address, _READ_INPUT_REGISTERS, 0, 1)
-    wait = _wire_s(setting, len(request)) + timeout_s
-    return await _exchange(
-        transport,
-        request,
-        wait,
-        lambda received: modbus_reply(received, address, _READ_INPUT_REGISTERS),
-    )
-
-
-# --------------------------------------------------------------------------- the protocols
-
-
-def _show_address(protocol: str, address: int | None) -> str:
-    if address is None:
-        return "console"
-    return f"0x{address:02X}" if protocol == "dart" else str(address)
-
-
-PROTOCOLS: dict[str, Protocol] = {
-    "dart": Protocol(
-        name="dart",
-        devices="DART pump(s)",
-        settings=tuple(
-            Setting(baud, parity) for baud in (9600, 19200) for parity in ("odd", "even", "none")
-        ),
-        addresses=tuple(range(dart.ADDRESS_MIN, dart.ADDRESS_MAX + 1)),
-        valid=range(dart.ADDRESS_MIN, dart.ADDRESS_MAX + 1),
-        timeout_ms=50,
-        ask=_ask_dart,
-    ),
-    "tls": Protocol(
-        name="tls",
-        devices="TLS console(s)",
-        settings=tuple(
-            Setting(baud, parity, bytesize)
-            for baud in (9600, 2400, 1200)
-            for parity, bytesize in (("none", 8), ("even", 7), ("odd", 7))
-        ),
-        addresses=(None,),
-        valid=range(0),
-        timeout_ms=1000,
-        ask=_ask_tls,
-    ),
-    "modbus": Protocol(
-        name="modbus",
-        devices="Modbus device(s)",
-        settings=tuple(
-            Setting(baud, parity) for baud in (9600, 19200) for parity in ("none", "even", "odd")
-        ),
-        addresses=tuple(range(1, 17)),
-        valid=range(1, 248),
-        timeout_ms=500,
-        ask=_ask_modbus,
-    ),
-}
+    except TransportError as exc:
+        raise PortUnavailable(str(exc)) from None
