@@ -26,6 +26,7 @@ from drivers.base import DispenserEvent, DispenserLine, TankGauge
 
 if TYPE_CHECKING:
     # Re-exported for the types of `Entry.prober()` (the CLI names no driver module).
+    from drivers.decoding import Decoder as Decoder
     from drivers.probing import Found as Found
     from drivers.probing import Prober as Prober
     from drivers.probing import Setting as Setting
@@ -149,6 +150,7 @@ LineFactory = Callable[
 GaugeFactory = Callable[[GaugeSpec, Sequence[TankSpec], float], TankGauge]
 SnifferFactory = Callable[[Any, "int | None", bool], "Sniffer"]
 ProberFactory = Callable[[], "Prober"]
+DecoderFactory = Callable[[], "Decoder"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,6 +177,7 @@ class Entry:
     _gauge: GaugeFactory | None = None
     _sniffer: SnifferFactory | None = None
     _prober: ProberFactory | None = None
+    _decoder: DecoderFactory | None = None
 
     def has(self, capability: Capability) -> bool:
         return capability in self.capabilities
@@ -367,6 +370,24 @@ def _modbus_prober() -> Prober:
     return prober()
 
 
+def _dart_decoder() -> Decoder:
+    from drivers.wayne_dart.decode import decoder
+
+    return decoder()
+
+
+def _tls_decoder() -> Decoder:
+    from drivers.veeder_root.decode import decoder
+
+    return decoder()
+
+
+def _ifsf_decoder() -> Decoder:
+    from drivers.ifsf.decode import decoder
+
+    return decoder()
+
+
 # ------------------------------------------------------------------ the entries
 # drivers/ifsf/ is a codec so far: it gets an entry when it has a driver (docs/architecture.md).
 _ENTRIES: Final[Mapping[str, Entry]] = MappingProxyType(
@@ -385,6 +406,7 @@ _ENTRIES: Final[Mapping[str, Entry]] = MappingProxyType(
                 _line=_dart_line,
                 _sniffer=_dart_sniffer,
                 _prober=_dart_prober,
+                _decoder=_dart_decoder,
             ),
             Entry(
                 name="veeder_root",
@@ -405,6 +427,7 @@ _ENTRIES: Final[Mapping[str, Entry]] = MappingProxyType(
                 _gauge=_tls_gauge,
                 _sniffer=_tls_sniffer,
                 _prober=_tls_prober,
+                _decoder=_tls_decoder,
             ),
             Entry(
                 name="modbus_probe",
@@ -443,6 +466,17 @@ def lookup(name: str, kind: Kind | None = None) -> Entry:
 
 def entries() -> tuple[Entry, ...]:
     return tuple(_ENTRIES[name] for name in sorted(_ENTRIES))
+
+
+# Protocols with a decoder but no driver yet (so no entry above): IFSF is a codec so far.
+_DECODER_ONLY: Final[tuple[DecoderFactory, ...]] = (_ifsf_decoder,)
+
+
+def decoders() -> tuple[Decoder, ...]:
+    """Every protocol's `edgectl decode` subcommand: the entries' in their order, then those
+    of protocols that have a codec and no driver yet. Loading them imports the codecs."""
+    factories = [e._decoder for e in _ENTRIES.values() if e._decoder is not None]
+    return tuple(factory() for factory in (*factories, *_DECODER_ONLY))
 
 
 def probed() -> tuple[Entry, ...]:

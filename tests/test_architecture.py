@@ -39,12 +39,6 @@ CLI_PROTOCOL_TOOLS: Final = {
         "drivers.wayne_dart.codec",
         "drivers.wayne_dart.sim",
     },
-    "edgectl.cli.decode": {
-        "drivers.ifsf.codec",
-        "drivers.ifsf.heartbeat",
-        "drivers.veeder_root.codec",
-        "drivers.wayne_dart.codec",
-    },
 }
 
 
