@@ -23,10 +23,9 @@ ROOT: Final = Path(__file__).resolve().parent.parent
 REGISTRY_AND_BASE: Final = frozenset({"drivers", "drivers.registry", "drivers.base"})
 # Library modules that do I/O (or schedule it): the domain imports none of them.
 IO_MODULES: Final = ("asyncio", "serial", "sqlite3", "aiomqtt", "paho", "pymodbus", "socket")
-# The CLI modules still importing a protocol's own modules, and which: protocol-specific
-# technician tools that are not the station's wiring. Simulators stay with the commands that
-# run them (issue 14); the codecs `decode` and `probe` use are left for a later step. The
-# list may only shrink.
+# The CLI modules still importing a protocol's own modules, and which: the simulator commands,
+# which run a protocol's simulators and customers. `decode` and `probe` find their decoders
+# and probers through the registry (struck off). The list may only shrink.
 CLI_PROTOCOL_TOOLS: Final = {
     "edgectl.cli.simulate": {
         "drivers.wayne_dart.codec",
