@@ -62,16 +62,40 @@ class Prober:
         progress: Callable[[], None] = lambda: None,
         stop_at_first: bool = False,
     ) -> list[Found]:
-        """`probe` with this prober."""
-        return await probe(
-            port,
-            self,
-            settings,
-            addresses,
-            timeout_s=timeout_s,
-            progress=progress,
-            stop_at_first=stop_at_first,
-        )
+        """Ask each address at each setting; the devices that answered, in address order.
+        A port that cannot be opened raises TransportError (PortBusy when it is locked)."""
+        found: dict[int | None, Found] = {}
+        for setting in settings:
+            transport = SerialTransport(
+                port,
+                baud=setting.baud,
+                parity=setting.parity,
+                bytesize=setting.bytesize,
+                name=port,
+            )
+            try:
+                await transport.open()
+            except TransportError as exc:
+                if "lock" in str(exc):
+                    raise PortBusy(f"{port} is in use by another process") from None
+                raise
+            except termios.error:
+                # The port cannot take this setting (a pty refuses 7 data bits): none to ask.
+                for _ in addresses:
+                    progress()
+                continue
+            try:
+                for address in addresses:
+                    reply = await self.ask(transport, address, setting, timeout_s)
+                    if reply is not None:
+                        device = found.setdefault(address, Found(self, address, reply))
+                        device.settings.append(setting)
+                    progress()
+            finally:
+                transport.close()
+            if stop_at_first and found:
+                break
+        return [found[a] for a in sorted(found, key=lambda a: -1 if a is None else a)]
 
 
 @dataclass(slots=True)
@@ -94,48 +118,6 @@ class Found:
 
 class PortBusy(TransportError):
     """Another process holds the port."""
-
-
-async def probe(
-    port: str,
-    prober: Prober,
-    settings: Sequence[Setting],
-    addresses: Sequence[int | None],
-    *,
-    timeout_s: float,
-    progress: Callable[[], None] = lambda: None,
-    stop_at_first: bool = False,
-) -> list[Found]:
-    """Ask each address at each setting; the devices that answered, in address order.
-    A port that cannot be opened raises TransportError (PortBusy when it is locked)."""
-    found: dict[int | None, Found] = {}
-    for setting in settings:
-        transport = SerialTransport(
-            port, baud=setting.baud, parity=setting.parity, bytesize=setting.bytesize, name=port
-        )
-        try:
-            await transport.open()
-        except TransportError as exc:
-            if "lock" in str(exc):
-                raise PortBusy(f"{port} is in use by another process") from None
-            raise
-        except termios.error:
-            # The port cannot take this setting (a pty refuses 7 data bits): nothing to ask.
-            for _ in addresses:
-                progress()
-            continue
-        try:
-            for address in addresses:
-                reply = await prober.ask(transport, address, setting, timeout_s)
-                if reply is not None:
-                    device = found.setdefault(address, Found(prober, address, reply))
-                    device.settings.append(setting)
-                progress()
-        finally:
-            transport.close()
-        if stop_at_first and found:
-            break
-    return [found[address] for address in sorted(found, key=lambda a: -1 if a is None else a)]
 
 
 def wire_s(setting: Setting, size: int) -> float:
