@@ -461,3 +461,36 @@ def test_the_demos_live_view(screen: Console, tmp_path: Path) -> None:
     # No tank reading yet (the store is new): the tanks are listed all the same.
     lines = shown(screen, "SUSPENDED_FUELLING", "1446.10", "747.14", "diesel", "latest sales")
     assert len(lines) <= 24
+
+
+def test_the_configured_tanks_without_the_daemon(screen: Console) -> None:
+    rows = [tank(n, capacity_l="30000") for n in (1, 2)]
+    screen.print(pumps.configured_tanks_table(rows))
+    shown(screen, "92# Gasoline tank by the shop", "30000", "tls/2")
+
+
+def test_a_table_too_wide_even_without_its_optional_columns_becomes_blocks(
+    screen: Console,
+) -> None:
+    message = "pump 3 did not confirm the STOP: no reply to 3 retries within 250 ms each"
+    screen.print(
+        output.table(
+            "audit",
+            ("id", "action", "outcome", "message"),
+            [(7, "stop", "failed", message), (8, "price", "ok", "grade 92: 7.45 → 7.60")],
+            right=("id",),
+            optional=("outcome",),
+        )
+    )
+    lines = shown(screen, message, "grade 92: 7.45 → 7.60")
+    assert lines[0] == "audit"
+    assert [line for line in lines if line.startswith("id ")] == ["id 7", "id 8"]
+    assert any(line.split() == ["outcome", "failed"] for line in lines)
+
+
+def test_a_table_that_fits_leaves_out_only_what_it_must(screen: Console) -> None:
+    rows = [(1, "north/0x50", "IDLE", "x" * 70)]
+    columns = ("pump", "line", "state", "note")
+    screen.print(output.table(None, columns, rows, optional=("note", "line")))
+    [heading] = [line for line in shown(screen, "north/0x50") if "pump" in line]
+    assert heading.split() == ["pump", "line", "state"]  # the note went, the line stayed

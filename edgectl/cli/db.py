@@ -190,7 +190,8 @@ def run_backups(args: argparse.Namespace) -> int:
         return output.EXIT_OK
     print(f"{len(found)} backup(s) in {folder}, newest first:")
     for b in found:
-        print(f"  {b.name}  {b.taken_at:%Y-%m-%d %H:%M} UTC  {b.bytes / 2**20:.1f} MB")
+        taken = output.local_time(b.taken_at.isoformat())
+        print(f"  {b.name}  {taken}  {b.bytes / 2**20:.1f} MB")
     return output.EXIT_OK
 
 

@@ -321,21 +321,25 @@ class Fitted:
             if Measurement.get(console, unbounded, grid).maximum <= width:
                 return grid
             if not leave_out:
-                return self.stacked()
+                return self.stacked(width)
             shown.remove(leave_out.pop(0))
 
-    def stacked(self) -> Group:
-        """Each row as a block: its first cell as a heading, then `column  value` lines."""
+    def stacked(self, width: int) -> Group:
+        """Each row as a block: its first cell as a heading, then `column  value` lines; a
+        value too long to stand beside its column's name goes on the next line, indented."""
         blocks: list[Any] = [Text(self.title, style="italic")] if self.title else []
         if self.caption:
             blocks.append(Text(self.caption, style="dim"))
+        names = self.columns[1:]
+        name_width = max((cell_len(n) for n in names), default=0)
         for row in self.cells:
-            block = Table.grid(padding=(0, 2))
-            block.add_column(style="dim")
-            block.add_column()
-            for column, value in zip(self.columns[1:], row[1:], strict=True):
-                block.add_row(escape(column), value)
-            blocks += [Text.from_markup(f"{escape(self.columns[0])} {row[0]}", style="bold"), block]
+            blocks.append(Text.from_markup(f"{escape(self.columns[0])} {row[0]}", style="bold"))
+            for name, value in zip(names, row[1:], strict=True):
+                text = Text.from_markup(value)
+                if name_width + 2 + text.cell_len <= width:
+                    blocks.append(Text(name.ljust(name_width) + "  ", style="dim") + text)
+                else:
+                    blocks += [Text(name, style="dim"), Text("  ") + text]
         return Group(*blocks)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
