@@ -153,7 +153,7 @@ def test_tanks_read_for_people(station: Forecourt) -> None:
     result = cli("tanks", "--config", str(station.daemon.config_path))
     assert result.code == 0, result.err
     lines = result.out.splitlines()
-    header = next(line for line in lines if " tank " in line)
+    header = next(line for line in lines if line.split()[:1] == ["tank"])
     for column in ("level mm", "water mm", "temp °C", "gross L", "15 °C L", "ullage L", "fill"):
         assert column in header
     one = next(line for line in lines if "92 east" in line)

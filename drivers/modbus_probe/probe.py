@@ -19,9 +19,7 @@ _READ_INPUT_REGISTERS = 0x04
 
 
 def request(unit: int, function: int, start: int, count: int) -> bytes:
-    return with_crc(
-        bytes((unit, function)) + start.to_bytes(2, "big") + count.to_bytes(2, "big")
-    )
+    return with_crc(bytes((unit, function)) + start.to_bytes(2, "big") + count.to_bytes(2, "big"))
 
 
 def reply(received: bytes | bytearray, unit: int, function: int) -> str | None:

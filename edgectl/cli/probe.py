@@ -89,9 +89,7 @@ def register(sub: Subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     probe.add_argument("port", help="serial device, e.g. /dev/ttyUSB0")
-    probe.add_argument(
-        "--protocol", required=True, choices=_names(), help="device protocol"
-    )
+    probe.add_argument("--protocol", required=True, choices=_names(), help="device protocol")
     probe.add_argument(
         "--address",
         type=_addresses,
@@ -181,8 +179,7 @@ def run_probe(args: argparse.Namespace) -> int:
             high = protocol.show_address(valid[-1])
             return output.fail(
                 "probe",
-                f"{protocol.show_address(bad[0])} is not a {protocol.name} address "
-                f"({low}-{high})",
+                f"{protocol.show_address(bad[0])} is not a {protocol.name} address ({low}-{high})",
             )
         addresses = wanted
     return _report(args, [(protocol, settings, list(addresses))], stop_at_first=False)
