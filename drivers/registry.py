@@ -24,6 +24,15 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast
 
 from drivers.base import DispenserEvent, DispenserLine, TankGauge
 
+# The plans a simulator is given, for the CLI to make (plain data: importing them is cheap).
+from drivers.simulation import DispenserSimulation as DispenserSimulation
+from drivers.simulation import GaugePlan as GaugePlan
+from drivers.simulation import GaugeSimulation as GaugeSimulation
+from drivers.simulation import LinePlan as LinePlan
+from drivers.simulation import PumpPlan as PumpPlan
+from drivers.simulation import ServePlan as ServePlan
+from drivers.simulation import TankPlan as TankPlan
+
 if TYPE_CHECKING:
     # Re-exported for the types of `Entry.prober()` (the CLI names no driver module).
     from drivers.decoding import Decoder as Decoder
@@ -178,6 +187,7 @@ class Entry:
     _sniffer: SnifferFactory | None = None
     _prober: ProberFactory | None = None
     _decoder: DecoderFactory | None = None
+    _simulation: Callable[[], DispenserSimulation | GaugeSimulation] | None = None
 
     def has(self, capability: Capability) -> bool:
         return capability in self.capabilities
@@ -211,6 +221,25 @@ class Entry:
         if self._sniffer is None:
             raise UnknownProtocol(f"{self.name} cannot be sniffed")
         return self._sniffer(driver, address, no_polls)
+
+    @property
+    def simulated(self) -> bool:
+        """Has it a simulator (`dispenser_simulation` or `gauge_simulation`)?"""
+        return self._simulation is not None
+
+    def dispenser_simulation(self) -> DispenserSimulation:
+        """Its pumps simulated on a pty, with customers (`edgectl simulate`, `edgectl demo`)."""
+        made = None if self._simulation is None else self._simulation()
+        if not isinstance(made, DispenserSimulation):
+            raise UnknownProtocol(f"{self.name} has no pump simulator")
+        return made
+
+    def gauge_simulation(self) -> GaugeSimulation:
+        """Its console simulated on a pty over simulated tanks (`edgectl demo`)."""
+        made = None if self._simulation is None else self._simulation()
+        if not isinstance(made, GaugeSimulation):
+            raise UnknownProtocol(f"{self.name} has no gauge simulator")
+        return made
 
     def prober(self) -> Prober:
         """How `edgectl probe` asks a free line whether such devices are there."""
@@ -370,6 +399,18 @@ def _modbus_prober() -> Prober:
     return prober()
 
 
+def _dart_simulation() -> DispenserSimulation:
+    from drivers.wayne_dart.simulate import simulation
+
+    return simulation()
+
+
+def _tls_simulation() -> GaugeSimulation:
+    from drivers.veeder_root.simulate import simulation
+
+    return simulation()
+
+
 def _dart_decoder() -> Decoder:
     from drivers.wayne_dart.decode import decoder
 
@@ -407,6 +448,7 @@ _ENTRIES: Final[Mapping[str, Entry]] = MappingProxyType(
                 _sniffer=_dart_sniffer,
                 _prober=_dart_prober,
                 _decoder=_dart_decoder,
+                _simulation=_dart_simulation,
             ),
             Entry(
                 name="veeder_root",
@@ -428,6 +470,7 @@ _ENTRIES: Final[Mapping[str, Entry]] = MappingProxyType(
                 _sniffer=_tls_sniffer,
                 _prober=_tls_prober,
                 _decoder=_tls_decoder,
+                _simulation=_tls_simulation,
             ),
             Entry(
                 name="modbus_probe",

@@ -23,22 +23,10 @@ ROOT: Final = Path(__file__).resolve().parent.parent
 REGISTRY_AND_BASE: Final = frozenset({"drivers", "drivers.registry", "drivers.base"})
 # Library modules that do I/O (or schedule it): the domain imports none of them.
 IO_MODULES: Final = ("asyncio", "serial", "sqlite3", "aiomqtt", "paho", "pymodbus", "socket")
-# The CLI modules still importing a protocol's own modules, and which: the simulator commands,
-# which run a protocol's simulators and customers. `decode` and `probe` find their decoders
-# and probers through the registry (struck off). The list may only shrink.
-CLI_PROTOCOL_TOOLS: Final = {
-    "edgectl.cli.simulate": {
-        "drivers.wayne_dart.codec",
-        "drivers.wayne_dart.sim",
-        "drivers.wayne_dart.sim_control",
-    },
-    "edgectl.cli.demo": {
-        "drivers.tank_sim",
-        "drivers.veeder_root.sim",
-        "drivers.wayne_dart.codec",
-        "drivers.wayne_dart.sim",
-    },
-}
+# The CLI modules still importing a protocol's own modules, and which. None left: `decode`,
+# `probe`, `simulate` and `demo` find their decoders, probers and simulators through the
+# registry. The list may only shrink; it stays, empty, so that it cannot grow unseen.
+CLI_PROTOCOL_TOOLS: Final[dict[str, set[str]]] = {}
 
 
 def _module_name(path: Path) -> str:

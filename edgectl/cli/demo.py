@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console, Group
 from rich.live import Live
 
+from drivers import registry
 from edgectl.cli import output
 from edgectl.config import Config, load_config
 from edgectl.errors import EdgectlError, StoreError
@@ -36,7 +37,6 @@ from edgectl.logs import configure
 from edgectl.store.store import lock_path, open_read_only
 
 if TYPE_CHECKING:
-    from drivers.wayne_dart.sim import DartLineSimulator, SimPump
     from edgectl.cloud.client import CloudClient, Follower
     from edgectl.daemon import Daemon
 
@@ -202,7 +202,6 @@ async def _run(
     instance: InstanceLock,
     cloud: _DemoCloud | None = None,
 ) -> int:
-    from drivers.wayne_dart.sim import RandomCustomers
     from edgectl.cli.simulate import build_simulators
     from edgectl.daemon import Daemon
 
@@ -228,13 +227,13 @@ async def _run(
             plumbing_task = tg.create_task(plumbing.run(), name="plumbing")
             customers = [
                 tg.create_task(
-                    RandomCustomers(
+                    _simulation(config, sim.name).random_customers(
                         sim,
                         # With a broker, pumps kept for cloud orders see no walk-in customer.
-                        pumps=None if cloud is None else cloud.walk_in_pumps(sim),
-                        mean_interval_s=args.customer_interval * len(sims),
-                        seed=None if args.seed is None else args.seed + i,
-                    ).run(),
+                        None if cloud is None else cloud.walk_in_pumps(sim),
+                        args.customer_interval * len(sims),
+                        None if args.seed is None else args.seed + i,
+                    ),
                     name=f"customers-{sim.name}",
                 )
                 for i, sim in enumerate(sims)
@@ -327,44 +326,49 @@ def _render(
     return Group(*parts)
 
 
-def _tank_simulators(config: Config, console: Console) -> dict[str, tuple[Any, Any]]:
-    """A TLS console simulator on each Veeder-Root gauge's pty, over tank physics built from
-    the configured tanks (the first nearly due for a tanker, the others 60 % full); by gauge
-    name: (TankFarm, TlsConsoleSimulator)."""
-    from drivers.tank_sim import SimTank, TankFarm, TankSpec
-    from drivers.tank_sim import TankChart as SimChart
-    from drivers.veeder_root.sim import TlsConsole, TlsConsoleSimulator
+def _simulation(config: Config, line: str) -> registry.DispenserSimulation:
+    """The pump simulator of a line's protocol (the registry's)."""
+    return registry.lookup(config.line(line).protocol).dispenser_simulation()
 
+
+def _tank_simulators(config: Config, console: Console) -> dict[str, tuple[Any, Any]]:
+    """A console simulator on each pty gauge whose protocol has one (a Veeder-Root TLS
+    console), over tank physics built from the configured tanks (the first nearly due for a
+    tanker, the others 60 % full); by gauge name: (TankFarm, the console's simulator)."""
     sims: dict[str, tuple[Any, Any]] = {}
     for gauge in config.gauges:
-        if gauge.protocol != "veeder_root" or gauge.port is None:
+        entry = registry.lookup(gauge.protocol)
+        if not entry.simulated or gauge.port is None:
             continue
-        tanks: list[SimTank] = []
+        tanks: list[registry.TankPlan] = []
         for tank in config.tanks_on(gauge.name):
             points = (
                 [(float(h), float(v)) for h, v in tank.chart.points]
                 if tank.chart is not None
                 else [(0.0, 0.0), (float(tank.height_mm), float(tank.capacity_l))]
             )
-            spec = TankSpec(
-                tank.gauge_tank,
-                SimChart.from_points(points),
-                product=tank.grade,
-                density15=float(tank.density_15),
-            )
             # The first tank starts just above the tanker's threshold, so a delivery comes
             # within the first minutes of a demo; the others at 60 %.
             share = _Plumbing.LOW_SHARE + 0.001 if not tanks else 0.6
-            tanks.append(SimTank(spec, product_l=float(tank.capacity_l) * share))
-        farm = TankFarm(tanks)
-        console_sim = TlsConsoleSimulator(
-            TlsConsole(farm, security_code=gauge.security_code or None),
+            tanks.append(
+                registry.TankPlan(
+                    gauge_tank=tank.gauge_tank,
+                    chart=points,
+                    product=tank.grade,
+                    density15=float(tank.density_15),
+                    product_l=float(tank.capacity_l) * share,
+                )
+            )
+        plan = registry.GaugePlan(
+            name=gauge.name,
+            port=Path(gauge.port),
+            tanks=tanks,
+            security_code=gauge.security_code or None,
             terminator=gauge.terminator_bytes,
             etx=gauge.etx,
-            name=f"tls-{gauge.name}",
         )
-        link = console_sim.serve_pty(Path(gauge.port))
-        console.print(f"simulated tank gauge {gauge.name}: {link.link}")
+        farm, console_sim = entry.gauge_simulation().console(plan)
+        console.print(f"simulated tank gauge {gauge.name}: {console_sim.link.link}")
         sims[gauge.name] = (farm, console_sim)
     return sims
 
@@ -750,7 +754,7 @@ class _DemoCloud:
             f"{pumps} (walk-in customers use the others); signing key {self.key_path}"
         )
 
-    def walk_in_pumps(self, sim: DartLineSimulator) -> list[SimPump]:
+    def walk_in_pumps(self, sim: Any) -> list[Any]:
         kept = {
             self.config.pump(n).address
             for n in self.pay_at_pump
@@ -777,7 +781,7 @@ class _DemoCloud:
     async def run(
         self,
         daemon: Daemon,
-        sims: list[DartLineSimulator],
+        sims: list[Any],
         client: CloudClient,
         args: argparse.Namespace,
         console: Console,
@@ -817,9 +821,7 @@ class _DemoCloud:
             self.note = f"cloud link lost: {exc}"
             say(f"cloud: {self.note}")
 
-    def _idle_pump(
-        self, daemon: Daemon, pumps: dict[int, SimPump], rng: random.Random
-    ) -> int | None:
+    def _idle_pump(self, daemon: Daemon, pumps: dict[int, Any], rng: random.Random) -> int | None:
         from edgectl.forecourt.fuelling_point import FPState
 
         idle = [
@@ -838,7 +840,7 @@ class _DemoCloud:
         self,
         client: CloudClient,
         number: int,
-        sim_pump: SimPump,
+        sim_pump: Any,
         rng: random.Random,
         tg: asyncio.TaskGroup,
         say: Callable[[str], None],
@@ -887,18 +889,11 @@ class _DemoCloud:
             return
         tg.create_task(self._customer(number, sim_pump, nozzle, rng), name=f"paying-{number}")
 
-    async def _customer(
-        self, number: int, sim_pump: SimPump, nozzle: int, rng: random.Random
-    ) -> None:
+    async def _customer(self, number: int, sim_pump: Any, nozzle: int, rng: random.Random) -> None:
         """The customer who paid in the app: walks to the released pump and fuels."""
-        from drivers.wayne_dart.codec import DartStatus
-        from drivers.wayne_dart.sim import Customer, preset_fill
-
         try:
-            await asyncio.sleep(rng.uniform(1.0, 3.0))  # from the phone to the nozzle
-            if sim_pump.status is DartStatus.AUTHORIZED:
-                steps = preset_fill(nozzle, wait_s=10.0, react_s=rng.uniform(0.5, 2.0))
-                await Customer(sim_pump, steps, name="pay_at_pump").run()
+            line = self.config.pump(number).line
+            await _simulation(self.config, line).paying_customer(sim_pump, nozzle, rng)
         finally:
             self.busy.discard(number)
 

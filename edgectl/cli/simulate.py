@@ -11,10 +11,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from drivers import registry
+
 if TYPE_CHECKING:
-    from drivers.wayne_dart.sim import DartLineSimulator
-    from drivers.wayne_dart.sim_control import SimController
     from edgectl.config import Config, LineConfig
+
+# The simulated DART pumps `simulate dart` and the demo run (its registry entry's simulator).
+DART = "wayne_dart"
 
 _DART_EXAMPLES = """\
 examples:
@@ -200,7 +203,19 @@ def run_dart(args: argparse.Namespace) -> int:
         link = sim.link
         where = f"{link.link} -> {link.slave_name}" if link is not None else "?"
         print(f"{sim.name}: {where}  pumps {addresses}  ({timing})")
-    return asyncio.run(_serve(sims, args, numbers, script))
+    plan = registry.ServePlan(
+        numbers=numbers,
+        customers=args.customers,
+        mean_interval_s=args.mean_interval,
+        seed=args.seed,
+        control_socket=args.control_socket,
+        script=script,
+        script_name=None if args.script is None else str(args.script),
+        script_from_stdin=str(args.script) == "-",
+        keep_running=args.keep_running,
+        console=args.control == "-",
+    )
+    return asyncio.run(_serve(sims, plan))
 
 
 def build_simulators(
@@ -210,9 +225,9 @@ def build_simulators(
     baud: int | None = None,
     reply_delay_s: float = 0.0,
     totals: Mapping[int, Mapping[int, tuple[Decimal, Decimal]]] | None = None,
-) -> list[DartLineSimulator]:
-    """Start one simulator per configured wayne_dart line (or only `line`), each serving a
-    pty symlinked at the line's port path, pumps and prices as configured.
+) -> list[Any]:
+    """Start one simulator per configured line whose protocol has one (or only `line`),
+    each serving a pty symlinked at the line's port path, pumps and prices as configured.
 
     `baud` None emulates each line's configured baud, 0 turns line timing off. `totals`
     (pump number → nozzle → volume, amount) lets simulated pumps keep their electronic
@@ -224,176 +239,101 @@ def build_simulators(
     chosen = [c for c in config.lines if line in (None, c.name)]
     if line is not None and not chosen:
         raise ConfigError(f"{config.source}: no line named {line!r}")
-    sims: list[DartLineSimulator] = []
+    sims: list[Any] = []
     try:
         for line_config in chosen:
-            if line_config.protocol != "wayne_dart":
+            entry = registry.lookup(line_config.protocol)
+            if not entry.simulated:
                 continue
-            sim = _line_simulator(config, line_config, baud, reply_delay_s, totals or {})
-            _serve_at(sim, Path(line_config.port))
-            sims.append(sim)
+            plan = _line_plan(config, line_config, baud, reply_delay_s, totals or {})
+            sims.append(entry.dispenser_simulation().line(plan))
     except BaseException:
         for sim in sims:
             sim.stop()
         raise
     if not sims:
-        raise ConfigError(f"{config.source}: no wayne_dart line to simulate")
+        raise ConfigError(f"{config.source}: no line with a simulator ({DART}) to simulate")
     return sims
 
 
-def _line_simulator(
+def _line_plan(
     config: Config,
     line: LineConfig,
     baud: int | None,
     reply_delay_s: float,
     totals: Mapping[int, Mapping[int, tuple[Decimal, Decimal]]],
-) -> DartLineSimulator:
-    from drivers.wayne_dart.codec import from_decimal
-    from drivers.wayne_dart.sim import DartLineSimulator, SimPump
+) -> registry.LinePlan:
     from edgectl.errors import ConfigError
 
-    pumps: list[SimPump] = []
+    pumps: list[registry.PumpPlan] = []
     for pump in config.pumps_on(line.name):
-        prices: dict[int, int] = {}
+        prices: dict[int, Decimal] = {}
         for nozzle, grade_id in pump.nozzles.items():
             grade = config.grade(grade_id)
             if grade is None:  # load_config resolves every grade; this is a broken model
                 raise ConfigError(f"pump {pump.number}: grade {grade_id!r} is not defined")
-            prices[nozzle] = from_decimal(grade.unit_price, pump.price_decimals)
+            prices[nozzle] = grade.unit_price
         pumps.append(
-            SimPump(
-                pump.address,
-                prices,
+            registry.PumpPlan(
+                number=pump.number,
+                address=pump.address,
+                prices=prices,
                 volume_decimals=pump.volume_decimals,
                 amount_decimals=pump.amount_decimals,
                 price_decimals=pump.price_decimals,
-                totals={
-                    nozzle: (
-                        from_decimal(volume, pump.volume_decimals),
-                        from_decimal(amount, pump.amount_decimals),
-                    )
-                    for nozzle, (volume, amount) in totals.get(pump.number, {}).items()
-                },
+                totals=totals.get(pump.number, {}),
             )
         )
-    return DartLineSimulator(
-        pumps,
-        baud=(line.baud if baud is None else baud) or None,
-        data_bits=line.bytesize,
-        parity=line.parity,
-        stop_bits=line.stopbits,
-        reply_delay_s=reply_delay_s,
+    return registry.LinePlan(
         name=line.name,
+        port=Path(line.port),
+        pumps=pumps,
+        baud=(line.baud if baud is None else baud) or None,
+        bytesize=line.bytesize,
+        parity=line.parity,
+        stopbits=line.stopbits,
+        reply_delay_s=reply_delay_s,
     )
 
 
-def _quick_simulator(args: argparse.Namespace, reply_delay_s: float) -> DartLineSimulator:
-    from drivers.wayne_dart.codec import from_decimal
-    from drivers.wayne_dart.sim import DartLineSimulator, SimPump
-
+def _quick_simulator(args: argparse.Namespace, reply_delay_s: float) -> Any:
     if not 1 <= args.nozzles <= 15:
         raise ValueError("--nozzles must be between 1 and 15")
-    prices = {
-        n: from_decimal(_QUICK_PRICES[(n - 1) % len(_QUICK_PRICES)], _QUICK_DECIMALS)
-        for n in range(1, args.nozzles + 1)
-    }
-    pumps = [SimPump(address, prices) for address in args.pumps]
-    sim = DartLineSimulator(pumps, baud=args.baud or None, reply_delay_s=reply_delay_s, name="dart")
-    _serve_at(sim, args.link)
-    return sim
-
-
-def _serve_at(sim: DartLineSimulator, port: Path) -> None:
-    port.parent.mkdir(parents=True, exist_ok=True)
-    # A symlink there is a previous simulator's; anything else may be a real device.
-    if port.exists() and not port.is_symlink():
-        raise FileExistsError(f"{port} exists and is not a symlink; not replacing it")
-    sim.serve_pty(port)
-
-
-async def _serve(
-    sims: list[DartLineSimulator],
-    args: argparse.Namespace,
-    numbers: Mapping[tuple[str, int], int],
-    script: list[str] | None,
-) -> int:
-    from drivers.wayne_dart.sim_control import (
-        ControlledPump,
-        ControlSocket,
-        CustomerSwitch,
-        SimController,
+    prices = {n: _QUICK_PRICES[(n - 1) % len(_QUICK_PRICES)] for n in range(1, args.nozzles + 1)}
+    pumps = [
+        registry.PumpPlan(number=n, address=a, prices=prices, price_decimals=_QUICK_DECIMALS)
+        for n, a in enumerate(args.pumps, start=1)
+    ]
+    plan = registry.LinePlan(
+        name="dart",
+        port=args.link,
+        pumps=pumps,
+        baud=args.baud or None,
+        reply_delay_s=reply_delay_s,
     )
+    return registry.lookup(DART).dispenser_simulation().line(plan)
 
+
+async def _serve(sims: list[Any], plan: registry.ServePlan) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    customers = CustomerSwitch(sims, mean_interval_s=args.mean_interval, seed=args.seed)
-    controller = SimController(
-        [
-            ControlledPump(numbers[(sim.name, pump.address)], sim, pump)
-            for sim in sims
-            for pump in sim.pumps
-        ],
-        customers=customers,
-    )
-    socket = ControlSocket(controller, args.control_socket) if args.control_socket else None
-    status = 0
-    try:
-        if socket is not None:
-            await socket.start()
-            print(f"control socket: {socket.path}")
-        if args.customers == "random":
-            customers.set("random")
-        print("simulating; Ctrl-C to stop", flush=True)
-        async with asyncio.TaskGroup() as group:
-            session = None
-            if args.script is not None or args.control == "-":
-                session = group.create_task(
-                    _session(controller, args, script, stop), name="control-session"
-                )
-            await stop.wait()
-            if session is not None:
-                session.cancel()
-        if session is not None and not session.cancelled():
-            status = session.result()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        if socket is not None:
-            await socket.close()
-        controller.close()
-        await customers.aclose()
-        for sim in sims:
-            sim.stop()
-    print("simulator stopped")
-    return status
-
-
-async def _session(
-    controller: SimController,
-    args: argparse.Namespace,
-    script: list[str] | None,
-    stop: asyncio.Event,
-) -> int:
-    """The script, then the console if asked for; sets `stop` when the simulator is done."""
-    from drivers.wayne_dart.sim_control import run_script, stream_lines
 
     def emit(line: str) -> None:
         print(line, flush=True)
 
+    def warn(line: str) -> None:
+        print(line, file=sys.stderr)
+
     try:
-        if args.script is not None:
-            name = "stdin" if script is None else str(args.script)
-            lines = stream_lines(sys.stdin) if script is None else script
-            end = await run_script(controller, lines, emit)
-            if not end.ok:
-                print(f"simulate dart: {name}:{end.failed_line}: {end.reply}", file=sys.stderr)
-                return 1
-            if args.keep_running and args.control != "-":
-                await asyncio.Event().wait()  # until Ctrl-C or SIGTERM
-        if args.control == "-":
-            await run_script(controller, stream_lines(sys.stdin), emit, stop_on_error=False)
-        return 0
+        status = (
+            await registry.lookup(DART).dispenser_simulation().serve(sims, plan, stop, emit, warn)
+        )
     finally:
-        stop.set()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        for sim in sims:
+            sim.stop()
+    print("simulator stopped")
+    return status
