@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit soak chaos fuzz fleet bench system-deps clean install uninstall
+.PHONY: demo test lint typecheck unit soak chaos fuzz fleet bench system-deps clean install uninstall \
+	report-screenshot
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-deps
@@ -14,12 +15,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # System packages: a Python with venv, mosquitto for the cloud-link tests, and its clients
-# (mosquitto_sub, the subscriber of bench/outbox_replay.py and of its smoke test).
+# (mosquitto_sub, the subscriber of bench/outbox_replay.py and of its smoke test); chromium,
+# headless, renders the report's HTML page in its tests and for docs/report-day.png.
 system-deps:
 	@missing=""; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	command -v mosquitto_sub >/dev/null 2>&1 || missing="$$missing mosquitto-clients"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing system packages:$$missing"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
@@ -60,6 +63,11 @@ fleet: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/dart_scan.py
 	$(BIN)/python bench/daemon_footprint.py
+
+# docs/report-day.png: a simulated station's day seeded into a store (tests/reportkit.py),
+# its `edgectl report day --html` page, screenshot by headless chromium.
+report-screenshot: $(STAMP)
+	$(BIN)/python -m tests.reportkit docs/report-day.png
 
 # A station, as root: account, /etc/edgectl, /var/lib/edgectl, a venv on the system Python in
 # /opt/edgectl, the unit (packaging/install.sh says what goes where; run again to upgrade).

@@ -80,6 +80,18 @@ ROWS: dict[str, dict[str, Any]] = {
         "updated_at": AT,
     },
     "audit": {"action": "price", "args": '{"grade": "92"}', "requested_at": AT},
+    "shifts": {"opened_at": AT, "opened_by": "ana", "closed_at": AT, "closed_by": "ana"},
+    "shift_totals": {
+        "shift": 1,
+        "moment": "open",
+        "pump": 1,
+        "nozzle": 1,
+        "grade": "92",
+        "volume": "52113.40",
+        "amount": "388244.83",
+        "source": "pump",
+        "read_at": AT,
+    },
 }
 
 

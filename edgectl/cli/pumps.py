@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edgectl.cli import output
+from edgectl.cli.books import stored_tanks
 from edgectl.cli.output import Markup, Subparsers
 from edgectl.control.client import DaemonNotRunning
 from edgectl.control.shapes import tank_rows
@@ -27,7 +28,8 @@ examples:
 
 level and water are heights in mm; gross is all liquid, "15 °C" the product corrected to
 15 °C (table 54B), ullage the room left to capacity; all in litres. The figures are those of the
-last plausible reading. Without the daemon the configured tanks are listed, without readings.
+last plausible reading. Without the daemon: the last reading of each tank kept in the store
+(read-only, with its age), or with no store the configured tanks, without readings.
 """
 
 PRICES_EXAMPLE = """\
@@ -150,8 +152,14 @@ def run_tanks(args: argparse.Namespace) -> int:
             raise output.StationUnreachable(
                 f"{exc}, and the config that lists its tanks cannot be read: {station.config_error}"
             ) from None
-        output.note(f"{exc}; the tanks of {station.config_path}, without readings")
-        tanks, source = tank_rows(station.config), "config"
+        kept = stored_tanks(station)
+        if kept is not None:
+            tanks, why = kept
+            output.note(f"{exc}; {why}")
+            source = "database"
+        else:
+            output.note(f"{exc}; the tanks of {station.config_path}, without readings")
+            tanks, source = tank_rows(station.config), "config"
     if args.json:
         output.print_json({"source": source, "tanks": tanks})
         return output.EXIT_OK
@@ -165,6 +173,8 @@ def run_tanks(args: argparse.Namespace) -> int:
     out.print(tanks_table(tanks))
     if all(tank["reading_at"] is None for tank in tanks):
         out.print("no readings yet: the daemon has not read these tanks from their gauges")
+    elif source == "database":
+        out.print("the daemon is not running: each tank's last reading kept, with its age")
     for tank in tanks:
         if tank["implausible"]:
             out.print(

@@ -36,8 +36,12 @@ READ_OPS: Final = (
     "health",
     "history",
     "metrics",
+    "deliveries",
+    "reconciliations",
+    "totals",
+    "shifts",
 )
-ACTION_OPS: Final = ("authorize", "stop", "price")
+ACTION_OPS: Final = ("authorize", "stop", "price", "shift_open", "shift_close")
 STREAM_OPS: Final = ("watch", "sniff")
 OPS: Final = READ_OPS + ACTION_OPS + STREAM_OPS
 

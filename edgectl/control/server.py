@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 import edgectl
 from drivers import registry
 from drivers.base import BusCounters, DriverError, LineCounters, TankGauge
-from edgectl import health
+from edgectl import health, shifts
 from edgectl.config import ControlConfig
 from edgectl.control import protocol
 from edgectl.control.protocol import Args, ProtocolError, Request
@@ -173,6 +173,12 @@ class ControlServer:
             "authorize": self._authorize,
             "stop": self._stop,
             "price": self._price,
+            "deliveries": self._deliveries,
+            "reconciliations": self._reconciliations,
+            "totals": self._totals,
+            "shifts": self._shifts,
+            "shift_open": self._shift_open,
+            "shift_close": self._shift_close,
         }
         self._streams: dict[str, Stream] = {"watch": self._watch, "sniff": self._sniff}
 
@@ -653,6 +659,29 @@ class ControlServer:
         reader = self.station.store.reader
         return await self.station.db(reader.audit, limit=_limit(args))
 
+    async def _deliveries(self, args: Args, peer: Peer) -> list[dict[str, Any]]:
+        reader = self.station.store.reader
+        return await self.station.db_quiet(
+            reader.deliveries,
+            since=args.opt_str("since"),
+            tank=args.opt_int("tank", lo=1, hi=99),
+            limit=_limit(args),
+        )
+
+    async def _reconciliations(self, args: Args, peer: Peer) -> list[dict[str, Any]]:
+        reader = self.station.store.reader
+        return await self.station.db_quiet(
+            reader.reconciliations,
+            tank=args.opt_int("tank", lo=1, hi=99),
+            since_day=args.opt_str("since_day"),
+        )
+
+    async def _totals(self, args: Args, peer: Peer) -> list[dict[str, Any]]:
+        return await self.station.db_quiet(self.station.store.reader.nozzle_totals)
+
+    async def _shifts(self, args: Args, peer: Peer) -> list[dict[str, Any]]:
+        return await self.station.db_quiet(self.station.store.reader.shifts, limit=_limit(args))
+
     # ------------------------------------------------------------------ actions
     async def _audited(
         self, action: str, args: Args, peer: Peer, act: Callable[[], Awaitable[T]]
@@ -817,6 +846,25 @@ class ControlServer:
             }
 
         return await self._audited("price", args, peer, act)
+
+    async def _shift_open(self, args: Args, peer: Peer) -> dict[str, Any]:
+        return await self._shift("open", args, peer)
+
+    async def _shift_close(self, args: Args, peer: Peer) -> dict[str, Any]:
+        return await self._shift("close", args, peer)
+
+    async def _shift(self, moment: str, args: Args, peer: Peer) -> dict[str, Any]:
+        """Open or close a shift with each nozzle's totals now (edgectl/shifts.py)."""
+        store = self.station.store
+        who = args.opt_str("user") or peer.user
+
+        async def act() -> dict[str, Any]:
+            totals = await shifts.totals_now(self.station)
+            record = store.open_shift if moment == "open" else store.close_shift
+            shift = await self.station.db(record, who, totals)
+            return shifts.result(moment, shift, totals, "daemon")
+
+        return await self._audited(f"shift_{moment}", args, peer, act)
 
     # ------------------------------------------------------------------ streams
     async def _watch(self, args: Args, peer: Peer) -> AsyncGenerator[dict[str, Any], None]:

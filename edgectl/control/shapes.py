@@ -35,6 +35,7 @@ def tank_rows(
     views: Iterable[TankView] = (),
     *,
     stored_alarms: Mapping[int, Sequence[str]] | None = None,
+    stored_readings: Mapping[int, Mapping[str, Any]] | None = None,
     now: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Every configured tank in number order, with what the tank service knows of it now.
@@ -42,7 +43,9 @@ def tank_rows(
     `alarms` are the tank's active alarms by name: those of its view, then those the store
     holds open that the view does not know (the gauge's own, `gauge_<name>`). Without a view
     (the daemon is down, or has not read the tank's gauge yet) `online` and `implausible` are
-    null and so is every figure of the reading; `alarms` too when nothing is known of them.
+    null; the reading's figures are then those of `stored_readings` (the store's last kept
+    reading of each tank, `StoreReader.tank_latest`) or null; `alarms` are null when nothing
+    is known of them.
     """
     live = {view.number: view for view in views}
     products = {grade.id: grade.name for grade in config.grades}
@@ -50,7 +53,12 @@ def tank_rows(
     rows: list[dict[str, Any]] = []
     for tank in sorted(config.tanks, key=lambda t: t.number):
         view = live.get(tank.number)
-        at = None if view is None else view.reading_at
+        kept = (
+            None
+            if view is not None or stored_readings is None
+            else stored_readings.get(tank.number)
+        )
+        at = view.reading_at if view is not None else _moment(kept["at"]) if kept else None
         row: dict[str, Any] = {
             "tank": tank.number,
             "name": tank.name,
@@ -64,7 +72,10 @@ def tank_rows(
             "reading_age_s": None if at is None else round((moment - at).total_seconds(), 1),
         }
         for name in READING_FIELDS:
-            row[name] = None if view is None else getattr(view, name)
+            if view is not None:
+                row[name] = getattr(view, name)
+            else:
+                row[name] = None if kept is None else kept.get(name)
         stored = None if stored_alarms is None else stored_alarms.get(tank.number, ())
         if view is None and stored is None:
             row["alarms"] = None
@@ -94,6 +105,11 @@ def open_tank_alarms(alarms: Iterable[Mapping[str, Any]]) -> dict[int, list[str]
             if kind.removeprefix("tank_") not in names:
                 names.append(kind.removeprefix("tank_"))
     return found
+
+
+def _moment(stamp: str) -> datetime:
+    moment = datetime.fromisoformat(stamp)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _stamp(moment: datetime) -> str:

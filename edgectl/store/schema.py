@@ -294,4 +294,30 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE stream_seq IS NOT NULL;
     CREATE INDEX outbox_waiting ON outbox(priority, seq) WHERE sent_at IS NULL;
     """,
+    # Shifts (issue 16.2): each opened and closed with `edgectl shift open|close`, at most one
+    # open at a time; at each end every nozzle's electronic totals as then known, and where
+    # they came from: asked of the pump ("pump") or the store's last ("store"); null figures
+    # for a nozzle whose totals were never read.
+    """
+    CREATE TABLE shifts (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        opened_at    TEXT NOT NULL,
+        opened_by    TEXT,
+        closed_at    TEXT,
+        closed_by    TEXT
+    );
+    CREATE UNIQUE INDEX shifts_one_open ON shifts((closed_at IS NULL)) WHERE closed_at IS NULL;
+    CREATE TABLE shift_totals (
+        shift   INTEGER NOT NULL REFERENCES shifts(id),
+        moment  TEXT NOT NULL CHECK (moment IN ('open', 'close')),
+        pump    INTEGER NOT NULL,
+        nozzle  INTEGER NOT NULL,
+        grade   TEXT,
+        volume  TEXT,
+        amount  TEXT,
+        source  TEXT NOT NULL,
+        read_at TEXT,
+        PRIMARY KEY (shift, moment, pump, nozzle)
+    );
+    """,
 )

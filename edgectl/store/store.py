@@ -15,6 +15,7 @@ from typing import Any
 
 from edgectl.cloud import contract
 from edgectl.errors import (
+    CommandError,
     StoreError,
     StoreMissingError,
     StoreNewerSchemaError,
@@ -973,9 +974,7 @@ class Store:
             ).fetchone()
             if open_ is not None:
                 return None
-            return tx.alarm(
-                kind, severity, message, self._clock(), pump=pump, detail=detail or {}
-            )
+            return tx.alarm(kind, severity, message, self._clock(), pump=pump, detail=detail or {})
 
     def clear_alarm(self, kind: str, *, pump: int | None = None) -> int:
         """Clear the open alarms of `kind` (for `pump`, or station-wide) and tell the cloud;
@@ -1400,6 +1399,48 @@ class Store:
                 (outcome, message, self._clock(), audit_id),
             )
 
+    # ------------------------------------------------------------------ shifts (issue 16)
+    def open_shift(
+        self, opened_by: str | None, totals: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """Open a shift with each nozzle's totals at this moment (`shift_totals` rows: pump,
+        nozzle, grade, volume, amount, source, read_at); refused while a shift is open. The
+        shift as `StoreReader.shift` gives it."""
+        now = self._clock()
+        with self.transaction() as tx:
+            open_ = tx.execute("SELECT id FROM shifts WHERE closed_at IS NULL").fetchone()
+            if open_ is not None:
+                raise CommandError(
+                    f"shift {open_[0]} is still open: close it first (edgectl shift close)",
+                    code="shift_open",
+                )
+            cur = tx.execute(
+                "INSERT INTO shifts (opened_at, opened_by) VALUES (?, ?)", (now, opened_by)
+            )
+            shift_id = int(cur.lastrowid or 0)
+            _shift_totals(tx, shift_id, "open", totals)
+        return self.reader.shift(shift_id) or {}
+
+    def close_shift(
+        self, closed_by: str | None, totals: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """Close the open shift with each nozzle's totals at this moment; refused when no
+        shift is open. The shift as `StoreReader.shift` gives it."""
+        now = self._clock()
+        with self.transaction() as tx:
+            open_ = tx.execute("SELECT id FROM shifts WHERE closed_at IS NULL").fetchone()
+            if open_ is None:
+                raise CommandError(
+                    "no shift is open (edgectl shift open starts one)", code="no_open_shift"
+                )
+            shift_id = int(open_[0])
+            tx.execute(
+                "UPDATE shifts SET closed_at = ?, closed_by = ? WHERE id = ?",
+                (now, closed_by, shift_id),
+            )
+            _shift_totals(tx, shift_id, "close", totals)
+        return self.reader.shift(shift_id) or {}
+
     # ------------------------------------------------------------------ devices (issue 11)
     def raise_device_alarm(
         self,
@@ -1684,6 +1725,117 @@ class StoreReader:
             )
         return states
 
+    # -- the records of issue 16: deliveries, reconciliations, totals, shifts, reports
+    def deliveries(
+        self, *, since: str | None = None, tank: int | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Deliveries that ended at or after `since` (any ISO time), oldest first."""
+        rows = self._rows(
+            "SELECT * FROM deliveries WHERE (? IS NULL OR tank = ?) ORDER BY end_at, id",
+            (tank, tank),
+        )
+        if since is not None:
+            cut = _moment(since)
+            rows = [r for r in rows if _moment(r["end_at"]) >= cut]
+        return rows if limit is None else rows[-limit:]
+
+    def reconciliations(
+        self, *, tank: int | None = None, since_day: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The kept daily reconciliations from `since_day` (YYYY-MM-DD) on, by day and tank."""
+        where, params = _filters(("tank =", tank), ("day >=", since_day))
+        return self._rows(f"SELECT * FROM reconciliations{where} ORDER BY day, tank", params)
+
+    def tank_latest(self) -> dict[int, dict[str, Any]]:
+        """Each tank's last plausible reading kept by the daemon, by tank number."""
+        return {int(r["tank"]): r for r in self._rows("SELECT * FROM tank_latest ORDER BY tank")}
+
+    def nozzle_totals(self) -> list[dict[str, Any]]:
+        """Each nozzle's electronic totals as last read (`updated_at`), with its last sale
+        that carried totals and its last totals alarm (`totals_mismatch`: a sale that did not
+        match them; `missed_sale`: totals that moved with no sale), by pump and nozzle."""
+        totals = self._rows("SELECT * FROM nozzle_totals ORDER BY pump, nozzle")
+        for row in totals:
+            sale = self._rows(
+                "SELECT id, ended_at, recorded_at, volume, amount, total_volume_before,"
+                " total_volume_after, total_amount_before, total_amount_after FROM sales"
+                " WHERE pump = ? AND nozzle = ? AND total_volume_after IS NOT NULL"
+                " ORDER BY id DESC LIMIT 1",
+                (row["pump"], row["nozzle"]),
+            )
+            alarm = self._rows(
+                "SELECT id, kind, severity, message, raised_at, cleared_at FROM alarms"
+                " WHERE pump = ? AND nozzle = ? AND kind IN ('totals_mismatch', 'missed_sale')"
+                " ORDER BY id DESC LIMIT 1",
+                (row["pump"], row["nozzle"]),
+            )
+            row["last_sale"] = sale[0] if sale else None
+            row["last_alarm"] = alarm[0] if alarm else None
+        return totals
+
+    def shifts(self, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """The shifts, oldest first (without their totals)."""
+        return self._newest("SELECT * FROM shifts", (), "id", limit)
+
+    def shift(self, shift_id: int | None = None) -> dict[str, Any] | None:
+        """One shift with its nozzles' totals at opening and closing (`open_totals`,
+        `close_totals`); without an id the open shift, else the last one; None if none."""
+        if shift_id is None:
+            found = self._rows(
+                "SELECT * FROM shifts ORDER BY closed_at IS NULL DESC, id DESC LIMIT 1"
+            )
+        else:
+            found = self._rows("SELECT * FROM shifts WHERE id = ?", (shift_id,))
+        if not found:
+            return None
+        shift = found[0]
+        for moment in ("open", "close"):
+            shift[f"{moment}_totals"] = self._rows(
+                "SELECT pump, nozzle, grade, volume, amount, source, read_at FROM shift_totals"
+                " WHERE shift = ? AND moment = ? ORDER BY pump, nozzle",
+                (shift["id"], moment),
+            )
+        return shift
+
+    def period_rows(self, start: str, end: str) -> dict[str, list[dict[str, Any]]]:
+        """What a report of the time from `start` to `end` (ISO) reads, coarsely: rows of the
+        UTC dates around it (the caller cuts the period out by time). Sales carry the source
+        of their authorization (`authorized_by`: auto, attendant, cloud; null without one);
+        readings reach back one day for each tank's opening; alarms are those raised before
+        the end and not cleared before the start; reconciliations are the kept days of the
+        months the period touches, up to its last day."""
+        first = (_moment(start) - timedelta(days=1)).date().isoformat()
+        last = (_moment(end) + timedelta(days=1)).date().isoformat()
+        span = (first, last)
+        month = first[:8] + "01"
+        return {
+            "sales": self._rows(
+                "SELECT s.*, a.source AS authorized_by FROM sales s LEFT JOIN authorizations a"
+                " ON a.id = s.authorization_id WHERE substr(s.ended_at, 1, 10) BETWEEN ? AND ?"
+                " ORDER BY s.id",
+                span,
+            ),
+            "readings": self._rows(
+                "SELECT tank, at, net_l, product_l, gross_l, fill_pct FROM tank_readings"
+                " WHERE substr(at, 1, 10) BETWEEN ? AND ? ORDER BY tank, id",
+                span,
+            ),
+            "deliveries": self._rows(
+                "SELECT * FROM deliveries WHERE substr(end_at, 1, 10) BETWEEN ? AND ?"
+                " ORDER BY end_at, id",
+                span,
+            ),
+            "alarms": self._rows(
+                "SELECT * FROM alarms WHERE substr(raised_at, 1, 10) <= ?"
+                " AND (cleared_at IS NULL OR substr(cleared_at, 1, 10) >= ?) ORDER BY id",
+                (last, first),
+            ),
+            "reconciliations": self._rows(
+                "SELECT * FROM reconciliations WHERE day BETWEEN ? AND ? ORDER BY day, tank",
+                (month, last),
+            ),
+        }
+
     def _newest(
         self, sql: str, params: tuple[Any, ...], order: str, limit: int | None
     ) -> list[dict[str, Any]]:
@@ -1692,6 +1844,12 @@ class StoreReader:
         rows = self._rows(f"{sql} ORDER BY {order} DESC LIMIT ?", (*params, limit))
         rows.reverse()
         return rows
+
+
+def _moment(iso: str) -> datetime:
+    """A stored ISO time (Z or an offset; a time without one is UTC) as an aware datetime."""
+    moment = datetime.fromisoformat(iso)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _column_values(values: Mapping[str, Any], cols: tuple[str, ...]) -> tuple[Any, ...]:
@@ -1730,6 +1888,25 @@ def _keep_purged_sales(tx: _Tx, cut: str) -> None:
             count, litres = count + int(before_count), litres + Decimal(before_litres)
         tx.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, f"{count} {litres}")
+        )
+
+
+def _shift_totals(tx: _Tx, shift_id: int, moment: str, totals: Sequence[Mapping[str, Any]]) -> None:
+    for t in totals:
+        tx.execute(
+            "INSERT INTO shift_totals (shift, moment, pump, nozzle, grade, volume, amount,"
+            " source, read_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                shift_id,
+                moment,
+                int(t["pump"]),
+                int(t["nozzle"]),
+                t.get("grade"),
+                None if t.get("volume") is None else str(t["volume"]),
+                None if t.get("amount") is None else str(t["amount"]),
+                str(t["source"]),
+                t.get("read_at"),
+            ),
         )
 
 

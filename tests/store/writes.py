@@ -106,6 +106,19 @@ RECONCILIATION = {
     "flagged": 0,
 }
 
+SHIFT_TOTALS = (
+    {
+        "pump": 1,
+        "nozzle": 1,
+        "grade": "95",
+        "volume": Decimal(1010),
+        "amount": Decimal(8010),
+        "source": "store",
+        "read_at": NOW,
+    },
+    {"pump": 1, "nozzle": 2, "grade": "92", "volume": None, "amount": None, "source": "none"},
+)
+
 Write = Callable[[Store, Seeded], Any]
 
 # Name of the Store method -> one call of it that changes the store.
@@ -170,6 +183,9 @@ WRITES: dict[str, Write] = {
     "outbox_replay": lambda s, x: s.outbox_replay("sale", 1, 5),
     "outbox_forget_sent": lambda s, x: s.outbox_forget_sent(),
     "probe": lambda s, x: s.probe(),
+    "open_shift": lambda s, x: s.open_shift("ana", SHIFT_TOTALS),
+    # A shift must be open to be closed: the opening is the write that fails on a full disk.
+    "close_shift": lambda s, x: (s.open_shift("ana", SHIFT_TOTALS), s.close_shift("bo", ())),
     # Housekeeping that never fails its caller (it is retried instead):
     "purge_inbox": lambda s, x: s.purge_inbox("2099-01-01T00:00:00.000Z"),
     "outbox_delete": lambda s, x: s.outbox_delete(x.outbox_seqs),
