@@ -130,6 +130,24 @@ class IllegalTransition(EdgectlError):
         self.event = event
 
 
+class IllegalAuthorizationTransition(EdgectlError):
+    """An authorization was asked to take a step its lifecycle does not allow
+    (forecourt/authorization.py): an ended one moved again, a fuelling one expired…"""
+
+    code = "illegal_authorization_transition"
+
+    def __init__(self, state: object, event: object, *, device: str | None = None):
+        state_name = getattr(state, "name", state)
+        event_name = getattr(event, "name", event)
+        where = f" ({device})" if device else ""
+        super().__init__(
+            f"authorization event {event_name} is not allowed in state {state_name}{where}",
+            device=device,
+        )
+        self.state = state
+        self.event = event
+
+
 class CommandError(EdgectlError):
     """A station command (authorize, stop, price…) was refused; `code` says why."""
 

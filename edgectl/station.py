@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -14,36 +14,56 @@ from decimal import Decimal
 from typing import Any, ParamSpec, TypeVar
 
 from drivers.base import (
-    AlarmReport,
     DispenserEvent,
     DispenserLine,
     DispenserStatus,
     DriverError,
-    FillingInfo,
-    FillingReport,
-    NozzleReport,
     PumpOffline,
     PumpOnline,
-    StatusReport,
 )
+from edgectl.cloud import contract
+from edgectl.cloud.contract import ContractError
 from edgectl.config import Config, PumpConfig
 from edgectl.errors import (
     CommandError,
     EdgectlError,
-    IllegalTransition,
     StoreError,
     StoreUnwritableError,
 )
 from edgectl.forecourt.fuelling_point import FPState, FuellingPoint, Transition
+from edgectl.forecourt.pump import (
+    DISCOVERY_S,
+    RESET_WAIT_S,
+    RETRY_S,
+    AutoAuthorize,
+    BaselineTotals,
+    Closure,
+    Decision,
+    EndAuthorization,
+    EndLift,
+    Expire,
+    FinishSale,
+    IllegalReport,
+    LearnPosition,
+    LogTransitions,
+    MoveAuthorization,
+    PriceSet,
+    PumpDecider,
+    PumpFill,
+    PumpRules,
+    RaisePumpAlarm,
+    SendPrices,
+    Withdraw,
+    observed_state,
+)
 from edgectl.forecourt.sale import (
     Authorization,
     AuthorizationSource,
     AuthorizationState,
-    Sale,
 )
 from edgectl.logs import get_logger
+from edgectl.store import closures
 from edgectl.store.store import (
-    ORDER_REASON_LIFTED_NO_FUEL,
     PRIORITY_TELEMETRY,
     OrderExists,
     Store,
@@ -53,32 +73,19 @@ from edgectl.store.store import (
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_SALE_OVER = {DispenserStatus.FILLING_COMPLETED, DispenserStatus.MAX_REACHED}
-_IN_SALE = {DispenserStatus.FILLING, DispenserStatus.SUSPENDED, *_SALE_OVER}
-_NO_FLOW_AUTHORISED = {FPState.AUTHORISED, FPState.STARTED, FPState.SUSPENDED_STARTED}
-RETRY_S = 2.0  # a sale that could not be read yet is tried again this often
-# An order for a pump the station has not heard from since it started waits at most this
-# long from the start: the line has tried the pump `offline_after` times by then (about 3 s
-# with the DART defaults), so the pump answers, or is declared offline, or never will.
-DISCOVERY_S = 5.0
-# An order for a pump whose sale is committed and which is only being reset waits at most
-# this long for the reset (one failed reset and its retry fit in it).
-RESET_WAIT_S = 2 * RETRY_S + 1.0
-
-
-def observed_state(status: DispenserStatus | None, nozzle_out: bool) -> FPState:
-    """The fuelling-point state a dispenser's report stands for, used to resynchronise."""
-    if status is None or status is DispenserStatus.NOT_PROGRAMMED:
-        return FPState.INOPERATIVE
-    if status is DispenserStatus.SWITCHED_OFF:
-        return FPState.CLOSED
-    if status is DispenserStatus.AUTHORIZED:
-        return FPState.STARTED if nozzle_out else FPState.AUTHORISED
-    if status is DispenserStatus.FILLING:
-        return FPState.FUELLING
-    if status is DispenserStatus.SUSPENDED:
-        return FPState.SUSPENDED_FUELLING
-    return FPState.CALLING if nozzle_out else FPState.IDLE
+# Kept here for the modules that import them from the station (the rules live in the domain).
+__all__ = [
+    "DISCOVERY_S",
+    "RESET_WAIT_S",
+    "RETRY_S",
+    "OrderRequest",
+    "PriceSet",
+    "PumpFill",
+    "PumpService",
+    "PumpView",
+    "Station",
+    "observed_state",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,24 +110,6 @@ class OrderRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class PriceSet:
-    price_set_id: str | None  # None: the prices of the configuration file
-    prices: Mapping[str, Decimal]
-
-
-@dataclass(frozen=True, slots=True)
-class PumpFill:
-    """Litres one fill of one pump has given: running while the fill is in progress (not yet
-    recorded as a sale), final once it is sold. `number` tells a pump's fills apart: it
-    counts the fills the station has seen the pump start since it started."""
-
-    pump: int
-    number: int
-    grade: str
-    volume: Decimal
-
-
-@dataclass(frozen=True, slots=True)
 class PumpView:
     """A read-only snapshot of one pump for status screens."""
 
@@ -138,6 +127,7 @@ class PumpView:
     amount: Decimal
     authorization_id: int | None
     sales: int
+    closed: bool = False  # closed by the site (`edgectl close`): `state` is CLOSED when idle
 
 
 class Station:
@@ -157,7 +147,7 @@ class Station:
         self.clock = clock
         self.log = get_logger(station=config.station.id)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        self.prices = PriceSet(None, {g.id: g.unit_price for g in config.grades})
+        self._prices = PriceSet(None, {g.id: g.unit_price for g in config.grades})
         self.on_outbox: Callable[[], None] = lambda: None  # the cloud publisher's wake-up
         # Each sale recorded, for the tank service (wet stock); a no-op without gauges.
         self.on_sold: Callable[[PumpFill], None] = lambda fill: None
@@ -174,6 +164,17 @@ class Station:
             service = PumpService(self, pump, lines[pump.line])
             self.points[pump.number] = service
             self._by_address[(pump.line, pump.address)] = service
+
+    @property
+    def prices(self) -> PriceSet:
+        """The grade prices in force; each pump's decider is told at once when they change."""
+        return self._prices
+
+    @prices.setter
+    def prices(self, prices: PriceSet) -> None:
+        self._prices = prices
+        for service in self.points.values():
+            service.decider.prices = prices
 
     async def db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a store call on the store's own thread so the event loop never waits on disk."""
@@ -195,7 +196,7 @@ class Station:
         if service is None:
             self.log.warning("event_from_unknown_pump", line=event.line, address=event.pump)
             return
-        service.events_queued += 1
+        service.decider.report_queued()
         service.queue.put_nowait(event)
 
     async def run(self) -> None:
@@ -358,13 +359,14 @@ class Station:
                 or auth is None
                 or auth.order_id != order_id
                 or service.status not in (DispenserStatus.AUTHORIZED, DispenserStatus.RESET)
+                or not service.decider.cancellable()
             ):
                 raise CommandError(
                     f"order {order_id} is {order['status']} and can no longer be cancelled",
                     code="order_not_cancellable",
                 )
             await self._send_stop(service, "cancel")
-            await service._end_auth(AuthorizationState.CANCELLED, "cancelled by the cloud")
+            await service._end_auth(service.decider.cancel())
             await service._publish_state()
         return f"order {order_id} cancelled, pump {order['pump']} de-authorized"
 
@@ -374,6 +376,16 @@ class Station:
         await self._send_stop(service, "stop")
         self.log.warning("emergency_stop", pump=pump)
         return f"pump {pump} stopped"
+
+    async def close_pump(self, pump: int, *, by: str | None, reason: str | None = None) -> str:
+        """The site closes a pump: from now on no source authorizes it (cloud orders are
+        refused `pump_closed`, auto mode leaves its lifts alone, the CLI is refused), and its
+        live state says CLOSED. Durable: a restart keeps it closed. A sale under way goes on."""
+        return await self.service(pump).close(by=by, reason=reason)
+
+    async def open_pump(self, pump: int, *, by: str | None) -> str:
+        """The site opens a closed pump again."""
+        return await self.service(pump).reopen(by=by)
 
     async def _send_stop(self, service: PumpService, why: str) -> None:
         """STOP to the pump, or a typed refusal the command's result carries: a pump that
@@ -439,6 +451,68 @@ class Station:
         for service in self.points.values():
             service.wake()
 
+    # ------------------------------------------------------------------ the cloud's commands
+    # What the cloud's command handler asks of the station, by intention (it reaches no store).
+    async def stored_command(self, cmd_id: str) -> dict[str, Any] | None:
+        """The inbox row of a command id (None: never seen). Read on the event loop (no
+        store-thread hop); through the store's thread if that read fails."""
+        try:
+            return self.store.peek_command(cmd_id)
+        except StoreError as exc:
+            self.log.warning("inbox_peek_failed", cmd_id=cmd_id, error=str(exc), part="commands")
+            return await self.db(self.store.command_result, cmd_id)
+
+    async def record_command(self, cmd_id: str, type_: str, payload: str) -> None:
+        """Persist a command before anything acts on it (an `authorize` is persisted with its
+        order instead, in one commit)."""
+        await self.db(self.store.receive_command, cmd_id, type_, payload)
+
+    async def finish_command(
+        self,
+        cmd_id: str,
+        result: dict[str, Any],
+        *,
+        topic: str | None,
+        correlation: bytes | None,
+        payload: str,
+    ) -> None:
+        """Keep a command's result with it and queue the result for the cloud (one commit)."""
+        await self.db(
+            self.store.finish_command,
+            cmd_id,
+            result,
+            topic=topic,
+            correlation=correlation,
+            payload=payload,
+        )
+
+    async def answer_command(
+        self, result: dict[str, Any], *, topic: str | None, correlation: bytes | None
+    ) -> None:
+        """Queue a result that changes nothing (a refusal, a repeated answer)."""
+        await self.db(self.store.queue_result, result, topic=topic, correlation=correlation)
+
+    async def order_status(self, order_id: str) -> str | None:
+        """The status of a cloud order on record, None when there is none."""
+        order = await self.db(self.store.order, order_id)
+        return None if order is None else str(order["status"])
+
+    async def clear_sale(self, *, order_id: str | None, sale_id: int | None) -> str:
+        """The cloud's payment of a sale: ok, already_cleared, paid_elsewhere or unknown."""
+        return await self.db(self.store.clear_sale, order_id=order_id, sale_id=sale_id)
+
+    async def acknowledge(self, stream: str, seq: int) -> dict[str, int]:
+        """The backend holds `stream` up to `seq`: what the outbox may let go."""
+        return await self.db(self.store.outbox_ack, stream, seq)
+
+    async def replay(self, stream: str, first: int, last: int) -> dict[str, int]:
+        """Send `stream`'s messages `first`..`last` again, those still held."""
+        return await self.db(self.store.outbox_replay, stream, first, last)
+
+    async def forget_commands(self, before: str) -> int:
+        """Forget answered commands received before `before`; how many."""
+        return await self.db(self.store.purge_inbox, before)
+
     async def republish_retained(self, session_present: bool = False) -> None:
         """On every new connection to the broker: queue again each pump's live state and the
         prices in force, the retained topics the broker may have lost (a broker restarted
@@ -476,71 +550,80 @@ def _iso(moment: datetime) -> str:
 
 
 class PumpService:
-    """One pump: follows its reports, authorizes it, reads and commits its sales."""
+    """One pump's task: takes its reports in order, asks the pump's `PumpDecider` what follows
+    from each (forecourt/pump.py) and carries the decisions out: sends them to the driver,
+    commits them to the store. The decisions themselves are the decider's."""
 
     def __init__(self, station: Station, pump: PumpConfig, line: DispenserLine) -> None:
         self.station = station
         self.pump = pump
         self.line = line
         self.address = pump.address
-        self.fp = FuellingPoint(pump.number, now=station.clock())
+        self.decider = PumpDecider(
+            _rules(station.config, pump), station.prices, now=station.clock()
+        )
         self.queue: asyncio.Queue[DispenserEvent | None] = asyncio.Queue()  # None: re-decide
         self.log = station.log.bind(pump=pump.number, line=pump.line)
-        self.online = False
-        self.status: DispenserStatus | None = None
-        self.nozzle = 0  # the nozzle selected now (lifted, or last lifted), from DC3 reports
-        self.nozzle_out = False
-        self.unit_price: Decimal | None = None
-        # The nozzle and price of the current or last fill: learned when it starts and from
-        # the pump's own description of it, never from a later lift of another nozzle.
-        self.fill_nozzle: int | None = None
-        self.fill_price: Decimal | None = None
-        self.volume = Decimal(0)
-        self.amount = Decimal(0)
-        self.auth: Authorization | None = None
-        self.stopping = False
         self.idle = asyncio.Event()
         self.idle.set()
         self.sales_recorded = 0
-        self.fills = 0  # fills seen starting since the station started (PumpFill.number)
-        self._fill_volume = Decimal(0)  # litres of the current fill, as last reported
-        self._fill_sold = False  # the current fill is recorded (or ended without fuel)
-        self._conflict_alarmed = False  # the current fill's sale conflict is on record
-        self._known_status: DispenserStatus | None = None  # last status reported, kept offline
-        self._resync = True
-        # Auto mode authorizes each lift once: the lift in progress has had its release
-        # (durable, so a restart with the nozzle still out does not release it again).
-        self._lift_served = False
-        self._retry_at: float | None = None
-        self._check_totals = False
-        self._reconcile_auth = True  # an authorization found at start must be checked on the pump
-        self.price_set_id: str | None = None  # the price set the pump's prices came from
-        self._prices_wanted: tuple[str | None, tuple[Decimal, ...]] | None = None
         self._published_state: tuple[object, ...] | None = None
-        # Events handed to the queue and taken from it: reports the pump sent before it
-        # confirmed the current authorization (the last sale's reset, say) are old news.
-        self.events_queued = 0
-        self._events_taken = 0
-        self._confirmed_at = 0  # events_queued when the pump confirmed the authorization
         # Decisions about this pump (its events, authorizations, cancels) run one at a time.
         self.lock = asyncio.Lock()
-        # Start-up: orders wait for the pump's first word (its status, or the line declaring
-        # it offline) until this time at most; then what is known is what is said.
-        self._discovery_until = station.clock() + DISCOVERY_S
-        self._heard = False
-        self.offline_reason: str | None = None  # why the line last said the pump is offline
-        self._lifted_during: int | None = None  # an authorization under which a nozzle was out
         # Set (and replaced) after every step of the pump's task: what orders waiting on the
         # pump's situation wake on.
         self._stepped = asyncio.Event()
 
+    # ------------------------------------------------------------------ what is known
+    @property
+    def fp(self) -> FuellingPoint:
+        return self.decider.fp
+
+    @property
+    def online(self) -> bool:
+        return self.decider.online
+
+    @property
+    def status(self) -> DispenserStatus | None:
+        return self.decider.status
+
+    @property
+    def auth(self) -> Authorization | None:
+        return self.decider.auth
+
+    @property
+    def offline_reason(self) -> str | None:
+        return self.decider.offline_reason
+
+    @property
+    def price_set_id(self) -> str | None:
+        return self.decider.price_set_id
+
+    @property
+    def closed(self) -> Closure | None:
+        return self.decider.closed
+
+    @property
+    def stopping(self) -> bool:
+        return self.decider.stopping
+
+    @stopping.setter
+    def stopping(self, value: bool) -> None:
+        self.decider.stopping = value
+
+    def prices_pending(self) -> bool:
+        return self.decider.prices_pending()
+
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
-        self._discovery_until = self.station.clock() + DISCOVERY_S
-        self.auth = await self.station.db(self.station.store.open_authorization, self.pump.number)
-        self._lift_served = await self.station.db(self.station.store.lift_served, self.pump.number)
+        started = self.station.clock()
+        store = self.station.store
+        auth = await self.station.db(store.open_authorization, self.pump.number)
+        lift_served = await self.station.db(store.lift_served, self.pump.number)
+        closed = await self.station.db(closures.closure, store, self.pump.number)
+        self.decider.start(started, auth=auth, lift_served=lift_served, closed=closed)
         while True:
-            timeout = self._next_deadline()
+            timeout = self.decider.next_deadline(self.station.clock(), datetime.now(UTC))
             timed_out = False
             event: DispenserEvent | None = None
             try:
@@ -549,16 +632,18 @@ class PumpService:
             except TimeoutError:
                 timed_out = True
             if event is not None:
-                self._events_taken += 1
+                self.decider.report_taken()
             self.idle.clear()
             try:
                 async with self.lock:
                     if timed_out:
-                        await self._on_timer()
+                        steps = self.decider.on_timer(self.station.clock(), datetime.now(UTC))
                     elif event is None:
-                        await self._act()
+                        steps = self.decider.on_wake()
                     else:
-                        await self._on_event(event)
+                        self._log_report(event)
+                        steps = self.decider.on_report(event, self.station.clock())
+                    await self._carry_out(steps)
                     await self._publish_state()
             except StoreUnwritableError:
                 # The store logged the fault once and keeps its alarm; nothing was written,
@@ -571,7 +656,7 @@ class PumpService:
                 # A bug must not stop this pump, let alone the station: log it loudly, go on.
                 self.log.exception("pump_step_crashed")
             finally:
-                if self.queue.empty() and self._settled():
+                if self.queue.empty() and self.decider.settled():
                     self.idle.set()
                 self._stepped.set()
                 self._stepped = asyncio.Event()
@@ -581,7 +666,7 @@ class PumpService:
         not heard from since the station started (bounded by DISCOVERY_S from the start),
         or its sale committed and the pump only being reset (bounded by RESET_WAIT_S)."""
         asked = self.station.clock()
-        while (limit := self._worth_waiting(asked)) is not None:
+        while (limit := self.decider.worth_waiting(asked)) is not None:
             remaining = min(limit, until) - self.station.clock()
             if remaining <= 0:
                 return
@@ -591,16 +676,6 @@ class PumpService:
                     await stepped.wait()
             except TimeoutError:
                 return
-
-    def _worth_waiting(self, asked: float) -> float | None:
-        """Until when an order asked at `asked` should wait for the pump; None: decide now."""
-        if self.stopping:
-            return None
-        if not self._heard:
-            return self._discovery_until
-        if self.online and self.auth is None and self._fill_sold and self.status in _SALE_OVER:
-            return asked + RESET_WAIT_S
-        return None
 
     def wake(self) -> None:
         """Ask the pump's task to look at its situation again (new prices, for example)."""
@@ -614,238 +689,100 @@ class PumpService:
     def store_writable_again(self) -> None:
         """The store writes again: a sale held at the pump is committed now rather than at
         its next retry, and the live state is queued again (the one of the fault is lost)."""
-        self._retry_at = None
+        self.decider.retry_now()
         self._published_state = None
         self.wake()
 
     def allowed_nozzles(self, nozzles: tuple[int, ...], grades: tuple[str, ...]) -> tuple[int, ...]:
         """The nozzles an order may use: those it names, narrowed to the grades it names."""
-        for nozzle in nozzles:
-            if nozzle not in self.pump.nozzles:
-                raise CommandError(
-                    f"pump {self.pump.number} has no nozzle {nozzle}", code="unknown_nozzle"
-                )
-        on_pump = set(self.pump.nozzles.values())
-        for grade in grades:
-            if grade not in on_pump:
-                raise CommandError(
-                    f"pump {self.pump.number} does not sell grade {grade}", code="unknown_grade"
-                )
-        allowed = [
-            n
-            for n, g in sorted(self.pump.nozzles.items())
-            if (not nozzles or n in nozzles) and (not grades or g in grades)
-        ]
-        if not allowed:
-            raise CommandError(
-                f"no nozzle of pump {self.pump.number} matches the order", code="unknown_nozzle"
-            )
-        return tuple(allowed)
+        return self.decider.allowed_nozzles(nozzles, grades)
 
-    def _settled(self) -> bool:
-        """No sale in flight: nothing flowing and nothing finished but not yet committed."""
-        if not self.online or self.status is None:
-            return True  # an unreachable pump's sale is recovered when it is back
-        return self.status not in _IN_SALE
-
-    def _next_deadline(self) -> float | None:
-        deadlines: list[float] = []
-        now = self.station.clock()
-        if self._retry_at is not None:
-            deadlines.append(self._retry_at)
-        if self.auth is not None and self.fp.state in _NO_FLOW_AUTHORISED:
-            deadlines.append(self._authorization_deadline())
-        if not deadlines:
-            return None
-        return max(0.0, min(deadlines) - now)
-
-    async def _on_timer(self) -> None:
-        now = self.station.clock()
-        if self._retry_at is not None and now >= self._retry_at:
-            self._retry_at = None
-            await self._act()
-        if (
-            self.auth is not None
-            and self.fp.state in _NO_FLOW_AUTHORISED
-            and now >= self._authorization_deadline()
-        ):
-            await self._expire_authorization()
-
-    def _authorization_deadline(self) -> float:
-        """When an authorization not yet used lapses: the configured time, or the order's own."""
-        deadline = self.fp.since + self.station.config.authorization.authorize_timeout_s
-        if self.auth is not None and self.auth.expires_at:
-            remaining = (
-                datetime.fromisoformat(self.auth.expires_at) - datetime.now(UTC)
-            ).total_seconds()
-            deadline = min(deadline, self.station.clock() + remaining)
-        return deadline
-
-    # ------------------------------------------------------------------ events
-    async def _on_event(self, event: DispenserEvent) -> None:
+    def _log_report(self, event: DispenserEvent) -> None:
         if isinstance(event, PumpOnline):
-            self.online = True
-            self.offline_reason = None
-            self._resync = True
-            self._check_totals = True
-            self._retry_at = None  # a pump back from an outage is looked at straight away
             self.log.info("pump_online")
-            # Learn where the pump is: nozzle and last fill, then its status.
-            info = await self.line.filling_info(self.address)
-            self._apply_filling_info(info)
-            await self.line.request_status(self.address)
         elif isinstance(event, PumpOffline):
-            self._heard = True
-            self.offline_reason = event.reason
-            self.online = False
-            self.status = None
             self.log.warning("pump_offline", reason=event.reason)
-            await self._follow()
-            self._resync = True
-        elif isinstance(event, StatusReport):
-            self._heard = True
-            if event.status in _IN_SALE and self._known_status not in _IN_SALE:
-                self._start_fill()
-            self._known_status = event.status
-            self.status = event.status
-            await self._follow()
-            await self._act()
-        elif isinstance(event, NozzleReport):
-            if (
-                not event.nozzle_out
-                and self.nozzle_out
-                and event.nozzle
-                and self.nozzle
-                and event.nozzle != self.nozzle
-            ):
-                # "Nozzle 1 is in" while nozzle 2 is out (one nozzle of a pump is out at a
-                # time): the DC3 describing the last fill, not a hang-up of the nozzle held.
-                return
-            self.nozzle_out = event.nozzle_out
-            if event.nozzle:
-                self.nozzle = event.nozzle
-                self.unit_price = event.unit_price
-            if not event.nozzle_out and self._lift_served:
-                # Durable first: if the store cannot write, the lift stays "served" (no
-                # release) and the next hang-up report tries again.
+
+    # ------------------------------------------------------------------ carrying out
+    async def _carry_out(self, steps: Iterator[Decision]) -> None:
+        """Carry out a step's decisions in order; the decider makes the next one only once
+        this one is done (a failure ends the step: the exception goes on up)."""
+        for decision in steps:
+            await self._do(decision)
+
+    async def _do(self, decision: Decision) -> None:
+        match decision:
+            case LogTransitions(transitions):
+                self._log_transitions(transitions)
+            case IllegalReport():
+                await self._illegal_report(decision)
+            case LearnPosition():
+                # Learn where the pump is: nozzle and last fill, then its status.
+                info = await self.line.filling_info(self.address)
+                self.decider.filling_info(info)
+                await self.line.request_status(self.address)
+            case EndLift():
                 await self.station.db(self.station.store.lift_ended, self.pump.number)
-                self._lift_served = False
-            if self.status is not None:
-                await self._follow()
-                await self._act()
-        elif isinstance(event, FillingReport):
-            self.volume, self.amount = event.volume, event.amount
-            self._fill_volume = event.volume
-        elif isinstance(event, AlarmReport):
-            await self.station.db(
-                self.station.store.raise_alarm,
-                "pump_alarm",
-                event.text,
-                pump=self.pump.number,
-                detail={"code": event.code},
-            )
-
-    def _apply_filling_info(self, info: FillingInfo) -> None:
-        self.volume, self.amount = info.volume, info.amount
-        self._fill_volume = info.volume
-        if info.nozzle:
-            self.fill_nozzle = info.nozzle
-            self.fill_price = info.unit_price
-
-    async def _follow(self) -> None:
-        """Move the fuelling point to what the pump reports; an illegal report is resynced."""
-        now = self.station.clock()
-        if self.auth is not None and self.nozzle_out:
-            self._lifted_during = self.auth.id
-        if self._resync and self.status is not None:
-            self._resync = False
-            self._log_transitions(
-                [self.fp.resync(observed_state(self.status, self.nozzle_out), now)]
-            )
-            return
-        try:
-            transitions = self.fp.follow(self.status, self.nozzle_out, now)
-        except IllegalTransition as exc:
-            self.log.error(
-                "illegal_transition",
-                state=str(exc.state),
-                observed=str(exc.event),
-                status=self.status.value if self.status else None,
-                nozzle_out=self.nozzle_out,
-            )
-            if self.status is DispenserStatus.FILLING and self.auth is None:
+            case RaisePumpAlarm(text, code):
                 await self.station.db(
                     self.station.store.raise_alarm,
-                    "unauthorized_dispensing",
-                    f"pump {self.pump.number} is dispensing without an edgectl authorization",
-                    severity="critical",
+                    "pump_alarm",
+                    text,
                     pump=self.pump.number,
+                    detail={"code": code},
                 )
-            resynced = self.fp.resync(observed_state(self.status, self.nozzle_out), now)
-            transitions = [resynced] if resynced is not None else []
-        self._log_transitions(transitions)
-
-    def _log_transitions(self, transitions: Sequence[Transition | None]) -> None:
-        for tr in transitions:
-            if tr is not None:
-                self.log.info(
-                    "fp_state",
-                    old=tr.old.name,
-                    new=tr.new.name,
-                    trigger=tr.event.name if tr.event is not None else "RESYNC",
-                )
-
-    # ------------------------------------------------------------------ decisions
-    async def _act(self) -> None:
-        if not self.online or self.status is None:
-            return
-        if self.auth is not None and self._events_taken <= self._confirmed_at:
-            return  # the pump said this before it confirmed the authorization
-        if self.status in _SALE_OVER:
-            # After a failure, wait for the retry time instead of hammering the pump on
-            # every status report it sends meanwhile.
-            if self._retry_at is None:
+            case FinishSale():
                 await self._finish_sale()
-            return
-        if self.status is DispenserStatus.AUTHORIZED and self.auth is None:
-            if self._retry_at is None:
+            case Withdraw():
                 await self._withdraw_authorization()
-            return
-        if self.auth is not None:
-            await self._follow_authorization()
-        if self.status is DispenserStatus.RESET:
-            if self._check_totals:
-                await self._baseline_totals()
-            if self.auth is None and self._prices_pending():
-                await self._send_prices()
-            if (
-                self.fp.state is FPState.CALLING
-                and self.station.config.authorization.mode == "auto"
-                and self.auth is None
-                and not self._lift_served
-                and not self.stopping
-            ):
-                await self._authorize_auto()
-
-    async def _follow_authorization(self) -> None:
-        assert self.auth is not None
-        state = self.auth.state
-        if self._reconcile_auth and state is AuthorizationState.REQUESTED:
-            # Found after a restart: did the AUTHORIZE reach the pump before we stopped?
-            if self.status in (DispenserStatus.AUTHORIZED, DispenserStatus.FILLING):
-                await self._set_auth_state(AuthorizationState.AUTHORIZED)
-                state = AuthorizationState.AUTHORIZED
-            elif self.status is DispenserStatus.RESET:
-                await self._end_auth(
-                    AuthorizationState.FAILED, "the pump was not authorized before a restart"
+            case MoveAuthorization():
+                await self._move_auth(decision)
+            case EndAuthorization():
+                await self._end_auth(decision)
+            case Expire(end, authorization_id):
+                self.log.info("authorization_expired", authorization_id=authorization_id)
+                try:
+                    await self.line.stop(self.address)
+                finally:
+                    await self._end_auth(end)
+            case BaselineTotals(nozzles):
+                await self._baseline_totals(nozzles)
+            case SendPrices():
+                await self._send_prices(decision)
+            case AutoAuthorize(nozzles, preset_amount):
+                await self._authorize(
+                    AuthorizationSource.AUTO,
+                    nozzles=nozzles,
+                    preset_amount=preset_amount,
+                    serves_lift=True,
                 )
-                return
-        self._reconcile_auth = False
-        if self.status is DispenserStatus.FILLING and state is not AuthorizationState.FUELLING:
-            await self._set_auth_state(AuthorizationState.FUELLING)
-        elif self.status is DispenserStatus.RESET and state is not AuthorizationState.REQUESTED:
-            # The pump dropped the authorization without a sale (stopped, reset or restarted).
-            await self._end_auth(AuthorizationState.NO_SALE, "pump returned to idle without fuel")
+
+    async def _illegal_report(self, report: IllegalReport) -> None:
+        exc = report.error
+        self.log.error(
+            "illegal_transition",
+            state=str(exc.state),
+            observed=str(exc.event),
+            status=report.status.value if report.status else None,
+            nozzle_out=report.nozzle_out,
+        )
+        if report.unauthorized_dispensing:
+            await self.station.db(
+                self.station.store.raise_alarm,
+                "unauthorized_dispensing",
+                f"pump {self.pump.number} is dispensing without an edgectl authorization",
+                severity="critical",
+                pump=self.pump.number,
+            )
+
+    def _log_transitions(self, transitions: Sequence[Transition]) -> None:
+        for tr in transitions:
+            self.log.info(
+                "fp_state",
+                old=tr.old.name,
+                new=tr.new.name,
+                trigger=tr.event.name if tr.event is not None else "RESYNC",
+            )
 
     async def _withdraw_authorization(self) -> None:
         """The pump is released with no authorization on record: an AUTHORIZE it obeyed
@@ -856,22 +793,9 @@ class PumpService:
             await self.line.stop(self.address)
         except DriverError as exc:
             self.log.warning("withdraw_failed_will_retry", error=str(exc))
-            self._retry_at = self.station.clock() + RETRY_S
+            self.decider.retry_later(self.station.clock())
 
-    async def _authorize_auto(self) -> None:
-        limits = self.station.config.limits
-        preset = self.station.config.authorization.auto_preset_amount or limits.max_preset_amount
-        nozzle = self.nozzle if self.nozzle in self.pump.nozzles else 0
-        # Served from the moment it is asked: a refused or failed release is not retried
-        # for the same lift either; the customer hangs up and lifts again.
-        self._lift_served = True
-        await self._authorize(
-            AuthorizationSource.AUTO,
-            nozzles=(nozzle,) if nozzle else tuple(self.pump.nozzles),
-            preset_amount=preset,
-            serves_lift=True,
-        )
-
+    # ------------------------------------------------------------------ authorizations
     async def authorize(
         self,
         source: AuthorizationSource,
@@ -908,7 +832,7 @@ class PumpService:
     ) -> Authorization:
         """Record why, then authorize. The record is durable before the pump is touched."""
         try:
-            self._check_authorizable(nozzles, preset_amount, preset_volume)
+            self.decider.check_authorizable(nozzles, preset_amount, preset_volume)
         except CommandError:
             self.station.authorization_outcomes[source.value, "refused"] += 1
             raise
@@ -943,8 +867,7 @@ class PumpService:
                 requested_by=requested_by,
                 serves_lift=serves_lift,
             )
-        self.auth = auth
-        self._reconcile_auth = False
+        self.decider.authorization_recorded(auth)
         log = self.log.bind(authorization_id=auth.id, source=source.value)
         try:
             await self.line.authorize(
@@ -954,13 +877,13 @@ class PumpService:
                 preset_volume=preset_volume,
             )
         except DriverError as exc:
-            await self._end_auth(AuthorizationState.FAILED, str(exc))
+            await self._end_auth(self.decider.authorization_refused(str(exc)))
             log.error("authorize_failed", error=str(exc))
             raise CommandError(f"pump {self.pump.number}: {exc}", code="pump_refused") from exc
-        self._confirmed_at = self.events_queued
+        confirmed = self.decider.authorization_confirmed()
         if order is not None and order.received_at is not None:
             self.station.on_order_confirmed(self.station.clock() - order.received_at)
-        await self._set_auth_state(AuthorizationState.AUTHORIZED)
+        await self._move_auth(confirmed)
         log.info(
             "authorized",
             preset_amount=str(preset_amount) if preset_amount else None,
@@ -969,111 +892,93 @@ class PumpService:
         )
         return self.auth or auth
 
-    def _check_authorizable(
-        self, nozzles: tuple[int, ...], preset_amount: Decimal | None, preset_volume: Decimal | None
-    ) -> None:
-        limits = self.station.config.limits
-        if self.stopping:
-            raise CommandError("the station is shutting down", code="shutting_down")
-        if not self.online:
-            why = self.offline_reason or "no answer since the station started"
-            raise CommandError(f"pump {self.pump.number} is offline: {why}", code="pump_offline")
-        if self.status is None:
-            raise CommandError(
-                f"pump {self.pump.number} is offline: it answers but has not reported its status",
-                code="pump_offline",
-            )
-        if self.auth is not None:
-            raise CommandError(f"pump {self.pump.number} is already authorized", code="pump_busy")
-        if self.status is not DispenserStatus.RESET:
-            state = self.status.value if self.status else "unknown"
-            raise CommandError(f"pump {self.pump.number} is {state}", code="pump_busy")
-        for nozzle in nozzles:
-            if nozzle not in self.pump.nozzles:
-                raise CommandError(
-                    f"pump {self.pump.number} has no nozzle {nozzle}", code="unknown_nozzle"
-                )
-        if preset_amount is not None and not (
-            limits.min_preset_amount <= preset_amount <= limits.max_preset_amount
-        ):
-            raise CommandError(
-                f"preset amount {preset_amount} outside {limits.min_preset_amount}"
-                f"..{limits.max_preset_amount}",
-                code="preset_out_of_limits",
-            )
-        if preset_volume is not None and not (0 < preset_volume <= limits.max_preset_volume):
-            raise CommandError(
-                f"preset volume {preset_volume} outside 0..{limits.max_preset_volume}",
-                code="preset_out_of_limits",
-            )
-
-    async def _expire_authorization(self) -> None:
-        auth_id = self.auth.id if self.auth else None
-        self.log.info("authorization_expired", authorization_id=auth_id)
-        try:
-            await self.line.stop(self.address)
-        finally:
-            if auth_id is not None and self._lifted_during == auth_id:
-                # A nozzle was out, but no fuel flowed before the deadline.
-                await self._end_auth(
-                    AuthorizationState.EXPIRED,
-                    "a nozzle was lifted but no fuel was drawn in time",
-                    order_reason=ORDER_REASON_LIFTED_NO_FUEL,
-                )
-            else:
-                await self._end_auth(AuthorizationState.EXPIRED, "no nozzle lifted in time")
-
-    async def _set_auth_state(self, state: AuthorizationState) -> None:
+    async def _move_auth(self, move: MoveAuthorization) -> None:
         """Move the authorization on; the pump's live state goes in the same commit."""
-        if self.auth is None:
+        auth = self.decider.auth
+        if auth is None:
             return
-        self.auth = await self.station.db(
+        moved = await self.station.db(
             self.station.store.update_authorization,
-            self.auth.id,
-            state,
+            auth.id,
+            move.state,
             pump_state=self._state_change(),
         )
+        self.decider.authorization_moved(moved)
 
-    async def _end_auth(
-        self, state: AuthorizationState, reason: str, *, order_reason: str | None = None
-    ) -> None:
-        """End the authorization; its order (if any) ends with `order_reason`, else the
-        reason code of `state` (store.ORDER_REASON)."""
-        if self.auth is None:
+    async def _end_auth(self, end: EndAuthorization) -> None:
+        """End the authorization; its order (if any) ends with the decision's reason code."""
+        if self.decider.auth is None:
             return
-        auth, self.auth = self.auth, None
-        auth_id = auth.id
+        auth = self.decider.release_authorization()
         try:
             await self.station.db(
                 self.station.store.update_authorization,
-                auth_id,
-                state,
-                reason,
+                auth.id,
+                end.state,
+                end.reason,
                 pump_state=self._state_change(),  # computed without the authorization
-                order_reason=order_reason,
+                order_reason=end.order_reason,
             )
         except StoreError:
             # Not on record: still open, in memory as in the store, ended on a later step.
-            self.auth = auth
+            self.decider.restore_authorization(auth)
             self._published_state = None
             raise
-        self.station.authorization_outcomes[auth.source.value, state.value] += 1
+        self.station.authorization_outcomes[auth.source.value, end.state.value] += 1
         self.log.info(
-            "authorization_ended", authorization_id=auth_id, state=state.value, reason=reason
+            "authorization_ended",
+            authorization_id=auth.id,
+            state=end.state.value,
+            reason=end.reason,
         )
+
+    # ------------------------------------------------------------------ closing
+    async def close(self, *, by: str | None, reason: str | None = None) -> str:
+        """The site closes the pump: durable first, then no source authorizes it, and its
+        live state says CLOSED once nothing is under way on it."""
+        number = self.pump.number
+        async with self.lock:
+            closed = self.decider.closed
+            if closed is not None:
+                return f"pump {number} was already closed (since {closed.at})"
+            closure = Closure(at=utc_now(), by=by, reason=reason)
+            await self.station.db(closures.close, self.station.store, number, closure)
+            self.decider.close(closure)
+            self.log.warning("pump_closed", by=by, reason=reason)
+            await self._publish_state()
+            message = f"pump {number} closed: no authorization until it is opened again"
+            if self.decider.busy():
+                message += (
+                    "; the authorization or fill under way goes on to its end"
+                    f" (edgectl stop {number} ends it now)"
+                )
+            return message
+
+    async def reopen(self, *, by: str | None) -> str:
+        """The site opens the pump again (durable first)."""
+        number = self.pump.number
+        async with self.lock:
+            if self.decider.closed is None:
+                return f"pump {number} was not closed"
+            await self.station.db(closures.open_pump, self.station.store, number)
+            self.decider.open()
+            self.log.warning("pump_opened", by=by)
+            await self._publish_state()
+        self.wake()  # a customer already calling is served now (auto mode)
+        return f"pump {number} open again"
 
     # ------------------------------------------------------------------ sales
     async def _finish_sale(self) -> None:
         """Read the fill from the pump, commit it, and only then reset the pump."""
+        decider = self.decider
         try:
             info = await self.line.filling_info(self.address)
-            self._apply_filling_info(info)
-            # The fill's nozzle: the pump's description of this fill, else the nozzle lifted
-            # when it started; the nozzle selected now may be the next customer's.
-            nozzle = info.nozzle or self.fill_nozzle or self.nozzle
+            decider.filling_info(info)
+            nozzle = decider.fill_nozzle_of(info)
             if info.volume == 0:
-                self._fill_sold = True
-                await self._end_auth(AuthorizationState.NO_SALE, "nozzle hung up without fuel")
+                end = decider.zero_fill()
+                if end is not None:
+                    await self._end_auth(end)
                 await self._reset_pump()
                 return
             totals: tuple[Decimal, Decimal] | None = None
@@ -1082,39 +987,22 @@ class PumpService:
             except DriverError as exc:
                 # The sale is still recorded (keyed by its authorization); only the check is lost.
                 self.log.warning("totals_unavailable", nozzle=nozzle, error=str(exc))
-            grade_id = self.pump.nozzles.get(nozzle)
-            unit_price = info.unit_price or self.fill_price or self.unit_price
-            if grade_id is None or unit_price is None:
-                grade_id = grade_id or "unknown"
-                unit_price = unit_price or Decimal(0)
+            sale, unmapped = decider.sale_of(info, nozzle, totals, ended_at=utc_now())
+            if unmapped:
                 self.log.error("sale_on_unmapped_nozzle", nozzle=nozzle)
-            sale = Sale(
-                pump=self.pump.number,
-                nozzle=nozzle,
-                grade=grade_id,
-                volume=info.volume,
-                amount=info.amount,
-                unit_price=unit_price,
-                currency=self.station.config.station.currency,
-                ended_at=utc_now(),
-                total_volume_after=totals[0] if totals else None,
-                total_amount_after=totals[1] if totals else None,
-                authorization_id=self.auth.id if self.auth else None,
-                price_set_id=self.price_set_id,
-            )
             recorded = await self.station.db(self.station.store.record_sale, sale)
         except (DriverError, StoreError) as exc:
             # The pump keeps the fill until it is reset, and it is not reset before the
             # sale is committed: trying again later loses nothing.
             if not isinstance(exc, StoreUnwritableError):  # that one the store logs, once
                 self.log.warning("sale_not_committed_will_retry", error=str(exc))
-            self._retry_at = self.station.clock() + RETRY_S
+            decider.retry_later(self.station.clock())
             return
         log = self.log.bind(sale_id=recorded.id, nozzle=sale.nozzle, grade=sale.grade)
         if recorded.conflict is not None:
             # Another sale holds this fill's identity: the fill is not on record, so the pump
             # keeps it (no reset) until a person looks; the alarm says what and where.
-            if not self._conflict_alarmed:
+            if decider.fill_held().raise_alarm:
                 log.error("sale_conflict_pump_held", detail=recorded.conflict)
                 await self.station.db(
                     self.station.store.raise_alarm,
@@ -1124,18 +1012,20 @@ class PumpService:
                     severity="critical",
                     pump=self.pump.number,
                 )
-                self._conflict_alarmed = True
-            self._retry_at = self.station.clock() + RETRY_S * 15
+                decider.conflict_on_record()
+            decider.hold_fill(self.station.clock())
             return
         # From here the fill is a sale: it leaves the fills in progress in the same step as
         # the sale reaches the tanks (no await in between), so it is never counted twice.
-        self._fill_sold = True
+        # Its authorization was closed by record_sale in the same transaction.
+        auth = decider.auth
+        fill = decider.sold(sale)
         if recorded.created:
             self.sales_recorded += 1
-            if self.auth is not None:
-                outcome = (self.auth.source.value, AuthorizationState.COMPLETED.value)
+            if auth is not None:
+                outcome = (auth.source.value, AuthorizationState.COMPLETED.value)
                 self.station.authorization_outcomes[outcome] += 1
-            self.station.on_sold(PumpFill(self.pump.number, self.fills, sale.grade, sale.volume))
+            self.station.on_sold(fill)
             log.info(
                 "sale_recorded",
                 volume=str(sale.volume),
@@ -1147,7 +1037,6 @@ class PumpService:
             log.info("sale_already_recorded", uid=sale.uid)
         if recorded.totals_alarm:
             log.error("totals_mismatch", detail=recorded.totals_alarm)
-        self.auth = None  # closed by record_sale in the same transaction
         await self._reset_pump()
 
     async def _reset_pump(self) -> None:
@@ -1155,53 +1044,44 @@ class PumpService:
             await self.line.reset(self.address)
         except DriverError as exc:
             self.log.warning("reset_failed_will_retry", error=str(exc))
-            self._retry_at = self.station.clock() + RETRY_S
+            self.decider.retry_later(self.station.clock())
+        else:
+            self.decider.reset_done()
 
-    async def _baseline_totals(self) -> None:
+    async def _baseline_totals(self, nozzles: Sequence[int]) -> None:
         """Totals of every nozzle of an idle pump against the last known: catches unseen sales."""
-        for nozzle in self.pump.nozzles:
+        for nozzle in nozzles:
             volume, amount = await self.line.totals(self.address, nozzle)
             problem = await self.station.db(
                 self.station.store.check_totals, self.pump.number, nozzle, volume, amount
             )
             if problem:
                 self.log.error("totals_moved_without_sale", nozzle=nozzle, detail=problem)
-        self._check_totals = False
+        self.decider.totals_checked()
 
-    def _prices_pending(self) -> bool:
-        prices = self.station.prices
-        wanted = tuple(prices.prices[self.pump.nozzles[n]] for n in sorted(self.pump.nozzles))
-        return self._prices_wanted != (prices.price_set_id, wanted)
-
-    async def _send_prices(self) -> None:
+    async def _send_prices(self, send: SendPrices) -> None:
         """Give an idle dispenser the station's prices; confirm a cloud price set per pump."""
-        prices = self.station.prices
-        wanted = tuple(prices.prices[self.pump.nozzles[n]] for n in sorted(self.pump.nozzles))
-        self._prices_wanted = (prices.price_set_id, wanted)
         status, reason = "applied", None
         try:
-            await self.line.set_prices(self.address, wanted)
+            await self.line.set_prices(self.address, send.prices)
         except DriverError as exc:
             status, reason = "failed", f"pump_{exc.code}"
-            self._retry_at = self.station.clock() + RETRY_S
-            self._prices_wanted = None
+            self.decider.prices_failed(self.station.clock())
         else:
-            self.price_set_id = prices.price_set_id
-            self.log.info("prices_applied", price_set_id=prices.price_set_id)
-        if prices.price_set_id is not None:
+            self.decider.prices_applied(send.price_set_id)
+            self.log.info("prices_applied", price_set_id=send.price_set_id)
+        if send.price_set_id is not None:
             await self.station.db(
                 self.station.store.confirm_prices,
-                prices.price_set_id,
+                send.price_set_id,
                 self.pump.number,
                 status,
                 reason,
-                {
-                    self.pump.nozzles[n]: str(p)
-                    for n, p in zip(sorted(self.pump.nozzles), wanted, strict=True)
-                },
+                {grade: str(price) for grade, price in send.by_grade.items()},
                 self.station.config.station.currency,
             )
 
+    # ------------------------------------------------------------------ live state
     async def _publish_state(self) -> None:
         """Queue the pump's live state for the cloud when it changed (retained, latest only)."""
         payload = self._state_change()
@@ -1219,67 +1099,69 @@ class PumpService:
     def _state_change(self) -> dict[str, Any] | None:
         """The pump's live-state message if it changed since the last one queued, else None.
         The caller queues it (alone, or in the commit of the change that caused it)."""
-        state = (
-            self.online,
-            self.fp.state,
-            self.status,
-            self.nozzle if self.nozzle_out else 0,
-            self.auth.order_id if self.auth else None,
-        )
+        state = self.decider.live_state()
         if state == self._published_state:
             return None
         self._published_state = state
-        grade = self.pump.nozzles.get(self.nozzle) if self.nozzle else None
-        return {
-            "pump": self.pump.number,
-            "state": self.fp.state.name.lower(),
-            "state_code": int(self.fp.state),
-            "status": self.status.value if self.status else None,
-            "online": self.online,
-            "nozzle": self.nozzle if self.nozzle_out else None,
-            "nozzle_out": self.nozzle_out,
-            "grade": grade,
-            "volume": str(self.volume),
-            "amount": str(self.amount),
-            "order_id": self.auth.order_id if self.auth else None,
-        }
-
-    def _start_fill(self) -> None:
-        """A fill begins: the dispenser left idle for a fill status. The volume reported so
-        far may still be the previous fill's, so the new one starts from nothing (the
-        pump's next volume report gives its running figure)."""
-        self.fills += 1
-        self._fill_volume = Decimal(0)
-        self._fill_sold = False
-        self._conflict_alarmed = False
-        self.fill_nozzle = self.nozzle or None
-        self.fill_price = self.unit_price
+        decider = self.decider
+        nozzle = decider.nozzle
+        try:
+            return contract.pump_state_data(
+                self.pump.number,
+                decider.shown_state,
+                status=decider.status,
+                nozzle=(nozzle or None) if decider.nozzle_out else None,
+                nozzle_out=decider.nozzle_out,
+                grade=self.pump.nozzles.get(nozzle) if nozzle else None,
+                volume=decider.volume,
+                amount=decider.amount,
+                online=decider.online,
+                order_id=decider.auth.order_id if decider.auth else None,
+            )
+        except ContractError as exc:
+            # A figure the contract refuses (a driver's bad report) must not hold up the
+            # commit it would ride with: the state is not sent, the next change is.
+            self.log.error("pump_state_invalid", error=str(exc))
+            return None
 
     def fill_in_progress(self) -> PumpFill | None:
         """The pump's fill not yet recorded as a sale, if one is flowing or just finished."""
-        if self.status not in _IN_SALE or self._fill_sold:
-            return None
-        grade = self.pump.nozzles.get(self.fill_nozzle or self.nozzle)
-        if grade is None:
-            return None
-        return PumpFill(self.pump.number, self.fills, grade, self._fill_volume)
+        return self.decider.fill_in_progress()
 
     # ------------------------------------------------------------------ views
     def view(self) -> PumpView:
-        grade = self.pump.nozzles.get(self.nozzle) if self.nozzle else None
+        decider = self.decider
+        grade = self.pump.nozzles.get(decider.nozzle) if decider.nozzle else None
         return PumpView(
             number=self.pump.number,
             line=self.pump.line,
             address=self.address,
-            online=self.online,
-            state=self.fp.state,
-            status=self.status,
-            nozzle=self.nozzle,
-            nozzle_out=self.nozzle_out,
+            online=decider.online,
+            state=decider.shown_state,
+            status=decider.status,
+            nozzle=decider.nozzle,
+            nozzle_out=decider.nozzle_out,
             grade=grade,
-            unit_price=self.unit_price,
-            volume=self.volume,
-            amount=self.amount,
-            authorization_id=self.auth.id if self.auth else None,
+            unit_price=decider.unit_price,
+            volume=decider.volume,
+            amount=decider.amount,
+            authorization_id=decider.auth.id if decider.auth else None,
             sales=self.sales_recorded,
+            closed=decider.closed is not None,
         )
+
+
+def _rules(config: Config, pump: PumpConfig) -> PumpRules:
+    """The configuration's word on one pump, as the pump's decider takes it."""
+    limits, authorization = config.limits, config.authorization
+    return PumpRules(
+        number=pump.number,
+        nozzles=pump.nozzles,
+        currency=config.station.currency,
+        mode=authorization.mode,
+        authorize_timeout_s=authorization.authorize_timeout_s,
+        min_preset_amount=limits.min_preset_amount,
+        max_preset_amount=limits.max_preset_amount,
+        max_preset_volume=limits.max_preset_volume,
+        auto_preset_amount=authorization.auto_preset_amount,
+    )

@@ -186,8 +186,8 @@ class RunningStation:
                 s.idle.is_set()
                 and s.queue.empty()
                 and not s.lock.locked()
-                and not s._check_totals
-                and not s._prices_pending()
+                and not s.decider.check_totals
+                and not s.prices_pending()
             )
 
         await until(

@@ -191,3 +191,17 @@ def test_the_control_server_knows_no_daemon() -> None:
     server = "edgectl.control.server"
     assert "edgectl.daemon" not in set(_imports(server, _modules("edgectl")[server]))
     assert server in set(_imports("edgectl.daemon", _modules("edgectl")["edgectl.daemon"]))
+
+
+def test_the_cloud_command_handler_asks_the_station_not_its_store() -> None:
+    """Issue 14 point 5: the command handler calls intention-named station methods
+    (`record_command`, `order_status`, `clear_sale`, …); it imports nothing of the store and
+    names no `.store` of anything."""
+    module = "edgectl.cloud.commands"
+    path = _modules("edgectl")[module]
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    reaches = sorted(
+        {n.lineno for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "store"}
+    )
+    assert reaches == [], f"{module} reaches into a store on line(s) {reaches}"
+    assert [n for n in _imports(module, path) if _is_under(n, "edgectl.store")] == []

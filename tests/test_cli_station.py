@@ -119,6 +119,7 @@ def test_pumps_json_shape(station: DaemonProcess) -> None:
         "amount",
         "authorization_id",
         "sales",
+        "closed",
     }
     assert first["address"] == "0x50" and first["state"] == "IDLE" and first["status"] == "reset"
     assert isinstance(first["volume"], str)  # money and volumes travel as decimal strings

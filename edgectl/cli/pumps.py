@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edgectl.cli import output
+from edgectl.cli.actions import user_name
 from edgectl.cli.books import stored_tanks
 from edgectl.cli.output import Markup, Subparsers
 from edgectl.control.client import DaemonNotRunning
@@ -40,6 +41,25 @@ examples:
 To change a price: edgectl price 95 7.99
 """
 
+CLOSE_EXAMPLE = """\
+examples:
+  edgectl close 3
+  edgectl close 3 --reason "nozzle 2 leaking, engineer called"
+
+A closed pump takes no authorization from anyone: a cloud order for it is refused
+pump_closed, auto mode leaves its lifts alone, `edgectl authorize` is refused. The cloud sees
+it as closed; a fill under way goes on to its end (`edgectl stop` ends it now). It stays closed
+across restarts until `edgectl open`. The action and your user name are recorded.
+"""
+
+OPEN_EXAMPLE = """\
+examples:
+  edgectl open 3
+
+Opens a pump closed with `edgectl close`: it is authorized again as the mode says. The action
+and your user name are recorded.
+"""
+
 NO_TANKS = "no tanks configured"
 
 
@@ -70,6 +90,26 @@ def register(sub: Subparsers) -> None:
         example=PRICES_EXAMPLE,
         func=run_prices,
     )
+    close = output.add_command(
+        sub,
+        "close",
+        help="close a pump: nobody authorizes it until it is opened (audited)",
+        description="Close a pump for service: no source (cloud order, auto mode, attendant) "
+        "authorizes it until `edgectl open`; kept across restarts.",
+        example=CLOSE_EXAMPLE,
+        func=run_close,
+    )
+    close.add_argument("pump", type=output.pump_number, help="pump number")
+    close.add_argument("--reason", help="why, for the audit log (e.g. 'leak on nozzle 2')")
+    reopen = output.add_command(
+        sub,
+        "open",
+        help="open a pump closed with `close` (audited)",
+        description="Open a pump closed with `edgectl close`: it serves again.",
+        example=OPEN_EXAMPLE,
+        func=run_open,
+    )
+    reopen.add_argument("pump", type=output.pump_number, help="pump number")
 
 
 def run_pumps(args: argparse.Namespace) -> int:
@@ -305,4 +345,24 @@ def run_prices(args: argparse.Namespace) -> int:
         when = output.local_time(pending["effective_at"]) if pending["effective_at"] else "now"
         changes = ", ".join(f"{g} {p}" for g, p in sorted(pending["prices"].items()))
         out.print(f"pending {output.esc(pending['price_set_id'])} at {when}: {output.esc(changes)}")
+    return output.EXIT_OK
+
+
+def run_close(args: argparse.Namespace) -> int:
+    op_args: dict[str, Any] = {"pump": args.pump}
+    if args.reason:
+        op_args["reason"] = args.reason
+    return _pump_action(args, "close", op_args)
+
+
+def run_open(args: argparse.Namespace) -> int:
+    return _pump_action(args, "open", {"pump": args.pump})
+
+
+def _pump_action(args: argparse.Namespace, op: str, op_args: dict[str, Any]) -> int:
+    result = output.call(args, op, {**op_args, "user": user_name()})
+    if args.json:
+        output.print_json(result)
+    else:
+        print(result["message"])
     return output.EXIT_OK

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -24,12 +24,9 @@ from edgectl.cloud.contract import (
 )
 from edgectl.cloud.session import IncomingCommand
 from edgectl.cloud.signing import SignatureError, verify_command
-from edgectl.errors import CommandError, StoreError
+from edgectl.errors import CommandError
 from edgectl.logs import get_logger
 from edgectl.station import OrderRequest, Station
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 # Longer than a command may live (24 h) plus clock skew: a replay of a forgotten cmd_id is
 # always refused as expired.
@@ -64,7 +61,6 @@ class CommandHandler:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.station = station
-        self.store = station.store
         self.keys = keys
         self.clock_skew_s = clock_skew_s
         self.now = now
@@ -72,9 +68,6 @@ class CommandHandler:
         self.handled = 0
         # Told when a replay made sent messages wait again (the publisher rewinds its cursors).
         self.on_replay: Callable[[], None] = lambda: None
-
-    async def _db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self.station.db(fn, *args, **kwargs)
 
     async def handle(self, message: IncomingCommand) -> None:
         received = self.station.clock()  # an order's latency runs from here (metrics)
@@ -113,7 +106,7 @@ class CommandHandler:
             return
         payload = message.payload.decode("utf-8", "replace")
         if stored is None and not isinstance(command.data, AuthorizeData):
-            await self._db(self.store.receive_command, command.cmd_id, command.type, payload)
+            await self.station.record_command(command.cmd_id, command.type, payload)
         # An authorize is persisted in the transaction that creates its order (one commit
         # before the pump); one refused before that is stored with its result below.
         # A command persisted before a restart but never answered is acted on now: every
@@ -123,8 +116,7 @@ class CommandHandler:
             command, payload, resumed=stored is not None, received=received
         )
         result = contract.result_data(command.cmd_id, command.type, status, code, text, order_id)
-        await self._db(
-            self.store.finish_command,
+        await self.station.finish_command(
             command.cmd_id,
             result,
             topic=message.response_topic,
@@ -136,11 +128,7 @@ class CommandHandler:
 
     async def _lookup(self, cmd_id: str) -> dict[str, Any] | None:
         """The inbox row of a command id, read on the event loop (no store-thread hop)."""
-        try:
-            return self.store.peek_command(cmd_id)
-        except StoreError as exc:
-            self.log.warning("inbox_peek_failed", cmd_id=cmd_id, error=str(exc))
-            return await self._db(self.store.command_result, cmd_id)
+        return await self.station.stored_command(cmd_id)
 
     async def _answer(self, message: IncomingCommand, result: dict[str, Any], code: str) -> None:
         """Queue a refusal that changes nothing (not stored in the inbox)."""
@@ -151,8 +139,7 @@ class CommandHandler:
             topic=message.topic,
             reason=result.get("message"),
         )
-        await self._db(
-            self.store.queue_result,
+        await self.station.answer_command(
             result,
             topic=message.response_topic,
             correlation=message.correlation_data,
@@ -174,8 +161,7 @@ class CommandHandler:
         previous: dict[str, Any] = json.loads(stored["result"])
         previous["duplicate"] = True
         self.log.info("command_repeated", cmd_id=command.cmd_id, status=previous.get("status"))
-        await self._db(
-            self.store.queue_result,
+        await self.station.answer_command(
             previous,
             topic=message.response_topic,
             correlation=message.correlation_data,
@@ -213,9 +199,7 @@ class CommandHandler:
             if isinstance(data, ReplayData):
                 return await self._replay(data)
             assert isinstance(data, ClearData)
-            outcome = await self._db(
-                self.store.clear_sale, order_id=data.order_id, sale_id=data.sale_id
-            )
+            outcome = await self.station.clear_sale(order_id=data.order_id, sale_id=data.sale_id)
             status: ResultStatus = "rejected" if outcome == "unknown" else "accepted"
             return status, outcome, _CLEAR_TEXT[outcome], data.order_id
         except CommandError as exc:
@@ -231,10 +215,10 @@ class CommandHandler:
         received: float | None = None,
     ) -> Outcome:
         if resumed:
-            order = await self._db(self.store.order, data.order_id)
-            if order is not None:
+            status = await self.station.order_status(data.order_id)
+            if status is not None:
                 # Persisted before a restart: the pump's task reconciles it with the pump.
-                text = f"order {data.order_id} is {order['status']}"
+                text = f"order {data.order_id} is {status}"
                 return "accepted", "ok", text, data.order_id
         await self._settle_pump(command, data)
         request = OrderRequest(
@@ -257,7 +241,7 @@ class CommandHandler:
         return "accepted", "ok", text, data.order_id
 
     async def _ack(self, data: AckData) -> Outcome:
-        done = await self._db(self.store.outbox_ack, data.stream, data.seq)
+        done = await self.station.acknowledge(data.stream, data.seq)
         if done["ahead"]:
             return (
                 "rejected",
@@ -273,7 +257,7 @@ class CommandHandler:
         return "accepted", "ok", text, None
 
     async def _replay(self, data: ReplayData) -> Outcome:
-        done = await self._db(self.store.outbox_replay, data.stream, data.from_seq, data.to_seq)
+        done = await self.station.replay(data.stream, data.from_seq, data.to_seq)
         top, asked, held = done["last_seq"], done["asked"], done["held"]
         if data.from_seq > top:
             return (
@@ -316,7 +300,7 @@ class CommandHandler:
     async def purge(self) -> int:
         """Forget answered commands past the retention window."""
         before = contract.timestamp(self.now() - INBOX_RETENTION)
-        return await self._db(self.store.purge_inbox, before)
+        return await self.station.forget_commands(before)
 
 
 def _json_object(payload: bytes) -> bool:

@@ -178,6 +178,7 @@ RESULT_CODES: Final = frozenset(
         "unknown_pump",
         "pump_offline",
         "pump_busy",
+        "pump_closed",
         "unknown_nozzle",
         "unknown_grade",
         "preset_out_of_limits",

@@ -41,7 +41,7 @@ READ_OPS: Final = (
     "totals",
     "shifts",
 )
-ACTION_OPS: Final = ("authorize", "stop", "price", "shift_open", "shift_close")
+ACTION_OPS: Final = ("authorize", "stop", "price", "close", "open", "shift_open", "shift_close")
 STREAM_OPS: Final = ("watch", "sniff")
 OPS: Final = READ_OPS + ACTION_OPS + STREAM_OPS
 

@@ -179,6 +179,8 @@ class ControlServer:
             "shifts": self._shifts,
             "shift_open": self._shift_open,
             "shift_close": self._shift_close,
+            "close": self._close,
+            "open": self._open,
         }
         self._streams: dict[str, Stream] = {"watch": self._watch, "sniff": self._sniff}
 
@@ -865,6 +867,26 @@ class ControlServer:
             return shifts.result(moment, shift, totals, "daemon")
 
         return await self._audited(f"shift_{moment}", args, peer, act)
+    async def _close(self, args: Args, peer: Peer) -> dict[str, Any]:
+        """Close a pump: no source authorizes it until it is opened (durable, audited)."""
+        pump = args.req_int("pump", lo=1, hi=99)
+        reason = args.opt_str("reason")
+
+        async def act() -> dict[str, Any]:
+            message = await self.station.close_pump(pump, by=self._who(args, peer), reason=reason)
+            return {"message": message, "pump": pump, "closed": True}
+
+        return await self._audited("close", args, peer, act)
+
+    async def _open(self, args: Args, peer: Peer) -> dict[str, Any]:
+        """Open a closed pump again (audited)."""
+        pump = args.req_int("pump", lo=1, hi=99)
+
+        async def act() -> dict[str, Any]:
+            message = await self.station.open_pump(pump, by=self._who(args, peer))
+            return {"message": message, "pump": pump, "closed": False}
+
+        return await self._audited("open", args, peer, act)
 
     # ------------------------------------------------------------------ streams
     async def _watch(self, args: Args, peer: Peer) -> AsyncGenerator[dict[str, Any], None]:
@@ -995,6 +1017,7 @@ def pump_json(view: PumpView) -> dict[str, Any]:
         "volume": view.volume,
         "amount": view.amount,
         "authorization_id": view.authorization_id,
+        "closed": view.closed,
         "sales": view.sales,
     }
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from edgectl.store.store import ORDER_REASON, ORDER_REASON_LIFTED_NO_FUEL, ORDER_STATUS_FOR
+from edgectl.forecourt.authorization import (
+    ORDER_REASON,
+    ORDER_REASON_LIFTED_NO_FUEL,
+    ORDER_STATUS,
+)
+from edgectl.store import store
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "mqtt.md"
 
@@ -20,6 +25,14 @@ def documented_reasons() -> set[tuple[str, str]]:
 
 
 def test_every_order_reason_the_station_sends_is_documented_and_no_other() -> None:
-    sent = {(ORDER_STATUS_FOR[state], reason) for state, reason in ORDER_REASON.items()}
+    sent = {(ORDER_STATUS[state], reason) for state, reason in ORDER_REASON.items()}
     sent.add(("expired", ORDER_REASON_LIFTED_NO_FUEL))
     assert documented_reasons() == sent
+
+
+def test_the_store_follows_the_lifecycle_tables() -> None:
+    """The store still keeps its own copy of the order steps and reasons (issue 14 point 3
+    splits it); it must say what the domain's lifecycle table says."""
+    assert dict(store.ORDER_STATUS_FOR) == dict(ORDER_STATUS)
+    assert dict(store.ORDER_REASON) == dict(ORDER_REASON)
+    assert store.ORDER_REASON_LIFTED_NO_FUEL == ORDER_REASON_LIFTED_NO_FUEL
