@@ -28,7 +28,7 @@ from drivers.wayne_dart.sim import (
 from edgectl.config import load_config
 from edgectl.errors import CommandError
 from edgectl.forecourt.fuelling_point import FPState
-from edgectl.forecourt.sale import AuthorizationSource
+from edgectl.forecourt.sale import AuthorizationSource, AuthorizationState
 from edgectl.station import PumpFill
 from tests.stationkit import running_station, start_simulators, until, write_config
 
@@ -275,6 +275,37 @@ async def test_pump_unreachable_at_end_of_sale_is_committed_when_back(tmp_path: 
         await until(lambda: len(st.rows("SELECT * FROM sales")) == 1, what="sale after recovery")
         await until(lambda: pump.status is DartStatus.RESET, what="reset after commit")
         assert Decimal(st.rows("SELECT volume FROM sales")[0]["volume"]) * 100 == pump.volume
+
+
+@pytest.mark.parametrize("line_down", [True, False])
+async def test_a_fill_that_ended_unseen_at_the_pump_is_read_and_recorded(
+    tmp_path: Path, line_down: bool
+) -> None:
+    """Fuel flowed, then the pump was reset at its own keypad while the line was down: the
+    station finds RESET without having seen FILLING COMPLETED. The fill is still at the pump;
+    it was ended as "pump returned to idle without fuel" and the sale never recorded."""
+    async with running_station(write_config(tmp_path, mode="auto"), flow_rate_lps=2.0) as st:
+        sim, pump = st.sims["l0"], st.pump(1)
+        pump.lift(1)
+        await until(lambda: pump.status is DartStatus.AUTHORIZED, what="authorized")
+        pump.squeeze()
+        await until(lambda: pump.volume > 50, what="fuel flowing")
+        decider = st.service(1).decider
+        await until(
+            lambda: decider.auth is not None and decider.auth.state is AuthorizationState.FUELLING,
+            what="fuelling seen",
+        )
+        if line_down:
+            sim.set_online(0x50, False)
+        pump.release()
+        pump.hang_up()
+        pump.reset_at_the_pump()
+        if line_down:
+            await until(lambda: not st.service(1).online, what="offline")
+            sim.set_online(0x50, True)
+        await until(lambda: len(st.rows("SELECT * FROM sales")) == 1, what="the unseen fill sold")
+        assert Decimal(st.rows("SELECT volume FROM sales")[0]["volume"]) * 100 == pump.volume
+        assert st.rows("SELECT state FROM authorizations") == [{"state": "completed"}]
 
 
 def _meters_match_sales(st: object, start: dict[tuple[int, int], int]) -> None:

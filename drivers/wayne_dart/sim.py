@@ -330,6 +330,16 @@ class SimPump:
             self._queue.clear()
             self._last_master_seq = None
 
+    def reset_at_the_pump(self) -> None:
+        """Fault: the fill is ended and the pump reset from its own keypad (or by a second
+        controller) while the station did not hear it: the station's next poll finds RESET
+        without having seen FILLING COMPLETED. The fill stays readable (RETURN FILLING
+        INFORMATION) until the next authorization, as a pump keeps its last transaction."""
+        with self._lock:
+            self._queue.clear()  # what the pump had to say meanwhile was never heard
+            self._set_status(DartStatus.RESET)
+            self._queue_status()
+
     def remember_master_seq(self, seq: int | None) -> None:
         """As if the last data frame the pump executed had carried TX# `seq` (None: none
         since it powered up): what an earlier master, or an earlier run of ours, left."""

@@ -535,6 +535,13 @@ class PumpDecider:
         self.reconcile_auth = False
         if self.status is DispenserStatus.FILLING and state is not AuthorizationState.FUELLING:
             yield self._move(AuthorizationEvent.FLOW_STARTED)
+        elif self.status is DispenserStatus.RESET and state is AuthorizationState.FUELLING:
+            # Fuel flowed, and the pump is at rest without the station having seen the fill
+            # end (reset at its keypad or by another controller while the line was down or
+            # between two polls): the pump keeps its last fill, so it is read and recorded
+            # like any other; a fill of nothing ends the authorization as no sale.
+            if self.retry_at is None:
+                yield FinishSale()
         elif self.status is DispenserStatus.RESET and state is not AuthorizationState.REQUESTED:
             # The pump dropped the authorization without a sale (stopped, reset or restarted).
             yield self._end(AuthorizationEvent.PUMP_DROPPED, "pump returned to idle without fuel")

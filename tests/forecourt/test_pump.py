@@ -541,6 +541,23 @@ def test_a_fill_over_is_finished_once_and_its_reset_is_not_read_twice() -> None:
     assert kinds(pump.status(D.FILLING_COMPLETED)) == [FinishSale]
 
 
+def test_a_fill_that_ended_unseen_is_read_not_dropped() -> None:
+    """Fuel flowed, and the next report says RESET (the pump was reset at its keypad between
+    two polls or while the line was down): the fill is read, not ended as "without fuel"."""
+    pump = Pump("cloud")
+    pump.at_rest()
+    decider = pump.decider
+    decider.authorization_recorded(authorization(A.REQUESTED))
+    decider.authorization_confirmed()
+    decider.authorization_moved(authorization(A.AUTHORIZED))
+    pump.status(D.FILLING)
+    decider.authorization_moved(authorization(A.FUELLING))
+    assert kinds(pump.status(D.RESET)) == [FinishSale]
+    decider.retry_later(5.0)  # the read failed: wait for the retry time, as for any fill
+    assert kinds(pump.status(D.RESET)) == []
+    assert kinds(pump.timer(5.0 + RETRY_S)) == [FinishSale]
+
+
 def test_a_failed_read_waits_for_the_retry_time() -> None:
     pump = Pump("cloud")
     _sale_over(pump)
