@@ -148,6 +148,7 @@ log = structlog.get_logger(__name__)
 
 Endpoint: TypeAlias = tuple[str, int]
 HEARTBEAT_PORT = 3486  # IANA ifsf-hb-port; the PetroChina profile uses 3485
+STOP_DEADLINE_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,8 +329,7 @@ class _Outbound:
     async def stop(self) -> None:
         if self.task is not None:
             self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            await asyncio.wait([self.task], timeout=STOP_DEADLINE_S)
         self._close()
 
 
@@ -387,7 +387,7 @@ class IfsfNode:
         self._waiters: dict[RequestKey, asyncio.Future[Outcome]] = {}
         self._requests: asyncio.Queue[Message] = asyncio.Queue()
         self._inbound: set[asyncio.StreamWriter] = set()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
         self._server: asyncio.Server | None = None
@@ -453,21 +453,27 @@ class IfsfNode:
         if not self._running:
             return
         self._running = False
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        if self._server is not None:
+            self._server.close()  # no new inbound connection from here on
+        while self._tasks:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            _, stuck = await asyncio.wait(tasks, timeout=STOP_DEADLINE_S)
+            if stuck:
+                names = sorted(task.get_name() for task in stuck)
+                log.error("ifsf_node_stop_stuck", node=self.name, tasks=names)
+            self._tasks.difference_update(tasks)
         for link in list(self._links.values()):
             await link.stop()
         self._links.clear()
+        await asyncio.sleep(0)  # connections accepted just before the close get their handler
         for writer in list(self._inbound):
             writer.close()
         if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_DEADLINE_S):
+                    await self._server.wait_closed()
         if self._udp is not None:
             self._udp.close()
         stopped = TransportError("the node stopped", device=self.name, code="stopped")
@@ -501,7 +507,9 @@ class IfsfNode:
             except Exception:  # a bug: logged, and the rest of the node goes on
                 log.exception("ifsf_task_failed", node=self.name, task=what)
 
-        self._tasks.append(asyncio.create_task(guarded(), name=f"{self.name}-{what}"))
+        task = asyncio.create_task(guarded(), name=f"{self.name}-{what}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------------ state
     @property
@@ -673,6 +681,9 @@ class IfsfNode:
 
     # ------------------------------------------------------------------ receiving
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._running:
+            writer.close()
+            return
         peername = writer.get_extra_info("peername")
         source = f"{peername[0]}:{peername[1]}" if peername else "?"
         self._inbound.add(writer)
@@ -701,7 +712,7 @@ class IfsfNode:
                     self._received(each, source)
                 self.counters.malformed += 1
                 self.counters.resyncs += 1
-                self._error(FramingLost(f"from {source}: {exc}", device=source))
+                self._error(FramingLost(str(exc), device=source))
                 return f"framing lost: {exc}"
             for each in found:
                 self._received(each, source)
@@ -711,7 +722,7 @@ class IfsfNode:
         if isinstance(found, Malformed):
             self.counters.malformed += 1
             self.counters.garbage_bytes += len(found.raw)
-            self._error(FrameError(f"from {source}: {found.reason}", device=source))
+            self._error(FrameError(found.reason, device=source))
             self._handle_all(self.core.receive_malformed(found.raw, now))
             return
         self.counters.frames_received += 1
@@ -773,7 +784,7 @@ class IfsfNode:
             heartbeat = decode_heartbeat(data)
         except FrameError as exc:
             self.counters.malformed += 1
-            self._error(FrameError(f"heartbeat from {source_ip}: {exc}", device=source_ip))
+            self._error(FrameError(f"not a heartbeat: {exc}", device=source_ip))
             return
         if heartbeat.ip == ipaddress.IPv4Address(0):
             # Tolerance: a node that does not know its address is reached where it sent from.
@@ -821,8 +832,11 @@ class IfsfNode:
             self._wake.clear()
             deadline = self.core.next_deadline()
             wait = None if deadline is None else max(deadline - self._clock(), 0.0)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+            # that arrives as the wait ends, and the node would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
             self._handle_all(self.core.tick(self._clock()))
 
     async def _send_heartbeats(self) -> None:

@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+import ipaddress
+import socket
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import pytest
 
-from drivers.base import DriverError
+from drivers.base import (
+    CommandRejected,
+    DeviceTimeout,
+    DriverError,
+    FrameError,
+    TransportError,
+)
 from drivers.ifsf import databases as db
-from drivers.ifsf.links import IfsfNode, LinkEvent, LinkUp
-from drivers.ifsf.node import PeerHeard, ReadReply
+from drivers.ifsf.codec import FramingLost, Message, MessageType, Read, decode_message, encode
+from drivers.ifsf.codec import item as it
+from drivers.ifsf.encodings import Lna
+from drivers.ifsf.heartbeat import Heartbeat, encode_heartbeat
+from drivers.ifsf.links import IfsfNode, LinkDown, LinkEvent, LinkUp
+from drivers.ifsf.node import (
+    PeerHeard,
+    PeerLost,
+    PeerMoved,
+    ReadReply,
+    Refused,
+    WriteReply,
+    unsolicited,
+)
 from tests.drivers.ifsf.loopback import (
     CD,
     DISPENSER,
@@ -81,3 +101,271 @@ async def test_read_is_answered(pair: Pair) -> None:
     reply = await pair.cd.read(DISPENSER, FP1, [0x14])
     assert isinstance(reply, ReadReply)
     assert reply.values() == {0x14: 2}
+
+
+async def test_wildcard_read_over_the_wire(pair: Pair) -> None:
+    pair.app.fp_states = {1: 3, 2: 2}
+    await pair.cd.wait_link(DISPENSER, 3)
+    reply = await pair.cd.read(DISPENSER, db.FuellingPoint(0), [0x14])
+    assert [(a, v) for a, v in reply.records()] == [
+        (db.FuellingPoint(1), {0x14: 3}),
+        (db.FuellingPoint(2), {0x14: 2}),
+    ]
+    assert reply.ack is not None
+
+
+async def test_command_is_acked_then_the_state_change_is_reported(pair: Pair) -> None:
+    await pair.cd.wait_link(DISPENSER, 3)
+    done = await pair.cd.command(DISPENSER, FP1, 0x3C)
+    assert isinstance(done, WriteReply)
+    await until(lambda: bool(pair.reports))
+    report = pair.reports[0]
+    assert isinstance(report, Message) and report.originator == DISPENSER
+    assert report.type is MessageType.UNSOLICITED
+
+
+async def test_refusals_are_typed_with_their_codes(pair: Pair) -> None:
+    await pair.cd.wait_link(DISPENSER, 3)
+    pair.app.fp_states[1] = 3  # Idle: Open_FP is refused with data ack 3
+    with pytest.raises(Refused) as refused:
+        await pair.cd.command(DISPENSER, FP1, 0x3C)
+    assert refused.value.ms_ack == 5 and refused.value.data_ack(0x3C) == 3
+    pair.app.busy = True
+    with pytest.raises(Refused) as busy:
+        await pair.cd.read(DISPENSER, FP1, [0x14])
+    assert busy.value.code == "busy"
+    assert isinstance(busy.value, CommandRejected)
+    pair.app.busy = False
+    with pytest.raises(Refused) as unknown:
+        await pair.cd.read(DISPENSER, db.Meter(3), [0x14])
+    assert unknown.value.code == "unknown_database"
+
+
+async def test_a_silent_peer_times_out_and_the_node_goes_on(pair: Pair) -> None:
+    await pair.cd.wait_link(DISPENSER, 3)
+    pair.app.silent = True
+    with pytest.raises(DeviceTimeout):
+        await pair.cd.read(DISPENSER, FP1, [0x14], timeout=0.3)
+    assert pair.cd.counters.timeouts == 1
+    pair.app.silent = False
+    assert (await pair.cd.read(DISPENSER, FP1, [0x14])).values() == {0x14: 2}
+
+
+async def test_requests_in_flight_together_are_matched_by_token(pair: Pair) -> None:
+    pair.app.fp_states = {1: 2, 2: 3, 3: 6}
+    await pair.cd.wait_link(DISPENSER, 3)
+    replies = await asyncio.gather(
+        *(pair.cd.read(DISPENSER, db.FuellingPoint(fp), [0x14]) for fp in (1, 2, 3) * 5)
+    )
+    assert [r.values()[0x14] for r in replies] == [2, 3, 6] * 5
+    assert len({r.request.token for r in replies}) == 15
+
+
+async def test_peer_gone_after_the_missed_heartbeats(pair: Pair) -> None:
+    await pair.cd.wait_link(DISPENSER, 3)
+    lost_at = asyncio.get_running_loop().time()
+    await pair.dispenser.stop()
+    await until(lambda: any(isinstance(e, PeerLost) for e in pair.cd_events))
+    waited = asyncio.get_running_loop().time() - lost_at
+    assert 0.2 <= waited < 3.0  # 3 missed heartbeats of 0.1 s, and some slack
+    assert DISPENSER not in pair.cd.peers
+    assert not pair.cd.is_up(DISPENSER)
+    with pytest.raises(TransportError) as no_peer:
+        await pair.cd.read(DISPENSER, FP1, [0x14], timeout=0.2)
+    assert no_peer.value.fault is not None and no_peer.value.fault.code == "unreachable"
+
+
+async def test_a_waiting_request_fails_when_its_peer_is_lost(pair: Pair) -> None:
+    await pair.cd.wait_link(DISPENSER, 3)
+    pair.app.silent = True
+    waiting = asyncio.create_task(pair.cd.read(DISPENSER, FP1, [0x14], timeout=5))
+    await asyncio.sleep(0.05)
+    await pair.dispenser.stop()
+    with pytest.raises(TransportError) as lost:
+        await waiting
+    assert lost.value.code == "peer_lost"
+
+
+async def test_peer_restart_reconnects_both_links(pair: Pair) -> None:
+    await pair.cd.wait_link(DISPENSER, 3)
+    port, hb_port = pair.dispenser.tcp_port, pair.dispenser.heartbeat_port
+    settings = pair.dispenser.settings
+    await pair.dispenser.stop()
+    await until(lambda: not pair.cd.is_up(DISPENSER))
+    app = LoopbackDispenser(fp_states={1: 3})
+    again = IfsfNode(
+        replace(settings, tcp_port=port, heartbeat_port=hb_port), on_request=app.on_request
+    )
+    async with again:
+        await pair.cd.wait_link(DISPENSER, 3)
+        await again.wait_link(CD, 3)
+        assert (await pair.cd.read(DISPENSER, FP1, [0x14])).values() == {0x14: 3}
+    downs = [e for e in pair.cd_events if isinstance(e, LinkDown)]
+    ups = [e for e in pair.cd_events if isinstance(e, LinkUp)]
+    assert downs and len(ups) >= 2
+
+
+async def test_peer_restarted_on_another_port_is_followed(pair: Pair) -> None:
+    await pair.cd.wait_link(DISPENSER, 3)
+    settings = pair.dispenser.settings
+    hb_port = pair.dispenser.heartbeat_port
+    await pair.dispenser.stop()
+    app = LoopbackDispenser(fp_states={1: 4})
+    async with IfsfNode(replace(settings, heartbeat_port=hb_port), on_request=app.on_request):
+        await until(
+            lambda: (
+                any(isinstance(e, PeerMoved) for e in pair.cd_events)
+                or any(isinstance(e, PeerLost) for e in pair.cd_events)
+            )
+        )
+        await pair.cd.wait_link(DISPENSER, 3)
+        assert (await pair.cd.read(DISPENSER, FP1, [0x14])).values() == {0x14: 4}
+
+
+async def test_misaddressed_requests_get_ms_ack_1(pair: Pair) -> None:
+    await pair.cd.wait_link(DISPENSER, 3)
+    # The dispenser's node is 1.1; a request to 1.1 goes through, the same bytes to 1.7
+    # (carried on our link to 1.1) is answered MS_ACK 1 by the node itself.
+    link = pair.cd._link_of(DISPENSER)
+    assert link is not None
+    message = pair.cd.core.request(DISPENSER, FP1, Read((0x14,)), 0.0)
+    pair.cd.core.cancel((DISPENSER, message.token))
+    wrong = replace(message, recipient=Lna(1, 7))
+    stray_before = pair.cd.counters.unexpected
+    await link.send(encode(wrong), queue=False)
+    await until(lambda: pair.cd.counters.unexpected > stray_before)  # the Ack 1, unmatched
+
+
+async def test_unsolicited_with_ack_is_acknowledged(pair: Pair) -> None:
+    await pair.cd.wait_link(DISPENSER, 3)
+    await pair.dispenser.wait_link(CD, 3)
+    got: list[Message] = []
+    before = pair.dispenser.counters.unexpected
+    pair.dispenser._on_report = got.append
+    report = unsolicited(DISPENSER, CD, FP1, [it(FP1, 0x64), it(FP1, 0x14, 3)], acknowledged=True)
+    await pair.dispenser.send(report)
+    await until(lambda: bool(pair.reports))
+    # The controller's Ack comes back to the dispenser, where nothing waits for it.
+    await until(lambda: pair.dispenser.counters.unexpected > before)
+
+
+async def test_a_node_with_no_application_answers_ms_ack_2(pair: Pair) -> None:
+    await pair.dispenser.wait_link(CD, 3)
+    with pytest.raises(Refused) as absent:
+        await pair.dispenser.read(CD, db.C_DAT, [0x02])
+    assert absent.value.code == "application_absent"
+
+
+async def test_stop_fails_waiting_requests_and_requests_after_stop(pair: Pair) -> None:
+    await pair.cd.wait_link(DISPENSER, 3)
+    pair.app.silent = True
+    waiting = asyncio.create_task(pair.cd.read(DISPENSER, FP1, [0x14], timeout=5))
+    await asyncio.sleep(0.05)
+    await pair.cd.stop()
+    with pytest.raises(TransportError):
+        await waiting
+    with pytest.raises(TransportError):
+        await pair.cd.read(DISPENSER, FP1, [0x14])
+
+
+async def test_one_node_per_nozzle_shares_one_link() -> None:
+    cd_hb, disp_hb = free_udp_port(), free_udp_port()
+    nozzles = [Lna(1, 9), Lna(1, 10), Lna(1, 11), Lna(1, 12)]
+    apps = {lna: LoopbackDispenser(lna=lna, fp_states={1: 2 + i}) for i, lna in enumerate(nozzles)}
+
+    async def by_recipient(request: Message) -> Sequence[Message]:
+        return await apps[request.recipient].on_request(request)
+
+    board = IfsfNode(loopback_settings(nozzles, disp_hb, cd_hb), on_request=by_recipient)
+    cd = IfsfNode(loopback_settings([CD], cd_hb, disp_hb))
+    async with cd, board:
+        for lna in nozzles:
+            await cd.wait_link(lna, 3)
+        assert len(cd._links) == 1
+        states = [(await cd.read(lna, FP1, [0x14])).values()[0x14] for lna in nozzles]
+        assert states == [2, 3, 4, 5]
+
+
+async def test_unknown_recipient_answers_are_sent_once_the_peer_is_heard() -> None:
+    cd_hb, disp_hb = free_udp_port(), free_udp_port()
+    dispenser = IfsfNode(loopback_settings([DISPENSER], disp_hb, cd_hb))
+    reports: list[Message] = []
+    cd = IfsfNode(loopback_settings([CD], cd_hb, disp_hb), on_report=reports.append)
+    async with dispenser:
+        # The CD is not running yet: the report waits for its heartbeat.
+        await dispenser.send(unsolicited(DISPENSER, CD, FP1, [it(FP1, 0x64), it(FP1, 0x14, 3)]))
+        async with cd:
+            await until(lambda: bool(reports))
+    assert reports[0].originator == DISPENSER
+
+
+def h(text: str) -> bytes:
+    return bytes.fromhex(text)
+
+
+async def test_garbage_on_the_link_is_a_typed_error_that_does_not_kill_the_node(
+    pair: Pair,
+) -> None:
+    await pair.cd.wait_link(DISPENSER, 3)
+    reader, writer = await asyncio.open_connection("127.0.0.1", pair.cd.tcp_port)
+    # Framed by its M_Lg but unreadable (DB_Ad_Lg 9), then a good report: still in step.
+    writer.write(h("02 01 01 01 00 80 00 02 09 21"))
+    good = unsolicited(DISPENSER, CD, FP1, [it(FP1, 0x64), it(FP1, 0x14, 8)])
+    writer.write(encode(good))
+    await writer.drain()
+    await until(lambda: good in pair.reports)
+    assert isinstance(pair.errors[0], FrameError)
+    assert pair.cd.counters.malformed == 1
+    # An M_Lg no message has: the stream cannot be framed, the node drops that connection.
+    writer.write(h("02 01 01 01 00 80 FF FF 00 00"))
+    await writer.drain()
+    async with asyncio.timeout(3):
+        assert await reader.read() == b""
+    writer.close()
+    assert isinstance(pair.errors[-1], FramingLost)
+    # A datagram on the heartbeat port that is no heartbeat.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.sendto(b"hello", ("127.0.0.1", pair.cd.heartbeat_port))
+    await until(lambda: len(pair.errors) == 3)
+    assert isinstance(pair.errors[-1], FrameError)
+    # The node goes on.
+    assert (await pair.cd.read(DISPENSER, FP1, [0x14])).values() == {0x14: 2}
+    assert pair.cd.is_up(DISPENSER)
+
+
+async def test_an_unreadable_reply_fails_its_request_with_a_frame_error(pair: Pair) -> None:
+    """A raw peer at 1.5: heard by a hand-sent heartbeat, it answers a read with bytes that
+    frame but do not read."""
+    fake = Lna(1, 5)
+    requests: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(1024):
+                requests.put_nowait(data)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    heartbeat = encode_heartbeat(Heartbeat(ipaddress.IPv4Address("127.0.0.1"), port, fake))
+
+    async def beat() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            while True:
+                udp.sendto(heartbeat, ("127.0.0.1", pair.cd.heartbeat_port))
+                await asyncio.sleep(0.05)
+
+    beating = asyncio.create_task(beat())
+    async with server:
+        await pair.cd.wait_link(fake, 3)
+        _, uplink = await asyncio.open_connection("127.0.0.1", pair.cd.tcp_port)
+        reading = asyncio.create_task(pair.cd.read(fake, FP1, [0x14], timeout=5))
+        request = decode_message(await asyncio.wait_for(requests.get(), 3))
+        token = 0x20 | request.token
+        uplink.write(bytes([2, 1, 1, 5, 0, token, 0, 4, 1, 0x21, 0x14, 5]))  # item cut short
+        await uplink.drain()
+        with pytest.raises(FrameError):
+            await asyncio.wait_for(reading, 2)
+        uplink.close()
+    beating.cancel()
