@@ -26,13 +26,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 from drivers.ifsf import databases as db
-from drivers.ifsf.codec import DataItem
 from drivers.ifsf.encodings import Lna
-from drivers.ifsf.heartbeat import Heartbeat
-from drivers.ifsf.node import ReadReply, Refused, WriteReply
+from drivers.ifsf.links import IfsfNode
+from drivers.ifsf.node import Refused
 from drivers.ifsf.profiles import Configure, Profile, RecipientForm
 
 FP_STATE = 0x14
@@ -47,46 +46,6 @@ CALCULATOR_IDS = (0x02, 0x03, 0x05)  # Nb_Products, Nb_Fuelling_Modes, Nb_FP
 # Trans_State: enough to record the sale and to know it again.
 TRANSACTION_IDS = (0x01, 0x02, 0x05, 0x06, 0x07, 0x08, 0x0A, 0x15)
 MAX_FPS = 4
-
-
-class NodeApi(Protocol):
-    """What the sequence needs of a node (links.IfsfNode fits)."""
-
-    def heartbeats(self) -> list[Heartbeat]: ...
-
-    async def read(
-        self,
-        lna: Lna,
-        address: db.Address,
-        data_ids: Iterable[int],
-        *,
-        timeout: float | None = None,
-        mc: int | None = None,
-        originator: Lna | None = None,
-    ) -> ReadReply: ...
-
-    async def write(
-        self,
-        lna: Lna,
-        address: db.Address,
-        items: Iterable[DataItem] | Mapping[int, Any],
-        *,
-        timeout: float | None = None,
-        mc: int | None = None,
-        originator: Lna | None = None,
-    ) -> WriteReply: ...
-
-    async def command(
-        self,
-        lna: Lna,
-        address: db.Address,
-        command: int,
-        *,
-        items: Iterable[DataItem] | Mapping[int, Any] = (),
-        timeout: float | None = None,
-        mc: int | None = None,
-        originator: Lna | None = None,
-    ) -> WriteReply: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +128,7 @@ def _sale(fp: int, address: db.Address, values: Mapping[int, Any]) -> StoredSale
 
 
 class _Sequence:
-    def __init__(self, node: NodeApi, peer: Lna, profile: Profile, plan: StartupPlan) -> None:
+    def __init__(self, node: IfsfNode, peer: Lna, profile: Profile, plan: StartupPlan) -> None:
         self.node, self.peer, self.profile, self.plan = node, peer, profile, plan
         self.warnings: list[str] = []
 
@@ -280,7 +239,7 @@ class _Sequence:
         return [values for _, values in reply.records()]
 
 
-async def start_up(node: NodeApi, peer: Lna, profile: Profile, plan: StartupPlan) -> StartupResult:
+async def start_up(node: IfsfNode, peer: Lna, profile: Profile, plan: StartupPlan) -> StartupResult:
     """Run the sequence against the dispenser node `peer`; see the module's docstring."""
     steps = _Sequence(node, peer, profile, plan)
     await steps.register()

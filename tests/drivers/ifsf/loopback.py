@@ -8,14 +8,15 @@ to be busy or to refuse (MS_ACK 5 with data acks).
 
 from __future__ import annotations
 
+import contextlib
 import socket
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from drivers.ifsf import databases as db
-from drivers.ifsf.codec import Answer, DataAck, DataItem, Message, Read, Write
+from drivers.ifsf.codec import DataAck, DataItem, Message, Read, Write
 from drivers.ifsf.codec import item as it
 from drivers.ifsf.encodings import Lna
 from drivers.ifsf.links import IfsfNode, LinkSettings
@@ -76,6 +77,7 @@ class LoopbackDispenser:
     sales: dict[int, list[Sale]] = field(default_factory=dict)
     calculator: dict[int, Any] = field(default_factory=lambda: {0x02: 2, 0x03: 1, 0x05: 1})
     recipients: list[Any] = field(default_factory=list)
+    offline: list[dict[int, Any]] = field(default_factory=list)  # by data id, as CA-CD
     written: list[Message] = field(default_factory=list)
     silent: bool = False
     busy: bool = False
@@ -121,6 +123,14 @@ class LoopbackDispenser:
                 return [*out, ack(request, 0)]
             case db.FuellingPoint(fp=fp) if fp in self.fp_states:
                 return [answer(request, self._fp_items(fp, ids))]
+            case db.TransactionBuffer(fp=0, seq=0, every=False):
+                # Offline sales (20 21 0000), closed the ZSY way: an Ack on 21 20 0000.
+                offline = [
+                    answer(request, [it(address, d, v) for d, v in sale.items()])
+                    for sale in self.offline
+                ]
+                closing = db.TransactionBuffer(1, 0, every=True)
+                return [*offline, ack(request, 0, database=closing)]
             case db.TransactionBuffer(fp=fp, every=True):
                 out = [
                     answer(
@@ -178,5 +188,17 @@ class LoopbackDispenser:
         return [ack(request, 6)]
 
 
-def answers_of(reply_answers: Sequence[Message]) -> list[Answer]:
-    return [m.body for m in reply_answers if isinstance(m.body, Answer)]
+@contextlib.asynccontextmanager
+async def controller_and_dispenser(
+    app: LoopbackDispenser, **cd_settings: Any
+) -> AsyncIterator[tuple[IfsfNode, IfsfNode]]:
+    """A controller node (2.1) and the dispenser node of `app`, both running, linked."""
+    cd_hb, disp_hb = free_udp_port(), free_udp_port()
+    cd = IfsfNode(loopback_settings([CD], cd_hb, disp_hb, **cd_settings), name="cd")
+    dispenser = IfsfNode(
+        loopback_settings([app.lna], disp_hb, cd_hb), name="dispenser", on_request=app.on_request
+    )
+    app.node = dispenser
+    async with cd, dispenser:
+        await cd.wait_link(app.lna, 5)
+        yield cd, dispenser
