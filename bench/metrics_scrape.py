@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 from _kit import Child, SetupError, host_busy_s, machine
 from startup import LINES, PUMPS_PER_LINE, REPLY_DELAY_MS, TANKS, TLS_SERVER, station_toml
 
+from edgectl.cloud.messages import ContractMessages
 from edgectl.config import load_config
 from edgectl.daemon import Daemon
 from edgectl.logs import configure
@@ -93,7 +94,7 @@ def timed(fn: Callable[..., T], *args: Any) -> tuple[T, float, float]:
 
 def seed_sales(path: Path, count: int) -> None:
     """`count` sales in the store, in one transaction (as years of selling would leave)."""
-    store = Store(path, station_id="BENCH-01")
+    store = Store(path, station_id="BENCH-01", messages=ContractMessages())
     try:
         with store.transaction() as tx:
             for n in range(count):

@@ -80,6 +80,7 @@ from drivers.ptylink import PtyLink
 from drivers.wayne_dart.codec import DartStatus
 from drivers.wayne_dart.sim import Customer, DartLineSimulator, SimPump, normal_fill
 from edgectl.cloud import contract
+from edgectl.cloud.messages import ContractMessages
 from edgectl.cloud.publisher import OutboxPublisher
 from edgectl.cloud.signing import encode_public_key
 from edgectl.config import CloudConfig
@@ -147,7 +148,13 @@ def fill_backlog(path: Path, messages: int, sale_share: float, seed: int) -> Bac
         return contract.timestamp(start + step * tick[0])
 
     started = time.perf_counter()
-    store = Store(path, station_id=STATION, clock=clock, outbox_max_rows=None)
+    store = Store(
+        path,
+        station_id=STATION,
+        clock=clock,
+        outbox_max_rows=None,
+        messages=ContractMessages(),
+    )
     totals: dict[tuple[int, int], tuple[int, int]] = {}
     try:
         store.query("PRAGMA synchronous=OFF")
@@ -203,7 +210,7 @@ def backlog_messages(backlog: Backlog) -> list[tuple[str, bytes, bool]]:
     made by the publisher's own code. Read from a copy: opening a store writes to it."""
     copy = backlog.path.with_name("floor-copy.db")
     shutil.copy(backlog.path, copy)
-    store = Store(copy, station_id=STATION)
+    store = Store(copy, station_id=STATION, messages=ContractMessages())
     try:
         publisher = OutboxPublisher(
             session=None,  # type: ignore[arg-type]  # only its topic and payload makers are used

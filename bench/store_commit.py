@@ -24,6 +24,7 @@ from typing import Any
 
 from _kit import SetupError, host_busy_s, machine
 
+from edgectl.cloud.messages import ContractMessages
 from edgectl.forecourt.sale import Sale
 from edgectl.store import identity
 from edgectl.store.store import PRIORITY_TELEMETRY, Store
@@ -59,7 +60,7 @@ WRITES: dict[str, Callable[[Store, int], Any]] = {
 
 def run(kind: str, touch: bool, commits: int, folder: Path) -> dict[str, float]:
     with tempfile.TemporaryDirectory(dir=folder, prefix="ec-bench-") as tmp:
-        store = Store(Path(tmp) / "edgectl.db", station_id="BENCH-01")
+        store = Store(Path(tmp) / "edgectl.db", station_id="BENCH-01", messages=ContractMessages())
         try:
             if not touch:
                 # The same number of statements, but one that writes nothing.

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from drivers import registry
 from drivers.base import DispenserEvent, DispenserLine
 from edgectl.cloud import contract
+from edgectl.cloud.messages import ContractMessages
 from edgectl.config import Config, LineConfig
 from edgectl.control.server import ControlServer
 from edgectl.devices import DeviceMonitor
@@ -144,6 +145,7 @@ class Daemon:
             # bounded the same way (telemetry thinned first, sales never dropped).
             outbox_max_rows=config.cloud.outbox_max_rows if config.cloud else 100_000,
             station_id=config.station.id,
+            messages=ContractMessages(),
         )
         self.instance.require()
         self._emit_target: Station | None = None

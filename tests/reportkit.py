@@ -24,6 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from edgectl.cloud.messages import ContractMessages
 from edgectl.forecourt.sale import AuthorizationSource, Sale
 from edgectl.forecourt.tanks import litres
 from edgectl.store.store import Store
@@ -154,7 +155,7 @@ def seed_day(db: Path, day: date = DAY, *, until: time = time(22, 0), seed: int 
     rng = random.Random(seed)
     start = local(day, time())
     clock = Clock(start)
-    store = Store(db, clock=clock, station_id="SAMPLE-01")
+    store = Store(db, clock=clock, station_id="SAMPLE-01", messages=ContractMessages())
     seeded = Seeded(day)
     try:
         _keep_month(store, clock, day, rng, seeded)

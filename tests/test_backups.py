@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from edgectl.cloud.messages import ContractMessages
 from edgectl.config import load_config
 from edgectl.store import backups
 from edgectl.store.backups import BackupError, list_backups, make_backup
@@ -39,7 +40,7 @@ def with_store_keys(config: Path, **keys: object) -> Path:
 @pytest.fixture
 def store_file(tmp_path: Path) -> Path:
     path = tmp_path / "edgectl.db"
-    store = Store(path)
+    store = Store(path, messages=ContractMessages())
     store.record_sale(make_sale())
     store.close()
     return path
@@ -134,11 +135,11 @@ def test_backups_are_listed_and_restored_by_name() -> None:
     with short_dir() as tmp:
         config = control_config(tmp, tmp / "control.sock")
         cfg = load_config(config)
-        store = Store(cfg.store.path, station_id=cfg.station.id)
+        store = Store(cfg.store.path, station_id=cfg.station.id, messages=ContractMessages())
         store.record_sale(make_sale())
         store.close()
         taken = make_backup(cfg.store.path, cfg.store.backups, cfg.station.id, T0, keep=3)
-        store = Store(cfg.store.path, station_id=cfg.station.id)
+        store = Store(cfg.store.path, station_id=cfg.station.id, messages=ContractMessages())
         store.record_sale(make_sale(total_volume_after=Decimal("1020.00")))
         store.close()
 
@@ -153,7 +154,7 @@ def test_backups_are_listed_and_restored_by_name() -> None:
 
 def test_retention_keeps_what_the_cloud_has_not_acknowledged(tmp_path: Path) -> None:
     clock = ["2026-01-01T00:00:00.000Z"]
-    store = Store(tmp_path / "edgectl.db", clock=lambda: clock[0])
+    store = Store(tmp_path / "edgectl.db", clock=lambda: clock[0], messages=ContractMessages())
     store.record_sale(make_sale(total_volume_after=Decimal("1010.00")))  # old, acknowledged
     store.outbox_delete([r.seq for r in store.outbox_after({}, 100)])
     clock[0] = "2026-01-05T00:00:00.000Z"

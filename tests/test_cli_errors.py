@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import edgectl
+from edgectl.cloud.messages import ContractMessages
 from edgectl.store.store import Store
 from tests.control.clikit import ROOT, _env, cli, control_config, short_dir
 
@@ -20,7 +21,7 @@ def station() -> Iterator[Path]:
     """The config of a station whose daemon is not running, with an empty store."""
     with short_dir() as tmp:
         config = control_config(tmp, tmp / "control.sock")
-        Store(tmp / "edgectl.db").close()
+        Store(tmp / "edgectl.db", messages=ContractMessages()).close()
         yield config
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from edgectl.cli.main import build_parser
+from edgectl.cloud.messages import ContractMessages
 from edgectl.forecourt.sale import Sale
 from edgectl.store.store import Store, lock_path
 from tests.control.clikit import cli, control_config, short_dir
@@ -35,7 +36,7 @@ def offline() -> Iterator[Offline]:
     with short_dir() as tmp:
         config = control_config(tmp, tmp / "control.sock")
         db = tmp / "edgectl.db"
-        store = Store(db)
+        store = Store(db, messages=ContractMessages())
         store.record_sale(
             Sale(
                 pump=2,
@@ -228,7 +229,7 @@ def test_db_check_backup_and_restore(offline: Offline, tmp_path: Path) -> None:
     assert result.code == 0 and "1 sale(s)" in result.out and "integrity ok" in result.out
 
     # A sale recorded after the backup goes away with the restore, and is kept aside.
-    store = Store(offline.db)
+    store = Store(offline.db, messages=ContractMessages())
     store.record_sale(
         Sale(
             pump=1,
@@ -260,7 +261,7 @@ def test_db_check_backup_and_restore(offline: Offline, tmp_path: Path) -> None:
     finally:
         db.close()
     # The restored store opens as the daemon opens it.
-    Store(offline.db).close()
+    Store(offline.db, messages=ContractMessages()).close()
 
 
 def test_restore_checks_its_source_first(offline: Offline, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from drivers.wayne_dart.codec import DartStatus
+from edgectl.cloud.messages import ContractMessages
 from edgectl.forecourt.sale import Sale
 from edgectl.store.store import Store
 from tests import reportkit
@@ -85,7 +86,7 @@ def books() -> Iterator[Books]:
         config = control_config(tmp, socket, extra=TANKS)
         db = tmp / "edgectl.db"
         now = datetime.now(UTC)
-        store = Store(db)
+        store = Store(db, messages=ContractMessages())
         try:
             store.record_tank_reading(
                 {**TANK_READING, "at": iso(now - timedelta(hours=2))}, history=True
@@ -365,7 +366,7 @@ def test_shifts_without_the_daemon_take_the_stores_totals_and_are_audited(books:
     )
 
     # A sale while the shift is open, then its closing.
-    store = Store(books.db)
+    store = Store(books.db, messages=ContractMessages())
     try:
         store.record_sale(
             Sale(

@@ -26,6 +26,7 @@ from drivers.tank_sim import SimTank, TankChart, TankFarm, TankSpec
 from drivers.veeder_root.sim import TlsConsole, TlsConsoleSimulator
 from drivers.wayne_dart.codec import DartStatus
 from drivers.wayne_dart.sim import Customer, normal_fill, preset_fill
+from edgectl.cloud.messages import ContractMessages
 from edgectl.config import MetricsConfig, load_config, parse_config
 from edgectl.daemon import Daemon
 from edgectl.errors import ConfigError
@@ -350,7 +351,7 @@ def test_sales_totals_survive_a_restart_and_retention(tmp: Path) -> None:
     themselves were deleted by retention."""
     config_path = write_config(tmp, mode="auto", extra=f'\n[control]\nsocket = "{tmp}/c.sock"\n')
     config = load_config(config_path)
-    store = Store(config.store.path, station_id="TEST-01")
+    store = Store(config.store.path, station_id="TEST-01", messages=ContractMessages())
     try:
         for n, (grade, volume) in enumerate([("92", "10.50"), ("95", "3.25"), ("92", "1.25")]):
             store.record_sale(_sale(n, grade, Decimal(volume)))
@@ -370,7 +371,7 @@ def test_sales_totals_survive_a_restart_and_retention(tmp: Path) -> None:
     before = sales_figures()
     assert before == {"92": (2, 11.75), "95": (1, 3.25), "diesel": (0, 0)}
 
-    store = Store(config.store.path, station_id="TEST-01")
+    store = Store(config.store.path, station_id="TEST-01", messages=ContractMessages())
     try:
         store.outbox_delete([r["seq"] for r in store.query("SELECT seq FROM outbox")])
         removed = store.purge_old_records("2999-01-01T00:00:00.000Z")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from edgectl.cloud.messages import ContractMessages
 from edgectl.config import load_config
 from edgectl.forecourt.sale import Sale
 from edgectl.store.schema import MIGRATIONS
@@ -52,7 +53,7 @@ def sale(n: int) -> Sale:
 
 
 def make_store(db: Path, *, station: str = STATION, sales: int = 1) -> None:
-    store = Store(db, station_id=station)
+    store = Store(db, station_id=station, messages=ContractMessages())
     for n in range(sales):
         store.record_sale(sale(n))
     store.close()

@@ -35,6 +35,7 @@ from drivers.wayne_dart.sim import (
 )
 from edgectl import tank_service
 from edgectl.cloud import contract
+from edgectl.cloud.messages import ContractMessages
 from edgectl.config import load_config
 from edgectl.station import PumpFill, Station
 from edgectl.store.store import PRIORITY_TELEMETRY, Store
@@ -170,7 +171,7 @@ def _reading(tank: int, at: datetime, net: str, product: str) -> dict[str, Any]:
 
 async def test_reconciliation_of_a_day_on_known_data(tmp_path: Path) -> None:
     loaded = load_config(config(tmp_path))
-    store = Store(loaded.store.path)
+    store = Store(loaded.store.path, messages=ContractMessages())
     try:
         service = TankService(loaded, cast(Station, _StoreOnly(store)))
         await service.prepare()
@@ -572,7 +573,7 @@ async def test_midnight_reconciles_each_tank_once_a_day_across_restarts(
 ) -> None:
     path = write_config(tmp_path, extra=TWO_TANKS.format(port=tmp_path / "tls", low=1000))
     # Readings of March 2030 (the gauge's own readings are of today, years apart).
-    store = Store(load_config(path).store.path)
+    store = Store(load_config(path).store.path, messages=ContractMessages())
     try:
         for day in range(8, 12):
             for hour, net in ((1, 20000 - 100 * day), (13, 19950 - 100 * day)):

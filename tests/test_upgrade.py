@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from drivers.wayne_dart.codec import DartStatus
+from edgectl.cloud.messages import ContractMessages
 from edgectl.config import load_config
 from edgectl.store.schema import MIGRATIONS
 from edgectl.store.store import Store
@@ -137,7 +138,7 @@ def test_a_store_of_an_earlier_schema_migrates_at_open_and_keeps_its_rows(
     db = tmp_path / "edgectl.db"
     before = old_store(db, version)
     assert before["sales"] and before["authorizations"]
-    store = Store(db)
+    store = Store(db, messages=ContractMessages())
     try:
         assert store.schema_version == len(MIGRATIONS)
         assert [s["uid"] for s in store.sales()] == ["upgrade-test-sale-1"]
@@ -145,7 +146,7 @@ def test_a_store_of_an_earlier_schema_migrates_at_open_and_keeps_its_rows(
         store.close()
     assert kept(db, before) == before
     # Opening again finds nothing left to do.
-    Store(db).close()
+    Store(db, messages=ContractMessages()).close()
     assert rows(db, "PRAGMA user_version") == [{"user_version": len(MIGRATIONS)}]
 
 

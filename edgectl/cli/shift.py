@@ -25,6 +25,7 @@ from edgectl.cli.actions import user_name
 from edgectl.cli.books import fixed, narrow, short_time, zone_note
 from edgectl.cli.output import Subparsers
 from edgectl.cli.records import fetch
+from edgectl.cloud.messages import ContractMessages
 from edgectl.config import Config
 from edgectl.control.client import DaemonNotRunning
 from edgectl.errors import EdgectlError, StoreMissingError
@@ -185,7 +186,7 @@ def _store(config: Config) -> Iterator[Store]:
     try:
         lock.require()
         owner = files.Ownership.of(path)
-        store = Store(path, station_id=config.station.id)
+        store = Store(path, station_id=config.station.id, messages=ContractMessages())
         try:
             yield store
         finally:

@@ -13,7 +13,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from edgectl.cloud import contract
 from edgectl.errors import (
     CommandError,
     StoreError,
@@ -21,6 +20,7 @@ from edgectl.errors import (
     StoreNewerSchemaError,
     StoreUnwritableError,
 )
+from edgectl.forecourt.authorization import ORDER_REASON, ORDER_STATUS
 from edgectl.forecourt.sale import (
     Authorization,
     AuthorizationSource,
@@ -30,31 +30,13 @@ from edgectl.forecourt.sale import (
 from edgectl.logs import get_logger
 from edgectl.store import faults, files, identity
 from edgectl.store.faults import WriteFault
+from edgectl.store.messages import Message, NoOutboxMessages, OutboxMessages
 from edgectl.store.schema import MIGRATIONS
 
 # Outbox priorities: lower is more important. Sales and command results are never dropped.
 PRIORITY_SALE = 0
 PRIORITY_EVENT = 1
 PRIORITY_TELEMETRY = 2
-
-# How a cloud order follows the authorization made for it.
-ORDER_STATUS_FOR = {
-    AuthorizationState.AUTHORIZED: "authorized",
-    AuthorizationState.FUELLING: "fuelling",
-    AuthorizationState.EXPIRED: "expired",
-    AuthorizationState.CANCELLED: "cancelled",
-    AuthorizationState.FAILED: "failed",
-    AuthorizationState.NO_SALE: "cancelled",
-}
-# The reason code an order carries when it ends without fuel (the payment can be released).
-ORDER_REASON = {
-    AuthorizationState.EXPIRED: "no_nozzle_lifted",
-    AuthorizationState.CANCELLED: "cancelled_by_cloud",
-    AuthorizationState.FAILED: "pump_refused",
-    AuthorizationState.NO_SALE: "zero_delivery",
-}
-# An order that expires after a nozzle was lifted without fuel flowing: not "no nozzle lifted".
-ORDER_REASON_LIFTED_NO_FUEL = "nozzle_lifted_no_fuel"
 
 
 def utc_now() -> str:
@@ -63,11 +45,6 @@ def utc_now() -> str:
 
 def _dec(value: str | None) -> Decimal | None:
     return None if value is None else Decimal(value)
-
-
-def _stamp(iso: str) -> str:
-    """An ISO time (any offset) as the contract writes times: UTC, milliseconds, Z."""
-    return contract.timestamp(datetime.fromisoformat(iso))
 
 
 def _text(value: Decimal | None) -> str | None:
@@ -137,10 +114,15 @@ class Store:
         outbox_max_rows: int | None = None,
         station_id: str | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        messages: OutboxMessages | None = None,
     ) -> None:
         """`station_id`: the config's `[station].id`. A store of another station is refused;
-        a store that has none yet adopts it."""
+        a store that has none yet adopts it. `messages` shapes the outbox's messages (the
+        daemon's: `edgectl.cloud.messages.ContractMessages`); without it, every write that
+        would queue one is refused with `NoOutboxMessages` (a store for reading, or for the
+        records that tell the cloud nothing)."""
         self.path = Path(path)
+        self._messages = messages
         self._clock = clock
         self._monotonic = monotonic
         self.outbox_max_rows = outbox_max_rows
@@ -299,7 +281,7 @@ class Store:
         fault = self.write_fault
         if fault is not None and self._monotonic() < fault.next_attempt:
             raise fault.refusal()
-        tx = _Tx(self._db, self.outbox_max_rows)
+        tx = _Tx(self._db, self._messages, self.outbox_max_rows)
         alarm_id = 0
         began = time.perf_counter()
         try:
@@ -309,6 +291,9 @@ class Store:
                 alarm_id = tx.fault_raised(fault)
         except sqlite3.Error as exc:
             raise self._write_failed(exc) from exc
+        except BaseException:
+            self._rollback()
+            raise
         try:
             yield tx
             if fault is not None:
@@ -455,20 +440,16 @@ class Store:
             row = tx.execute(
                 "SELECT order_id FROM authorizations WHERE id = ?", (auth_id,)
             ).fetchone()
-            order_status = ORDER_STATUS_FOR.get(state)
+            order_status = ORDER_STATUS.get(state)
             if row is not None and row[0] is not None and order_status is not None:
                 tx.order_status(
                     row[0], order_status, now, reason=order_reason or ORDER_REASON.get(state)
                 )
             if pump_state is not None:
-                tx.outbox(
-                    "pump_state",
-                    PRIORITY_TELEMETRY,
-                    pump_state,
-                    now,
-                    key=str(pump_state["pump"]),
-                    retain=True,
+                message = tx.messages.shaped(
+                    "pump_state", pump_state, key=str(pump_state["pump"]), retain=True
                 )
+                tx.outbox(message, PRIORITY_TELEMETRY, now)
         return self.authorization(auth_id)
 
     # ------------------------------------------------------------------ cloud orders
@@ -601,15 +582,8 @@ class Store:
                 " applied_at = excluded.applied_at",
                 (price_set_id, pump, status, reason, now),
             )
-            payload = contract.price_data(
-                price_set_id,
-                pump,
-                status,  # type: ignore[arg-type]
-                _grade_prices(prices),
-                reason,
-                currency=currency,
-            )
-            tx.outbox("price", PRIORITY_EVENT, payload, now)
+            message = tx.messages.price(price_set_id, pump, status, reason, prices, currency)
+            tx.outbox(message, PRIORITY_EVENT, now)
 
     def save_price_set(
         self, price_set_id: str, prices: dict[str, Decimal], effective_at: str | None
@@ -631,20 +605,16 @@ class Store:
                 "UPDATE price_sets SET activated_at = ? WHERE price_set_id = ?",
                 (now, price_set_id),
             )
-            payload = contract.prices_data(
-                price_set_id, _grade_prices(prices_in_force), currency=currency
-            )
-            tx.outbox("prices", PRIORITY_TELEMETRY, payload, now, key="prices", retain=True)
+            message = tx.messages.prices(price_set_id, prices_in_force, currency)
+            tx.outbox(message, PRIORITY_TELEMETRY, now)
 
     def publish_prices(
         self, price_set_id: str | None, prices: dict[str, Decimal], currency: str
     ) -> None:
         """Queue the retained prices state (the newest replaces any not yet sent)."""
         with self.transaction() as tx:
-            payload = contract.prices_data(price_set_id, _grade_prices(prices), currency=currency)
-            tx.outbox(
-                "prices", PRIORITY_TELEMETRY, payload, self._clock(), key="prices", retain=True
-            )
+            message = tx.messages.prices(price_set_id, prices, currency)
+            tx.outbox(message, PRIORITY_TELEMETRY, self._clock())
 
     def price_sets(
         self,
@@ -726,16 +696,16 @@ class Store:
                     now,
                 ),
             )
-            tx.outbox("result", PRIORITY_SALE, result, now, topic=topic, correlation=correlation)
+            message = tx.messages.shaped("result", result)
+            tx.outbox(message, PRIORITY_SALE, now, topic=topic, correlation=correlation)
 
     def queue_result(
         self, result: dict[str, Any], *, topic: str | None = None, correlation: bytes | None = None
     ) -> None:
         """Queue a result without storing it in the inbox (a command that could not be parsed)."""
         with self.transaction() as tx:
-            tx.outbox(
-                "result", PRIORITY_SALE, result, self._clock(), topic=topic, correlation=correlation
-            )
+            message = tx.messages.shaped("result", result)
+            tx.outbox(message, PRIORITY_SALE, self._clock(), topic=topic, correlation=correlation)
 
     def purge_inbox(self, before: str) -> int:
         """Forget answered commands received before `before`. Housekeeping: on a store that
@@ -759,7 +729,8 @@ class Store:
         retain: bool = False,
     ) -> int:
         with self.transaction() as tx:
-            return tx.outbox(stream, priority, payload, self._clock(), key=key, retain=retain)
+            message = tx.messages.shaped(stream, payload, key=key, retain=retain)
+            return tx.outbox(message, priority, self._clock())
 
     def authorization(self, auth_id: int) -> Authorization | None:
         row = self._db.execute("SELECT * FROM authorizations WHERE id = ?", (auth_id,)).fetchone()
@@ -867,7 +838,7 @@ class Store:
                     detail={"sale_id": sale_id},
                 )
             row = tx.execute("SELECT * FROM sales WHERE id = ?", (sale_id,)).fetchone()
-            tx.outbox("sale", PRIORITY_SALE, _sale_payload(tx.connection, row), now)
+            tx.outbox(tx.messages.sale(tx.sale_values(row)), PRIORITY_SALE, now)
         return RecordedSale(sale_id, created=True, totals_alarm=alarm)
 
     def sales(
@@ -1079,7 +1050,7 @@ class Store:
         report: dict[str, Any] | None = None,
     ) -> None:
         """Keep a tank's latest inventory; with `history`, add it to the history too; with
-        `report` (`contract.inventory_data`), queue it as the tank's inventory telemetry.
+        `report` (the cloud's inventory data), queue it as the tank's inventory telemetry.
         `values` has the columns of ``tank_latest`` (Decimals as text or Decimal)."""
         cols = (
             "tank",
@@ -1103,13 +1074,8 @@ class Store:
             if history:
                 tx.execute(f"INSERT INTO tank_readings ({','.join(cols)}) VALUES ({marks})", params)
             if report is not None:
-                tx.outbox(
-                    "inventory",
-                    PRIORITY_TELEMETRY,
-                    report,
-                    self._clock(),
-                    key=f"tank/{values['tank']}",
-                )
+                message = tx.messages.shaped("inventory", report, key=f"tank/{values['tank']}")
+                tx.outbox(message, PRIORITY_TELEMETRY, self._clock())
 
     def record_delivery(self, gauge: str, values: Mapping[str, Any]) -> int | None:
         """Record a delivery once per gauge, tank and start; its id, or None if already kept."""
@@ -1137,23 +1103,7 @@ class Store:
             if not cur.rowcount:
                 return None
             delivery_id = int(cur.lastrowid or 0)
-            tx.outbox(
-                "delivery",
-                PRIORITY_EVENT,
-                contract.delivery_data(
-                    delivery_id,
-                    int(values["tank"]),
-                    values["source"],
-                    start_at=_stamp(values["start_at"]),
-                    end_at=_stamp(values["end_at"]),
-                    start_volume=Decimal(str(values["start_volume"])),
-                    end_volume=Decimal(str(values["end_volume"])),
-                    delivered=Decimal(str(values["delivered"])),
-                    delivered_tc=Decimal(str(values["delivered_tc"])),
-                    dispensed_during=_dec(values["dispensed_during"]),
-                ),
-                now,
-            )
+            tx.outbox(tx.messages.delivery(delivery_id, values), PRIORITY_EVENT, now)
             return delivery_id
 
     def first_tank_reading(self, tank: int) -> str | None:
@@ -1217,7 +1167,7 @@ class Store:
             )
             if not cur.rowcount:
                 return False
-            tx.outbox("reconciliation", PRIORITY_EVENT, report, now)
+            tx.outbox(tx.messages.shaped("reconciliation", report), PRIORITY_EVENT, now)
             return True
 
     def last_gauge_delivery_end(self, gauge: str, tank: int) -> str | None:
@@ -1952,13 +1902,29 @@ def open_read_only(path: Path | str) -> sqlite3.Connection:
 class _Tx:
     """The statements available inside one transaction."""
 
-    def __init__(self, db: sqlite3.Connection, outbox_max_rows: int | None = None) -> None:
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        messages: OutboxMessages | None = None,
+        outbox_max_rows: int | None = None,
+    ) -> None:
         self._db = db
+        self._messages = messages
         self._outbox_max_rows = outbox_max_rows
 
     @property
     def connection(self) -> sqlite3.Connection:
         return self._db
+
+    @property
+    def messages(self) -> OutboxMessages:
+        """What shapes this store's messages; NoOutboxMessages when it was opened without."""
+        if self._messages is None:
+            raise NoOutboxMessages(
+                "this store was opened without the cloud's message shapes: it cannot queue"
+                " an outbox message (open it with messages=ContractMessages())"
+            )
+        return self._messages
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         return self._db.execute(sql, params)
@@ -1999,7 +1965,7 @@ class _Tx:
             sale_row = self._db.execute(
                 "SELECT * FROM sales WHERE id = ?", (row["sale_id"],)
             ).fetchone()
-            sale = _sale_payload(self._db, sale_row) if sale_row is not None else None
+            sale = None if sale_row is None else self.sale_values(sale_row)
         if row["status"] == "authorized":
             self._db.execute(
                 "UPDATE orders SET authorized_at = ? WHERE order_id = ? AND authorized_at IS NULL",
@@ -2008,7 +1974,17 @@ class _Tx:
         authorized_at = self._db.execute(
             "SELECT authorized_at FROM orders WHERE order_id = ?", (order_id,)
         ).fetchone()[0]
-        self.outbox("order", PRIORITY_SALE, _order_payload(row, sale, authorized_at), now)
+        self.outbox(self.messages.order(dict(row), sale, authorized_at), PRIORITY_SALE, now)
+
+    def sale_values(self, row: sqlite3.Row) -> dict[str, Any]:
+        """A `sales` row with `authorized_by`: its authorization's source (None without)."""
+        source = None
+        if row["authorization_id"] is not None:
+            found = self._db.execute(
+                "SELECT source FROM authorizations WHERE id = ?", (row["authorization_id"],)
+            ).fetchone()
+            source = None if found is None else found[0]
+        return {**dict(row), "authorized_by": source}
 
     def alarm(
         self,
@@ -2027,20 +2003,10 @@ class _Tx:
             (kind, severity, pump, nozzle, message, json.dumps(detail or {}), now),
         )
         alarm_id = int(cur.lastrowid or 0)
-        self.outbox(
-            "alarm",
-            PRIORITY_EVENT,
-            contract.alarm_data(
-                alarm_id,
-                kind,
-                severity,  # type: ignore[arg-type]
-                message,
-                raised_at=now,
-                pump=pump,
-                nozzle=nozzle,
-            ),
-            now,
+        shaped = self.messages.alarm(
+            alarm_id, kind, severity, message, raised_at=now, pump=pump, nozzle=nozzle
         )
+        self.outbox(shaped, PRIORITY_EVENT, now)
         return alarm_id
 
     def fault_raised(self, fault: WriteFault) -> int:
@@ -2051,68 +2017,55 @@ class _Tx:
             (faults.ALARM_KIND, fault.message(), json.dumps(fault.detail()), fault.since),
         )
         alarm_id = int(cur.lastrowid or 0)
-        self.outbox(
-            "alarm",
-            PRIORITY_EVENT,
-            contract.alarm_data(
-                alarm_id, faults.ALARM_KIND, "critical", fault.message(), raised_at=fault.since
-            ),
-            fault.since,
+        shaped = self.messages.alarm(
+            alarm_id, faults.ALARM_KIND, "critical", fault.message(), raised_at=fault.since
         )
+        self.outbox(shaped, PRIORITY_EVENT, fault.since)
         return alarm_id
 
     def fault_cleared(self, alarm_id: int, fault: WriteFault, now: str) -> None:
         """The same alarm cleared: the store writes again (this very commit proves it)."""
         self._db.execute("UPDATE alarms SET cleared_at = ? WHERE id = ?", (now, alarm_id))
-        self.outbox(
-            "alarm",
-            PRIORITY_EVENT,
-            contract.alarm_data(
-                alarm_id,
-                faults.ALARM_KIND,
-                "critical",
-                fault.message(),
-                raised_at=fault.since,
-                cleared_at=now,
-            ),
-            now,
+        shaped = self.messages.alarm(
+            alarm_id,
+            faults.ALARM_KIND,
+            "critical",
+            fault.message(),
+            raised_at=fault.since,
+            cleared_at=now,
         )
+        self.outbox(shaped, PRIORITY_EVENT, now)
 
     def alarm_cleared(self, row: sqlite3.Row, now: str) -> None:
-        """Queue the cleared event of an alarm row whose `cleared_at` was just set."""
-        self.outbox(
-            "alarm",
-            PRIORITY_EVENT,
-            contract.alarm_data(
-                int(row["id"]),
-                str(row["kind"]),
-                row["severity"],
-                str(row["message"]),
-                raised_at=str(row["raised_at"]),
-                cleared_at=now,
-                pump=row["pump"],
-            ),
-            now,
+        """Queue the cleared event of an alarm row whose `cleared_at` was just set (its
+        message, as ever, names the pump but not the nozzle)."""
+        shaped = self.messages.alarm(
+            int(row["id"]),
+            str(row["kind"]),
+            str(row["severity"]),
+            str(row["message"]),
+            raised_at=str(row["raised_at"]),
+            cleared_at=now,
+            pump=row["pump"],
         )
+        self.outbox(shaped, PRIORITY_EVENT, now)
 
     def outbox(
         self,
-        stream: str,
+        message: Message,
         priority: int,
-        payload: dict[str, Any],
         now: str,
         *,
-        key: str | None = None,
         topic: str | None = None,
-        retain: bool = False,
         correlation: bytes | None = None,
     ) -> int:
+        """Queue `message` (its data as it is) in this transaction; its outbox seq."""
+        stream, key, latest = message.stream, message.key, message.latest
         if key is not None and priority == PRIORITY_TELEMETRY:
             # Telemetry is a state, not a history: only its newest value is worth sending.
             self._db.execute("DELETE FROM outbox WHERE stream = ? AND key = ?", (stream, key))
         # The stream's next seq (guaranteed) or the key's next version (latest value), counted
         # in this transaction: a row and its number commit together or not at all.
-        latest = stream in contract.LATEST_VALUE
         number = int(
             self._db.execute(
                 "INSERT INTO outbox_streams (stream, key, last_seq) VALUES (?, ?, 1)"
@@ -2127,12 +2080,11 @@ class _Tx:
             (
                 stream,
                 priority,
-                # Checked and encoded once, here: the publisher sends it as it is.
-                contract.encode_data(payload),
+                message.data,
                 now,
                 key,
                 topic,
-                int(retain),
+                int(message.retain),
                 correlation,
                 None if latest else number,
                 number if latest else None,
@@ -2205,55 +2157,6 @@ def _totals_disagreement(
         f"{moved_amount} amount but the sale is {sale.volume} / {sale.amount} "
         "(missed or tampered sale)"
     )
-
-
-def _sale_payload(db: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
-    source = None
-    if row["authorization_id"] is not None:
-        found = db.execute(
-            "SELECT source FROM authorizations WHERE id = ?", (row["authorization_id"],)
-        ).fetchone()
-        source = None if found is None else found[0]
-    return contract.sale_data(
-        sale_id=row["id"],
-        uid=row["uid"],
-        pump=row["pump"],
-        nozzle=row["nozzle"],
-        grade=row["grade"],
-        volume=Decimal(row["volume"]),
-        amount=Decimal(row["amount"]),
-        unit_price=Decimal(row["unit_price"]),
-        currency=row["currency"],
-        ended_at=row["ended_at"],
-        authorized_by=source or "none",
-        order_id=row["order_id"],
-        price_set_id=row["price_set_id"],
-        total_volume_before=_dec(row["total_volume_before"]),
-        total_amount_before=_dec(row["total_amount_before"]),
-        total_volume_after=_dec(row["total_volume_after"]),
-        total_amount_after=_dec(row["total_amount_after"]),
-    )
-
-
-def _order_payload(
-    row: sqlite3.Row, sale: dict[str, Any] | None, authorized_at: str | None
-) -> dict[str, Any]:
-    return contract.order_data(
-        row["order_id"],
-        row["pump"],
-        row["status"],
-        reason=row["reason"],
-        sale=sale if row["status"] == "completed" else None,
-        authorized_at=authorized_at,
-        preset_type=row["preset_type"],
-        preset_value=Decimal(row["preset_value"]),
-        currency=row["currency"],
-        expires_at=row["expires_at"],
-    )
-
-
-def _grade_prices(prices: Mapping[str, Decimal | str]) -> list[contract.GradePrice]:
-    return [contract.GradePrice(g, Decimal(p)) for g, p in sorted(prices.items())]
 
 
 def _price_json(prices: dict[str, Decimal]) -> str:

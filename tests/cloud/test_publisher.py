@@ -16,6 +16,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edgectl.cloud.messages import ContractMessages
 from edgectl.cloud.publisher import OutboxPublisher
 from edgectl.cloud.session import CloudSession
 from edgectl.store.store import PRIORITY_EVENT, PRIORITY_SALE, OutboxRow, Store
@@ -41,7 +42,8 @@ NOW = "2026-11-24T10:00:00.000Z"
 def queue(store: Store, stream: str, priority: int, count: int) -> list[int]:
     with store.transaction() as tx:
         return [
-            tx.outbox(stream, priority, {"n": i}, "2026-11-24T10:00:00.000Z") for i in range(count)
+            tx.outbox(tx.messages.shaped(stream, {"n": i}), priority, "2026-11-24T10:00:00.000Z")
+            for i in range(count)
         ]
 
 
@@ -99,7 +101,7 @@ class Seen:
 async def test_backlog_is_replayed_in_order_and_live_sales_overtake_it(
     tmp_path: Path, mosquitto: MosquittoBroker
 ) -> None:
-    store = Store(tmp_path / "s.db")
+    store = Store(tmp_path / "s.db", messages=ContractMessages())
     queue(store, "alarm", PRIORITY_EVENT, BACKLOG)  # piled up during an outage
     seen = Seen()
     async with cloud_client(mosquitto, f"{TOPICS.base}/evt/#") as cloud:
@@ -143,7 +145,7 @@ def persistent_observer(broker: MosquittoBroker) -> Any:
 async def test_rows_stay_until_acknowledged_and_are_sent_again_after_an_outage(
     tmp_path: Path, mosquitto: MosquittoBroker
 ) -> None:
-    store = Store(tmp_path / "s.db")
+    store = Store(tmp_path / "s.db", messages=ContractMessages())
     first = queue(store, "alarm", PRIORITY_EVENT, 300)
     seen = Seen()
     async with persistent_observer(mosquitto):
@@ -180,7 +182,7 @@ async def test_a_slow_commit_does_not_hold_the_replay_back(
     # Acknowledged rows are deleted in the background, one commit at a time: while a commit
     # waits for the disk, the window goes on (it used to wait with it, every window), and
     # the rows are still deleted only after their PUBACK.
-    store = Store(tmp_path / "s.db")
+    store = Store(tmp_path / "s.db", messages=ContractMessages())
     queue(store, "alarm", PRIORITY_EVENT, 400)
     disk = asyncio.Event()
     commits: list[list[int]] = []

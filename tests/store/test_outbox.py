@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from edgectl.cloud.messages import ContractMessages
 from edgectl.store.schema import MIGRATIONS
 from edgectl.store.store import PRIORITY_EVENT, PRIORITY_SALE, PRIORITY_TELEMETRY, Store
 
@@ -22,23 +23,24 @@ def fill(store: Store, stream: str, priority: int, n: int, key: str | None = Non
     seqs = []
     for i in range(n):
         with store.transaction() as tx:
-            seqs.append(tx.outbox(stream, priority, {"i": i}, "t", key=key))
+            message = tx.messages.shaped(stream, {"i": i}, key=key)
+            seqs.append(tx.outbox(message, priority, "t"))
     return seqs
 
 
 def test_seq_only_grows_and_survives_restart(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db")
+    store = Store(tmp_path / "s.db", messages=ContractMessages())
     first = fill(store, "sale", PRIORITY_SALE, 3)
     store.outbox_delete(first)
     store.close()
-    store = Store(tmp_path / "s.db")
+    store = Store(tmp_path / "s.db", messages=ContractMessages())
     second = fill(store, "sale", PRIORITY_SALE, 1)
     assert second[0] > max(first)  # AUTOINCREMENT: a deleted seq is never reused
     store.close()
 
 
 def test_classes_are_interleaved_each_in_seq_order(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db")
+    store = Store(tmp_path / "s.db", messages=ContractMessages())
     sales = fill(store, "sale", PRIORITY_SALE, 5)
     alarms = fill(store, "alarm", PRIORITY_EVENT, 2)
     state = fill(store, "pump_state", PRIORITY_TELEMETRY, 1, key="1")
@@ -51,7 +53,7 @@ def test_classes_are_interleaved_each_in_seq_order(tmp_path: Path) -> None:
 
 
 def test_telemetry_keeps_only_the_latest_value_per_key(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db")
+    store = Store(tmp_path / "s.db", messages=ContractMessages())
     fill(store, "pump_state", PRIORITY_TELEMETRY, 5, key="3")
     fill(store, "pump_state", PRIORITY_TELEMETRY, 2, key="4")
     rows = store.query("SELECT key, payload FROM outbox ORDER BY seq")
@@ -60,7 +62,7 @@ def test_telemetry_keeps_only_the_latest_value_per_key(tmp_path: Path) -> None:
 
 
 def test_quota_thins_telemetry_but_never_drops_sales(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db", outbox_max_rows=10)
+    store = Store(tmp_path / "s.db", outbox_max_rows=10, messages=ContractMessages())
     for pump in range(8):
         fill(store, "pump_state", PRIORITY_TELEMETRY, 1, key=str(pump))
     sales = fill(store, "sale", PRIORITY_SALE, 12)
@@ -81,7 +83,7 @@ def stream_seqs(store: Store, stream: str) -> list[int]:
 def test_each_guaranteed_stream_counts_from_one_without_gaps_whatever_is_thinned(
     tmp_path: Path,
 ) -> None:
-    store = Store(tmp_path / "s.db", outbox_max_rows=1000)
+    store = Store(tmp_path / "s.db", outbox_max_rows=1000, messages=ContractMessages())
     for _ in range(3):
         fill(store, "pump_state", PRIORITY_TELEMETRY, 4, key="3")  # thinned to the newest
         fill(store, "sale", PRIORITY_SALE, 2)
@@ -98,14 +100,14 @@ def test_each_guaranteed_stream_counts_from_one_without_gaps_whatever_is_thinned
 def test_a_rolled_back_message_takes_no_seq_and_the_counters_survive_a_restart(
     tmp_path: Path,
 ) -> None:
-    store = Store(tmp_path / "s.db")
+    store = Store(tmp_path / "s.db", messages=ContractMessages())
     fill(store, "sale", PRIORITY_SALE, 2)
     with contextlib.suppress(RuntimeError), store.transaction() as tx:
-        tx.outbox("sale", PRIORITY_SALE, {"lost": True}, "t")
+        tx.outbox(tx.messages.shaped("sale", {"lost": True}), PRIORITY_SALE, "t")
         raise RuntimeError("the state change failed: its message goes with it")
     store.outbox_delete([r.seq for r in store.outbox_after({}, 10)])  # the broker took them
     store.close()
-    store = Store(tmp_path / "s.db")
+    store = Store(tmp_path / "s.db", messages=ContractMessages())
     fill(store, "sale", PRIORITY_SALE, 1)
     assert stream_seqs(store, "sale") == [3]
     store.close()
@@ -114,7 +116,7 @@ def test_a_rolled_back_message_takes_no_seq_and_the_counters_survive_a_restart(
 def test_backend_delivery_keeps_guaranteed_rows_until_acked_and_replays_them(
     tmp_path: Path,
 ) -> None:
-    store = Store(tmp_path / "s.db")
+    store = Store(tmp_path / "s.db", messages=ContractMessages())
     fill(store, "sale", PRIORITY_SALE, 5)
     fill(store, "pump_state", PRIORITY_TELEMETRY, 1, key="1")
     rows = store.outbox_after({}, 10)
@@ -131,7 +133,8 @@ def test_backend_delivery_keeps_guaranteed_rows_until_acked_and_replays_them(
     assert store.outbox_ack("sale", 6)["ahead"] == 1  # past the stream: nothing changes
     assert stream_seqs(store, "sale") == [3, 4, 5]
     store.close()
-    store = Store(tmp_path / "s.db")  # a restart keeps what the backend has not acknowledged
+    # A restart keeps what the backend has not acknowledged.
+    store = Store(tmp_path / "s.db", messages=ContractMessages())
     assert store.outbox_replay("sale", 2, 4) == {"asked": 3, "held": 2, "last_seq": 5}
     again = store.outbox_after({}, 10)
     assert [(r.stream_seq, r.seq) for r in again] == [(3, ids[3]), (4, ids[4])]  # same rows
@@ -153,7 +156,7 @@ def test_backend_delivery_keeps_guaranteed_rows_until_acked_and_replays_them(
 def test_over_quota_backend_delivery_gives_up_sent_events_but_never_a_sale(
     tmp_path: Path,
 ) -> None:
-    store = Store(tmp_path / "s.db", outbox_max_rows=10)
+    store = Store(tmp_path / "s.db", outbox_max_rows=10, messages=ContractMessages())
     fill(store, "sale", PRIORITY_SALE, 6)
     fill(store, "alarm", PRIORITY_EVENT, 4)
     store.outbox_sent([r.seq for r in store.outbox_after({}, 20)])
@@ -185,7 +188,7 @@ def test_an_upgrade_numbers_the_waiting_messages_of_each_stream(tmp_path: Path) 
             (stream, priority, key),
         )
     db.close()
-    store = Store(path)
+    store = Store(path, messages=ContractMessages())
     assert store.query("SELECT stream, stream_seq, version FROM outbox ORDER BY seq") == [
         {"stream": "sale", "stream_seq": 1, "version": None},
         {"stream": "pump_state", "stream_seq": None, "version": 1},
@@ -205,7 +208,7 @@ def test_a_payload_that_could_not_be_sent_is_refused_when_it_is_queued(tmp_path:
     # what `encode` would refuse at publish time is refused at the door, and nothing is kept.
     from edgectl.cloud.contract import ContractError
 
-    store = Store(tmp_path / "s.db")
+    store = Store(tmp_path / "s.db", messages=ContractMessages())
     for bad in ({"volume": 1.5}, {"amount": Decimal("2.00")}, {"text": "\ud800"}):
         with pytest.raises(ContractError):
             store.queue_event("alarm", bad)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from edgectl.cloud.messages import ContractMessages
 from edgectl.forecourt.sale import AuthorizationSource
 from edgectl.store.store import Store
 from tests.store.test_store import make_sale
@@ -14,7 +15,7 @@ from tests.store.test_store import make_sale
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "edgectl.db")
+    s = Store(tmp_path / "edgectl.db", messages=ContractMessages())
     yield s
     s.close()
 
@@ -49,15 +50,15 @@ def test_a_different_fill_with_a_sales_identity_is_a_conflict_not_a_repeat(
 
 def test_a_served_lift_is_remembered_until_the_nozzle_is_hung_up(tmp_path: Path) -> None:
     path = tmp_path / "edgectl.db"
-    store = Store(path)
+    store = Store(path, messages=ContractMessages())
     assert not store.lift_served(1)
     store.create_authorization(1, AuthorizationSource.AUTO, nozzles=(1,), serves_lift=True)
     store.create_authorization(2, AuthorizationSource.ATTENDANT)
     assert store.lift_served(1) and not store.lift_served(2)
     store.close()
-    again = Store(path)  # a restart, the nozzle still lifted
+    again = Store(path, messages=ContractMessages())  # a restart, the nozzle still lifted
     assert again.lift_served(1)
     again.lift_ended(1)
     assert not again.lift_served(1)
     again.close()
-    assert not Store(path).lift_served(1)
+    assert not Store(path, messages=ContractMessages()).lift_served(1)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from edgectl.cloud.messages import ContractMessages
 from edgectl.errors import CommandError
 from edgectl.forecourt.sale import AuthorizationSource
 from edgectl.store.schema import MIGRATIONS
@@ -48,7 +49,7 @@ def test_the_shifts_migration_adds_its_tables_to_an_older_store(tmp_path: Path) 
     assert "shifts" not in tables and "shift_totals" not in tables
     db.close()
 
-    store = Store(path)
+    store = Store(path, messages=ContractMessages())
     try:
         assert store.schema_version == len(MIGRATIONS) >= SHIFTS + 1
         assert store.reader.shift() is None and store.reader.shifts() == []
@@ -63,7 +64,7 @@ def test_the_shifts_migration_adds_its_tables_to_an_older_store(tmp_path: Path) 
 
 
 def test_one_shift_at_a_time_each_end_with_its_totals(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db")
+    store = Store(tmp_path / "s.db", messages=ContractMessages())
     try:
         with pytest.raises(CommandError) as none_open:
             store.close_shift("ana", totals("1"))
@@ -107,7 +108,7 @@ def test_one_shift_at_a_time_each_end_with_its_totals(tmp_path: Path) -> None:
 
 
 def test_the_records_reads(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db")
+    store = Store(tmp_path / "s.db", messages=ContractMessages())
     try:
         store.record_tank_reading(TANK_READING, history=True)
         store.record_delivery("tls-1", DELIVERY)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from edgectl.cloud.messages import ContractMessages
 from edgectl.errors import StoreError
 from edgectl.forecourt.sale import (
     Authorization,
@@ -22,7 +23,7 @@ from edgectl.store.store import OrderExists, Store
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "edgectl.db")
+    s = Store(tmp_path / "edgectl.db", messages=ContractMessages())
     yield s
     s.close()
 
@@ -51,10 +52,10 @@ def test_opens_in_wal_with_full_sync_and_latest_schema(store: Store) -> None:
 
 
 def test_reopen_keeps_data_and_does_not_migrate_twice(tmp_path: Path) -> None:
-    first = Store(tmp_path / "s.db")
+    first = Store(tmp_path / "s.db", messages=ContractMessages())
     first.record_sale(make_sale())
     first.close()
-    again = Store(tmp_path / "s.db")
+    again = Store(tmp_path / "s.db", messages=ContractMessages())
     assert len(again.sales()) == 1
     assert again.schema_version == len(MIGRATIONS)
     again.close()
@@ -186,7 +187,7 @@ def test_authorization_update_carries_the_pump_state(store: Store) -> None:
 
 def test_failed_transaction_leaves_nothing_behind(store: Store) -> None:
     with pytest.raises(RuntimeError), store.transaction() as tx:
-        tx.outbox("sale", 0, {"x": 1}, "now")
+        tx.outbox(tx.messages.shaped("sale", {"x": 1}), 0, "now")
         raise RuntimeError("power cut")
     assert store.outbox_depth() == 0
 
@@ -195,7 +196,7 @@ def test_corrupt_database_is_a_clear_store_error(tmp_path: Path) -> None:
     path = tmp_path / "bad.db"
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError) as err:
-        Store(path)
+        Store(path, messages=ContractMessages())
     assert "not an SQLite database" in str(err.value) and "restore" in str(err.value)
     assert err.value.code == "store_corrupt"
 
@@ -206,4 +207,4 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     db.execute(f"PRAGMA user_version={len(MIGRATIONS) + 5}")
     db.close()
     with pytest.raises(StoreError, match="upgrade edgectl"):
-        Store(path)
+        Store(path, messages=ContractMessages())

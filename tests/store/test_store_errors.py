@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from edgectl.cloud.messages import ContractMessages
 from edgectl.errors import (
     StoreCorruptError,
     StoreError,
@@ -57,7 +58,12 @@ def sale(n: int, pump: int = 1) -> Sale:
 
 
 def make_store(db: Path, *, station: str | None = STATION, sales: int = 2, pump: int = 1) -> None:
-    store = Store(db, station_id=station) if station is not None else Store(db)
+    messages = ContractMessages()
+    store = (
+        Store(db, station_id=station, messages=messages)
+        if station is not None
+        else Store(db, messages=messages)
+    )
     for n in range(sales):
         store.record_sale(sale(n, pump))
     store.close()
@@ -66,7 +72,7 @@ def make_store(db: Path, *, station: str | None = STATION, sales: int = 2, pump:
 def wal_of_running_store(where: Path, *, station: str, sales: int, pump: int) -> bytes:
     """The -wal of another store as it is while that store's daemon runs (or was killed)."""
     where.mkdir(parents=True, exist_ok=True)
-    store = Store(where / "other.db", station_id=station)
+    store = Store(where / "other.db", station_id=station, messages=ContractMessages())
     try:
         for n in range(sales):
             store.record_sale(sale(n, pump))
@@ -278,7 +284,7 @@ def test_every_open_failure_names_its_cause_and_changes_nothing(
     with fault.make(tmp_path) as db:
         before = digests(*store_files(db))
         with pytest.raises(StoreError) as refused:
-            Store(db, station_id=STATION)
+            Store(db, station_id=STATION, messages=ContractMessages())
         after = digests(*store_files(db))
     assert_names_its_cause(fault, refused.value)
     assert after == before
@@ -309,7 +315,7 @@ def test_a_store_that_is_fine_opens(tmp_path: Path) -> None:
     """The control case: none of the checks refuses a sound store of this station."""
     db = tmp_path / "edgectl.db"
     make_store(db, sales=3)
-    store = Store(db, station_id=STATION)
+    store = Store(db, station_id=STATION, messages=ContractMessages())
     try:
         assert len(store.sales()) == 3
     finally:
@@ -352,7 +358,7 @@ def test_a_store_the_user_may_not_read_says_permission(tmp_path: Path) -> None:
         db.chmod(0o600)  # root's alone
         before = digests(*store_files(db))
         with as_other_user() as user, pytest.raises(StorePermissionError) as refused:
-            Store(db, station_id=STATION)
+            Store(db, station_id=STATION, messages=ContractMessages())
         assert digests(*store_files(db)) == before
     sentence = str(refused.value)
     assert sentence.startswith(f"permission problem: {db} is owned by root:root (mode 0600)")

@@ -16,6 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from edgectl.cloud import contract
+from edgectl.cloud.messages import ContractMessages
 from edgectl.errors import StoreFullError, StoreUnwritableError
 from edgectl.store import faults
 from edgectl.store.faults import WriteFault
@@ -63,7 +64,9 @@ def full(tmp_path: Path) -> Iterator[FullStore]:
     -wal checkpointed away first: any write must now grow a file, and cannot."""
     with tmpfs(tmp_path / "disk", size="4m") as disk:
         clock = Clock()
-        store = Store(disk / "edgectl.db", station_id=STATION, monotonic=clock)
+        store = Store(
+            disk / "edgectl.db", station_id=STATION, monotonic=clock, messages=ContractMessages()
+        )
         try:
             seeded = seed(store)
             other = sqlite3.connect(disk / "edgectl.db")
@@ -130,7 +133,9 @@ def test_every_write_path_says_disk_full_and_the_store_heals(name: str, full: Fu
 def test_the_fault_is_logged_once_and_its_recovery_once(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "disk", size="4m") as disk, capture_logs() as logs:
         clock = Clock()
-        store = Store(disk / "edgectl.db", station_id=STATION, monotonic=clock)
+        store = Store(
+            disk / "edgectl.db", station_id=STATION, monotonic=clock, messages=ContractMessages()
+        )
         try:
             seeded = seed(store)
             sqlite3.connect(disk / "edgectl.db").execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -157,7 +162,7 @@ def test_a_full_database_mid_statement_is_typed_too(tmp_path: Path) -> None:
     """SQLite's own limit on the file's size (`max_page_count`) fails a statement, not the
     COMMIT, with the same SQLITE_FULL (and rolls back by itself too): runs as any user."""
     clock = Clock()
-    store = Store(tmp_path / "edgectl.db", monotonic=clock)
+    store = Store(tmp_path / "edgectl.db", monotonic=clock, messages=ContractMessages())
     try:
         pages = store._db.execute("PRAGMA page_count").fetchone()[0]
         store._db.execute(f"PRAGMA max_page_count={pages}")

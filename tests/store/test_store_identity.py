@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from edgectl.cloud.messages import ContractMessages
 from edgectl.errors import StoreForeignError
 from edgectl.store import identity
 from edgectl.store.schema import MIGRATIONS
@@ -32,13 +33,13 @@ def killed_copy(store: Store, where: Path) -> Path:
 
 
 def test_a_new_store_has_its_identity_in_the_header_and_in_meta(tmp_path: Path) -> None:
-    store = Store(tmp_path / "edgectl.db", station_id=STATION)
+    store = Store(tmp_path / "edgectl.db", station_id=STATION, messages=ContractMessages())
     store_id, path = store.store_id, store.path
     meta = dict((r["key"], r["value"]) for r in store.query("SELECT key, value FROM meta"))
     store.close()
     assert meta["store_id"] == store_id and meta["station_id"] == STATION
     assert identity.store_id_text(identity.header_store_id(path)) == store_id
-    other = Store(tmp_path / "other.db", station_id=STATION)
+    other = Store(tmp_path / "other.db", station_id=STATION, messages=ContractMessages())
     assert other.store_id != store_id  # random per store, not per station
     other.close()
 
@@ -47,7 +48,7 @@ def test_a_new_store_has_its_identity_in_the_header_and_in_meta(tmp_path: Path) 
 def test_every_write_transaction_puts_the_store_id_in_the_wal(name: str, tmp_path: Path) -> None:
     """The property the -wal check rests on: whatever a transaction changes, the -wal gets
     this store's page 1 in the same commit."""
-    store = Store(tmp_path / "edgectl.db", station_id=STATION)
+    store = Store(tmp_path / "edgectl.db", station_id=STATION, messages=ContractMessages())
     try:
         seeded = seed(store)
         wal = identity.wal_file(store.path)
@@ -65,11 +66,13 @@ def test_every_write_transaction_puts_the_store_id_in_the_wal(name: str, tmp_pat
 def test_the_issue_case_a_foreign_wal_is_refused_and_the_sales_survive(tmp_path: Path) -> None:
     """11 sales here, the -wal of another station's store (3 sales) beside them: refused,
     nothing changed; with the -wal moved away as the message says, the 11 sales are there."""
-    mine = Store(tmp_path / "edgectl.db", station_id=STATION)
+    mine = Store(tmp_path / "edgectl.db", station_id=STATION, messages=ContractMessages())
     for n in range(11):
         mine.record_sale(sale(n))
     mine.close()
-    theirs = Store(tmp_path / "elsewhere" / "edgectl.db", station_id="OTHER-07")
+    theirs = Store(
+        tmp_path / "elsewhere" / "edgectl.db", station_id="OTHER-07", messages=ContractMessages()
+    )
     for n in range(3):
         theirs.record_sale(sale(n, pump=2))
     foreign = killed_copy(theirs, tmp_path / "copied")
@@ -78,11 +81,11 @@ def test_the_issue_case_a_foreign_wal_is_refused_and_the_sales_survive(tmp_path:
     shutil.copyfile(f"{foreign}-wal", f"{db}-wal")
     before = digests(*store_files(db))
     with pytest.raises(StoreForeignError) as refused:
-        Store(db, station_id=STATION)
+        Store(db, station_id=STATION, messages=ContractMessages())
     assert digests(*store_files(db)) == before
     assert "move edgectl.db-wal away" in str(refused.value)
     Path(f"{db}-wal").rename(tmp_path / "foreign.wal")
-    store = Store(db, station_id=STATION)
+    store = Store(db, station_id=STATION, messages=ContractMessages())
     try:
         assert [s["pump"] for s in store.sales()] == [1] * 11
     finally:
@@ -90,13 +93,13 @@ def test_the_issue_case_a_foreign_wal_is_refused_and_the_sales_survive(tmp_path:
 
 
 def test_the_stores_own_wal_after_a_kill_is_replayed(tmp_path: Path) -> None:
-    store = Store(tmp_path / "live" / "edgectl.db", station_id=STATION)
+    store = Store(tmp_path / "live" / "edgectl.db", station_id=STATION, messages=ContractMessages())
     for n in range(5):
         store.record_sale(sale(n))
     copy = killed_copy(store, tmp_path / "after-kill")
     store.close()
     assert identity.read_wal(identity.wal_file(copy)).committed_frames > 0
-    again = Store(copy, station_id=STATION)
+    again = Store(copy, station_id=STATION, messages=ContractMessages())
     try:
         assert len(again.sales()) == 5
     finally:
@@ -106,7 +109,7 @@ def test_the_stores_own_wal_after_a_kill_is_replayed(tmp_path: Path) -> None:
 def test_a_torn_last_frame_is_read_as_sqlite_reads_it(tmp_path: Path) -> None:
     """A power cut in the middle of writing a frame: SQLite ignores it (its checksum breaks
     the chain), and so does the -wal reader; the store opens with the commits before it."""
-    store = Store(tmp_path / "live" / "edgectl.db", station_id=STATION)
+    store = Store(tmp_path / "live" / "edgectl.db", station_id=STATION, messages=ContractMessages())
     store.record_sale(sale(1))
     copy = killed_copy(store, tmp_path / "torn")
     store.close()
@@ -117,14 +120,14 @@ def test_a_torn_last_frame_is_read_as_sqlite_reads_it(tmp_path: Path) -> None:
     wal.write_bytes(bytes(data))
     torn = identity.read_wal(wal)
     assert 0 < torn.committed_frames < whole.committed_frames
-    again = Store(copy, station_id=STATION)
+    again = Store(copy, station_id=STATION, messages=ContractMessages())
     again.close()
 
 
 def test_a_wal_without_this_stores_page_one_is_refused(tmp_path: Path) -> None:
     """Changes written by something that is not this store's edgectl (no page 1 in the -wal)
     cannot be told apart from another store's: refused too."""
-    store = Store(tmp_path / "edgectl.db", station_id=STATION)
+    store = Store(tmp_path / "edgectl.db", station_id=STATION, messages=ContractMessages())
     store.close()
     raw = sqlite3.connect(tmp_path / "edgectl.db")
     raw.execute("PRAGMA wal_autocheckpoint=0")
@@ -136,7 +139,7 @@ def test_a_wal_without_this_stores_page_one_is_refused(tmp_path: Path) -> None:
         shutil.copyfile(f"{tmp_path / 'edgectl.db'}{suffix}", copy / f"edgectl.db{suffix}")
     raw.close()
     with pytest.raises(StoreForeignError, match="none of them carrying this store's id"):
-        Store(copy / "edgectl.db", station_id=STATION)
+        Store(copy / "edgectl.db", station_id=STATION, messages=ContractMessages())
 
 
 def legacy_store(db: Path, sales: int) -> None:
@@ -163,13 +166,13 @@ def test_a_store_from_before_identity_adopts_one(tmp_path: Path) -> None:
     db = tmp_path / "edgectl.db"
     legacy_store(db, sales=4)
     assert identity.header_store_id(db) == 0
-    store = Store(db, station_id=STATION)
+    store = Store(db, station_id=STATION, messages=ContractMessages())
     store_id = store.store_id
     store.close()
     assert identity.store_id_text(identity.header_store_id(db)) == store_id
     with pytest.raises(StoreForeignError, match="belongs to station TEST-01"):
-        Store(db, station_id="OTHER-07")
-    again = Store(db, station_id=STATION)
+        Store(db, station_id="OTHER-07", messages=ContractMessages())
+    again = Store(db, station_id=STATION, messages=ContractMessages())
     try:
         assert again.store_id == store_id and len(again.sales()) == 4
     finally:
@@ -193,7 +196,7 @@ def test_a_legacy_wal_after_a_kill_is_still_replayed(tmp_path: Path) -> None:
     for suffix in ("", "-wal"):
         shutil.copyfile(f"{live / 'edgectl.db'}{suffix}", copy / f"edgectl.db{suffix}")
     raw.close()
-    store = Store(copy / "edgectl.db", station_id=STATION)
+    store = Store(copy / "edgectl.db", station_id=STATION, messages=ContractMessages())
     try:
         assert len(store.sales()) == 1 and store.station_id == STATION
     finally:
@@ -221,9 +224,9 @@ def test_an_identity_not_yet_checkpointed_is_judged_by_its_station(tmp_path: Pat
     assert identity.header_store_id(copy / "edgectl.db") == 0
     before = digests(*store_files(copy / "edgectl.db"))
     with pytest.raises(StoreForeignError, match="belongs to station OTHER-07"):
-        Store(copy / "edgectl.db", station_id=STATION)
+        Store(copy / "edgectl.db", station_id=STATION, messages=ContractMessages())
     assert digests(*store_files(copy / "edgectl.db")) == before
-    store = Store(copy / "edgectl.db", station_id="OTHER-07")
+    store = Store(copy / "edgectl.db", station_id="OTHER-07", messages=ContractMessages())
     try:
         assert store.store_id == "12345678" and len(store.sales()) == 2
     finally:
@@ -235,7 +238,7 @@ def test_opening_keeps_sqlites_locks_for_other_processes_to_see(tmp_path: Path) 
     """The open reads the header itself; doing so after SQLite opened the file would drop the
     process's POSIX locks on it, and another process closing its connection would then think
     it was the last one and delete the running store's -wal (a bug found on the way)."""
-    store = Store(tmp_path / "edgectl.db", station_id=STATION)
+    store = Store(tmp_path / "edgectl.db", station_id=STATION, messages=ContractMessages())
     try:
         store.record_sale(sale(1))
         code = (
