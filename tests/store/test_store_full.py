@@ -20,6 +20,7 @@ from edgectl.cloud.messages import ContractMessages
 from edgectl.errors import StoreFullError, StoreUnwritableError
 from edgectl.store import faults
 from edgectl.store.faults import WriteFault
+from edgectl.store.messages import NoOutboxMessages
 from edgectl.store.store import Store
 from tests.faultkit import fill, tmpfs
 from tests.store.writes import HOUSEKEEPING, WRITES, Seeded, seed, write_methods, writes_here
@@ -174,6 +175,31 @@ def test_a_full_database_mid_statement_is_typed_too(tmp_path: Path) -> None:
         clock.advance(faults.WRITE_RETRY_MAX_S)
         store.queue_event("big", {"blob": "x" * 100_000})
         assert [a["kind"] for a in store.alarms()] == ["store_unwritable"]
+    finally:
+        store.close()
+
+
+def test_a_store_without_message_shapes_cannot_record_its_fault_and_says_so(
+    tmp_path: Path,
+) -> None:
+    """The fault's alarm goes to the cloud too: a store opened without message shapes refuses
+    the first write after a fault with NoOutboxMessages, and leaves no transaction open."""
+    clock = Clock()
+    store = Store(tmp_path / "edgectl.db", monotonic=clock)
+    try:
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count={pages}")
+        big = {"note": "x" * 100_000}
+        ask = {"client_user": None, "peer_uid": None, "peer_user": None, "peer_pid": None}
+        with pytest.raises(StoreFullError):
+            store.audit_requested("close", big, **ask)
+        store._db.execute("PRAGMA max_page_count=1073741823")
+        clock.advance(faults.WRITE_RETRY_MAX_S)
+        with pytest.raises(NoOutboxMessages):
+            store.audit_requested("close", {}, **ask)
+        assert not store._db.in_transaction
+        assert store.query("SELECT COUNT(*) AS n FROM alarms") == [{"n": 0}]
+        assert store.query("SELECT COUNT(*) AS n FROM audit") == [{"n": 0}]
     finally:
         store.close()
 
