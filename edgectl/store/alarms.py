@@ -1,5 +1,4 @@
-"""Alarms of the station, its pumps and its devices: raised once, cleared once, each with its
-message for the cloud."""
+"""Alarms of the station, its pumps and its devices: raised once, cleared once."""
 
 from __future__ import annotations
 

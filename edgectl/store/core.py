@@ -1,5 +1,4 @@
-"""The store's connection: opening (identity, migrations, proof it writes), one IMMEDIATE
-transaction per change, and what a write fault does."""
+"""The store's connection: opening, one IMMEDIATE transaction per change, write faults."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Cloud orders (pay at pump): recorded with their authorization and their command, followed
-step by step, their sale's payment cleared."""
+"""Pay-at-pump orders: recorded with their authorization, followed step by step, cleared."""
 
 from __future__ import annotations
 

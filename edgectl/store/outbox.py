@@ -1,5 +1,4 @@
-"""The outbox as the publisher sees it: what waits, in which order, and what the broker or the
-backend has taken."""
+"""The outbox as the publisher sees it: what waits, in which order, what was taken."""
 
 from __future__ import annotations
 

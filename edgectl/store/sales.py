@@ -1,5 +1,7 @@
-"""Sales and each nozzle's electronic totals: a fill recorded once, with its authorization
-closed, its order completed and its totals checked, in one commit."""
+"""Sales and each nozzle's electronic totals.
+
+A fill is recorded once, with its authorization closed, its order completed and its totals
+checked, in one commit."""
 
 from __future__ import annotations
 

@@ -22,7 +22,6 @@ message shapes come from the `OutboxMessages` the store is opened with (`message
 
 from __future__ import annotations
 
-from edgectl.forecourt.authorization import ORDER_REASON, ORDER_STATUS
 from edgectl.store.alarms import Alarms
 from edgectl.store.audit import Audit
 from edgectl.store.core import StoreCore, lock_path
@@ -41,8 +40,6 @@ from edgectl.store.tx import NEVER_DROPPED, PRIORITY_EVENT, PRIORITY_SALE, PRIOR
 
 __all__ = [
     "NEVER_DROPPED",
-    "ORDER_REASON",
-    "ORDER_STATUS",
     "PRIORITY_EVENT",
     "PRIORITY_SALE",
     "PRIORITY_TELEMETRY",

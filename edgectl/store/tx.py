@@ -1,5 +1,7 @@
-"""One write transaction's statements: the outbox queue and its quota, and the rows every
-concern writes with their messages (alarms, an order's step, a nozzle's totals)."""
+"""One write transaction's statements, shared by every concern of the store.
+
+The outbox queue and its quota, and the rows several concerns write with their messages:
+alarms, an order's step, a nozzle's totals."""
 
 from __future__ import annotations
 

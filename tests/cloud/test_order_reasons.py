@@ -10,7 +10,7 @@ from edgectl.forecourt.authorization import (
     ORDER_REASON_LIFTED_NO_FUEL,
     ORDER_STATUS,
 )
-from edgectl.store import store
+from edgectl.store import authorizations
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "mqtt.md"
 
@@ -32,5 +32,5 @@ def test_every_order_reason_the_station_sends_is_documented_and_no_other() -> No
 
 def test_the_store_takes_its_order_steps_from_the_lifecycle_tables() -> None:
     """The store keeps no copy of the order steps and reasons: it uses the domain's."""
-    assert store.ORDER_STATUS is ORDER_STATUS
-    assert store.ORDER_REASON is ORDER_REASON
+    assert authorizations.ORDER_STATUS is ORDER_STATUS
+    assert authorizations.ORDER_REASON is ORDER_REASON
