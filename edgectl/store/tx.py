@@ -105,7 +105,9 @@ class Tx:
                 "SELECT source FROM authorizations WHERE id = ?", (row["authorization_id"],)
             ).fetchone()
             source = None if found is None else found[0]
-        return {**dict(row), "authorized_by": source}
+        values = dict(row)
+        values["authorized_by"] = source
+        return values
 
     def alarm(
         self,
