@@ -40,9 +40,11 @@ NOW = "2026-11-24T10:00:00.000Z"
 
 
 def queue(store: Store, stream: str, priority: int, count: int) -> list[int]:
+    # Shaped here, not by the store's own `messages`: a store opened without any queues too.
+    shapes = ContractMessages()
     with store.transaction() as tx:
         return [
-            tx.outbox(tx.messages.shaped(stream, {"n": i}), priority, "2026-11-24T10:00:00.000Z")
+            tx.outbox(shapes.shaped(stream, {"n": i}), priority, "2026-11-24T10:00:00.000Z")
             for i in range(count)
         ]
 
