@@ -166,6 +166,7 @@ class LinkSettings:
     heartbeat_interval_s: float = 10.0
     missed_heartbeats: int = 3
     send_heartbeat: bool = True
+    connect: bool = True  # False: only listen (a scanner), open no link to the peers heard
     reply_timeout_s: float = 5.0
     connect_timeout_s: float = 3.0
     backoff_initial_s: float = 0.5
@@ -257,7 +258,7 @@ class _Outbound:
 
     def start(self) -> None:
         host, port = self.endpoint
-        self.task = asyncio.create_task(self._run(), name=f"ifsf-out-{host}:{port}")
+        self.task = self.node._spawn(self._run(), f"out-{host}:{port}")
 
     def _pause(self) -> float:
         settings = self.node.settings
@@ -325,6 +326,10 @@ class _Outbound:
             except OSError as exc:
                 self._close()
                 raise self.node._unreachable(self.endpoint, f"send failed: {exc}") from exc
+
+    async def flush(self, messages: list[bytes]) -> None:
+        for data in messages:
+            await self.send(data, queue=True)
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -435,6 +440,12 @@ class IfsfNode:
                 self.advertise_ip = settings.tcp_host
             elif settings.heartbeat_destinations:
                 self.advertise_ip = local_ip_towards(settings.heartbeat_destinations[0][0])
+            if self.advertise_ip == "0.0.0.0":
+                log.warning(
+                    "ifsf_no_advertise_ip",
+                    node=self.name,
+                    hint="set advertise_ip: peers may not find our TCP server",
+                )
         self._running = True
         self._spawn(self._ticker(), "ticker")
         self._spawn(self._serve_requests(), "requests")
@@ -498,7 +509,7 @@ class IfsfNode:
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
 
-    def _spawn(self, work: Awaitable[None], what: str) -> None:
+    def _spawn(self, work: Awaitable[None], what: str) -> asyncio.Task[None]:
         async def guarded() -> None:
             try:
                 await work
@@ -510,6 +521,7 @@ class IfsfNode:
         task = asyncio.create_task(guarded(), name=f"{self.name}-{what}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # ------------------------------------------------------------------ state
     @property
@@ -730,7 +742,7 @@ class IfsfNode:
 
     def _error(self, error: DriverError) -> None:
         log.warning("ifsf_bad_message", node=self.name, error=str(error))
-        self._on_error(error)
+        self._call(self._on_error, error)
 
     def _handle_all(self, events: Iterable[NodeEvent]) -> None:
         for event in events:
@@ -747,7 +759,7 @@ class IfsfNode:
             case Misaddressed(message=message):
                 self._reply_later([ack(message, 1)])
             case Report(message=message):
-                self._on_report(message)
+                self._call(self._on_report, message)
                 if message.type is MessageType.UNSOLICITED_ACK:
                     self._reply_later([ack(message, 0)])
             case Stray(message=message, reason=reason):
@@ -798,17 +810,20 @@ class IfsfNode:
         if isinstance(event, PeerMoved | PeerLost):
             old = event.previous if isinstance(event, PeerMoved) else event.peer
             self._detach(old)
-        if isinstance(event, PeerHeard | PeerMoved):
+        if isinstance(event, PeerHeard | PeerMoved) and self.settings.connect:
             peer = event.peer
             link = self._links.get(peer.endpoint)
             if link is None:
                 link = self._links[peer.endpoint] = _Outbound(self, peer.endpoint)
                 link.start()
             link.lnas.add(peer.lna)
-            for data in self._early.pop(peer.lna, ()):
-                link.backlog.append(data)
+            early = self._early.pop(peer.lna, ())
+            if link.connected.is_set():
+                self._spawn(link.flush(list(early)), "early")
+            else:
+                link.backlog.extend(early)
             log.info("ifsf_peer_heard", node=self.name, peer=str(peer.lna), at=peer.endpoint)
-        else:
+        elif isinstance(event, PeerLost):
             log.warning(
                 "ifsf_peer_lost", node=self.name, peer=str(event.peer.lna), missed=event.missed
             )
@@ -825,7 +840,13 @@ class IfsfNode:
             self._spawn(link.stop(), "link-stop")
 
     def _emit(self, event: LinkEvent) -> None:
-        self._on_event(event)
+        self._call(self._on_event, event)
+
+    def _call(self, callback: Callable[[Any], None], argument: Any) -> None:
+        try:
+            callback(argument)
+        except Exception:  # the application's bug must not stop a link
+            log.exception("ifsf_callback_failed", node=self.name, callback=repr(callback))
 
     async def _ticker(self) -> None:
         while True:

@@ -26,7 +26,7 @@ CD = Lna(2, 1)
 DISPENSER = Lna(1, 1)
 FAST = {
     "heartbeat_interval_s": 0.1,
-    "missed_heartbeats": 3,
+    "missed_heartbeats": 10,
     "reply_timeout_s": 1.0,
     "backoff_initial_s": 0.05,
     "backoff_max_s": 0.2,
