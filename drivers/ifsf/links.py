@@ -240,6 +240,19 @@ def local_ip_towards(host: str) -> str:
         return "0.0.0.0"
 
 
+def keep_alive(writer: asyncio.StreamWriter) -> None:
+    """TCP keepalive as the ZSY board sets it (30 s idle, probes every 5 s, 3 of them), so a
+    peer that vanished without a FIN is noticed even between heartbeats."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
+            if hasattr(socket, name):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+
 # ---------------------------------------------------------------------------------------
 # Our connection to one peer's server
 # ---------------------------------------------------------------------------------------
@@ -254,6 +267,7 @@ class _Outbound:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     backoff_s: float = 0.0
     failing: bool = False
+    opened: bool = False
     task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -284,12 +298,15 @@ class _Outbound:
                 self._down(f"cannot connect to {host}:{port}: {exc or 'timed out'}")
                 await asyncio.sleep(self._pause())
                 continue
+            keep_alive(writer)
             self.writer = writer
             self.backoff_s = 0.0
             if self.failing:
                 log.info("ifsf_link_up", node=self.node.name, peer=self.endpoint)
             self.failing = False
-            self.node.counters.reopens += 1
+            if self.opened:
+                self.node.counters.reopens += 1
+            self.opened = True
             async with self.lock:
                 while self.backlog and not writer.is_closing():
                     writer.write(self.backlog.popleft())
@@ -699,6 +716,7 @@ class IfsfNode:
         peername = writer.get_extra_info("peername")
         source = f"{peername[0]}:{peername[1]}" if peername else "?"
         self._inbound.add(writer)
+        keep_alive(writer)
         log.info("ifsf_inbound_open", node=self.name, peer=source)
         try:
             reason = await self._read_stream(reader, f"{source} (inbound)")

@@ -94,6 +94,10 @@ async def test_heartbeats_are_heard_and_both_links_open(pair: Pair) -> None:
     assert pair.dispenser.peers[CD].port == pair.cd.tcp_port
     assert any(isinstance(e, PeerHeard) for e in pair.cd_events)
     assert any(isinstance(e, LinkUp) for e in pair.cd_events)
+    link = pair.cd._link_of(DISPENSER)
+    assert link is not None and link.writer is not None
+    sock = link.writer.get_extra_info("socket")
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
 
 
 async def test_read_is_answered(pair: Pair) -> None:
@@ -203,6 +207,7 @@ async def test_peer_restart_reconnects_both_links(pair: Pair) -> None:
     downs = [e for e in pair.cd_events if isinstance(e, LinkDown)]
     ups = [e for e in pair.cd_events if isinstance(e, LinkUp)]
     assert downs and len(ups) >= 2
+    assert pair.cd.counters.reopens >= 1
 
 
 async def test_peer_restarted_on_another_port_is_followed(pair: Pair) -> None:
