@@ -55,6 +55,11 @@ Using it as a dispenser::
         node.set_status(Lna(1, 1), 0x01)   # heartbeat status byte ("configuration needed")
         await node.send(unsolicited(Lna(1, 1), Lna(2, 1), db.FuellingPoint(1), items))
 
+Faults and life cycle: `stop()` then `start()` again keeps the ports bound the first time and
+forgets the peers (they are heard again); `drop_links()` closes every TCP connection while the
+node runs (both sides open theirs again); `send_raw(lna, bytes)` sends bytes that need not be a
+message (garbage). `LinkSettings(connect=False, send_heartbeat=False)` only listens (a scanner).
+
 Requests are handed to `on_request` one at a time, in the order they arrived, by one task
 of the node (so a handler may await; the links keep reading meanwhile). `send` queues a
 message for a peer whose link is not up yet (at most `backlog` per link, oldest dropped), so a
@@ -344,6 +349,11 @@ class _Outbound:
                 self._close()
                 raise self.node._unreachable(self.endpoint, f"send failed: {exc}") from exc
 
+    def drop(self) -> None:
+        """Close the connection now; the link's task sees it end and opens it again."""
+        if self.writer is not None:
+            self.writer.close()
+
     async def flush(self, messages: list[bytes]) -> None:
         for data in messages:
             await self.send(data, queue=True)
@@ -427,21 +437,26 @@ class IfsfNode:
 
     async def start(self) -> None:
         """Bind the TCP server and the heartbeat socket and start the node's tasks;
-        TransportError if a port cannot be bound."""
+        TransportError if a port cannot be bound. A node started again after `stop` binds
+        the ports it had (port 0 in the settings binds a free one the first time only) and
+        has forgotten its peers: it hears them again."""
+        if self._running:
+            return
         settings = self.settings
+        self._requests = asyncio.Queue()
         loop = asyncio.get_running_loop()
         try:
             self._server = await asyncio.start_server(
-                self._serve, settings.tcp_host, settings.tcp_port, reuse_address=True
+                self._serve, settings.tcp_host, self.tcp_port, reuse_address=True
             )
         except OSError as exc:
-            raise self._bind_error("TCP", settings.tcp_port, exc) from exc
+            raise self._bind_error("TCP", self.tcp_port, exc) from exc
         self.tcp_port = int(self._server.sockets[0].getsockname()[1])
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-            sock.bind((settings.heartbeat_host, settings.heartbeat_port))
+            sock.bind((settings.heartbeat_host, self.heartbeat_port))
             sock.setblocking(False)
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: _HeartbeatProtocol(self), sock=sock
@@ -449,7 +464,7 @@ class IfsfNode:
         except OSError as exc:
             sock.close()
             self._server.close()
-            raise self._bind_error("UDP", settings.heartbeat_port, exc) from exc
+            raise self._bind_error("UDP", self.heartbeat_port, exc) from exc
         self._udp = transport
         self.heartbeat_port = int(sock.getsockname()[1])
         if settings.advertise_ip is None:
@@ -510,6 +525,9 @@ class IfsfNode:
             if not waiter.done():
                 waiter.set_result(stopped)
         self._waiters.clear()
+        for lna in list(self.core.peers):
+            self.core.forget(lna)
+        self._notify()
 
     async def run(self) -> None:
         """Start, run until cancelled, stop: for a TaskGroup."""
@@ -695,6 +713,24 @@ class IfsfNode:
                 self.counters.timeouts += 1
             raise outcome
         return outcome
+
+    async def drop_links(self) -> None:
+        """Close every TCP connection, ours and the peers', and keep running (a fault to
+        simulate, or a way to start the links afresh): our links open again with their
+        backoff, the peers open theirs as they do."""
+        for link in list(self._links.values()):
+            link.drop()
+        for writer in list(self._inbound):
+            writer.close()
+        await asyncio.sleep(0)
+
+    async def send_raw(self, lna: Lna, data: bytes) -> None:
+        """Bytes that need not be a message (fault injection: garbage), on our link to
+        `lna`, queued like `send`; TransportError if the peer is not heard."""
+        link = self._link_of(lna)
+        if link is None:
+            raise self._unreachable(None, "not heard", lna)
+        await link.send(bytes(data), queue=True)
 
     async def send(self, message: Message) -> None:
         """Send an answer, an ack or an unsolicited message to `message.recipient` on our

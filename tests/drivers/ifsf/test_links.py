@@ -428,3 +428,43 @@ async def test_a_second_lna_heard_on_an_open_link_gets_its_waiting_messages() ->
             udp.sendto(encode_heartbeat(heartbeat), ("127.0.0.1", board.heartbeat_port))
         await until(lambda: bool(reports))
         assert reports[0].recipient == other_cd
+
+
+async def test_a_node_started_again_keeps_its_ports_and_hears_its_peers_again(
+    pair: Pair,
+) -> None:
+    await pair.cd.wait_link(DISPENSER, 3)
+    await pair.dispenser.wait_link(CD, 3)
+    ports = pair.dispenser.tcp_port, pair.dispenser.heartbeat_port
+    await pair.dispenser.stop()
+    assert pair.dispenser.peers == {}
+    await pair.dispenser.start()
+    assert (pair.dispenser.tcp_port, pair.dispenser.heartbeat_port) == ports
+    await pair.dispenser.wait_link(CD, 3)
+    await pair.cd.wait_link(DISPENSER, 3)
+    assert (await pair.cd.read(DISPENSER, FP1, [0x14])).values() == {0x14: 2}
+
+
+async def test_dropped_links_open_again(pair: Pair) -> None:
+    await pair.cd.wait_link(DISPENSER, 3)
+    await pair.dispenser.wait_link(CD, 3)
+    ups = sum(isinstance(e, LinkUp) for e in pair.cd_events)
+    await pair.dispenser.drop_links()
+    await until(lambda: sum(isinstance(e, LinkUp) for e in pair.cd_events) > ups)
+    await pair.dispenser.wait_link(CD, 3)
+    assert (await pair.cd.read(DISPENSER, FP1, [0x14])).values() == {0x14: 2}
+    assert pair.dispenser.counters.reopens >= 1
+
+
+async def test_raw_garbage_from_a_peer_is_survived(pair: Pair) -> None:
+    await pair.dispenser.wait_link(CD, 3)
+    await pair.dispenser.send_raw(CD, h("02 01 01 01 00 C0 00 03 01 21 00"))  # not IFSF
+    await until(lambda: len(pair.errors) == 1)
+    await pair.dispenser.send_raw(CD, b"\xff" * 12)  # unframeable: the CD drops the link
+    await until(lambda: len(pair.errors) == 2)
+    assert isinstance(pair.errors[1], FramingLost)
+    await until(lambda: pair.dispenser.counters.reopens >= 1)
+    await pair.cd.wait_link(DISPENSER, 3)
+    assert (await pair.cd.read(DISPENSER, FP1, [0x14])).values() == {0x14: 2}
+    with pytest.raises(TransportError):
+        await pair.dispenser.send_raw(Lna(2, 7), b"x")
