@@ -22,7 +22,7 @@ from drivers.ifsf.codec import FramingLost, Message, MessageType, Read, decode_m
 from drivers.ifsf.codec import item as it
 from drivers.ifsf.encodings import Lna
 from drivers.ifsf.heartbeat import Heartbeat, encode_heartbeat
-from drivers.ifsf.links import IfsfNode, LinkDown, LinkEvent, LinkUp
+from drivers.ifsf.links import IfsfNode, LinkDown, LinkEvent, LinkSettings, LinkUp
 from drivers.ifsf.node import (
     PeerHeard,
     PeerLost,
@@ -35,6 +35,7 @@ from drivers.ifsf.node import (
 from tests.drivers.ifsf.loopback import (
     CD,
     DISPENSER,
+    FAST,
     LoopbackDispenser,
     free_udp_port,
     loopback_settings,
@@ -468,3 +469,47 @@ async def test_raw_garbage_from_a_peer_is_survived(pair: Pair) -> None:
     assert (await pair.cd.read(DISPENSER, FP1, [0x14])).values() == {0x14: 2}
     with pytest.raises(TransportError):
         await pair.dispenser.send_raw(Lna(2, 7), b"x")
+
+
+def broadcast_loops_back(port: int) -> bool:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx,
+    ):
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        rx.bind(("0.0.0.0", port))
+        rx.settimeout(0.5)
+        tx.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        try:
+            tx.sendto(b"probe", ("255.255.255.255", port))
+            return rx.recv(16) == b"probe"
+        except OSError:
+            return False
+
+
+async def test_broadcast_heartbeats_on_one_shared_port() -> None:
+    """As on a station: every node on the same heartbeat port, sending to the broadcast
+    address, hearing the others and ignoring its own."""
+    port = free_udp_port()
+    if not broadcast_loops_back(port):
+        pytest.skip("this host does not deliver broadcasts back to itself")
+
+    def on_lan(lna: Lna) -> LinkSettings:
+        return LinkSettings(
+            lnas=(lna,),
+            tcp_port=0,
+            heartbeat_port=port,
+            heartbeat_destinations=(("255.255.255.255", port),),
+            **FAST,
+        )
+
+    app = LoopbackDispenser()
+    async with (
+        IfsfNode(on_lan(CD)) as cd,
+        IfsfNode(on_lan(DISPENSER), on_request=app.on_request) as dispenser,
+    ):
+        await cd.wait_link(DISPENSER, 3)
+        await dispenser.wait_link(CD, 3)
+        assert set(cd.peers) == {DISPENSER} and set(dispenser.peers) == {CD}
+        assert cd.advertise_ip != "0.0.0.0"
+        assert (await cd.read(DISPENSER, FP1, [0x14])).values() == {0x14: 2}
