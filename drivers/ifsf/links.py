@@ -828,8 +828,11 @@ class IfsfNode:
 
     def _reply_later(self, messages: list[Message]) -> None:
         async def go() -> None:
-            for message in messages:
-                await self.send(message)
+            try:
+                for message in messages:
+                    await self.send(message)
+            except DriverError as exc:
+                log.warning("ifsf_answer_not_sent", node=self.name, error=str(exc))
 
         self._spawn(go(), "reply")
 
@@ -841,8 +844,11 @@ class IfsfNode:
             except Exception:  # the application's bug must not stop the node
                 log.exception("ifsf_request_handler_failed", node=self.name)
                 replies = [ack(request, 2)]
-            for reply in replies:
-                await self.send(reply)
+            try:
+                for reply in replies:
+                    await self.send(reply)
+            except DriverError as exc:  # the link broke: the peer's request times out
+                log.warning("ifsf_answer_not_sent", node=self.name, error=str(exc))
 
     # ------------------------------------------------------------------ peers and time
     def _heard(self, data: bytes, source_ip: str) -> None:

@@ -513,3 +513,22 @@ async def test_broadcast_heartbeats_on_one_shared_port() -> None:
         assert set(cd.peers) == {DISPENSER} and set(dispenser.peers) == {CD}
         assert cd.advertise_ip != "0.0.0.0"
         assert (await cd.read(DISPENSER, FP1, [0x14])).values() == {0x14: 2}
+
+
+async def test_an_answer_that_cannot_be_sent_does_not_stop_the_answering(pair: Pair) -> None:
+    await pair.cd.wait_link(DISPENSER, 3)
+    await pair.dispenser.wait_link(CD, 3)
+    link = pair.dispenser._link_of(CD)
+    assert link is not None
+    real_send = link.send
+    failures = [TransportError("the link broke under the answer")]
+
+    async def broken_once(data: bytes, *, queue: bool) -> None:
+        if failures:
+            raise failures.pop()
+        await real_send(data, queue=queue)
+
+    link.send = broken_once  # type: ignore[method-assign]
+    with pytest.raises(DeviceTimeout):
+        await pair.cd.read(DISPENSER, FP1, [0x14], timeout=0.3)
+    assert (await pair.cd.read(DISPENSER, FP1, [0x14])).values() == {0x14: 2}
