@@ -245,6 +245,17 @@ def local_ip_towards(host: str) -> str:
         return "0.0.0.0"
 
 
+def next_backoff(previous_s: float, initial_s: float, max_s: float) -> float:
+    """The pause before the next connection attempt: doubling from `initial_s`, capped."""
+    return min(max(previous_s * 2, initial_s), max_s)
+
+
+def jittered(pause_s: float, draw: float) -> float:
+    """`pause_s` scaled into its upper half by `draw` in [0, 1), so that nodes that lost a
+    peer together do not all knock again at the same moment."""
+    return pause_s * (0.5 + draw / 2)
+
+
 def keep_alive(writer: asyncio.StreamWriter) -> None:
     """TCP keepalive as the ZSY board sets it (30 s idle, probes every 5 s, 3 of them), so a
     peer that vanished without a FIN is noticed even between heartbeats."""
@@ -281,10 +292,10 @@ class _Outbound:
 
     def _pause(self) -> float:
         settings = self.node.settings
-        self.backoff_s = min(
-            max(self.backoff_s * 2, settings.backoff_initial_s), settings.backoff_max_s
+        self.backoff_s = next_backoff(
+            self.backoff_s, settings.backoff_initial_s, settings.backoff_max_s
         )
-        return self.backoff_s * (0.5 + self.node._rng() / 2)
+        return jittered(self.backoff_s, self.node._rng())
 
     def _down(self, reason: str) -> None:
         if not self.failing:

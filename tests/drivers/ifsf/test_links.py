@@ -22,7 +22,15 @@ from drivers.ifsf.codec import FramingLost, Message, MessageType, Read, decode_m
 from drivers.ifsf.codec import item as it
 from drivers.ifsf.encodings import Lna
 from drivers.ifsf.heartbeat import Heartbeat, encode_heartbeat
-from drivers.ifsf.links import IfsfNode, LinkDown, LinkEvent, LinkSettings, LinkUp
+from drivers.ifsf.links import (
+    IfsfNode,
+    LinkDown,
+    LinkEvent,
+    LinkSettings,
+    LinkUp,
+    jittered,
+    next_backoff,
+)
 from drivers.ifsf.node import (
     PeerHeard,
     PeerLost,
@@ -37,6 +45,7 @@ from tests.drivers.ifsf.loopback import (
     DISPENSER,
     FAST,
     LoopbackDispenser,
+    free_tcp_port,
     free_udp_port,
     loopback_settings,
 )
@@ -532,3 +541,48 @@ async def test_an_answer_that_cannot_be_sent_does_not_stop_the_answering(pair: P
     with pytest.raises(DeviceTimeout):
         await pair.cd.read(DISPENSER, FP1, [0x14], timeout=0.3)
     assert (await pair.cd.read(DISPENSER, FP1, [0x14])).values() == {0x14: 2}
+
+
+def test_backoff_doubles_to_its_cap_with_jitter() -> None:
+    pauses = [0.0]
+    for _ in range(8):
+        pauses.append(next_backoff(pauses[-1], 0.5, 30.0))
+    assert pauses[1:] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert jittered(8.0, 0.0) == 4.0 and jittered(8.0, 0.999) < 8.0
+
+
+async def test_a_peer_heard_before_its_server_listens_is_reached_once_it_does(
+    pair: Pair,
+) -> None:
+    """The heartbeat names a port nobody listens on yet: the link is tried with backoff and
+    opens once a server is there."""
+    fake = Lna(1, 6)
+    port = free_tcp_port()
+    heartbeat = encode_heartbeat(Heartbeat(ipaddress.IPv4Address("127.0.0.1"), port, fake))
+
+    async def beat() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            while True:
+                udp.sendto(heartbeat, ("127.0.0.1", pair.cd.heartbeat_port))
+                await asyncio.sleep(0.05)
+
+    accepted = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()
+        try:
+            await reader.read()
+        finally:
+            writer.close()
+
+    beating = asyncio.create_task(beat())
+    try:
+        await pair.cd.wait_peer(fake, 3)
+        await until(lambda: any(isinstance(e, LinkDown) and fake in e.lnas for e in pair.cd_events))
+        assert not pair.cd.is_up(fake)
+        async with await asyncio.start_server(serve, "127.0.0.1", port):
+            await pair.cd.wait_link(fake, 3)
+            await asyncio.wait_for(accepted.wait(), 3)
+            await pair.cd.stop()
+    finally:
+        beating.cancel()
