@@ -318,6 +318,15 @@ def h(text: str) -> bytes:
     return bytes.fromhex(text)
 
 
+async def beat(lna: Lna, tcp_port: int, to_port: int) -> None:
+    """Heartbeats of a hand-made peer at 127.0.0.1:`tcp_port`, every 50 ms, until cancelled."""
+    record = encode_heartbeat(Heartbeat(ipaddress.IPv4Address("127.0.0.1"), tcp_port, lna))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        while True:
+            udp.sendto(record, ("127.0.0.1", to_port))
+            await asyncio.sleep(0.05)
+
+
 async def test_garbage_on_the_link_is_a_typed_error_that_does_not_kill_the_node(
     pair: Pair,
 ) -> None:
@@ -363,15 +372,7 @@ async def test_an_unreadable_reply_fails_its_request_with_a_frame_error(pair: Pa
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    heartbeat = encode_heartbeat(Heartbeat(ipaddress.IPv4Address("127.0.0.1"), port, fake))
-
-    async def beat() -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            while True:
-                udp.sendto(heartbeat, ("127.0.0.1", pair.cd.heartbeat_port))
-                await asyncio.sleep(0.05)
-
-    beating = asyncio.create_task(beat())
+    beating = asyncio.create_task(beat(fake, port, pair.cd.heartbeat_port))
     async with server:
         await pair.cd.wait_link(fake, 3)
         _, uplink = await asyncio.open_connection("127.0.0.1", pair.cd.tcp_port)
@@ -558,14 +559,6 @@ async def test_a_peer_heard_before_its_server_listens_is_reached_once_it_does(
     opens once a server is there."""
     fake = Lna(1, 6)
     port = free_tcp_port()
-    heartbeat = encode_heartbeat(Heartbeat(ipaddress.IPv4Address("127.0.0.1"), port, fake))
-
-    async def beat() -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            while True:
-                udp.sendto(heartbeat, ("127.0.0.1", pair.cd.heartbeat_port))
-                await asyncio.sleep(0.05)
-
     accepted = asyncio.Event()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -575,7 +568,7 @@ async def test_a_peer_heard_before_its_server_listens_is_reached_once_it_does(
         finally:
             writer.close()
 
-    beating = asyncio.create_task(beat())
+    beating = asyncio.create_task(beat(fake, port, pair.cd.heartbeat_port))
     try:
         await pair.cd.wait_peer(fake, 3)
         await until(lambda: any(isinstance(e, LinkDown) and fake in e.lnas for e in pair.cd_events))
