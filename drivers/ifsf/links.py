@@ -55,6 +55,11 @@ Using it as a dispenser::
         node.set_status(Lna(1, 1), 0x01)   # heartbeat status byte ("configuration needed")
         await node.send(unsolicited(Lna(1, 1), Lna(2, 1), db.FuellingPoint(1), items))
 
+Faults and life cycle: `stop()` then `start()` again keeps the ports bound the first time and
+forgets the peers (they are heard again); `drop_links()` closes every TCP connection while the
+node runs (both sides open theirs again); `send_raw(lna, bytes)` sends bytes that need not be a
+message (garbage). `LinkSettings(connect=False, send_heartbeat=False)` only listens (a scanner).
+
 Requests are handed to `on_request` one at a time, in the order they arrived, by one task
 of the node (so a handler may await; the links keep reading meanwhile). `send` queues a
 message for a peer whose link is not up yet (at most `backlog` per link, oldest dropped), so a
@@ -166,6 +171,7 @@ class LinkSettings:
     heartbeat_interval_s: float = 10.0
     missed_heartbeats: int = 3
     send_heartbeat: bool = True
+    connect: bool = True  # False: only listen (a scanner), open no link to the peers heard
     reply_timeout_s: float = 5.0
     connect_timeout_s: float = 3.0
     backoff_initial_s: float = 0.5
@@ -239,6 +245,30 @@ def local_ip_towards(host: str) -> str:
         return "0.0.0.0"
 
 
+def next_backoff(previous_s: float, initial_s: float, max_s: float) -> float:
+    """The pause before the next connection attempt: doubling from `initial_s`, capped."""
+    return min(max(previous_s * 2, initial_s), max_s)
+
+
+def jittered(pause_s: float, draw: float) -> float:
+    """`pause_s` scaled into its upper half by `draw` in [0, 1), so that nodes that lost a
+    peer together do not all knock again at the same moment."""
+    return pause_s * (0.5 + draw / 2)
+
+
+def keep_alive(writer: asyncio.StreamWriter) -> None:
+    """TCP keepalive as the ZSY board sets it (30 s idle, probes every 5 s, 3 of them), so a
+    peer that vanished without a FIN is noticed even between heartbeats."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
+            if hasattr(socket, name):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+
 # ---------------------------------------------------------------------------------------
 # Our connection to one peer's server
 # ---------------------------------------------------------------------------------------
@@ -253,18 +283,19 @@ class _Outbound:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     backoff_s: float = 0.0
     failing: bool = False
+    opened: bool = False
     task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         host, port = self.endpoint
-        self.task = asyncio.create_task(self._run(), name=f"ifsf-out-{host}:{port}")
+        self.task = self.node._spawn(self._run(), f"out-{host}:{port}")
 
     def _pause(self) -> float:
         settings = self.node.settings
-        self.backoff_s = min(
-            max(self.backoff_s * 2, settings.backoff_initial_s), settings.backoff_max_s
+        self.backoff_s = next_backoff(
+            self.backoff_s, settings.backoff_initial_s, settings.backoff_max_s
         )
-        return self.backoff_s * (0.5 + self.node._rng() / 2)
+        return jittered(self.backoff_s, self.node._rng())
 
     def _down(self, reason: str) -> None:
         if not self.failing:
@@ -283,12 +314,15 @@ class _Outbound:
                 self._down(f"cannot connect to {host}:{port}: {exc or 'timed out'}")
                 await asyncio.sleep(self._pause())
                 continue
+            keep_alive(writer)
             self.writer = writer
             self.backoff_s = 0.0
             if self.failing:
                 log.info("ifsf_link_up", node=self.node.name, peer=self.endpoint)
             self.failing = False
-            self.node.counters.reopens += 1
+            if self.opened:
+                self.node.counters.reopens += 1
+            self.opened = True
             async with self.lock:
                 while self.backlog and not writer.is_closing():
                     writer.write(self.backlog.popleft())
@@ -325,6 +359,15 @@ class _Outbound:
             except OSError as exc:
                 self._close()
                 raise self.node._unreachable(self.endpoint, f"send failed: {exc}") from exc
+
+    def drop(self) -> None:
+        """Close the connection now; the link's task sees it end and opens it again."""
+        if self.writer is not None:
+            self.writer.close()
+
+    async def flush(self, messages: list[bytes]) -> None:
+        for data in messages:
+            await self.send(data, queue=True)
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -405,21 +448,26 @@ class IfsfNode:
 
     async def start(self) -> None:
         """Bind the TCP server and the heartbeat socket and start the node's tasks;
-        TransportError if a port cannot be bound."""
+        TransportError if a port cannot be bound. A node started again after `stop` binds
+        the ports it had (port 0 in the settings binds a free one the first time only) and
+        has forgotten its peers: it hears them again."""
+        if self._running:
+            return
         settings = self.settings
+        self._requests = asyncio.Queue()
         loop = asyncio.get_running_loop()
         try:
             self._server = await asyncio.start_server(
-                self._serve, settings.tcp_host, settings.tcp_port, reuse_address=True
+                self._serve, settings.tcp_host, self.tcp_port, reuse_address=True
             )
         except OSError as exc:
-            raise self._bind_error("TCP", settings.tcp_port, exc) from exc
+            raise self._bind_error("TCP", self.tcp_port, exc) from exc
         self.tcp_port = int(self._server.sockets[0].getsockname()[1])
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-            sock.bind((settings.heartbeat_host, settings.heartbeat_port))
+            sock.bind((settings.heartbeat_host, self.heartbeat_port))
             sock.setblocking(False)
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: _HeartbeatProtocol(self), sock=sock
@@ -427,7 +475,7 @@ class IfsfNode:
         except OSError as exc:
             sock.close()
             self._server.close()
-            raise self._bind_error("UDP", settings.heartbeat_port, exc) from exc
+            raise self._bind_error("UDP", self.heartbeat_port, exc) from exc
         self._udp = transport
         self.heartbeat_port = int(sock.getsockname()[1])
         if settings.advertise_ip is None:
@@ -435,6 +483,12 @@ class IfsfNode:
                 self.advertise_ip = settings.tcp_host
             elif settings.heartbeat_destinations:
                 self.advertise_ip = local_ip_towards(settings.heartbeat_destinations[0][0])
+            if self.advertise_ip == "0.0.0.0":
+                log.warning(
+                    "ifsf_no_advertise_ip",
+                    node=self.name,
+                    hint="set advertise_ip: peers may not find our TCP server",
+                )
         self._running = True
         self._spawn(self._ticker(), "ticker")
         self._spawn(self._serve_requests(), "requests")
@@ -482,6 +536,9 @@ class IfsfNode:
             if not waiter.done():
                 waiter.set_result(stopped)
         self._waiters.clear()
+        for lna in list(self.core.peers):
+            self.core.forget(lna)
+        self._notify()
 
     async def run(self) -> None:
         """Start, run until cancelled, stop: for a TaskGroup."""
@@ -498,7 +555,7 @@ class IfsfNode:
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
 
-    def _spawn(self, work: Awaitable[None], what: str) -> None:
+    def _spawn(self, work: Awaitable[None], what: str) -> asyncio.Task[None]:
         async def guarded() -> None:
             try:
                 await work
@@ -510,6 +567,7 @@ class IfsfNode:
         task = asyncio.create_task(guarded(), name=f"{self.name}-{what}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # ------------------------------------------------------------------ state
     @property
@@ -667,6 +725,24 @@ class IfsfNode:
             raise outcome
         return outcome
 
+    async def drop_links(self) -> None:
+        """Close every TCP connection, ours and the peers', and keep running (a fault to
+        simulate, or a way to start the links afresh): our links open again with their
+        backoff, the peers open theirs as they do."""
+        for link in list(self._links.values()):
+            link.drop()
+        for writer in list(self._inbound):
+            writer.close()
+        await asyncio.sleep(0)
+
+    async def send_raw(self, lna: Lna, data: bytes) -> None:
+        """Bytes that need not be a message (fault injection: garbage), on our link to
+        `lna`, queued like `send`; TransportError if the peer is not heard."""
+        link = self._link_of(lna)
+        if link is None:
+            raise self._unreachable(None, "not heard", lna)
+        await link.send(bytes(data), queue=True)
+
     async def send(self, message: Message) -> None:
         """Send an answer, an ack or an unsolicited message to `message.recipient` on our
         link to it; queued until the link opens if it is not open (or the peer not heard)."""
@@ -687,6 +763,7 @@ class IfsfNode:
         peername = writer.get_extra_info("peername")
         source = f"{peername[0]}:{peername[1]}" if peername else "?"
         self._inbound.add(writer)
+        keep_alive(writer)
         log.info("ifsf_inbound_open", node=self.name, peer=source)
         try:
             reason = await self._read_stream(reader, f"{source} (inbound)")
@@ -730,7 +807,7 @@ class IfsfNode:
 
     def _error(self, error: DriverError) -> None:
         log.warning("ifsf_bad_message", node=self.name, error=str(error))
-        self._on_error(error)
+        self._call(self._on_error, error)
 
     def _handle_all(self, events: Iterable[NodeEvent]) -> None:
         for event in events:
@@ -747,7 +824,7 @@ class IfsfNode:
             case Misaddressed(message=message):
                 self._reply_later([ack(message, 1)])
             case Report(message=message):
-                self._on_report(message)
+                self._call(self._on_report, message)
                 if message.type is MessageType.UNSOLICITED_ACK:
                     self._reply_later([ack(message, 0)])
             case Stray(message=message, reason=reason):
@@ -762,8 +839,11 @@ class IfsfNode:
 
     def _reply_later(self, messages: list[Message]) -> None:
         async def go() -> None:
-            for message in messages:
-                await self.send(message)
+            try:
+                for message in messages:
+                    await self.send(message)
+            except DriverError as exc:
+                log.warning("ifsf_answer_not_sent", node=self.name, error=str(exc))
 
         self._spawn(go(), "reply")
 
@@ -775,8 +855,11 @@ class IfsfNode:
             except Exception:  # the application's bug must not stop the node
                 log.exception("ifsf_request_handler_failed", node=self.name)
                 replies = [ack(request, 2)]
-            for reply in replies:
-                await self.send(reply)
+            try:
+                for reply in replies:
+                    await self.send(reply)
+            except DriverError as exc:  # the link broke: the peer's request times out
+                log.warning("ifsf_answer_not_sent", node=self.name, error=str(exc))
 
     # ------------------------------------------------------------------ peers and time
     def _heard(self, data: bytes, source_ip: str) -> None:
@@ -798,17 +881,20 @@ class IfsfNode:
         if isinstance(event, PeerMoved | PeerLost):
             old = event.previous if isinstance(event, PeerMoved) else event.peer
             self._detach(old)
-        if isinstance(event, PeerHeard | PeerMoved):
+        if isinstance(event, PeerHeard | PeerMoved) and self.settings.connect:
             peer = event.peer
             link = self._links.get(peer.endpoint)
             if link is None:
                 link = self._links[peer.endpoint] = _Outbound(self, peer.endpoint)
                 link.start()
             link.lnas.add(peer.lna)
-            for data in self._early.pop(peer.lna, ()):
-                link.backlog.append(data)
+            early = self._early.pop(peer.lna, ())
+            if link.connected.is_set():
+                self._spawn(link.flush(list(early)), "early")
+            else:
+                link.backlog.extend(early)
             log.info("ifsf_peer_heard", node=self.name, peer=str(peer.lna), at=peer.endpoint)
-        else:
+        elif isinstance(event, PeerLost):
             log.warning(
                 "ifsf_peer_lost", node=self.name, peer=str(event.peer.lna), missed=event.missed
             )
@@ -825,7 +911,13 @@ class IfsfNode:
             self._spawn(link.stop(), "link-stop")
 
     def _emit(self, event: LinkEvent) -> None:
-        self._on_event(event)
+        self._call(self._on_event, event)
+
+    def _call(self, callback: Callable[[Any], None], argument: Any) -> None:
+        try:
+            callback(argument)
+        except Exception:  # the application's bug must not stop a link
+            log.exception("ifsf_callback_failed", node=self.name, callback=repr(callback))
 
     async def _ticker(self) -> None:
         while True:

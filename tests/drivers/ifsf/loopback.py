@@ -26,7 +26,7 @@ CD = Lna(2, 1)
 DISPENSER = Lna(1, 1)
 FAST = {
     "heartbeat_interval_s": 0.1,
-    "missed_heartbeats": 3,
+    "missed_heartbeats": 10,
     "reply_timeout_s": 1.0,
     "backoff_initial_s": 0.05,
     "backoff_max_s": 0.2,
@@ -81,6 +81,7 @@ class LoopbackDispenser:
     written: list[Message] = field(default_factory=list)
     silent: bool = False
     busy: bool = False
+    refuse_com_sv: int | None = None  # MS_ACK to COM_SV writes (None: accept them)
     node: IfsfNode | None = None
 
     def _fp_items(self, fp: int, data_ids: Sequence[int]) -> list[DataItem]:
@@ -155,6 +156,8 @@ class LoopbackDispenser:
 
     def _write(self, request: Message, address: db.Address, body: Write) -> list[Message]:
         match address:
+            case db.ComSv() if self.refuse_com_sv is not None:
+                return [ack(request, self.refuse_com_sv)]
             case db.ComSv():
                 for data in body.items:
                     if data.data_id == 0x0B:

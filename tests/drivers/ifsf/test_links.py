@@ -22,7 +22,15 @@ from drivers.ifsf.codec import FramingLost, Message, MessageType, Read, decode_m
 from drivers.ifsf.codec import item as it
 from drivers.ifsf.encodings import Lna
 from drivers.ifsf.heartbeat import Heartbeat, encode_heartbeat
-from drivers.ifsf.links import IfsfNode, LinkDown, LinkEvent, LinkUp
+from drivers.ifsf.links import (
+    IfsfNode,
+    LinkDown,
+    LinkEvent,
+    LinkSettings,
+    LinkUp,
+    jittered,
+    next_backoff,
+)
 from drivers.ifsf.node import (
     PeerHeard,
     PeerLost,
@@ -35,7 +43,9 @@ from drivers.ifsf.node import (
 from tests.drivers.ifsf.loopback import (
     CD,
     DISPENSER,
+    FAST,
     LoopbackDispenser,
+    free_tcp_port,
     free_udp_port,
     loopback_settings,
 )
@@ -94,6 +104,10 @@ async def test_heartbeats_are_heard_and_both_links_open(pair: Pair) -> None:
     assert pair.dispenser.peers[CD].port == pair.cd.tcp_port
     assert any(isinstance(e, PeerHeard) for e in pair.cd_events)
     assert any(isinstance(e, LinkUp) for e in pair.cd_events)
+    link = pair.cd._link_of(DISPENSER)
+    assert link is not None and link.writer is not None
+    sock = link.writer.get_extra_info("socket")
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
 
 
 async def test_read_is_answered(pair: Pair) -> None:
@@ -167,7 +181,7 @@ async def test_peer_gone_after_the_missed_heartbeats(pair: Pair) -> None:
     await pair.dispenser.stop()
     await until(lambda: any(isinstance(e, PeerLost) for e in pair.cd_events))
     waited = asyncio.get_running_loop().time() - lost_at
-    assert 0.2 <= waited < 3.0  # 3 missed heartbeats of 0.1 s, and some slack
+    assert 0.8 <= waited < 5.0  # 10 missed heartbeats of 0.1 s, and some slack
     assert DISPENSER not in pair.cd.peers
     assert not pair.cd.is_up(DISPENSER)
     with pytest.raises(TransportError) as no_peer:
@@ -203,6 +217,7 @@ async def test_peer_restart_reconnects_both_links(pair: Pair) -> None:
     downs = [e for e in pair.cd_events if isinstance(e, LinkDown)]
     ups = [e for e in pair.cd_events if isinstance(e, LinkUp)]
     assert downs and len(ups) >= 2
+    assert pair.cd.counters.reopens >= 1
 
 
 async def test_peer_restarted_on_another_port_is_followed(pair: Pair) -> None:
@@ -303,6 +318,15 @@ def h(text: str) -> bytes:
     return bytes.fromhex(text)
 
 
+async def beat(lna: Lna, tcp_port: int, to_port: int) -> None:
+    """Heartbeats of a hand-made peer at 127.0.0.1:`tcp_port`, every 50 ms, until cancelled."""
+    record = encode_heartbeat(Heartbeat(ipaddress.IPv4Address("127.0.0.1"), tcp_port, lna))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        while True:
+            udp.sendto(record, ("127.0.0.1", to_port))
+            await asyncio.sleep(0.05)
+
+
 async def test_garbage_on_the_link_is_a_typed_error_that_does_not_kill_the_node(
     pair: Pair,
 ) -> None:
@@ -348,15 +372,7 @@ async def test_an_unreadable_reply_fails_its_request_with_a_frame_error(pair: Pa
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    heartbeat = encode_heartbeat(Heartbeat(ipaddress.IPv4Address("127.0.0.1"), port, fake))
-
-    async def beat() -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            while True:
-                udp.sendto(heartbeat, ("127.0.0.1", pair.cd.heartbeat_port))
-                await asyncio.sleep(0.05)
-
-    beating = asyncio.create_task(beat())
+    beating = asyncio.create_task(beat(fake, port, pair.cd.heartbeat_port))
     async with server:
         await pair.cd.wait_link(fake, 3)
         _, uplink = await asyncio.open_connection("127.0.0.1", pair.cd.tcp_port)
@@ -369,3 +385,197 @@ async def test_an_unreadable_reply_fails_its_request_with_a_frame_error(pair: Pa
             await asyncio.wait_for(reading, 2)
         uplink.close()
     beating.cancel()
+
+
+async def test_a_failing_handler_is_answered_ms_ack_2_and_a_failing_callback_is_logged(
+    pair: Pair,
+) -> None:
+    await pair.cd.wait_link(DISPENSER, 3)
+
+    async def broken(request: Message) -> Sequence[Message]:
+        raise RuntimeError("bug in the dispenser application")
+
+    def broken_report(message: Message) -> None:
+        raise RuntimeError("bug in the controller application")
+
+    pair.dispenser._on_request = broken
+    with pytest.raises(Refused) as absent:
+        await pair.cd.read(DISPENSER, FP1, [0x14])
+    assert absent.value.ms_ack == 2
+    pair.dispenser._on_request = pair.app.on_request
+    pair.cd._on_report = broken_report
+    await pair.cd.command(DISPENSER, FP1, 0x3C)  # acked, then a report the callback fails on
+    await asyncio.sleep(0.1)
+    assert (await pair.cd.read(DISPENSER, FP1, [0x14])).values() == {0x14: 3}
+
+
+async def test_a_listening_node_hears_peers_and_opens_no_link() -> None:
+    cd_hb, disp_hb = free_udp_port(), free_udp_port()
+    dispenser = IfsfNode(loopback_settings([DISPENSER], disp_hb, cd_hb))
+    scanner = IfsfNode(
+        loopback_settings([Lna(2, 9)], cd_hb, disp_hb, connect=False, send_heartbeat=False)
+    )
+    async with scanner, dispenser:
+        peer = await scanner.wait_peer(DISPENSER, 3)
+        assert peer.port == dispenser.tcp_port
+        await asyncio.sleep(0.2)
+        assert not scanner.is_up(DISPENSER) and scanner._links == {}
+        assert dispenser.peers == {}  # the scanner sent no heartbeat
+
+
+async def test_a_second_lna_heard_on_an_open_link_gets_its_waiting_messages() -> None:
+    cd_hb, disp_hb = free_udp_port(), free_udp_port()
+    other_cd = Lna(2, 2)
+    board = IfsfNode(loopback_settings([DISPENSER], disp_hb, cd_hb))
+    first = IfsfNode(loopback_settings([CD], cd_hb, disp_hb))
+    async with board, first:
+        await board.wait_link(CD, 3)
+        reports: list[Message] = []
+        # A message for 2.2, not heard yet, waits; 2.2 then appears at 2.1's address.
+        await board.send(unsolicited(DISPENSER, other_cd, FP1, [it(FP1, 0x64)]))
+        first._on_report = reports.append
+        heartbeat = replace(first.heartbeats()[0], lna=other_cd)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.sendto(encode_heartbeat(heartbeat), ("127.0.0.1", board.heartbeat_port))
+        await until(lambda: bool(reports))
+        assert reports[0].recipient == other_cd
+
+
+async def test_a_node_started_again_keeps_its_ports_and_hears_its_peers_again(
+    pair: Pair,
+) -> None:
+    await pair.cd.wait_link(DISPENSER, 3)
+    await pair.dispenser.wait_link(CD, 3)
+    ports = pair.dispenser.tcp_port, pair.dispenser.heartbeat_port
+    await pair.dispenser.stop()
+    assert pair.dispenser.peers == {}
+    await pair.dispenser.start()
+    assert (pair.dispenser.tcp_port, pair.dispenser.heartbeat_port) == ports
+    await pair.dispenser.wait_link(CD, 3)
+    await pair.cd.wait_link(DISPENSER, 3)
+    assert (await pair.cd.read(DISPENSER, FP1, [0x14])).values() == {0x14: 2}
+
+
+async def test_dropped_links_open_again(pair: Pair) -> None:
+    await pair.cd.wait_link(DISPENSER, 3)
+    await pair.dispenser.wait_link(CD, 3)
+    ups = sum(isinstance(e, LinkUp) for e in pair.cd_events)
+    await pair.dispenser.drop_links()
+    await until(lambda: sum(isinstance(e, LinkUp) for e in pair.cd_events) > ups)
+    await pair.dispenser.wait_link(CD, 3)
+    assert (await pair.cd.read(DISPENSER, FP1, [0x14])).values() == {0x14: 2}
+    assert pair.dispenser.counters.reopens >= 1
+
+
+async def test_raw_garbage_from_a_peer_is_survived(pair: Pair) -> None:
+    await pair.dispenser.wait_link(CD, 3)
+    await pair.dispenser.send_raw(CD, h("02 01 01 01 00 C0 00 03 01 21 00"))  # not IFSF
+    await until(lambda: len(pair.errors) == 1)
+    await pair.dispenser.send_raw(CD, b"\xff" * 12)  # unframeable: the CD drops the link
+    await until(lambda: len(pair.errors) == 2)
+    assert isinstance(pair.errors[1], FramingLost)
+    await until(lambda: pair.dispenser.counters.reopens >= 1)
+    await pair.cd.wait_link(DISPENSER, 3)
+    assert (await pair.cd.read(DISPENSER, FP1, [0x14])).values() == {0x14: 2}
+    with pytest.raises(TransportError):
+        await pair.dispenser.send_raw(Lna(2, 7), b"x")
+
+
+def broadcast_loops_back(port: int) -> bool:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx,
+    ):
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        rx.bind(("0.0.0.0", port))
+        rx.settimeout(0.5)
+        tx.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        try:
+            tx.sendto(b"probe", ("255.255.255.255", port))
+            return rx.recv(16) == b"probe"
+        except OSError:
+            return False
+
+
+async def test_broadcast_heartbeats_on_one_shared_port() -> None:
+    """As on a station: every node on the same heartbeat port, sending to the broadcast
+    address, hearing the others and ignoring its own."""
+    port = free_udp_port()
+    if not broadcast_loops_back(port):
+        pytest.skip("this host does not deliver broadcasts back to itself")
+
+    def on_lan(lna: Lna) -> LinkSettings:
+        return LinkSettings(
+            lnas=(lna,),
+            tcp_port=0,
+            heartbeat_port=port,
+            heartbeat_destinations=(("255.255.255.255", port),),
+            **FAST,
+        )
+
+    app = LoopbackDispenser()
+    async with (
+        IfsfNode(on_lan(CD)) as cd,
+        IfsfNode(on_lan(DISPENSER), on_request=app.on_request) as dispenser,
+    ):
+        await cd.wait_link(DISPENSER, 3)
+        await dispenser.wait_link(CD, 3)
+        assert set(cd.peers) == {DISPENSER} and set(dispenser.peers) == {CD}
+        assert cd.advertise_ip != "0.0.0.0"
+        assert (await cd.read(DISPENSER, FP1, [0x14])).values() == {0x14: 2}
+
+
+async def test_an_answer_that_cannot_be_sent_does_not_stop_the_answering(pair: Pair) -> None:
+    await pair.cd.wait_link(DISPENSER, 3)
+    await pair.dispenser.wait_link(CD, 3)
+    link = pair.dispenser._link_of(CD)
+    assert link is not None
+    real_send = link.send
+    failures = [TransportError("the link broke under the answer")]
+
+    async def broken_once(data: bytes, *, queue: bool) -> None:
+        if failures:
+            raise failures.pop()
+        await real_send(data, queue=queue)
+
+    link.send = broken_once  # type: ignore[method-assign]
+    with pytest.raises(DeviceTimeout):
+        await pair.cd.read(DISPENSER, FP1, [0x14], timeout=0.3)
+    assert (await pair.cd.read(DISPENSER, FP1, [0x14])).values() == {0x14: 2}
+
+
+def test_backoff_doubles_to_its_cap_with_jitter() -> None:
+    pauses = [0.0]
+    for _ in range(8):
+        pauses.append(next_backoff(pauses[-1], 0.5, 30.0))
+    assert pauses[1:] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert jittered(8.0, 0.0) == 4.0 and jittered(8.0, 0.999) < 8.0
+
+
+async def test_a_peer_heard_before_its_server_listens_is_reached_once_it_does(
+    pair: Pair,
+) -> None:
+    """The heartbeat names a port nobody listens on yet: the link is tried with backoff and
+    opens once a server is there."""
+    fake = Lna(1, 6)
+    port = free_tcp_port()
+    accepted = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()
+        try:
+            await reader.read()
+        finally:
+            writer.close()
+
+    beating = asyncio.create_task(beat(fake, port, pair.cd.heartbeat_port))
+    try:
+        await pair.cd.wait_peer(fake, 3)
+        await until(lambda: any(isinstance(e, LinkDown) and fake in e.lnas for e in pair.cd_events))
+        assert not pair.cd.is_up(fake)
+        async with await asyncio.start_server(serve, "127.0.0.1", port):
+            await pair.cd.wait_link(fake, 3)
+            await asyncio.wait_for(accepted.wait(), 3)
+            await pair.cd.stop()
+    finally:
+        beating.cancel()

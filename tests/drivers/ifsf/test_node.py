@@ -6,6 +6,8 @@ import ipaddress
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers.base import DeviceTimeout, FrameError, TransportError
 from drivers.ifsf import databases as db
@@ -361,3 +363,71 @@ def test_settings_are_checked() -> None:
         core(missed_heartbeats=0)
     with pytest.raises(ValueError):
         core(reply_timeout_s=0)
+
+
+# ------------------------------------------------------------------------------ properties
+_PEERS = [Lna(1, n) for n in (1, 2, 3)]
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("request"), st.sampled_from(_PEERS), st.booleans()),
+        st.tuples(st.just("reply"), st.integers(0, 200), st.sampled_from([0, 0, 5, 7])),
+        st.tuples(st.just("stray"), st.sampled_from(_PEERS), st.integers(1, 31)),
+        st.tuples(st.just("tick"), st.floats(0.0, 3.0)),
+    ),
+    max_size=120,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_ops)
+def test_every_request_resolves_once_and_tokens_never_clash(ops: list[tuple]) -> None:
+    """Whatever the order of requests, replies, strays and time: a waiting token is never
+    handed out twice to one peer, each request is resolved exactly once, and a reply to a
+    request resolves exactly that request."""
+    node = core(reply_timeout_s=2.0)
+    now = 0.0
+    issued: dict[tuple[Lna, int], Message] = {}
+    resolved_requests: list[Message] = []
+    total = 0
+
+    def take(events: list[object]) -> None:
+        for event in events:
+            if isinstance(event, Resolved):
+                assert issued.pop(event.key) == event.request
+                resolved_requests.append(event.request)
+
+    for op in ops:
+        if op[0] == "request":
+            _, peer, is_write = op
+            body = Write((it(FP1, 0x3C),)) if is_write else Read((0x14,))
+            try:
+                message = node.request(peer, FP1, body, now)
+            except TokensExhausted:
+                assert sum(1 for key in issued if key[0] == peer) == 31
+                continue
+            key = (peer, message.token)
+            assert key not in issued
+            issued[key] = message
+            total += 1
+        elif op[0] == "reply" and issued:
+            _, pick, status = op
+            key = sorted(issued, key=lambda k: (k[0], k[1]))[pick % len(issued)]
+            request = issued[key]
+            if isinstance(request.body, Read) and status == 0:
+                reply = answer(request, [it(FP1, 0x14, 3)])
+            else:
+                reply = ack(request, status)
+            events = node.receive(reply, now)
+            assert [type(e) for e in events] == [Resolved]
+            take(events)
+        elif op[0] == "stray":
+            _, peer, token = op
+            events = node.receive(Message(CD, peer, token, FP1, Ack(0)), now)
+            take(events)  # a match, if that token waits, else a Stray
+        elif op[0] == "tick":
+            now += op[1]
+            take(node.tick(now))
+        assert node.pending == len(issued)
+    take(node.tick(now + 10.0))
+    assert issued == {} and node.pending == 0
+    assert len(resolved_requests) == total

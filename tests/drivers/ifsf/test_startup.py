@@ -151,3 +151,14 @@ async def test_a_silent_dispenser_ends_the_start_up_with_a_timeout() -> None:
     async with controller_and_dispenser(app, reply_timeout_s=0.3) as (cd, _):
         with pytest.raises(DeviceTimeout):
             await start_up(cd, DISPENSER, GENERIC, PLAN)
+
+
+async def test_a_refused_registration_is_a_warning_and_the_sequence_goes_on() -> None:
+    app = LoopbackDispenser(fp_states={1: 2}, sales=SALES, refuse_com_sv=6)
+    async with controller_and_dispenser(app) as (cd, _):
+        result = await start_up(cd, DISPENSER, GENERIC, StartupPlan(fps=(1,)))
+    assert app.recipients == []
+    [warning] = result.warnings
+    assert warning.startswith("recipient registration (unsolicited data may not come)")
+    assert "MS_ACK 6" in warning
+    assert result.opened == (1,) and [s.seq for s in result.sales] == [41, 42]
