@@ -1,7 +1,7 @@
 """Station configuration: one TOML file, validated at start into frozen, typed models.
 
 Every mistake stops the start with a single `ConfigError` that names the file and the key path,
-for example ``station.toml: pumps[2].address: duplicate address 0x51 on line "north" (pump 1
+for example ``station.toml: pumps[number=3].address: duplicate address 0x51 on line "north" (pump 1
 uses it)``, so a technician can fix the file without reading code. The models are never changed
 at run time; runtime state lives elsewhere.
 
@@ -60,6 +60,7 @@ __all__ = [
     "TankConfig",
     "load_config",
     "parse_config",
+    "refuse_placeholders",
 ]
 
 
@@ -452,6 +453,29 @@ class Config:
         )
 
 
+# The command key config/station.example.toml ships: a valid Ed25519 key whose private half
+# nobody holds, so a station that lists it verifies no command. A file copied from the example
+# parses, but is refused where it would be used (`edgectl config check`, `edgectl run`).
+EXAMPLE_COMMAND_KEYS: Final = frozenset(
+    {base64.b64decode("Zzdxg8iCoKZFERZbvA8BHfQ2FlkrFWX8sTvKxaUN1NE=")}
+)
+
+
+def refuse_placeholders(config: Config) -> None:
+    """Raise `ConfigError` for what the example holds in place of a station's own values (its
+    command key), with how to make the real one."""
+    for key in config.cloud.command_keys if config.cloud is not None else ():
+        if key.public_key in EXAMPLE_COMMAND_KEYS:
+            raise _error(
+                config.source,
+                f"cloud.command_keys[id={_show(key.id)}]",
+                "its public key is the placeholder of config/station.example.toml, whose "
+                "private half nobody holds, so it would verify no command: make the cloud's "
+                f"key pair with `edgectl cloud keygen --id {key.id}` (on the cloud side) and "
+                "put the public key it prints here",
+            )
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -639,11 +663,15 @@ def _read_logging(root: _Table) -> LoggingConfig:
 def _read_grades(root: _Table) -> tuple[GradeConfig, ...]:
     keys = ("id", "name", "unit_price", "volume_decimals", "amount_decimals", "price_decimals")
     grades: list[GradeConfig] = []
-    for t in root.tables("grades", keys):
+    for t in root.tables("grades", keys, "id"):
         grade = _read_grade(t)
         for j, other in enumerate(grades):
             if other.id == grade.id:
-                raise t.fail("id", f"duplicate grade id {_show(grade.id)} (grades[{j}] uses it)")
+                raise t.fail(
+                    "id",
+                    f"duplicate grade id {_show(grade.id)} "
+                    f"(also in the {ordinal(j + 1)} [[grades]])",
+                )
         grades.append(grade)
     if not grades:
         raise root.fail("grades", "at least one [[grades]] entry is required")
@@ -686,11 +714,15 @@ def _read_lines(root: _Table) -> tuple[LineConfig, ...]:
         "idle_poll_ms",
     )
     lines: list[LineConfig] = []
-    for t in root.tables("lines", keys):
+    for t in root.tables("lines", keys, "name"):
         line = _read_line(t)
         for j, other in enumerate(lines):
             if other.name == line.name:
-                raise t.fail("name", f"duplicate line name {_show(line.name)} (lines[{j}] uses it)")
+                raise t.fail(
+                    "name",
+                    f"duplicate line name {_show(line.name)} "
+                    f"(also in the {ordinal(j + 1)} [[lines]])",
+                )
             # One task owns one bus; two lines on the same port would fight over it.
             if other.port == line.port:
                 raise t.fail(
@@ -734,11 +766,14 @@ def _read_pumps(
     grades_by_id = {g.id: g for g in grades}
     lines_by_name = {line.name: line for line in lines}
     pumps: list[PumpConfig] = []
-    for t in root.tables("pumps", ("number", "line", "address", "nozzles", "name")):
+    for t in root.tables("pumps", ("number", "line", "address", "nozzles", "name"), "number"):
         pump = _read_pump(t, grades_by_id, lines_by_name)
         for j, other in enumerate(pumps):
             if other.number == pump.number:
-                raise t.fail("number", f"duplicate pump number {pump.number} (pumps[{j}] uses it)")
+                raise t.fail(
+                    "number",
+                    f"duplicate pump number {pump.number} (also in the {ordinal(j + 1)} [[pumps]])",
+                )
             if other.line == pump.line and other.address == pump.address:
                 raise t.fail(
                     "address",
@@ -1036,11 +1071,15 @@ def _read_password(t: _Table, username: str | None) -> str | None:
 
 def _read_command_keys(cloud: _Table) -> tuple[CommandKey, ...]:
     keys: list[CommandKey] = []
-    for t in cloud.tables("command_keys", ("id", "public_key", "public_key_file")):
+    for t in cloud.tables("command_keys", ("id", "public_key", "public_key_file"), "id"):
         key = _read_command_key(t)
         for j, other in enumerate(keys):
             if other.id == key.id:
-                raise t.fail("id", f"duplicate key id {_show(key.id)} (command_keys[{j}] uses it)")
+                raise t.fail(
+                    "id",
+                    f"duplicate key id {_show(key.id)} "
+                    f"(also in the {ordinal(j + 1)} [[cloud.command_keys]])",
+                )
         keys.append(key)
     if not keys:
         raise cloud.fail(
@@ -1123,12 +1162,14 @@ _ETX_REFUSED: Final[Mapping[int, str]] = MappingProxyType(
 
 def _read_gauges(root: _Table, lines: Sequence[LineConfig]) -> tuple[GaugeConfig, ...]:
     gauges: list[GaugeConfig] = []
-    for t in root.tables("gauges", _GAUGE_KEYS):
+    for t in root.tables("gauges", _GAUGE_KEYS, "name"):
         gauge = _read_gauge(t)
         for j, other in enumerate(gauges):
             if other.name == gauge.name:
                 raise t.fail(
-                    "name", f"duplicate gauge name {_show(gauge.name)} (gauges[{j}] uses it)"
+                    "name",
+                    f"duplicate gauge name {_show(gauge.name)} "
+                    f"(also in the {ordinal(j + 1)} [[gauges]])",
                 )
             if gauge.port is not None and other.port == gauge.port:
                 raise t.fail(
@@ -1259,11 +1300,14 @@ def _read_tanks(
     grades_by_id = {g.id: g for g in grades}
     gauges_by_name = {g.name: g for g in gauges}
     tanks: list[TankConfig] = []
-    for t in root.tables("tanks", _TANK_KEYS):
+    for t in root.tables("tanks", _TANK_KEYS, "number"):
         tank = _read_tank(t, grades_by_id, gauges_by_name)
         for j, other in enumerate(tanks):
             if other.number == tank.number:
-                raise t.fail("number", f"duplicate tank number {tank.number} (tanks[{j}] uses it)")
+                raise t.fail(
+                    "number",
+                    f"duplicate tank number {tank.number} (also in the {ordinal(j + 1)} [[tanks]])",
+                )
             if (other.gauge, other.device_id, other.gauge_tank) == (
                 tank.gauge,
                 tank.device_id,
@@ -1543,8 +1587,9 @@ class _Table:
             raise self.fail(key, f"expected a table, got {_show(value)}")
         return _Table(value, self.key_path(key), self.source, allowed)
 
-    def tables(self, key: str, allowed: Collection[str]) -> list[_Table]:
-        """An array of tables (``[[key]]``); missing reads as empty."""
+    def tables(self, key: str, allowed: Collection[str], ident: str) -> list[_Table]:
+        """An array of tables (``[[key]]``); missing reads as empty. Each is named in messages
+        by its `ident` key (`entry_path`)."""
         value = self._get(key, required=False)
         if value is None:
             return []
@@ -1552,7 +1597,7 @@ class _Table:
             raise self.fail(key, f"expected an array of tables ([[{key}]]), got {_show(value)}")
         result = []
         for i, item in enumerate(value):
-            path = f"{self.key_path(key)}[{i}]"
+            path = entry_path(self.key_path(key), value, i, ident)
             if not isinstance(item, Mapping):
                 raise _error(self.source, path, f"expected a table, got {_show(item)}")
             result.append(_Table(item, path, self.source, allowed))
@@ -1703,6 +1748,36 @@ class _Table:
         if required:
             raise self.fail(key, "missing required key")
         return None
+
+
+def entry_path(prefix: str, items: Sequence[object], index: int, ident: str) -> str:
+    """The key path of one entry of an array of tables, named as a technician knows it: by
+    its `ident` key (``pumps[number=2]``, ``lines[name="north"]``), or where that is missing,
+    not a plain value or shared with another entry, by its place in the file
+    (``pumps[2nd]``), never by a bare 0-based index."""
+    item = items[index]
+    if isinstance(item, Mapping):
+        value = item.get(ident)
+        plain = (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, str) and value.strip() != ""
+        )
+        if plain:
+            same = [
+                other
+                for other in items
+                if isinstance(other, Mapping)
+                and type(other.get(ident)) is type(value)
+                and other.get(ident) == value
+            ]
+            if len(same) == 1:
+                return f"{prefix}[{ident}={_show(value)}]"
+    return f"{prefix}[{ordinal(index + 1)}]"
+
+
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th … 11th, 12th, 13th … 21st."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def _error(source: Path, where: str, message: str) -> ConfigError:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgectl.cli.main import main
 from tests.control.clikit import ROOT
@@ -47,19 +50,50 @@ def test_a_valid_file_as_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert [line["name"] for line in body["summary"]["lines"]] == ["l0"]
 
 
-def test_the_shipped_examples_are_valid(capsys: pytest.CaptureFixture[str]) -> None:
-    for name in ("demo.toml", "station.example.toml"):
-        code, out, err = check(capsys, str(ROOT / "config" / name))
-        assert code == 0, err or out
+def example_with_own_key(tmp_path: Path) -> Path:
+    """config/ copied (the example's relative files with it), the example's placeholder
+    command key replaced by a station's own, as the technician is told to."""
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    path = tmp_path / "config" / "station.example.toml"
+    text = path.read_text()
+    assert text.count(PLACEHOLDER) == 1
+    path.write_text(text.replace(PLACEHOLDER, OWN_KEY))
+    return path
+
+
+PLACEHOLDER = "Zzdxg8iCoKZFERZbvA8BHfQ2FlkrFWX8sTvKxaUN1NE="
+OWN_KEY = base64.b64encode(Ed25519PrivateKey.generate().public_key().public_bytes_raw()).decode()
+
+
+def test_the_shipped_examples_are_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = check(capsys, str(ROOT / "config" / "demo.toml"))
+    assert code == 0, err or out
+    # The example is valid once it has the station's own command key (issue 16 point 5).
+    code, out, err = check(capsys, str(example_with_own_key(tmp_path)))
+    assert code == 0, err or out
+
+
+def test_the_examples_placeholder_key_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """A station copied from the example would verify no command: its key is refused with
+    what to do, by `config check` as by the daemon's start (tests/test_config.py)."""
+    path = ROOT / "config" / "station.example.toml"
+    code, out, _ = check(capsys, str(path))
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0] == f"{path} is not valid:"
+    assert lines[1].startswith('  cloud.command_keys[id="cloud-2026a"]: its public key is the ')
+    assert "placeholder of config/station.example.toml" in lines[1]
+    assert "edgectl cloud keygen --id cloud-2026a" in lines[1]
+    assert lines[2].lstrip().startswith("[cloud] is the MQTT link")
 
 
 @pytest.mark.parametrize(
     ("change", "key", "words"),
     [
-        (("address = 81", "address = 80"), "pumps[1].address", "duplicate address 0x50"),
+        (("address = 81", "address = 80"), "pumps[number=2].address", "duplicate address 0x50"),
         (('mode = "auto"', 'mode = "self-service"'), "authorization.mode", "expected one of"),
-        (('unit_price = "7.45"', "unit_price = 7.45"), "grades[0].unit_price", "TOML float"),
-        (("reply_timeout_ms", "reply_timout_ms"), "lines[0]", "did you mean"),
+        (('unit_price = "7.45"', "unit_price = 7.45"), 'grades[id="92"].unit_price', "TOML float"),
+        (("reply_timeout_ms", "reply_timout_ms"), 'lines[name="l0"]', "did you mean"),
     ],
 )
 def test_a_wrong_file_is_explained(
@@ -113,7 +147,7 @@ def test_not_toml_and_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 def test_gauges_and_tanks_summarised_and_explained(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = check(capsys, str(ROOT / "config" / "station.example.toml"), "--json")
+    code, out, _ = check(capsys, str(example_with_own_key(tmp_path)), "--json")
     body = json.loads(out)
     assert code == 0
     assert [(g["name"], g["protocol"], g["tanks"]) for g in body["summary"]["gauges"]] == [
@@ -132,7 +166,7 @@ def test_gauges_and_tanks_summarised_and_explained(
     code, out, _ = check(capsys, str(path))
     assert code == 1
     lines = out.splitlines()
-    assert lines[1].startswith('  tanks[0].grade: grade "jet" is not defined')
+    assert lines[1].startswith('  tanks[number=1].grade: grade "jet" is not defined')
     assert lines[2].lstrip().startswith("each [[tanks]] has a unique number, its grade")
 
     path.write_text(station_toml(tmp_path, extra=tank.replace('"jet"', '"92"')))

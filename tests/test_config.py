@@ -282,19 +282,19 @@ MISTAKES = [
     pytest.param(
         'number = 2\nline = "north"\n',
         'line = "north"\n',
-        "pumps[1].number: missing required key",
+        "pumps[2nd].number: missing required key",
         id="missing-pump-number",
     ),
     pytest.param(
         "baud = 9600",
         'baud = "9600"',
-        'lines[0].baud: expected an integer, got "9600"',
+        'lines[name="north"].baud: expected an integer, got "9600"',
         id="int-as-string",
     ),
     pytest.param(
         "retries = 3",
         "retries = true",
-        "lines[0].retries: expected an integer, got true",
+        'lines[name="north"].retries: expected an integer, got true',
         id="bool",
     ),
     pytest.param(
@@ -306,82 +306,86 @@ MISTAKES = [
     pytest.param(
         'unit_price = "7.45"',
         "unit_price = 7.45",
-        "grades[0].unit_price: got the TOML float 7.45; floats are binary and not exact",
+        'grades[id="92"].unit_price: got the TOML float 7.45; floats are binary and not exact',
         id="float-money",
     ),
     pytest.param(
         'unit_price = "7.45"',
         'unit_price = "7,45"',
-        'grades[0].unit_price: expected a decimal number like "7.89", got "7,45"',
+        'grades[id="92"].unit_price: expected a decimal number like "7.89", got "7,45"',
         id="malformed-decimal",
     ),
     pytest.param(
         'unit_price = "7.45"',
         'unit_price = "7.455"',
-        'grades[0].unit_price: "7.455" has 3 decimal places, at most 2 allowed by price_decimals',
+        'grades[id="92"].unit_price: "7.455" has 3 decimal places, at most 2 allowed by '
+        'price_decimals',
         id="price-too-precise",
     ),
     pytest.param(
         'unit_price = "7.45"',
         'unit_price = "0"',
-        'grades[0].unit_price: must be greater than 0, got "0"',
+        'grades[id="92"].unit_price: must be greater than 0, got "0"',
         id="price-zero",
     ),
     pytest.param(
         'protocol = "wayne_dart"\nbaud',
         'protocol = "dartt"\nbaud',
-        'lines[0].protocol: unknown protocol "dartt" (known: wayne_dart)',
+        'lines[name="north"].protocol: unknown protocol "dartt" (known: wayne_dart)',
         id="unknown-protocol",
     ),
     pytest.param(
         "address = 0x51",
         "address = 0x50",
-        'pumps[1].address: duplicate address 0x50 on line "north" (pump 1 uses it)',
+        'pumps[number=2].address: duplicate address 0x50 on line "north" (pump 1 uses it)',
         id="duplicate-address-on-line",
     ),
     pytest.param(
         "address = 0x52",
         "address = 0x70",
-        "pumps[2].address: address 0x70 is out of range for wayne_dart (0x50..0x6F)",
+        "pumps[number=3].address: address 0x70 is out of range for wayne_dart (0x50..0x6F)",
         id="address-out-of-range",
     ),
     pytest.param(
         "number = 3",
         "number = 1",
-        "pumps[2].number: duplicate pump number 1 (pumps[0] uses it)",
+        "pumps[3rd].number: duplicate pump number 1 (also in the 1st [[pumps]])",
         id="duplicate-pump-number",
     ),
     pytest.param(
-        "number = 3", "number = 100", "pumps[2].number: 100 is out of range (1..99)", id="pump-100"
+        "number = 3",
+        "number = 100",
+        "pumps[number=100].number: 100 is out of range (1..99)",
+        id="pump-100",
     ),
     pytest.param(
         'nozzles = { 1 = "92", 2 = "95" }',
         'nozzles = { 1 = "92", 2 = "98" }',
-        'pumps[0].nozzles.2: grade "98" is not defined in [[grades]]',
+        'pumps[number=1].nozzles.2: grade "98" is not defined in [[grades]]',
         id="nozzle-unknown-grade",
     ),
     pytest.param(
         'nozzles = { 1 = "95" }',
         'nozzles = { 16 = "95" }',
-        "pumps[1].nozzles.16: nozzle number 16 is out of range (1..15)",
+        "pumps[number=2].nozzles.16: nozzle number 16 is out of range (1..15)",
         id="nozzle-out-of-range",
     ),
     pytest.param(
         'nozzles = { 1 = "95" }',
         'nozzles = { a = "95" }',
-        'pumps[1].nozzles.a: nozzle numbers are integers 1..15, got "a"',
+        'pumps[number=2].nozzles.a: nozzle numbers are integers 1..15, got "a"',
         id="nozzle-not-a-number",
     ),
     pytest.param(
         'nozzles = { 1 = "95" }',
         "nozzles = {}",
-        "pumps[1].nozzles: at least one nozzle is required",
+        "pumps[number=2].nozzles: at least one nozzle is required",
         id="no-nozzles",
     ),
     pytest.param(
         "address = 0x51",
         "adress = 0x51",
-        'pumps[1]: unknown key "adress" (did you mean "address"?)',
+        'pumps[number=2]: unknown key "adress" (did you mean "address"?)',
         id="unknown-key",
     ),
     pytest.param(
@@ -393,7 +397,7 @@ MISTAKES = [
     pytest.param(
         'parity = "odd"',
         'parity = "Odd"',
-        'lines[0].parity: expected one of "odd", "even", "none", got "Odd"',
+        'lines[name="north"].parity: expected one of "odd", "even", "none", got "Odd"',
         id="bad-enum",
     ),
     pytest.param(
@@ -405,12 +409,16 @@ MISTAKES = [
     pytest.param(
         "baud = 9600",
         "baud = 9601",
-        "lines[0].baud: expected one of 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, "
+        'lines[name="north"].baud: expected one of 1200, 2400, 4800, 9600, 19200, 38400, 57600, '
+        '115200, '
         "got 9601",
         id="bad-baud",
     ),
     pytest.param(
-        "retries = 3", "retries = 11", "lines[0].retries: 11 is out of range (0..10)", id="range"
+        "retries = 3",
+        "retries = 11",
+        'lines[name="north"].retries: 11 is out of range (0..10)',
+        id="range",
     ),
     pytest.param(
         'name = "Test station"',
@@ -427,32 +435,32 @@ MISTAKES = [
     pytest.param(
         'unit_price = "7.93"',
         'unit_price = "7.93"\nvolume_decimals = 3',
-        "pumps[0].nozzles: pump 1 mixes grades with different volume_decimals "
+        "pumps[number=1].nozzles: pump 1 mixes grades with different volume_decimals "
         '("92" has 2, "95" has 3)',
         id="inconsistent-decimals",
     ),
     pytest.param(
         'line = "south"',
         'line = "east"',
-        'pumps[2].line: unknown line "east" (defined: "north", "south")',
+        'pumps[number=3].line: unknown line "east" (defined: "north", "south")',
         id="unknown-line",
     ),
     pytest.param(
         'name = "south"',
         'name = "north"',
-        'lines[1].name: duplicate line name "north" (lines[0] uses it)',
+        'lines[2nd].name: duplicate line name "north" (also in the 1st [[lines]])',
         id="duplicate-line-name",
     ),
     pytest.param(
         'port = "/dev/ttyUSB1"',
         'port = "/dev/ttyUSB0"',
-        'lines[1].port: port "/dev/ttyUSB0" is already used by line "north"',
+        'lines[name="south"].port: port "/dev/ttyUSB0" is already used by line "north"',
         id="duplicate-port",
     ),
     pytest.param(
         'id = "95"',
         'id = "92"',
-        'grades[1].id: duplicate grade id "92" (grades[0] uses it)',
+        'grades[2nd].id: duplicate grade id "92" (also in the 1st [[grades]])',
         id="duplicate-grade",
     ),
     pytest.param(
@@ -649,50 +657,55 @@ CLOUD_MISTAKES = [
     pytest.param(
         KEY_B,
         KEY_B + "\n" + KEY_B,
-        'cloud.command_keys[1].id: duplicate key id "cloud-2026a" (command_keys[0] uses it)',
+        'cloud.command_keys[2nd].id: duplicate key id "cloud-2026a" (also in the 1st '
+        '[[cloud.command_keys]])',
         id="duplicate-key-id",
     ),
     pytest.param(
         'id = "cloud-2026a"',
         'id = "cloud 2026a"',
-        'cloud.command_keys[0].id: "cloud 2026a" is not a valid key id',
+        'cloud.command_keys[id="cloud 2026a"].id: "cloud 2026a" is not a valid key id',
         id="bad-key-id",
     ),
     pytest.param(
         f'public_key = "{CLOUD_KEY}"',
         'public_key = "bm90IGEga2V5"',
-        'cloud.command_keys[0].public_key: "bm90IGEga2V5" is not an Ed25519 public key: a raw '
+        'cloud.command_keys[id="cloud-2026a"].public_key: "bm90IGEga2V5" is not an Ed25519 public '
+        'key: a raw '
         "Ed25519 public key is 32 bytes, this base64 holds 9",
         id="short-key",
     ),
     pytest.param(
         f'public_key = "{CLOUD_KEY}"',
         'public_key = "!!"',
-        'cloud.command_keys[0].public_key: "!!" is not an Ed25519 public key: neither base64',
+        'cloud.command_keys[id="cloud-2026a"].public_key: "!!" is not an Ed25519 public key: '
+        'neither base64',
         id="garbage-key",
     ),
     pytest.param(
         f'public_key = "{CLOUD_KEY}"',
         "",
-        "cloud.command_keys[0].public_key: missing: give public_key (base64) or public_key_file",
+        'cloud.command_keys[id="cloud-2026a"].public_key: missing: give public_key (base64) or '
+        'public_key_file',
         id="no-public-key",
     ),
     pytest.param(
         f'public_key = "{CLOUD_KEY}"',
         f'public_key = "{CLOUD_KEY}"\npublic_key_file = "station.toml"',
-        "cloud.command_keys[0].public_key_file: give either public_key or public_key_file",
+        'cloud.command_keys[id="cloud-2026a"].public_key_file: give either public_key or '
+        'public_key_file',
         id="both-key-forms",
     ),
     pytest.param(
         f'public_key = "{CLOUD_KEY}"',
         'public_key_file = "keys/nope.pub"',
-        "cloud.command_keys[0].public_key_file: ",
+        'cloud.command_keys[id="cloud-2026a"].public_key_file: ',
         id="key-file-missing",
     ),
     pytest.param(
         'id = "cloud-2026a"',
         'id = "cloud-2026a"\nkey = "x"',
-        'cloud.command_keys[0]: unknown key "key"',
+        'cloud.command_keys[id="cloud-2026a"]: unknown key "key"',
         id="unknown-key-in-key",
     ),
     pytest.param(
@@ -1070,430 +1083,438 @@ def test_same_gauge_tank_on_two_gauges_is_fine(tmp_path: Path) -> None:
 # (fragment in TANKS, its replacement, "key path: message" expected in the error)
 TANK_MISTAKES = [
     # [[gauges]]
-    pytest.param('name = "tls"', "", "gauges[0].name: missing required key", id="gauge-no-name"),
+    pytest.param('name = "tls"', "", "gauges[1st].name: missing required key", id="gauge-no-name"),
     pytest.param(
         'protocol = "veeder_root"',
         'protocol = "tls350"',
-        'gauges[0].protocol: unknown gauge protocol "tls350" (known: modbus_probe, veeder_root)',
+        'gauges[name="tls"].protocol: unknown gauge protocol "tls350" (known: modbus_probe, '
+        'veeder_root)',
         id="gauge-protocol",
     ),
     pytest.param(
         'port = "/dev/ttyS0"',
         "",
-        "gauges[0].port: missing: give port (a serial device) or host (a TCP address)",
+        'gauges[name="tls"].port: missing: give port (a serial device) or host (a TCP address)',
         id="gauge-no-port-no-host",
     ),
     pytest.param(
         'port = "/dev/ttyS0"',
         'port = "/dev/ttyS0"\nhost = "atg"',
-        "gauges[0].host: give either port (a serial line) or host (TCP), not both",
+        'gauges[name="tls"].host: give either port (a serial line) or host (TCP), not both',
         id="gauge-port-and-host",
     ),
     pytest.param(
         'port = "/dev/ttyS0"',
         'port = ""',
-        "gauges[0].port: must not be empty",
+        'gauges[name="tls"].port: must not be empty',
         id="gauge-empty-port",
     ),
     pytest.param(
         'port = "/dev/ttyS0"',
         'port = "/dev/ttyS0"\ntcp_port = 10001',
-        "gauges[0].tcp_port: is only used with host (a gauge over TCP)",
+        'gauges[name="tls"].tcp_port: is only used with host (a gauge over TCP)',
         id="gauge-tcp-port-on-serial",
     ),
     pytest.param(
         'host = "10.0.0.9"',
         'host = "10.0.0.9"\nbaud = 9600',
-        "gauges[1].baud: is only used with a serial port, not with host",
+        'gauges[name="probes"].baud: is only used with a serial port, not with host',
         id="gauge-serial-setting-on-tcp",
     ),
     pytest.param(
         'host = "10.0.0.9"',
         'host = "tcp://10.0.0.9"',
-        'gauges[1].host: "tcp://10.0.0.9" is not a host name or address',
+        'gauges[name="probes"].host: "tcp://10.0.0.9" is not a host name or address',
         id="gauge-host-url",
     ),
     pytest.param(
         'host = "10.0.0.9"',
         'host = "10.0.0.9"\ntcp_port = 70000',
-        "gauges[1].tcp_port: 70000 is out of range (1..65535)",
+        'gauges[name="probes"].tcp_port: 70000 is out of range (1..65535)',
         id="gauge-tcp-port-range",
     ),
     pytest.param(
         'terminator = "crlf"',
         'terminator = "cr"',
-        'gauges[0].terminator: expected one of "none", "lf", "crlf", got "cr"',
+        'gauges[name="tls"].terminator: expected one of "none", "lf", "crlf", got "cr"',
         id="gauge-terminator",
     ),
     pytest.param(
         'security_code = "AB12C3"',
         'security_code = "AB12"',
-        "gauges[0].security_code: must be the console's 6-character security code",
+        'gauges[name="tls"].security_code: must be the console\'s 6-character security code',
         id="gauge-security-code-short",
     ),
     pytest.param(
         'security_code = "AB12C3"',
         'security_code = "AB 2C3"',
-        "gauges[0].security_code: must be the console's 6-character security code",
+        'gauges[name="tls"].security_code: must be the console\'s 6-character security code',
         id="gauge-security-code-space",
     ),
     pytest.param(
         'terminator = "crlf"',
         "etx = 0x01",
-        "gauges[0].etx: 0x01 cannot end a reply: it is SOH, which starts every message",
+        'gauges[name="tls"].etx: 0x01 cannot end a reply: it is SOH, which starts every message',
         id="gauge-etx-soh",
     ),
     pytest.param(
         'terminator = "crlf"',
         "etx = 0x41",
-        "gauges[0].etx: 0x41 is a printable character and could occur in a reply",
+        'gauges[name="tls"].etx: 0x41 is a printable character and could occur in a reply',
         id="gauge-etx-printable",
     ),
     pytest.param(
         'terminator = "crlf"',
         "etx = 256",
-        "gauges[0].etx: 256 is out of range (0..127)",
+        'gauges[name="tls"].etx: 256 is out of range (0..127)',
         id="gauge-etx-range",
     ),
     pytest.param(
         'register_map = "maps/probe.toml"',
         'register_map = "maps/probe.toml"\nsecurity_code = "AB12C3"',
-        'gauges[1].security_code: is only used with protocol "veeder_root"',
+        'gauges[name="probes"].security_code: is only used with protocol "veeder_root"',
         id="gauge-tls-key-on-modbus",
     ),
     pytest.param(
         'terminator = "crlf"',
         'terminator = "crlf"\nunits = "imperial"',
-        'gauges[0].units: expected one of "metric", "us", got "imperial"',
+        'gauges[name="tls"].units: expected one of "metric", "us", got "imperial"',
         id="gauge-units",
     ),
     pytest.param(
         'terminator = "crlf"',
         'terminator = "crlf"\nunits = "US"',
-        'gauges[0].units: expected one of "metric", "us", got "US"',
+        'gauges[name="tls"].units: expected one of "metric", "us", got "US"',
         id="gauge-units-case",
     ),
     pytest.param(
         'terminator = "crlf"',
         'terminator = "crlf"\ninventory_format = "printed"',
-        'gauges[0].inventory_format: expected one of "computer", "display", "auto", got "printed"',
+        'gauges[name="tls"].inventory_format: expected one of "computer", "display", "auto", got '
+        '"printed"',
         id="gauge-inventory-format",
     ),
     pytest.param(
         'register_map = "maps/probe.toml"',
         'register_map = "maps/probe.toml"\ninventory_format = "display"',
-        'gauges[1].inventory_format: is only used with protocol "veeder_root"',
+        'gauges[name="probes"].inventory_format: is only used with protocol "veeder_root"',
         id="gauge-inventory-format-on-modbus",
     ),
     pytest.param(
         'register_map = "maps/probe.toml"',
         'register_map = "maps/probe.toml"\nunits = "us"',
-        'gauges[1].units: is only used with protocol "veeder_root"',
+        'gauges[name="probes"].units: is only used with protocol "veeder_root"',
         id="gauge-units-on-modbus",
     ),
     pytest.param(
         'terminator = "crlf"',
         'register_map = "maps/probe.toml"',
-        'gauges[0].register_map: is only used with protocol "modbus_probe"',
+        'gauges[name="tls"].register_map: is only used with protocol "modbus_probe"',
         id="gauge-modbus-key-on-tls",
     ),
     pytest.param(
         'register_map = "maps/probe.toml"',
         "",
-        "gauges[1].register_map: missing: a Modbus probe line needs the register map",
+        'gauges[name="probes"].register_map: missing: a Modbus probe line needs the register map',
         id="gauge-no-register-map",
     ),
     pytest.param(
         'register_map = "maps/probe.toml"',
         'register_map = "maps/nope.toml"',
-        "gauges[1].register_map: ",
+        'gauges[name="probes"].register_map: ',
         id="gauge-register-map-missing-file",
     ),
     pytest.param(
         'port = "/dev/ttyS0"',
         'port = "/dev/ttyS0"\nbaud = 14400',
-        "gauges[0].baud: expected one of 300, 600, 1200, 2400, 4800, 9600, 19200",
+        'gauges[name="tls"].baud: expected one of 300, 600, 1200, 2400, 4800, 9600, 19200',
         id="gauge-baud",
     ),
     pytest.param(
         'port = "/dev/ttyS0"',
         'port = "/dev/ttyS0"\npoll_interval_s = 0.1',
-        "gauges[0].poll_interval_s: 0.1 is out of range (0.5..3600)",
+        'gauges[name="tls"].poll_interval_s: 0.1 is out of range (0.5..3600)',
         id="gauge-poll-interval",
     ),
     pytest.param(
         'port = "/dev/ttyS0"',
         'port = "/dev/ttyS0"\nreply_timeout_ms = 10',
-        "gauges[0].reply_timeout_ms: 10 is out of range (50..60000)",
+        'gauges[name="tls"].reply_timeout_ms: 10 is out of range (50..60000)',
         id="gauge-reply-timeout",
     ),
     pytest.param(
         'port = "/dev/ttyS0"',
         'port = "/dev/ttyS0"\noffline_after = 0',
-        "gauges[0].offline_after: 0 is out of range (1..20)",
+        'gauges[name="tls"].offline_after: 0 is out of range (1..20)',
         id="gauge-offline-after",
     ),
     pytest.param(
         'name = "probes"',
         'name = "tls"',
-        'gauges[1].name: duplicate gauge name "tls" (gauges[0] uses it)',
+        'gauges[2nd].name: duplicate gauge name "tls" (also in the 1st [[gauges]])',
         id="gauge-duplicate-name",
     ),
     pytest.param(
         'host = "10.0.0.9"',
         'port = "/dev/ttyS0"',
-        'gauges[1].port: port "/dev/ttyS0" is already used by gauge "tls"',
+        'gauges[name="probes"].port: port "/dev/ttyS0" is already used by gauge "tls"',
         id="gauge-duplicate-port",
     ),
     pytest.param(
         'port = "/dev/ttyS0"',
         'port = "/dev/ttyUSB1"',
-        'gauges[0].port: port "/dev/ttyUSB1" is already used by line "south"',
+        'gauges[name="tls"].port: port "/dev/ttyUSB1" is already used by line "south"',
         id="gauge-port-of-a-pump-line",
     ),
     pytest.param(
         'port = "/dev/ttyS0"',
         'host = "10.0.0.9"\ntcp_port = 502',
-        'gauges[1].host: 10.0.0.9:502 is already used by gauge "tls"',
+        'gauges[name="probes"].host: 10.0.0.9:502 is already used by gauge "tls"',
         id="gauge-duplicate-host",
     ),
     pytest.param(
         'port = "/dev/ttyS0"',
         'port = "/dev/ttyS0"\nadress = 1',
-        'gauges[0]: unknown key "adress"',
+        'gauges[name="tls"]: unknown key "adress"',
         id="gauge-unknown-key",
     ),
     # [[tanks]]
-    pytest.param("number = 1\n", "", "tanks[0].number: missing required key", id="tank-no-number"),
+    pytest.param(
+        "number = 1\n", "", "tanks[1st].number: missing required key", id="tank-no-number"
+    ),
     pytest.param(
         "number = 2\n",
         "number = 1\n",
-        "tanks[1].number: duplicate tank number 1 (tanks[0] uses it)",
+        "tanks[2nd].number: duplicate tank number 1 (also in the 1st [[tanks]])",
         id="tank-duplicate-number",
     ),
     pytest.param(
         "number = 3\n",
         "number = 100\n",
-        "tanks[2].number: 100 is out of range (1..99)",
+        "tanks[number=100].number: 100 is out of range (1..99)",
         id="tank-number-range",
     ),
     pytest.param(
         'grade = "95"',
         'grade = "98"',
-        'tanks[1].grade: grade "98" is not defined in [[grades]] (defined: "92", "95")',
+        'tanks[number=2].grade: grade "98" is not defined in [[grades]] (defined: "92", "95")',
         id="tank-unknown-grade",
     ),
     pytest.param(
         'gauge = "tls"\ngauge_tank = 2',
         'gauge = "atg"\ngauge_tank = 2',
-        'tanks[1].gauge: unknown gauge "atg" (defined: "tls", "probes")',
+        'tanks[number=2].gauge: unknown gauge "atg" (defined: "tls", "probes")',
         id="tank-unknown-gauge",
     ),
     pytest.param(
         "gauge_tank = 2",
         "",
-        "tanks[1].gauge_tank: missing required key",
+        "tanks[number=2].gauge_tank: missing required key",
         id="tank-tls-without-gauge-tank",
     ),
     pytest.param(
         "gauge_tank = 2",
         "gauge_tank = 100",
-        "tanks[1].gauge_tank: 100 is out of range (1..99)",
+        "tanks[number=2].gauge_tank: 100 is out of range (1..99)",
         id="tank-gauge-tank-range",
     ),
     pytest.param(
         "gauge_tank = 2",
         "gauge_tank = 1",
-        'tanks[1].gauge_tank: gauge "tls" tank 1 already reads tank 1',
+        'tanks[number=2].gauge_tank: gauge "tls" tank 1 already reads tank 1',
         id="tank-duplicate-gauge-tank",
     ),
     pytest.param(
         "gauge_tank = 2",
         "gauge_tank = 2\ndevice_id = 3",
-        "tanks[1].device_id: is only used on a modbus_probe gauge",
+        "tanks[number=2].device_id: is only used on a modbus_probe gauge",
         id="tank-device-id-on-tls",
     ),
     pytest.param(
-        "device_id = 7", "", "tanks[2].device_id: missing required key", id="tank-no-device-id"
+        "device_id = 7",
+        "",
+        "tanks[number=3].device_id: missing required key",
+        id="tank-no-device-id",
     ),
     pytest.param(
         "device_id = 7",
         "device_id = 248",
-        "tanks[2].device_id: 248 is out of range (1..247)",
+        "tanks[number=3].device_id: 248 is out of range (1..247)",
         id="tank-device-id-range",
     ),
     pytest.param(
         "capacity_l = 10000",
         "capacity_l = 0",
-        'tanks[2].capacity_l: must be greater than 0, got "0"',
+        'tanks[number=3].capacity_l: must be greater than 0, got "0"',
         id="tank-capacity-zero",
     ),
     pytest.param(
         "capacity_l = 10000",
         "capacity_l = 10000.0",
-        "tanks[2].capacity_l: got the TOML float 10000.0; floats are binary and not exact",
+        "tanks[number=3].capacity_l: got the TOML float 10000.0; floats are binary and not exact",
         id="tank-capacity-float",
     ),
     pytest.param(
         "capacity_l = 10000",
         "capacity = 10000",
-        'tanks[2]: unknown key "capacity" (did you mean "capacity_l"?)',
+        'tanks[number=3]: unknown key "capacity" (did you mean "capacity_l"?)',
         id="tank-unknown-key",
     ),
     pytest.param(
         'height_mm = 2500\ndensity_15 = "840.5"',
         'density_15 = "840.5"',
-        "tanks[1].height_mm: missing required key",
+        "tanks[number=2].height_mm: missing required key",
         id="tank-no-height",
     ),
     pytest.param(
         'density_15 = "840.5"',
         "",
-        "tanks[1].density_15: missing required key: the product's density at 15 °C in kg/m³",
+        "tanks[number=2].density_15: missing required key: the product's density at 15 °C in kg/m³",
         id="tank-no-density",
     ),
     pytest.param(
         'density_15 = "840.5"',
         'density_15 = "0.84"',
-        'tanks[1].density_15: "0.84" kg/m³ is outside table 54B (653..1075 kg/m³ at 15 °C)',
+        'tanks[number=2].density_15: "0.84" kg/m³ is outside table 54B (653..1075 kg/m³ at 15 °C)',
         id="tank-density-not-kg-m3",
     ),
     pytest.param(
         'density_15 = "840.5"',
         'density_15 = "1100"',
-        'tanks[1].density_15: "1100" kg/m³ is outside table 54B',
+        'tanks[number=2].density_15: "1100" kg/m³ is outside table 54B',
         id="tank-density-range",
     ),
     pytest.param(
         'density_15 = "840.5"',
         'density_15 = "840.5"\nsafe_fill_pct = 101',
-        'tanks[1].safe_fill_pct: "101" is out of range (50..100 %)',
+        'tanks[number=2].safe_fill_pct: "101" is out of range (50..100 %)',
         id="tank-safe-fill-range",
     ),
     pytest.param(
         'chart = [[0, 0], [1000, "10000.5"], [2000, 20000]]',
         "chart = [[0, 0], [1000, 12000], [2000, 11000]]",
-        "tanks[0].chart[2]: volume 11000 L at 2000 mm is less than 12000 L at 1000 mm",
+        "tanks[number=1].chart[2]: volume 11000 L at 2000 mm is less than 12000 L at 1000 mm",
         id="chart-volume-falls",
     ),
     pytest.param(
         'chart = [[0, 0], [1000, "10000.5"], [2000, 20000]]',
         "chart = [[0, 0], [1000, 100], [1000, 200]]",
-        "tanks[0].chart[2]: height 1000 mm is not above the previous point's 1000 mm",
+        "tanks[number=1].chart[2]: height 1000 mm is not above the previous point's 1000 mm",
         id="chart-heights-not-rising",
     ),
     pytest.param(
         'chart = [[0, 0], [1000, "10000.5"], [2000, 20000]]',
         "chart = [[0, 0]]",
-        "tanks[0].chart: a chart needs at least 2 points, got 1",
+        "tanks[number=1].chart: a chart needs at least 2 points, got 1",
         id="chart-one-point",
     ),
     pytest.param(
         'chart = [[0, 0], [1000, "10000.5"], [2000, 20000]]',
         "chart = [[0, 0], [1000, 10000, 1], [2000, 20000]]",
-        "tanks[0].chart[1]: expected a [height_mm, volume_l] pair, got an array of 3",
+        "tanks[number=1].chart[1]: expected a [height_mm, volume_l] pair, got an array of 3",
         id="chart-not-a-pair",
     ),
     pytest.param(
         'chart = [[0, 0], [1000, "10000.5"], [2000, 20000]]',
         "chart = [[0, 0], [1000, 10000.5], [2000, 20000]]",
-        "tanks[0].chart[1]: got the TOML float 10000.5; floats are not exact",
+        "tanks[number=1].chart[1]: got the TOML float 10000.5; floats are not exact",
         id="chart-float",
     ),
     pytest.param(
         'chart = [[0, 0], [1000, "10000.5"], [2000, 20000]]',
         'chart = [[0, 0], [1000, "lots"], [2000, 20000]]',
-        'tanks[0].chart[1]: expected a decimal number like "7.89", got "lots"',
+        'tanks[number=1].chart[1]: expected a decimal number like "7.89", got "lots"',
         id="chart-not-a-number",
     ),
     pytest.param(
         'chart = [[0, 0], [1000, "10000.5"], [2000, 20000]]',
         'chart = "tank1.csv"',
-        "tanks[0].chart: expected an array of [height_mm, volume_l] pairs",
+        "tanks[number=1].chart: expected an array of [height_mm, volume_l] pairs",
         id="chart-not-an-array",
     ),
     pytest.param(
         'chart = [[0, 0], [1000, "10000.5"], [2000, 20000]]',
         "chart = [[0, 0], [1000, 10000], [2100, 20000]]",
-        'tanks[0].chart: the chart reaches 2100 mm, above height_mm "2000"',
+        'tanks[number=1].chart: the chart reaches 2100 mm, above height_mm "2000"',
         id="chart-above-height",
     ),
     pytest.param(
         'chart = [[0, 0], [1000, "10000.5"], [2000, 20000]]',
         "chart = [[0, 0], [1000, 10000], [2000, 20500]]",
-        'tanks[0].chart: the chart holds 20500 L at its top, more than capacity_l "20000"',
+        'tanks[number=1].chart: the chart holds 20500 L at its top, more than capacity_l "20000"',
         id="chart-over-capacity",
     ),
     pytest.param(
         'chart = [[0, 0], [1000, "10000.5"], [2000, 20000]]',
         "chart = [[0, 0], [1000, 10000], [1800, 18000]]",
-        "tanks[0].chart: the chart ends at 18000 L, below the safe fill volume 19000.00 L",
+        "tanks[number=1].chart: the chart ends at 18000 L, below the safe fill volume 19000.00 L",
         id="chart-short-of-safe-fill",
     ),
     pytest.param(
         'chart_file = "tank3.csv"',
         'chart_file = "tank3.csv"\nchart = [[0, 0], [1500, 10000]]',
-        "tanks[2].chart_file: give either chart or chart_file, not both",
+        "tanks[number=3].chart_file: give either chart or chart_file, not both",
         id="chart-and-chart-file",
     ),
     pytest.param(
         'chart_file = "tank3.csv"',
         'chart_file = "charts/tank3.csv"',
-        "tanks[2].chart_file: ",
+        "tanks[number=3].chart_file: ",
         id="chart-file-missing",
     ),
     pytest.param(
         'chart_file = "tank3.csv"',
         "",
-        'tanks[2].chart: missing: tank on Modbus probe gauge "probes" needs its tank chart',
+        'tanks[number=3].chart: missing: tank on Modbus probe gauge "probes" needs its tank chart',
         id="modbus-tank-without-chart",
     ),
     pytest.param(
         "device_id = 7",
         "device_id = 7\nlow_product_l = 10000",
-        'tanks[2].low_product_l: "10000" must be at least 0 and less than capacity_l "10000"',
+        'tanks[number=3].low_product_l: "10000" must be at least 0 and less than capacity_l '
+        '"10000"',
         id="low-product-at-capacity",
     ),
     pytest.param(
         "device_id = 7",
         "device_id = 7\nhigh_water_mm = 1500",
-        'tanks[2].high_water_mm: "1500" must be at least 0 and less than height_mm "1500"',
+        'tanks[number=3].high_water_mm: "1500" must be at least 0 and less than height_mm "1500"',
         id="high-water-at-height",
     ),
     pytest.param(
         "device_id = 7",
         "device_id = 7\noverfill_pct = 40",
-        'tanks[2].overfill_pct: "40" is out of range (50..100 %)',
+        'tanks[number=3].overfill_pct: "40" is out of range (50..100 %)',
         id="overfill-range",
     ),
     pytest.param(
         "device_id = 7",
         'device_id = 7\nhysteresis_pct = "50.5"',
-        'tanks[2].hysteresis_pct: "50.5" is out of range (0..50 %)',
+        'tanks[number=3].hysteresis_pct: "50.5" is out of range (0..50 %)',
         id="hysteresis-range",
     ),
     pytest.param(
         "device_id = 7",
         "device_id = 7\nsudden_loss_l = 0",
-        'tanks[2].sudden_loss_l: must be greater than 0, got "0"',
+        'tanks[number=3].sudden_loss_l: must be greater than 0, got "0"',
         id="sudden-loss-zero",
     ),
     pytest.param(
         "device_id = 7",
         "device_id = 7\ndelivery_min_l = 12000",
-        'tanks[2].delivery_min_l: "12000" must be less than capacity_l "10000"',
+        'tanks[number=3].delivery_min_l: "12000" must be less than capacity_l "10000"',
         id="delivery-min-over-capacity",
     ),
     pytest.param(
         "device_id = 7",
         "device_id = 7\ndelivery_settle_s = 5",
-        "tanks[2].delivery_settle_s: 5 is out of range (10..3600)",
+        "tanks[number=3].delivery_settle_s: 5 is out of range (10..3600)",
         id="delivery-settle-range",
     ),
     pytest.param(
         "device_id = 7",
         'device_id = 7\nreconciliation_limit_l = "-1"',
-        'tanks[2].reconciliation_limit_l: must be at least 0, got "-1"',
+        'tanks[number=3].reconciliation_limit_l: must be at least 0, got "-1"',
         id="reconciliation-limit-negative",
     ),
 ]
@@ -1512,7 +1533,7 @@ def test_duplicate_modbus_device_names_the_device(tmp_path: Path) -> None:
         'density_15 = "745"\ngauge = "probes"\ndevice_id = 7\nchart = [[0, 0], [1500, 10000]]\n'
     )
     message = load_error(tmp_path, tanks_variant(tmp_path) + extra)
-    assert 'tanks[3].device_id: gauge "probes" device 7 already reads tank 3' in message
+    assert 'tanks[number=4].device_id: gauge "probes" device 7 already reads tank 3' in message
     # The same device's second tank (a multi-tank console over Modbus) is another input.
     config = load_config(write(tmp_path, tanks_variant(tmp_path) + extra + "gauge_tank = 2\n"))
     assert [(t.device_id, t.gauge_tank) for t in config.tanks[2:]] == [(7, 1), (7, 2)]
@@ -1522,7 +1543,9 @@ def test_duplicate_modbus_device_names_the_device(tmp_path: Path) -> None:
         + extra
         + "gauge_tank = 2\n",
     )
-    assert 'tanks[3].gauge_tank: gauge "probes" device 7 tank 2 already reads tank 3' in message
+    assert (
+        'tanks[number=4].gauge_tank: gauge "probes" device 7 tank 2 already reads tank 3' in message
+    )
 
 
 def test_chart_file_errors_name_the_file_and_line(tmp_path: Path) -> None:
@@ -1532,11 +1555,13 @@ def test_chart_file_errors_name_the_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(info.value) == (
-        f"{path}: tanks[2].chart_file: {tmp_path / 'tank3.csv'}: line 3: volume 4000 L at "
+        f"{path}: tanks[number=3].chart_file: {tmp_path / 'tank3.csv'}: line 3: volume 4000 L at "
         "1500 mm is less than 5000 L at 750 mm (a tank holds more the higher it is filled)"
     )
     (tmp_path / "tank3.csv").write_bytes(b"0,0\n\xff\n")
-    with pytest.raises(ConfigError, match=r"tanks\[2\]\.chart_file: cannot read .*not UTF-8 text"):
+    with pytest.raises(
+        ConfigError, match=r"tanks\[number=3\]\.chart_file: cannot read .*not UTF-8 text"
+    ):
         load_config(path)
 
 
@@ -1544,7 +1569,7 @@ def test_gauges_and_tanks_of_wrong_shape(tmp_path: Path) -> None:
     message = load_error(tmp_path, 'gauges = "tls"\n' + BASE)
     assert 'gauges: expected an array of tables ([[gauges]]), got "tls"' in message
     message = load_error(tmp_path, "tanks = [1]\n" + BASE)
-    assert "tanks[0]: expected a table, got 1" in message
+    assert "tanks[1st]: expected a table, got 1" in message
 
 
 def test_shipped_files_have_gauges_and_tanks() -> None:

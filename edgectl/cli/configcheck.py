@@ -12,7 +12,7 @@ from typing import Any
 
 from edgectl.cli import output
 from edgectl.cli.output import Subparsers
-from edgectl.config import Config, load_config
+from edgectl.config import Config, load_config, refuse_placeholders
 from edgectl.errors import ConfigError
 
 EXAMPLE = """\
@@ -59,7 +59,9 @@ _SECTIONS = {
     "node_exporter's textfile collector (a *.prom file in its --collector.textfile.directory), "
     "interval_s how often (1 to 3600 s, default 15).",
 }
-_KEY_PATH = re.compile(r"[A-Za-z_][\w.\[\]-]*")
+# A key path as the loader writes it: `pumps[number=2].nozzles.16`, `lines[name="north"]`,
+# `tanks[2nd]`; a quoted name may hold any character but a quote.
+_KEY_PATH = re.compile(r'[A-Za-z_][\w.-]*(?:\[(?:[^\]"]|"[^"]*")*\][\w.-]*)*')
 
 
 def register(sub: Subparsers) -> None:
@@ -92,6 +94,7 @@ def run_check(args: argparse.Namespace) -> int:
     path = Path(args.file or os.environ.get(output.CONFIG_ENV) or output.DEFAULT_CONFIG)
     try:
         config = load_config(path)
+        refuse_placeholders(config)
     except ConfigError as exc:
         problem = explain(path, exc)
         if args.json:
@@ -153,9 +156,9 @@ def explain(path: Path, exc: ConfigError) -> dict[str, Any]:
     if text.startswith(prefix):
         text = text[len(prefix) :]
     key: str | None = None
-    head, sep, rest = text.partition(": ")
-    if sep and _KEY_PATH.fullmatch(head):
-        key, text = head, rest
+    found = _KEY_PATH.match(text)
+    if found and text[found.end() : found.end() + 2] == ": ":
+        key, text = found.group(), text[found.end() + 2 :]
     section = re.split(r"[.\[]", key, maxsplit=1)[0] if key else None
     return {
         "key": key,

@@ -25,10 +25,10 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from edgectl.config import DEFAULT_CONTROL_SOCKET, Config, load_config
+from edgectl.config import Config, load_config
 from edgectl.control.client import ControlClient, DaemonNotRunning
 from edgectl.control.protocol import to_jsonable
-from edgectl.errors import EdgectlError
+from edgectl.errors import ConfigError, EdgectlError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -199,16 +199,24 @@ class Target:
 
 
 def target(args: argparse.Namespace) -> Target:
-    path = Path(args.config or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    """The station the command is about. Its config names the daemon's socket and store, so
+    without `--socket` a config that cannot be used is the error (`ConfigError`, exit status
+    1 as `config check` gives it), never "edgectl is not running" at a default socket."""
+    named = args.config or os.environ.get(CONFIG_ENV)
+    path = Path(named or DEFAULT_CONFIG)
     config: Config | None = None
     problem: str | None = None
     try:
         config = load_config(path)
-    except EdgectlError as exc:
+    except ConfigError as exc:
+        if getattr(args, "socket", None) is None:
+            hint = "" if named else f" (give --config FILE, or set {CONFIG_ENV})"
+            raise ConfigError(f"{exc}{hint}") from None
         problem = str(exc)
     socket = getattr(args, "socket", None)
     if socket is None:
-        socket = config.control.socket if config is not None else DEFAULT_CONTROL_SOCKET
+        assert config is not None
+        socket = config.control.socket
     return Target(path, config, problem, Path(socket))
 
 

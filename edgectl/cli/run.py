@@ -7,7 +7,7 @@ import asyncio
 import sys
 from typing import Any
 
-from edgectl.config import load_config
+from edgectl.config import load_config, refuse_placeholders
 from edgectl.errors import EdgectlError
 from edgectl.logs import configure
 
@@ -34,6 +34,7 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config)
+        refuse_placeholders(config)
         configure(config.logging.level, config.logging.format)
         daemon = Daemon(config)
     except EdgectlError as exc:

@@ -157,7 +157,7 @@ def _addresses(text: str) -> tuple[int, ...]:
 def run_dart(args: argparse.Namespace) -> int:
     from drivers.base import DriverError
     from edgectl.config import load_config
-    from edgectl.errors import EdgectlError
+    from edgectl.errors import ConfigError, EdgectlError
     from edgectl.logs import configure
 
     if args.config is not None and (args.link is not None or args.pumps is not None):
@@ -194,6 +194,9 @@ def run_dart(args: argparse.Namespace) -> int:
         else:
             sims = [_quick_simulator(args, reply_delay_s)]
             numbers = {("dart", a): n for n, a in enumerate(args.pumps, start=1)}
+    except ConfigError as exc:  # exit status 1, as every command gives a config's error
+        print(f"simulate dart: {exc}", file=sys.stderr)
+        return 1
     except (EdgectlError, DriverError, ValueError, OSError) as exc:
         print(f"simulate dart: {exc}", file=sys.stderr)
         return 2
