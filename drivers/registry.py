@@ -182,6 +182,14 @@ class Entry:
     address_format: str = "{}"
     # The name `edgectl probe --protocol` knows it by; None: it cannot be probed.
     probe_name: str | None = None
+    # Config of a gauge protocol, checked by the loader without naming the protocol:
+    # `required_keys` are own keys that must be given, each with what to say when it is missing;
+    # `tank_device_ids` the `device_id` a tank on it gives (its probe's id on the bus), None
+    # where the gauge numbers its tanks with `gauge_tank` alone; `needs_chart` why a tank on
+    # it needs a tank chart, None where the gauge reports volumes itself.
+    required_keys: tuple[tuple[str, str], ...] = ()
+    tank_device_ids: range | None = None
+    needs_chart: str | None = None
     _line: LineFactory | None = None
     _gauge: GaugeFactory | None = None
     _sniffer: SnifferFactory | None = None
@@ -480,6 +488,15 @@ _ENTRIES: Final[Mapping[str, Entry]] = MappingProxyType(
                     {Capability.SNIFF, Capability.PER_TANK_OFFLINE, Capability.STATION_TANK_NUMBERS}
                 ),
                 own_keys=("register_map",),
+                required_keys=(
+                    (
+                        "register_map",
+                        "a Modbus probe line needs the register map of its probes (a TOML "
+                        "file, relative to this file)",
+                    ),
+                ),
+                tank_device_ids=range(1, 248),
+                needs_chart="a probe measures heights, not volumes",
                 default_tcp_port=502,
                 default_reply_timeout_ms=1000,
                 sniff_addresses=range(1, 248),

@@ -1,34 +1,55 @@
 """Station configuration: one TOML file, validated at start into frozen, typed models.
 
-Every mistake stops the start with a single `ConfigError` that names the file and the key path,
-for example ``station.toml: pumps[number=3].address: duplicate address 0x51 on line "north" (pump 1
-uses it)``, so a technician can fix the file without reading code. The models are never changed
-at run time; runtime state lives elsewhere.
+The models are pydantic dataclasses: `load_config` validates the file's data into them, and
+`json_schema()` describes station.toml from them (shipped as config/station.schema.json for
+editors). Every mistake stops the start with a single `ConfigError` that names the file and
+the key path, for example ``station.toml: pumps[number=3].address: duplicate address 0x51 on
+line "north" (pump 1 uses it)``, so a technician can fix the file without reading code.
+Entries of arrays of tables are named by their number or name (``pumps[number=2]``,
+``lines[name="north"]``), by their place (``pumps[2nd]``) where that is missing or shared.
+The models are never changed at run time; runtime state lives elsewhere.
 
 Money and volumes are written as TOML strings (``unit_price = "7.89"``) or integers and read
 into `Decimal`; TOML floats are refused because binary floats cannot hold 7.89 exactly.
 
-To add a section (cloud link, tank gauges…): write a frozen model, a ``_read_<section>(root)``
-that opens its table with the keys it accepts and reads fields through the `_Table` readers
-(they report missing keys, wrong types and out-of-range values with the key path), add the
-section name to `_SECTIONS` and a field to `Config`, and call the reader in `parse_config`.
+The file's rules are checked only when a file is loaded (the validation context is a
+`_Loading`): a model built in code (`CloudConfig(host=..., client_id=...)`, `dataclasses.replace`)
+is type-checked by pydantic and trusted for the rest. Each field's kind (`Text`, `Int`,
+`Dec`, `File`, ...) reads one value with the messages below; a section's `_prepare` turns
+file-only keys into fields and its `_check` states the rules between its keys; `Config._check`
+those between sections. What a protocol needs of the config (its addresses, own keys,
+defaults) is in its drivers.registry entry, so a new protocol adds no branch here.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import difflib
 import json
 import os
 import re
 import tomllib
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, Literal, TypeVar, cast
+from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar
+
+from pydantic import (
+    ConfigDict,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError, core_schema
 
 from drivers import registry
 from edgectl.cloud.signing import KEY_ID, InvalidKeyError, parse_public_key
@@ -58,87 +79,439 @@ __all__ = [
     "StationConfig",
     "StoreConfig",
     "TankConfig",
+    "json_schema",
     "load_config",
     "parse_config",
     "refuse_placeholders",
 ]
 
 
-# --------------------------------------------------------------------------- models
+# --------------------------------------------------------------------------- reading values
 
 
-@dataclass(frozen=True)
-class StationConfig:
+@dataclasses.dataclass(frozen=True)
+class _Loading:
+    """The validation context of a file being loaded: relative paths are taken from its
+    folder."""
+
+    source: Path
+    raw: Mapping[str, Any]  # the file's data, as TOML gave it
+
+    def resolve(self, text: str) -> Path:
+        path = Path(text)
+        return path if path.is_absolute() else (self.source.parent / path).resolve()
+
+
+def _loading(info: ValidationInfo) -> _Loading | None:
+    return info.context if isinstance(info.context, _Loading) else None
+
+
+def _bad(message: str, *at: str | int) -> PydanticCustomError:
+    """A mistake at `at` below the table being validated (the table itself when empty)."""
+    return PydanticCustomError("config", "{message}", {"message": message, "at": at})
+
+
+class _Kind:
+    """A field's kind, as `Annotated` metadata: `check` reads the file's value (only when a file
+    is loaded: a model built in code is type-checked by pydantic alone), `schema` is what the
+    JSON Schema says of it."""
+
+    def __init__(self, check: Callable[[Any, _Loading], Any], schema: Mapping[str, Any]):
+        self.check = check
+        self.schema = dict(schema)
+
+    def _validate(self, value: Any, info: ValidationInfo) -> Any:
+        load = _loading(info)
+        return value if load is None else self.check(value, load)
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.with_info_before_validator_function(self._validate, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        return dict(self.schema)
+
+
+def _kind(check: Callable[[Any, _Loading], Any], schema: Mapping[str, Any]) -> _Kind:
+    return _Kind(check, schema)
+
+
+def _as_str(value: object) -> str:
+    if not isinstance(value, str):
+        raise _bad(f"expected a string, got {_show(value)}")
+    return value
+
+
+def _text(value: object, _: _Loading) -> str:
+    text = _as_str(value)
+    if not text.strip():
+        raise _bad("must not be empty")
+    return text
+
+
+def _string(value: object, _: _Loading) -> str:
+    return _as_str(value)
+
+
+Text = Annotated[str, _kind(_text, {"type": "string", "minLength": 1})]
+String = Annotated[str, _kind(_string, {"type": "string"})]
+
+
+def _choice(options: Sequence[str]) -> _Kind:
+    def check(value: object, _: _Loading) -> str:
+        text = _as_str(value)
+        if text not in options:
+            shown = ", ".join(_show(c) for c in options)
+            raise _bad(f"expected one of {shown}, got {_show(text)}")
+        return text
+
+    return _kind(check, {"enum": list(options)})
+
+
+def _boolean(value: object, _: _Loading) -> bool:
+    if not isinstance(value, bool):
+        hint = ""
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            hint = " (write it without quotes)"
+        raise _bad(f"expected true or false, got {_show(value)}{hint}")
+    return value
+
+
+Bool = Annotated[bool, _kind(_boolean, {"type": "boolean"})]
+
+
+def _integer(
+    lo: int | None = None, hi: int | None = None, choices: Sequence[int] | None = None
+) -> _Kind:
+    def check(value: object, _: _Loading) -> int:
+        # bool is a subclass of int in Python, but `true` is never a number in a config.
+        if isinstance(value, bool) or not isinstance(value, int):
+            hint = ""
+            if isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
+                hint = " (write it without quotes)"
+            raise _bad(f"expected an integer, got {_show(value)}{hint}")
+        if choices is not None and value not in choices:
+            raise _bad(f"expected one of {', '.join(str(c) for c in choices)}, got {value}")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise _bad(f"{value} is out of range ({_range(lo, hi)})")
+        return value
+
+    schema: dict[str, Any] = {"type": "integer"}
+    if choices is not None:
+        schema["enum"] = list(choices)
+    if lo is not None:
+        schema["minimum"] = lo
+    if hi is not None:
+        schema["maximum"] = hi
+    return _kind(check, schema)
+
+
+def _real(lo: float, hi: float) -> _Kind:
+    """A real number (durations and the like, never money)."""
+
+    def check(value: object, _: _Loading) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _bad(f"expected a number, got {_show(value)}")
+        if not lo <= value <= hi:  # also refuses nan and inf
+            raise _bad(f"{value} is out of range ({_range(lo, hi)})")
+        return float(value)
+
+    return _kind(check, {"type": "number", "minimum": lo, "maximum": hi})
+
+
+def _read_decimal(value: object, max_places: int, limit_name: str | None = None) -> Decimal:
+    if isinstance(value, float):
+        raise _bad(
+            f"got the TOML float {value!r}; floats are binary and not exact, so money and "
+            "volumes are written as strings: {key} = " + f'"{value!r}"'
+        )
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise _bad(f'expected a decimal string like "7.89", got {_show(value)}')
+    if isinstance(value, str) and not _DECIMAL_TEXT.fullmatch(value):
+        raise _bad(f'expected a decimal number like "7.89", got {_show(value)}')
+    number = Decimal(value)
+    places = _places(number)
+    if places > max_places:
+        by = f" by {limit_name}" if limit_name else ""
+        raise _bad(f"{_show(value)} has {places} decimal places, at most {max_places} allowed{by}")
+    return number
+
+
+_DECIMAL_SCHEMA: Final = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^[+-]?[0-9]+(\.[0-9]+)?$"},
+        {"type": "integer"},
+    ],
+    "description": 'a decimal written as a string ("7.45") or an integer, never a float',
+}
+
+
+def _decimal(
+    *, places: int = 4, positive: bool = False, lo: int | None = None, hi: int | None = None
+) -> _Kind:
+    def check(value: object, _: _Loading) -> Decimal:
+        number = _read_decimal(value, places)
+        if positive and number <= 0:
+            raise _bad(f"must be greater than 0, got {_show_decimal(number)}")
+        if lo is not None and hi is not None and not lo <= number <= hi:
+            raise _bad(f"{_show_decimal(number)} is out of range ({lo}..{hi} %)")
+        return number
+
+    return _kind(check, _DECIMAL_SCHEMA)
+
+
+def _file(value: object, load: _Loading) -> Path:
+    """An existing file; a relative path is resolved against the config file's folder."""
+    path = load.resolve(_text(value, load))
+    if not path.is_file():
+        raise _bad(f"{path}: {'is not a file' if path.exists() else 'not found'}")
+    return path
+
+
+def _where(value: object, load: _Loading) -> Path:
+    """A path (that need not exist yet), resolved against the config file's folder."""
+    return load.resolve(_text(value, load))
+
+
+def _blank_is_none(value: object, load: _Loading) -> Path | None:
+    """A path, or none when left blank."""
+    text = _as_str(value)
+    return load.resolve(text) if text.strip() else None
+
+
+_PATH_SCHEMA: Final = {"type": "string", "minLength": 1, "description": "relative to this file"}
+File = Annotated[Path, _kind(_file, _PATH_SCHEMA)]
+Where = Annotated[Path, _kind(_where, _PATH_SCHEMA)]
+
+
+# --------------------------------------------------------------------------- sections
+
+_S = TypeVar("_S")
+_T = TypeVar("_T")
+_MODEL: Final = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+
+def _section(cls: type[_S]) -> type[_S]:
+    """A frozen pydantic dataclass read from one TOML table: its keys are its fields but
+    `_DERIVED` (set by the loader, not in the file), plus `_FILE_ONLY` (turned into fields by
+    `_prepare`); an unknown key is the first mistake reported, in file order."""
+
+    def validate(
+        model: type[Any], data: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> Any:
+        load = _loading(info)
+        if load is None or not isinstance(data, Mapping):
+            return handler(data)  # built in code, or not a table (pydantic says so)
+        allowed = model.file_keys()
+        for key in data:  # file order, so the first typo in the file is reported
+            if key not in allowed:
+                raise _bad(f"unknown key {_show(key)}{_hint(key, allowed)}")
+        prepared = model._prepare(dict(data), load)
+        made = handler(prepared)
+        made._check(frozenset(data), load)
+        return made
+
+    # Set before pydantic makes the class a dataclass (the decorator above `_section`).
+    wrap: Any = model_validator(mode="wrap")
+    cls._validate_table = wrap(classmethod(validate))  # type: ignore[attr-defined]
+    return cls
+
+
+class _Table:
+    """What every section has: its file keys and the two hooks of `_section`."""
+
+    _DERIVED: ClassVar[frozenset[str]] = frozenset()
+    _FILE_ONLY: ClassVar[Mapping[str, dict[str, Any]]] = MappingProxyType({})
+    # For the JSON Schema: keys the model needs that the file may leave out (the loader
+    # derives them, or a file-only key stands for them), and keys the file needs that a
+    # model built in code may leave out.
+    _OPTIONAL_IN_FILE: ClassVar[frozenset[str]] = frozenset()
+    _REQUIRED_IN_FILE: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def file_keys(cls) -> tuple[str, ...]:
+        fields = getattr(cls, "__dataclass_fields__", {})
+        return (*(k for k in fields if k not in cls._DERIVED), *cls._FILE_ONLY)
+
+    @classmethod
+    def _prepare(cls, data: dict[str, Any], load: _Loading) -> dict[str, Any]:
+        return data
+
+    def _check(self, given: frozenset[str], load: _Loading) -> None:
+        """Rules between the table's keys; `given` are the keys the file wrote."""
+
+    def _set(self, **values: Any) -> None:
+        """What the loader derives (defaults that depend on other keys): still before anyone
+        sees the model, so it stays frozen for its users."""
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+
+@dataclass(frozen=True, config=_MODEL)
+@_section
+class StationConfig(_Table):
     """Who this site is. `id` names it to the cloud; `currency` is an ISO-4217 code."""
 
-    id: str
-    name: str = ""
-    currency: str = "CNY"
+    id: Text
+    name: String = ""
+    currency: String = "CNY"
+
+    def _check(self, given: frozenset[str], load: _Loading) -> None:
+        if not _STATION_ID.fullmatch(self.id):
+            raise _bad(
+                f"{_show(self.id)} is not a valid station id (up to 64 letters, digits, "
+                '"-" or "_"; it becomes part of MQTT topics)',
+                "id",
+            )
+        if not _CURRENCY.fullmatch(self.currency):
+            raise _bad(
+                f"{_show(self.currency)} is not an ISO-4217 code (three upper-case letters, "
+                'e.g. "CNY")',
+                "currency",
+            )
 
 
-@dataclass(frozen=True)
-class StoreConfig:
+@dataclass(frozen=True, config=_MODEL)
+@_section
+class StoreConfig(_Table):
     """Where the SQLite store lives, its scheduled backups and how long old rows are kept.
     Relative paths are resolved against the config file."""
 
-    path: Path
-    backup_interval_h: float = 24.0  # an online backup this often; 0: no scheduled backups
-    backup_dir: Path | None = None  # None: a `backups` folder beside the store
-    backup_keep: int = 7  # the newest backups kept
-    keep_days: int = 0  # sales, orders, audit older than this are deleted daily; 0: kept
+    path: Where
+    # An online backup this often; 0: no scheduled backups.
+    backup_interval_h: Annotated[float, _real(0.0, 24.0 * 366)] = 24.0
+    backup_dir: Annotated[Path | None, _kind(_blank_is_none, _PATH_SCHEMA)] = None
+    backup_keep: Annotated[int, _integer(1, 10_000)] = 7  # the newest backups kept
+    # Sales, orders, audit older than this are deleted daily; 0: kept.
+    keep_days: Annotated[int, _integer(0, 36_600)] = 0
 
     @property
     def backups(self) -> Path:
         return self.backup_dir if self.backup_dir is not None else self.path.parent / "backups"
 
 
-@dataclass(frozen=True)
-class GradeConfig:
+_DECIMALS = _integer(0, 4)
+
+
+@dataclass(frozen=True, config=_MODEL)
+@_section
+class GradeConfig(_Table):
     """A fuel grade (product) and how its figures are shown on a dispenser display."""
 
-    id: str
-    name: str
-    unit_price: Decimal  # per litre, quantized to `price_decimals` places
-    volume_decimals: int = 2
-    amount_decimals: int = 2
-    price_decimals: int = 2
+    id: Text
+    name: Text
+    # Per litre, quantized to `price_decimals` places.
+    unit_price: Annotated[Decimal, _kind(lambda value, _: value, _DECIMAL_SCHEMA)]
+    volume_decimals: Annotated[int, _DECIMALS] = 2
+    amount_decimals: Annotated[int, _DECIMALS] = 2
+    price_decimals: Annotated[int, _DECIMALS] = 2
+
+    @classmethod
+    def _prepare(cls, data: dict[str, Any], load: _Loading) -> dict[str, Any]:
+        # The price's places are bounded by price_decimals: read it first (its own mistakes
+        # are reported as the field's), then the price with that bound.
+        places = data.get("price_decimals", 2)
+        readable = isinstance(places, int) and not isinstance(places, bool) and 0 <= places <= 4
+        if readable and "unit_price" in data:
+            try:
+                data["unit_price"] = _read_decimal(
+                    data["unit_price"], places, limit_name="price_decimals"
+                )
+            except PydanticCustomError as exc:
+                raise _bad(_message(exc), "unit_price") from None
+        return data
+
+    def _check(self, given: frozenset[str], load: _Loading) -> None:
+        if self.unit_price <= 0:
+            raise _bad(
+                f"must be greater than 0, got {_show_decimal(self.unit_price)}", "unit_price"
+            )
+        self._set(unit_price=self.unit_price.quantize(Decimal(1).scaleb(-self.price_decimals)))
 
 
-@dataclass(frozen=True)
-class LineConfig:
+_PARITIES: Final = ("odd", "even", "none")
+_LINE_BAUDS: Final = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+
+
+@dataclass(frozen=True, config=_MODEL)
+@_section
+class LineConfig(_Table):
     """One half-duplex serial bus (RS-485 or current loop) with its pumps' protocol."""
 
-    name: str
-    port: str
-    protocol: str
-    baud: int = 9600
-    parity: str = "odd"  # "odd" | "even" | "none"
-    bytesize: int = 8
-    stopbits: int = 1
-    reply_timeout_ms: int = 50
-    retries: int = 3
-    offline_after: int = 3  # consecutive missed replies before a pump is declared offline
-    poll_interval_ms: int = 0  # pause between scan rounds; 0 = as fast as the line allows
-    idle_poll_ms: int = 200  # an idle pump is polled at most this often; busy ones at line speed
+    name: Text
+    port: Text
+    protocol: Annotated[str, _protocol("dispenser", "protocol")]
+    baud: Annotated[int, _integer(choices=_LINE_BAUDS)] = 9600
+    parity: Annotated[str, _choice(_PARITIES)] = "odd"
+    bytesize: Annotated[int, _integer(choices=(7, 8))] = 8
+    stopbits: Annotated[int, _integer(choices=(1, 2))] = 1
+    reply_timeout_ms: Annotated[int, _integer(5, 5000)] = 50
+    retries: Annotated[int, _integer(0, 10)] = 3
+    # Consecutive missed replies before a pump is declared offline.
+    offline_after: Annotated[int, _integer(1, 20)] = 3
+    # Pause between scan rounds; 0 = as fast as the line allows.
+    poll_interval_ms: Annotated[int, _integer(0, 60000)] = 0
+    # An idle pump is polled at most this often; busy ones at line speed.
+    idle_poll_ms: Annotated[int, _integer(0, 10000)] = 200
 
 
-@dataclass(frozen=True)
-class PumpConfig:
+def _nozzles(value: object, _: _Loading) -> Mapping[int, str]:
+    if not isinstance(value, Mapping):
+        raise _bad(f"expected a table, got {_show(value)}")
+    nozzles: dict[int, str] = {}
+    for key, grade in value.items():
+        if not _NOZZLE_KEY.fullmatch(key):
+            raise _bad(f"nozzle numbers are integers 1..15, got {_show(key)}", key)
+        number = int(key)
+        if number not in _NOZZLES:
+            raise _bad(f"nozzle number {number} is out of range (1..15)", key)
+        if number in nozzles:
+            raise _bad(f"nozzle {number} is listed twice", key)
+        if not isinstance(grade, str):
+            raise _bad(f"expected a string, got {_show(grade)}", key)
+        nozzles[number] = grade
+    if not nozzles:
+        raise _bad('at least one nozzle is required, e.g. nozzles = { 1 = "95" }')
+    return nozzles
+
+
+@dataclass(frozen=True, config=_MODEL)
+@_section
+class PumpConfig(_Table):
     """A fuelling point: its station number, where it sits on a line, and its nozzles.
 
     `nozzles` maps nozzle number (1..15) to grade id. The three `*_decimals` are the pump's
     display decimals, taken by the loader from its grades (which must all agree).
     """
 
-    number: int
-    line: str
-    address: int
+    _DERIVED: ClassVar[frozenset[str]] = frozenset(
+        {"volume_decimals", "amount_decimals", "price_decimals"}
+    )
+
+    number: Annotated[int, _integer(1, 99)]
+    line: Text
+    address: Annotated[int, _integer()]
     # Not hashed (a mapping proxy is unhashable); equality still compares it.
-    nozzles: Mapping[int, str] = field(hash=False)
-    name: str = ""
-    volume_decimals: int = 2
-    amount_decimals: int = 2
-    price_decimals: int = 2
+    nozzles: Annotated[
+        Mapping[int, str],
+        _kind(
+            _nozzles,
+            {
+                "type": "object",
+                "minProperties": 1,
+                "propertyNames": {"pattern": "^([1-9]|1[0-5])$"},
+                "additionalProperties": {"type": "string"},
+                "description": 'nozzle number (1..15) = grade id, e.g. { 1 = "92", 2 = "95" }',
+            },
+        ),
+    ] = dataclasses.field(hash=False)
+    name: String = ""
+    volume_decimals: SkipJsonSchema[int] = 2
+    amount_decimals: SkipJsonSchema[int] = 2
+    price_decimals: SkipJsonSchema[int] = 2
 
     def __post_init__(self) -> None:
         # Keep a private, read-only copy so neither the caller's dict nor ours can change later.
@@ -146,119 +519,350 @@ class PumpConfig:
         object.__setattr__(self, "nozzles", frozen)
 
 
-@dataclass(frozen=True)
-class AuthorizationConfig:
+_MODES: Final = ("cloud", "auto", "attendant")
+
+
+@dataclass(frozen=True, config=_MODEL)
+@_section
+class AuthorizationConfig(_Table):
     """Who releases pumps: the cloud (pay-at-pump), the controller itself, or an attendant.
 
     In "auto" mode the loader sets `auto_preset_amount` (default: limits.max_preset_amount);
     in other modes it is whatever the file says, or None.
     """
 
-    mode: str = "cloud"  # "cloud" | "auto" | "attendant"
-    auto_preset_amount: Decimal | None = None
-    authorize_timeout_s: float = 120.0  # an authorized pump not lifted in time is de-authorized
+    mode: Annotated[str, _choice(_MODES)] = "cloud"
+    auto_preset_amount: Annotated[Decimal | None, _decimal()] = None
+    # An authorized pump not lifted in time is de-authorized.
+    authorize_timeout_s: Annotated[float, _real(1, 3600)] = 120.0
 
 
-@dataclass(frozen=True)
-class LimitsConfig:
+@dataclass(frozen=True, config=_MODEL)
+@_section
+class LimitsConfig(_Table):
     """Bounds on presets sent to pumps, in the station currency and in litres."""
 
-    max_preset_amount: Decimal = Decimal("2000.00")
-    max_preset_volume: Decimal = Decimal("300.00")
-    min_preset_amount: Decimal = Decimal("1.00")
+    max_preset_amount: Annotated[Decimal, _decimal(positive=True)] = Decimal("2000.00")
+    max_preset_volume: Annotated[Decimal, _decimal(positive=True)] = Decimal("300.00")
+    min_preset_amount: Annotated[Decimal, _decimal(positive=True)] = Decimal("1.00")
     # `edgectl price` refuses a change of more than this share of the price in force
     # (a typo like 70000 for 7.45) unless given --force.
-    max_price_change_pct: Decimal = Decimal("20")
+    max_price_change_pct: Annotated[Decimal, _decimal(places=2)] = Decimal("20")
+
+    def _check(self, given: frozenset[str], load: _Loading) -> None:
+        change = self.max_price_change_pct
+        if not 0 < change <= 1000:
+            raise _bad(f"must be above 0 and at most 1000, got {change}", "max_price_change_pct")
+        if self.min_preset_amount > self.max_preset_amount:
+            raise _bad(
+                f"{_show_decimal(self.min_preset_amount)} is more than max_preset_amount "
+                f"{_show_decimal(self.max_preset_amount)}",
+                "min_preset_amount",
+            )
 
 
-@dataclass(frozen=True)
-class LoggingConfig:
-    level: str = "info"  # "debug" | "info" | "warning" | "error"
-    format: str = "json"  # "json" | "console"
+@dataclass(frozen=True, config=_MODEL)
+@_section
+class LoggingConfig(_Table):
+    level: Annotated[str, _choice(("debug", "info", "warning", "error"))] = "info"
+    format: Annotated[str, _choice(("json", "console"))] = "json"
 
 
-@dataclass(frozen=True)
-class HealthConfig:
+_DAY: Final = 24 * 3600.0
+
+
+@dataclass(frozen=True, config=_MODEL)
+@_section
+class HealthConfig(_Table):
     """The thresholds of the health verdict (`edgectl health`, docs/operations.md): an
     operator whose uplink is worse, or whose disk is smaller, tunes them per station."""
 
-    cloud_outage_budget_s: float = 15 * 60.0  # a link down longer than this is a fault
-    outbox_degraded_s: float = 30 * 60.0  # the oldest message waiting for the broker
-    outbox_critical_s: float = 24 * 3600.0
-    backup_late_factor: float = 2.0  # the newest backup older than this × the interval
-    disk_degraded_mb: int = 500
-    disk_critical_mb: int = 100
-    disk_degraded_pct: float = 10.0  # also degraded under this share of the disk free
-    clock_behind_s: float = 5 * 60.0  # the store holds records this far in the future
+    # A link down longer than this is a fault.
+    cloud_outage_budget_s: Annotated[float, _real(0.0, 30 * _DAY)] = 15 * 60.0
+    # The oldest message waiting for the broker.
+    outbox_degraded_s: Annotated[float, _real(0.0, 30 * _DAY)] = 30 * 60.0
+    outbox_critical_s: Annotated[float, _real(0.0, 365 * _DAY)] = 24 * 3600.0
+    # The newest backup older than this × the interval.
+    backup_late_factor: Annotated[float, _real(1.0, 100.0)] = 2.0
+    disk_degraded_mb: Annotated[int, _integer(0, 2**31)] = 500
+    disk_critical_mb: Annotated[int, _integer(0, 2**31)] = 100
+    # Also degraded under this share of the disk free.
+    disk_degraded_pct: Annotated[float, _real(0.0, 100.0)] = 10.0
+    # The store holds records this far in the future.
+    clock_behind_s: Annotated[float, _real(0.0, 365 * _DAY)] = 5 * 60.0
+
+    def _check(self, given: frozenset[str], load: _Loading) -> None:
+        if self.outbox_critical_s < self.outbox_degraded_s:
+            raise _bad(
+                f"{self.outbox_critical_s:g} is less than outbox_degraded_s "
+                f"({self.outbox_degraded_s:g}): the critical age must be the longer one",
+                "outbox_critical_s",
+            )
+        if self.disk_critical_mb > self.disk_degraded_mb:
+            raise _bad(
+                f"{self.disk_critical_mb} is more than disk_degraded_mb "
+                f"({self.disk_degraded_mb}): critical must be the smaller free space",
+                "disk_critical_mb",
+            )
 
 
-@dataclass(frozen=True)
-class CommandKey:
+@dataclass(frozen=True, config=_MODEL)
+@_section
+class CommandKey(_Table):
     """A cloud key whose signature the station accepts on commands."""
 
-    id: str
-    public_key: bytes  # the raw 32-byte Ed25519 public key
+    _FILE_ONLY: ClassVar[Mapping[str, dict[str, Any]]] = MappingProxyType(
+        {
+            "public_key_file": {
+                **_PATH_SCHEMA,
+                "description": "a file holding the key (base64 or PEM)",
+            }
+        }
+    )
+
+    _OPTIONAL_IN_FILE: ClassVar[frozenset[str]] = frozenset({"public_key"})
+
+    id: Text
+    # The raw 32-byte Ed25519 public key (in the file: its base64, or public_key_file).
+    public_key: Annotated[
+        bytes,
+        _kind(
+            lambda value, _: value,
+            {
+                "type": "string",
+                "description": 'base64 of the raw key, as "edgectl cloud keygen" prints it',
+            },
+        ),
+    ]
 
     def __repr__(self) -> str:
         return (
             f"CommandKey(id={self.id!r}, public_key={base64.b64encode(self.public_key).decode()!r})"
         )
 
+    @classmethod
+    def _prepare(cls, data: dict[str, Any], load: _Loading) -> dict[str, Any]:
+        key_id = _at("id", _text, data.get("id"), load) if "id" in data else None
+        if key_id is not None and not KEY_ID.fullmatch(key_id):
+            raise _bad(
+                f'{_show(key_id)} is not a valid key id (1..64 letters, digits, ".", "_" or "-")',
+                "id",
+            )
+        given = _at("public_key", _string, data["public_key"], load) if "public_key" in data else ""
+        text: str | None = given or None
+        named = data.pop("public_key_file", None)
+        path = None if named is None else _at("public_key_file", _file, named, load)
+        if text is not None and path is not None:
+            raise _bad("give either public_key or public_key_file, not both", "public_key_file")
+        if text is None and path is None:
+            raise _bad("missing: give public_key (base64) or public_key_file", "public_key")
+        where = "public_key"
+        if path is not None:
+            where = "public_key_file"
+            try:
+                text = path.read_text(encoding="ascii")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not a text key file"
+                raise _bad(f"cannot read {path}: {reason or exc}", where) from None
+        assert text is not None
+        try:
+            key = parse_public_key(text)
+        except InvalidKeyError as exc:
+            shown = str(path) if path is not None else _show(text)
+            raise _bad(f"{shown} is not an Ed25519 public key: {exc}", where) from None
+        data["public_key"] = key.public_bytes_raw()
+        return data
+
 
 CloudDelivery = Literal["broker", "backend"]
+_CLOUD_DELIVERIES: Final[tuple[CloudDelivery, ...]] = ("broker", "backend")
+_SESSION_EXPIRY_MAX: Final = 0xFFFFFFFF  # MQTT 5: the session never expires
 
 
-@dataclass(frozen=True)
-class CloudConfig:
+def _host(value: object, load: _Loading) -> str:
+    host = _text(value, load)
+    if any(c.isspace() for c in host) or "/" in host:
+        raise _bad(f"{_show(host)} is not a host name or address (no scheme, no path)")
+    return host
+
+
+def _topic_prefix(value: object, load: _Loading) -> str:
+    prefix = _as_str(value)
+    problem = _topic_prefix_problem(prefix)
+    if problem:
+        raise _bad(f"{_show(prefix)} {problem}")
+    return prefix
+
+
+def _client_id(value: object, load: _Loading) -> str:
+    client_id = _as_str(value)
+    if not client_id.strip() or len(client_id.encode()) > 256:
+        raise _bad("must be 1..256 bytes and not blank")
+    return client_id
+
+
+@dataclass(frozen=True, config=_MODEL)
+@_section
+class CloudConfig(_Table):
     """The MQTT link to the cloud. The station always connects out; see docs/mqtt.md.
 
     File paths are absolute (the loader resolves them against the config file). `password`
     holds the secret itself, read from `password_file` when the file names one.
     """
 
-    host: str
-    client_id: str
+    _FILE_ONLY: ClassVar[Mapping[str, dict[str, Any]]] = MappingProxyType(
+        {"password_file": {**_PATH_SCHEMA, "description": "a file holding the password"}}
+    )
+
+    _OPTIONAL_IN_FILE: ClassVar[frozenset[str]] = frozenset({"client_id"})
+
+    host: Annotated[str, _kind(_host, {"type": "string", "minLength": 1})]
+    # The loader's default: "edgectl-" and the station id.
+    client_id: Annotated[str, _kind(_client_id, {"type": "string", "minLength": 1})]
     command_keys: tuple[CommandKey, ...] = ()
-    port: int = 8883
-    topic_prefix: str = "edgectl"
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls: bool = True
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    keepalive_s: int = 20
-    session_expiry_s: int = 3600
-    heartbeat_s: float = 10.0
-    reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 60.0
-    max_inflight: int = 32
-    clock_skew_s: float = 30.0
-    outbox_max_rows: int = 100_000
+    port: Annotated[int, _integer(1, 65535)] = 8883
+    topic_prefix: Annotated[str, _kind(_topic_prefix, {"type": "string", "minLength": 1})] = (
+        "edgectl"
+    )
+    username: Annotated[str | None, _kind(_string, {"type": "string"})] = None
+    password: Annotated[str | None, _kind(_string, {"type": "string"})] = dataclasses.field(
+        default=None, repr=False
+    )
+    tls: Bool = True
+    ca_file: Annotated[Path | None, _kind(_file, _PATH_SCHEMA)] = None
+    cert_file: Annotated[Path | None, _kind(_file, _PATH_SCHEMA)] = None
+    key_file: Annotated[Path | None, _kind(_file, _PATH_SCHEMA)] = None
+    keepalive_s: Annotated[int, _integer(5, 3600)] = 20
+    session_expiry_s: Annotated[int, _integer(60, _SESSION_EXPIRY_MAX)] = 3600
+    heartbeat_s: Annotated[float, _real(0.1, 3600)] = 10.0
+    reconnect_min_s: Annotated[float, _real(0.01, 3600)] = 1.0
+    reconnect_max_s: Annotated[float, _real(0.01, 3600)] = 60.0
+    max_inflight: Annotated[int, _integer(1, 1000)] = 32
+    clock_skew_s: Annotated[float, _real(0, 3600)] = 30.0
+    outbox_max_rows: Annotated[int, _integer(1000, 100_000_000)] = 100_000
     # "broker": a message is done at the broker's PUBACK. "backend": a guaranteed message is
     # kept until the backend acknowledges it with a signed `ack` (docs/mqtt.md).
-    delivery: CloudDelivery = "broker"
+    delivery: Annotated[CloudDelivery, _choice(_CLOUD_DELIVERIES)] = "broker"
+
+    @classmethod
+    def _prepare(cls, data: dict[str, Any], load: _Loading) -> dict[str, Any]:
+        # client_id's default (from the station id) is set by the Config; a placeholder here.
+        data.setdefault("client_id", "-")
+        if "tls" in data and "port" not in data and data["tls"] is False:
+            data["port"] = 1883
+        username = data.get("username")
+        if username == "":
+            data["username"] = None
+        if data.get("password") == "":
+            data["password"] = None
+        path = data.pop("password_file", None)
+        if path is not None:
+            path = _at("password_file", _file, path, load)
+            if data.get("password") is not None:
+                raise _bad("give either password or password_file, not both", "password_file")
+            try:
+                # Editors add a final newline; it is never part of the password.
+                password = path.read_text(encoding="utf-8").rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                raise _bad(f"cannot read {path}: {reason or exc}", "password_file") from None
+            if not password:
+                raise _bad(f"{path} is empty", "password_file")
+            data["password"] = password
+        if data.get("password") is not None and not data.get("username"):
+            key = "password" if path is None else "password_file"
+            raise _bad("a password needs a username", key)
+        return data
+
+    def _check(self, given: frozenset[str], load: _Loading) -> None:
+        if not self.tls:
+            for key in ("ca_file", "cert_file", "key_file"):
+                if getattr(self, key) is not None:
+                    raise _bad("is only used with tls = true", key)
+        if (self.cert_file is None) != (self.key_file is None):
+            given_key, missing = (
+                ("cert_file", "key_file") if self.key_file is None else ("key_file", "cert_file")
+            )
+            raise _bad(
+                f"missing: {given_key} is given, and a client certificate and its key go together",
+                missing,
+            )
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise _bad(
+                f"{self.reconnect_max_s:g} is less than reconnect_min_s {self.reconnect_min_s:g}",
+                "reconnect_max_s",
+            )
+        if not self.command_keys:
+            raise _bad(
+                "at least one [[cloud.command_keys]] entry is required (the cloud's public key; "
+                "make a pair with: edgectl cloud keygen --id KEYID)",
+                "command_keys",
+            )
+        for i, command_key in enumerate(self.command_keys):
+            for j, before in enumerate(self.command_keys[:i]):
+                if before.id == command_key.id:
+                    raise _bad(
+                        f"duplicate key id {_show(command_key.id)} "
+                        f"(also in the {ordinal(j + 1)} [[cloud.command_keys]])",
+                        "command_keys",
+                        i,
+                        "id",
+                    )
 
 
 DEFAULT_CONTROL_SOCKET: Final = Path("/run/edgectl/control.sock")
 # sockaddr_un.sun_path holds 108 bytes on Linux, the last one a NUL.
 _SOCKET_PATH_MAX: Final = 107
+_GROUP_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
 
 
-@dataclass(frozen=True)
-class ControlConfig:
+def _socket(value: object, load: _Loading) -> Path:
+    path = _where(value, load)
+    if len(os.fsencode(path)) > _SOCKET_PATH_MAX:
+        raise _bad(
+            f"{path} is {len(os.fsencode(path))} bytes long; a Unix socket path holds at most "
+            f"{_SOCKET_PATH_MAX}: choose a shorter path"
+        )
+    return path
+
+
+def _group(value: object, load: _Loading) -> str | None:
+    group = _as_str(value) or None
+    if group is not None and not _GROUP_NAME.fullmatch(group):
+        raise _bad(f"{_show(group)} is not a valid group name")
+    return group
+
+
+@dataclass(frozen=True, config=_MODEL)
+@_section
+class ControlConfig(_Table):
     """The local control socket the technician CLI talks to (a Unix socket, never TCP).
 
     `socket` is absolute (the loader resolves a relative path against the config file). The
     socket is made mode 0660; `group`, when given, owns it so its members may use the CLI.
     """
 
-    socket: Path = DEFAULT_CONTROL_SOCKET
-    group: str | None = None
+    socket: Annotated[Path, _kind(_socket, {**_PATH_SCHEMA, "maxLength": _SOCKET_PATH_MAX})] = (
+        DEFAULT_CONTROL_SOCKET
+    )
+    group: Annotated[str | None, _kind(_group, {"type": "string"})] = None
 
 
-@dataclass(frozen=True)
-class MetricsConfig:
+def _textfile(value: object, load: _Loading) -> Path:
+    if isinstance(value, str) and not value.strip():
+        raise _bad("must not be empty (leave the key out to write no file)")
+    path = _where(value, load)
+    if path.suffix != ".prom":
+        raise _bad(
+            f"{path} does not end in .prom: node_exporter's textfile collector reads "
+            "only *.prom files (for example /var/lib/prometheus/node-exporter/edgectl.prom)"
+        )
+    return path
+
+
+@dataclass(frozen=True, config=_MODEL)
+@_section
+class MetricsConfig(_Table):
     """Prometheus metrics without a TCP port: the exposition is written to `textfile` (for
     node_exporter's textfile collector) every `interval_s`; None: not written (`edgectl
     metrics` still shows it over the control socket).
@@ -268,18 +872,70 @@ class MetricsConfig:
     daemon logs a missing one and keeps running.
     """
 
-    textfile: Path | None = None
-    interval_s: float = 15.0
+    textfile: Annotated[Path | None, _kind(_textfile, {**_PATH_SCHEMA, "pattern": r"\.prom$"})] = (
+        None
+    )
+    interval_s: Annotated[float, _real(1.0, 3600.0)] = 15.0
 
 
 GaugeUnits = Literal["metric", "us"]
 # How a Veeder-Root console's inventory is asked: the computer-format i201 only, the printed
 # (display-format) I201 report only, or i201 with I201 where the console refuses it.
 InventoryFormat = Literal["computer", "display", "auto"]
+_GAUGE_PROTOCOLS: Final = registry.names("gauge")
+_GAUGE_SERIAL_KEYS: Final = ("baud", "parity", "bytesize", "stopbits")
+_GAUGE_BAUDS: Final = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+_TERMINATORS: Final[Mapping[str, bytes]] = MappingProxyType(
+    {"none": b"", "lf": b"\n", "crlf": b"\r\n"}
+)
+_GAUGE_UNITS: Final[tuple[GaugeUnits, ...]] = ("metric", "us")
+_INVENTORY_FORMATS: Final[tuple[InventoryFormat, ...]] = ("computer", "display", "auto")
+_SECURITY_CODE: Final = re.compile(r"[!-~]{6}")
+# Control characters that cannot end a TLS reply: they start, abort or break up messages.
+_ETX_REFUSED: Final[Mapping[int, str]] = MappingProxyType(
+    {
+        0x01: "SOH, which starts every message",
+        0x0A: "LF, a line end inside display-format reports",
+        0x0D: "CR, a line end inside display-format reports",
+        0x1B: "ESC, which aborts a reply",
+    }
+)
 
 
-@dataclass(frozen=True)
-class GaugeConfig:
+def _protocol(kind: registry.Kind, what: str) -> _Kind:
+    known = registry.names(kind)
+
+    def check(value: object, load: _Loading) -> str:
+        protocol = _text(value, load)
+        if protocol not in known:
+            raise _bad(f"unknown {what} {_show(protocol)} (known: {', '.join(sorted(known))})")
+        return protocol
+
+    return _kind(check, {"enum": list(known)})
+
+
+def _security_code(value: object, _: _Loading) -> str:
+    code = _as_str(value)
+    if code and not _SECURITY_CODE.fullmatch(code):
+        raise _bad(
+            "must be the console's 6-character security code (letters, digits, punctuation, no "
+            "spaces); leave it out when the console's security is off"
+        )
+    return code
+
+
+def _etx(value: object, load: _Loading) -> int:
+    etx: int = _integer(0, 0x7F).check(value, load)
+    if etx in _ETX_REFUSED:
+        raise _bad(f"{_hex(etx)} cannot end a reply: it is {_ETX_REFUSED[etx]}")
+    if 0x20 <= etx < 0x7F:
+        raise _bad(f"{_hex(etx)} is a printable character and could occur in a reply")
+    return etx
+
+
+@dataclass(frozen=True, config=_MODEL)
+@_section
+class GaugeConfig(_Table):
     """A tank gauge: a Veeder-Root TLS console, or a line of Modbus level probes.
 
     It is reached on a serial `port` or at `host`:`tcp_port`, exactly one of the two. Settings
@@ -287,37 +943,139 @@ class GaugeConfig:
     defaults; the loader refuses them in the file. `register_map` is an absolute path.
     """
 
-    name: str
-    protocol: str  # "veeder_root" | "modbus_probe"
-    port: str | None = None
-    host: str | None = None
-    tcp_port: int | None = None  # set with host: 10001 for veeder_root, 502 for modbus_probe
-    baud: int = 9600
-    parity: str = "none"  # "odd" | "even" | "none"
-    bytesize: int = 8
-    stopbits: int = 1
-    reply_timeout_ms: int = 3000  # 3000 for veeder_root, 1000 for modbus_probe
-    poll_interval_s: float = 10.0
-    offline_after: int = 3  # consecutive failed polls before the gauge's tanks are offline
-    security_code: str = field(default="", repr=False)  # veeder_root: 6 characters, "" = none
-    terminator: str = "none"  # veeder_root: "none" | "lf" | "crlf"
-    etx: int = 0x03  # veeder_root: the character that ends a reply (console setup 531)
+    name: Text
+    protocol: Annotated[str, _protocol("gauge", "gauge protocol")]
+    port: Annotated[str | None, _kind(_text, {"type": "string", "minLength": 1})] = None
+    host: Annotated[str | None, _kind(_text, {"type": "string", "minLength": 1})] = None
+    # Set with host: its protocol's default (10001 for veeder_root, 502 for modbus_probe).
+    tcp_port: Annotated[int | None, _integer(1, 65535)] = None
+    baud: Annotated[int, _integer(choices=_GAUGE_BAUDS)] = 9600
+    parity: Annotated[str, _choice(_PARITIES)] = "none"
+    bytesize: Annotated[int, _integer(choices=(7, 8))] = 8
+    stopbits: Annotated[int, _integer(choices=(1, 2))] = 1
+    # Its protocol's default (3000 for veeder_root, 1000 for modbus_probe).
+    reply_timeout_ms: Annotated[int, _integer(50, 60000)] = 3000
+    poll_interval_s: Annotated[float, _real(0.5, 3600)] = 10.0
+    # Consecutive failed polls before the gauge's tanks are offline.
+    offline_after: Annotated[int, _integer(1, 20)] = 3
+    # veeder_root: 6 characters, "" = none.
+    security_code: Annotated[str, _kind(_security_code, {"type": "string"})] = dataclasses.field(
+        default="", repr=False
+    )
+    terminator: Annotated[str, _choice(tuple(_TERMINATORS))] = "none"  # veeder_root
+    # veeder_root: the character that ends a reply (console setup 531).
+    etx: Annotated[int, _kind(_etx, {"type": "integer", "minimum": 0, "maximum": 0x7F})] = 0x03
     # veeder_root: the console's unit setup; "us" figures (in, °F, US gal) are converted.
-    units: GaugeUnits = "metric"
-    inventory_format: InventoryFormat = "auto"  # veeder_root: i201, I201, or either
-    register_map: Path | None = None  # modbus_probe: the TOML register map of its probes
+    units: Annotated[GaugeUnits, _choice(_GAUGE_UNITS)] = "metric"
+    # veeder_root: i201, I201, or either.
+    inventory_format: Annotated[InventoryFormat, _choice(_INVENTORY_FORMATS)] = "auto"
+    # modbus_probe: the TOML register map of its probes.
+    register_map: Annotated[Path | None, _kind(_file, _PATH_SCHEMA)] = None
 
     @property
     def terminator_bytes(self) -> bytes:
         return _TERMINATORS[self.terminator]
 
+    @classmethod
+    def _prepare(cls, data: dict[str, Any], load: _Loading) -> dict[str, Any]:
+        if "name" in data:
+            _at("name", _text, data["name"], load)
+        if "protocol" not in data:
+            return data  # pydantic says it is missing
+        protocol = _at(
+            "protocol", _protocol("gauge", "gauge protocol").check, data["protocol"], load
+        )
+        entry = registry.lookup(protocol, "gauge")
+        for other in registry.entries():
+            for key in other.own_keys if other.kind == "gauge" and other is not entry else ():
+                if key in data:
+                    raise _bad(f"is only used with protocol {_show(other.name)}", key)
+        if "port" in data and "host" in data:
+            raise _bad("give either port (a serial line) or host (TCP), not both", "host")
+        if "port" not in data and "host" not in data:
+            raise _bad("missing: give port (a serial device) or host (a TCP address)", "port")
+        if "host" in data:
+            host = _at("host", _text, data["host"], load)
+            if any(c.isspace() for c in host) or "/" in host:
+                raise _bad(f"{_show(host)} is not a host name or address (no scheme, path)", "host")
+            for key in _GAUGE_SERIAL_KEYS:
+                if key in data:
+                    raise _bad("is only used with a serial port, not with host", key)
+            data.setdefault("tcp_port", entry.default_tcp_port)
+        elif "tcp_port" in data:
+            raise _bad("is only used with host (a gauge over TCP)", "tcp_port")
+        data.setdefault("reply_timeout_ms", entry.default_reply_timeout_ms or 3000)
+        for key, why in entry.required_keys:
+            if key not in data:
+                raise _bad(f"missing: {why}", key)
+        return data
+
 
 _ALARMS: Final = AlarmLimits()
 _DELIVERIES: Final = DeliveryRules()
+_DENSITY_15: Final = (Decimal(653), Decimal(1075))  # the range of table 54B, kg/m³
+_DEFAULT_LOW_PRODUCT_SHARE: Final = Decimal("0.10")
 
 
-@dataclass(frozen=True)
-class TankConfig:
+def _density(value: object, _: _Loading) -> Decimal:
+    density = _read_decimal(value, _MAX_DECIMALS)
+    low, high = _DENSITY_15
+    if not low <= density <= high:
+        raise _bad(
+            f"{_show_decimal(density)} kg/m³ is outside table 54B ({low}..{high} kg/m³ at "
+            "15 °C); is it in kg/m³ (745, not 0.745)?"
+        )
+    return density
+
+
+def _chart_number(value: object, at: int) -> Decimal:
+    if isinstance(value, float):
+        raise _bad(
+            f"got the TOML float {value!r}; floats are not exact, so write chart heights and "
+            f'volumes as integers or strings ("{value!r}")',
+            at,
+        )
+    try:
+        return _read_decimal(value, _MAX_DECIMALS)
+    except PydanticCustomError as exc:
+        raise _bad(_message(exc), at) from None
+
+
+def _chart(value: object, _: _Loading) -> TankChart:
+    if not isinstance(value, list):
+        raise _bad(
+            "expected an array of [height_mm, volume_l] pairs, e.g. chart = [[0, 0], "
+            f"[100, 1200]], got {_show(value)}"
+        )
+    points: list[tuple[Decimal, Decimal]] = []
+    for i, pair in enumerate(value):
+        if not isinstance(pair, list) or len(pair) != 2:
+            shown = f"an array of {len(pair)}" if isinstance(pair, list) else _show(pair)
+            raise _bad(f"expected a [height_mm, volume_l] pair, got {shown}", i)
+        points.append((_chart_number(pair[0], i), _chart_number(pair[1], i)))
+    try:
+        return TankChart(tuple(points))
+    except InvalidChart as exc:
+        raise _bad(str(exc), *(() if exc.index is None else (exc.index,))) from None
+
+
+_CHART_SCHEMA: Final = {
+    "type": "array",
+    "description": "[height_mm, volume_l] points from the bottom up, e.g. [[0, 0], [100, 1200]]",
+    "items": {
+        "type": "array",
+        "prefixItems": [_DECIMAL_SCHEMA, _DECIMAL_SCHEMA],
+        "minItems": 2,
+        "maxItems": 2,
+    },
+}
+_MAX_DECIMALS: Final = 4
+_POSITIVE = _decimal(positive=True)
+
+
+@dataclass(frozen=True, config=_MODEL)
+@_section
+class TankConfig(_Table):
     """A tank: what it holds and how big it is, which gauge reads it, and its alarm limits.
 
     `gauge_tank` is the tank's number on its gauge (a TLS console's tank number, or the tank
@@ -327,29 +1085,100 @@ class TankConfig:
     capacity). `model()` is the tank as the forecourt domain uses it.
     """
 
-    number: int
-    grade: str
-    capacity_l: Decimal
-    height_mm: Decimal
-    density_15: Decimal  # kg/m³ at 15 °C
-    gauge: str
-    gauge_tank: int = 1
-    device_id: int | None = None
-    name: str = ""
-    safe_fill_pct: Decimal = Decimal(95)
-    chart: TankChart | None = None
-    chart_file: Path | None = None
-    low_product_l: Decimal = _ALARMS.low_product_l
-    high_water_mm: Decimal = _ALARMS.high_water_mm
-    overfill_pct: Decimal = _ALARMS.overfill_pct
-    sudden_loss_l: Decimal = _ALARMS.sudden_loss_l
-    hysteresis_pct: Decimal = _ALARMS.hysteresis_pct
-    delivery_min_l: Decimal = _DELIVERIES.min_rise_l
-    delivery_settle_s: int = int(_DELIVERIES.settle_time.total_seconds())
-    reconciliation_limit_l: Decimal = RECONCILIATION_ALLOWANCE_L
+    number: Annotated[int, _integer(1, 99)]
+    grade: Text
+    capacity_l: Annotated[Decimal, _POSITIVE]
+    height_mm: Annotated[Decimal, _POSITIVE]
+    # kg/m³ at 15 °C.
+    density_15: Annotated[Decimal, _kind(_density, _DECIMAL_SCHEMA)]
+    gauge: Text
+    gauge_tank: Annotated[int, _integer(1, 99)] = 1
+    device_id: Annotated[int | None, _integer()] = None
+    name: String = ""
+    safe_fill_pct: Annotated[Decimal, _decimal(lo=50, hi=100)] = Decimal(95)
+    chart: Annotated[TankChart | None, _kind(_chart, _CHART_SCHEMA)] = None
+    chart_file: Annotated[Path | None, _kind(_file, _PATH_SCHEMA)] = None
+    low_product_l: Annotated[Decimal, _decimal()] = _ALARMS.low_product_l
+    high_water_mm: Annotated[Decimal, _decimal()] = _ALARMS.high_water_mm
+    overfill_pct: Annotated[Decimal, _decimal(lo=50, hi=100)] = _ALARMS.overfill_pct
+    sudden_loss_l: Annotated[Decimal, _POSITIVE] = _ALARMS.sudden_loss_l
+    hysteresis_pct: Annotated[Decimal, _decimal(lo=0, hi=50)] = _ALARMS.hysteresis_pct
+    delivery_min_l: Annotated[Decimal, _POSITIVE] = _DELIVERIES.min_rise_l
+    delivery_settle_s: Annotated[int, _integer(10, 3600)] = int(
+        _DELIVERIES.settle_time.total_seconds()
+    )
+    reconciliation_limit_l: Annotated[Decimal, _decimal()] = RECONCILIATION_ALLOWANCE_L
     # Inventory to the cloud: on a product change this big, and at least this often.
-    inventory_threshold_l: Decimal = Decimal(50)
-    inventory_interval_s: int = 300
+    inventory_threshold_l: Annotated[Decimal, _POSITIVE] = Decimal(50)
+    inventory_interval_s: Annotated[int, _integer(10, 86400)] = 300
+
+    @classmethod
+    def _prepare(cls, data: dict[str, Any], load: _Loading) -> dict[str, Any]:
+        if "density_15" not in data:
+            raise _bad(
+                "missing required key: the product's density at 15 °C in kg/m³, from its "
+                "delivery note (about 720..775 for gasoline, 820..850 for diesel); the "
+                "temperature compensation of every volume depends on it",
+                "density_15",
+            )
+        return data
+
+    def _check(self, given: frozenset[str], load: _Loading) -> None:
+        if self.chart is not None and self.chart_file is not None:
+            raise _bad("give either chart or chart_file, not both", "chart_file")
+        if self.chart_file is not None:
+            self._set(chart=_chart_file(self.chart_file))
+        if self.chart is not None:
+            self._check_chart("chart" if self.chart_file is None else "chart_file", self.chart)
+        capacity = self.capacity_l
+        if "low_product_l" not in given:
+            self._set(
+                low_product_l=(capacity * _DEFAULT_LOW_PRODUCT_SHARE).quantize(Decimal("0.01"))
+            )
+        if not 0 <= self.low_product_l < capacity:
+            raise _bad(
+                f"{_show_decimal(self.low_product_l)} must be at least 0 and less than "
+                f"capacity_l {_show_decimal(capacity)}",
+                "low_product_l",
+            )
+        if not 0 <= self.high_water_mm < self.height_mm:
+            raise _bad(
+                f"{_show_decimal(self.high_water_mm)} must be at least 0 and less than height_mm "
+                f"{_show_decimal(self.height_mm)}",
+                "high_water_mm",
+            )
+        if self.delivery_min_l >= capacity:
+            raise _bad(
+                f"{_show_decimal(self.delivery_min_l)} must be less than capacity_l "
+                f"{_show_decimal(capacity)}",
+                "delivery_min_l",
+            )
+        if self.reconciliation_limit_l < 0:
+            raise _bad(
+                f"must be at least 0, got {_show_decimal(self.reconciliation_limit_l)}",
+                "reconciliation_limit_l",
+            )
+
+    def _check_chart(self, key: str, chart: TankChart) -> None:
+        if chart.max_height > self.height_mm:
+            raise _bad(
+                f"the chart reaches {chart.max_height} mm, above height_mm "
+                f"{_show_decimal(self.height_mm)}",
+                key,
+            )
+        if chart.max_volume > self.capacity_l:
+            raise _bad(
+                f"the chart holds {chart.max_volume} L at its top, more than capacity_l "
+                f"{_show_decimal(self.capacity_l)}",
+                key,
+            )
+        safe_fill = (self.capacity_l * self.safe_fill_pct / 100).quantize(Decimal("0.01"))
+        if chart.max_volume < safe_fill:
+            raise _bad(
+                f"the chart ends at {chart.max_volume} L, below the safe fill volume {safe_fill} L "
+                f"({self.safe_fill_pct} % of capacity_l): a fuller tank could not be measured",
+                key,
+            )
 
     def model(self) -> Tank:
         return Tank(
@@ -376,8 +1205,39 @@ class TankConfig:
         )
 
 
-@dataclass(frozen=True)
-class Config:
+def _chart_file(path: Path) -> TankChart:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise _bad(f"cannot read {path}: {reason or exc}", "chart_file") from None
+    try:
+        return TankChart.parse_csv(text)
+    except InvalidChart as exc:
+        raise _bad(f"{path}: {exc}", "chart_file") from None
+
+
+_SECTIONS: Final = (
+    "station",
+    "store",
+    "authorization",
+    "limits",
+    "logging",
+    "grades",
+    "lines",
+    "pumps",
+    "cloud",
+    "control",
+    "health",
+    "metrics",
+    "gauges",
+    "tanks",
+)
+
+
+@dataclass(frozen=True, config=_MODEL)
+@_section
+class Config(_Table):
     """The whole, validated station configuration.
 
     Look-ups by id never raise KeyError. Every reference inside a validated config resolves
@@ -386,20 +1246,22 @@ class Config:
     (cloud, CLI), and the caller answers "unknown pump" in its own terms.
     """
 
+    _DERIVED: ClassVar[frozenset[str]] = frozenset({"source"})
+    _REQUIRED_IN_FILE: ClassVar[tuple[str, ...]] = ("grades", "lines", "pumps")
+
     station: StationConfig
     store: StoreConfig
-    authorization: AuthorizationConfig
-    limits: LimitsConfig
-    logging: LoggingConfig
-    grades: tuple[GradeConfig, ...]
-    lines: tuple[LineConfig, ...]
-    pumps: tuple[PumpConfig, ...]
-    source: Path  # the file it was read from, as given
+    authorization: AuthorizationConfig = AuthorizationConfig()
+    limits: LimitsConfig = LimitsConfig()
+    logging: LoggingConfig = LoggingConfig()
+    grades: tuple[GradeConfig, ...] = ()
+    lines: tuple[LineConfig, ...] = ()
+    pumps: tuple[PumpConfig, ...] = ()
+    source: SkipJsonSchema[Path] = Path()  # the file it was read from, as given
     cloud: CloudConfig | None = None  # None: no [cloud] section, the station runs alone
     control: ControlConfig = ControlConfig()
     health: HealthConfig = HealthConfig()
     metrics: MetricsConfig = MetricsConfig()
-
     gauges: tuple[GaugeConfig, ...] = ()  # empty: no [[gauges]], no tank gauging
     tanks: tuple[TankConfig, ...] = ()
 
@@ -452,6 +1314,402 @@ class Config:
             f"no {what} {key} is configured (defined: {', '.join(defined) or 'none'})",
         )
 
+    # -- the rules between sections, checked when a file is loaded
+
+    @classmethod
+    def _prepare(cls, data: dict[str, Any], load: _Loading) -> dict[str, Any]:
+        # A missing [station] or [store] is reported as its first missing key.
+        data.setdefault("station", {})
+        data.setdefault("store", {})
+        data["source"] = load.source
+        return data
+
+    def _check(self, given: frozenset[str], load: _Loading) -> None:
+        self._check_authorization()
+        self._check_grades_and_lines()
+        self._check_pumps()
+        if self.cloud is not None and "client_id" not in load.raw.get("cloud", {}):
+            self._set(cloud=dataclasses.replace(self.cloud, client_id=f"edgectl-{self.station.id}"))
+        self._check_gauges()
+        self._check_tanks(load)
+
+    def _check_authorization(self) -> None:
+        limits, auth = self.limits, self.authorization
+        preset = auth.auto_preset_amount
+        if (
+            preset is not None
+            and not limits.min_preset_amount <= preset <= limits.max_preset_amount
+        ):
+            raise _bad(
+                f"{_show_decimal(preset)} must be between limits.min_preset_amount "
+                f"{_show_decimal(limits.min_preset_amount)} and limits.max_preset_amount "
+                f"{_show_decimal(limits.max_preset_amount)}",
+                "authorization",
+                "auto_preset_amount",
+            )
+        if preset is None and auth.mode == "auto":
+            auto = dataclasses.replace(auth, auto_preset_amount=limits.max_preset_amount)
+            self._set(authorization=auto)
+
+    def _check_grades_and_lines(self) -> None:
+        if not self.grades:
+            raise _bad("at least one [[grades]] entry is required", "grades")
+        for i, grade in enumerate(self.grades):
+            for j, other in enumerate(self.grades[:i]):
+                if other.id == grade.id:
+                    raise _bad(
+                        f"duplicate grade id {_show(grade.id)} "
+                        f"(also in the {ordinal(j + 1)} [[grades]])",
+                        "grades",
+                        i,
+                        "id",
+                    )
+        if not self.lines:
+            raise _bad("at least one [[lines]] entry is required", "lines")
+        for i, line in enumerate(self.lines):
+            for j, before in enumerate(self.lines[:i]):
+                if before.name == line.name:
+                    raise _bad(
+                        f"duplicate line name {_show(line.name)} "
+                        f"(also in the {ordinal(j + 1)} [[lines]])",
+                        "lines",
+                        i,
+                        "name",
+                    )
+                # One task owns one bus; two lines on the same port would fight over it.
+                if before.port == line.port:
+                    raise _bad(
+                        f"port {_show(line.port)} is already used by line {_show(before.name)}",
+                        "lines",
+                        i,
+                        "port",
+                    )
+
+    def _check_pumps(self) -> None:
+        grades = {g.id: g for g in self.grades}
+        lines = {line.name: line for line in self.lines}
+        if not self.pumps:
+            raise _bad("at least one [[pumps]] entry is required", "pumps")
+        for i, pump in enumerate(self.pumps):
+            line = lines.get(pump.line)
+            if line is None:
+                raise _bad(
+                    f"unknown line {_show(pump.line)} (defined: {_listing(lines)})",
+                    "pumps",
+                    i,
+                    "line",
+                )
+            valid = registry.lookup(line.protocol, "dispenser").addresses
+            assert valid is not None  # every dispenser entry has its addresses
+            if pump.address not in valid:
+                raise _bad(
+                    f"address {_hex(pump.address)} is out of range for {line.protocol} "
+                    f"({_hex(valid[0])}..{_hex(valid[-1])})",
+                    "pumps",
+                    i,
+                    "address",
+                )
+            for nozzle, grade_id in pump.nozzles.items():
+                if grade_id not in grades:
+                    raise _bad(
+                        f"grade {_show(grade_id)} is not defined in [[grades]] "
+                        f"(defined: {_listing(grades)})",
+                        "pumps",
+                        i,
+                        "nozzles",
+                        str(nozzle),
+                    )
+            display = _display_decimals(pump, [grades[g] for g in pump.nozzles.values()], i)
+            pump._set(
+                volume_decimals=display.volume_decimals,
+                amount_decimals=display.amount_decimals,
+                price_decimals=display.price_decimals,
+            )
+            for j, other in enumerate(self.pumps[:i]):
+                if other.number == pump.number:
+                    raise _bad(
+                        f"duplicate pump number {pump.number} "
+                        f"(also in the {ordinal(j + 1)} [[pumps]])",
+                        "pumps",
+                        i,
+                        "number",
+                    )
+                if other.line == pump.line and other.address == pump.address:
+                    raise _bad(
+                        f"duplicate address {_hex(pump.address)} on line {_show(pump.line)} "
+                        f"(pump {other.number} uses it)",
+                        "pumps",
+                        i,
+                        "address",
+                    )
+
+    def _check_gauges(self) -> None:
+        for i, gauge in enumerate(self.gauges):
+            for j, other in enumerate(self.gauges[:i]):
+                if other.name == gauge.name:
+                    raise _bad(
+                        f"duplicate gauge name {_show(gauge.name)} "
+                        f"(also in the {ordinal(j + 1)} [[gauges]])",
+                        "gauges",
+                        i,
+                        "name",
+                    )
+                if gauge.port is not None and other.port == gauge.port:
+                    raise _bad(
+                        f"port {_show(gauge.port)} is already used by gauge {_show(other.name)}",
+                        "gauges",
+                        i,
+                        "port",
+                    )
+                if gauge.host is not None and (other.host, other.tcp_port) == (
+                    gauge.host,
+                    gauge.tcp_port,
+                ):
+                    raise _bad(
+                        f"{gauge.host}:{gauge.tcp_port} is already used by gauge "
+                        f"{_show(other.name)}",
+                        "gauges",
+                        i,
+                        "host",
+                    )
+            # One task owns one bus: a gauge cannot share a serial port with a pump line.
+            for line in self.lines:
+                if gauge.port == line.port:
+                    raise _bad(
+                        f"port {_show(line.port)} is already used by line {_show(line.name)}",
+                        "gauges",
+                        i,
+                        "port",
+                    )
+
+    def _check_tanks(self, load: _Loading) -> None:
+        grades = {g.id: g for g in self.grades}
+        gauges = {g.name: g for g in self.gauges}
+        raw = load.raw.get("tanks", [])
+        for i, tank in enumerate(self.tanks):
+            given = (
+                frozenset(raw[i]) if i < len(raw) and isinstance(raw[i], Mapping) else frozenset()
+            )
+            at: tuple[str | int, ...] = ("tanks", i)
+            if tank.grade not in grades:
+                raise _bad(
+                    f"grade {_show(tank.grade)} is not defined in [[grades]] "
+                    f"(defined: {_listing(grades)})",
+                    *at,
+                    "grade",
+                )
+            gauge = gauges.get(tank.gauge)
+            if gauge is None:
+                raise _bad(
+                    f"unknown gauge {_show(tank.gauge)} (defined: {_listing(gauges)})",
+                    *at,
+                    "gauge",
+                )
+            entry = registry.lookup(gauge.protocol, "gauge")
+            ids = entry.tank_device_ids
+            if ids is None:
+                if "device_id" in given:
+                    on = [e.name for e in registry.entries() if e.tank_device_ids is not None]
+                    raise _bad(
+                        f"is only used on a {' or '.join(on)} gauge; a {entry.title} numbers "
+                        "its tanks with gauge_tank",
+                        *at,
+                        "device_id",
+                    )
+                if "gauge_tank" not in given:
+                    raise _bad("missing required key", *at, "gauge_tank")
+            elif tank.device_id is None:
+                raise _bad("missing required key", *at, "device_id")
+            elif tank.device_id not in ids:
+                raise _bad(
+                    f"{tank.device_id} is out of range ({ids[0]}..{ids[-1]})", *at, "device_id"
+                )
+            if entry.needs_chart is not None and tank.chart is None:
+                raise _bad(
+                    f"missing: tank on {entry.title} {_show(gauge.name)} needs its tank chart "
+                    f"(chart or chart_file): {entry.needs_chart}",
+                    *at,
+                    "chart",
+                )
+            for j, other in enumerate(self.tanks[:i]):
+                if other.number == tank.number:
+                    raise _bad(
+                        f"duplicate tank number {tank.number} "
+                        f"(also in the {ordinal(j + 1)} [[tanks]])",
+                        *at,
+                        "number",
+                    )
+                if (other.gauge, other.device_id, other.gauge_tank) == (
+                    tank.gauge,
+                    tank.device_id,
+                    tank.gauge_tank,
+                ):
+                    key, message = _same_probe(tank, other)
+                    raise _bad(message, *at, key)
+
+
+def _display_decimals(pump: PumpConfig, grades: Sequence[GradeConfig], i: int) -> GradeConfig:
+    """The one grade whose decimals stand for the pump; all its grades must agree."""
+    first = grades[0]
+    for grade in grades[1:]:
+        for attr in ("volume_decimals", "amount_decimals", "price_decimals"):
+            if getattr(grade, attr) != getattr(first, attr):
+                raise _bad(
+                    f"pump {pump.number} mixes grades with different {attr} "
+                    f"({_show(first.id)} has {getattr(first, attr)}, "
+                    f"{_show(grade.id)} has {getattr(grade, attr)}); "
+                    "a dispenser has one display, so its grades must agree",
+                    "pumps",
+                    i,
+                    "nozzles",
+                )
+    return first
+
+
+def _same_probe(tank: TankConfig, other: TankConfig) -> tuple[str, str]:
+    """Key and message for two tanks read by the same gauge input."""
+    gauge = _show(tank.gauge)
+    if tank.device_id is None:
+        where, key = f"tank {tank.gauge_tank}", "gauge_tank"
+    elif tank.gauge_tank == 1:
+        where, key = f"device {tank.device_id}", "device_id"
+    else:
+        where, key = f"device {tank.device_id} tank {tank.gauge_tank}", "gauge_tank"
+    return key, f"gauge {gauge} {where} already reads tank {other.number}"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML config file; any problem raises one `ConfigError`."""
+    source = Path(path)
+    try:
+        with source.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{source}: config file not found") from exc
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read config file: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not a UTF-8 text file ({exc.reason})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message ends with "(at line L, column C)".
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from exc
+    return parse_config(data, source=source)
+
+
+_ADAPTER: Final = TypeAdapter(Config)
+
+
+def parse_config(data: Mapping[str, Any], *, source: Path) -> Config:
+    """Validate already-parsed TOML data; `source` names the file in messages and anchors
+    relative paths."""
+    try:
+        return _ADAPTER.validate_python(data, context=_Loading(source, data))
+    except ValidationError as exc:
+        raise _translate(exc.errors()[0], data, source) from None
+
+
+def _translate(error: Any, data: Mapping[str, Any], source: Path) -> ConfigError:
+    """Pydantic's first error as the one message shape, the key path naming entries as a
+    technician knows them."""
+    loc: tuple[str | int, ...] = tuple(error["loc"])
+    ctx = error.get("ctx") or {}
+    kind = error["type"]
+    if kind == "config":
+        loc += tuple(ctx["at"])
+        message = ctx["message"]
+    elif kind == "missing":
+        message = "missing required key"
+    elif kind == "tuple_type":
+        message = f"expected an array of tables ([[{loc[-1]}]]), got {_show(error['input'])}"
+    elif kind in ("dataclass_type", "dataclass_exact_type", "dict_type", "model_type"):
+        message = f"expected a table, got {_show(error['input'])}"
+    else:  # a check left to pydantic (a type given in code, say)
+        message = error["msg"]
+    bare = next((part for part in reversed(loc) if isinstance(part, str)), "")
+    return _error(source, _key_path(data, loc), message.replace("{key}", bare))
+
+
+# How an entry of each array of tables is named (`entry_path`).
+_IDENTS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "grades": "id",
+        "lines": "name",
+        "pumps": "number",
+        "gauges": "name",
+        "tanks": "number",
+        "command_keys": "id",
+    }
+)
+
+
+def _key_path(data: object, loc: Sequence[str | int]) -> str:
+    path = ""
+    node: object = data
+    key = ""
+    for part in loc:
+        if isinstance(part, int):
+            items = node if isinstance(node, list) else []
+            ident = _IDENTS.get(key)
+            if ident is not None and part < len(items):
+                path = entry_path(path, items, part, ident)
+            else:
+                path = f"{path}[{part}]"
+            node = items[part] if part < len(items) else None
+        else:
+            key = part
+            path = f"{path}.{part}" if path else part
+            node = node.get(part) if isinstance(node, Mapping) else None
+    return path
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of station.toml (draft 2020-12), from the models: what editors check
+    a file against (config/station.schema.json, `edgectl config schema`)."""
+    schema = _ADAPTER.json_schema(mode="validation")
+    defs = schema.get("$defs", {})
+    models: tuple[type[_Table], ...] = (Config, *_SECTION_MODELS)
+    for model in models:
+        target = schema if model is Config else defs.get(model.__name__)
+        if target is None:
+            continue
+        target["properties"].update(model._FILE_ONLY)
+        required = [k for k in target.get("required", []) if k not in model._OPTIONAL_IN_FILE]
+        required += [k for k in model._REQUIRED_IN_FILE if k not in required]
+        if required:
+            target["required"] = required
+        else:
+            target.pop("required", None)
+    _without_null(schema)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "edgectl station.toml",
+        "description": "A station's configuration; every key is documented in "
+        "config/station.example.toml. Generated from edgectl/config.py by "
+        "`edgectl config schema`: do not edit.",
+        **{k: v for k, v in schema.items() if k not in ("title", "description")},
+    }
+
+
+def _without_null(node: object) -> None:
+    """TOML has no null: an optional key is one left out, so `X | None` is described as X."""
+    if isinstance(node, dict):
+        options = node.get("anyOf")
+        if isinstance(options, list) and {"type": "null"} in options:
+            options.remove({"type": "null"})
+            if len(options) == 1:
+                del node["anyOf"]
+                node.update(options[0])
+        if "default" in node and node["default"] is None:
+            del node["default"]
+        for value in node.values():
+            _without_null(value)
+    elif isinstance(node, list):
+        for value in node:
+            _without_null(value)
+
 
 # The command key config/station.example.toml ships: a valid Ed25519 key whose private half
 # nobody holds, so a station that lists it verifies no command. A file copied from the example
@@ -476,560 +1734,26 @@ def refuse_placeholders(config: Config) -> None:
             )
 
 
-# --------------------------------------------------------------------------- loading
-
-
-def load_config(path: str | Path) -> Config:
-    """Read and validate a TOML config file; any problem raises one `ConfigError`."""
-    source = Path(path)
-    try:
-        with source.open("rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{source}: config file not found") from exc
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read config file: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{source}: not a UTF-8 text file ({exc.reason})") from exc
-    except tomllib.TOMLDecodeError as exc:
-        # tomllib's message ends with "(at line L, column C)".
-        raise ConfigError(f"{source}: invalid TOML: {exc}") from exc
-    return parse_config(data, source=source)
-
-
-def parse_config(data: Mapping[str, Any], *, source: Path) -> Config:
-    """Validate already-parsed TOML data; `source` names the file in messages and anchors
-    relative paths."""
-    root = _Table(data, "", source, _SECTIONS)
-    station = _read_station(root)
-    store = _read_store(root)
-    limits = _read_limits(root)
-    authorization = _read_authorization(root, limits)
-    logging = _read_logging(root)
-    grades = _read_grades(root)
-    lines = _read_lines(root)
-    pumps = _read_pumps(root, grades, lines)
-    cloud = _read_cloud(root, station)
-    control = _read_control(root)
-    health = _read_health(root)
-    metrics = _read_metrics(root)
-    gauges = _read_gauges(root, lines)
-    tanks = _read_tanks(root, grades, gauges)
-    return Config(
-        station=station,
-        store=store,
-        authorization=authorization,
-        limits=limits,
-        logging=logging,
-        grades=grades,
-        lines=lines,
-        pumps=pumps,
-        source=source,
-        gauges=gauges,
-        tanks=tanks,
-        cloud=cloud,
-        control=control,
-        health=health,
-        metrics=metrics,
-    )
-
-
-_SECTIONS: Final = (
-    "station",
-    "store",
-    "authorization",
-    "limits",
-    "logging",
-    "grades",
-    "lines",
-    "pumps",
-    "cloud",
-    "control",
-    "health",
-    "metrics",
-    "gauges",
-    "tanks",
-)
-
-
-# What the config needs to know of each protocol (its valid addresses, its own keys, its
-# defaults) is in its drivers.registry entry.
-_PROTOCOLS: Final = registry.names("dispenser")
+# --------------------------------------------------------------------------- helpers
 
 _STATION_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
 _DECIMAL_TEXT: Final = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 _INT_TEXT: Final = re.compile(r"[+-]?(0x[0-9A-Fa-f]+|[0-9]+)")
 _NOZZLE_KEY: Final = re.compile(r"[0-9]+")
-_MAX_DECIMALS: Final = 4
 _NOZZLES: Final = range(1, 16)
 
 
-def _read_station(root: _Table) -> StationConfig:
-    t = root.table("station", ("id", "name", "currency"))
-    default = StationConfig(id="")
-    station_id = t.req_str("id")
-    if not _STATION_ID.fullmatch(station_id):
-        raise t.fail(
-            "id",
-            f"{_show(station_id)} is not a valid station id (up to 64 letters, digits, "
-            '"-" or "_"; it becomes part of MQTT topics)',
-        )
-    currency = t.opt_str("currency", default.currency)
-    if not _CURRENCY.fullmatch(currency):
-        raise t.fail(
-            "currency",
-            f'{_show(currency)} is not an ISO-4217 code (three upper-case letters, e.g. "CNY")',
-        )
-    return StationConfig(id=station_id, name=t.opt_str("name", default.name), currency=currency)
+def _at(key: str, read: Callable[[Any, _Loading], _T], value: object, load: _Loading) -> _T:
+    """`read(value)`, its mistake reported at `key` of the table being validated."""
+    try:
+        return read(value, load)
+    except PydanticCustomError as exc:
+        raise _bad(_message(exc), key, *(exc.context or {}).get("at", ())) from None
 
 
-def _read_store(root: _Table) -> StoreConfig:
-    t = root.table("store", ("path", "backup_interval_h", "backup_dir", "backup_keep", "keep_days"))
-    path = Path(t.req_str("path"))
-    if not path.is_absolute():
-        path = (t.source.parent / path).resolve()
-    backup_dir = None
-    folder = t.opt_str("backup_dir", "")
-    if folder.strip():
-        backup_dir = Path(folder)
-        if not backup_dir.is_absolute():
-            backup_dir = (t.source.parent / backup_dir).resolve()
-    return StoreConfig(
-        path=path,
-        backup_interval_h=t.opt_number("backup_interval_h", 24.0, lo=0.0, hi=24.0 * 366),
-        backup_dir=backup_dir,
-        backup_keep=t.opt_int("backup_keep", 7, lo=1, hi=10_000),
-        keep_days=t.opt_int("keep_days", 0, lo=0, hi=36_600),
-    )
-
-
-def _read_limits(root: _Table) -> LimitsConfig:
-    t = root.table(
-        "limits",
-        ("max_preset_amount", "max_preset_volume", "min_preset_amount", "max_price_change_pct"),
-    )
-    default = LimitsConfig()
-    values: dict[str, Decimal] = {}
-    for key, fallback in (
-        ("max_preset_amount", default.max_preset_amount),
-        ("max_preset_volume", default.max_preset_volume),
-        ("min_preset_amount", default.min_preset_amount),
-    ):
-        value = t.opt_decimal(key, fallback, max_places=_MAX_DECIMALS)
-        if value <= 0:
-            raise t.fail(key, f"must be greater than 0, got {_show_decimal(value)}")
-        values[key] = value
-    change = t.opt_decimal("max_price_change_pct", default.max_price_change_pct, max_places=2)
-    if not 0 < change <= 1000:
-        raise t.fail("max_price_change_pct", f"must be above 0 and at most 1000, got {change}")
-    limits = LimitsConfig(**values, max_price_change_pct=change)
-    if limits.min_preset_amount > limits.max_preset_amount:
-        raise t.fail(
-            "min_preset_amount",
-            f"{_show_decimal(limits.min_preset_amount)} is more than max_preset_amount "
-            f"{_show_decimal(limits.max_preset_amount)}",
-        )
-    return limits
-
-
-def _read_authorization(root: _Table, limits: LimitsConfig) -> AuthorizationConfig:
-    t = root.table("authorization", ("mode", "auto_preset_amount", "authorize_timeout_s"))
-    default = AuthorizationConfig()
-    mode = t.choice("mode", default.mode, ("cloud", "auto", "attendant"))
-    preset = t.opt_decimal("auto_preset_amount", None, max_places=_MAX_DECIMALS)
-    if preset is not None and not limits.min_preset_amount <= preset <= limits.max_preset_amount:
-        raise t.fail(
-            "auto_preset_amount",
-            f"{_show_decimal(preset)} must be between limits.min_preset_amount "
-            f"{_show_decimal(limits.min_preset_amount)} and limits.max_preset_amount "
-            f"{_show_decimal(limits.max_preset_amount)}",
-        )
-    if preset is None and mode == "auto":
-        preset = limits.max_preset_amount
-    timeout = t.opt_number("authorize_timeout_s", default.authorize_timeout_s, lo=1, hi=3600)
-    return AuthorizationConfig(mode=mode, auto_preset_amount=preset, authorize_timeout_s=timeout)
-
-
-def _read_logging(root: _Table) -> LoggingConfig:
-    t = root.table("logging", ("level", "format"))
-    default = LoggingConfig()
-    return LoggingConfig(
-        level=t.choice("level", default.level, ("debug", "info", "warning", "error")),
-        format=t.choice("format", default.format, ("json", "console")),
-    )
-
-
-def _read_grades(root: _Table) -> tuple[GradeConfig, ...]:
-    keys = ("id", "name", "unit_price", "volume_decimals", "amount_decimals", "price_decimals")
-    grades: list[GradeConfig] = []
-    for t in root.tables("grades", keys, "id"):
-        grade = _read_grade(t)
-        for j, other in enumerate(grades):
-            if other.id == grade.id:
-                raise t.fail(
-                    "id",
-                    f"duplicate grade id {_show(grade.id)} "
-                    f"(also in the {ordinal(j + 1)} [[grades]])",
-                )
-        grades.append(grade)
-    if not grades:
-        raise root.fail("grades", "at least one [[grades]] entry is required")
-    return tuple(grades)
-
-
-def _read_grade(t: _Table) -> GradeConfig:
-    default = GradeConfig(id="", name="", unit_price=Decimal(1))
-    grade_id = t.req_str("id")
-    name = t.req_str("name")
-    decimals = {
-        key: t.opt_int(key, getattr(default, key), lo=0, hi=_MAX_DECIMALS)
-        for key in ("volume_decimals", "amount_decimals", "price_decimals")
-    }
-    places = decimals["price_decimals"]
-    price = t.req_decimal("unit_price", max_places=places, limit_name="price_decimals")
-    if price <= 0:
-        raise t.fail("unit_price", f"must be greater than 0, got {_show_decimal(price)}")
-    return GradeConfig(
-        id=grade_id,
-        name=name,
-        unit_price=price.quantize(Decimal(1).scaleb(-places)),
-        **decimals,
-    )
-
-
-def _read_lines(root: _Table) -> tuple[LineConfig, ...]:
-    keys = (
-        "name",
-        "port",
-        "protocol",
-        "baud",
-        "parity",
-        "bytesize",
-        "stopbits",
-        "reply_timeout_ms",
-        "retries",
-        "offline_after",
-        "poll_interval_ms",
-        "idle_poll_ms",
-    )
-    lines: list[LineConfig] = []
-    for t in root.tables("lines", keys, "name"):
-        line = _read_line(t)
-        for j, other in enumerate(lines):
-            if other.name == line.name:
-                raise t.fail(
-                    "name",
-                    f"duplicate line name {_show(line.name)} "
-                    f"(also in the {ordinal(j + 1)} [[lines]])",
-                )
-            # One task owns one bus; two lines on the same port would fight over it.
-            if other.port == line.port:
-                raise t.fail(
-                    "port", f"port {_show(line.port)} is already used by line {_show(other.name)}"
-                )
-        lines.append(line)
-    if not lines:
-        raise root.fail("lines", "at least one [[lines]] entry is required")
-    return tuple(lines)
-
-
-def _read_line(t: _Table) -> LineConfig:
-    default = LineConfig(name="", port="", protocol="")
-    name = t.req_str("name")
-    port = t.req_str("port")
-    protocol = t.req_str("protocol")
-    if protocol not in _PROTOCOLS:
-        known = ", ".join(sorted(_PROTOCOLS))
-        raise t.fail("protocol", f"unknown protocol {_show(protocol)} (known: {known})")
-    return LineConfig(
-        name=name,
-        port=port,
-        protocol=protocol,
-        baud=t.opt_int(
-            "baud", default.baud, choices=(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
-        ),
-        parity=t.choice("parity", default.parity, ("odd", "even", "none")),
-        bytesize=t.opt_int("bytesize", default.bytesize, choices=(7, 8)),
-        stopbits=t.opt_int("stopbits", default.stopbits, choices=(1, 2)),
-        reply_timeout_ms=t.opt_int("reply_timeout_ms", default.reply_timeout_ms, lo=5, hi=5000),
-        retries=t.opt_int("retries", default.retries, lo=0, hi=10),
-        offline_after=t.opt_int("offline_after", default.offline_after, lo=1, hi=20),
-        poll_interval_ms=t.opt_int("poll_interval_ms", default.poll_interval_ms, lo=0, hi=60000),
-        idle_poll_ms=t.opt_int("idle_poll_ms", default.idle_poll_ms, lo=0, hi=10000),
-    )
-
-
-def _read_pumps(
-    root: _Table, grades: Sequence[GradeConfig], lines: Sequence[LineConfig]
-) -> tuple[PumpConfig, ...]:
-    grades_by_id = {g.id: g for g in grades}
-    lines_by_name = {line.name: line for line in lines}
-    pumps: list[PumpConfig] = []
-    for t in root.tables("pumps", ("number", "line", "address", "nozzles", "name"), "number"):
-        pump = _read_pump(t, grades_by_id, lines_by_name)
-        for j, other in enumerate(pumps):
-            if other.number == pump.number:
-                raise t.fail(
-                    "number",
-                    f"duplicate pump number {pump.number} (also in the {ordinal(j + 1)} [[pumps]])",
-                )
-            if other.line == pump.line and other.address == pump.address:
-                raise t.fail(
-                    "address",
-                    f"duplicate address {_hex(pump.address)} on line {_show(pump.line)} "
-                    f"(pump {other.number} uses it)",
-                )
-        pumps.append(pump)
-    if not pumps:
-        raise root.fail("pumps", "at least one [[pumps]] entry is required")
-    return tuple(pumps)
-
-
-def _read_pump(
-    t: _Table, grades: Mapping[str, GradeConfig], lines: Mapping[str, LineConfig]
-) -> PumpConfig:
-    number = t.req_int("number", lo=1, hi=99)
-    line_name = t.req_str("line")
-    line = lines.get(line_name)
-    if line is None:
-        raise t.fail("line", f"unknown line {_show(line_name)} (defined: {_listing(lines)})")
-    address = t.req_int("address")
-    valid = registry.lookup(line.protocol, "dispenser").addresses
-    assert valid is not None  # every dispenser entry has its addresses
-    if address not in valid:
-        raise t.fail(
-            "address",
-            f"address {_hex(address)} is out of range for {line.protocol} "
-            f"({_hex(valid[0])}..{_hex(valid[-1])})",
-        )
-    nozzles = _read_nozzles(t.table("nozzles", None, required=True), grades)
-    display = _display_decimals(t, number, [grades[g] for g in nozzles.values()])
-    return PumpConfig(
-        number=number,
-        line=line_name,
-        address=address,
-        nozzles=nozzles,
-        name=t.opt_str("name", ""),
-        volume_decimals=display.volume_decimals,
-        amount_decimals=display.amount_decimals,
-        price_decimals=display.price_decimals,
-    )
-
-
-def _read_nozzles(t: _Table, grades: Mapping[str, GradeConfig]) -> dict[int, str]:
-    nozzles: dict[int, str] = {}
-    for key, value in t.data.items():
-        if not _NOZZLE_KEY.fullmatch(key):
-            raise t.fail(key, f"nozzle numbers are integers 1..15, got {_show(key)}")
-        number = int(key)
-        if number not in _NOZZLES:
-            raise t.fail(key, f"nozzle number {number} is out of range (1..15)")
-        if number in nozzles:
-            raise t.fail(key, f"nozzle {number} is listed twice")
-        grade_id = t.as_str(key, value)
-        if grade_id not in grades:
-            raise t.fail(
-                key,
-                f"grade {_show(grade_id)} is not defined in [[grades]] "
-                f"(defined: {_listing(grades)})",
-            )
-        nozzles[number] = grade_id
-    if not nozzles:
-        raise t.fail(None, 'at least one nozzle is required, e.g. nozzles = { 1 = "95" }')
-    return nozzles
-
-
-def _display_decimals(t: _Table, number: int, grades: Sequence[GradeConfig]) -> GradeConfig:
-    """The one grade whose decimals stand for the pump; all its grades must agree."""
-    first = grades[0]
-    for grade in grades[1:]:
-        for attr in ("volume_decimals", "amount_decimals", "price_decimals"):
-            if getattr(grade, attr) != getattr(first, attr):
-                raise t.fail(
-                    "nozzles",
-                    f"pump {number} mixes grades with different {attr} "
-                    f"({_show(first.id)} has {getattr(first, attr)}, "
-                    f"{_show(grade.id)} has {getattr(grade, attr)}); "
-                    "a dispenser has one display, so its grades must agree",
-                )
-    return first
-
-
-def _read_cloud(root: _Table, station: StationConfig) -> CloudConfig | None:
-    if "cloud" not in root.data:
-        return None
-    t = root.table("cloud", _CLOUD_KEYS)
-    default = CloudConfig(host="", client_id="")
-    host = t.req_str("host")
-    if any(c.isspace() for c in host) or "/" in host:
-        raise t.fail("host", f"{_show(host)} is not a host name or address (no scheme, no path)")
-    tls = t.opt_bool("tls", default.tls)
-    port = t.opt_int("port", 8883 if tls else 1883, lo=1, hi=65535)
-    prefix = t.opt_str("topic_prefix", default.topic_prefix)
-    problem = _topic_prefix_problem(prefix)
-    if problem:
-        raise t.fail("topic_prefix", f"{_show(prefix)} {problem}")
-    client_id = t.opt_str("client_id", f"edgectl-{station.id}")
-    if not client_id.strip() or len(client_id.encode()) > 256:
-        raise t.fail("client_id", "must be 1..256 bytes and not blank")
-    username = t.opt_str("username", "") or None
-    password = _read_password(t, username)
-    ca_file, cert_file, key_file = (t.opt_file(k) for k in ("ca_file", "cert_file", "key_file"))
-    if not tls:
-        for key, path in (("ca_file", ca_file), ("cert_file", cert_file), ("key_file", key_file)):
-            if path is not None:
-                raise t.fail(key, "is only used with tls = true")
-    if (cert_file is None) != (key_file is None):
-        given, missing = (
-            ("cert_file", "key_file") if key_file is None else ("key_file", "cert_file")
-        )
-        raise t.fail(
-            missing, f"missing: {given} is given, and a client certificate and its key go together"
-        )
-    reconnect_min = t.opt_number("reconnect_min_s", default.reconnect_min_s, lo=0.01, hi=3600)
-    reconnect_max = t.opt_number("reconnect_max_s", default.reconnect_max_s, lo=0.01, hi=3600)
-    if reconnect_max < reconnect_min:
-        raise t.fail(
-            "reconnect_max_s",
-            f"{reconnect_max:g} is less than reconnect_min_s {reconnect_min:g}",
-        )
-    return CloudConfig(
-        host=host,
-        client_id=client_id,
-        command_keys=_read_command_keys(t),
-        port=port,
-        topic_prefix=prefix,
-        username=username,
-        password=password,
-        tls=tls,
-        ca_file=ca_file,
-        cert_file=cert_file,
-        key_file=key_file,
-        keepalive_s=t.opt_int("keepalive_s", default.keepalive_s, lo=5, hi=3600),
-        session_expiry_s=t.opt_int(
-            "session_expiry_s", default.session_expiry_s, lo=60, hi=_SESSION_EXPIRY_MAX
-        ),
-        heartbeat_s=t.opt_number("heartbeat_s", default.heartbeat_s, lo=0.1, hi=3600),
-        reconnect_min_s=reconnect_min,
-        reconnect_max_s=reconnect_max,
-        max_inflight=t.opt_int("max_inflight", default.max_inflight, lo=1, hi=1000),
-        clock_skew_s=t.opt_number("clock_skew_s", default.clock_skew_s, lo=0, hi=3600),
-        outbox_max_rows=t.opt_int(
-            "outbox_max_rows", default.outbox_max_rows, lo=1000, hi=100_000_000
-        ),
-        delivery=cast(CloudDelivery, t.choice("delivery", default.delivery, _CLOUD_DELIVERIES)),
-    )
-
-
-_CLOUD_KEYS: Final = (
-    "host",
-    "port",
-    "topic_prefix",
-    "client_id",
-    "username",
-    "password",
-    "password_file",
-    "tls",
-    "ca_file",
-    "cert_file",
-    "key_file",
-    "keepalive_s",
-    "session_expiry_s",
-    "heartbeat_s",
-    "reconnect_min_s",
-    "reconnect_max_s",
-    "max_inflight",
-    "clock_skew_s",
-    "outbox_max_rows",
-    "delivery",
-    "command_keys",
-)
-_CLOUD_DELIVERIES: Final[tuple[CloudDelivery, ...]] = ("broker", "backend")
-_SESSION_EXPIRY_MAX: Final = 0xFFFFFFFF  # MQTT 5: the session never expires
-
-
-def _read_control(root: _Table) -> ControlConfig:
-    t = root.table("control", ("socket", "group"))
-    default = ControlConfig()
-    text = t.opt_str("socket", str(default.socket))
-    if not text.strip():
-        raise t.fail("socket", "must not be empty")
-    path = Path(text)
-    if not path.is_absolute():
-        path = (t.source.parent / path).resolve()
-    if len(os.fsencode(path)) > _SOCKET_PATH_MAX:
-        raise t.fail(
-            "socket",
-            f"{path} is {len(os.fsencode(path))} bytes long; a Unix socket path holds at most "
-            f"{_SOCKET_PATH_MAX}: choose a shorter path",
-        )
-    group = t.opt_str("group", "") or None
-    if group is not None and not _GROUP_NAME.fullmatch(group):
-        raise t.fail("group", f"{_show(group)} is not a valid group name")
-    return ControlConfig(socket=path, group=group)
-
-
-def _read_health(root: _Table) -> HealthConfig:
-    keys = tuple(HealthConfig.__dataclass_fields__)
-    t = root.table("health", keys)
-    d = HealthConfig()
-    day = 24 * 3600.0
-    health = HealthConfig(
-        cloud_outage_budget_s=t.opt_number(
-            "cloud_outage_budget_s", d.cloud_outage_budget_s, lo=0.0, hi=30 * day
-        ),
-        outbox_degraded_s=t.opt_number(
-            "outbox_degraded_s", d.outbox_degraded_s, lo=0.0, hi=30 * day
-        ),
-        outbox_critical_s=t.opt_number(
-            "outbox_critical_s", d.outbox_critical_s, lo=0.0, hi=365 * day
-        ),
-        backup_late_factor=t.opt_number(
-            "backup_late_factor", d.backup_late_factor, lo=1.0, hi=100.0
-        ),
-        disk_degraded_mb=t.opt_int("disk_degraded_mb", d.disk_degraded_mb, lo=0, hi=2**31),
-        disk_critical_mb=t.opt_int("disk_critical_mb", d.disk_critical_mb, lo=0, hi=2**31),
-        disk_degraded_pct=t.opt_number("disk_degraded_pct", d.disk_degraded_pct, lo=0.0, hi=100.0),
-        clock_behind_s=t.opt_number("clock_behind_s", d.clock_behind_s, lo=0.0, hi=365 * day),
-    )
-    if health.outbox_critical_s < health.outbox_degraded_s:
-        raise t.fail(
-            "outbox_critical_s",
-            f"{health.outbox_critical_s:g} is less than outbox_degraded_s "
-            f"({health.outbox_degraded_s:g}): the critical age must be the longer one",
-        )
-    if health.disk_critical_mb > health.disk_degraded_mb:
-        raise t.fail(
-            "disk_critical_mb",
-            f"{health.disk_critical_mb} is more than disk_degraded_mb "
-            f"({health.disk_degraded_mb}): critical must be the smaller free space",
-        )
-    return health
-
-
-_GROUP_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
-
-
-def _read_metrics(root: _Table) -> MetricsConfig:
-    t = root.table("metrics", ("textfile", "interval_s"))
-    default = MetricsConfig()
-    textfile: Path | None = None
-    if "textfile" in t.data:
-        text = t.opt_str("textfile", "")
-        if not text.strip():
-            raise t.fail("textfile", "must not be empty (leave the key out to write no file)")
-        textfile = Path(text)
-        if not textfile.is_absolute():
-            textfile = (t.source.parent / textfile).resolve()
-        if textfile.suffix != ".prom":
-            raise t.fail(
-                "textfile",
-                f"{textfile} does not end in .prom: node_exporter's textfile collector reads "
-                "only *.prom files (for example /var/lib/prometheus/node-exporter/edgectl.prom)",
-            )
-    interval = t.opt_number("interval_s", default.interval_s, lo=1.0, hi=3600.0)
-    return MetricsConfig(textfile=textfile, interval_s=interval)
+def _message(exc: PydanticCustomError) -> str:
+    return str((exc.context or {}).get("message", exc.message()))
 
 
 def _topic_prefix_problem(prefix: str) -> str | None:
@@ -1047,707 +1771,6 @@ def _topic_prefix_problem(prefix: str) -> str | None:
     if "\x00" in prefix or any(c.isspace() for c in prefix):
         return "contains white space or NUL"
     return None
-
-
-def _read_password(t: _Table, username: str | None) -> str | None:
-    password = t.opt_str("password", "") or None
-    path = t.opt_file("password_file")
-    if password is not None and path is not None:
-        raise t.fail("password_file", "give either password or password_file, not both")
-    if path is not None:
-        try:
-            # Editors add a final newline; it is never part of the password.
-            password = path.read_text(encoding="utf-8").rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise t.fail("password_file", f"cannot read {path}: {reason or exc}") from None
-        if not password:
-            raise t.fail("password_file", f"{path} is empty")
-    if password is not None and username is None:
-        key = "password" if path is None else "password_file"
-        raise t.fail(key, "a password needs a username")
-    return password
-
-
-def _read_command_keys(cloud: _Table) -> tuple[CommandKey, ...]:
-    keys: list[CommandKey] = []
-    for t in cloud.tables("command_keys", ("id", "public_key", "public_key_file"), "id"):
-        key = _read_command_key(t)
-        for j, other in enumerate(keys):
-            if other.id == key.id:
-                raise t.fail(
-                    "id",
-                    f"duplicate key id {_show(key.id)} "
-                    f"(also in the {ordinal(j + 1)} [[cloud.command_keys]])",
-                )
-        keys.append(key)
-    if not keys:
-        raise cloud.fail(
-            "command_keys",
-            "at least one [[cloud.command_keys]] entry is required (the cloud's public key; "
-            "make a pair with: edgectl cloud keygen --id KEYID)",
-        )
-    return tuple(keys)
-
-
-def _read_command_key(t: _Table) -> CommandKey:
-    key_id = t.req_str("id")
-    if not KEY_ID.fullmatch(key_id):
-        raise t.fail(
-            "id", f'{_show(key_id)} is not a valid key id (1..64 letters, digits, ".", "_" or "-")'
-        )
-    text = t.opt_str("public_key", "") or None
-    path = t.opt_file("public_key_file")
-    if text is not None and path is not None:
-        raise t.fail("public_key_file", "give either public_key or public_key_file, not both")
-    if text is None and path is None:
-        raise t.fail("public_key", "missing: give public_key (base64) or public_key_file")
-    where = "public_key"
-    if path is not None:
-        where = "public_key_file"
-        try:
-            text = path.read_text(encoding="ascii")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not a text key file"
-            raise t.fail(where, f"cannot read {path}: {reason or exc}") from None
-    assert text is not None
-    try:
-        key = parse_public_key(text)
-    except InvalidKeyError as exc:
-        shown = str(path) if path is not None else _show(text)
-        raise t.fail(where, f"{shown} is not an Ed25519 public key: {exc}") from None
-    return CommandKey(id=key_id, public_key=key.public_bytes_raw())
-
-
-_GAUGE_PROTOCOLS: Final = registry.names("gauge")
-_GAUGE_SERIAL_KEYS: Final = ("baud", "parity", "bytesize", "stopbits")
-_GAUGE_OWN_KEYS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
-    {name: registry.lookup(name).own_keys for name in _GAUGE_PROTOCOLS}
-)
-_GAUGE_UNITS: Final[tuple[GaugeUnits, ...]] = ("metric", "us")
-_INVENTORY_FORMATS: Final[tuple[InventoryFormat, ...]] = ("computer", "display", "auto")
-_GAUGE_KEYS: Final = (
-    "name",
-    "protocol",
-    "port",
-    "host",
-    "tcp_port",
-    *_GAUGE_SERIAL_KEYS,
-    "reply_timeout_ms",
-    "poll_interval_s",
-    "offline_after",
-    *(key for name in _GAUGE_PROTOCOLS for key in _GAUGE_OWN_KEYS[name]),
-)
-_GAUGE_TCP_PORTS: Final[Mapping[str, int]] = MappingProxyType(
-    {name: registry.lookup(name).default_tcp_port or 0 for name in _GAUGE_PROTOCOLS}
-)
-_GAUGE_REPLY_TIMEOUTS: Final[Mapping[str, int]] = MappingProxyType(
-    {name: registry.lookup(name).default_reply_timeout_ms or 3000 for name in _GAUGE_PROTOCOLS}
-)
-_GAUGE_BAUDS: Final = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
-_TERMINATORS: Final[Mapping[str, bytes]] = MappingProxyType(
-    {"none": b"", "lf": b"\n", "crlf": b"\r\n"}
-)
-_SECURITY_CODE: Final = re.compile(r"[!-~]{6}")
-# Control characters that cannot end a TLS reply: they start, abort or break up messages.
-_ETX_REFUSED: Final[Mapping[int, str]] = MappingProxyType(
-    {
-        0x01: "SOH, which starts every message",
-        0x0A: "LF, a line end inside display-format reports",
-        0x0D: "CR, a line end inside display-format reports",
-        0x1B: "ESC, which aborts a reply",
-    }
-)
-
-
-def _read_gauges(root: _Table, lines: Sequence[LineConfig]) -> tuple[GaugeConfig, ...]:
-    gauges: list[GaugeConfig] = []
-    for t in root.tables("gauges", _GAUGE_KEYS, "name"):
-        gauge = _read_gauge(t)
-        for j, other in enumerate(gauges):
-            if other.name == gauge.name:
-                raise t.fail(
-                    "name",
-                    f"duplicate gauge name {_show(gauge.name)} "
-                    f"(also in the {ordinal(j + 1)} [[gauges]])",
-                )
-            if gauge.port is not None and other.port == gauge.port:
-                raise t.fail(
-                    "port", f"port {_show(gauge.port)} is already used by gauge {_show(other.name)}"
-                )
-            if gauge.host is not None and (other.host, other.tcp_port) == (
-                gauge.host,
-                gauge.tcp_port,
-            ):
-                raise t.fail(
-                    "host",
-                    f"{gauge.host}:{gauge.tcp_port} is already used by gauge {_show(other.name)}",
-                )
-        # One task owns one bus: a gauge cannot share a serial port with a pump line.
-        for line in lines:
-            if gauge.port == line.port:
-                raise t.fail(
-                    "port", f"port {_show(line.port)} is already used by line {_show(line.name)}"
-                )
-        gauges.append(gauge)
-    return tuple(gauges)
-
-
-def _read_gauge(t: _Table) -> GaugeConfig:
-    default = GaugeConfig(name="", protocol="")
-    name = t.req_str("name")
-    protocol = t.req_str("protocol")
-    if protocol not in _GAUGE_PROTOCOLS:
-        known = ", ".join(sorted(_GAUGE_PROTOCOLS))
-        raise t.fail("protocol", f"unknown gauge protocol {_show(protocol)} (known: {known})")
-    for other, keys in _GAUGE_OWN_KEYS.items():
-        for key in keys:
-            if other != protocol and key in t.data:
-                raise t.fail(key, f"is only used with protocol {_show(other)}")
-    port = t.req_str("port") if "port" in t.data else None
-    host = t.req_str("host") if "host" in t.data else None
-    if port is not None and host is not None:
-        raise t.fail("host", "give either port (a serial line) or host (TCP), not both")
-    if port is None and host is None:
-        raise t.fail("port", "missing: give port (a serial device) or host (a TCP address)")
-    tcp_port: int | None = None
-    if host is not None:
-        if any(c.isspace() for c in host) or "/" in host:
-            raise t.fail("host", f"{_show(host)} is not a host name or address (no scheme, path)")
-        for key in _GAUGE_SERIAL_KEYS:
-            if key in t.data:
-                raise t.fail(key, "is only used with a serial port, not with host")
-        tcp_port = t.opt_int("tcp_port", _GAUGE_TCP_PORTS[protocol], lo=1, hi=65535)
-    elif "tcp_port" in t.data:
-        raise t.fail("tcp_port", "is only used with host (a gauge over TCP)")
-    security_code = t.opt_str("security_code", default.security_code)
-    if security_code and not _SECURITY_CODE.fullmatch(security_code):
-        raise t.fail(
-            "security_code",
-            "must be the console's 6-character security code (letters, digits, punctuation, no "
-            "spaces); leave it out when the console's security is off",
-        )
-    etx = t.opt_int("etx", default.etx, lo=0, hi=0x7F)
-    if etx in _ETX_REFUSED:
-        raise t.fail("etx", f"{_hex(etx)} cannot end a reply: it is {_ETX_REFUSED[etx]}")
-    if 0x20 <= etx < 0x7F:
-        raise t.fail("etx", f"{_hex(etx)} is a printable character and could occur in a reply")
-    register_map = t.opt_file("register_map")
-    if protocol == "modbus_probe" and register_map is None:
-        raise t.fail(
-            "register_map",
-            "missing: a Modbus probe line needs the register map of its probes (a TOML file, "
-            "relative to this file)",
-        )
-    return GaugeConfig(
-        name=name,
-        protocol=protocol,
-        port=port,
-        host=host,
-        tcp_port=tcp_port,
-        baud=t.opt_int("baud", default.baud, choices=_GAUGE_BAUDS),
-        parity=t.choice("parity", default.parity, ("odd", "even", "none")),
-        bytesize=t.opt_int("bytesize", default.bytesize, choices=(7, 8)),
-        stopbits=t.opt_int("stopbits", default.stopbits, choices=(1, 2)),
-        reply_timeout_ms=t.opt_int(
-            "reply_timeout_ms", _GAUGE_REPLY_TIMEOUTS[protocol], lo=50, hi=60000
-        ),
-        poll_interval_s=t.opt_number("poll_interval_s", default.poll_interval_s, lo=0.5, hi=3600),
-        offline_after=t.opt_int("offline_after", default.offline_after, lo=1, hi=20),
-        security_code=security_code,
-        terminator=t.choice("terminator", default.terminator, tuple(_TERMINATORS)),
-        etx=etx,
-        units=cast(GaugeUnits, t.choice("units", default.units, _GAUGE_UNITS)),
-        inventory_format=cast(
-            InventoryFormat,
-            t.choice("inventory_format", default.inventory_format, _INVENTORY_FORMATS),
-        ),
-        register_map=register_map,
-    )
-
-
-_TANK_KEYS: Final = (
-    "number",
-    "name",
-    "grade",
-    "capacity_l",
-    "safe_fill_pct",
-    "height_mm",
-    "density_15",
-    "chart",
-    "chart_file",
-    "gauge",
-    "gauge_tank",
-    "device_id",
-    "low_product_l",
-    "high_water_mm",
-    "overfill_pct",
-    "sudden_loss_l",
-    "hysteresis_pct",
-    "delivery_min_l",
-    "delivery_settle_s",
-    "reconciliation_limit_l",
-    "inventory_threshold_l",
-    "inventory_interval_s",
-)
-_DENSITY_15: Final = (Decimal(653), Decimal(1075))  # the range of table 54B, kg/m³
-_DEFAULT_LOW_PRODUCT_SHARE: Final = Decimal("0.10")
-
-
-def _read_tanks(
-    root: _Table, grades: Sequence[GradeConfig], gauges: Sequence[GaugeConfig]
-) -> tuple[TankConfig, ...]:
-    grades_by_id = {g.id: g for g in grades}
-    gauges_by_name = {g.name: g for g in gauges}
-    tanks: list[TankConfig] = []
-    for t in root.tables("tanks", _TANK_KEYS, "number"):
-        tank = _read_tank(t, grades_by_id, gauges_by_name)
-        for j, other in enumerate(tanks):
-            if other.number == tank.number:
-                raise t.fail(
-                    "number",
-                    f"duplicate tank number {tank.number} (also in the {ordinal(j + 1)} [[tanks]])",
-                )
-            if (other.gauge, other.device_id, other.gauge_tank) == (
-                tank.gauge,
-                tank.device_id,
-                tank.gauge_tank,
-            ):
-                raise t.fail(*_same_probe(tank, other))
-        tanks.append(tank)
-    return tuple(tanks)
-
-
-def _same_probe(tank: TankConfig, other: TankConfig) -> tuple[str, str]:
-    """Key and message for two tanks read by the same gauge input."""
-    gauge = _show(tank.gauge)
-    if tank.device_id is None:
-        where, key = f"tank {tank.gauge_tank}", "gauge_tank"
-    elif tank.gauge_tank == 1:
-        where, key = f"device {tank.device_id}", "device_id"
-    else:
-        where, key = f"device {tank.device_id} tank {tank.gauge_tank}", "gauge_tank"
-    return key, f"gauge {gauge} {where} already reads tank {other.number}"
-
-
-def _read_tank(
-    t: _Table, grades: Mapping[str, GradeConfig], gauges: Mapping[str, GaugeConfig]
-) -> TankConfig:
-    default = TankConfig(
-        number=0,
-        grade="",
-        capacity_l=Decimal(1),
-        height_mm=Decimal(1),
-        density_15=Decimal(745),
-        gauge="",
-    )
-    number = t.req_int("number", lo=1, hi=99)
-    grade = t.req_str("grade")
-    if grade not in grades:
-        raise t.fail(
-            "grade",
-            f"grade {_show(grade)} is not defined in [[grades]] (defined: {_listing(grades)})",
-        )
-    gauge_name = t.req_str("gauge")
-    gauge = gauges.get(gauge_name)
-    if gauge is None:
-        raise t.fail("gauge", f"unknown gauge {_show(gauge_name)} (defined: {_listing(gauges)})")
-    device_id: int | None = None
-    if gauge.protocol == "veeder_root":
-        if "device_id" in t.data:
-            raise t.fail(
-                "device_id",
-                "is only used on a modbus_probe gauge; a Veeder-Root console numbers its tanks "
-                "with gauge_tank",
-            )
-        gauge_tank = t.req_int("gauge_tank", lo=1, hi=99)
-    else:
-        device_id = t.req_int("device_id", lo=1, hi=247)
-        gauge_tank = t.opt_int("gauge_tank", default.gauge_tank, lo=1, hi=99)
-    capacity = _positive(t, "capacity_l", None)
-    height = _positive(t, "height_mm", None)
-    density = _density(t)
-    safe_fill = _percentage(t, "safe_fill_pct", default.safe_fill_pct, lo=50)
-    chart, chart_file = _read_chart(t, gauge, capacity, height, safe_fill)
-    low_default = (capacity * _DEFAULT_LOW_PRODUCT_SHARE).quantize(Decimal("0.01"))
-    low = t.opt_decimal("low_product_l", low_default, max_places=_MAX_DECIMALS)
-    if not 0 <= low < capacity:
-        raise t.fail(
-            "low_product_l",
-            f"{_show_decimal(low)} must be at least 0 and less than capacity_l "
-            f"{_show_decimal(capacity)}",
-        )
-    high_water = t.opt_decimal("high_water_mm", default.high_water_mm, max_places=_MAX_DECIMALS)
-    if not 0 <= high_water < height:
-        raise t.fail(
-            "high_water_mm",
-            f"{_show_decimal(high_water)} must be at least 0 and less than height_mm "
-            f"{_show_decimal(height)}",
-        )
-    delivery_min = _positive(t, "delivery_min_l", default.delivery_min_l)
-    if delivery_min >= capacity:
-        raise t.fail(
-            "delivery_min_l",
-            f"{_show_decimal(delivery_min)} must be less than capacity_l {_show_decimal(capacity)}",
-        )
-    allowance = t.opt_decimal(
-        "reconciliation_limit_l", default.reconciliation_limit_l, max_places=_MAX_DECIMALS
-    )
-    if allowance < 0:
-        raise t.fail(
-            "reconciliation_limit_l", f"must be at least 0, got {_show_decimal(allowance)}"
-        )
-    return TankConfig(
-        number=number,
-        grade=grade,
-        capacity_l=capacity,
-        height_mm=height,
-        density_15=density,
-        gauge=gauge_name,
-        gauge_tank=gauge_tank,
-        device_id=device_id,
-        name=t.opt_str("name", default.name),
-        safe_fill_pct=safe_fill,
-        chart=chart,
-        chart_file=chart_file,
-        low_product_l=low,
-        high_water_mm=high_water,
-        overfill_pct=_percentage(t, "overfill_pct", default.overfill_pct, lo=50),
-        sudden_loss_l=_positive(t, "sudden_loss_l", default.sudden_loss_l),
-        hysteresis_pct=_percentage(t, "hysteresis_pct", default.hysteresis_pct, lo=0, hi=50),
-        delivery_min_l=delivery_min,
-        delivery_settle_s=t.opt_int("delivery_settle_s", default.delivery_settle_s, lo=10, hi=3600),
-        reconciliation_limit_l=allowance,
-        inventory_threshold_l=_positive(t, "inventory_threshold_l", default.inventory_threshold_l),
-        inventory_interval_s=t.opt_int(
-            "inventory_interval_s", default.inventory_interval_s, lo=10, hi=86400
-        ),
-    )
-
-
-def _positive(t: _Table, key: str, default: Decimal | None) -> Decimal:
-    """A volume or length greater than 0; required when there is no default."""
-    if default is None:
-        value = t.req_decimal(key, max_places=_MAX_DECIMALS)
-    else:
-        value = t.opt_decimal(key, default, max_places=_MAX_DECIMALS)
-    if value <= 0:
-        raise t.fail(key, f"must be greater than 0, got {_show_decimal(value)}")
-    return value
-
-
-def _percentage(t: _Table, key: str, default: Decimal, *, lo: int, hi: int = 100) -> Decimal:
-    value = t.opt_decimal(key, default, max_places=_MAX_DECIMALS)
-    if not lo <= value <= hi:
-        raise t.fail(key, f"{_show_decimal(value)} is out of range ({lo}..{hi} %)")
-    return value
-
-
-def _density(t: _Table) -> Decimal:
-    if "density_15" not in t.data:
-        raise t.fail(
-            "density_15",
-            "missing required key: the product's density at 15 °C in kg/m³, from its delivery "
-            "note (about 720..775 for gasoline, 820..850 for diesel); the temperature "
-            "compensation of every volume depends on it",
-        )
-    density = t.req_decimal("density_15", max_places=_MAX_DECIMALS)
-    low, high = _DENSITY_15
-    if not low <= density <= high:
-        raise t.fail(
-            "density_15",
-            f"{_show_decimal(density)} kg/m³ is outside table 54B ({low}..{high} kg/m³ at "
-            "15 °C); is it in kg/m³ (745, not 0.745)?",
-        )
-    return density
-
-
-def _read_chart(
-    t: _Table, gauge: GaugeConfig, capacity: Decimal, height: Decimal, safe_fill_pct: Decimal
-) -> tuple[TankChart | None, Path | None]:
-    path = t.opt_file("chart_file")
-    if "chart" in t.data and path is not None:
-        raise t.fail("chart_file", "give either chart or chart_file, not both")
-    if "chart" in t.data:
-        key, chart = "chart", _inline_chart(t)
-    elif path is not None:
-        key, chart = "chart_file", _chart_file(t, path)
-    elif gauge.protocol == "modbus_probe":
-        raise t.fail(
-            "chart",
-            f"missing: tank on Modbus probe gauge {_show(gauge.name)} needs its tank chart "
-            "(chart or chart_file): a probe measures heights, not volumes",
-        )
-    else:
-        return None, None
-    if chart.max_height > height:
-        raise t.fail(
-            key, f"the chart reaches {chart.max_height} mm, above height_mm {_show_decimal(height)}"
-        )
-    if chart.max_volume > capacity:
-        raise t.fail(
-            key,
-            f"the chart holds {chart.max_volume} L at its top, more than capacity_l "
-            f"{_show_decimal(capacity)}",
-        )
-    safe_fill = (capacity * safe_fill_pct / 100).quantize(Decimal("0.01"))
-    if chart.max_volume < safe_fill:
-        raise t.fail(
-            key,
-            f"the chart ends at {chart.max_volume} L, below the safe fill volume {safe_fill} L "
-            f"({safe_fill_pct} % of capacity_l): a fuller tank could not be measured",
-        )
-    return chart, path
-
-
-def _inline_chart(t: _Table) -> TankChart:
-    value = t.data["chart"]
-    if not isinstance(value, list):
-        raise t.fail(
-            "chart",
-            "expected an array of [height_mm, volume_l] pairs, e.g. chart = [[0, 0], "
-            f"[100, 1200]], got {_show(value)}",
-        )
-    points: list[tuple[Decimal, Decimal]] = []
-    for i, pair in enumerate(value):
-        key = f"chart[{i}]"
-        if not isinstance(pair, list) or len(pair) != 2:
-            shown = f"an array of {len(pair)}" if isinstance(pair, list) else _show(pair)
-            raise t.fail(key, f"expected a [height_mm, volume_l] pair, got {shown}")
-        points.append((_chart_number(t, key, pair[0]), _chart_number(t, key, pair[1])))
-    try:
-        return TankChart(tuple(points))
-    except InvalidChart as exc:
-        raise t.fail("chart" if exc.index is None else f"chart[{exc.index}]", str(exc)) from None
-
-
-def _chart_number(t: _Table, key: str, value: object) -> Decimal:
-    if isinstance(value, float):
-        raise t.fail(
-            key,
-            f"got the TOML float {value!r}; floats are not exact, so write chart heights and "
-            f'volumes as integers or strings ("{value!r}")',
-        )
-    return t._decimal(key, value, _MAX_DECIMALS, None)
-
-
-def _chart_file(t: _Table, path: Path) -> TankChart:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise t.fail("chart_file", f"cannot read {path}: {reason or exc}") from None
-    try:
-        return TankChart.parse_csv(text)
-    except InvalidChart as exc:
-        raise t.fail("chart_file", f"{path}: {exc}") from None
-
-
-# --------------------------------------------------------------------------- field readers
-
-_T = TypeVar("_T")
-
-
-class _Table:
-    """One TOML table under validation: knows its key path, refuses unknown keys, and reads
-    typed fields, raising a `ConfigError` that names the file and the key."""
-
-    def __init__(
-        self,
-        data: Mapping[str, Any],
-        path: str,
-        source: Path,
-        allowed: Collection[str] | None,
-    ) -> None:
-        self.data = data
-        self.path = path
-        self.source = source
-        if allowed is not None:
-            for key in data:  # file order, so the first typo in the file is reported
-                if key not in allowed:
-                    raise self.fail(None, f"unknown key {_show(key)}{_hint(key, allowed)}")
-
-    def key_path(self, key: str | None) -> str:
-        if key is None:
-            return self.path
-        return f"{self.path}.{key}" if self.path else key
-
-    def fail(self, key: str | None, message: str) -> ConfigError:
-        return _error(self.source, self.key_path(key), message)
-
-    # -- nested tables
-
-    def table(self, key: str, allowed: Collection[str] | None, *, required: bool = False) -> _Table:
-        """A sub-table; a missing optional one reads as empty. `allowed=None` means its keys
-        are data (e.g. nozzle numbers) rather than names."""
-        value = self._get(key, required=required)
-        if value is None:
-            value = {}
-        if not isinstance(value, Mapping):
-            raise self.fail(key, f"expected a table, got {_show(value)}")
-        return _Table(value, self.key_path(key), self.source, allowed)
-
-    def tables(self, key: str, allowed: Collection[str], ident: str) -> list[_Table]:
-        """An array of tables (``[[key]]``); missing reads as empty. Each is named in messages
-        by its `ident` key (`entry_path`)."""
-        value = self._get(key, required=False)
-        if value is None:
-            return []
-        if not isinstance(value, list | tuple):
-            raise self.fail(key, f"expected an array of tables ([[{key}]]), got {_show(value)}")
-        result = []
-        for i, item in enumerate(value):
-            path = entry_path(self.key_path(key), value, i, ident)
-            if not isinstance(item, Mapping):
-                raise _error(self.source, path, f"expected a table, got {_show(item)}")
-            result.append(_Table(item, path, self.source, allowed))
-        return result
-
-    # -- strings
-
-    def req_str(self, key: str) -> str:
-        value = self.as_str(key, self._get(key, required=True))
-        if not value.strip():
-            raise self.fail(key, "must not be empty")
-        return value
-
-    def opt_str(self, key: str, default: str) -> str:
-        value = self._get(key, required=False)
-        return default if value is None else self.as_str(key, value)
-
-    def choice(self, key: str, default: str, choices: Sequence[str]) -> str:
-        value = self.opt_str(key, default)
-        if value not in choices:
-            options = ", ".join(_show(c) for c in choices)
-            raise self.fail(key, f"expected one of {options}, got {_show(value)}")
-        return value
-
-    def as_str(self, key: str, value: object) -> str:
-        if not isinstance(value, str):
-            raise self.fail(key, f"expected a string, got {_show(value)}")
-        return value
-
-    # -- booleans
-
-    def opt_bool(self, key: str, default: bool) -> bool:
-        value = self._get(key, required=False)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            hint = ""
-            if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-                hint = " (write it without quotes)"
-            raise self.fail(key, f"expected true or false, got {_show(value)}{hint}")
-        return value
-
-    # -- files
-
-    def opt_file(self, key: str) -> Path | None:
-        """An existing file; a relative path is resolved against the config file's directory."""
-        value = self._get(key, required=False)
-        if value is None:
-            return None
-        text = self.as_str(key, value)
-        if not text.strip():
-            raise self.fail(key, "must not be empty")
-        path = Path(text)
-        if not path.is_absolute():
-            path = (self.source.parent / path).resolve()
-        if not path.is_file():
-            state = "is not a file" if path.exists() else "not found"
-            raise self.fail(key, f"{path}: {state}")
-        return path
-
-    # -- integers
-
-    def req_int(self, key: str, *, lo: int | None = None, hi: int | None = None) -> int:
-        return self._int(key, self._get(key, required=True), lo, hi, None)
-
-    def opt_int(
-        self,
-        key: str,
-        default: int,
-        *,
-        lo: int | None = None,
-        hi: int | None = None,
-        choices: Sequence[int] | None = None,
-    ) -> int:
-        value = self._get(key, required=False)
-        return default if value is None else self._int(key, value, lo, hi, choices)
-
-    def _int(
-        self,
-        key: str,
-        value: object,
-        lo: int | None,
-        hi: int | None,
-        choices: Sequence[int] | None,
-    ) -> int:
-        # bool is a subclass of int in Python, but `true` is never a number in a config.
-        if isinstance(value, bool) or not isinstance(value, int):
-            hint = ""
-            if isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
-                hint = " (write it without quotes)"
-            raise self.fail(key, f"expected an integer, got {_show(value)}{hint}")
-        if choices is not None and value not in choices:
-            options = ", ".join(str(c) for c in choices)
-            raise self.fail(key, f"expected one of {options}, got {value}")
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise self.fail(key, f"{value} is out of range ({_range(lo, hi)})")
-        return value
-
-    # -- real numbers (durations and the like, never money)
-
-    def opt_number(self, key: str, default: float, *, lo: float, hi: float) -> float:
-        value = self._get(key, required=False)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(key, f"expected a number, got {_show(value)}")
-        if not lo <= value <= hi:  # also refuses nan and inf
-            raise self.fail(key, f"{value} is out of range ({_range(lo, hi)})")
-        return float(value)
-
-    # -- decimals (money, volumes)
-
-    def req_decimal(self, key: str, *, max_places: int, limit_name: str | None = None) -> Decimal:
-        return self._decimal(key, self._get(key, required=True), max_places, limit_name)
-
-    def opt_decimal(
-        self, key: str, default: _T, *, max_places: int, limit_name: str | None = None
-    ) -> Decimal | _T:
-        value = self._get(key, required=False)
-        return default if value is None else self._decimal(key, value, max_places, limit_name)
-
-    def _decimal(self, key: str, value: object, max_places: int, limit_name: str | None) -> Decimal:
-        if isinstance(value, float):
-            bare_key = key.rsplit(".", 1)[-1]
-            raise self.fail(
-                key,
-                f"got the TOML float {value!r}; floats are binary and not exact, so money and "
-                f'volumes are written as strings: {bare_key} = "{value!r}"',
-            )
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            raise self.fail(key, f'expected a decimal string like "7.89", got {_show(value)}')
-        if isinstance(value, str) and not _DECIMAL_TEXT.fullmatch(value):
-            raise self.fail(key, f'expected a decimal number like "7.89", got {_show(value)}')
-        number = Decimal(value)
-        places = _places(number)
-        if places > max_places:
-            by = f" by {limit_name}" if limit_name else ""
-            raise self.fail(
-                key,
-                f"{_show(value)} has {places} decimal places, at most {max_places} allowed{by}",
-            )
-        return number
-
-    def _get(self, key: str, *, required: bool) -> Any:
-        # TOML has no null, so None can only mean "absent".
-        if key in self.data:
-            return self.data[key]
-        if required:
-            raise self.fail(key, "missing required key")
-        return None
 
 
 def entry_path(prefix: str, items: Sequence[object], index: int, ident: str) -> str:
@@ -1831,3 +1854,22 @@ def _hint(key: str, allowed: Collection[str]) -> str:
     if close:
         return f" (did you mean {_show(close[0])}?)"
     return f" (allowed: {', '.join(allowed)})"
+
+
+_SECTION_MODELS: Final[tuple[type[_Table], ...]] = (
+    StationConfig,
+    StoreConfig,
+    GradeConfig,
+    LineConfig,
+    PumpConfig,
+    AuthorizationConfig,
+    LimitsConfig,
+    LoggingConfig,
+    HealthConfig,
+    CommandKey,
+    CloudConfig,
+    ControlConfig,
+    MetricsConfig,
+    GaugeConfig,
+    TankConfig,
+)

@@ -319,7 +319,7 @@ MISTAKES = [
         'unit_price = "7.45"',
         'unit_price = "7.455"',
         'grades[id="92"].unit_price: "7.455" has 3 decimal places, at most 2 allowed by '
-        'price_decimals',
+        "price_decimals",
         id="price-too-precise",
     ),
     pytest.param(
@@ -410,7 +410,7 @@ MISTAKES = [
         "baud = 9600",
         "baud = 9601",
         'lines[name="north"].baud: expected one of 1200, 2400, 4800, 9600, 19200, 38400, 57600, '
-        '115200, '
+        "115200, "
         "got 9601",
         id="bad-baud",
     ),
@@ -658,7 +658,7 @@ CLOUD_MISTAKES = [
         KEY_B,
         KEY_B + "\n" + KEY_B,
         'cloud.command_keys[2nd].id: duplicate key id "cloud-2026a" (also in the 1st '
-        '[[cloud.command_keys]])',
+        "[[cloud.command_keys]])",
         id="duplicate-key-id",
     ),
     pytest.param(
@@ -671,7 +671,7 @@ CLOUD_MISTAKES = [
         f'public_key = "{CLOUD_KEY}"',
         'public_key = "bm90IGEga2V5"',
         'cloud.command_keys[id="cloud-2026a"].public_key: "bm90IGEga2V5" is not an Ed25519 public '
-        'key: a raw '
+        "key: a raw "
         "Ed25519 public key is 32 bytes, this base64 holds 9",
         id="short-key",
     ),
@@ -679,21 +679,21 @@ CLOUD_MISTAKES = [
         f'public_key = "{CLOUD_KEY}"',
         'public_key = "!!"',
         'cloud.command_keys[id="cloud-2026a"].public_key: "!!" is not an Ed25519 public key: '
-        'neither base64',
+        "neither base64",
         id="garbage-key",
     ),
     pytest.param(
         f'public_key = "{CLOUD_KEY}"',
         "",
         'cloud.command_keys[id="cloud-2026a"].public_key: missing: give public_key (base64) or '
-        'public_key_file',
+        "public_key_file",
         id="no-public-key",
     ),
     pytest.param(
         f'public_key = "{CLOUD_KEY}"',
         f'public_key = "{CLOUD_KEY}"\npublic_key_file = "station.toml"',
         'cloud.command_keys[id="cloud-2026a"].public_key_file: give either public_key or '
-        'public_key_file',
+        "public_key_file",
         id="both-key-forms",
     ),
     pytest.param(
@@ -1088,7 +1088,7 @@ TANK_MISTAKES = [
         'protocol = "veeder_root"',
         'protocol = "tls350"',
         'gauges[name="tls"].protocol: unknown gauge protocol "tls350" (known: modbus_probe, '
-        'veeder_root)',
+        "veeder_root)",
         id="gauge-protocol",
     ),
     pytest.param(
@@ -1465,7 +1465,7 @@ TANK_MISTAKES = [
     pytest.param(
         'chart_file = "tank3.csv"',
         "",
-        'tanks[number=3].chart: missing: tank on Modbus probe gauge "probes" needs its tank chart',
+        'tanks[number=3].chart: missing: tank on Modbus probe line "probes" needs its tank chart',
         id="modbus-tank-without-chart",
     ),
     pytest.param(

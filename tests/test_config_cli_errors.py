@@ -5,10 +5,12 @@ file and what is wrong with it (missing, or which key and why), exit status 1 as
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from edgectl.cli.main import build_parser, main
 from tests.control.clikit import cli
@@ -95,6 +97,19 @@ def _run(capsys: pytest.CaptureFixture[str], command: str, config: Path) -> tupl
 @pytest.fixture(autouse=True)
 def _no_config_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("EDGECTL_CONFIG", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _logging_kept() -> Iterator[None]:
+    """Some commands set up logging on this test's captured stderr before they read the
+    config (simulate, cloud ingest): later tests must not log to that closed stream."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
