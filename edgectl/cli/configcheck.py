@@ -1,9 +1,11 @@
-"""`edgectl config check FILE`: is a station config valid, and what is wrong with it if not."""
+"""`edgectl config check FILE`: is a station config valid, and what is wrong with it if not;
+`edgectl config schema`: the JSON Schema of station.toml, for editors."""
 
 from __future__ import annotations
 
 import argparse
 import grp
+import json
 import os
 import re
 import stat
@@ -12,7 +14,7 @@ from typing import Any
 
 from edgectl.cli import output
 from edgectl.cli.output import Subparsers
-from edgectl.config import Config, load_config, refuse_placeholders
+from edgectl.config import Config, json_schema, load_config, refuse_placeholders
 from edgectl.errors import ConfigError
 
 EXAMPLE = """\
@@ -88,6 +90,37 @@ def register(sub: Subparsers) -> None:
     )
     check.add_argument("--json", action="store_true", help="print JSON for scripts")
     check.set_defaults(func=output.guarded("config check", run_check))
+    schema = actions.add_parser(
+        "schema",
+        help="print the JSON Schema of station.toml (for editors)",
+        description="Print the JSON Schema of a station config, generated from the models "
+        "the daemon validates it with. config/station.schema.json is this output.",
+        epilog=SCHEMA_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    schema.set_defaults(func=output.guarded("config schema", run_schema))
+
+
+SCHEMA_EXAMPLE = """\
+example:
+  edgectl config schema > config/station.schema.json
+
+An editor with a TOML language server (Even Better TOML, taplo) checks and completes a
+station.toml whose first line is:  #:schema ./station.schema.json
+It describes the file's shape (keys, types, ranges, choices); `edgectl config check` also
+checks what a schema cannot (references between sections, files, this machine).
+exit status: 0 printed, 2 usage error.
+"""
+
+
+def run_schema(args: argparse.Namespace) -> int:
+    print(schema_text(), end="")
+    return output.EXIT_OK
+
+
+def schema_text() -> str:
+    """config/station.schema.json as it is shipped: generated, stable, ending in a newline."""
+    return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
 
 
 def run_check(args: argparse.Namespace) -> int:
