@@ -106,6 +106,11 @@ def _loading(info: ValidationInfo) -> _Loading | None:
     return info.context if isinstance(info.context, _Loading) else None
 
 
+# Stands in a message for the bare name of the key it is about, filled in by `_translate`
+# (a value's reader does not know its key's name).
+_THE_KEY: Final = "\x00key\x00"
+
+
 def _bad(message: str, *at: str | int) -> PydanticCustomError:
     """A mistake at `at` below the table being validated (the table itself when empty)."""
     return PydanticCustomError("config", "{message}", {"message": message, "at": at})
@@ -226,7 +231,7 @@ def _read_decimal(value: object, max_places: int, limit_name: str | None = None)
     if isinstance(value, float):
         raise _bad(
             f"got the TOML float {value!r}; floats are binary and not exact, so money and "
-            "volumes are written as strings: {key} = " + f'"{value!r}"'
+            f'volumes are written as strings: {_THE_KEY} = "{value!r}"'
         )
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise _bad(f'expected a decimal string like "7.89", got {_show(value)}')
@@ -411,17 +416,17 @@ class GradeConfig(_Table):
 
     @classmethod
     def _prepare(cls, data: dict[str, Any], load: _Loading) -> dict[str, Any]:
-        # The price's places are bounded by price_decimals: read it first (its own mistakes
-        # are reported as the field's), then the price with that bound.
-        places = data.get("price_decimals", 2)
-        readable = isinstance(places, int) and not isinstance(places, bool) and 0 <= places <= 4
-        if readable and "unit_price" in data:
-            try:
-                data["unit_price"] = _read_decimal(
-                    data["unit_price"], places, limit_name="price_decimals"
-                )
-            except PydanticCustomError as exc:
-                raise _bad(_message(exc), "unit_price") from None
+        # The price's places are bounded by price_decimals: read that first, then the price.
+        places: int = 2
+        if "price_decimals" in data:
+            places = _at("price_decimals", _DECIMALS.check, data["price_decimals"], load)
+        if "unit_price" in data:
+            data["unit_price"] = _at(
+                "unit_price",
+                lambda value, _: _read_decimal(value, places, limit_name="price_decimals"),
+                data["unit_price"],
+                load,
+            )
         return data
 
     def _check(self, given: frozenset[str], load: _Loading) -> None:
@@ -1629,7 +1634,7 @@ def _translate(error: Any, data: Mapping[str, Any], source: Path) -> ConfigError
     else:  # a check left to pydantic (a type given in code, say)
         message = error["msg"]
     bare = next((part for part in reversed(loc) if isinstance(part, str)), "")
-    return _error(source, _key_path(data, loc), message.replace("{key}", bare))
+    return _error(source, _key_path(data, loc), message.replace(_THE_KEY, bare))
 
 
 # How an entry of each array of tables is named (`entry_path`).
