@@ -5,6 +5,7 @@ file and what is wrong with it (missing, or which key and why), exit status 1 as
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,6 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "cloud clear": ("--order-id", "o-1", "--key", "/nope.key"),
     "cloud follow": (),
     "status": (),
-    "health": (),
     "history": (),
     "metrics": (),
     "pumps": (),
@@ -62,6 +62,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
 }
 # Its --config is the ingest worker's [backend] file, not a station's (tested below).
 BACKEND_CONFIG = ("cloud ingest",)
+# A monitoring plugin: it says UNKNOWN on stdout and exits 3 (tested below).
+PLUGIN = ("health",)
 
 
 def _commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> Iterator[str]:
@@ -75,7 +77,7 @@ def _commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> I
 
 
 def test_the_table_has_every_command_that_takes_a_config() -> None:
-    assert sorted(_commands(build_parser())) == sorted([*COMMANDS, *BACKEND_CONFIG])
+    assert sorted(_commands(build_parser())) == sorted([*COMMANDS, *BACKEND_CONFIG, *PLUGIN])
 
 
 @pytest.fixture
@@ -135,6 +137,32 @@ def test_an_invalid_config_is_named_with_its_key(
     assert err.splitlines() == [err.rstrip("\n")]
     assert f"{invalid}: pumps[number=2].address: duplicate address 0x50 on line" in err
     assert "not running" not in err
+
+
+@pytest.mark.parametrize("json_output", [False, True])
+def test_health_with_an_unusable_config_is_unknown(
+    json_output: bool, tmp_path: Path, invalid: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nagios plugin guidelines: a check that cannot be made is UNKNOWN (3), on stdout, one
+    line, not a verdict on the station (0-2) and not "not running"."""
+    for config, why in (
+        (tmp_path / "nope.toml", "config file not found"),
+        (invalid, "pumps[number=2].address: duplicate address 0x50 on line"),
+    ):
+        code = main(["health", "--config", str(config), *(["--json"] if json_output else [])])
+        captured = capsys.readouterr()
+        assert code == 3, captured
+        assert captured.err == ""
+        if json_output:
+            verdict = json.loads(captured.out)
+            assert (verdict["status"], verdict["code"]) == ("unknown", 3)
+            line = verdict["line"]
+        else:
+            assert captured.out.count("\n") == 1
+            line = captured.out.rstrip("\n")
+        assert line.startswith("EDGECTL UNKNOWN - ")
+        assert f"{config}: {why}" in line
+        assert "not running" not in line
 
 
 def test_status_from_a_shell(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from edgectl.cli.output import Subparsers
 from edgectl.cli.records import fetch
 from edgectl.config import Config
 from edgectl.control.client import DaemonNotRunning
+from edgectl.errors import ConfigError
 from edgectl.store.store import StoreReader, open_read_only
 
 HEALTH_EXAMPLE = """\
@@ -64,8 +65,22 @@ def register(sub: Subparsers) -> None:
 
 
 # ---------------------------------------------------------------------------- health
+# A monitoring plugin that cannot make its check exits 3, UNKNOWN (the Nagios plugin
+# guidelines): a station config that cannot be read is not a verdict on the station.
+UNKNOWN = 3
+
+
 def run_health(args: argparse.Namespace) -> int:
-    verdict = verdict_of(args)
+    try:
+        verdict = verdict_of(args)
+    except ConfigError as exc:
+        verdict = {
+            "source": "config",
+            "status": "unknown",
+            "code": UNKNOWN,
+            "line": f"EDGECTL UNKNOWN - {exc}",
+            "checks": [],
+        }
     if args.json:
         output.print_json(verdict)
     else:
