@@ -257,18 +257,10 @@ def run_dart(args: argparse.Namespace) -> int:
     if args.config is None and (args.link is None or args.pumps is None):
         print("simulate dart: give --config, or --link together with --pumps", file=sys.stderr)
         return 2
-    script: list[str] | None = None
-    if args.script is not None and str(args.script) != "-":
-        try:
-            script = args.script.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            print(f"simulate dart: cannot read the script {args.script}: {exc}", file=sys.stderr)
-            return 2
-    if str(args.script) == "-" and args.control == "-":
-        print("simulate dart: stdin is either the script or the console", file=sys.stderr)
-        return 2
-    if args.keep_running and args.script is None:
-        print("simulate dart: --keep-running goes with --script", file=sys.stderr)
+    try:
+        script = _script(args)
+    except ValueError as exc:
+        print(f"simulate dart: {exc}", file=sys.stderr)
         return 2
     configure(level="info", fmt="console")
     reply_delay_s = args.reply_delay_ms / 1000
@@ -303,18 +295,10 @@ def run_dart(args: argparse.Namespace) -> int:
 def run_ifsf(args: argparse.Namespace) -> int:
     from edgectl.logs import configure
 
-    script: list[str] | None = None
-    if args.script is not None and str(args.script) != "-":
-        try:
-            script = args.script.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            print(f"simulate ifsf: cannot read the script {args.script}: {exc}", file=sys.stderr)
-            return 2
-    if str(args.script) == "-" and args.control == "-":
-        print("simulate ifsf: stdin is either the script or the console", file=sys.stderr)
-        return 2
-    if args.keep_running and args.script is None:
-        print("simulate ifsf: --keep-running goes with --script", file=sys.stderr)
+    try:
+        script = _script(args)
+    except ValueError as exc:
+        print(f"simulate ifsf: {exc}", file=sys.stderr)
         return 2
     try:
         network = _ifsf_plan(args)
@@ -323,6 +307,22 @@ def run_ifsf(args: argparse.Namespace) -> int:
         return 2
     configure(level="info", fmt="console")
     return asyncio.run(_serve_network(IFSF, network, _serve_plan(args, {}, script)))
+
+
+def _script(args: argparse.Namespace) -> list[str] | None:
+    """The lines of `--script FILE` (None: no script, or `-`, stdin); ValueError for a file
+    that cannot be read or options that do not go together."""
+    if str(args.script) == "-" and args.control == "-":
+        raise ValueError("stdin is either the script or the console")
+    if args.keep_running and args.script is None:
+        raise ValueError("--keep-running goes with --script")
+    if args.script is None or str(args.script) == "-":
+        return None
+    try:
+        lines: list[str] = args.script.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the script {args.script}: {exc}") from None
+    return lines
 
 
 def _serve_plan(
