@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import ipaddress
 import random
 import socket
@@ -564,9 +565,16 @@ class IfsfNode:
             except Exception:  # a bug: logged, and the rest of the node goes on
                 log.exception("ifsf_task_failed", node=self.name, task=what)
 
+        def done(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            # A task cancelled before its first step (a stop right after the start) never
+            # awaited `work`: close it, or the interpreter warns that it was never awaited.
+            if inspect.iscoroutine(work):
+                work.close()
+
         task = asyncio.create_task(guarded(), name=f"{self.name}-{what}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(done)
         return task
 
     # ------------------------------------------------------------------ state

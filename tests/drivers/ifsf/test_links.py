@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import socket
+import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -579,3 +581,16 @@ async def test_a_peer_heard_before_its_server_listens_is_reached_once_it_does(
             await pair.cd.stop()
     finally:
         beating.cancel()
+
+
+async def test_a_node_stopped_right_after_its_start_leaves_no_coroutine_unawaited() -> None:
+    """Its tasks cancelled before their first step still close their work (no RuntimeWarning
+    'coroutine ... was never awaited' when they are collected)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(5):
+            node = IfsfNode(LinkSettings(lnas=(Lna(2, 1),), tcp_port=0, heartbeat_port=0))
+            await node.start()
+            await node.stop()
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
