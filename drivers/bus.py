@@ -80,6 +80,37 @@ class FrameReader(Protocol[R_co]):
     def clear(self) -> None: ...
 
 
+class DecodingReader(Generic[R]):
+    """A FrameReader over a pure codec's `decode(buffer) -> (consumed, item | None)`, which
+    returns (0, None) while the buffer does not finish an item."""
+
+    __slots__ = ("_buffer", "_decode")
+
+    def __init__(self, decode: Callable[[bytearray], tuple[int, R]]) -> None:
+        self._buffer = bytearray()
+        self._decode = decode
+
+    def receive_data(self, data: bytes) -> None:
+        self._buffer += data
+
+    def next_item(self) -> tuple[bytes, R] | None:
+        if not self._buffer:
+            return None
+        used, item = self._decode(self._buffer)
+        if used == 0:
+            return None
+        raw = bytes(self._buffer[:used])
+        del self._buffer[:used]
+        return raw, item
+
+    def held(self) -> bytes:
+        """The bytes that do not finish an item yet."""
+        return bytes(self._buffer)
+
+    def clear(self) -> None:
+        self._buffer.clear()
+
+
 class Line(Protocol):
     """What a driver tells the engine about its line: how to open and close it, what happens
     when that works or fails, which routine poll is next, and what a caller whose command

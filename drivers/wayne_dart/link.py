@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from drivers.base import DeviceTimeout, LineCounters
+from drivers.bus import DecodingReader
 from drivers.wayne_dart import codec
 from drivers.wayne_dart.codec import DCC, Frame, FrameKind, Malformed
 
@@ -50,31 +51,14 @@ Output: TypeAlias = Transact | Ack | Report | Liveness
 Exchange: TypeAlias = Generator[Output, "Frame | None", Any]
 
 
-class FrameReader:
-    """The receiving side: bytes as they come, frames (or what is wrong with them) out."""
+class FrameReader(DecodingReader[Frame | Malformed | None]):
+    """The receiving side: bytes as they come, frames (or what is wrong with them) out;
+    an item None is bytes that carry nothing."""
 
-    __slots__ = ("_buffer",)
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def receive_data(self, data: bytes) -> None:
-        self._buffer += data
-
-    def next_item(self) -> tuple[bytes, Frame | Malformed | None] | None:
-        """The next item and its bytes (the item None: bytes that carry nothing); None when
-        the bytes held do not finish a frame yet."""
-        if not self._buffer:
-            return None
-        used, item = codec.decode(self._buffer)
-        if used == 0:
-            return None
-        raw = bytes(self._buffer[:used])
-        del self._buffer[:used]
-        return raw, item
-
-    def clear(self) -> None:
-        self._buffer.clear()
+        super().__init__(codec.decode)
 
 
 class PumpLink:
