@@ -522,9 +522,7 @@ class TlsGauge:
         """Send a command; the first reply to it (or a damaged one), or None on timeout."""
         settings = self.settings
         self.progress.tick(settings.max_reply_s)  # a reply may trickle in for that long
-        self._reader.clear()
-        self.transport.discard_input()
-        await self._bus.send(wire, command)
+        await self._bus.request(self._reader, wire, command)
         self.counters.frames_sent += 1
         start = self._clock()
         # Silence for `reply_timeout_s`, before the first byte or between two, ends the wait;

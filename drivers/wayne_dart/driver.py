@@ -446,14 +446,17 @@ class DartLine:
         return await self._bus.submit(label, work, device=device)
 
     # ------------------------------------------------------------------ wire
-    async def _send(self, frame: Frame) -> bytes:
+    async def _send(self, frame: Frame, *, request: bool = False) -> bytes:
         # Routine frames (POLL, ACK) are the same bytes every time: encode them once.
         wire = self._wire.get(frame)
         if wire is None:
             wire = codec.encode(frame)
             if not frame.transactions:
                 self._wire[frame] = wire
-        await self._bus.send(wire, frame)
+        if request:
+            await self._bus.request(self._reader, wire, frame)
+        else:
+            await self._bus.send(wire, frame)
         self.counters.frames_sent += 1
         link = self._pumps.get(frame.address)
         if link is not None:
@@ -462,9 +465,7 @@ class DartLine:
 
     async def _transact(self, frame: Frame, address: int) -> Frame | None:
         """Send a frame and return the first valid frame from `address`, or None on timeout."""
-        self._reader.clear()
-        self.transport.discard_input()
-        wire = await self._send(frame)
+        wire = await self._send(frame, request=True)
         # The request itself takes time on the wire before the pump can start answering.
         at = self._clock() + len(wire) * self._char_s + self.settings.reply_timeout_s
         # Bytes that keep coming (a babbling adapter, noise) extend the wait for the rest of

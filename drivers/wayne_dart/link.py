@@ -65,7 +65,7 @@ class PumpLink:
     """The data link with one pump: our TX#, whether the pump's last TX# is known to be ours,
     the last TX# it sent (to drop its repeats), and the exchanges that use them."""
 
-    __slots__ = ("address", "counters", "last_rx_seq", "retries", "synced", "tx_seq")
+    __slots__ = ("_poll", "address", "counters", "last_rx_seq", "retries", "synced", "tx_seq")
 
     def __init__(self, address: int, counters: LineCounters, retries: int) -> None:
         self.address = address
@@ -76,6 +76,7 @@ class PumpLink:
         # until then it may hold any TX# as its last and would ignore a frame bearing it.
         self.synced = False
         self.last_rx_seq: int | None = None
+        self._poll = Transact(codec.poll(address))  # the same every time: built once
 
     def restarted(self) -> None:
         """The pump (re)appeared: it may reuse any TX#, and remember any of ours or none."""
@@ -100,7 +101,7 @@ class PumpLink:
 
     def poll(self) -> Exchange:
         """One routine POLL: the pump's EOT, or its data frame acknowledged and reported."""
-        reply = yield Transact(codec.poll(self.address))
+        reply = yield self._poll
         if reply is None:
             yield Liveness.MISSED
             return None
@@ -148,7 +149,7 @@ class PumpLink:
             return None
         # The answer comes with the pump's next data frame: poll for it.
         for _ in range(self.retries + 3):
-            reply = yield Transact(codec.poll(self.address))
+            reply = yield self._poll
             if reply is None:
                 yield Liveness.MISSED
                 continue
@@ -176,7 +177,7 @@ class PumpLink:
             for _attempt in range(self.retries + 1):
                 reply = yield Transact(frame)
                 if reply is None:
-                    there = yield Transact(codec.poll(self.address))
+                    there = yield self._poll
                     if there is None:
                         yield Liveness.MISSED
                         continue
