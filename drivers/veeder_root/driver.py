@@ -143,7 +143,8 @@ class InventoryRefused(CommandRejected):
 
 
 class TlsGauge:
-    """Client of one TLS console. Only `run()` touches the transport; requests queue.
+    """Client of one TLS console, on the bus engine (drivers/bus.py): only `run()` touches
+    the transport; requests queue.
 
     Every exchange is one command and one reply: the line is never shared by racing
     coroutines. A console that stops answering is declared offline after `offline_after`

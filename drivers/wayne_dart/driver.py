@@ -115,7 +115,8 @@ class _PumpLink:
 
 
 class DartLine:
-    """Master of one DART line. Only `run()` touches the transport; everything else queues.
+    """Master of one DART line, on the bus engine (drivers/bus.py): only `run()` touches the
+    transport; everything else queues. Its data link is drivers/wayne_dart/link.py.
 
     Commands go ahead of routine polls; pumps that are authorized or filling get every other
     poll slot; a pump that stops answering is declared offline after `offline_after` misses
