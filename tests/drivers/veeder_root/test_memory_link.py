@@ -86,3 +86,20 @@ async def test_a_pipe_that_hangs_up_is_reopened() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_a_request_running_when_the_connection_stops_is_failed_not_left_hanging() -> None:
+    """Bug fixed with the bus engine: a request taken off the queue and waiting for its reply
+    when run() was cancelled (the daemon stopping) used to leave its caller waiting for ever."""
+    pipe = console_on_a_pipe(TlsConsole(FakeTanks.two()))
+    gauge = TlsGauge(TlsGaugeSettings("tls", reply_timeout_s=1.0), pipe)
+    task = asyncio.create_task(gauge.run(60.0, lambda event: None))
+    await until(lambda: gauge.is_online)
+    pipe.delay_s = 0.5  # the console takes its time: the request is on the wire
+    read = asyncio.ensure_future(gauge.read_clock())
+    await until(lambda: len(pipe.written) == 4)  # i201, i205, i202 of the first poll, i501
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with pytest.raises(TransportError, match="gauge connection stopped"):
+        await asyncio.wait_for(read, 1.0)

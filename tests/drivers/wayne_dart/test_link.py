@@ -143,6 +143,26 @@ def test_a_pump_holding_our_next_number_is_resynced_past_it() -> None:
     assert link.synced and pump.counters.duplicates == 1
 
 
+def test_a_command_whose_ack_was_lost_is_resent_and_not_carried_out_twice() -> None:
+    counters = LineCounters()
+    link = PumpLink(0x50, counters, retries=3)
+    pump = SimPump(0x50, PRICES)
+    link.synced = True
+    lost = []
+
+    def answer(frame: Frame) -> Frame | None:
+        reply = pump.handle(frame)
+        if frame.kind is FrameKind.DATA and not lost:
+            lost.append(reply)  # the pump executed it; its ACK never reached us
+            return None
+        return reply
+
+    outputs, _ = drive(link.command((codec.Command(DCC.STOP),), None, "stop", "d"), answer)
+    assert [f.seq for f in sent(outputs)] == [1, 1]  # the same TX#: a repeat to the pump
+    assert Liveness.MISSED in outputs and counters.retransmissions == 1
+    assert pump.counters.executed == 1 and pump.counters.duplicates == 1
+
+
 def test_nak_and_silence_are_retried_then_given_up() -> None:
     counters = LineCounters()
     link = PumpLink(0x50, counters, retries=2)
