@@ -22,19 +22,34 @@ class ConfigError(EdgectlError):
 
 
 class DriverIOError(EdgectlError):
-    """A device line failed (translated from drivers.base.DriverError)."""
+    """A device or its line failed; translated from drivers.base.DriverError at one boundary
+    (edgectl/driver_errors.py). `code` is the driver's own ("timeout", "rejected", …)."""
 
     code = "driver_io"
 
 
+class LineUnavailableError(DriverIOError):
+    """The line itself failed or is down (drivers.base.TransportError)."""
+
+    code = "transport"
+
+
 class DeviceTimeoutError(DriverIOError):
+    """The device did not answer in time (drivers.base.DeviceTimeout)."""
+
     code = "timeout"
 
 
-class FrameDecodeError(EdgectlError):
-    """Bytes that do not form a valid frame."""
+class FrameDecodeError(DriverIOError):
+    """Bytes that do not form a valid frame (drivers.base.FrameError)."""
 
     code = "frame"
+
+
+class DeviceRefusedError(DriverIOError):
+    """The device refused the command (drivers.base.CommandRejected)."""
+
+    code = "rejected"
 
 
 class StoreError(EdgectlError):

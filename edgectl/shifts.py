@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
-from drivers.base import DispenserStatus, DriverError
+from drivers.base import DispenserStatus
 from edgectl.config import Config
 from edgectl.errors import EdgectlError
 from edgectl.store.store import StoreReader, utc_now
@@ -131,6 +131,6 @@ async def _ask(station: Station, service: PumpService) -> dict[int, tuple[Decima
                 volume, amount = await service.line.totals(service.address, nozzle)
                 await station.db(station.store.check_totals, number, nozzle, volume, amount)
                 read[nozzle] = (volume, amount, utc_now())
-    except (TimeoutError, DriverError, EdgectlError) as exc:
+    except (TimeoutError, EdgectlError) as exc:
         service.log.warning("shift_totals_unread", error=str(exc) or type(exc).__name__)
     return read

@@ -17,15 +17,16 @@ from drivers.base import (
     DispenserEvent,
     DispenserLine,
     DispenserStatus,
-    DriverError,
     PumpOffline,
     PumpOnline,
 )
 from edgectl.cloud import contract
 from edgectl.cloud.contract import ContractError
 from edgectl.config import Config, PumpConfig
+from edgectl.driver_errors import TranslatedLine
 from edgectl.errors import (
     CommandError,
+    DriverIOError,
     EdgectlError,
     StoreError,
     StoreUnwritableError,
@@ -395,7 +396,7 @@ class Station:
         was_online = service.online
         try:
             await service.line.stop(service.address)
-        except DriverError as exc:
+        except DriverIOError as exc:
             number = service.pump.number
             self.log.error("stop_failed", pump=number, command=why, error=str(exc))
             if not was_online:
@@ -557,7 +558,7 @@ class PumpService:
     def __init__(self, station: Station, pump: PumpConfig, line: DispenserLine) -> None:
         self.station = station
         self.pump = pump
-        self.line = line
+        self.line: DispenserLine = TranslatedLine(line)  # its errors are edgectl's
         self.address = pump.address
         self.decider = PumpDecider(
             _rules(station.config, pump), station.prices, now=station.clock()
@@ -650,7 +651,7 @@ class PumpService:
                 # so nothing was done to the pump (a sale stays held there, no release). The
                 # station's store watch wakes this pump once the store writes again.
                 pass
-            except (EdgectlError, DriverError) as exc:
+            except EdgectlError as exc:
                 self.log.error("pump_step_failed", error=str(exc), code=exc.code)
             except Exception:
                 # A bug must not stop this pump, let alone the station: log it loudly, go on.
@@ -791,7 +792,7 @@ class PumpService:
         self.log.warning("unrecorded_authorization_withdrawn")
         try:
             await self.line.stop(self.address)
-        except DriverError as exc:
+        except DriverIOError as exc:
             self.log.warning("withdraw_failed_will_retry", error=str(exc))
             self.decider.retry_later(self.station.clock())
 
@@ -876,7 +877,7 @@ class PumpService:
                 preset_amount=preset_amount,
                 preset_volume=preset_volume,
             )
-        except DriverError as exc:
+        except DriverIOError as exc:
             await self._end_auth(self.decider.authorization_refused(str(exc)))
             log.error("authorize_failed", error=str(exc))
             raise CommandError(f"pump {self.pump.number}: {exc}", code="pump_refused") from exc
@@ -984,14 +985,14 @@ class PumpService:
             totals: tuple[Decimal, Decimal] | None = None
             try:
                 totals = await self.line.totals(self.address, nozzle)
-            except DriverError as exc:
+            except DriverIOError as exc:
                 # The sale is still recorded (keyed by its authorization); only the check is lost.
                 self.log.warning("totals_unavailable", nozzle=nozzle, error=str(exc))
             sale, unmapped = decider.sale_of(info, nozzle, totals, ended_at=utc_now())
             if unmapped:
                 self.log.error("sale_on_unmapped_nozzle", nozzle=nozzle)
             recorded = await self.station.db(self.station.store.record_sale, sale)
-        except (DriverError, StoreError) as exc:
+        except (DriverIOError, StoreError) as exc:
             # The pump keeps the fill until it is reset, and it is not reset before the
             # sale is committed: trying again later loses nothing.
             if not isinstance(exc, StoreUnwritableError):  # that one the store logs, once
@@ -1042,7 +1043,7 @@ class PumpService:
     async def _reset_pump(self) -> None:
         try:
             await self.line.reset(self.address)
-        except DriverError as exc:
+        except DriverIOError as exc:
             self.log.warning("reset_failed_will_retry", error=str(exc))
             self.decider.retry_later(self.station.clock())
         else:
@@ -1064,7 +1065,7 @@ class PumpService:
         status, reason = "applied", None
         try:
             await self.line.set_prices(self.address, send.prices)
-        except DriverError as exc:
+        except DriverIOError as exc:
             status, reason = "failed", f"pump_{exc.code}"
             self.decider.prices_failed(self.station.clock())
         else:

@@ -1,9 +1,10 @@
 """Modbus tank-probe bus master: one task per bus polls its probes, one request at a time.
 
 A bus is one RS-485 line (Modbus RTU) or one TCP connection (a console or a gateway). The
-probes on it are device ids; each serves one tank (a probe) or several (a console). Only
-the bus's task talks to the pymodbus client, and every request is taken under the bus's
-lock, so a half-duplex line never carries two requests at once. A device that stops
+probes on it are device ids; each serves one tank (a probe) or several (a console). The
+bus runs on the bus engine (drivers/bus.py): only its one task talks to the pymodbus
+client, one request at a time, so a half-duplex line never carries two requests at once
+(pymodbus does the framing). A device that stops
 answering is declared offline after `offline_after` misses and then only retried with
 jittered, capped backoff, so it never slows the others down; a Modbus exception is the
 device's answer (it is online) and is reported per tank, without disturbing the bus.
@@ -17,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +54,7 @@ from drivers.base import ProbeOffline as ProbeOffline
 from drivers.base import ProbeOnline as ProbeOnline
 from drivers.base import TankReadMalformed as TankReadMalformed
 from drivers.base import TankReadRefused as TankReadRefused
+from drivers.bus import Backoff, BusEngine, Job, Poll
 from drivers.modbus_probe import adu
 from drivers.modbus_probe.adu import Adu, Framing
 from drivers.modbus_probe.registers import RegisterMap, decode_registers, implausible
@@ -237,9 +238,9 @@ class _Probe:
     """Bus-side state of one device: liveness, backoff, what was last reported."""
 
     settings: ProbeSettings
+    backoff: Backoff
     state: Literal["unknown", "online", "offline"] = "unknown"
     misses: int = 0
-    backoff_s: float = 0.0
     next_try: float = 0.0  # offline: when to try again
     next_poll: float = 0.0  # online: when the next routine poll is due
     refused: dict[int, int] = field(default_factory=dict)  # tank → exception code
@@ -257,12 +258,6 @@ class _Probe:
     @property
     def online(self) -> bool:
         return self.state == "online"
-
-
-@dataclass
-class _Request:
-    tanks: tuple[int, ...]
-    future: asyncio.Future[list[TankGaugeReading]]
 
 
 class _LinkLost(Exception):
@@ -289,7 +284,11 @@ class ModbusProbeBus:
         if len(set(ids)) != len(ids):
             raise ValueError(f"bus {settings.name}: two probes share a device id")
         self.settings = settings
-        self._probes = [_Probe(p) for p in probes]
+        self._rng = random.Random()
+        self._probes = [
+            _Probe(p, Backoff(settings.backoff_initial_s, settings.backoff_max_s, self._rng))
+            for p in probes
+        ]
         self._by_tank: dict[int, _Probe] = {}
         for probe in self._probes:
             for tank in probe.tanks:
@@ -299,18 +298,26 @@ class ModbusProbeBus:
         self._client_factory = client_factory or make_client
         self._clock = clock
         self._now = now
-        self._lock = asyncio.Lock()  # one request at a time on this bus, whoever asks
-        self._commands: deque[_Request] = deque()
-        self._wakeup = asyncio.Event()
         self._client: ModbusClient | None = None
+        self._connecting: ModbusClient | None = None
         self._emit: Emit = _discard
         self._poll_interval_s = 10.0
         self._gauge_online: bool | None = None  # None: not known yet
         self._link_useful = False  # something answered since the link was (re)opened
-        self._rng = random.Random()
         self.counters = BusCounters()
         self.progress = Progress(clock=clock)  # for the daemon's watchdog
-        self.taps: list[FrameTap] = []
+        # A link on which nothing answered is reconnected ever more slowly: the backoff is
+        # reset only when a link that served is lost.
+        self._bus = BusEngine(
+            settings.name,
+            self,
+            reopen=Backoff(settings.reconnect_initial_s, settings.reconnect_max_s, self._rng),
+            clock=clock,
+            progress=self.progress,
+            lost=(_LinkLost,),
+            stopped="bus stopped",
+        )
+        self.taps: list[FrameTap] = self._bus.taps
         link = settings.link
         self._framing: Framing = (
             "rtu" if isinstance(link, SerialLine) or link.framer == "rtu" else "socket"
@@ -346,58 +353,60 @@ class ModbusProbeBus:
             raise CommandRejected(f"no tank {tank} on this bus", device=self.name)
         if self._client is None:
             raise TransportError("the bus is not connected", device=self.name)
-        future: asyncio.Future[list[TankGaugeReading]] = asyncio.get_running_loop().create_future()
-        self._commands.append(_Request((tank,) if tank else self.tanks, future))
-        self._wakeup.set()
-        return await future
+        tanks = (tank,) if tank else self.tanks
+        return await self._bus.submit("inventory", lambda: self._read_tanks(tanks))
 
     async def run(self, poll_interval_s: float, emit: Emit) -> None:
         """Own the client: connect, poll every device each `poll_interval_s`, reconnect."""
         self._emit = emit
         self._poll_interval_s = poll_interval_s
-        delay = self.settings.reconnect_initial_s
-        first = True
-        while True:
-            self.progress.tick(self._client_timeout())  # a connect may take that long
-            # pymodbus clients bind to the running loop: build a fresh one for each attempt.
-            client = self._client_factory(self.settings, self._client_timeout(), self._trace_packet)
-            try:
-                connected = await client.connect()
-            except (ModbusException, OSError) as exc:
-                log.debug("modbus_connect_failed", bus=self.name, error=str(exc))
-                connected = False
-            finally:
-                _resume_cancellation(client)
-            if not connected:
-                client.close()
-                why = self._why_no_link()
-                self._all_offline(why.reason, why.code)
-                await self._pause(delay)
-                delay = min(delay * 2, self.settings.reconnect_max_s)
-                continue
-            if not first:
-                self.counters.reconnects += 1
-            first = False
-            self._client = client
-            self._link_useful = False
-            try:
-                await self._schedule()
-            except _LinkLost as exc:
-                lost = str(exc)
-            except asyncio.CancelledError:
-                self._fail_pending(TransportError("bus stopped", device=self.name))
-                raise
-            finally:
-                self._client = None  # from here on, read_inventory() fails at once
-                client.close()
-            log.warning("modbus_link_lost", bus=self.name, reason=lost)
-            self._fail_pending(TransportError(f"link lost: {lost}", device=self.name))
-            self._all_offline(lost)
-            # A link on which nothing answered is retried ever more slowly.
-            if self._link_useful:
-                delay = self.settings.reconnect_initial_s
-            await self._pause(delay)
-            delay = min(delay * 2, self.settings.reconnect_max_s)
+        self._bus.open_wait_s = self._client_timeout()  # a connect may take that long
+        await self._bus.run()
+
+    # The bus engine's questions (drivers/bus.py).
+    async def bus_open(self) -> None:
+        # pymodbus clients bind to the running loop: build a fresh one for each attempt.
+        client = self._client_factory(self.settings, self._client_timeout(), self._trace_packet)
+        try:
+            connected = await client.connect()
+        except (ModbusException, OSError) as exc:
+            log.debug("modbus_connect_failed", bus=self.name, error=str(exc))
+            connected = False
+        finally:
+            _resume_cancellation(client)
+        if not connected:
+            client.close()
+            raise _LinkLost("no connection")
+        self._connecting = client
+
+    def bus_open_failed(self, exc: BaseException) -> None:
+        why = self._why_no_link()
+        self._all_offline(why.reason, why.code)
+
+    def bus_opened(self, first: bool) -> None:
+        if not first:
+            self.counters.reconnects += 1
+        self._client, self._connecting = self._connecting, None
+        self._link_useful = False
+
+    def bus_close(self) -> None:
+        client, self._client = self._client, None  # from here on, read_inventory() fails
+        if client is not None:
+            client.close()
+
+    def bus_lost(self, exc: BaseException) -> None:
+        lost = str(exc)
+        log.warning("modbus_link_lost", bus=self.name, reason=lost)
+        self._all_offline(lost)
+        if self._link_useful:
+            self._bus.reopen.reset()
+
+    def bus_abandoned(self, job: Job[Any], exc: BaseException) -> BaseException:
+        if isinstance(exc, _LinkLost):
+            return TransportError(f"link lost: {exc}", device=self.name)
+        if isinstance(exc, DriverError):
+            return exc
+        return TransportError("bus stopped", device=self.name)
 
     def _why_no_link(self) -> DeviceFault:
         """What pymodbus does not say: why the serial port would not open."""
@@ -407,23 +416,12 @@ class ModbusProbeBus:
             return fault or DeviceFault(LINK_ERROR, f"cannot open {link.port}")
         return DeviceFault(UNREACHABLE, f"cannot connect to {link.host}:{link.port}")
 
-    async def _pause(self, delay: float) -> None:
-        pause = self._jitter(delay)
-        self.progress.tick(pause)
-        await asyncio.sleep(pause)
-
     # ------------------------------------------------------------------ scheduling
-    async def _schedule(self) -> None:
-        while True:
-            self.progress.tick()
-            if self._commands:
-                await self._execute(self._commands.popleft())
-                continue
-            probe = self._next_due()
-            if probe is None:
-                await self._idle_until_due()
-                continue
-            await self._poll(probe)
+    def bus_next(self) -> Poll | float:
+        probe = self._next_due()
+        if probe is None:
+            return min(self._due(p) for p in self._probes) - self._clock()
+        return self._poll(probe)
 
     def _next_due(self) -> _Probe | None:
         now = self._clock()
@@ -432,18 +430,6 @@ class ModbusProbeBus:
 
     def _due(self, probe: _Probe) -> float:
         return probe.next_poll if probe.online else probe.next_try
-
-    async def _idle_until_due(self) -> None:
-        wait = min(self._due(p) for p in self._probes) - self._clock()
-        self._wakeup.clear()
-        if self._commands or wait <= 0:
-            return
-        self.progress.tick(wait)
-        try:
-            async with asyncio.timeout(wait):
-                await self._wakeup.wait()
-        except TimeoutError:
-            pass
 
     async def _poll(self, probe: _Probe) -> None:
         probe.next_poll = self._clock() + self._poll_interval_s
@@ -456,36 +442,20 @@ class ModbusProbeBus:
                 continue
             self._emit(reading)
 
-    async def _execute(self, request: _Request) -> None:
-        if request.future.done():  # the caller gave up while it was queued
-            return
+    async def _read_tanks(self, tanks: tuple[int, ...]) -> list[TankGaugeReading]:
+        """A caller's read: what could be read, or the first error when nothing could."""
         readings: list[TankGaugeReading] = []
         first_error: DriverError | None = None
-        try:
-            for tank in request.tanks:
-                try:
-                    readings.append(await self._read_tank(self._by_tank[tank], tank))
-                except DriverError as exc:
-                    first_error = first_error or exc
-                    if len(request.tanks) == 1:
-                        break
-        except BaseException as exc:  # link lost or bus stopped: the caller must not hang
-            if not request.future.done():
-                reason = f"link lost: {exc}" if isinstance(exc, _LinkLost) else "bus stopped"
-                request.future.set_exception(TransportError(reason, device=self.name))
-            raise
-        if request.future.done():
-            return
+        for tank in tanks:
+            try:
+                readings.append(await self._read_tank(self._by_tank[tank], tank))
+            except DriverError as exc:
+                first_error = first_error or exc
+                if len(tanks) == 1:
+                    break
         if first_error is not None and not readings:
-            request.future.set_exception(first_error)
-        else:
-            request.future.set_result(readings)
-
-    def _fail_pending(self, exc: DriverError) -> None:
-        while self._commands:
-            request = self._commands.popleft()
-            if not request.future.done():
-                request.future.set_exception(exc)
+            raise first_error
+        return readings
 
     # ------------------------------------------------------------------ one tank
     async def _read_tank(self, probe: _Probe, tank: int) -> TankGaugeReading:
@@ -529,28 +499,25 @@ class ModbusProbeBus:
             else client.read_input_registers
         )
         self.progress.tick(timeout + self.settings.gap_s)
-        async with self._lock:
-            self.counters.requests += 1
-            try:
-                async with asyncio.timeout(timeout):
-                    response: ModbusPDU = await read(
-                        address, count=count, device_id=probe.device_id
-                    )
-                _resume_cancellation(None)
-            except TimeoutError:
-                self.counters.timeouts += 1
-                self._flush_rx()
-                return None
-            except ConnectionException as exc:
-                raise _LinkLost("the link closed") from exc
-            except ModbusException:
-                # pymodbus's own "no response" (or a reply from the wrong device id).
-                self.counters.timeouts += 1
-                self._flush_rx()
-                return None
-            finally:
-                if self.settings.gap_s:
-                    await asyncio.sleep(self.settings.gap_s)
+        self.counters.requests += 1
+        try:
+            async with asyncio.timeout(timeout):
+                response: ModbusPDU = await read(address, count=count, device_id=probe.device_id)
+            _resume_cancellation(None)
+        except TimeoutError:
+            self.counters.timeouts += 1
+            self._flush_rx()
+            return None
+        except ConnectionException as exc:
+            raise _LinkLost("the link closed") from exc
+        except ModbusException:
+            # pymodbus's own "no response" (or a reply from the wrong device id).
+            self.counters.timeouts += 1
+            self._flush_rx()
+            return None
+        finally:
+            if self.settings.gap_s:
+                await asyncio.sleep(self.settings.gap_s)
         self.counters.replies += 1
         if response.isError():
             self.counters.exceptions += 1
@@ -608,17 +575,12 @@ class ModbusProbeBus:
         self._rx_pending = bytearray()
 
     def _tap(self, direction: str, wire: bytes, item: Adu) -> None:
-        at = self._clock()
-        for tap in tuple(self.taps):
-            try:
-                tap(direction, wire, item, at)
-            except Exception:
-                log.exception("modbus_tap_failed", bus=self.name)
+        self._bus.tap(direction, wire, item)
 
     # ------------------------------------------------------------------ liveness
     def _answered(self, probe: _Probe) -> None:
         probe.misses = 0
-        probe.backoff_s = 0.0
+        probe.backoff.reset()
         self._link_useful = True
         if probe.online:
             return
@@ -634,11 +596,7 @@ class ModbusProbeBus:
         if probe.state != "offline" and probe.misses >= self.settings.offline_after:
             self._mark_offline(probe, f"no reply to {probe.misses} requests")
         if probe.state == "offline":
-            probe.backoff_s = min(
-                max(probe.backoff_s * 2, self.settings.backoff_initial_s),
-                self.settings.backoff_max_s,
-            )
-            probe.next_try = now + self._jitter(probe.backoff_s)
+            probe.next_try = now + probe.backoff.next()
             if isinstance(self.settings.link, TcpLink) and all(
                 p.state == "offline" for p in self._probes
             ):
@@ -732,9 +690,6 @@ class ModbusProbeBus:
 
     def _device_name(self, probe: _Probe) -> str:
         return f"{self.name}/{probe.device_id}"
-
-    def _jitter(self, seconds: float) -> float:
-        return seconds * self._rng.uniform(0.8, 1.2)
 
 
 def _resume_cancellation(client: Any) -> None:

@@ -6,14 +6,14 @@ Figures leave the driver in mm, °C and litres whatever the console's unit setup
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Context, Decimal
-from typing import Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import structlog
 
@@ -39,6 +39,7 @@ from drivers.base import (
     TankOffline,
     TransportError,
 )
+from drivers.bus import Backoff, BusEngine, DecodingReader, Job, Poll, ReplyDeadline
 from drivers.transport import Transport
 from drivers.veeder_root import codec
 from drivers.veeder_root.codec import Malformed, Reply
@@ -141,16 +142,9 @@ class InventoryRefused(CommandRejected):
         self.reason = reason
 
 
-@dataclass
-class _Request:
-    code: str
-    data: str
-    label: str
-    future: asyncio.Future[Reply] = field(repr=False)
-
-
 class TlsGauge:
-    """Client of one TLS console. Only `run()` touches the transport; requests queue.
+    """Client of one TLS console, on the bus engine (drivers/bus.py): only `run()` touches
+    the transport; requests queue.
 
     Every exchange is one command and one reply: the line is never shared by racing
     coroutines. A console that stops answering is declared offline after `offline_after`
@@ -169,22 +163,30 @@ class TlsGauge:
         self.transport = transport
         self.counters = LineCounters()
         self.progress = Progress(clock=clock)  # for the daemon's watchdog
-        self.taps: list[FrameTap] = []
         self._clock = clock
         self._now = now
         self._emit: Emit = _ignore
-        self._requests: deque[_Request] = deque()
-        self._wakeup = asyncio.Event()
-        self._rxbuf = bytearray()
+        self._reader = DecodingReader(functools.partial(codec.decode, etx=settings.etx))
         self._rng = random.Random()
-        self._running = False
-        self._task: asyncio.Task[object] | None = None
-        self._connected = False
+        # The reopen backoff is reset when the console answers, not when the port opens: a
+        # line that opens and then says nothing is retried ever more slowly.
+        self._bus = BusEngine(
+            settings.name,
+            self,
+            transport=transport,
+            reopen=Backoff(settings.reopen_initial_s, settings.reopen_max_s, self._rng),
+            clock=clock,
+            progress=self.progress,
+            stopped="gauge connection stopped",
+        )
+        self.taps: list[FrameTap] = self._bus.taps
+        self._poll_interval_s = 60.0
+        self._next_poll = 0.0
+        self._awaited = ""  # the command whose reply `_transact` waits for
         self._online: bool | None = None  # None until the console first answers or fails
         self._offline_code = ""  # why it is offline (a DeviceFault code), as reported
         self._misses = 0
-        self._backoff_s = 0.0
-        self._reopen_s = settings.reopen_initial_s
+        self._backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s, self._rng)
         self._display = settings.inventory_format == "display"
         # Why the console, though it answers, gives no inventory (None: it does): the gauge
         # is offline for it until a reading comes.
@@ -322,86 +324,60 @@ class TlsGauge:
         """Own the connection until cancelled: poll inventory and alarms every
         `poll_interval_s`, deliveries every `deliveries_interval_s`, carry queued requests,
         reopen the transport when it fails."""
-        if self._running:
+        if self._bus.running:
             raise RuntimeError(f"{self.name}: run() is already active")
-        self._running = True
-        self._task = asyncio.current_task()
         self._emit = emit
+        self._poll_interval_s = poll_interval_s
         try:
-            while True:
-                self.progress.tick()
-                try:
-                    await self.transport.open()
-                except TransportError as exc:
-                    fault = exc.fault
-                    if fault is None:
-                        self._mark_offline(str(exc), LINK_ERROR)
-                    else:
-                        self._mark_offline(fault.reason, fault.code)
-                    await self._reopen_pause()
-                    continue
-                self._connected = True
-                self._rxbuf.clear()
-                # "auto" asks i201 first again on every connection: the console may have
-                # been set up anew, or replaced, while the line was down.
-                self._display = self.settings.inventory_format == "display"
-                try:
-                    await self._schedule(poll_interval_s)
-                except TransportError as exc:
-                    self._connected = False
-                    self.transport.close()
-                    self._fail_pending(exc)
-                    self._mark_offline(str(exc), LINK_ERROR)
-                    await self._reopen_pause()
+            await self._bus.run()
         finally:
-            self._running = False
-            self._task = None
-            self._connected = False
-            self.transport.close()
-            self._fail_pending(TransportError("gauge connection stopped", device=self.name))
             self._emit = _ignore
 
-    async def _reopen_pause(self) -> None:
-        pause = self._jitter(self._reopen_s)
-        self.progress.tick(pause)
-        await asyncio.sleep(pause)
-        self._reopen_s = min(self._reopen_s * 2, self.settings.reopen_max_s)
+    # The bus engine's questions (drivers/bus.py).
+    async def bus_open(self) -> None:
+        await self.transport.open()
 
-    async def _schedule(self, poll_interval_s: float) -> None:
-        next_poll = self._clock()
-        while True:
-            self.progress.tick()
-            if self._requests:
-                await self._execute(self._requests.popleft())
-                continue
-            now = self._clock()
-            if now >= next_poll:
-                await self._poll()
-                next_poll = self._clock() + self._pause(poll_interval_s)
-                continue
-            await self._idle(next_poll - now)
+    def bus_close(self) -> None:
+        self.transport.close()
+
+    def bus_open_failed(self, exc: BaseException) -> None:
+        fault = exc.fault if isinstance(exc, TransportError) else None
+        if fault is None:
+            self._mark_offline(str(exc), LINK_ERROR)
+        else:
+            self._mark_offline(fault.reason, fault.code)
+
+    def bus_opened(self, first: bool) -> None:
+        self._reader.clear()
+        # "auto" asks i201 first again on every connection: the console may have
+        # been set up anew, or replaced, while the line was down.
+        self._display = self.settings.inventory_format == "display"
+        self._next_poll = self._clock()
+
+    def bus_lost(self, exc: BaseException) -> None:
+        self._mark_offline(str(exc), LINK_ERROR)
+
+    def bus_abandoned(self, job: Job[Any], exc: BaseException) -> BaseException:
+        if isinstance(exc, asyncio.CancelledError):
+            exc = TransportError("gauge connection stopped", device=self.name)
+        return TransportError(f"{job.label}: {exc}", device=self.name)
+
+    def bus_next(self) -> Poll | float:
+        now = self._clock()
+        if now >= self._next_poll:
+            return self._poll_round()
+        return self._next_poll - now
+
+    async def _poll_round(self) -> None:
+        await self._poll()
+        self._next_poll = self._clock() + self._pause(self._poll_interval_s)
 
     def _pause(self, poll_interval_s: float) -> float:
         """Until the next poll: the interval while the console answers, else backoff."""
         if self._online is True or self._misses == 0:
-            self._backoff_s = 0.0
+            self._backoff.reset()
             return poll_interval_s
-        self._backoff_s = min(
-            max(self._backoff_s * 2, self.settings.backoff_initial_s), self.settings.backoff_max_s
-        )
-        return self._jitter(self._backoff_s)
-
-    async def _idle(self, seconds: float) -> None:
-        """Wait, but wake at once when a request is queued."""
-        self._wakeup.clear()
-        if self._requests:
-            return
-        self.progress.tick(seconds)
-        try:
-            async with asyncio.timeout(seconds):
-                await self._wakeup.wait()
-        except TimeoutError:
-            pass
+        return self._backoff.next()
 
     async def _poll(self) -> None:
         """One round: inventory, then (while the console answers) alarms and deliveries."""
@@ -497,40 +473,12 @@ class TlsGauge:
         code = f"{function}{tank:02d}"
         if not 0 <= tank <= 99:
             raise ValueError(f"tank {tank} is outside 0-99")
-        if self._task is not None and asyncio.current_task() is self._task:
-            return await self._exchange(code, data, label)  # run() polling: already in line
-        if not self._running:
+        if not self._bus.running:
             raise TransportError(f"{label}: the gauge connection is not running", device=self.name)
-        if not self._connected:
+        if not self._bus.connected:
             raise TransportError(f"{label}: the gauge connection is down", device=self.name)
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._requests.append(_Request(code, data, label, future))
-        self._wakeup.set()
-        return await future
-
-    async def _execute(self, request: _Request) -> None:
-        if request.future.done():  # cancelled by the caller while queued
-            return
-        try:
-            reply = await self._exchange(request.code, request.data, request.label)
-        except (DeviceTimeout, FrameError) as exc:
-            if not request.future.done():
-                request.future.set_exception(exc)
-            return
-        except TransportError as exc:
-            if not request.future.done():
-                request.future.set_exception(exc)
-            raise
-        if not request.future.done():
-            request.future.set_result(reply)
-
-    def _fail_pending(self, exc: TransportError) -> None:
-        while self._requests:
-            request = self._requests.popleft()
-            if not request.future.done():
-                request.future.set_exception(
-                    TransportError(f"{request.label}: {exc}", device=self.name)
-                )
+        # run()'s own polls go at once (they are the line's task); others queue.
+        return await self._bus.submit(label, lambda: self._exchange(code, data, label))
 
     def _expect(self, reply: Reply, kind: type[_R], label: str) -> _R:
         if isinstance(reply, kind):
@@ -574,66 +522,49 @@ class TlsGauge:
     async def _transact(self, wire: bytes, command: codec.Command) -> Reply | Malformed | None:
         """Send a command; the first reply to it (or a damaged one), or None on timeout."""
         settings = self.settings
-        code = command.code
         self.progress.tick(settings.max_reply_s)  # a reply may trickle in for that long
-        self._rxbuf.clear()
-        self.transport.discard_input()
-        await self.transport.write(wire)
+        await self._bus.request(self._reader, wire, command)
         self.counters.frames_sent += 1
-        if self.taps:
-            self._tap("tx", wire, command)
         start = self._clock()
-        deadline = start + settings.reply_timeout_s
-        give_up = start + settings.max_reply_s
-        while True:
-            while self._rxbuf:
-                used, item = codec.decode(self._rxbuf, etx=settings.etx)
-                if used == 0:
-                    break
-                if self.taps:
-                    self._tap("rx", bytes(self._rxbuf[:used]), item)
-                del self._rxbuf[:used]
-                if isinstance(item, Malformed):
-                    self._count_bad(item)
-                    if item.kind in ("garbage", "truncated"):
-                        continue  # junk, or the rest of an abandoned reply: ours may follow
-                    return item
-                if item is None:
-                    continue
-                self.counters.frames_received += 1
-                if _answers(item, code):
-                    return item
-                self.counters.unexpected += 1  # a late reply to an earlier command
-            remaining = min(deadline, give_up) - self._clock()
-            if remaining <= 0:
-                self.counters.timeouts += 1
-                if self.taps and self._rxbuf:
-                    # What came of a reply that never ended: shown, though never decoded.
-                    tail = bytes(self._rxbuf)
-                    reason = f"no ETX within {settings.reply_timeout_s} s ({len(tail)} byte(s))"
-                    self._tap("rx", tail, Malformed(tail, reason, "truncated"))
-                # ESC makes the console drop what it may still be sending, so those
-                # bytes cannot run into the next reply.
-                abort = bytes((codec.ESC,))
-                await self.transport.write(abort)
-                if self.taps:
-                    self._tap("tx", abort, None)
-                return None
-            chunk = await self.transport.read_some(remaining)
-            if chunk:
-                self._rxbuf += chunk
-                deadline = self._clock() + settings.reply_timeout_s
+        # Silence for `reply_timeout_s`, before the first byte or between two, ends the wait;
+        # so does `max_reply_s` of a reply that keeps trickling.
+        deadline = ReplyDeadline(
+            start + settings.reply_timeout_s,
+            extend_s=settings.reply_timeout_s,
+            cap=start + settings.max_reply_s,
+        )
+        self._awaited = command.code
+        item: Reply | Malformed | None = await self._bus.receive(
+            self._reader, self._accept, deadline
+        )
+        if item is not None:
+            return item
+        self.counters.timeouts += 1
+        tail = self._reader.held()
+        if self.taps and tail:
+            # What came of a reply that never ended: shown, though never decoded.
+            reason = f"no ETX within {settings.reply_timeout_s} s ({len(tail)} byte(s))"
+            self._bus.tap("rx", tail, Malformed(tail, reason, "truncated"))
+        # ESC makes the console drop what it may still be sending, so those
+        # bytes cannot run into the next reply.
+        await self._bus.send(bytes((codec.ESC,)), None)
+        return None
 
-    def _tap(
-        self, direction: str, wire: bytes, item: codec.Command | Reply | Malformed | None
-    ) -> None:
-        """Hand a frame to each tap; a failing tap is logged and never disturbs the line."""
-        at = self._clock()
-        for tap in tuple(self.taps):
-            try:
-                tap(direction, wire, item, at)
-            except Exception:
-                log.exception("tls_tap_failed", gauge=self.name)
+    def _accept(self, item: Reply | Malformed | None) -> Reply | Malformed | None:
+        """An item decoded while the reply to `_awaited` is awaited: that reply (or a
+        damaged one), or None to wait on."""
+        if isinstance(item, Malformed):
+            self._count_bad(item)
+            if item.kind in ("garbage", "truncated"):
+                return None  # junk, or the rest of an abandoned reply: ours may follow
+            return item
+        if item is None:
+            return None
+        self.counters.frames_received += 1
+        if _answers(item, self._awaited):
+            return item
+        self.counters.unexpected += 1  # a late reply to an earlier command
+        return None
 
     def _count_bad(self, item: Malformed) -> None:
         if item.kind == "bad_checksum":
@@ -648,7 +579,7 @@ class TlsGauge:
         """The console answered. It is back online unless that answer was a refusal (the
         console lives, but that says nothing of its working) or it gives no inventory."""
         self._misses = 0
-        self._reopen_s = self.settings.reopen_initial_s
+        self._bus.reopen.reset()
         if not refusal and self._inventory_fault is None:
             self._set_online()
 
@@ -672,9 +603,6 @@ class TlsGauge:
             self._tank_misses.clear()  # and each tank it then leaves out, afresh
             log.warning("tls_gauge_offline", gauge=self.name, reason=reason, code=code)
             self._emit(GaugeOffline(gauge=self.name, reason=reason, code=code))
-
-    def _jitter(self, seconds: float) -> float:
-        return seconds * self._rng.uniform(0.8, 1.2)
 
     # ------------------------------------------------------------------ conversion
     def _reading(self, tank: codec.TankInventory, gauge_time: datetime | None) -> TankGaugeReading:

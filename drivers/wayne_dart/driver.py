@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -34,9 +33,11 @@ from drivers.base import (
     TotalsReport,
     TransportError,
 )
+from drivers.bus import Backoff, BusEngine, Job, Poll, ReplyDeadline
 from drivers.transport import Transport
 from drivers.wayne_dart import codec
-from drivers.wayne_dart.codec import DCC, Frame, FrameKind, Malformed
+from drivers.wayne_dart.codec import DCC, Frame, Malformed
+from drivers.wayne_dart.link import Ack, Exchange, FrameReader, Liveness, PumpLink, Transact
 
 STATUS_MAP: dict[int, DispenserStatus] = {
     codec.DartStatus.NOT_PROGRAMMED: DispenserStatus.NOT_PROGRAMMED,
@@ -51,8 +52,6 @@ STATUS_MAP: dict[int, DispenserStatus] = {
 # Pumps in these states are polled more often: their volume runs and their sale ends.
 _BUSY = {DispenserStatus.AUTHORIZED, DispenserStatus.FILLING, DispenserStatus.SUSPENDED}
 
-# Fresh TX# tried to pin a pump's numbers before giving up (each with the line's retries).
-_RESYNC_ROUNDS = 3
 # A reply frame's length on the wire at most: several transactions of up to 255 bytes each,
 # every byte possibly escaped. Used to bound how long bytes that keep coming hold one exchange.
 _LONGEST_REPLY_CHARS = 1024
@@ -89,18 +88,14 @@ class DartLineSettings:
 
 @dataclass
 class _PumpLink:
-    """Line-layer state of one pump: sequence numbers, liveness, backoff."""
+    """Line-layer state of one pump: its data link (sequence numbers), liveness, backoff."""
 
     settings: DartPumpSettings
-    tx_seq: int = 0
-    # False until the pump has acknowledged a data frame of ours since we (or it) started:
-    # until then it may hold any TX# as its last and would ignore a frame bearing it.
-    synced: bool = False
-    last_rx_seq: int | None = None
+    link: PumpLink
+    backoff: Backoff
     online: bool = False
     ever_seen: bool = False
     misses: int = 0
-    backoff_s: float = 0.0
     next_try: float = 0.0  # offline pumps: when to try again
     next_poll: float = 0.0  # idle pumps: when a routine poll is due
     status: DispenserStatus | None = None
@@ -119,18 +114,9 @@ class _PumpLink:
     poll_period_s: float | None = None
 
 
-@dataclass
-class _Request:
-    address: int
-    items: tuple[Any, ...]
-    expect: Callable[[Any], bool] | None
-    future: asyncio.Future[Any]
-    label: str
-    whole_frame: bool = field(default=False)
-
-
 class DartLine:
-    """Master of one DART line. Only `run()` touches the transport; everything else queues.
+    """Master of one DART line, on the bus engine (drivers/bus.py): only `run()` touches the
+    transport; everything else queues. Its data link is drivers/wayne_dart/link.py.
 
     Commands go ahead of routine polls; pumps that are authorized or filling get every other
     poll slot; a pump that stops answering is declared offline after `offline_after` misses
@@ -147,20 +133,37 @@ class DartLine:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        self.transport = transport
         self._emit = emit
         self._clock = clock
-        self._pumps = {p.address: _PumpLink(p) for p in pumps}
+        self.counters = LineCounters()
+        self._rng = random.Random()
+        self._pumps = {
+            p.address: _PumpLink(
+                p,
+                PumpLink(p.address, self.counters, settings.retries),
+                Backoff(settings.backoff_initial_s, settings.backoff_max_s, self._rng),
+            )
+            for p in pumps
+        }
         self._order = [p.address for p in pumps]
         self._rr = 0
         self._busy_rr = 0
         self._slot = 0
-        self._commands: deque[_Request] = deque()
-        self._wakeup = asyncio.Event()
-        self._rxbuf = bytearray()
-        self.counters = LineCounters()
+        self._reader = FrameReader()
+        self._awaited = 0  # the address whose reply `_transact` waits for
         self.progress = Progress(clock=clock)  # for the daemon's watchdog
-        self.taps: list[FrameTap] = []
+        self._bus = BusEngine(
+            settings.name,
+            self,
+            transport=transport,
+            reopen=Backoff(settings.reopen_initial_s, settings.reopen_max_s, self._rng),
+            clock=clock,
+            progress=self.progress,
+            # A line that failed is opened again at once: a vanished port fails its open.
+            pause_after_loss=False,
+            reset_reopen_on_open=True,
+        )
+        self.taps: list[FrameTap] = self._bus.taps
         # Told when the line or one of its pumps starts or stops working, and why (the
         # daemon's device monitor: alarms, logs, history). Called on the line's own task.
         self.on_health: HealthListener = _no_health
@@ -168,13 +171,20 @@ class DartLine:
         self._line_up = False  # a pump answered since the line opened
         self._line_reported: DeviceFault | None = _UNREPORTED
         self._char_s = settings.bits_per_char / settings.baud
-        self._rng = random.Random()
         self._wire: dict[Frame, bytes] = {}
 
     # ------------------------------------------------------------------ public API
     @property
     def name(self) -> str:
         return self.settings.name
+
+    @property
+    def transport(self) -> Transport:
+        return self._bus.wire()
+
+    @transport.setter
+    def transport(self, transport: Transport) -> None:
+        self._bus.transport = transport
 
     def is_online(self, address: int) -> bool:
         return self._pumps[address].online
@@ -304,58 +314,48 @@ class DartLine:
     # ------------------------------------------------------------------ the line task
     async def run(self) -> None:
         """Owns the transport: opens it, schedules the pumps, reopens it when it vanishes."""
-        delay = self.settings.reopen_initial_s
-        first = True
-        while True:
-            self.progress.tick()
-            try:
-                await self.transport.open()
-            except TransportError as exc:
-                self._line_down(exc.fault or DeviceFault(LINK_ERROR, exc.args[0]))
-                pause = self._jitter(delay)
-                self.progress.tick(pause)
-                await asyncio.sleep(pause)
-                delay = min(delay * 2, self.settings.reopen_max_s)
-                continue
-            if not first:
-                self.counters.reopens += 1
-            first = False
-            delay = self.settings.reopen_initial_s
-            self._rxbuf.clear()
-            for link in self._pumps.values():
-                link.synced = False  # the adapter was gone: someone else may have talked
-                # Each pump is decided afresh: it answers, or misses enough to be offline.
-                link.decided, link.fault, link.reported = False, None, _UNREPORTED
-            try:
-                await self._schedule()
-            except TransportError as exc:
-                self.transport.close()
-                self._fail_pending(exc)
-                fault = exc.fault or DeviceFault(LINK_ERROR, exc.args[0])
-                self._line_down(fault)
-                for link in self._pumps.values():
-                    self._mark_offline(link, str(exc))
-                    link.next_try = 0.0
-                    link.decided, link.fault = True, fault
-                self._report_health()
-            except asyncio.CancelledError:
-                self.transport.close()
-                self._fail_pending(TransportError("line stopped", device=self.name))
-                raise
+        await self._bus.run()
 
-    async def _schedule(self) -> None:
-        while True:
-            self.progress.tick()
-            if self._commands:
-                await self._execute(self._commands.popleft())
-                continue
-            address = self._next_poll_target()
-            if address is None:
-                await self._idle_until_due()
-                continue
-            await self._poll(address)
-            if self.settings.poll_interval_s and self._rr == 0:
-                await self._idle(self.settings.poll_interval_s)
+    # The bus engine's questions (drivers/bus.py).
+    async def bus_open(self) -> None:
+        await self.transport.open()
+
+    def bus_close(self) -> None:
+        self.transport.close()
+
+    def bus_open_failed(self, exc: BaseException) -> None:
+        assert isinstance(exc, TransportError)
+        self._line_down(exc.fault or DeviceFault(LINK_ERROR, exc.args[0]))
+
+    def bus_opened(self, first: bool) -> None:
+        if not first:
+            self.counters.reopens += 1
+        self._reader.clear()
+        for link in self._pumps.values():
+            link.link.synced = False  # the adapter was gone: someone else may have talked
+            # Each pump is decided afresh: it answers, or misses enough to be offline.
+            link.decided, link.fault, link.reported = False, None, _UNREPORTED
+
+    def bus_lost(self, exc: BaseException) -> None:
+        assert isinstance(exc, TransportError)
+        fault = exc.fault or DeviceFault(LINK_ERROR, exc.args[0])
+        self._line_down(fault)
+        for link in self._pumps.values():
+            self._mark_offline(link, str(exc))
+            link.next_try = 0.0
+            link.decided, link.fault = True, fault
+        self._report_health()
+
+    def bus_abandoned(self, job: Job[Any], exc: BaseException) -> BaseException:
+        why = "line stopped" if isinstance(exc, asyncio.CancelledError) else exc
+        return DeviceTimeout(f"{job.label}: line unavailable ({why})", device=job.device)
+
+    def bus_next(self) -> Poll | float:
+        address = self._next_poll_target()
+        if address is None:
+            now = self._clock()
+            return max(0.0, min(self._due(link) for link in self._pumps.values()) - now)
+        return self._poll(address)
 
     def _next_poll_target(self) -> int | None:
         now = self._clock()
@@ -385,23 +385,6 @@ class DartLine:
             return 0.0
         return link.next_poll
 
-    async def _idle_until_due(self) -> None:
-        now = self._clock()
-        due = min(self._due(link) for link in self._pumps.values())
-        await self._idle(max(0.0, due - now))
-
-    async def _idle(self, seconds: float) -> None:
-        """Wait, but wake at once when a command is queued."""
-        self._wakeup.clear()
-        if self._commands:
-            return
-        self.progress.tick(seconds)
-        try:
-            async with asyncio.timeout(seconds):
-                await self._wakeup.wait()
-        except TimeoutError:
-            pass
-
     # ------------------------------------------------------------------ poll and commands
     async def _poll(self, address: int) -> None:
         link = self._pumps[address]
@@ -412,142 +395,36 @@ class DartLine:
             link.poll_period_s = gap if smoothed is None else smoothed + (gap - smoothed) * 0.2
         # An offline pump is tried at its back-off: those gaps are not the poll period.
         link.last_poll = now if link.online else None
-        reply = await self._transact(codec.poll(address), address)
-        if reply is None:
-            self._missed(link)
-            return
-        self._answered(link)
-        if reply.kind is FrameKind.DATA:
-            await self._accept_data(link, reply)
+        await self._exchange(link, link.link.poll())
+        if self.settings.poll_interval_s and self._rr == 0:
+            await self._bus.idle(self.settings.poll_interval_s)
 
-    async def _accept_data(self, link: _PumpLink, frame: Frame) -> list[Any]:
-        """ACK a pump's data frame; return its replies unless it repeats one we already have."""
+    async def _exchange(self, link: _PumpLink, exchange: Exchange) -> Any:
+        """Carry out what the pump's link layer asks, until its exchange ends."""
         address = link.settings.address
-        await self._send(codec.ack(address, frame.seq))
-        if link.last_rx_seq == frame.seq:
-            self.counters.duplicates_dropped += 1
-            return []
-        link.last_rx_seq = frame.seq
-        replies = [codec.parse_reply(tx) for tx in frame.transactions]
-        for item in replies:
-            self._report(link, item)
-        return replies
-
-    async def _execute(self, req: _Request) -> None:
-        if req.future.done():  # cancelled by the caller while queued
-            return
-        link = self._pumps[req.address]
+        reply: Frame | None = None
         try:
-            if not link.synced:
-                await self._resync(link)
-            result = await self._deliver(link, req)
-        except (DeviceTimeout, CommandRejected) as exc:
-            if not req.future.done():
-                req.future.set_exception(exc)
-            return
-        except (TransportError, asyncio.CancelledError) as exc:
-            # The line failed (or stops) under this command: run() fails only what is still
-            # queued, and this one is no longer there. Its caller, who may hold the pump's
-            # lock while it waits, is told now, like those (the pump may have acted on it).
-            if not req.future.done():
-                why = "line stopped" if isinstance(exc, asyncio.CancelledError) else exc
-                req.future.set_exception(
-                    DeviceTimeout(
-                        f"{req.label}: line unavailable ({why})", device=self._dev(req.address)
-                    )
-                )
-            raise
-        if not req.future.done():
-            req.future.set_result(result)
-
-    async def _deliver(self, link: _PumpLink, req: _Request) -> Any:
-        address = req.address
-        link.tx_seq = (link.tx_seq + 1) % 16
-        frame = codec.data(address, link.tx_seq, *req.items)
-        for attempt in range(self.settings.retries + 1):
-            if attempt:
-                self.counters.retransmissions += 1
-            reply = await self._transact(frame, address)
-            if reply is None:
-                self._missed(link)
-                continue
-            if reply.kind is FrameKind.NAK:
-                # A refusal, not an answer: a pump that refuses everything is offline.
-                self.counters.naks += 1
-                self._refused(link)
-                continue
-            self._answered(link)
-            if reply.kind is FrameKind.ACK and reply.seq == link.tx_seq:
-                break
-            if reply.kind is FrameKind.DATA:
-                # Some pumps answer a command with data at once: take it, then resend ours.
-                await self._accept_data(link, reply)
-            self.counters.unexpected += 1
-        else:
-            raise DeviceTimeout(
-                f"{req.label}: no acknowledgement after {self.settings.retries + 1} tries",
-                device=self._dev(address),
-            )
-        if req.expect is None:
-            return None
-        # The answer comes with the pump's next data frame: poll for it.
-        for _ in range(self.settings.retries + 3):
-            reply = await self._transact(codec.poll(address), address)
-            if reply is None:
-                self._missed(link)
-                continue
-            self._answered(link)
-            if reply.kind is FrameKind.DATA:
-                replies = await self._accept_data(link, reply)
-                # The newest matching item wins: a frame may carry a queued older status first.
-                for item in reversed(replies):
-                    if req.expect(item):
-                        return replies if req.whole_frame else item
-        # Acknowledged but never carried out looks like a frame taken for a repeat (the
-        # pump's last TX# was ours): the next command pins the numbers again first.
-        link.synced = False
-        raise DeviceTimeout(f"{req.label}: the pump sent no answer", device=self._dev(address))
-
-    async def _resync(self, link: _PumpLink) -> None:
-        """Pin the pump's last TX# before the first command after a start, a reopen or the
-        pump coming back. A harmless RETURN STATUS goes out under a fresh number until the
-        pump acknowledges one: whether it executed it or took it for a repeat, its last
-        number is then ours and the next frame is new to it. A pump that drops a repeat
-        without a word still answers a POLL: that silence means "take another number"."""
-        address = link.settings.address
-        probe_items = (codec.Command(DCC.RETURN_STATUS),)
-        for _ in range(_RESYNC_ROUNDS):
-            link.tx_seq = (link.tx_seq + 1) % 16
-            frame = codec.data(address, link.tx_seq, *probe_items)
-            for _attempt in range(self.settings.retries + 1):
-                reply = await self._transact(frame, address)
-                if reply is None:
-                    there = await self._transact(codec.poll(address), address)
-                    if there is None:
+            while True:
+                output = exchange.send(reply)
+                reply = None
+                if isinstance(output, Transact):
+                    reply = await self._transact(output.frame, address)
+                elif isinstance(output, Liveness):
+                    if output is Liveness.ANSWERED:
+                        self._answered(link)
+                    elif output is Liveness.MISSED:
                         self._missed(link)
-                        continue
-                    self._answered(link)
-                    if there.kind is FrameKind.DATA:
-                        await self._accept_data(link, there)
-                    break  # the pump is there and ignored the frame: a new number
-                if reply.kind is FrameKind.NAK:
-                    self.counters.naks += 1
-                    self._refused(link)
-                    continue
-                self._answered(link)
-                if reply.kind is FrameKind.ACK and reply.seq == link.tx_seq:
-                    link.synced = True
-                    self.counters.resyncs += 1
-                    return
-                if reply.kind is FrameKind.DATA:
-                    await self._accept_data(link, reply)
-                    self.counters.unexpected += 1
+                    else:
+                        self._refused(link)
+                elif isinstance(output, Ack):
+                    await self._send(output.frame)
                 else:
-                    self.counters.unexpected += 1
-        raise DeviceTimeout(
-            "the pump acknowledged no data frame: sequence numbers not synchronised",
-            device=self._dev(address),
-        )
+                    for item in output.items:
+                        self._report(link, item)
+        except StopIteration as done:
+            return done.value
+        finally:
+            exchange.close()
 
     async def _submit(
         self,
@@ -558,81 +435,68 @@ class DartLine:
         *,
         whole_frame: bool = False,
     ) -> Any:
-        if address not in self._pumps:
+        link = self._pumps.get(address)
+        if link is None:
             raise CommandRejected(f"no pump at address 0x{address:02X}", device=self.name)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._commands.append(_Request(address, items, expect, future, label, whole_frame))
-        self._wakeup.set()
-        return await future
+        device = self._dev(address)
 
-    def _fail_pending(self, exc: Exception) -> None:
-        while self._commands:
-            req = self._commands.popleft()
-            if not req.future.done():
-                req.future.set_exception(
-                    DeviceTimeout(f"{req.label}: line unavailable ({exc})", device=self.name)
-                )
+        def work() -> Awaitable[Any]:
+            exchange = link.link.command(items, expect, label, device, whole_frame=whole_frame)
+            return self._exchange(link, exchange)
+
+        return await self._bus.submit(label, work, device=device)
 
     # ------------------------------------------------------------------ wire
-    async def _send(self, frame: Frame) -> bytes:
+    async def _send(self, frame: Frame, *, request: bool = False) -> bytes:
         # Routine frames (POLL, ACK) are the same bytes every time: encode them once.
         wire = self._wire.get(frame)
         if wire is None:
             wire = codec.encode(frame)
             if not frame.transactions:
                 self._wire[frame] = wire
-        await self.transport.write(wire)
+        if request:
+            await self._bus.request(self._reader, wire, frame)
+        else:
+            await self._bus.send(wire, frame)
         self.counters.frames_sent += 1
         link = self._pumps.get(frame.address)
         if link is not None:
             link.frames["sent"] += 1
-        for tap in self.taps:
-            tap("tx", wire, frame, self._clock())
         return wire
 
     async def _transact(self, frame: Frame, address: int) -> Frame | None:
         """Send a frame and return the first valid frame from `address`, or None on timeout."""
-        self._rxbuf.clear()
-        self.transport.discard_input()
-        wire = await self._send(frame)
+        wire = await self._send(frame, request=True)
         # The request itself takes time on the wire before the pump can start answering.
-        deadline = self._clock() + len(wire) * self._char_s + self.settings.reply_timeout_s
+        at = self._clock() + len(wire) * self._char_s + self.settings.reply_timeout_s
         # Bytes that keep coming (a babbling adapter, noise) extend the wait for the rest of
-        # a frame, but never beyond the longest frame a pump can send: one exchange must not
-        # hold the line (and stop the watchdog's progress) for ever.
-        last_chance = deadline + _LONGEST_REPLY_CHARS * self._char_s + 0.05
-        while True:
-            while self._rxbuf:
-                used, item = codec.decode(self._rxbuf)
-                if used == 0:
-                    break
-                raw = bytes(self._rxbuf[:used])
-                del self._rxbuf[:used]
-                for tap in self.taps:
-                    tap("rx", raw, item, self._clock())
-                if isinstance(item, Malformed):
-                    self._count_bad(item, address)
-                    continue
-                if item is None:
-                    continue
-                self.counters.frames_received += 1
-                sender = self._pumps.get(item.address)
-                if sender is not None:
-                    sender.frames["received"] += 1
-                if item.address == address:
-                    return item
-                self.counters.unexpected += 1
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                self.counters.timeouts += 1
-                return None
-            chunk = await self.transport.read_some(remaining)
-            if chunk:
-                self._rxbuf += chunk
-                # Bytes are flowing: give the rest of the frame time to arrive.
-                deadline = min(
-                    max(deadline, self._clock() + 64 * self._char_s + 0.005), last_chance
-                )
+        # a frame, but never beyond the longest frame a pump can send.
+        deadline = ReplyDeadline(
+            at,
+            extend_s=64 * self._char_s + 0.005,
+            cap=at + _LONGEST_REPLY_CHARS * self._char_s + 0.05,
+        )
+        self._awaited = address
+        reply = await self._bus.receive(self._reader, self._accept, deadline)
+        if reply is None:
+            self.counters.timeouts += 1
+        return reply
+
+    def _accept(self, item: Frame | Malformed | None) -> Frame | None:
+        """A frame decoded while a reply from `_awaited` is awaited: that reply, or None."""
+        if item is None:
+            return None
+        if isinstance(item, Malformed):
+            self._count_bad(item, self._awaited)
+            return None
+        self.counters.frames_received += 1
+        sender = self._pumps.get(item.address)
+        if sender is not None:
+            sender.frames["received"] += 1
+        if item.address == self._awaited:
+            return item
+        self.counters.unexpected += 1
+        return None
 
     def _count_bad(self, item: Malformed, address: int) -> None:
         if item.kind == "bad_crc":
@@ -649,7 +513,7 @@ class DartLine:
     # ------------------------------------------------------------------ pump liveness
     def _answered(self, link: _PumpLink) -> None:
         link.misses = 0
-        link.backoff_s = 0.0
+        link.backoff.reset()
         link.crc_since = link.nak_since = 0
         link.last_seen = self._clock()
         if not link.decided or link.fault is not None or not self._line_up:
@@ -660,8 +524,7 @@ class DartLine:
         if not link.online:
             link.online = True
             link.ever_seen = True
-            link.last_rx_seq = None  # a pump that restarted may reuse any sequence number
-            link.synced = False  # and may remember any of ours, or none
+            link.link.restarted()  # it may reuse any sequence number, and know any of ours
             self._emit(PumpOnline(self.name, link.settings.address))
 
     def _refused(self, link: _PumpLink) -> None:
@@ -677,11 +540,7 @@ class DartLine:
         if link.misses >= self.settings.offline_after and link.fault is None:
             self._pump_faulted(link, self._why_missed(link))
         if not link.online:
-            link.backoff_s = min(
-                max(link.backoff_s * 2, self.settings.backoff_initial_s),
-                self.settings.backoff_max_s,
-            )
-            link.next_try = now + self._jitter(link.backoff_s)
+            link.next_try = now + link.backoff.next()
 
     def _why_missed(self, link: _PumpLink) -> DeviceFault:
         """What was seen while the pump missed: NAKs, damaged replies, or nothing at all."""
@@ -739,9 +598,6 @@ class DartLine:
             link.online = False
             link.status = None
             self._emit(PumpOffline(self.name, link.settings.address, reason))
-
-    def _jitter(self, seconds: float) -> float:
-        return seconds * self._rng.uniform(0.8, 1.2)
 
     # ------------------------------------------------------------------ reports
     def _report(self, link: _PumpLink, item: Any) -> None:

@@ -21,10 +21,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from drivers import registry
-from drivers.base import TransportError
 from edgectl.cli import output
 from edgectl.cli.output import Subparsers
-from edgectl.errors import EdgectlError
+from edgectl.driver_errors import translated
+from edgectl.errors import EdgectlError, LineUnavailableError
 
 if TYPE_CHECKING:
     from drivers.registry import Found, Prober, Setting
@@ -356,13 +356,14 @@ async def _probe(
 ) -> list[Found]:
     """The prober's loop, a port it cannot open said as the CLI says it."""
     try:
-        return await prober.probe(
-            port,
-            settings,
-            addresses,
-            timeout_s=timeout_s,
-            progress=progress,
-            stop_at_first=stop_at_first,
-        )
-    except TransportError as exc:
+        with translated():
+            return await prober.probe(
+                port,
+                settings,
+                addresses,
+                timeout_s=timeout_s,
+                progress=progress,
+                stop_at_first=stop_at_first,
+            )
+    except LineUnavailableError as exc:
         raise PortUnavailable(str(exc)) from None

@@ -246,8 +246,8 @@ def _endpoint(text: str) -> tuple[str, int]:
 
 
 def run_dart(args: argparse.Namespace) -> int:
-    from drivers.base import DriverError
     from edgectl.config import load_config
+    from edgectl.driver_errors import translated
     from edgectl.errors import ConfigError, EdgectlError
     from edgectl.logs import configure
 
@@ -265,22 +265,23 @@ def run_dart(args: argparse.Namespace) -> int:
     configure(level="info", fmt="console")
     reply_delay_s = args.reply_delay_ms / 1000
     try:
-        if args.config is not None:
-            config = load_config(args.config)
-            sims = build_simulators(
-                config,
-                line=args.line,
-                baud=args.baud,
-                reply_delay_s=reply_delay_s,
-            )
-            numbers = {(p.line, p.address): p.number for p in config.pumps}
-        else:
-            sims = [_quick_simulator(args, reply_delay_s)]
-            numbers = {("dart", a): n for n, a in enumerate(args.pumps, start=1)}
+        with translated():  # a simulator's line errors (drivers') as edgectl's
+            if args.config is not None:
+                config = load_config(args.config)
+                sims = build_simulators(
+                    config,
+                    line=args.line,
+                    baud=args.baud,
+                    reply_delay_s=reply_delay_s,
+                )
+                numbers = {(p.line, p.address): p.number for p in config.pumps}
+            else:
+                sims = [_quick_simulator(args, reply_delay_s)]
+                numbers = {("dart", a): n for n, a in enumerate(args.pumps, start=1)}
     except ConfigError as exc:  # exit status 1, as every command gives a config's error
         print(f"simulate dart: {exc}", file=sys.stderr)
         return 1
-    except (EdgectlError, DriverError, ValueError, OSError) as exc:
+    except (EdgectlError, ValueError, OSError) as exc:
         print(f"simulate dart: {exc}", file=sys.stderr)
         return 2
     for sim in sims:
@@ -381,14 +382,16 @@ async def _serve_network(
     protocol: str, network: registry.NetworkPlan, plan: registry.ServePlan
 ) -> int:
     """Start a protocol's nodes on the network, say where they are, serve until stopped."""
-    from drivers.base import DriverError
+    from edgectl.driver_errors import translated
+    from edgectl.errors import EdgectlError
 
     simulation = registry.dispenser_simulation(protocol)
     assert simulation.network is not None
     try:
-        sim = simulation.network(network)
-        await sim.start()
-    except (DriverError, ValueError, OSError) as exc:
+        with translated():  # the simulator's errors (drivers') as edgectl's
+            sim = simulation.network(network)
+            await sim.start()
+    except (EdgectlError, ValueError, OSError) as exc:
         print(f"simulate {protocol}: {exc}", file=sys.stderr)
         return 2
     for line in sim.describe():

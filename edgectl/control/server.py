@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 import edgectl
 from drivers import registry
-from drivers.base import BusCounters, DriverError, LineCounters, TankGauge
+from drivers.base import BusCounters, LineCounters, TankGauge
 from edgectl import health, shifts
 from edgectl.config import ControlConfig
 from edgectl.control import protocol
@@ -361,7 +361,7 @@ class ControlServer:
             reply = protocol.error(request.id, protocol.TIMEOUT, message)
         except ProtocolError as exc:
             reply = protocol.error(request.id, exc.code, str(exc))
-        except (EdgectlError, DriverError) as exc:
+        except EdgectlError as exc:
             reply = protocol.error(request.id, exc.code or "failed", str(exc))
         except Exception:
             self.log.exception("control_request_failed", op=request.op)
@@ -785,7 +785,7 @@ class ControlServer:
         stopped: list[int] = []
         failed: list[dict[str, Any]] = []
         for number, result in zip(numbers, results, strict=True):
-            if isinstance(result, EdgectlError | DriverError):
+            if isinstance(result, EdgectlError):
                 failed.append({"pump": number, "code": result.code, "reason": str(result)})
             elif isinstance(result, BaseException):
                 raise result
@@ -867,6 +867,7 @@ class ControlServer:
             return shifts.result(moment, shift, totals, "daemon")
 
         return await self._audited(f"shift_{moment}", args, peer, act)
+
     async def _close(self, args: Args, peer: Peer) -> dict[str, Any]:
         """Close a pump: no source authorizes it until it is opened (durable, audited)."""
         pump = args.req_int("pump", lo=1, hi=99)

@@ -166,6 +166,18 @@ async def test_requests_on_one_line_never_overlap(line: Harness) -> None:
     assert stats.requests >= 30 and line.bus.counters.timeouts == 0
 
 
+async def test_reads_waiting_when_the_bus_stops_are_failed_not_left_hanging(
+    line: Harness,
+) -> None:
+    reads = [asyncio.ensure_future(line.bus.read_inventory(0)) for _ in range(4)]
+    await asyncio.sleep(0)  # all queued behind the poll in progress
+    await line.stop()
+    results = await asyncio.wait_for(asyncio.gather(*reads, return_exceptions=True), 2.0)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert failed and all(isinstance(r, TransportError) for r in failed)
+    assert all("bus stopped" in str(r) for r in failed)
+
+
 async def test_levels_follow_the_tank(line: Harness) -> None:
     tank = line.tanks[12]
     (before,) = await line.bus.read_inventory(12)
