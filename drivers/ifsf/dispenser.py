@@ -525,7 +525,11 @@ class Dispenser:
         self.fps: dict[int, FuellingPoint] = {}
         meter = 1
         for number, fp_spec in enumerate(spec.fps, start=1):
-            self.fps[number] = FuellingPoint(number, fp_spec, spec, meter)
+            point = self.fps[number] = FuellingPoint(number, fp_spec, spec, meter)
+            point.volume, point.amount = (
+                Decimal(0).quantize(self._vq),
+                Decimal(0).quantize(self._aq),
+            )
             meter += len(fp_spec.nozzles)
         self.cd_online = True
         self.offline: list[OfflineSale] = []

@@ -328,6 +328,19 @@ class IfsfSimulator:
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
 
+    def describe(self) -> list[str]:
+        """Where each node is and which pumps it has, a line each (after `start`)."""
+        lines = []
+        for node in self.nodes:
+            pumps = ", ".join(f"pump {f.number} = FP {f.fp}" for f in self.fps if f.node is node)
+            nozzles = sum(len(p.nozzles) for p in node.model.fps.values())
+            lines.append(
+                f"{self.name}: node {node.lna} at {node.settings.tcp_host}:{node.tcp_port}, "
+                f"heartbeat port {node.heartbeat_port}, {node.model.dialect.name}: "
+                f"{pumps} ({nozzles} nozzles)"
+            )
+        return lines
+
     def _notify(self) -> None:
         self._event.set()
 

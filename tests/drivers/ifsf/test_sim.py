@@ -4,10 +4,12 @@ transaction buffer, locked and cleared; the faults; the control language."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +32,7 @@ from drivers.ifsf.sim import (
 )
 from drivers.simulation import NetworkPlan, NodePlan, PumpPlan, ServePlan
 from drivers.wayne_dart.sim_commands import CommandSyntaxError, HangUp, PumpRef
+from edgectl.cli import simulate as simulate_cli
 from tests.drivers.ifsf.loopback import FAST, free_udp_port
 
 CD = Lna(2, 1)
@@ -314,3 +317,58 @@ async def test_serve_fails_a_script_at_its_first_error() -> None:
     )
     assert status == 1
     assert lines[-1].startswith("simulate ifsf: bad.sim:2: error wrong_state")
+
+
+# ------------------------------------------------------------------ edgectl simulate ifsf
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    parser = argparse.ArgumentParser(prog="edgectl")
+    simulate_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["simulate", "ifsf", "--heartbeat-port", "0", *argv])
+    code = args.func(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_runs_a_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = tmp_path / "sale.sim"
+    script.write_text("status 2\nlift 2 1\nwait 2 nozzle-out timeout 2\nhangup 2\nquit\n")
+    code, out, _err = _cli(["--fps", "2", "--script", str(script)], capsys)
+    assert code == 0
+    assert "ifsf: node 1.1 at 127.0.0.1:" in out and "pump 2 = FP 2 (4 nozzles)" in out
+    assert "ok pump=2 node=1.1 fp=2" in out and "state=closed volume=0.00" in out
+    assert out.count("\nok ") == 5
+
+
+def test_cli_script_error_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = tmp_path / "bad.sim"
+    script.write_text("lift 1 1\nwait 1 calling timeout 0.2\n")
+    code, _out, err = _cli(["--script", str(script)], capsys)
+    assert code == 1
+    assert f"simulate ifsf: {script}:2: error timeout pump 1 not calling" in err
+
+
+def test_cli_dit_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = tmp_path / "quit.sim"
+    script.write_text("quit\n")
+    argv = ["--nozzles", "3", "--node-per-nozzle", "--first-node", "9", "--profile", "petrochina"]
+    code, out, _err = _cli([*argv, "--script", str(script)], capsys)
+    assert code == 0
+    for node, pump in ((9, 1), (10, 2), (11, 3)):
+        assert f"node 1.{node} at" in out and f"petrochina: pump {pump} = FP 1 (1 nozzles)" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--fps", "5"], "--fps 1-4"),
+        (["--profile", "shell"], "no IFSF profile 'shell'"),
+        (["--first-node", "127", "--nodes", "2"], "nodes 1.127-1.128"),
+        (["--keep-running"], "--keep-running goes with --script"),
+    ],
+)
+def test_cli_refuses_what_it_cannot_simulate(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _out, err = _cli(argv, capsys)
+    assert code == 2
+    assert said in err
