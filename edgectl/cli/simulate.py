@@ -294,19 +294,7 @@ def run_dart(args: argparse.Namespace) -> int:
         link = sim.link
         where = f"{link.link} -> {link.slave_name}" if link is not None else "?"
         print(f"{sim.name}: {where}  pumps {addresses}  ({timing})")
-    plan = registry.ServePlan(
-        numbers=numbers,
-        customers=args.customers,
-        mean_interval_s=args.mean_interval,
-        seed=args.seed,
-        control_socket=args.control_socket,
-        script=script,
-        script_name=None if args.script is None else str(args.script),
-        script_from_stdin=str(args.script) == "-",
-        keep_running=args.keep_running,
-        console=args.control == "-",
-    )
-    return asyncio.run(_serve(sims, plan))
+    return asyncio.run(_serve(sims, _serve_plan(args, numbers, script)))
 
 
 def run_ifsf(args: argparse.Namespace) -> int:
@@ -331,8 +319,15 @@ def run_ifsf(args: argparse.Namespace) -> int:
         print(f"simulate ifsf: {exc}", file=sys.stderr)
         return 2
     configure(level="info", fmt="console")
-    plan = registry.ServePlan(
-        numbers={},
+    return asyncio.run(_serve_network(IFSF, network, _serve_plan(args, {}, script)))
+
+
+def _serve_plan(
+    args: argparse.Namespace, numbers: dict[tuple[str, int], int], script: list[str] | None
+) -> registry.ServePlan:
+    """The customers and control options (`_people_and_control`) as the simulator's plan."""
+    return registry.ServePlan(
+        numbers=numbers,
         customers=args.customers,
         mean_interval_s=args.mean_interval,
         seed=args.seed,
@@ -343,7 +338,6 @@ def run_ifsf(args: argparse.Namespace) -> int:
         keep_running=args.keep_running,
         console=args.control == "-",
     )
-    return asyncio.run(_serve_network(IFSF, network, plan))
 
 
 def _ifsf_plan(args: argparse.Namespace) -> registry.NetworkPlan:

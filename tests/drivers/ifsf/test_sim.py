@@ -320,6 +320,13 @@ async def test_serve_fails_a_script_at_its_first_error() -> None:
 
 
 # ------------------------------------------------------------------ edgectl simulate ifsf
+@pytest.fixture(autouse=True)
+def _logs_stay_as_they_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The command points the process's logging at its stderr, which capsys closes after the
+    # test: later tests would log into a closed file.
+    monkeypatch.setattr("edgectl.logs.configure", lambda **_: None)
+
+
 def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     parser = argparse.ArgumentParser(prog="edgectl")
     simulate_cli.register(parser.add_subparsers(dest="command"))
