@@ -165,7 +165,6 @@ FP_COMMANDS: Final[Mapping[int, FpEvent]] = {
     0x42: FpEvent.CLEAR_DISPLAY,
 }
 _SALE_RUNNING: Final = frozenset({S.FUELLING, S.SUSPENDED_FUELLING})
-_RELEASED: Final = frozenset({S.AUTHORISED, S.STARTED, S.SUSPENDED_STARTED, *_SALE_RUNNING})
 
 
 def fp_next(state: FpState, event: FpEvent) -> FpState:
@@ -486,14 +485,6 @@ def _fits(value: Decimal, decimals: int, digits: int) -> bool:
     if value < 0 or value >= Decimal(10) ** (digits - decimals):
         return False
     return value == value.quantize(_places(decimals))
-
-
-@dataclass(frozen=True, slots=True)
-class Written:
-    """What one written item did: its data ack, and the events that followed."""
-
-    ack: int
-    changed: bool = False
 
 
 # ======================================================================================

@@ -453,6 +453,7 @@ IFSF_WAIT_STATES: Final[tuple[str, ...]] = (
     "fuelling",
     "suspended-fuelling",
     "payable",
+    "paid",
     "nozzle-out",
     "offline",
 )
@@ -798,6 +799,8 @@ def _state_test(fp: SimFp, state: str) -> Callable[[], bool]:
             return lambda: fp.node.silent
         case "payable":
             return lambda: any(t.state.name == "PAYABLE" for t in point.unpaid())
+        case "paid":  # the controller cleared every sale of the FP
+            return lambda: not point.unpaid()
         case "authorised":
             return lambda: point.state in (FpState.AUTHORISED, FpState.STARTED)
     wanted = FpState[state.upper().replace("-", "_")]

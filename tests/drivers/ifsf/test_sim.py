@@ -32,9 +32,11 @@ from drivers.ifsf.sim import (
 )
 from drivers.simulation import NetworkPlan, NodePlan, PumpPlan, ServePlan
 from drivers.wayne_dart.sim_commands import CommandSyntaxError, HangUp, PumpRef
+from drivers.wayne_dart.sim_control import run_script
 from edgectl.cli import simulate as simulate_cli
 from tests.drivers.ifsf.loopback import FAST, free_udp_port
 
+ROOT = Path(__file__).resolve().parents[3]
 CD = Lna(2, 1)
 NODE_1, NODE_2 = Lna(1, 1), Lna(1, 2)
 FP1 = db.FuellingPoint(1)
@@ -245,6 +247,28 @@ async def test_random_customers_are_served_by_a_releasing_cd(station: Station) -
                     sold += 1
             await asyncio.sleep(0.1)
     assert (await station.do("customers none")) == "ok customers=none"
+
+
+async def test_the_example_script_sells_at_a_cd_that_releases_and_clears(station: Station) -> None:
+    cd = station.cd
+    await cd.command(NODE_1, FP1, 0x3C)
+    text = (ROOT / "config" / "scripts" / "ifsf-sale.sim").read_text(encoding="utf-8")
+    lines = text.replace("rate 60 ", "rate 900 ").splitlines()  # the same sale, faster
+    replies: list[str] = []
+    script = asyncio.ensure_future(run_script(station.control, lines, replies.append))
+    every = db.TransactionBuffer(1, 0, every=True)
+    async with asyncio.timeout(30):
+        while not script.done():
+            if (await cd.read(NODE_1, FP1, [0x14])).values()[0x14] == 4:  # Calling
+                await cd.command(NODE_1, FP1, 0x3E)
+            for address, values in (await cd.read(NODE_1, every, [0x05, 0x15])).records():
+                assert values[0x05] == Decimal("20.00")
+                await cd.command(NODE_1, address, 0x1F)
+                await cd.command(NODE_1, address, 0x1E)
+            await asyncio.sleep(0.05)
+    assert script.result().ok, replies
+    assert len(replies) == 6 and "filled state=fuelling volume=11.17 amount=20.00" in replies[2]
+    assert "unpaid=none" in replies[-1] and "totals=1:11.17:20.00" in replies[-1]
 
 
 # ------------------------------------------------------------------ control language
