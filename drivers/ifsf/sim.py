@@ -182,11 +182,11 @@ class SimNode:
 
     # ------------------------------------------------------------------ faults
     async def drop_links(self) -> None:
-        """Close both TCP links (and the server for a moment): the node opens its own link
-        again on the next heartbeat it hears, the CD its own on the next one it hears."""
+        """Close both TCP links: the node opens its own again with its backoff, the CD its
+        own as it does."""
         self.links_dropped += 1
-        await self.stop()
-        await self.start()
+        if self.node is not None:
+            await self.node.drop_links()
 
     async def garbage(self, count: int, rng: random.Random) -> int:
         """`count` pieces of garbage to every CD: random bytes (which the CD cannot frame:
@@ -197,15 +197,14 @@ class SimNode:
             return 0
         sent = 0
         for cd in sorted(self.model.recipients):
-            link = node._link_of(cd)  # links.py has no raw send; garbage is not a message
-            if link is None:
+            if not node.is_up(cd):
                 continue
             for piece in range(count):
                 if piece % 2:
                     data = cd.wire + self.lna.wire + b"\x00\xc0\x00\x03\x01\x21\x00"
                 else:
                     data = b"\xff\xff" + rng.randbytes(rng.randint(6, 40))
-                await link.send(data, queue=True)
+                await node.send_raw(cd, data)
                 self.garbage_sent += 1
             sent += 1
         return sent
