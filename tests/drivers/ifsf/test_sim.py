@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -15,8 +16,10 @@ import pytest
 
 from drivers.base import DriverError
 from drivers.ifsf import databases as db
-from drivers.ifsf.codec import Message, Unsolicited
+from drivers.ifsf.codec import Message, Unsolicited, Write
+from drivers.ifsf.codec import item as it
 from drivers.ifsf.encodings import Lna
+from drivers.ifsf.heartbeat import Heartbeat, decode_heartbeat
 from drivers.ifsf.links import IfsfNode, LinkDown, LinkEvent, LinkSettings, LinkUp
 from drivers.ifsf.node import PeerHeard, PeerLost, Refused
 from drivers.ifsf.sim import (
@@ -116,7 +119,6 @@ async def station() -> AsyncIterator[Station]:
     async with sim, cd:
         for lna in (NODE_1, NODE_2):
             await cd.wait_link(lna, 5)
-            await until(lambda lna=lna: any(n.model.lna == lna for n in sim.nodes))
             await cd.write(lna, db.COM_SV, {0x0B: CD})
         yield Station(sim, IfsfController(sim, seed=3), cd, reports, events, errors)
 
@@ -269,6 +271,45 @@ async def test_the_example_script_sells_at_a_cd_that_releases_and_clears(station
     assert script.result().ok, replies
     assert len(replies) == 6 and "filled state=fuelling volume=11.17 amount=20.00" in replies[2]
     assert "unpaid=none" in replies[-1] and "totals=1:11.17:20.00" in replies[-1]
+
+
+async def test_heartbeats_say_where_each_node_listens_and_sinopec_needs_configuration() -> None:
+    sim_hb = free_udp_port()
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.setblocking(False)
+    cd_hb = listener.getsockname()[1]
+    loop = asyncio.get_running_loop()
+
+    async def next_heartbeats() -> dict[Lna, Heartbeat]:
+        found: dict[Lna, Heartbeat] = {}
+        async with asyncio.timeout(5):
+            while len(found) < 2:
+                heartbeat = decode_heartbeat(await loop.sock_recv(listener, 64))
+                found[heartbeat.lna] = heartbeat
+        return found
+
+    try:
+        async with network(plan(sim_hb, cd_hb, profile="sinopec")) as sim:
+            heard = await next_heartbeats()
+            for node in sim.nodes:
+                assert heard[node.lna].port == node.tcp_port
+                assert str(heard[node.lna].ip) == "127.0.0.1"
+                assert heard[node.lna].status == 0x01  # configuration needed: FPs not open
+            model = sim.nodes[0].model
+            model.receive(
+                Message(model.lna, CD, 1, db.FuellingPoint(0), Write((it(FP1, 0x3C),))), 0
+            )
+            await asyncio.sleep(0.25)
+            while True:  # what was sent before the FPs opened may still be queued
+                try:
+                    listener.recv(64)
+                except BlockingIOError:
+                    break
+            heard = await next_heartbeats()
+            assert heard[NODE_1].status == 0 and heard[NODE_2].status == 0x01
+    finally:
+        listener.close()
 
 
 # ------------------------------------------------------------------ control language
