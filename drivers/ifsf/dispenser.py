@@ -845,6 +845,12 @@ class Dispenser:
                 return offline
         targets = self._expand(address)
         if (
+            isinstance(address, db.ProductPerMode)
+            and address.mode
+            and any(p.number == address.prod_nb for p in self.products)
+        ):
+            targets = [address]  # a product's price in a mode it had none in yet
+        if (
             targets is None
             or not targets
             or (isinstance(address, db.TransactionBuffer) and address.every)
@@ -1151,26 +1157,28 @@ class Dispenser:
 
     # ------------------------------------------------------------------ offline sales
     def _read_offline(self, message: Message) -> list[Message]:
-        if not self.offline:
-            # "No more": ZSY acks on 21 20 0000, SINOPEC on 20 21 0000.
-            end = (
-                db.TransactionBuffer(1, 0, every=True)
-                if self.dialect.offline_end == "tr_every"
-                else db.TransactionBuffer(0, 0)
-            )
-            return [self._ack(message, MS_OK, address=end)]
-        sale = self.offline[0]
-        tr = sale.transaction
-        address = db.TransactionBuffer(sale.fp, sale.seq)
-        values = {
-            **self._tr_values(tr),
-            0xCA: sale.when.strftime("%Y%m%d"),
-            0xCB: sale.when.strftime("%H%M%S"),
-            0xCC: sale.start_total,
-            0xCD: sale.end_total,
-        }
-        items = [codec.item(address, d, v) for d, v in values.items()]
-        return [self._answer(message, address, items)]
+        """Every offline sale, oldest first, each on its own TR address, then the ack that
+        says there is no more (on the dialect's address): a CD that reads them all and one
+        that reads, removes (C9h) and reads again are both served."""
+        out = []
+        for sale in self.offline:
+            address = db.TransactionBuffer(sale.fp, sale.seq)
+            values = {
+                **self._tr_values(sale.transaction),
+                0xCA: sale.when.strftime("%Y%m%d"),
+                0xCB: sale.when.strftime("%H%M%S"),
+                0xCC: sale.start_total,
+                0xCD: sale.end_total,
+            }
+            items = [codec.item(address, d, v) for d, v in values.items()]
+            out.append(self._answer(message, address, items))
+        # "No more": ZSY acks on 21 20 0000, SINOPEC on 20 21 0000.
+        end = (
+            db.TransactionBuffer(1, 0, every=True)
+            if self.dialect.offline_end == "tr_every"
+            else db.TransactionBuffer(0, 0)
+        )
+        return [*out, self._ack(message, MS_OK, address=end)]
 
     def _remove_offline(self, message: Message, body: Write) -> list[Message] | None:
         address = message.database

@@ -16,6 +16,7 @@ import pytest
 
 from drivers.base import DriverError
 from drivers.ifsf import databases as db
+from drivers.ifsf import profiles
 from drivers.ifsf.codec import Message, Unsolicited, Write
 from drivers.ifsf.codec import item as it
 from drivers.ifsf.encodings import Lna
@@ -33,6 +34,7 @@ from drivers.ifsf.sim import (
     serve,
     simulation,
 )
+from drivers.ifsf.startup import NozzleSetup, ProductSetup, StartupPlan, start_up
 from drivers.simulation import NetworkPlan, NodePlan, PumpPlan, ServePlan
 from drivers.wayne_dart.sim_commands import CommandSyntaxError, HangUp, PumpRef
 from drivers.wayne_dart.sim_control import run_script
@@ -444,3 +446,69 @@ def test_cli_refuses_what_it_cannot_simulate(
     code, _out, err = _cli(argv, capsys)
     assert code == 2
     assert said in err
+
+
+# ------------------------------------------------------------------ the controller's start-up
+@pytest.mark.parametrize("name", ["generic", "sinopec", "petrochina"])
+async def test_the_start_up_sequence_against_the_simulator(name: str) -> None:
+    """startup.py (the CD's side) against the simulated dispenser of the same profile: it
+    registers, configures, opens, finds no sale; after a sale and a restart of the CD's
+    sequence it finds the Payable one, and with the Chinese profiles an offline sale."""
+    profile = profiles.profile(name)
+    sim_hb, cd_hb = free_udp_port(), free_udp_port()
+    sim = network(plan(sim_hb, cd_hb, profile=name))
+    cd = IfsfNode(
+        profile.link_settings(
+            tcp_host="127.0.0.1",
+            tcp_port=0,
+            heartbeat_host="127.0.0.1",
+            heartbeat_port=cd_hb,
+            heartbeat_destinations=(("127.255.255.255", sim_hb),),
+            **FAST,
+        ),
+        name="cd",
+    )
+    setup = StartupPlan(
+        products=(
+            ProductSetup(1, 1, {1: Decimal("1.81")}),
+            ProductSetup(2, 2, {1: Decimal("1.67")}),
+        ),
+        nozzles=(NozzleSetup(1, 1, 1), NozzleSetup(1, 2, 2)),
+        calculator={0x0B: 0},
+        fp_settings={0x07: 1},
+    )
+    async with sim, cd:
+        await cd.wait_link(NODE_1, 5)
+        first = await start_up(cd, NODE_1, profile, setup)
+        assert first.warnings == ()
+        assert first.opened == (1,) and first.fp_states == {1: 3}
+        assert first.sales == () and first.offline == ()
+        model = sim.nodes[0].model
+        assert model.recipients == [profile.controller_lna]
+        assert model.price(1) == Decimal("1.81")
+        control = IfsfController(sim)
+        await cd.command(NODE_1, FP1, 0x3E, items={0x1C: Decimal("2.00"), 0x19: 0x03})
+        assert (await control.handle("lift 1 2")) is not None
+        reply = await control.handle("fill 1 rate 900")
+        assert reply is not None and reply.ok, reply
+        await control.handle("hangup 1")
+        if profile.offline_sales:  # the CD goes; a customer fills on the FP's own authority
+            sim.nodes[0].model.set_cd_online(False)
+            await control.handle("lift 1 1")
+            await control.handle("fill 1 volume 1.00 rate 900")
+            await control.handle("hangup 1")
+            sim.nodes[0].model.set_cd_online(True)
+        again = await start_up(cd, NODE_1, profile, setup)
+        assert again.opened == ()  # open already: nothing to open, configuration refused
+        (sale,) = again.sales
+        assert (sale.fp, sale.seq, sale.state, sale.volume, sale.amount, sale.nozzle) == (
+            1,
+            1,
+            2,
+            Decimal("2.00"),
+            Decimal("3.34"),
+            2,
+        )
+        if profile.offline_sales:
+            (offline,) = again.offline
+            assert offline[0x06] == Decimal("1.00") and offline[0xCA]
