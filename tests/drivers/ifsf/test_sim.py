@@ -512,3 +512,50 @@ async def test_the_start_up_sequence_against_the_simulator(name: str) -> None:
         if profile.offline_sales:
             (offline,) = again.offline
             assert offline[0x06] == Decimal("1.00") and offline[0xCA]
+
+
+async def test_a_sale_ended_while_the_cd_was_away_is_found_by_the_next_one() -> None:
+    """The CD stops mid-fill (as a SIGKILLed daemon's node does); the customer finishes
+    and hangs up; a new CD process (another TCP port) starts up and finds the Payable sale."""
+    sim_hb, cd_hb = free_udp_port(), free_udp_port()
+    profile = profiles.profile("generic")
+
+    def cd_node() -> IfsfNode:
+        return IfsfNode(
+            profile.link_settings(
+                tcp_host="127.0.0.1",
+                tcp_port=0,
+                heartbeat_host="127.0.0.1",
+                heartbeat_port=cd_hb,
+                heartbeat_destinations=(("127.255.255.255", sim_hb),),
+                **FAST,
+            ),
+            name="cd",
+        )
+
+    async with network(plan(sim_hb, cd_hb)) as sim:
+        control = IfsfController(sim)
+        first = cd_node()
+        async with first:
+            await first.wait_link(NODE_1, 5)
+            await start_up(first, NODE_1, profile, StartupPlan())
+            await first.command(NODE_1, FP1, 0x3E, items={0x1B: Decimal("3.58")})
+            await control.handle("lift 1 1")
+            filling = asyncio.ensure_future(control.handle("fill 1 rate 60"))
+            assert (await control.handle("wait 1 fuelling timeout 5")) is not None
+        # The CD is gone; the fill goes on to its preset and the customer hangs up.
+        reply = await filling
+        assert reply is not None and reply.ok and "amount=3.58" in reply.line, reply
+        await control.handle("hangup 1")
+        second = cd_node()
+        async with second:
+            await second.wait_link(NODE_1, 5)
+            found = await start_up(second, NODE_1, profile, StartupPlan())
+    ((sale),) = found.sales
+    assert (sale.seq, sale.state, sale.amount, sale.volume) == (
+        1,
+        2,
+        Decimal("3.58"),
+        Decimal("2.00"),
+    )
+    assert found.fp_states == {1: 3}
