@@ -55,6 +55,7 @@ ERROR_PRICE_CHANGED: Final = 0x99
 ERROR_AUTH_TIMEOUT: Final = 0x24
 NO_LNA: Final = Lna(0, 0)
 MAX_SEQ: Final = 9999
+PRICE_DECIMALS: Final = 4  # the most places a unit price may have (bcd6)
 
 
 class DispenserError(DriverError):
@@ -299,6 +300,8 @@ class DispenserSpec:
     heartbeat_interval: int = 10
     running_frequency: int = 1  # FP 3Bh, in Dialect.running_message_unit_s
     flow_rate_lps: Decimal = Decimal("0.6")
+    # A fill stops here whatever the customer does (the display's bcd8 holds no more).
+    max_fill_volume: Decimal = Decimal("9999.99")
     recipients: tuple[Lna, ...] = ()  # unsolicited data goes here before any CD adds itself
 
     def __post_init__(self) -> None:
@@ -477,6 +480,14 @@ def _places(decimals: int) -> Decimal:
     return Decimal(1).scaleb(-decimals)
 
 
+def _fits(value: Decimal, decimals: int, digits: int) -> bool:
+    """Whether `value` is a non-negative figure of at most `decimals` places that a bcd of
+    `digits` digits shows (a preset the display cannot show is refused, Data_Ack 1)."""
+    if value < 0 or value >= Decimal(10) ** (digits - decimals):
+        return False
+    return value == value.quantize(_places(decimals))
+
+
 @dataclass(frozen=True, slots=True)
 class Written:
     """What one written item did: its data ack, and the events that followed."""
@@ -498,6 +509,7 @@ class Dispenser:
         self._vq = _places(spec.volume_decimals)
         self._aq = _places(spec.amount_decimals)
         self.heartbeat_interval = spec.heartbeat_interval
+        self._max_amount = Decimal(10) ** (8 - spec.amount_decimals) - self._aq
         self.recipients: list[Lna] = list(spec.recipients)
         self.auth_state_mode = spec.auth_state_mode
         self.stand_alone_auth = 0
@@ -557,12 +569,13 @@ class Dispenser:
         """A fault at the FP: it goes Inoperative (ending a running sale) and reports it."""
         point = self._fp_or_raise(fp)
         out = self.tick(now)
+        was = point.state
         if point.state in _SALE_RUNNING:
             out += self._end_sale(point, now, event=FpEvent.FAULT)
         else:
             self._drop_authorisation(point)
             out += self._fire(point, FpEvent.FAULT, now)
-        return out + self._record_error(point, error_id)
+        return out + self._record_error(point, error_id, was)
 
     def recover(self, fp: int, now: float) -> list[Message]:
         """The fault is cleared: Inoperative -> Closed (the CD opens it again)."""
@@ -941,7 +954,10 @@ class Dispenser:
                     return ACK_INVALID
                 fp.mask = value
             case 0x1B | 0x1C:
-                if value < 0:
+                decimals = (
+                    self.spec.amount_decimals if data_id == 0x1B else self.spec.volume_decimals
+                )
+                if not _fits(value, decimals, 8):
                     return ACK_INVALID
                 preset = value if value > 0 else None
                 if data_id == 0x1B:
@@ -1112,11 +1128,11 @@ class Dispenser:
         if data_id != 0x02:
             self.mode_other[(prod_nb, mode, data_id)] = raw
             return ACK_OK
-        if value <= 0:
+        if value <= 0 or not _fits(value, PRICE_DECIMALS, 6):
             return ACK_INVALID
         self.prices[(prod_nb, mode)] = value
         if self.dialect.price_change_error:
-            index = next(i for i, p in enumerate(self.products, 1) if p.number == prod_nb)
+            index = next((i for i, p in enumerate(self.products, 1) if p.number == prod_nb), 0)
             for fp in self.fps.values():
                 if any(n.product == index for n in fp.nozzles.values()):
                     out += self._record_error(fp, ERROR_PRICE_CHANGED)
@@ -1258,9 +1274,10 @@ class Dispenser:
             and fp.released_at is not None
             and now - fp.released_at >= self.max_auth_time * 10
         ):
+            was = fp.state
             self._drop_authorisation(fp)
             out += self._fire(fp, FpEvent.AUTH_TIMEOUT, now)
-            out += self._record_error(fp, ERROR_AUTH_TIMEOUT)
+            out += self._record_error(fp, ERROR_AUTH_TIMEOUT, was)
         return out
 
     def _meter(self, fp: FuellingPoint) -> str | None:
@@ -1270,10 +1287,20 @@ class Dispenser:
         price = fp.unit_price
         # Each limit as the volume it is reached at: (volume, reason, amount limit or None).
         limits: list[tuple[Decimal, str, Decimal | None]] = []
-        for volume, why in ((fp.authorised_volume, "preset"), (fp.flow.stop_volume, "hand")):
+        volumes = (
+            (fp.authorised_volume, "preset"),
+            (fp.flow.stop_volume, "hand"),
+            (self.spec.max_fill_volume, "preset"),
+        )
+        for volume, why in volumes:
             if volume is not None:
                 limits.append((volume, why, None))
-        for amount, why in ((fp.authorised_amount, "preset"), (fp.flow.stop_amount, "hand")):
+        amounts = (
+            (fp.authorised_amount, "preset"),
+            (fp.flow.stop_amount, "hand"),
+            (self._max_amount, "preset"),
+        )
+        for amount, why in amounts:
             if amount is not None and price > 0:
                 limits.append((amount / price, why, amount))
         reached = [limit for limit in limits if fp.raw_volume >= limit[0]]
@@ -1392,18 +1419,23 @@ class Dispenser:
             items.append(codec.item(address, 0x50, bytes(8)))
         return self._emit(address, items)
 
-    def _record_error(self, fp: FuellingPoint, error_id: int) -> list[Message]:
+    def _record_error(
+        self, fp: FuellingPoint, error_id: int, state: FpState | None = None
+    ) -> list[Message]:
+        """Keep the error entry (FP_Error_State: the FP's state when it happened) and
+        report it."""
+        state = fp.state if state is None else state
         error = fp.errors.get(error_id)
         if error is None:
-            fp.errors[error_id] = ErrorRecord(error_id, fp.state)
+            fp.errors[error_id] = ErrorRecord(error_id, state)
         else:
             error.total += 1
-            error.state = fp.state
+            error.state = state
         address = db.ErrorEntry(fp.number, error_id)
         items = [
             codec.item(address, 0x64),
             codec.item(address, 0x01, error_id),
-            codec.item(address, 0x05, int(fp.state)),
+            codec.item(address, 0x05, int(state)),
         ]
         return self._emit(address, items)
 
