@@ -295,7 +295,7 @@ class FuellingPointView:
         if not isinstance(body, (codec.Answer, codec.Unsolicited)):
             return []
         address = message.database
-        values = _values(address, body.items)
+        values = decode_values(address, body.items)
         if isinstance(address, db.FuellingPoint) and address.fp == self.fp:
             return self.fp_values(values)
         if isinstance(address, db.TransactionBuffer) and address.fp == self.fp:
@@ -439,7 +439,8 @@ class FuellingPointView:
         """The FP's status now, whether or not it changed (after a reset, after the link
         opened: the station must hear it again)."""
         self._reported = None
-        return self._status_events()
+        self._reported_nozzle = None
+        return self._nozzle_events() + self._status_events()
 
     def _status_events(self) -> list[DispenserEvent]:
         status = self.status()
@@ -533,7 +534,7 @@ _TR_FIELDS: Final = (
 )
 
 
-def _values(address: db.Address, items: Iterable[codec.DataItem]) -> dict[int, Any]:
+def decode_values(address: db.Address, items: Iterable[codec.DataItem]) -> dict[int, Any]:
     """Data items decoded by their id; one that does not decode is left out (the rest of
     the message still counts: a dispenser of another make may fill a field differently)."""
     values: dict[int, Any] = {}

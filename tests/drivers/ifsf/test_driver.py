@@ -1,0 +1,340 @@
+"""IfsfLine end to end on loopback: the controller node against the simulated dispenser model
+(drivers/ifsf/dispenser.py on an IfsfNode), through the DispenserLine interface the station
+uses: authorize, fill, FILLING_COMPLETED, filling_info, totals, reset clears; refusals typed;
+a restart with two Payable sales; a link dropped mid-sale."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import pytest
+
+from drivers.base import (
+    CommandRejected,
+    DispenserEvent,
+    DispenserStatus,
+    FillingInfo,
+    FillingReport,
+    NozzleReport,
+    PumpOffline,
+    PumpOnline,
+    StatusReport,
+)
+from drivers.ifsf.codec import Message
+from drivers.ifsf.dispenser import (
+    MS_BUSY,
+    Dispenser,
+    DispenserSpec,
+    FpSpec,
+    FpState,
+    NozzleSpec,
+    ProductSpec,
+    TrState,
+)
+from drivers.ifsf.driver import IfsfLine, IfsfLineSettings, IfsfNozzle, IfsfPump
+from drivers.ifsf.encodings import Lna
+from drivers.ifsf.links import IfsfNode
+from tests.drivers.ifsf.loopback import free_tcp_port, free_udp_port, loopback_settings
+
+D = Decimal
+S = DispenserStatus
+CD = Lna(2, 1)
+NODE = Lna(1, 3)
+PUMP = 5  # the station's address of FP 1
+
+
+def spec(unpaid_limit: int = 2) -> DispenserSpec:
+    return DispenserSpec(
+        NODE,
+        (
+            FpSpec(
+                (
+                    NozzleSpec(1, D("1000.00"), D("1500.00")),
+                    NozzleSpec(2, D("200.00"), D("360.00")),
+                )
+            ),
+        ),
+        (ProductSpec(95, "SP95", {1: D("1.500")}), ProductSpec(10, "Diesel", {1: D("1.800")})),
+        flow_rate_lps=D("20"),
+        unpaid_limit=unpaid_limit,
+    )
+
+
+PUMPS = (
+    IfsfPump(
+        PUMP,
+        NODE,
+        1,
+        (IfsfNozzle(1, logical=1, product=95), IfsfNozzle(2, logical=2, product=10)),
+    ),
+)
+
+
+class SimNode:
+    """The dispenser model on an IfsfNode: requests answered by the model, time ticked."""
+
+    def __init__(self, model: Dispenser, hb: int, cd_hb: int, tcp: int) -> None:
+        self.model = model
+        self.hb, self.cd_hb, self.tcp = hb, cd_hb, tcp
+        self.node: IfsfNode | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self.t0 = time.monotonic()
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    async def _on_request(self, request: Message) -> Sequence[Message]:
+        return self.model.receive(request, self.now())
+
+    async def start(self) -> None:
+        self.node = IfsfNode(
+            loopback_settings([NODE], self.hb, self.cd_hb, tcp_port=self.tcp),
+            name="dispenser",
+            on_request=self._on_request,
+        )
+        await self.node.start()
+        self._ticker = asyncio.create_task(self._tick())
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        if self.node is not None:
+            await self.node.stop()
+            self.node = None
+
+    async def send(self, messages: Sequence[Message]) -> None:
+        if self.node is None:
+            return  # the node is down: what it would say is lost
+        for message in messages:
+            await self.node.send(message)
+
+    async def _tick(self) -> None:
+        while True:
+            await self.send(self.model.tick(self.now()))
+            await asyncio.sleep(0.02)
+
+    async def customer(self, nozzle: int, **squeeze: Decimal) -> None:
+        """Lift `nozzle`, hold the trigger (until a preset, or `stop_volume`)."""
+        await self.send(self.model.lift(1, nozzle, self.now()))
+        await self.send(self.model.squeeze(1, self.now(), **squeeze))
+
+    def pour(self) -> FpState:
+        """Let the model's time run while its node is down (what it says is lost)."""
+        self.model.tick(self.now())
+        return self.model.fps[1].state
+
+    async def hang_up(self) -> None:
+        await self.send(self.model.hang_up(1, self.now()))
+
+
+@dataclass
+class Rig:
+    sim: SimNode
+    cd_hb: int
+    line: IfsfLine | None = None
+    task: asyncio.Task[None] | None = None
+    events: list[DispenserEvent] = field(default_factory=list)
+
+    async def start_line(self) -> IfsfLine:
+        self.events = []
+        settings = IfsfLineSettings(
+            "ifsf1", loopback_settings([CD], self.cd_hb, self.sim.hb), retry_s=0.1
+        )
+        self.line = IfsfLine(settings, PUMPS, self.events.append)
+        self.task = asyncio.create_task(self.line.run())
+        return self.line
+
+    async def stop_line(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            self.task = None
+
+    def statuses(self) -> list[DispenserStatus]:
+        return [e.status for e in self.events if isinstance(e, StatusReport)]
+
+    async def until(self, what: Callable[[], bool], timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not what():
+                await asyncio.sleep(0.01)
+
+    async def status(self, status: DispenserStatus, *, after: int = 0) -> int:
+        """Wait for a StatusReport of `status` among the events from index `after`."""
+
+        def seen() -> int | None:
+            for i, e in enumerate(self.events[after:], start=after):
+                if isinstance(e, StatusReport) and e.status is status:
+                    return i
+            return None
+
+        await self.until(lambda: seen() is not None)
+        found = seen()
+        assert found is not None
+        return found + 1
+
+    async def finish_sale(self) -> tuple[FillingInfo, tuple[Decimal, Decimal]]:
+        """What the station does on FILLING_COMPLETED: read, totals, (commit), reset."""
+        line = self.line
+        assert line is not None
+        info = await line.filling_info(PUMP)
+        assert info.nozzle is not None
+        totals = await line.totals(PUMP, info.nozzle)
+        await line.reset(PUMP)
+        return info, totals
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    cd_hb, hb = free_udp_port(), free_udp_port()
+    sim = SimNode(Dispenser(spec()), hb, cd_hb, free_tcp_port())
+    await sim.start()
+    r = Rig(sim, cd_hb)
+    try:
+        yield r
+    finally:
+        await r.stop_line()
+        await sim.stop()
+
+
+async def online(r: Rig) -> IfsfLine:
+    line = await r.start_line()
+    await r.until(lambda: line.is_online(PUMP))
+    await r.until(lambda: any(isinstance(e, StatusReport) for e in r.events))
+    return line
+
+
+async def test_the_pump_comes_online_opened_and_at_rest(rig: Rig) -> None:
+    line = await online(rig)
+    assert isinstance(rig.events[0], PumpOnline)
+    assert rig.statuses() == [S.RESET]
+    assert any(isinstance(e, NozzleReport) and not e.nozzle_out for e in rig.events)
+    assert rig.sim.model.fps[1].state is FpState.IDLE  # Open_FP was sent
+    assert CD in rig.sim.model.recipients  # registered for unsolicited data
+    assert await line.request_status(PUMP) is S.RESET
+
+
+async def test_authorize_fill_record_and_clear(rig: Rig) -> None:
+    line = await online(rig)
+    await line.set_prices(PUMP, [D("1.459"), D("1.799")])
+    assert rig.sim.model.price(1) == D("1.459")
+    mark = len(rig.events)
+    await line.authorize(PUMP, nozzles=[1], preset_amount=D("14.59"))
+    mark = await rig.status(S.AUTHORIZED, after=mark)
+    await rig.sim.customer(1)
+    mark = await rig.status(S.FILLING, after=mark)
+    await rig.status(S.FILLING_COMPLETED, after=mark)
+    assert any(isinstance(e, FillingReport) for e in rig.events)
+    await rig.sim.hang_up()
+    info = await line.filling_info(PUMP)
+    assert (info.volume, info.amount, info.nozzle, info.unit_price) == (
+        D("10.00"),
+        D("14.59"),
+        1,
+        D("1.459"),
+    )
+    (tx,) = rig.sim.model.fps[1].transactions.values()
+    assert tx.state is TrState.LOCKED and tx.controller == CD
+    totals = await line.totals(PUMP, 1)
+    assert totals == (D("1010.00"), D("1514.59"))
+    mark = len(rig.events)
+    assert await line.reset(PUMP) is S.RESET
+    assert tx.state is TrState.CLEARED
+    await rig.status(S.RESET, after=mark)  # told after the reset returned
+    assert await line.filling_info(PUMP) == FillingInfo(D(0), D(0))
+
+
+async def test_a_refusal_is_typed_with_the_dispensers_reason(rig: Rig) -> None:
+    line = await online(rig)
+    rig.sim.model.refuse(1, MS_BUSY)
+    with pytest.raises(CommandRejected) as raised:
+        await line.authorize(PUMP, preset_amount=D("10.00"))
+    assert raised.value.code == "busy"
+    assert "device busy" in str(raised.value)
+    with pytest.raises(CommandRejected) as raised:
+        await line.suspend(PUMP)  # Idle: nothing to suspend
+    assert raised.value.code == "refused_in_state"
+    assert "Suspend_FP: command refused in this state" in str(raised.value)
+
+
+async def test_a_release_at_the_unpaid_limit_is_refused_as_such(rig: Rig) -> None:
+    await rig.sim.stop()
+    rig.sim.model = Dispenser(spec(unpaid_limit=1))
+    await rig.sim.start()
+    line = await online(rig)
+    await line.authorize(PUMP, nozzles=[2], preset_volume=D("5.00"))
+    await rig.sim.customer(2)
+    await rig.status(S.FILLING_COMPLETED)
+    await rig.sim.hang_up()
+    with pytest.raises(CommandRejected) as raised:
+        await line.authorize(PUMP, preset_amount=D("10.00"))
+    assert raised.value.code == "unpaid_limit"
+    assert "1 unpaid sale(s)" in str(raised.value)
+
+
+async def _two_payable_sales(r: Rig, line: IfsfLine) -> None:
+    for nozzle, volume in ((1, D("4.00")), (1, D("6.00"))):
+        mark = len(r.events)
+        await line.authorize(PUMP, nozzles=[nozzle], preset_volume=volume)
+        await r.sim.customer(nozzle)
+        await r.status(S.FILLING_COMPLETED, after=mark)
+        await r.sim.hang_up()
+        await r.until(lambda: r.sim.model.fps[1].state is FpState.IDLE)
+
+
+async def test_after_a_restart_two_payable_sales_are_read_oldest_first(rig: Rig) -> None:
+    rig.sim.model.fps[1].last_seq = 9998  # the next sales are 9999 and 0001
+    line = await online(rig)
+    await _two_payable_sales(rig, line)
+    await rig.stop_line()  # the daemon is killed: nothing cleared
+    line = await online(rig)
+    assert rig.statuses() == [S.FILLING_COMPLETED]
+    first, totals = await rig.finish_sale()
+    assert (first.volume, totals) == (D("4.00"), (D("1004.00"), D("1506.00")))
+    assert rig.sim.model.fps[1].transactions[9999].state is TrState.CLEARED
+    mark = await rig.status(S.FILLING_COMPLETED, after=1)  # the next one, told again
+    second, totals = await rig.finish_sale()
+    assert (second.volume, totals) == (D("6.00"), (D("1010.00"), D("1515.00")))
+    await rig.status(S.RESET, after=mark)
+    assert not rig.sim.model.fps[1].unpaid()
+
+
+async def test_a_sale_read_twice_across_a_restart_keeps_its_totals(rig: Rig) -> None:
+    line = await online(rig)
+    await _two_payable_sales(rig, line)
+    info = await line.filling_info(PUMP)
+    assert info.nozzle is not None
+    before = await line.totals(PUMP, info.nozzle)
+    await rig.stop_line()  # killed after the commit, before the clear
+    line = await online(rig)
+    again = await line.filling_info(PUMP)
+    assert again == info
+    assert await line.totals(PUMP, 1) == before  # the same identity: recorded once
+
+
+async def test_a_link_dropped_mid_sale_is_read_back_when_it_returns(rig: Rig) -> None:
+    line = await online(rig)
+    await line.authorize(PUMP, nozzles=[2], preset_volume=D("9.00"))
+    await rig.sim.customer(2)
+    await rig.status(S.FILLING)
+    await rig.sim.stop()  # the dispenser's node goes away; its FP goes on pouring
+    await rig.until(lambda: not line.is_online(PUMP), timeout=5)
+    assert any(isinstance(e, PumpOffline) for e in rig.events)
+    model = rig.sim.model
+    await rig.until(
+        lambda: (model.tick(rig.sim.now()) or True) and model.fps[1].state is FpState.IDLE
+    )
+    mark = len(rig.events)
+    await rig.sim.start()
+    await rig.until(lambda: line.is_online(PUMP), timeout=5)
+    await rig.status(S.FILLING_COMPLETED, after=mark)
+    info, totals = await rig.finish_sale()
+    assert (info.volume, info.nozzle) == (D("9.00"), 2)
+    assert totals == (D("209.00"), D("376.20"))
