@@ -11,6 +11,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,13 +41,17 @@ from drivers.ifsf.dispenser import (
 from drivers.ifsf.driver import IfsfLine, IfsfLineSettings, IfsfNozzle, IfsfPump
 from drivers.ifsf.encodings import Lna
 from drivers.ifsf.links import IfsfNode
+from edgectl.config import load_config
+from edgectl.errors import CommandError
+from edgectl.station import OrderRequest, Station
+from edgectl.store.store import Store
 from tests.drivers.ifsf.loopback import free_tcp_port, free_udp_port, loopback_settings
 
 D = Decimal
 S = DispenserStatus
 CD = Lna(2, 1)
 NODE = Lna(1, 3)
-PUMP = 5  # the station's address of FP 1
+PUMP = 0x50  # the station's address of FP 1 (DART's range, for the config of today)
 
 
 def spec(unpaid_limit: int = 2) -> DispenserSpec:
@@ -338,3 +344,175 @@ async def test_a_link_dropped_mid_sale_is_read_back_when_it_returns(rig: Rig) ->
     info, totals = await rig.finish_sale()
     assert (info.volume, info.nozzle) == (D("9.00"), 2)
     assert totals == (D("209.00"), D("376.20"))
+
+
+# ---------------------------------------------------------------------------------------
+# Through the real station (edgectl/station.py, unchanged): the cloud cannot tell IFSF from DART
+# ---------------------------------------------------------------------------------------
+STATION_TOML = """
+[station]
+id = "IFSF-01"
+currency = "CNY"
+
+[store]
+path = "{db}"
+
+[authorization]
+mode = "cloud"
+authorize_timeout_s = 60
+
+[[grades]]
+id = "95"
+name = "95"
+unit_price = "1.500"
+
+[[grades]]
+id = "diesel"
+name = "diesel"
+unit_price = "1.800"
+
+[[lines]]
+name = "ifsf1"
+port = "{tmp}/unused"
+protocol = "wayne_dart"
+
+[[pumps]]
+number = 1
+line = "ifsf1"
+address = {address}
+nozzles = {{ 1 = "95", 2 = "diesel" }}
+"""
+
+
+@dataclass
+class StationRig:
+    rig: Rig
+    tmp: Path
+    station: Station | None = None
+    store: Store | None = None
+    task: asyncio.Task[None] | None = None
+
+    async def start(self) -> Station:
+        path = self.tmp / "station.toml"
+        path.write_text(STATION_TOML.format(db=self.tmp / "edgectl.db", tmp=self.tmp, address=PUMP))
+        config = load_config(path)
+        self.store = Store(config.store.path, station_id=config.station.id)
+        r = self.rig
+        settings = IfsfLineSettings(
+            "ifsf1", loopback_settings([CD], r.cd_hb, r.sim.hb), retry_s=0.1
+        )
+        stations: list[Station] = []
+
+        def both(event: DispenserEvent) -> None:
+            r.events.append(event)
+            stations[0].on_dispenser_event(event)
+
+        r.events = []
+        r.line = IfsfLine(settings, PUMPS, both)
+        station = Station(config, self.store, {"ifsf1": r.line})
+        stations.append(station)
+        r.task = asyncio.create_task(r.line.run())
+        self.task = asyncio.create_task(station.run())
+        self.station = station
+        return station
+
+    async def stop(self) -> None:
+        for task in (self.task, self.rig.task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self.task = self.rig.task = None
+        if self.station is not None:
+            self.station.close()
+        if self.store is not None:
+            self.store.close()
+
+    async def sales(self) -> list[dict[str, Any]]:
+        assert self.station is not None and self.store is not None
+        return await self.station.db(self.store.sales)
+
+
+@pytest.fixture
+async def station_rig(rig: Rig, tmp_path: Path) -> AsyncIterator[StationRig]:
+    s = StationRig(rig, tmp_path)
+    try:
+        yield s
+    finally:
+        await s.stop()
+
+
+def _order(order_id: str, amount: str) -> OrderRequest:
+    return OrderRequest(
+        order_id=order_id,
+        cmd_id=f"cmd-{order_id}",
+        pump=1,
+        preset_type="amount",
+        preset_value=D(amount),
+        currency="CNY",
+        nozzles=(1,),
+    )
+
+
+async def test_a_pay_at_pump_order_is_sold_recorded_then_cleared(station_rig: StationRig) -> None:
+    rig = station_rig.rig
+    station = await station_rig.start()
+    await rig.until(lambda: station.points[1].status is S.RESET)
+    await rig.until(lambda: rig.sim.model.price(1) == D("1.500"))  # the station's prices
+    await station.start_order(_order("o-1", "15.00"))
+    await rig.sim.customer(1)
+    await rig.until(lambda: rig.sim.model.fps[1].state is FpState.IDLE)
+    await rig.sim.hang_up()
+    fp = rig.sim.model.fps[1]
+    await rig.until(lambda: bool(fp.transactions) and not fp.unpaid(), timeout=5)
+    (sale,) = await station_rig.sales()
+    assert (sale["nozzle"], sale["grade"], sale["volume"], sale["amount"]) == (
+        1,
+        "95",
+        "10.00",
+        "15.00",
+    )
+    assert sale["uid"] == "P1-N1-T1010.00" and sale["order_id"] == "o-1"
+    assert station_rig.store is not None
+    order = await station.db(station_rig.store.order, "o-1")
+    assert order is not None and order["status"] == "completed"
+
+
+async def test_a_refused_release_fails_the_order_with_its_reason(station_rig: StationRig) -> None:
+    rig = station_rig.rig
+    station = await station_rig.start()
+    await rig.until(lambda: station.points[1].status is S.RESET)
+    rig.sim.model.refuse(5, MS_BUSY)
+    with pytest.raises(CommandError) as raised:
+        await station.start_order(_order("o-2", "15.00"))
+    assert "device busy" in str(raised.value)
+    assert station_rig.store is not None
+    store = station_rig.store
+    order = await station.db(store.order, "o-2")
+    assert order is not None and (order["status"], order["reason"]) == ("failed", "pump_refused")
+    (auth,) = await station.db(store.query, "SELECT state, reason FROM authorizations")
+    assert auth["state"] == "failed"
+    assert "authorize refused by the dispenser: device busy; FP 1 is Idle" in auth["reason"]
+
+
+async def test_sales_left_payable_are_recorded_once_across_restarts(
+    station_rig: StationRig,
+) -> None:
+    rig = station_rig.rig
+    line = await online(rig)
+    await _two_payable_sales(rig, line)  # sold while no station listened
+    await rig.stop_line()
+    await station_rig.start()
+    fp = rig.sim.model.fps[1]
+    await rig.until(lambda: not fp.unpaid(), timeout=10)
+    sales = await station_rig.sales()
+    assert [(s["volume"], s["uid"]) for s in sales] == [
+        ("4.00", "P1-N1-T1004.00"),
+        ("6.00", "P1-N1-T1010.00"),
+    ]
+    await station_rig.stop()
+    await station_rig.start()  # again: nothing left to record, nothing twice
+    station = station_rig.station
+    assert station is not None
+    await rig.until(lambda: station.points[1].status is S.RESET)
+    assert len(await station_rig.sales()) == 2
