@@ -7,8 +7,8 @@ dispenser says about an FP goes through its `FuellingPointView` (fuelling.py), w
 what the station hears; this module only asks and commands:
 
 * the link to a dispenser node opens: register as a recipient of unsolicited data, open its
-  Closed FPs, read each FP and every uncleared transaction, then PumpOnline and the FP's
-  status;
+  Closed FPs, read each FP and every uncleared transaction (and the offline sales of the
+  Chinese profiles), then PumpOnline and the FP's status;
 * `filling_info` Locks and reads the oldest uncleared transaction, `totals` reads the
   nozzle's totals and gives them as of that transaction, `reset` Clears it (after the station
   committed the sale); the next one is reported FILLING_COMPLETED in turn;
@@ -49,7 +49,7 @@ from drivers.base import (
 )
 from drivers.ifsf import databases as db
 from drivers.ifsf import fuelling as f
-from drivers.ifsf.codec import Ack, Message
+from drivers.ifsf.codec import Ack, DataItem, Message
 from drivers.ifsf.encodings import Lna
 from drivers.ifsf.fuelling import FuellingPointView, MissingDetails
 from drivers.ifsf.links import IfsfNode, LinkDown, LinkEvent, LinkSettings, LinkUp
@@ -111,13 +111,16 @@ class IfsfPump:
 class IfsfLineSettings:
     """One line of IFSF dispensers. `link` is the controller node's (ports, heartbeat, our
     LNA first); `fuelling_mode` the mode whose prices are written; `open_closed_fps` opens
-    a Closed FP when its link opens (the station serves through it)."""
+    a Closed FP when its link opens (the station serves through it); `offline_sales` reads the
+    sales a dispenser of the Chinese profiles made while no controller was there (C8h), to
+    be recorded and then removed (C9h)."""
 
     name: str
     link: LinkSettings = field(default_factory=LinkSettings)
     fuelling_mode: int = 1
     open_closed_fps: bool = True
     register_recipient: bool = True
+    offline_sales: bool = False  # the Chinese profiles' C8h/C9h (PetroChina, Sinopec)
     retry_s: float = 1.0  # a failed learn or buffer read is tried again after this
 
     @property
@@ -311,6 +314,7 @@ class IfsfLine:
                 await self._register(lna)
                 for pump in pumps:
                     await self._learn_fp(pump)
+                await self._fetch_offline(lna)
             except DriverError as exc:
                 log.warning("ifsf_learn_failed", line=self.name, node=str(lna), error=str(exc))
                 for pump in pumps:
@@ -576,6 +580,8 @@ class IfsfLine:
         if view.wants_listing or not view.transactions:
             await self._list(pump)
         while (tx := view.next_sale()) is not None:
+            if tx.offline:
+                return view.take(tx.seq, offline=True)
             if tx.state != f.LOCKED or tx.controller != self.settings.controller:
                 await self._lock(pump, tx.seq)
             await self._read_transaction(pump, tx.seq)
@@ -639,7 +645,9 @@ class IfsfLine:
         self._require_online(pump)
         view = pump.view
         seq = view.in_hand
-        if seq is not None and seq in view.transactions:
+        if seq is not None and view.in_hand_offline:
+            await self._remove_offline(pump, seq)
+        elif seq is not None and seq in view.transactions:
             spec = pump.spec
             what = f"clear of transaction {seq:04d}"
             try:
@@ -653,6 +661,42 @@ class IfsfLine:
             view.cleared(seq)
         asyncio.get_running_loop().call_soon(self._report_later, pump)
         return view.status() or DispenserStatus.RESET
+
+    async def _remove_offline(self, pump: _Pump, seq: int) -> None:
+        spec = pump.spec
+        where = db.TransactionBuffer(spec.fp, seq)
+        try:
+            await self.node.write(spec.node, where, [DataItem(f.TR_OFFLINE_REMOVE)])
+        except Refused as refused:
+            if refused.ms_ack != 6:  # 6: no such offline sale: removed already
+                raise self._rejected(refused, f"removal of offline sale {seq:04d}", pump) from (
+                    refused
+                )
+        pump.view.cleared(seq, offline=True)
+        await self._fetch_offline(spec.node, told=pump)
+
+    async def _fetch_offline(self, lna: Lna, *, told: _Pump | None = None) -> None:
+        """Read the node's next offline sale (C8h on `20 21 0000`: the dispenser gives the
+        first one it holds, until it is removed), for the pump of its FP. `told`'s status
+        goes out after the reset that asked; any other pump's now."""
+        if not self.settings.offline_sales:
+            return
+        try:
+            reply = await self.node.read(lna, db.TransactionBuffer(0, 0), [f.TR_OFFLINE_READ])
+        except Refused as refused:
+            log.warning(
+                "ifsf_offline_read_refused", line=self.name, node=str(lna), error=str(refused)
+            )
+            return
+        for address, values in _records(reply):
+            found = self._by_fp.get((lna, getattr(address, "fp", 0)))
+            seq = values.get(f.TR_SEQ_NB) or getattr(address, "seq", 0)
+            if found is None or not isinstance(seq, int):
+                continue
+            pump = self._pumps[found]
+            events = pump.view.offline_sale(seq, values)
+            if pump is not told and pump.learned:
+                self._emit_all(events)
 
     def _report_later(self, pump: _Pump) -> None:
         if pump.online:

@@ -100,6 +100,10 @@ TR_STATE = 0x15
 TR_CLEAR = 0x1E
 TR_LOCK = 0x1F
 TR_STATUS_MESSAGE = 0x64
+# Oil-company offline sales (PetroChina / Sinopec, ifsf-over-ip.md §6).
+TR_OFFLINE_READ = 0xC8
+TR_OFFLINE_REMOVE = 0xC9
+TR_OFFLINE_END_TOTAL = 0xCD
 # What the controller reads of a stored sale.
 TR_READ_IDS: Final = (
     TR_SEQ_NB,
@@ -143,7 +147,9 @@ class Transaction:
     """One stored sale of the FP's buffer, as much of it as the dispenser has told.
 
     `nozzle` is the logical nozzle (1-8). `read` is true once the entry itself was read (its
-    nozzle and price known), not only its status message."""
+    nozzle and price known), not only its status message. `offline` marks an oil-company
+    offline sale (stored while no controller was there, read with C8h, removed with C9h),
+    `end_total` the nozzle's volume total after it (CDh) as the dispenser gave it."""
 
     seq: int
     state: int | None = None
@@ -154,6 +160,8 @@ class Transaction:
     product: int | None = None
     controller: Lna | None = None
     read: bool = False
+    offline: bool = False
+    end_total: Decimal | None = None
 
     @property
     def uncleared(self) -> bool:
@@ -209,6 +217,8 @@ class FuellingPointView:
     unpaid_limit: int | None = None  # Nb_Tran_Buffer_Not_Paid, once read
     transactions: dict[int, Transaction] = field(default_factory=dict)  # uncleared only
     in_hand: int | None = None  # the seq handed to the station by `take`, until cleared
+    in_hand_offline: bool = False  # ... of an offline sale (its own numbering)
+    offline: dict[int, Transaction] = field(default_factory=dict)  # read, not yet removed
     listed: bool = False  # a complete read of the buffer since the link (re)opened
     prices: dict[int, Decimal] = field(default_factory=dict)  # logical nozzle -> price set
     totals: dict[int, tuple[Decimal, Decimal]] = field(default_factory=dict)  # last read
@@ -259,7 +269,7 @@ class FuellingPointView:
             return None
         if self._pending_end and self._held is not None and self.state in AT_REST:
             return self._held
-        if self.state in AT_REST and self.transactions:
+        if self.state in AT_REST and (self.transactions or self.offline):
             return DispenserStatus.FILLING_COMPLETED
         return STATUS_OF_STATE.get(self.state, DispenserStatus.NOT_PROGRAMMED)
 
@@ -283,6 +293,9 @@ class FuellingPointView:
         transaction in hand stays in hand: the station may have committed it."""
         self.state = None
         self.listed = False
+        self.offline.clear()  # read again with the rest when the link is back
+        if self.in_hand_offline:
+            self.in_hand, self.in_hand_offline = None, False
         self._pending_end = False
         self._held = None
         self._reported = None
@@ -407,13 +420,31 @@ class FuellingPointView:
         self._pending_end, self._held = False, None
         return self._status_events()
 
-    def cleared(self, seq: int) -> list[DispenserEvent]:
-        """The dispenser acknowledged the Clear (or removal) of `seq`. The status event is
-        not returned: the driver gives it after the station's reset returns (`report`)."""
-        self.transactions.pop(seq, None)
-        if self.in_hand == seq:
-            self.in_hand = None
+    def cleared(self, seq: int, *, offline: bool = False) -> list[DispenserEvent]:
+        """The dispenser acknowledged the Clear (or, `offline`, the removal) of `seq`. The
+        status event is not returned: the driver gives it after the station's reset returns
+        (`report`)."""
+        (self.offline if offline else self.transactions).pop(seq, None)
+        if self.in_hand == seq and self.in_hand_offline == offline:
+            self.in_hand, self.in_hand_offline = None, False
         return []
+
+    def offline_sale(self, seq: int, values: Mapping[int, Any]) -> list[DispenserEvent]:
+        """An offline sale read with C8h: recorded like any other once the sales held before
+        it are (they are older: the controller was there then), then removed."""
+        if not seq:
+            return []
+        tx = self.offline.get(seq) or Transaction(seq, state=PAYABLE, offline=True, read=True)
+        changes: dict[str, Any] = {}
+        for data_id, name, kind in _TR_FIELDS:
+            value = values.get(data_id)
+            if isinstance(value, kind) and not isinstance(value, bool) and data_id != TR_STATE:
+                changes[name] = value
+        end = values.get(TR_OFFLINE_END_TOTAL)
+        if isinstance(end, Decimal):
+            changes["end_total"] = end
+        self.offline[seq] = replace(tx, **changes)
+        return self._status_events()
 
     def nozzle_totals(self, logical: int, values: Mapping[int, Any]) -> None:
         volume, amount = values.get(LN_VOL_TOTAL), values.get(LN_AMOUNT_TOTAL)
@@ -474,14 +505,17 @@ class FuellingPointView:
 
     # ------------------------------------------------------------------ sales
     def next_sale(self) -> Transaction | None:
-        """The transaction to record next: the oldest uncleared one (None: none)."""
+        """The transaction to record next: the oldest uncleared one, then the offline sales
+        in the order read (None: none)."""
         found = self.uncleared()
-        return found[0] if found else None
+        if found:
+            return found[0]
+        return next(iter(self.offline.values()), None)
 
-    def take(self, seq: int) -> FillingInfo:
+    def take(self, seq: int, *, offline: bool = False) -> FillingInfo:
         """`seq` is handed to the station (locked and read): its sale, in station numbers."""
-        tx = self.transactions[seq]
-        self.in_hand = seq
+        tx = (self.offline if offline else self.transactions)[seq]
+        self.in_hand, self.in_hand_offline = seq, offline
         nozzle = self.station_nozzle(tx.nozzle)
         return FillingInfo(
             tx.volume if tx.volume is not None else Decimal(0),
@@ -506,20 +540,30 @@ class FuellingPointView:
     ) -> tuple[Decimal, Decimal]:
         """A nozzle's totals as of the transaction in hand: `current` (read now) minus the
         later uncleared sales on that nozzle. With nothing in hand: `current`. Raises
-        MissingDetails when a later transaction must be read first."""
-        if self.in_hand is None or self.in_hand not in self.transactions:
+        MissingDetails when a later transaction must be read first.
+
+        The offline sales read are later than every sale held in the buffer. An offline sale
+        in hand takes its volume total from the dispenser (CDh): its identity does not depend
+        on what else is held. Offline sales are read one at a time, so the amount total of one
+        that is not the last on its nozzle still counts the later ones (the station's totals
+        check says so), as does a sale held from before the controller went away."""
+        order = self.uncleared() + list(self.offline.values())
+        keys = [(t.offline, t.seq) for t in order]
+        key = (self.in_hand_offline, self.in_hand)
+        if self.in_hand is None or key not in keys:
             return current
-        order = self.uncleared()
-        later = order[[t.seq for t in order].index(self.in_hand) + 1 :]
-        missing = [t.seq for t in later if not t.complete]
+        later = order[keys.index(key) + 1 :]
+        missing = [t.seq for t in later if not t.complete and not t.offline]
         if missing:
             raise MissingDetails(missing)
         volume, amount = current
         for tx in later:
-            if tx.nozzle == logical:
-                assert tx.volume is not None and tx.amount is not None  # complete
+            if tx.nozzle == logical and tx.volume is not None and tx.amount is not None:
                 volume -= tx.volume
                 amount -= tx.amount
+        in_hand = order[keys.index(key)]
+        if in_hand.offline and in_hand.end_total is not None and in_hand.nozzle == logical:
+            volume = in_hand.end_total
         return _same_exponent(volume, current[0]), _same_exponent(amount, current[1])
 
 

@@ -346,6 +346,52 @@ def test_two_nozzles_on_one_logical_nozzle_is_a_configuration_error() -> None:
         view({1: 9})
 
 
+def _offline(v: FuellingPointView, seq: int, volume: str, end_total: str) -> list:
+    return v.offline_sale(
+        seq,
+        {
+            f.TR_SEQ_NB: seq,
+            f.TR_STATE: f.PAYABLE,
+            f.TR_VOLUME: D(volume),
+            f.TR_AMOUNT: D(volume) * 2,
+            f.TR_LOG_NOZ: 1,
+            f.TR_UNIT_PRICE: D("2.00"),
+            f.TR_OFFLINE_END_TOTAL: D(end_total),
+        },
+    )
+
+
+def test_offline_sales_come_after_the_held_ones_with_the_dispensers_volume_total() -> None:
+    v = view()
+    fp(v, 3)
+    stored(v, 40, "1.00", "1.50", nozzle=1)  # held from before the controller went away
+    _offline(v, 3, "4.00", "104.00")
+    assert statuses(_offline(v, 4, "6.00", "110.00")) == []  # FILLING_COMPLETED already
+    tx = v.next_sale()
+    assert tx is not None and (tx.seq, tx.offline) == (40, False)
+    v.take(40)
+    v.cleared(40)
+    tx = v.next_sale()
+    assert tx is not None and (tx.seq, tx.offline) == (3, True)
+    assert v.take(3, offline=True) == FillingInfo(D("4.00"), D("8.00"), 1, D("2.00"))
+    # Volume: the dispenser's own (CDh); amount: the later known sale taken off.
+    assert v.totals_as_of(1, (D("110.00"), D("220.00"))) == (D("104.00"), D("208.00"))
+    v.cleared(3, offline=True)
+    v.take(4, offline=True)
+    assert v.totals_as_of(1, (D("110.00"), D("220.00"))) == (D("110.00"), D("220.00"))
+    v.cleared(4, offline=True)
+    assert statuses(v.report()) == [S.RESET]
+
+
+def test_offline_sales_read_are_forgotten_with_the_link_and_read_again() -> None:
+    v = view()
+    fp(v, 3)
+    _offline(v, 3, "4.00", "104.00")
+    v.take(3, offline=True)
+    v.link_lost()
+    assert v.offline == {} and v.in_hand is None
+
+
 # ---------------------------------------------------------------------------------------
 # Fed real messages
 # ---------------------------------------------------------------------------------------
