@@ -577,6 +577,22 @@ class Dispenser:
             out += self._fire(point, FpEvent.FAULT, now)
         return out + self._record_error(point, error_id, was)
 
+    def power_cut(self, now: float) -> list[Message]:
+        """The mains go: a running sale is stored, every FP closes (the CD opens it again);
+        sales, totals and the recipients stay, as a dispenser's battery-backed memory keeps
+        them. A nozzle out is ignored until it is hung up."""
+        out = self.tick(now)
+        for point in self.fps.values():
+            point.flow = None
+            if point.state in _SALE_RUNNING:
+                out += self._end_sale(point, now, event=FpEvent.CLOSE)
+            elif (point.state, FpEvent.CLOSE) in FP_TRANSITIONS:
+                self._drop_authorisation(point)
+                out += self._fire(point, FpEvent.CLOSE, now)
+            point.engaged = False
+        self._refusing = 0
+        return out
+
     def recover(self, fp: int, now: float) -> list[Message]:
         """The fault is cleared: Inoperative -> Closed (the CD opens it again)."""
         return self._fire(self._fp_or_raise(fp), FpEvent.RECOVER, now)
@@ -1598,8 +1614,10 @@ class RandomCustomers:
         mean_interval_s: float = 20.0,
         seed: int | None = None,
         wait_s: float = 30.0,
+        rates_lps: tuple[float, float] = (0.3, 0.8),
     ) -> None:
         self.dispenser = dispenser
+        self.rates_lps = rates_lps
         self.rng = random.Random(seed)
         self.mean_interval_s = mean_interval_s
         self.wait_s = wait_s
@@ -1639,7 +1657,7 @@ class RandomCustomers:
             volume = Decimal(self.rng.randint(5, 40)).quantize(Decimal("0.01"))
         else:
             volume = Decimal(self.rng.randint(2, 60)).quantize(Decimal("0.01"))
-        rate = Decimal(self.rng.uniform(0.3, 0.8)).quantize(Decimal("0.01"))
+        rate = Decimal(self.rng.uniform(*self.rates_lps)).quantize(Decimal("0.01"))
         steps: list[Step] = [
             Pause(self.rng.uniform(0.5, 2.0)),
             Lift(nozzle),
