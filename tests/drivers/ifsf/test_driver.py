@@ -1,14 +1,14 @@
-"""IfsfLine end to end on loopback: the controller node against the simulated dispenser model
-(drivers/ifsf/dispenser.py on an IfsfNode), through the DispenserLine interface the station
+"""IfsfLine end to end on loopback: the controller node against the network simulator
+(drivers/ifsf/sim.py), through the DispenserLine interface the station
 uses: authorize, fill, FILLING_COMPLETED, filling_info, totals, reset clears; refusals typed;
-a restart with two Payable sales; a link dropped mid-sale."""
+a restart with two Payable sales; a link dropped mid-sale, a power cycle; offline sales; and
+the real station over it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -44,8 +44,8 @@ from drivers.ifsf.dispenser import (
 from drivers.ifsf.driver import IfsfLine, IfsfLineSettings, IfsfNozzle, IfsfPump
 from drivers.ifsf.encodings import Lna
 from drivers.ifsf.fuelling import TR_OFFLINE_READ as OFFLINE_READ
-from drivers.ifsf.links import IfsfNode
 from drivers.ifsf.node import ack
+from drivers.ifsf.sim import IfsfSimulator
 from edgectl.config import load_config
 from edgectl.errors import CommandError
 from edgectl.station import OrderRequest, Station
@@ -90,81 +90,69 @@ PUMPS = (
 )
 
 
-class SimNode:
-    """The dispenser model on an IfsfNode: requests answered by the model, time ticked."""
+class Sim:
+    """The network simulator (drivers/ifsf/sim.py) with one node on loopback, and the
+    customer's hand at its FP 1."""
 
-    def __init__(self, model: Dispenser, hb: int, cd_hb: int, tcp: int) -> None:
-        self.model = model
-        self.hb, self.cd_hb, self.tcp = hb, cd_hb, tcp
-        self.node: IfsfNode | None = None
-        self._ticker: asyncio.Task[None] | None = None
-        self.t0 = time.monotonic()
+    def __init__(self, model_spec: DispenserSpec, hb: int, cd_hb: int, tcp: int) -> None:
+        self.hb = hb
+        settings = loopback_settings([NODE], hb, cd_hb, tcp_port=tcp)
+        self.simulator = IfsfSimulator(
+            [model_spec], [settings], heartbeat_interval_s=0.1, tick_s=0.02
+        )
+        self.node = self.simulator.nodes[0]
+        self.node._on_request = self._closing_offline_reads(self.node._on_request)  # type: ignore[method-assign]
+
+    @property
+    def model(self) -> Dispenser:
+        return self.node.model
 
     def now(self) -> float:
-        return time.monotonic() - self.t0
+        return self.node.clock()
 
-    async def _on_request(self, request: Message) -> Sequence[Message]:
-        replies = self.model.receive(request, self.now())
-        body = request.body
-        offline_read = (
-            isinstance(body, Read)
-            and OFFLINE_READ in body.data_ids
-            and isinstance(request.database, db.TransactionBuffer)
-            and request.database.fp == 0
-        )
-        if offline_read and replies and isinstance(replies[-1].body, Answer):
-            # The model answers an offline read with one sale and no closing Ack; the node
-            # layer reads `20 21 0000` as a wildcard, closed by an Ack (the sources disagree:
-            # see the report to the lead). Close it, so both readings are exercised here.
-            replies = [*replies, ack(request, 0)]
-        return replies
+    def _closing_offline_reads(
+        self, answer: Callable[[Message], Awaitable[Sequence[Message]]]
+    ) -> Callable[[Message], Awaitable[Sequence[Message]]]:
+        """The model answers an offline read with one sale and no closing Ack; the node
+        layer reads `20 21 0000` as a wildcard, closed by an Ack (the sources disagree: see
+        the report to the lead). The Ack is added, so the driver is tested either way."""
+
+        async def on_request(request: Message) -> Sequence[Message]:
+            replies = list(await answer(request))
+            body = request.body
+            offline_read = (
+                isinstance(body, Read)
+                and OFFLINE_READ in body.data_ids
+                and isinstance(request.database, db.TransactionBuffer)
+                and request.database.fp == 0
+            )
+            if offline_read and replies and isinstance(replies[-1].body, Answer):
+                replies.append(ack(request, 0))
+            return replies
+
+        return on_request
 
     async def start(self) -> None:
-        self.node = IfsfNode(
-            loopback_settings([NODE], self.hb, self.cd_hb, tcp_port=self.tcp),
-            name="dispenser",
-            on_request=self._on_request,
-        )
-        await self.node.start()
-        self._ticker = asyncio.create_task(self._tick())
+        await self.simulator.start()
 
     async def stop(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-        if self.node is not None:
-            await self.node.stop()
-            self.node = None
-
-    async def send(self, messages: Sequence[Message]) -> None:
-        if self.node is None:
-            return  # the node is down: what it would say is lost
-        for message in messages:
-            await self.node.send(message)
-
-    async def _tick(self) -> None:
-        while True:
-            await self.send(self.model.tick(self.now()))
-            await asyncio.sleep(0.02)
+        await self.simulator.stop()
 
     async def customer(self, nozzle: int, **squeeze: Decimal) -> None:
         """Lift `nozzle`, hold the trigger (until a preset, or `stop_volume`)."""
-        await self.send(self.model.lift(1, nozzle, self.now()))
-        await self.send(self.model.squeeze(1, self.now(), **squeeze))
-
-    def pour(self) -> FpState:
-        """Let the model's time run while its node is down (what it says is lost)."""
-        self.model.tick(self.now())
-        return self.model.fps[1].state
+        await self.node.send(self.model.lift(1, nozzle, self.now()))
+        await self.node.send(self.model.squeeze(1, self.now(), **squeeze))
 
     async def hang_up(self) -> None:
-        await self.send(self.model.hang_up(1, self.now()))
+        await self.node.send(self.model.hang_up(1, self.now()))
+
+    def state(self) -> FpState:
+        return self.model.fps[1].state
 
 
 @dataclass
 class Rig:
-    sim: SimNode
+    sim: Sim
     cd_hb: int
     line: IfsfLine | None = None
     task: asyncio.Task[None] | None = None
@@ -225,7 +213,7 @@ class Rig:
 @pytest.fixture
 async def rig() -> AsyncIterator[Rig]:
     cd_hb, hb = free_udp_port(), free_udp_port()
-    sim = SimNode(Dispenser(spec()), hb, cd_hb, free_tcp_port())
+    sim = Sim(spec(), hb, cd_hb, free_tcp_port())
     await sim.start()
     r = Rig(sim, cd_hb)
     try:
@@ -297,7 +285,7 @@ async def test_a_refusal_is_typed_with_the_dispensers_reason(rig: Rig) -> None:
 
 async def test_a_release_at_the_unpaid_limit_is_refused_as_such(rig: Rig) -> None:
     await rig.sim.stop()
-    rig.sim.model = Dispenser(spec(unpaid_limit=1))
+    rig.sim = Sim(spec(unpaid_limit=1), rig.sim.hb, rig.cd_hb, free_tcp_port())
     await rig.sim.start()
     line = await online(rig)
     await line.authorize(PUMP, nozzles=[2], preset_volume=D("5.00"))
@@ -353,17 +341,15 @@ async def test_a_sale_read_twice_across_a_restart_keeps_its_totals(rig: Rig) -> 
 async def test_a_link_dropped_mid_sale_is_read_back_when_it_returns(rig: Rig) -> None:
     line = await online(rig)
     await line.authorize(PUMP, nozzles=[2], preset_volume=D("9.00"))
-    await rig.sim.customer(2)
+    await rig.sim.customer(2, rate_lps=D("3"))
     await rig.status(S.FILLING)
-    await rig.sim.stop()  # the dispenser's node goes away; its FP goes on pouring
+    node = rig.sim.node
+    await node.stop()  # the dispenser's node goes away; its FP goes on pouring
     await rig.until(lambda: not line.is_online(PUMP), timeout=5)
     assert any(isinstance(e, PumpOffline) for e in rig.events)
-    model = rig.sim.model
-    await rig.until(
-        lambda: (model.tick(rig.sim.now()) or True) and model.fps[1].state is FpState.IDLE
-    )
+    await rig.until(lambda: rig.sim.state() is FpState.IDLE, timeout=10)
     mark = len(rig.events)
-    await rig.sim.start()
+    await node.start()
     await rig.until(lambda: line.is_online(PUMP), timeout=5)
     await rig.status(S.FILLING_COMPLETED, after=mark)
     info, totals = await rig.finish_sale()
@@ -371,20 +357,36 @@ async def test_a_link_dropped_mid_sale_is_read_back_when_it_returns(rig: Rig) ->
     assert totals == (D("209.00"), D("376.20"))
 
 
+async def test_links_dropped_and_a_power_cycle_lose_no_sale(rig: Rig) -> None:
+    line = await online(rig)
+    await line.authorize(PUMP, nozzles=[1], preset_volume=D("5.00"))
+    await rig.sim.customer(1)
+    await rig.status(S.FILLING_COMPLETED)
+    await rig.sim.hang_up()
+    await rig.sim.node.drop_links()  # both TCP links closed, then opened again
+    await rig.sim.node.power_cycle(0.3)  # every FP Closed after it, the sales kept
+    await rig.until(lambda: line.is_online(PUMP) and line.view(PUMP).listed, timeout=5)
+    await rig.until(lambda: line.last_status(PUMP) is S.FILLING_COMPLETED)
+    assert rig.sim.state() is FpState.IDLE  # opened again by the line
+    info, totals = await rig.finish_sale()
+    assert (info.volume, totals) == (D("5.00"), (D("1005.00"), D("1507.50")))
+    assert not rig.sim.model.fps[1].unpaid()
+
+
 async def test_offline_sales_are_read_recorded_and_removed_one_by_one(rig: Rig) -> None:
     await rig.sim.stop()
-    model = Dispenser(
-        spec(dialect=Dialect("offline", offline_sales=True), start_state=FpState.IDLE)
-    )
-    rig.sim.model = model
+    offline = spec(dialect=Dialect("offline", offline_sales=True), start_state=FpState.IDLE)
+    rig.sim = Sim(offline, rig.sim.hb, rig.cd_hb, free_tcp_port())
+    model = rig.sim.model
     model.set_cd_online(False)  # no controller: the FP serves on its own
     for volume in (D("4.00"), D("6.00")):
         model.lift(1, 1, rig.sim.now())
         model.squeeze(1, rig.sim.now(), stop_volume=volume)
-        await rig.until(lambda: rig.sim.pour() is FpState.FUELLING and model.fps[1].flow is None)
+        await rig.until(
+            lambda: bool(model.tick(rig.sim.now()) or True) and model.fps[1].flow is None
+        )
         model.hang_up(1, rig.sim.now())
     assert len(model.offline) == 2 and not model.fps[1].unpaid()
-    model.set_cd_online(True)
     await rig.sim.start()
     await online(rig, offline_sales=True)
     assert rig.statuses() == [S.FILLING_COMPLETED]
