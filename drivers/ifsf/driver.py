@@ -6,9 +6,10 @@ events as Wayne DART (drivers/base.py), so the station cannot tell them apart. W
 dispenser says about an FP goes through its `FuellingPointView` (fuelling.py), which decides
 what the station hears; this module only asks and commands:
 
-* the link to a dispenser node opens: register as a recipient of unsolicited data, open its
-  Closed FPs, read each FP and every uncleared transaction (and the offline sales of the
-  Chinese profiles), then PumpOnline and the FP's status;
+* the link to a dispenser node opens: the node layer's start-up (startup.py: register as a
+  recipient of unsolicited data, configure what the profile says, open the Closed FPs, read
+  every uncleared transaction), each FP read, the offline sales of the Chinese profiles, then
+  PumpOnline and the FP's status;
 * `filling_info` Locks and reads the oldest uncleared transaction, `totals` reads the
   nozzle's totals and gives them as of that transaction, `reset` Clears it (after the station
   committed the sale); the next one is reported FILLING_COMPLETED in turn;
@@ -24,8 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -54,13 +55,14 @@ from drivers.ifsf.encodings import Lna
 from drivers.ifsf.fuelling import FuellingPointView, MissingDetails
 from drivers.ifsf.links import IfsfNode, LinkDown, LinkEvent, LinkSettings, LinkUp
 from drivers.ifsf.node import PeerHeard, PeerLost, PeerMoved, ReadReply, Refused
+from drivers.ifsf.profiles import GENERIC, Profile
+from drivers.ifsf.startup import StartupPlan, start_up
 
 log = structlog.get_logger(__name__)
 
-OPEN_FP, TERMINATE_FP, SUSPEND_FP, RESUME_FP, RELEASE_FP = 0x3C, 0x3F, 0x40, 0x41, 0x3E
+TERMINATE_FP, SUSPEND_FP, RESUME_FP, RELEASE_FP = 0x3F, 0x40, 0x41, 0x3E
 REMOTE_AMOUNT_PREPAY, REMOTE_VOLUME_PRESET = 0x1B, 0x1C
 LOG_NOZ_MASK, RELEASE_CONTR_ID = 0x19, 0x1E
-ADD_RECIPIENT_ADDR = 0x0B
 PROD_PRICE = 0x02
 FP_READ_IDS = (
     f.FP_NB_TRAN_BUFFER_NOT_PAID,
@@ -110,18 +112,17 @@ class IfsfPump:
 @dataclass(frozen=True, slots=True)
 class IfsfLineSettings:
     """One line of IFSF dispensers. `link` is the controller node's (ports, heartbeat, our
-    LNA first); `fuelling_mode` the mode whose prices are written; `open_closed_fps` opens
-    a Closed FP when its link opens (the station serves through it); `offline_sales` reads the
-    sales a dispenser of the Chinese profiles made while no controller was there (C8h), to
-    be recorded and then removed (C9h)."""
+    LNA first); `profile` the dialect (profiles.py: how to register, what to configure,
+    offline sales); `plans` what the start-up configures on each dispenser node (products,
+    prices, nozzles; by default nothing but opening its FPs); `fuelling_mode` the mode whose
+    prices `set_prices` writes."""
 
     name: str
     link: LinkSettings = field(default_factory=LinkSettings)
+    profile: Profile = GENERIC
+    plans: Mapping[Lna, StartupPlan] = field(default_factory=dict)
     fuelling_mode: int = 1
-    open_closed_fps: bool = True
-    register_recipient: bool = True
-    offline_sales: bool = False  # the Chinese profiles' C8h/C9h (PetroChina, Sinopec)
-    retry_s: float = 1.0  # a failed learn or buffer read is tried again after this
+    retry_s: float = 1.0  # a failed start-up or buffer read is tried again after this
 
     @property
     def controller(self) -> Lna:
@@ -311,10 +312,7 @@ class IfsfLine:
         pumps = [p for p in self._pumps.values() if p.spec.node == lna]
         while True:
             try:
-                await self._register(lna)
-                for pump in pumps:
-                    await self._learn_fp(pump)
-                await self._fetch_offline(lna)
+                await self._start_up(lna, pumps)
             except DriverError as exc:
                 log.warning("ifsf_learn_failed", line=self.name, node=str(lna), error=str(exc))
                 for pump in pumps:
@@ -335,30 +333,30 @@ class IfsfLine:
             self._health(pump)
             self._emit_all(pump.view.report())
 
-    async def _register(self, lna: Lna) -> None:
-        if not self.settings.register_recipient:
-            return
-        try:
-            await self.node.write(lna, db.COM_SV, {ADD_RECIPIENT_ADDR: self.settings.controller})
-        except Refused as refused:
-            log.warning("ifsf_recipient_refused", line=self.name, node=str(lna), error=str(refused))
-
-    async def _learn_fp(self, pump: _Pump) -> None:
-        spec, view = pump.spec, pump.view
-        address = db.FuellingPoint(spec.fp)
-        reply = await self.node.read(spec.node, address, FP_READ_IDS)
-        values = reply.values()
-        if values.get(f.FP_STATE) == f.CLOSED and self.settings.open_closed_fps:
-            try:
-                await self.node.command(spec.node, address, OPEN_FP)
-            except Refused as refused:
-                log.warning(
-                    "ifsf_open_refused", line=self.name, pump=spec.address, error=str(refused)
-                )
-            reply = await self.node.read(spec.node, address, FP_READ_IDS)
-            values = reply.values()
-        view.fp_values(values)  # the events go out with PumpOnline
-        await self._list(pump, emit=False)
+    async def _start_up(self, lna: Lna, pumps: list[_Pump]) -> None:
+        """The node layer's start-up (startup.py: register, configure as the profile says,
+        Open_FP, the FP states and every uncleared sale), then what the views need more:
+        each FP's nozzles and running figures, and the offline sales."""
+        fps = tuple(sorted(p.spec.fp for p in pumps))
+        plan = self.settings.plans.get(lna) or StartupPlan()
+        plan = replace(plan, fps=plan.fps or fps, transaction_ids=f.TR_READ_IDS)
+        profile = self.settings.profile
+        # The offline sales are read here, where their FP is known (the result keeps values).
+        result = await start_up(self.node, lna, replace(profile, offline_sale_ids=()), plan)
+        for warning in result.warnings:
+            log.warning("ifsf_startup", line=self.name, node=str(lna), warning=warning)
+        for pump in pumps:
+            spec, view = pump.spec, pump.view
+            reply = await self.node.read(spec.node, db.FuellingPoint(spec.fp), FP_READ_IDS)
+            view.fp_values(reply.values())  # the events go out with PumpOnline
+            seqs = set()
+            for sale in result.sales:
+                if sale.fp == spec.fp and sale.seq:
+                    seqs.add(sale.seq)
+                    view.transaction_values(sale.seq, sale.values, read=f.TR_LOG_NOZ in sale.values)
+            view.listing(seqs)
+        if profile.offline_sales:
+            await self._fetch_offline(lna)
 
     # ------------------------------------------------------------------ unsolicited
     def _on_report(self, message: Message) -> None:
@@ -679,7 +677,7 @@ class IfsfLine:
         """Read the node's next offline sale (C8h on `20 21 0000`: the dispenser gives the
         first one it holds, until it is removed), for the pump of its FP. `told`'s status
         goes out after the reset that asked; any other pump's now."""
-        if not self.settings.offline_sales:
+        if not self.settings.profile.offline_sales:
             return
         try:
             reply = await self.node.read(lna, db.TransactionBuffer(0, 0), [f.TR_OFFLINE_READ])

@@ -45,6 +45,8 @@ from drivers.ifsf.driver import IfsfLine, IfsfLineSettings, IfsfNozzle, IfsfPump
 from drivers.ifsf.encodings import Lna
 from drivers.ifsf.fuelling import TR_OFFLINE_READ as OFFLINE_READ
 from drivers.ifsf.node import ack
+from drivers.ifsf.profiles import GENERIC as GENERIC_PROFILE
+from drivers.ifsf.profiles import OFFLINE_SALE_IDS
 from drivers.ifsf.sim import IfsfSimulator
 from edgectl.config import load_config
 from edgectl.errors import CommandError
@@ -164,7 +166,9 @@ class Rig:
             "ifsf1",
             loopback_settings([CD], self.cd_hb, self.sim.hb),
             retry_s=0.1,
-            offline_sales=offline_sales,
+            profile=GENERIC_PROFILE.with_(offline_sale_ids=OFFLINE_SALE_IDS)
+            if offline_sales
+            else GENERIC_PROFILE,
         )
         self.line = IfsfLine(settings, PUMPS, self.events.append)
         self.task = asyncio.create_task(self.line.run())
