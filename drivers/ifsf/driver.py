@@ -75,6 +75,7 @@ FP_READ_IDS = (
 )
 # How often totals are read again when a sale is stored while they are read.
 _TOTALS_TRIES = 3
+NO_LNA = Lna(0, 0)
 
 EventSink = Callable[[DispenserEvent], None]
 HealthListener = Callable[[LinkHealth], None]
@@ -583,8 +584,20 @@ class IfsfLine:
             if tx.state != f.LOCKED or tx.controller != self.settings.controller:
                 await self._lock(pump, tx.seq)
             await self._read_transaction(pump, tx.seq)
-            if tx.seq in view.transactions:
-                return view.take(tx.seq)
+            read = view.transactions.get(tx.seq)
+            if read is None:
+                continue  # cleared meanwhile
+            holder = read.controller
+            if read.state == f.LOCKED and holder not in (self.settings.controller, NO_LNA, None):
+                # Another controller (a POS) is taking this sale's payment: not ours to record.
+                raise CommandRejected(
+                    f"transaction {tx.seq:04d} is locked by controller {holder}: it is being "
+                    "paid there; it is recorded here only once that controller clears or "
+                    "unlocks it",
+                    device=self._device(pump),
+                    code="already_locked",
+                )
+            return view.take(tx.seq)
         return FillingInfo(Decimal(0), Decimal(0))
 
     async def _lock(self, pump: _Pump, seq: int) -> None:

@@ -274,6 +274,49 @@ async def test_authorize_fill_record_and_clear(rig: Rig) -> None:
     assert await line.filling_info(PUMP) == FillingInfo(D(0), D(0))
 
 
+async def test_stop_withdraws_a_release_and_does_nothing_at_rest(rig: Rig) -> None:
+    line = await online(rig)
+    await line.stop(PUMP)  # Idle: nothing sent, nothing refused
+    mark = len(rig.events)
+    await line.authorize(PUMP, preset_amount=D("20.00"))
+    mark = await rig.status(S.AUTHORIZED, after=mark)
+    await line.stop(PUMP)  # Terminate_FP
+    await rig.status(S.RESET, after=mark)
+    assert rig.sim.state() is FpState.IDLE and not rig.sim.model.fps[1].unpaid()
+
+
+async def test_suspend_and_resume_a_running_sale(rig: Rig) -> None:
+    line = await online(rig)
+    mark = len(rig.events)
+    await line.authorize(PUMP, nozzles=[1], preset_volume=D("30.00"))
+    await rig.sim.customer(1, rate_lps=D("2"))
+    mark = await rig.status(S.FILLING, after=mark)
+    await line.suspend(PUMP)
+    mark = await rig.status(S.SUSPENDED, after=mark)
+    assert rig.sim.state() is FpState.SUSPENDED_FUELLING
+    await line.resume(PUMP)
+    mark = await rig.status(S.FILLING, after=mark)
+    await line.stop(PUMP)  # the partial sale is payable
+    await rig.status(S.FILLING_COMPLETED, after=mark)
+    await rig.sim.hang_up()
+    info, _ = await rig.finish_sale()
+    assert D(0) < info.volume < D("30.00") and info.nozzle == 1
+
+
+async def test_a_sale_locked_by_another_controller_is_not_recorded_here(rig: Rig) -> None:
+    line = await online(rig)
+    await line.authorize(PUMP, nozzles=[1], preset_volume=D("5.00"))
+    await rig.sim.customer(1)
+    await rig.status(S.FILLING_COMPLETED)
+    await rig.sim.hang_up()
+    (tx,) = rig.sim.model.fps[1].transactions.values()
+    tx.state, tx.controller = TrState.LOCKED, Lna(2, 7)  # a POS is taking the payment
+    with pytest.raises(CommandRejected) as raised:
+        await line.filling_info(PUMP)
+    assert raised.value.code == "already_locked"
+    assert "locked by controller 2.7" in str(raised.value)
+
+
 async def test_a_refusal_is_typed_with_the_dispensers_reason(rig: Rig) -> None:
     line = await online(rig)
     rig.sim.model.refuse(1, MS_BUSY)
