@@ -402,6 +402,7 @@ class IfsfLine:
         """Read every uncleared transaction of the FP (TR wildcard); the seqs listed."""
         spec, view = pump.spec, pump.view
         every = db.TransactionBuffer(spec.fp, 0, every=True)
+        as_of = view.generation
         reply = await self.node.read(spec.node, every, f.TR_READ_IDS)
         seqs: set[int] = set()
         events: list[DispenserEvent] = []
@@ -412,8 +413,8 @@ class IfsfLine:
             if values.get(f.TR_STATE) not in f.UNCLEARED:
                 continue
             seqs.add(seq)
-            events += view.transaction_values(seq, values, read=f.TR_LOG_NOZ in values)
-        events += view.listing(seqs)
+            events += view.transaction_values(seq, values, read=f.TR_LOG_NOZ in values, as_of=as_of)
+        events += view.listing(seqs, as_of=as_of)
         if emit:
             self._emit_all(events)
         return seqs
@@ -421,6 +422,7 @@ class IfsfLine:
     async def _read_transaction(self, pump: _Pump, seq: int) -> None:
         spec = pump.spec
         address = db.TransactionBuffer(spec.fp, seq)
+        as_of = pump.view.generation
         try:
             reply = await self.node.read(spec.node, address, f.TR_READ_IDS)
         except Refused as refused:
@@ -432,7 +434,7 @@ class IfsfLine:
         values = reply.values()
         if f.TR_STATE not in values:
             values[f.TR_STATE] = f.CLEARED if not values else f.PAYABLE
-        pump.view.transaction_values(seq, values, read=True)
+        pump.view.transaction_values(seq, values, read=True, as_of=as_of)
 
     async def _read_fp(self, pump: _Pump) -> None:
         reply = await self.node.read(pump.spec.node, db.FuellingPoint(pump.spec.fp), FP_READ_IDS)

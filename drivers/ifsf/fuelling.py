@@ -223,6 +223,10 @@ class FuellingPointView:
     prices: dict[int, Decimal] = field(default_factory=dict)  # logical nozzle -> price set
     totals: dict[int, tuple[Decimal, Decimal]] = field(default_factory=dict)  # last read
     price_changes_confirmed: int = 0  # error entries 99h "price change successful" heard
+    # Counts what the view was told. A read's answers are fed after whatever came in while
+    # the driver waited for them (the link reader runs on): `generation` taken before the
+    # read (`as_of`) keeps them from undoing newer news (a sale cleared or stored meanwhile).
+    generation: int = 0
     running: _Running = field(default_factory=_Running)
     lifted: int | None = None  # the logical nozzle last seen out
     _held: DispenserStatus | None = None  # the status held while a sale's end is unexplained
@@ -231,6 +235,9 @@ class FuellingPointView:
     _reported: DispenserStatus | None = None  # last StatusReport emitted (None: emit next)
     _reported_nozzle: tuple[int, bool] | None = None
     _logical: dict[int, int] = field(default_factory=dict)  # logical nozzle -> station's
+    _heard: dict[int, int] = field(default_factory=dict)  # seq -> generation last told of it
+    _cleared_at: dict[int, int] = field(default_factory=dict)  # seq -> generation cleared
+    _pending_at: int = 0  # generation when the end of a sale began to be held
 
     def __post_init__(self) -> None:
         self._logical = {ln: nozzle for nozzle, ln in self.nozzles.items()}
@@ -352,6 +359,7 @@ class FuellingPointView:
             )
         state = values.get(FP_STATE)
         if isinstance(state, int):
+            self.generation += 1
             self._enter(state)
         return events + self._status_events()
 
@@ -367,18 +375,27 @@ class FuellingPointView:
             # was told until it is (or a read of the buffer shows none was stored).
             self._pending_end = True
             self._held = STATUS_OF_STATE[old]
+            self._pending_at = self.generation
         elif state not in AT_REST and state != INOPERATIVE:
             self._pending_end, self._held = False, None  # released again, or a new sale
         self.state = state
 
     def transaction_values(
-        self, seq: int, values: Mapping[int, Any], *, read: bool = False
+        self,
+        seq: int,
+        values: Mapping[int, Any],
+        *,
+        read: bool = False,
+        as_of: int | None = None,
     ) -> list[DispenserEvent]:
-        """A transaction's data: its status message, or the answer to a read of it."""
+        """A transaction's data: its status message, or the answer to a read of it sent when
+        the view's generation was `as_of` (ignored if the view heard of it since)."""
         if isinstance(values.get(TR_SEQ_NB), int) and values[TR_SEQ_NB]:
             seq = values[TR_SEQ_NB]
-        if not seq:
-            return []
+        if not seq or (as_of is not None and self._cleared_at.get(seq, -1) >= as_of):
+            return []  # cleared since the read was sent: its answer is old news
+        self.generation += 1
+        self._heard[seq] = self.generation
         known = self.transactions.get(seq)
         tx = known or Transaction(seq)
         changes: dict[str, Any] = {}
@@ -386,6 +403,14 @@ class FuellingPointView:
             value = values.get(data_id)
             if isinstance(value, kind) and not isinstance(value, bool):
                 changes[name] = value
+        if (
+            as_of is not None
+            and known is not None
+            and _STATE_ORDER.get(changes.get("state"), 0) < _STATE_ORDER.get(known.state, 0)
+        ):
+            # Payable -> Locked -> Cleared only goes on: a lower state in an answer was true
+            # when the dispenser answered, and what came after it is newer.
+            changes.pop("state")
         tx = replace(tx, **changes, read=tx.read or read)
         if tx.state is None and known is None:
             tx = replace(tx, state=PAYABLE)  # a sale reported without its state is stored
@@ -400,24 +425,31 @@ class FuellingPointView:
                 self._fill_stored = True
                 self._pending_end, self._held = False, None
             self.transactions.pop(seq, None)
+            self._cleared_at[seq] = self.generation
             if self.in_hand == seq:
                 self.in_hand = None
         return self._status_events()
 
-    def listing(self, seqs: Iterable[int]) -> list[DispenserEvent]:
-        """A complete read of the buffer ended: `seqs` are every uncleared transaction (their
-        data fed before). Any other one the view held was cleared meanwhile."""
+    def listing(self, seqs: Iterable[int], *, as_of: int | None = None) -> list[DispenserEvent]:
+        """A complete read of the buffer ended: `seqs` are every uncleared transaction when
+        it was answered (their data fed before; the read sent at generation `as_of`). Any
+        other one the view held, and heard nothing of since, was cleared meanwhile."""
         listed = set(seqs)
+
+        def newer(seq: int) -> bool:
+            return as_of is not None and self._heard.get(seq, -1) >= as_of
+
         for seq in list(self.transactions):
-            if seq not in listed:
+            if seq not in listed and not newer(seq):
                 del self.transactions[seq]
                 if self.in_hand == seq:
                     self.in_hand = None
         for seq in listed:
-            if seq and seq not in self.transactions:
+            if seq and seq not in self.transactions and not newer(seq):
                 self.transactions[seq] = Transaction(seq, state=PAYABLE)
         self.listed = True
-        self._pending_end, self._held = False, None
+        if as_of is None or self._pending_at < as_of:
+            self._pending_end, self._held = False, None
         return self._status_events()
 
     def cleared(self, seq: int, *, offline: bool = False) -> list[DispenserEvent]:
@@ -425,6 +457,9 @@ class FuellingPointView:
         status event is not returned: the driver gives it after the station's reset returns
         (`report`)."""
         (self.offline if offline else self.transactions).pop(seq, None)
+        if not offline:
+            self.generation += 1
+            self._heard[seq] = self._cleared_at[seq] = self.generation
         if self.in_hand == seq and self.in_hand_offline == offline:
             self.in_hand, self.in_hand_offline = None, False
         return []
@@ -567,6 +602,7 @@ class FuellingPointView:
         return _same_exponent(volume, current[0]), _same_exponent(amount, current[1])
 
 
+_STATE_ORDER: Final[Mapping[int | None, int]] = {PAYABLE: 1, LOCKED: 2, CLEARED: 3}
 _TR_FIELDS: Final = (
     (TR_STATE, "state", int),
     (TR_VOLUME, "volume", Decimal),

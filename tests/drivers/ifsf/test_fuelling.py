@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from drivers.base import (
@@ -315,6 +315,50 @@ def test_a_listing_forgets_sales_cleared_elsewhere_and_adds_the_unknown() -> Non
     assert events == []  # FILLING_COMPLETED before and after
 
 
+def test_a_reads_answer_fed_late_does_not_undo_what_came_after_it() -> None:
+    """The link reader goes on while the driver waits for a read: what it heard after the
+    read was sent (a sale cleared, a sale stored, a sale's end) is newer than the answer."""
+    v = view()
+    fp(v, 3)
+    v.listing([])
+    stored(v, 10, nozzle=1)
+    as_of = v.generation  # the driver sends a read of the buffer
+    stored(v, 10, nozzle=None, state=f.CLEARED)  # cleared elsewhere meanwhile
+    stored(v, 11, nozzle=None)  # and a new sale stored after the read was answered
+    assert stored_as_of(v, 10, as_of) == []  # the answer still lists 10: old news
+    v.listing([10], as_of=as_of)
+    assert list(v.transactions) == [11]
+    fp(v, 8, 1)
+    as_of = v.generation
+    fp(v, 3, 0)  # a sale ended after the read was sent
+    v.listing([11], as_of=as_of)
+    assert v.wants_listing  # the old answer does not explain this end
+    v.listing([11])
+    assert not v.wants_listing
+
+
+def test_a_reads_answer_does_not_take_a_sale_back_to_payable() -> None:
+    v = view()
+    fp(v, 3)
+    stored(v, 10, nozzle=None)
+    as_of = v.generation
+    stored(v, 10, nozzle=None, state=f.LOCKED)  # our Lock's status message, then the answer
+    stored_as_of(v, 10, as_of, state=f.PAYABLE)
+    tx = v.transactions[10]
+    assert (tx.state, tx.nozzle, tx.read) == (f.LOCKED, 1, True)
+
+
+def stored_as_of(v: FuellingPointView, seq: int, as_of: int, state: int = f.PAYABLE) -> list:
+    values = {
+        f.TR_SEQ_NB: seq,
+        f.TR_STATE: state,
+        f.TR_VOLUME: D("10.00"),
+        f.TR_AMOUNT: D("15.00"),
+        f.TR_LOG_NOZ: 1,
+    }
+    return v.transaction_values(seq, values, read=True, as_of=as_of)
+
+
 def test_a_sale_cleared_elsewhere_is_forgotten() -> None:
     v = view()
     fp(v, 3)
@@ -523,6 +567,8 @@ class _Dispenser:
     buffer: dict[int, tuple[_Sale, int]] = field(default_factory=dict)  # seq -> (sale, state)
     sales: list[_Sale] = field(default_factory=list)
     outbox: list[tuple[str, object]] = field(default_factory=list)  # reports not yet delivered
+    produced: int = 0  # reports ever put in the outbox
+    delivered: int = 0  # ... taken out of it (delivered, or lost with the link)
 
     def sell(self, nozzle: int, centilitres: int) -> None:
         volume = D(centilitres).scaleb(-2)
@@ -536,9 +582,39 @@ class _Dispenser:
         self.outbox += [("fp", (6, 1 << (nozzle - 1))), ("fp", (8, 1 << (nozzle - 1)))]
         # The end: FP state and transaction status, in an order the test draws.
         self.outbox += [("end", sale.seq)]
+        self.produced += 3
+
+    def lose_outbox(self) -> None:
+        self.delivered += len(self.outbox)
+        self.outbox.clear()
+
+    def snapshot(self, v: FuellingPointView) -> tuple[int, dict[int, tuple[_Sale, int]], int]:
+        """A read of the buffer sent now and answered at once: (the view's generation when
+        sent, what the answer lists, how many reports went out before it)."""
+        return v.generation, dict(self.buffer), self.produced
+
+    def answer(
+        self, v: FuellingPointView, read: tuple[int, dict[int, tuple[_Sale, int]], int]
+    ) -> None:
+        """The answer taken in late: the reports sent before it are in already (one link,
+        in order); reports sent after it may have been taken in before it too."""
+        as_of, entries, produced = read
+        while self.delivered < produced:
+            self.deliver(v, 0, False)
+        for seq, (sale, state) in entries.items():
+            values = {
+                f.TR_SEQ_NB: seq,
+                f.TR_STATE: state,
+                f.TR_VOLUME: sale.volume,
+                f.TR_AMOUNT: sale.amount,
+                f.TR_LOG_NOZ: sale.nozzle,
+            }
+            v.transaction_values(seq, values, read=True, as_of=as_of)
+        v.listing(entries, as_of=as_of)
 
     def deliver(self, v: FuellingPointView, index: int, swap: bool) -> list[DispenserEvent]:
         kind, what = self.outbox.pop(index)
+        self.delivered += 1
         if kind == "fp":
             state, mask = what  # type: ignore[misc]
             return v.fp_values({f.FP_STATE: state, f.FP_LOG_NOZ_STATE: mask})
@@ -636,12 +712,28 @@ _actions = st.lists(
         st.tuples(st.just("finish"), st.booleans(), st.just(0)),
         st.tuples(st.just("restart"), st.just(0), st.just(0)),
         st.tuples(st.just("drop"), st.just(0), st.just(0)),
+        st.tuples(st.just("read"), st.just(0), st.just(0)),
+        st.tuples(st.just("answer"), st.just(0), st.just(0)),
     ),
     max_size=60,
 )
 
 
+_LATE_ANSWER = [
+    ("sell", 1, 400),
+    *[("deliver", 0, False)] * 3,
+    ("read", 0, 0),  # the buffer read, answered with the sale still there ...
+    ("finish", False, 0),  # ... which the station records and clears meanwhile
+    ("sell", 2, 100),
+    ("read", 0, 0),
+    ("answer", 0, 0),  # ... before the answer is taken in
+    ("finish", False, 0),
+    ("answer", 0, 0),
+]
+
+
 @settings(max_examples=300, deadline=None)
+@example(start=9999, actions=_LATE_ANSWER)
 @given(start=st.integers(9980, 9999) | st.integers(1, 9999), actions=_actions)
 def test_every_sale_is_recorded_once_oldest_first_with_its_own_totals(
     start: int, actions: list[tuple[str, object, object]]
@@ -650,8 +742,13 @@ def test_every_sale_is_recorded_once_oldest_first_with_its_own_totals(
     v = view({1: 1, 2: 2})
     v.fp_values({f.FP_STATE: 3, f.FP_LOG_NOZ_STATE: 0})
     station = _Station()
+    reads: list[tuple[int, dict[int, tuple[_Sale, int]], int]] = []  # sent, not taken in
     for action, a, b in actions:
-        if action == "sell" and len(d.buffer) < 6:
+        if action == "read":
+            reads.append(d.snapshot(v))
+        elif action == "answer" and reads:
+            d.answer(v, reads.pop(0))
+        elif action == "sell" and len(d.buffer) < 6:
             assert isinstance(a, int) and isinstance(b, int)
             d.sell(a, b)
         elif action == "deliver" and d.outbox:
@@ -663,11 +760,13 @@ def test_every_sale_is_recorded_once_oldest_first_with_its_own_totals(
             station.finish(d, v, crash_before_clear=a)
         elif action == "restart":
             v = view({1: 1, 2: 2})
-            d.outbox.clear()
+            d.lose_outbox()
+            reads.clear()
             v.fp_values({f.FP_STATE: 3, f.FP_LOG_NOZ_STATE: 0})
         elif action == "drop":
             v.link_lost()
-            d.outbox.clear()
+            d.lose_outbox()
+            reads.clear()
             v.fp_values({f.FP_STATE: 3, f.FP_LOG_NOZ_STATE: 0})
     # Everything delivered, then the station drains the buffer.
     while d.outbox:
