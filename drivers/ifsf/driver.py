@@ -200,6 +200,11 @@ class IfsfLine:
     def pump_fault(self, address: int) -> DeviceFault | None:
         return self._pump(address).fault
 
+    def last_seen(self, address: int) -> float | None:
+        """The clock() of the last heartbeat heard from the pump's node (None: not heard)."""
+        peer = self.node.peers.get(self._pump(address).spec.node)
+        return None if peer is None else peer.last_heard
+
     def view(self, address: int) -> FuellingPointView:
         """The controller's view of the pump's FP (for status views and tests)."""
         return self._pump(address).view

@@ -22,6 +22,7 @@ from drivers.base import (
     DispenserStatus,
     FillingInfo,
     FillingReport,
+    LinkHealth,
     NozzleReport,
     PumpOffline,
     PumpOnline,
@@ -159,6 +160,7 @@ class Rig:
     line: IfsfLine | None = None
     task: asyncio.Task[None] | None = None
     events: list[DispenserEvent] = field(default_factory=list)
+    health: list[LinkHealth] = field(default_factory=list)
 
     async def start_line(self, *, offline_sales: bool = False) -> IfsfLine:
         self.events = []
@@ -171,6 +173,7 @@ class Rig:
             else GENERIC_PROFILE,
         )
         self.line = IfsfLine(settings, PUMPS, self.events.append)
+        self.line.on_health = self.health.append
         self.task = asyncio.create_task(self.line.run())
         return self.line
 
@@ -242,6 +245,7 @@ async def test_the_pump_comes_online_opened_and_at_rest(rig: Rig) -> None:
     assert rig.sim.model.fps[1].state is FpState.IDLE  # Open_FP was sent
     assert CD in rig.sim.model.recipients  # registered for unsolicited data
     assert await line.request_status(PUMP) is S.RESET
+    assert line.last_seen(PUMP) is not None and line.pump_fault(PUMP) is None
 
 
 async def test_authorize_fill_record_and_clear(rig: Rig) -> None:
@@ -402,6 +406,9 @@ async def test_a_link_dropped_mid_sale_is_read_back_when_it_returns(rig: Rig) ->
     info, totals = await rig.finish_sale()
     assert (info.volume, info.nozzle) == (D("9.00"), 2)
     assert totals == (D("209.00"), D("376.20"))
+    pump_health = [h.fault for h in rig.health if h.address == PUMP]
+    assert pump_health[0] is None and pump_health[-1] is None
+    assert any(fault is not None and "1.3" in fault.reason for fault in pump_health)
 
 
 async def test_links_dropped_and_a_power_cycle_lose_no_sale(rig: Rig) -> None:
