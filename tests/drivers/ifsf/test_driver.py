@@ -49,6 +49,7 @@ from drivers.ifsf.node import ack
 from drivers.ifsf.profiles import GENERIC as GENERIC_PROFILE
 from drivers.ifsf.profiles import OFFLINE_SALE_IDS
 from drivers.ifsf.sim import IfsfSimulator
+from edgectl.cloud.messages import ContractMessages
 from edgectl.config import load_config
 from edgectl.errors import CommandError
 from edgectl.station import OrderRequest, Station
@@ -505,7 +506,9 @@ class StationRig:
         path = self.tmp / "station.toml"
         path.write_text(STATION_TOML.format(db=self.tmp / "edgectl.db", tmp=self.tmp, address=PUMP))
         config = load_config(path)
-        self.store = Store(config.store.path, station_id=config.station.id)
+        self.store = Store(
+            config.store.path, station_id=config.station.id, messages=ContractMessages()
+        )
         r = self.rig
         settings = IfsfLineSettings(
             "ifsf1", loopback_settings([CD], r.cd_hb, r.sim.hb), retry_s=0.1
