@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -454,6 +454,71 @@ async def test_offline_sales_are_read_recorded_and_removed_one_by_one(rig: Rig) 
     assert (second.volume, totals) == (D("6.00"), (D("1010.00"), D("1515.00")))
     await rig.status(S.RESET, after=mark)
     assert not model.offline
+
+
+async def test_two_nodes_and_two_fps_of_one_node_are_separate_pumps() -> None:
+    """Node 1.3 has two FPs (pumps 0x50, 0x51), node 1.4 one (0x52): each sale is reported
+    for its own pump, and a node going away takes only its own pumps offline."""
+    cd_hb, hb_a, hb_b = free_udp_port(), free_udp_port(), free_udp_port()
+    fp = FpSpec((NozzleSpec(1, D("100.00"), D("150.00")),))
+    product = (ProductSpec(95, "SP95", {1: D("1.500")}),)
+    node_b = Lna(1, 4)
+    simulator = IfsfSimulator(
+        [
+            DispenserSpec(NODE, (fp, fp), product, flow_rate_lps=D("20")),
+            DispenserSpec(node_b, (fp,), product, flow_rate_lps=D("20")),
+        ],
+        [
+            loopback_settings([NODE], hb_a, cd_hb, tcp_port=free_tcp_port()),
+            loopback_settings([node_b], hb_b, cd_hb, tcp_port=free_tcp_port()),
+        ],
+        heartbeat_interval_s=0.1,
+        tick_s=0.02,
+    )
+    nozzle = (IfsfNozzle(1, logical=1, product=95),)
+    pumps = (
+        IfsfPump(0x50, NODE, 1, nozzle),
+        IfsfPump(0x51, NODE, 2, nozzle),
+        IfsfPump(0x52, node_b, 1, nozzle),
+    )
+    settings = loopback_settings([CD], cd_hb, hb_a)
+    settings = replace(settings, heartbeat_destinations=(("127.0.0.1", hb_a), ("127.0.0.1", hb_b)))
+    events: list[DispenserEvent] = []
+    line = IfsfLine(IfsfLineSettings("ifsf1", settings, retry_s=0.1), pumps, events.append)
+    async with simulator:
+        task = asyncio.create_task(line.run())
+        try:
+            async with asyncio.timeout(5):
+                while not all(line.is_online(p.address) for p in pumps):
+                    await asyncio.sleep(0.01)
+            a, b = simulator.nodes
+            for address, node, number in ((0x51, a, 2), (0x52, b, 1)):
+                await line.authorize(address, preset_volume=D("2.00"))
+                await node.send(node.model.lift(number, 1, node.clock()))
+                await node.send(node.model.squeeze(number, node.clock()))
+            async with asyncio.timeout(5):
+                while not all(line.last_status(p) is S.FILLING_COMPLETED for p in (0x51, 0x52)):
+                    await asyncio.sleep(0.01)
+            assert line.last_status(0x50) is S.RESET
+            for address in (0x51, 0x52):
+                info = await line.filling_info(address)
+                assert (info.volume, await line.totals(address, 1)) == (
+                    D("2.00"),
+                    (D("102.00"), D("153.00")),
+                )
+                await line.reset(address)
+            assert not a.model.fps[2].unpaid() and not b.model.fps[1].unpaid()
+            await b.stop()
+            async with asyncio.timeout(5):
+                while line.is_online(0x52):
+                    await asyncio.sleep(0.01)
+            assert line.is_online(0x50) and line.is_online(0x51)
+            offline = [e.pump for e in events if isinstance(e, PumpOffline)]
+            assert offline == [0x52]
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 # ---------------------------------------------------------------------------------------
