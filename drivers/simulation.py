@@ -3,7 +3,8 @@ given (plans: plain data the CLI makes from the station's config) and what it of
 through the registry so that the CLI names no protocol's modules.
 
 A dispenser protocol simulates a line of pumps on a pty (with customers, and for `simulate`
-its control commands); a gauge protocol a console over simulated tanks (drivers/tank_sim.py).
+its control commands), or, for a protocol on IP (IFSF), dispenser nodes on the network; a gauge
+protocol a console over simulated tanks (drivers/tank_sim.py).
 Simulators never print: what they have to say goes to the `emit`/`warn` callables given.
 """
 
@@ -44,6 +45,35 @@ class LinePlan:
     parity: str = "odd"  # DART's own
     stopbits: int = 1
     reply_delay_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class NodePlan:
+    """One dispenser node on the network: its node number (the LNA is subnet 1 and this),
+    the TCP port its server listens on (0: any free one), and its fuelling points as pumps
+    (`PumpPlan.address` is the FP, 1-4). `products` gives the product number (Prod_Nb)
+    each (FP, nozzle) sells; nozzles not in it sell the product of their unit price (one
+    product per price, numbered after the given ones in the order they are met)."""
+
+    node: int
+    pumps: Sequence[PumpPlan]
+    tcp_port: int = 0
+    products: Mapping[tuple[int, int], int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkPlan:
+    """Dispenser nodes on IP: where they listen (`host`; UDP `heartbeat_port` for the
+    controllers' heartbeats, 0: any free one) and where they send theirs, the heartbeat
+    interval, and the dialect (`profile`: generic, petrochina, sinopec)."""
+
+    name: str
+    nodes: Sequence[NodePlan]
+    host: str = "127.0.0.1"
+    heartbeat_port: int = 0
+    heartbeat_destinations: Sequence[tuple[str, int]] = ()
+    heartbeat_interval_s: float = 10.0
+    profile: str = "generic"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +131,8 @@ class DispenserSimulation:
         [Sequence[Any], ServePlan, asyncio.Event, Callable[[str], None], Callable[[str], None]],
         Coroutine[Any, Any, int],
     ]
+    # A protocol on IP: its nodes per the plan, not started yet (`serve` starts them).
+    network: Callable[[NetworkPlan], Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,15 +13,17 @@ import contextlib
 import os
 import socket
 import stat
+import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Final, Literal
+from typing import IO, Final, Literal, Protocol
 
 import structlog
 
+from drivers.simulation import ServePlan
 from drivers.wayne_dart.codec import DartStatus, from_decimal, to_decimal
 from drivers.wayne_dart.sim import DartLineSimulator, RandomCustomers, SimPump, wait_until
 from drivers.wayne_dart.sim_commands import (
@@ -523,6 +525,12 @@ def _shown_count(count: int) -> str:
 # ======================================================================================
 # Sessions: a script, the console, the control socket
 # ======================================================================================
+class CommandHandler(Protocol):
+    """What a session drives: one reply per line (SimController; the IFSF simulator's)."""
+
+    async def handle(self, text: str) -> Reply | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ScriptEnd:
     """How a script ended: all run (or `quit`), or the line number of its first error."""
@@ -533,7 +541,7 @@ class ScriptEnd:
 
 
 async def run_script(
-    controller: SimController,
+    controller: CommandHandler,
     lines: Iterable[str] | AsyncIterator[str],
     emit: Callable[[str], Awaitable[None] | None],
     *,
@@ -555,6 +563,35 @@ async def run_script(
         if reply.quit:
             break
     return ScriptEnd(True)
+
+
+async def run_session(
+    controller: CommandHandler,
+    plan: ServePlan,
+    stop: asyncio.Event,
+    emit: Callable[[str], None],
+    warn: Callable[[str], None],
+    *,
+    command: str = "simulate dart",
+) -> int:
+    """The plan's script, then the console if asked for; sets `stop` when the simulator is
+    done. The exit status: 1 when the script failed (said through `warn`, named as
+    `command`), else 0."""
+    try:
+        if plan.script is not None or plan.script_from_stdin:
+            name = "stdin" if plan.script is None else str(plan.script_name)
+            lines = stream_lines(sys.stdin) if plan.script is None else plan.script
+            end = await run_script(controller, lines, emit)
+            if not end.ok:
+                warn(f"{command}: {name}:{end.failed_line}: {end.reply}")
+                return 1
+            if plan.keep_running and not plan.console:
+                await asyncio.Event().wait()  # until Ctrl-C or SIGTERM
+        if plan.console:
+            await run_script(controller, stream_lines(sys.stdin), emit, stop_on_error=False)
+        return 0
+    finally:
+        stop.set()
 
 
 async def _aiter(lines: Iterable[str] | AsyncIterator[str]) -> AsyncIterator[str]:
@@ -591,7 +628,7 @@ class ControlSocket:
     """The control protocol on a Unix socket (mode 0600): one session per connection, a
     reply line per command line; `quit` closes that connection only."""
 
-    def __init__(self, controller: SimController, path: Path) -> None:
+    def __init__(self, controller: CommandHandler, path: Path) -> None:
         self.controller = controller
         self.path = path
         self._server: asyncio.Server | None = None

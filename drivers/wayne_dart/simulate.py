@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -23,8 +22,7 @@ from drivers.wayne_dart.sim_control import (
     ControlSocket,
     CustomerSwitch,
     SimController,
-    run_script,
-    stream_lines,
+    run_session,
 )
 
 
@@ -112,7 +110,7 @@ async def serve(
             session = None
             if plan.script is not None or plan.script_from_stdin or plan.console:
                 session = group.create_task(
-                    _session(controller, plan, stop, emit, warn), name="control-session"
+                    run_session(controller, plan, stop, emit, warn), name="control-session"
                 )
             await stop.wait()
             if session is not None:
@@ -125,31 +123,6 @@ async def serve(
         controller.close()
         await customers.aclose()
     return status
-
-
-async def _session(
-    controller: SimController,
-    plan: ServePlan,
-    stop: asyncio.Event,
-    emit: Callable[[str], None],
-    warn: Callable[[str], None],
-) -> int:
-    """The script, then the console if asked for; sets `stop` when the simulator is done."""
-    try:
-        if plan.script is not None or plan.script_from_stdin:
-            name = "stdin" if plan.script is None else str(plan.script_name)
-            lines = stream_lines(sys.stdin) if plan.script is None else plan.script
-            end = await run_script(controller, lines, emit)
-            if not end.ok:
-                warn(f"simulate dart: {name}:{end.failed_line}: {end.reply}")
-                return 1
-            if plan.keep_running and not plan.console:
-                await asyncio.Event().wait()  # until Ctrl-C or SIGTERM
-        if plan.console:
-            await run_script(controller, stream_lines(sys.stdin), emit, stop_on_error=False)
-        return 0
-    finally:
-        stop.set()
 
 
 def simulation() -> DispenserSimulation:

@@ -1,0 +1,316 @@
+"""The IFSF simulator on loopback (drivers/ifsf/sim.py), driven by a minimal controller built
+on the node layer (links.py): heartbeats both ways, a sale authorised, filled, read from the
+transaction buffer, locked and cleared; the faults; the control language."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import pytest
+
+from drivers.base import DriverError
+from drivers.ifsf import databases as db
+from drivers.ifsf.codec import Message, Unsolicited
+from drivers.ifsf.encodings import Lna
+from drivers.ifsf.links import IfsfNode, LinkDown, LinkEvent, LinkSettings, LinkUp
+from drivers.ifsf.node import PeerHeard, PeerLost, Refused
+from drivers.ifsf.sim import (
+    Drop,
+    Garbage,
+    IfsfController,
+    IfsfSimulator,
+    WaitForState,
+    network,
+    parse_command,
+    serve,
+    simulation,
+)
+from drivers.simulation import NetworkPlan, NodePlan, PumpPlan, ServePlan
+from drivers.wayne_dart.sim_commands import CommandSyntaxError, HangUp, PumpRef
+from tests.drivers.ifsf.loopback import FAST, free_udp_port
+
+CD = Lna(2, 1)
+NODE_1, NODE_2 = Lna(1, 1), Lna(1, 2)
+FP1 = db.FuellingPoint(1)
+PRICES = {1: Decimal("1.79"), 2: Decimal("1.65")}
+
+
+@dataclass
+class Station:
+    sim: IfsfSimulator
+    control: IfsfController
+    cd: IfsfNode
+    reports: list[Message] = field(default_factory=list)
+    events: list[LinkEvent] = field(default_factory=list)
+    errors: list[DriverError] = field(default_factory=list)
+
+    async def do(self, line: str) -> str:
+        reply = await self.control.handle(line)
+        assert reply is not None
+        assert reply.ok, reply.line
+        return reply.line
+
+    def states(self, lna: Lna, fp: int = 1) -> list[int]:
+        """The FP states the CD was told of, in order."""
+        found = []
+        for m in self.reports:
+            if m.originator == lna and m.database == db.FuellingPoint(fp):
+                assert isinstance(m.body, Unsolicited)
+                items = {i.data_id: i.data for i in m.body.items}
+                if 0x14 in items:
+                    found.append(items[0x14][0])
+        return found
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+def plan(sim_hb: int, cd_hb: int, profile: str = "generic") -> NetworkPlan:
+    return NetworkPlan(
+        name="forecourt",
+        nodes=[
+            NodePlan(1, [PumpPlan(1, 1, PRICES)]),
+            NodePlan(2, [PumpPlan(2, 1, PRICES), PumpPlan(3, 2, {1: Decimal("1.89")})]),
+        ],
+        heartbeat_port=sim_hb,
+        heartbeat_destinations=[("127.0.0.1", cd_hb)],
+        heartbeat_interval_s=0.1,
+        profile=profile,
+    )
+
+
+@pytest.fixture
+async def station() -> AsyncIterator[Station]:
+    sim_hb, cd_hb = free_udp_port(), free_udp_port()
+    sim = network(plan(sim_hb, cd_hb))
+    reports: list[Message] = []
+    events: list[LinkEvent] = []
+    errors: list[DriverError] = []
+    cd = IfsfNode(
+        LinkSettings(
+            lnas=(CD,),
+            tcp_host="127.0.0.1",
+            tcp_port=0,
+            heartbeat_host="127.0.0.1",
+            heartbeat_port=cd_hb,
+            # Every node shares the heartbeat port: the loopback broadcast reaches them all.
+            heartbeat_destinations=(("127.255.255.255", sim_hb),),
+            **FAST,  # type: ignore[arg-type]
+        ),
+        name="cd",
+        on_report=reports.append,
+        on_event=events.append,
+        on_error=errors.append,
+    )
+    async with sim, cd:
+        for lna in (NODE_1, NODE_2):
+            await cd.wait_link(lna, 5)
+            await until(lambda lna=lna: any(n.model.lna == lna for n in sim.nodes))
+            await cd.write(lna, db.COM_SV, {0x0B: CD})
+        yield Station(sim, IfsfController(sim, seed=3), cd, reports, events, errors)
+
+
+async def test_a_sale_authorised_filled_read_locked_and_cleared(station: Station) -> None:
+    cd = station.cd
+    reply = await cd.read(NODE_1, FP1, [0x14])
+    assert reply.values() == {0x14: 2}  # Closed until the CD opens it
+    await cd.command(NODE_1, FP1, 0x3C)
+    await cd.command(NODE_1, FP1, 0x3E, items={0x1B: Decimal("5.00"), 0x19: 0x01, 0x1E: CD})
+    assert (await cd.read(NODE_1, FP1, [0x14])).values() == {0x14: 5}
+    await station.do("lift 1 1")
+    done = await station.do("fill 1 rate 120")
+    assert "amount=5.00" in done and "volume=2.79" in done
+    await station.do("hangup 1")
+    await until(lambda: station.states(NODE_1)[-1:] == [3])
+    assert station.states(NODE_1)[:4] == [3, 5, 6, 8]
+    running = [
+        m
+        for m in station.reports
+        if isinstance(m.body, Unsolicited) and m.body.items[0].data_id == 0x66
+    ]
+    assert running, "running amount and volume were reported during the fill"
+    unpaid = await cd.read(NODE_1, db.TransactionBuffer(1, 0, every=True), [0x01, 0x05, 0x06, 0x15])
+    ((address, values),) = unpaid.records()
+    assert address == db.TransactionBuffer(1, 1)
+    assert values == {0x01: 1, 0x05: Decimal("5.00"), 0x06: Decimal("2.79"), 0x15: 2}
+    await cd.command(NODE_1, address, 0x1F)  # Lock
+    await cd.command(NODE_1, address, 0x1E)  # Clear
+    assert (await cd.read(NODE_1, address, [0x15])).values() == {0x15: 1}
+    none_left = await cd.read(NODE_1, db.TransactionBuffer(1, 0, every=True), [0x01])
+    assert none_left.records() == []
+    totals = (await cd.read(NODE_1, db.LogicalNozzle(1, 1), [0x14, 0x15])).values()
+    assert totals == {0x14: Decimal("2.79"), 0x15: Decimal("5.00")}
+
+
+async def test_every_node_answers_for_its_own_fps(station: Station) -> None:
+    every = await station.cd.read(NODE_2, db.FuellingPoint(0), [0x14, 0x04])
+    assert [a for a, _ in every.records()] == [db.FuellingPoint(1), db.FuellingPoint(2)]
+    assert [v[0x04] for _, v in every.records()] == [2, 1]
+    status = await station.do("status 3")
+    assert "node=1.2 fp=2" in status
+
+
+async def test_refusal_is_busy_then_accepted(station: Station) -> None:
+    await station.do("refuse 1 1")
+    with pytest.raises(Refused) as refused:
+        await station.cd.command(NODE_1, FP1, 0x3C)
+    assert refused.value.ms_ack == 7
+    await station.cd.command(NODE_1, FP1, 0x3C)
+
+
+async def test_a_silent_node_is_lost_and_comes_back(station: Station) -> None:
+    await station.do("silent 1")
+    await until(
+        lambda: any(isinstance(e, PeerLost) and e.peer.lna == NODE_1 for e in station.events)
+    )
+    heard = len([e for e in station.events if isinstance(e, PeerHeard) and e.peer.lna == NODE_1])
+    await station.do("answer 1")
+    await until(
+        lambda: (
+            len([e for e in station.events if isinstance(e, PeerHeard) and e.peer.lna == NODE_1])
+            > heard
+        )
+    )
+    await station.cd.wait_link(NODE_1, 5)
+    assert (await station.cd.read(NODE_1, FP1, [0x14])).values() == {0x14: 2}
+    # The other node went on meanwhile.
+    assert (await station.cd.read(NODE_2, FP1, [0x14])).values() == {0x14: 2}
+
+
+async def test_dropped_links_open_again(station: Station) -> None:
+    before = len([e for e in station.events if isinstance(e, LinkUp)])
+    await station.do("drop 1")
+    await until(lambda: any(isinstance(e, LinkDown) for e in station.events))
+    await until(lambda: len([e for e in station.events if isinstance(e, LinkUp)]) > before)
+    await station.cd.wait_link(NODE_1, 5)
+    assert (await station.cd.read(NODE_1, FP1, [0x14])).values() == {0x14: 2}
+
+
+async def test_garbage_is_reported_and_the_link_recovers(station: Station) -> None:
+    await station.do("garbage 1 2")
+    await until(lambda: len(station.errors) >= 1)
+    await asyncio.sleep(0.3)
+    await station.cd.wait_link(NODE_1, 5)
+    reply = await station.cd.read(NODE_1, FP1, [0x14], timeout=2)
+    assert reply.values() == {0x14: 2}
+
+
+async def test_power_cycle_closes_the_fp_and_keeps_the_sale(station: Station) -> None:
+    cd = station.cd
+    await cd.command(NODE_1, FP1, 0x3C)
+    await cd.command(NODE_1, FP1, 0x3E, items={0x19: 0x01})
+    await station.do("lift 1 1")
+    fill = asyncio.ensure_future(station.control.handle("fill 1"))
+    await station.do("wait 1 fuelling timeout 5")
+    await asyncio.sleep(0.3)
+    await station.do("power-cycle 1 0.2")
+    reply = await fill
+    assert reply is not None and "state=closed" in reply.line
+    await cd.wait_link(NODE_1, 5)
+    assert (await cd.read(NODE_1, FP1, [0x14])).values() == {0x14: 2}
+    unpaid = await cd.read(NODE_1, db.TransactionBuffer(1, 0, every=True), [0x06, 0x15])
+    ((_, values),) = unpaid.records()
+    assert values[0x15] == 2 and values[0x06] > 0
+
+
+async def test_random_customers_are_served_by_a_releasing_cd(station: Station) -> None:
+    cd = station.cd
+    for lna in (NODE_1, NODE_2):
+        await cd.command(lna, db.FuellingPoint(0), 0x3C)
+    station.control.mean_interval_s = 0.2
+    assert (await station.do("customers random")) == "ok customers=random"
+    for crowd in station.sim.random.values():
+        crowd.wait_s = 5.0
+        crowd.rates_lps = (20.0, 30.0)
+    sold = 0
+    async with asyncio.timeout(20):
+        while sold < 2:
+            for lna in (NODE_1, NODE_2):
+                states = await cd.read(lna, db.FuellingPoint(0), [0x14])
+                for address, values in states.records():
+                    if values[0x14] == 4:  # Calling: release it
+                        await cd.command(lna, address, 0x3E)
+                unpaid = await cd.read(lna, db.TransactionBuffer(0, 0, every=True), [0x06])
+                for address, _values in unpaid.records():
+                    await cd.command(lna, address, 0x1E)
+                    sold += 1
+            await asyncio.sleep(0.1)
+    assert (await station.do("customers none")) == "ok customers=none"
+
+
+# ------------------------------------------------------------------ control language
+def test_parse_the_ifsf_verbs() -> None:
+    assert parse_command("drop 2") == Drop(PumpRef(2))
+    assert parse_command("garbage 2 5") == Garbage(PumpRef(2), 5)
+    assert parse_command("garbage 2") == Garbage(PumpRef(2), 1)
+    assert parse_command("wait 1 calling timeout 3") == WaitForState(
+        PumpRef(1), "calling", Decimal(3)
+    )
+    assert parse_command("wait 1 filling") == WaitForState(PumpRef(1), "fuelling", None)
+    assert parse_command("hangup 1") == HangUp(PumpRef(1))
+    assert parse_command("# nothing") is None
+    for bad, code in (
+        ("drop", "syntax"),
+        ("garbage 1 x", "bad_number"),
+        ("wait 1 flying", "syntax"),
+        ("explode 1", "unknown_command"),
+    ):
+        with pytest.raises(CommandSyntaxError) as caught:
+            parse_command(bad)
+        assert caught.value.code == code, bad
+
+
+async def test_controller_errors_are_replies(station: Station) -> None:
+    for line, code in (
+        ("lift 9 1", "unknown_pump"),
+        ("lift 0x50 1", "unknown_pump"),
+        ("hangup 1", "wrong_state"),
+        ("fill 1", "wrong_state"),
+        ("lift 1 7", "wrong_state"),
+    ):
+        reply = await station.control.handle(line)
+        assert reply is not None and not reply.ok
+        assert reply.line.startswith(f"error {code} "), reply.line
+    await station.do("lift 1 1")
+    reply = await station.control.handle("fill 1 wait 0.3")
+    assert reply is not None and reply.line.startswith("error not_authorized ")
+
+
+async def test_serve_runs_a_script_to_its_end() -> None:
+    sim_hb, cd_hb = free_udp_port(), free_udp_port()
+    sim = simulation()
+    assert sim.network is not None
+    nodes = sim.network(plan(sim_hb, cd_hb, profile="sinopec"))
+    lines: list[str] = []
+    script = ["status 1", "lift 1 1", "wait 1 nozzle-out timeout 2", "hangup 1", "price 3", "quit"]
+    status = await sim.serve(
+        [nodes],
+        ServePlan(numbers={}, script=script, script_name="t.sim"),
+        asyncio.Event(),
+        lines.append,
+        lines.append,
+    )
+    assert status == 0
+    replies = [line for line in lines if line.startswith(("ok", "error"))]
+    assert len(replies) == 6 and all(r.startswith("ok") for r in replies)
+    assert replies[4] == "ok pump=3 prices=1:1.89"
+
+
+async def test_serve_fails_a_script_at_its_first_error() -> None:
+    sim_hb, cd_hb = free_udp_port(), free_udp_port()
+    lines: list[str] = []
+    status = await serve(
+        [network(plan(sim_hb, cd_hb))],
+        ServePlan(numbers={}, script=["status", "hangup 2", "status"], script_name="bad.sim"),
+        asyncio.Event(),
+        lines.append,
+        lines.append,
+    )
+    assert status == 1
+    assert lines[-1].startswith("simulate ifsf: bad.sim:2: error wrong_state")
