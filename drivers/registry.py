@@ -29,6 +29,8 @@ from drivers.simulation import DispenserSimulation as DispenserSimulation
 from drivers.simulation import GaugePlan as GaugePlan
 from drivers.simulation import GaugeSimulation as GaugeSimulation
 from drivers.simulation import LinePlan as LinePlan
+from drivers.simulation import NetworkPlan as NetworkPlan
+from drivers.simulation import NodePlan as NodePlan
 from drivers.simulation import PumpPlan as PumpPlan
 from drivers.simulation import ServePlan as ServePlan
 from drivers.simulation import TankPlan as TankPlan
@@ -413,6 +415,12 @@ def _dart_simulation() -> DispenserSimulation:
     return simulation()
 
 
+def _ifsf_simulation() -> DispenserSimulation:
+    from drivers.ifsf.sim import simulation
+
+    return simulation()
+
+
 def _tls_simulation() -> GaugeSimulation:
     from drivers.veeder_root.simulate import simulation
 
@@ -530,6 +538,22 @@ def entries() -> tuple[Entry, ...]:
 
 # Protocols with a decoder but no driver yet (so no entry above): IFSF is a codec so far.
 _DECODER_ONLY: Final[tuple[DecoderFactory, ...]] = (_ifsf_decoder,)
+
+
+# Protocols with a simulator but no driver yet (no entry above): IFSF. When its entry comes,
+# `_simulation=_ifsf_simulation` goes into it and it leaves this table.
+_SIMULATION_ONLY: Final[Mapping[str, Callable[[], DispenserSimulation]]] = MappingProxyType(
+    {"ifsf": _ifsf_simulation}
+)
+
+
+def dispenser_simulation(name: str) -> DispenserSimulation:
+    """The pump simulator of dispenser protocol `name`: its entry's, or that of a protocol
+    with a simulator and no driver yet; UnknownProtocol if it has none."""
+    factory = _SIMULATION_ONLY.get(name)
+    if factory is not None:
+        return factory()
+    return lookup(name, "dispenser").dispenser_simulation()
 
 
 def decoders() -> tuple[Decoder, ...]:

@@ -165,7 +165,6 @@ FP_COMMANDS: Final[Mapping[int, FpEvent]] = {
     0x42: FpEvent.CLEAR_DISPLAY,
 }
 _SALE_RUNNING: Final = frozenset({S.FUELLING, S.SUSPENDED_FUELLING})
-_RELEASED: Final = frozenset({S.AUTHORISED, S.STARTED, S.SUSPENDED_STARTED, *_SALE_RUNNING})
 
 
 def fp_next(state: FpState, event: FpEvent) -> FpState:
@@ -488,14 +487,6 @@ def _fits(value: Decimal, decimals: int, digits: int) -> bool:
     return value == value.quantize(_places(decimals))
 
 
-@dataclass(frozen=True, slots=True)
-class Written:
-    """What one written item did: its data ack, and the events that followed."""
-
-    ack: int
-    changed: bool = False
-
-
 # ======================================================================================
 # The node
 # ======================================================================================
@@ -525,7 +516,11 @@ class Dispenser:
         self.fps: dict[int, FuellingPoint] = {}
         meter = 1
         for number, fp_spec in enumerate(spec.fps, start=1):
-            self.fps[number] = FuellingPoint(number, fp_spec, spec, meter)
+            point = self.fps[number] = FuellingPoint(number, fp_spec, spec, meter)
+            point.volume, point.amount = (
+                Decimal(0).quantize(self._vq),
+                Decimal(0).quantize(self._aq),
+            )
             meter += len(fp_spec.nozzles)
         self.cd_online = True
         self.offline: list[OfflineSale] = []
@@ -850,6 +845,12 @@ class Dispenser:
                 return offline
         targets = self._expand(address)
         if (
+            isinstance(address, db.ProductPerMode)
+            and address.mode
+            and any(p.number == address.prod_nb for p in self.products)
+        ):
+            targets = [address]  # a product's price in a mode it had none in yet
+        if (
             targets is None
             or not targets
             or (isinstance(address, db.TransactionBuffer) and address.every)
@@ -1156,26 +1157,28 @@ class Dispenser:
 
     # ------------------------------------------------------------------ offline sales
     def _read_offline(self, message: Message) -> list[Message]:
-        if not self.offline:
-            # "No more": ZSY acks on 21 20 0000, SINOPEC on 20 21 0000.
-            end = (
-                db.TransactionBuffer(1, 0, every=True)
-                if self.dialect.offline_end == "tr_every"
-                else db.TransactionBuffer(0, 0)
-            )
-            return [self._ack(message, MS_OK, address=end)]
-        sale = self.offline[0]
-        tr = sale.transaction
-        address = db.TransactionBuffer(sale.fp, sale.seq)
-        values = {
-            **self._tr_values(tr),
-            0xCA: sale.when.strftime("%Y%m%d"),
-            0xCB: sale.when.strftime("%H%M%S"),
-            0xCC: sale.start_total,
-            0xCD: sale.end_total,
-        }
-        items = [codec.item(address, d, v) for d, v in values.items()]
-        return [self._answer(message, address, items)]
+        """Every offline sale, oldest first, each on its own TR address, then the ack that
+        says there is no more (on the dialect's address): a CD that reads them all and one
+        that reads, removes (C9h) and reads again are both served."""
+        out = []
+        for sale in self.offline:
+            address = db.TransactionBuffer(sale.fp, sale.seq)
+            values = {
+                **self._tr_values(sale.transaction),
+                0xCA: sale.when.strftime("%Y%m%d"),
+                0xCB: sale.when.strftime("%H%M%S"),
+                0xCC: sale.start_total,
+                0xCD: sale.end_total,
+            }
+            items = [codec.item(address, d, v) for d, v in values.items()]
+            out.append(self._answer(message, address, items))
+        # "No more": ZSY acks on 21 20 0000, SINOPEC on 20 21 0000.
+        end = (
+            db.TransactionBuffer(1, 0, every=True)
+            if self.dialect.offline_end == "tr_every"
+            else db.TransactionBuffer(0, 0)
+        )
+        return [*out, self._ack(message, MS_OK, address=end)]
 
     def _remove_offline(self, message: Message, body: Write) -> list[Message] | None:
         address = message.database

@@ -182,11 +182,11 @@ class SimNode:
 
     # ------------------------------------------------------------------ faults
     async def drop_links(self) -> None:
-        """Close both TCP links (and the server for a moment): the node opens its own link
-        again on the next heartbeat it hears, the CD its own on the next one it hears."""
+        """Close both TCP links: the node opens its own again with its backoff, the CD its
+        own as it does."""
         self.links_dropped += 1
-        await self.stop()
-        await self.start()
+        if self.node is not None:
+            await self.node.drop_links()
 
     async def garbage(self, count: int, rng: random.Random) -> int:
         """`count` pieces of garbage to every CD: random bytes (which the CD cannot frame:
@@ -197,15 +197,14 @@ class SimNode:
             return 0
         sent = 0
         for cd in sorted(self.model.recipients):
-            link = node._link_of(cd)  # links.py has no raw send; garbage is not a message
-            if link is None:
+            if not node.is_up(cd):
                 continue
             for piece in range(count):
                 if piece % 2:
                     data = cd.wire + self.lna.wire + b"\x00\xc0\x00\x03\x01\x21\x00"
                 else:
                     data = b"\xff\xff" + rng.randbytes(rng.randint(6, 40))
-                await link.send(data, queue=True)
+                await node.send_raw(cd, data)
                 self.garbage_sent += 1
             sent += 1
         return sent
@@ -328,6 +327,19 @@ class IfsfSimulator:
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
 
+    def describe(self) -> list[str]:
+        """Where each node is and which pumps it has, a line each (after `start`)."""
+        lines = []
+        for node in self.nodes:
+            pumps = ", ".join(f"pump {f.number} = FP {f.fp}" for f in self.fps if f.node is node)
+            nozzles = sum(len(p.nozzles) for p in node.model.fps.values())
+            lines.append(
+                f"{self.name}: node {node.lna} at {node.settings.tcp_host}:{node.tcp_port}, "
+                f"heartbeat port {node.heartbeat_port}, {node.model.dialect.name}: "
+                f"{pumps} ({nozzles} nozzles)"
+            )
+        return lines
+
     def _notify(self) -> None:
         self._event.set()
 
@@ -440,6 +452,7 @@ IFSF_WAIT_STATES: Final[tuple[str, ...]] = (
     "fuelling",
     "suspended-fuelling",
     "payable",
+    "paid",
     "nozzle-out",
     "offline",
 )
@@ -785,6 +798,8 @@ def _state_test(fp: SimFp, state: str) -> Callable[[], bool]:
             return lambda: fp.node.silent
         case "payable":
             return lambda: any(t.state.name == "PAYABLE" for t in point.unpaid())
+        case "paid":  # the controller cleared every sale of the FP
+            return lambda: not point.unpaid()
         case "authorised":
             return lambda: point.state in (FpState.AUTHORISED, FpState.STARTED)
     wanted = FpState[state.upper().replace("-", "_")]

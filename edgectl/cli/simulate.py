@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 # The simulated DART pumps `simulate dart` and the demo run (its registry entry's simulator).
 DART = "wayne_dart"
+IFSF = "ifsf"
 
 _DART_EXAMPLES = """\
 examples:
@@ -39,6 +40,23 @@ examples:
 The simulator runs until Ctrl-C or SIGTERM (a script: until its end, unless --keep-running).
 Point the daemon's line port at the printed path. PUMP in control commands is the pump's
 number in the config (quick mode: 1, 2, ... in --pumps order), or its address as 0x50.
+"""
+
+_IFSF_EXAMPLES = """\
+examples:
+  # one dispenser node (1.1) with two fuelling points of two nozzles, random customers
+  edgectl simulate ifsf --fps 2 --customers random
+
+  # four PetroChina DIT nozzles, each its own node 1.9-1.12
+  edgectl simulate ifsf --nodes 4 --first-node 9 --fps 1 --nozzles 1 --node-per-nozzle \\
+      --profile petrochina
+
+  # a scripted sale, then exit (PUMP: the FPs numbered 1, 2, ... node by node)
+  edgectl simulate ifsf --script config/scripts/ifsf-sale.sim
+
+The nodes send their heartbeat to --cd-heartbeat and hear the controller's on
+--heartbeat-port; a controller on this host sends its own to 127.255.255.255 at that port
+(every node hears it). Faults: silent, refuse, drop, garbage, power-cycle (docs/simulator.md).
 """
 
 # Unit prices for the quick mode, one per nozzle in turn (2 decimals).
@@ -88,7 +106,74 @@ def register(subparsers: Any) -> None:
         default=0.0,
         help="a pump's think time before it answers (default 0)",
     )
-    people = dart.add_argument_group("customers")
+    _people_and_control(dart)
+    dart.set_defaults(func=run_dart)
+
+    ifsf = kinds.add_parser(
+        "ifsf",
+        help="IFSF dispensers on the network",
+        description=(
+            "Simulate IFSF dispenser nodes on TCP/IP (loopback by default): each node has its\n"
+            "TCP server, sends its UDP heartbeat to the controller and answers through a\n"
+            "dispenser model (fuelling points, nozzles, prices, transaction buffers)."
+        ),
+        epilog=_IFSF_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    nodes = ifsf.add_argument_group("what to simulate")
+    nodes.add_argument("--nodes", type=int, default=1, help="dispenser nodes (default 1)")
+    nodes.add_argument(
+        "--first-node", type=int, default=1, help="LNA node of the first, 1.N (default 1)"
+    )
+    nodes.add_argument("--fps", type=int, default=1, help="fuelling points per node, 1-4")
+    nodes.add_argument("--nozzles", type=int, default=2, help="logical nozzles per FP, 1-8")
+    nodes.add_argument(
+        "--node-per-nozzle",
+        action="store_true",
+        help="every nozzle its own node with FP 1 (PetroChina DIT dispensers)",
+    )
+    nodes.add_argument(
+        "--profile",
+        default="generic",
+        help="dialect: generic, petrochina or sinopec (default generic)",
+    )
+    net = ifsf.add_argument_group("network")
+    net.add_argument("--host", default="127.0.0.1", help="address the nodes listen on")
+    net.add_argument(
+        "--tcp-port",
+        type=int,
+        default=0,
+        help="TCP port of the first node, the next ones following (default 0: any free port; "
+        "the controller learns them from the heartbeats)",
+    )
+    net.add_argument(
+        "--heartbeat-port",
+        type=int,
+        default=3487,
+        help="UDP port the nodes hear the controller's heartbeat on (default 3487: a "
+        "controller on the same host has 3486; it sends to 127.255.255.255 at this port)",
+    )
+    net.add_argument(
+        "--cd-heartbeat",
+        action="append",
+        type=_endpoint,
+        metavar="HOST:PORT",
+        help="where the nodes send their heartbeat (default 127.0.0.1:3486; repeatable)",
+    )
+    net.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds between heartbeats (default 10)",
+    )
+    _people_and_control(ifsf)
+    ifsf.set_defaults(func=run_ifsf)
+
+
+def _people_and_control(parser: argparse.ArgumentParser) -> None:
+    """The customers and control options every pump simulator takes."""
+    people = parser.add_argument_group("customers")
     people.add_argument(
         "--customers",
         choices=("random", "none"),
@@ -105,7 +190,7 @@ def register(subparsers: Any) -> None:
         help="mean seconds between customers arriving on a line (default 20)",
     )
     people.add_argument("--seed", type=int, help="seed for reproducible customers")
-    control = dart.add_argument_group(
+    control = parser.add_argument_group(
         "control (one command a line, one reply a line: docs/simulator.md)"
     )
     control.add_argument(
@@ -133,7 +218,6 @@ def register(subparsers: Any) -> None:
         help="serve the commands on a Unix socket at PATH (mode 0600), one session per "
         "connection, while the simulator runs",
     )
-    dart.set_defaults(func=run_dart)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -152,6 +236,13 @@ def _addresses(text: str) -> tuple[int, ...]:
         if not 0x50 <= address <= 0x6F:
             raise argparse.ArgumentTypeError(f"0x{address:02X} is outside 0x50-0x6F")
     return addresses
+
+
+def _endpoint(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"not HOST:PORT: {text!r}")
+    return host, int(port)
 
 
 def run_dart(args: argparse.Namespace) -> int:
@@ -206,7 +297,39 @@ def run_dart(args: argparse.Namespace) -> int:
         link = sim.link
         where = f"{link.link} -> {link.slave_name}" if link is not None else "?"
         print(f"{sim.name}: {where}  pumps {addresses}  ({timing})")
-    plan = registry.ServePlan(
+    return asyncio.run(_serve(sims, _serve_plan(args, numbers, script)))
+
+
+def run_ifsf(args: argparse.Namespace) -> int:
+    from edgectl.logs import configure
+
+    script: list[str] | None = None
+    if args.script is not None and str(args.script) != "-":
+        try:
+            script = args.script.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"simulate ifsf: cannot read the script {args.script}: {exc}", file=sys.stderr)
+            return 2
+    if str(args.script) == "-" and args.control == "-":
+        print("simulate ifsf: stdin is either the script or the console", file=sys.stderr)
+        return 2
+    if args.keep_running and args.script is None:
+        print("simulate ifsf: --keep-running goes with --script", file=sys.stderr)
+        return 2
+    try:
+        network = _ifsf_plan(args)
+    except ValueError as exc:
+        print(f"simulate ifsf: {exc}", file=sys.stderr)
+        return 2
+    configure(level="info", fmt="console")
+    return asyncio.run(_serve_network(IFSF, network, _serve_plan(args, {}, script)))
+
+
+def _serve_plan(
+    args: argparse.Namespace, numbers: dict[tuple[str, int], int], script: list[str] | None
+) -> registry.ServePlan:
+    """The customers and control options (`_people_and_control`) as the simulator's plan."""
+    return registry.ServePlan(
         numbers=numbers,
         customers=args.customers,
         mean_interval_s=args.mean_interval,
@@ -218,7 +341,75 @@ def run_dart(args: argparse.Namespace) -> int:
         keep_running=args.keep_running,
         console=args.control == "-",
     )
-    return asyncio.run(_serve(sims, plan))
+
+
+def _ifsf_plan(args: argparse.Namespace) -> registry.NetworkPlan:
+    """Quick mode: `--nodes` nodes of `--fps` FPs of `--nozzles` nozzles (or, DIT style, a
+    node per nozzle), the FPs numbered 1, 2, ... as pumps."""
+    if not 1 <= args.fps <= 4 or not 1 <= args.nozzles <= 8 or args.nodes < 1:
+        raise ValueError("--nodes is at least 1, --fps 1-4 and --nozzles 1-8")
+    prices = {n: _QUICK_PRICES[(n - 1) % len(_QUICK_PRICES)] for n in range(1, args.nozzles + 1)}
+    layout: list[list[dict[int, Decimal]]] = []  # nodes, their FPs, each FP's prices
+    for _ in range(args.nodes):
+        if args.node_per_nozzle:
+            layout += [[{1: prices[n]}] for _ in range(args.fps) for n in prices]
+        else:
+            layout.append([dict(prices) for _ in range(args.fps)])
+    last = args.first_node + len(layout) - 1
+    if args.first_node < 1 or last > 127:
+        raise ValueError(f"nodes 1.{args.first_node}-1.{last}: a node is 1-127")
+    nodes, number = [], 0
+    for index, fps in enumerate(layout):
+        pumps = []
+        for fp, fp_prices in enumerate(fps, start=1):
+            number += 1
+            pumps.append(registry.PumpPlan(number=number, address=fp, prices=fp_prices))
+        port = args.tcp_port + index if args.tcp_port else 0
+        nodes.append(registry.NodePlan(args.first_node + index, pumps, tcp_port=port))
+    return registry.NetworkPlan(
+        name="ifsf",
+        nodes=nodes,
+        host=args.host,
+        heartbeat_port=args.heartbeat_port,
+        heartbeat_destinations=tuple(args.cd_heartbeat or [("127.0.0.1", 3486)]),
+        heartbeat_interval_s=args.heartbeat_interval,
+        profile=args.profile,
+    )
+
+
+async def _serve_network(
+    protocol: str, network: registry.NetworkPlan, plan: registry.ServePlan
+) -> int:
+    """Start a protocol's nodes on the network, say where they are, serve until stopped."""
+    from drivers.base import DriverError
+
+    simulation = registry.dispenser_simulation(protocol)
+    assert simulation.network is not None
+    try:
+        sim = simulation.network(network)
+        await sim.start()
+    except (DriverError, ValueError, OSError) as exc:
+        print(f"simulate {protocol}: {exc}", file=sys.stderr)
+        return 2
+    for line in sim.describe():
+        print(line, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        status: int = await simulation.serve(
+            [sim], plan, stop, lambda line: print(line, flush=True), _warn
+        )
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    print("simulator stopped")
+    return status
+
+
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def build_simulators(

@@ -610,6 +610,15 @@ def test_no_unsolicited_data_before_a_cd_adds_itself() -> None:
     assert cd.statuses() == [2]
 
 
+def test_a_price_in_a_new_mode_of_a_known_product_is_taken() -> None:
+    cd = Cd(node())
+    assert cd.write(db.ProductPerMode(9, 2), (0x02, Decimal("5.35"))).status == 0
+    assert cd.read(db.ProductPerMode(9, 2), 0x02) == {0x02: Decimal("5.35")}
+    assert cd.write(FP1, (0x21, 2)).status == 0  # Fuelling_Mode 2
+    assert cd.d.price(2, 2) == Decimal("5.35")
+    assert cd.write(db.ProductPerMode(77, 1), (0x02, Decimal("1.00"))).status == 6
+
+
 def test_presets_and_prices_the_display_cannot_show_are_invalid() -> None:
     cd = Cd(node())
     assert cd.write(FP1, (0x1B, Decimal("1.005"))).data_acks[0].code == 1
@@ -633,8 +642,9 @@ def test_offline_sales_are_kept_read_and_removed(dialect: Dialect, end: db.Addre
     fill(cd, [Lift(1), Fill(volume=Decimal("2.00")), HangUp()])
     assert cd.d.fps[1].transactions == {}
     cd.d.set_cd_online(True)
-    (answer,) = cd.send(db.TransactionBuffer(0, 0), Read((0xC8,)))
+    answer, end_of_list = cd.send(db.TransactionBuffer(0, 0), Read((0xC8,)))
     assert isinstance(answer.body, Answer)
+    assert isinstance(end_of_list.body, Ack) and end_of_list.database == end
     address = answer.database
     assert isinstance(address, db.TransactionBuffer) and address.fp == 1
     values = {i.data_id: db.decode_value(address, i.data_id, i.data) for i in answer.body.items}

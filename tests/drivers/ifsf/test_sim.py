@@ -4,17 +4,23 @@ transaction buffer, locked and cleared; the faults; the control language."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from drivers.base import DriverError
 from drivers.ifsf import databases as db
-from drivers.ifsf.codec import Message, Unsolicited
+from drivers.ifsf import profiles
+from drivers.ifsf.codec import Message, Unsolicited, Write
+from drivers.ifsf.codec import item as it
 from drivers.ifsf.encodings import Lna
+from drivers.ifsf.heartbeat import Heartbeat, decode_heartbeat
 from drivers.ifsf.links import IfsfNode, LinkDown, LinkEvent, LinkSettings, LinkUp
 from drivers.ifsf.node import PeerHeard, PeerLost, Refused
 from drivers.ifsf.sim import (
@@ -28,10 +34,14 @@ from drivers.ifsf.sim import (
     serve,
     simulation,
 )
+from drivers.ifsf.startup import NozzleSetup, ProductSetup, StartupPlan, start_up
 from drivers.simulation import NetworkPlan, NodePlan, PumpPlan, ServePlan
 from drivers.wayne_dart.sim_commands import CommandSyntaxError, HangUp, PumpRef
+from drivers.wayne_dart.sim_control import run_script
+from edgectl.cli import simulate as simulate_cli
 from tests.drivers.ifsf.loopback import FAST, free_udp_port
 
+ROOT = Path(__file__).resolve().parents[3]
 CD = Lna(2, 1)
 NODE_1, NODE_2 = Lna(1, 1), Lna(1, 2)
 FP1 = db.FuellingPoint(1)
@@ -111,7 +121,6 @@ async def station() -> AsyncIterator[Station]:
     async with sim, cd:
         for lna in (NODE_1, NODE_2):
             await cd.wait_link(lna, 5)
-            await until(lambda lna=lna: any(n.model.lna == lna for n in sim.nodes))
             await cd.write(lna, db.COM_SV, {0x0B: CD})
         yield Station(sim, IfsfController(sim, seed=3), cd, reports, events, errors)
 
@@ -244,6 +253,67 @@ async def test_random_customers_are_served_by_a_releasing_cd(station: Station) -
     assert (await station.do("customers none")) == "ok customers=none"
 
 
+async def test_the_example_script_sells_at_a_cd_that_releases_and_clears(station: Station) -> None:
+    cd = station.cd
+    await cd.command(NODE_1, FP1, 0x3C)
+    text = (ROOT / "config" / "scripts" / "ifsf-sale.sim").read_text(encoding="utf-8")
+    lines = text.replace("rate 60 ", "rate 900 ").splitlines()  # the same sale, faster
+    replies: list[str] = []
+    script = asyncio.ensure_future(run_script(station.control, lines, replies.append))
+    every = db.TransactionBuffer(1, 0, every=True)
+    async with asyncio.timeout(30):
+        while not script.done():
+            if (await cd.read(NODE_1, FP1, [0x14])).values()[0x14] == 4:  # Calling
+                await cd.command(NODE_1, FP1, 0x3E)
+            for address, values in (await cd.read(NODE_1, every, [0x05, 0x15])).records():
+                assert values[0x05] == Decimal("20.00")
+                await cd.command(NODE_1, address, 0x1F)
+                await cd.command(NODE_1, address, 0x1E)
+            await asyncio.sleep(0.05)
+    assert script.result().ok, replies
+    assert len(replies) == 6 and "filled state=fuelling volume=11.17 amount=20.00" in replies[2]
+    assert "unpaid=none" in replies[-1] and "totals=1:11.17:20.00" in replies[-1]
+
+
+async def test_heartbeats_say_where_each_node_listens_and_sinopec_needs_configuration() -> None:
+    sim_hb = free_udp_port()
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.setblocking(False)
+    cd_hb = listener.getsockname()[1]
+    loop = asyncio.get_running_loop()
+
+    async def next_heartbeats() -> dict[Lna, Heartbeat]:
+        found: dict[Lna, Heartbeat] = {}
+        async with asyncio.timeout(5):
+            while len(found) < 2:
+                heartbeat = decode_heartbeat(await loop.sock_recv(listener, 64))
+                found[heartbeat.lna] = heartbeat
+        return found
+
+    try:
+        async with network(plan(sim_hb, cd_hb, profile="sinopec")) as sim:
+            heard = await next_heartbeats()
+            for node in sim.nodes:
+                assert heard[node.lna].port == node.tcp_port
+                assert str(heard[node.lna].ip) == "127.0.0.1"
+                assert heard[node.lna].status == 0x01  # configuration needed: FPs not open
+            model = sim.nodes[0].model
+            model.receive(
+                Message(model.lna, CD, 1, db.FuellingPoint(0), Write((it(FP1, 0x3C),))), 0
+            )
+            await asyncio.sleep(0.25)
+            while True:  # what was sent before the FPs opened may still be queued
+                try:
+                    listener.recv(64)
+                except BlockingIOError:
+                    break
+            heard = await next_heartbeats()
+            assert heard[NODE_1].status == 0 and heard[NODE_2].status == 0x01
+    finally:
+        listener.close()
+
+
 # ------------------------------------------------------------------ control language
 def test_parse_the_ifsf_verbs() -> None:
     assert parse_command("drop 2") == Drop(PumpRef(2))
@@ -314,3 +384,131 @@ async def test_serve_fails_a_script_at_its_first_error() -> None:
     )
     assert status == 1
     assert lines[-1].startswith("simulate ifsf: bad.sim:2: error wrong_state")
+
+
+# ------------------------------------------------------------------ edgectl simulate ifsf
+@pytest.fixture(autouse=True)
+def _logs_stay_as_they_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The command points the process's logging at its stderr, which capsys closes after the
+    # test: later tests would log into a closed file.
+    monkeypatch.setattr("edgectl.logs.configure", lambda **_: None)
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    parser = argparse.ArgumentParser(prog="edgectl")
+    simulate_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["simulate", "ifsf", "--heartbeat-port", "0", *argv])
+    code = args.func(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_runs_a_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = tmp_path / "sale.sim"
+    script.write_text("status 2\nlift 2 1\nwait 2 nozzle-out timeout 2\nhangup 2\nquit\n")
+    code, out, _err = _cli(["--fps", "2", "--script", str(script)], capsys)
+    assert code == 0
+    assert "ifsf: node 1.1 at 127.0.0.1:" in out and "pump 2 = FP 2 (4 nozzles)" in out
+    assert "ok pump=2 node=1.1 fp=2" in out and "state=closed volume=0.00" in out
+    assert out.count("\nok ") == 5
+
+
+def test_cli_script_error_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = tmp_path / "bad.sim"
+    script.write_text("lift 1 1\nwait 1 calling timeout 0.2\n")
+    code, _out, err = _cli(["--script", str(script)], capsys)
+    assert code == 1
+    assert f"simulate ifsf: {script}:2: error timeout pump 1 not calling" in err
+
+
+def test_cli_dit_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = tmp_path / "quit.sim"
+    script.write_text("quit\n")
+    argv = ["--nozzles", "3", "--node-per-nozzle", "--first-node", "9", "--profile", "petrochina"]
+    code, out, _err = _cli([*argv, "--script", str(script)], capsys)
+    assert code == 0
+    for node, pump in ((9, 1), (10, 2), (11, 3)):
+        assert f"node 1.{node} at" in out and f"petrochina: pump {pump} = FP 1 (1 nozzles)" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--fps", "5"], "--fps 1-4"),
+        (["--profile", "shell"], "no IFSF profile 'shell'"),
+        (["--first-node", "127", "--nodes", "2"], "nodes 1.127-1.128"),
+        (["--keep-running"], "--keep-running goes with --script"),
+    ],
+)
+def test_cli_refuses_what_it_cannot_simulate(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _out, err = _cli(argv, capsys)
+    assert code == 2
+    assert said in err
+
+
+# ------------------------------------------------------------------ the controller's start-up
+@pytest.mark.parametrize("name", ["generic", "sinopec", "petrochina"])
+async def test_the_start_up_sequence_against_the_simulator(name: str) -> None:
+    """startup.py (the CD's side) against the simulated dispenser of the same profile: it
+    registers, configures, opens, finds no sale; after a sale and a restart of the CD's
+    sequence it finds the Payable one, and with the Chinese profiles an offline sale."""
+    profile = profiles.profile(name)
+    sim_hb, cd_hb = free_udp_port(), free_udp_port()
+    sim = network(plan(sim_hb, cd_hb, profile=name))
+    cd = IfsfNode(
+        profile.link_settings(
+            tcp_host="127.0.0.1",
+            tcp_port=0,
+            heartbeat_host="127.0.0.1",
+            heartbeat_port=cd_hb,
+            heartbeat_destinations=(("127.255.255.255", sim_hb),),
+            **FAST,
+        ),
+        name="cd",
+    )
+    setup = StartupPlan(
+        products=(
+            ProductSetup(1, 1, {1: Decimal("1.81")}),
+            ProductSetup(2, 2, {1: Decimal("1.67")}),
+        ),
+        nozzles=(NozzleSetup(1, 1, 1), NozzleSetup(1, 2, 2)),
+        calculator={0x0B: 0},
+        fp_settings={0x07: 1},
+    )
+    async with sim, cd:
+        await cd.wait_link(NODE_1, 5)
+        first = await start_up(cd, NODE_1, profile, setup)
+        assert first.warnings == ()
+        assert first.opened == (1,) and first.fp_states == {1: 3}
+        assert first.sales == () and first.offline == ()
+        model = sim.nodes[0].model
+        assert model.recipients == [profile.controller_lna]
+        assert model.price(1) == Decimal("1.81")
+        control = IfsfController(sim)
+        await cd.command(NODE_1, FP1, 0x3E, items={0x1C: Decimal("2.00"), 0x19: 0x03})
+        assert (await control.handle("lift 1 2")) is not None
+        reply = await control.handle("fill 1 rate 900")
+        assert reply is not None and reply.ok, reply
+        await control.handle("hangup 1")
+        if profile.offline_sales:  # the CD goes; a customer fills on the FP's own authority
+            sim.nodes[0].model.set_cd_online(False)
+            await control.handle("lift 1 1")
+            await control.handle("fill 1 volume 1.00 rate 900")
+            await control.handle("hangup 1")
+            sim.nodes[0].model.set_cd_online(True)
+        again = await start_up(cd, NODE_1, profile, setup)
+        assert again.opened == ()  # open already: nothing to open, configuration refused
+        (sale,) = again.sales
+        assert (sale.fp, sale.seq, sale.state, sale.volume, sale.amount, sale.nozzle) == (
+            1,
+            1,
+            2,
+            Decimal("2.00"),
+            Decimal("3.34"),
+            2,
+        )
+        if profile.offline_sales:
+            (offline,) = again.offline
+            assert offline[0x06] == Decimal("1.00") and offline[0xCA]
