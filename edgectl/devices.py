@@ -114,7 +114,7 @@ class DeviceMonitor:
         self.devices: dict[str, Device] = {}
         for line in config.lines:
             self.devices[line_key(line.name)] = Device(
-                line_key(line.name), "line", f"line {line.name}", line.port, LINE_DOWN
+                line_key(line.name), "line", f"line {line.name}", line.where, LINE_DOWN
             )
             for pump in config.pumps_on(line.name):
                 self.devices[pump_key(pump.number)] = Device(
