@@ -1,5 +1,6 @@
-"""Test kit: an IFSF dispenser simulator in a process of its own, and the real daemon with an
-IFSF line, for the black-box tests (tests/test_recovery_ifsf.py).
+"""Test kit: an IFSF dispenser simulator in a process of its own, and a station config with
+an IFSF line to it (`protocol = "ifsf"`, for the real `edgectl run`), for the black-box tests
+(tests/test_recovery_ifsf.py).
 
 `python -m tests.ifsfkit sim SPEC.json` runs one dispenser node (drivers/ifsf/sim.py) on
 loopback with the simulator's control socket, plus three test verbs the control language
@@ -14,10 +15,6 @@ does not have:
   happens while edgectl is down.
 
 The simulator outlives any daemon: SIGKILL the daemon and the dispenser goes on.
-
-`python -m tests.ifsfkit daemon CONFIG LINES.json` is `edgectl run --config CONFIG` with the
-lines named in LINES.json built as IfsfLine on loopback (until the config has IFSF lines of
-its own, the only thing not the daemon's): everything above the driver is the daemon's.
 """
 
 from __future__ import annotations
@@ -43,7 +40,6 @@ from drivers.ifsf.dispenser import DispenserSpec, FpSpec, NozzleSpec, ProductSpe
 from drivers.ifsf.encodings import Lna
 from drivers.wayne_dart.sim_control import ControlSocket, Reply
 from tests.drivers.ifsf.loopback import free_tcp_port, free_udp_port, loopback_settings
-from tests.stationkit import DaemonProcess
 
 CD = Lna(2, 1)
 POS = Lna(2, 2)
@@ -56,22 +52,25 @@ PRODUCTS = {1: (95, Decimal("1.500")), 2: (10, Decimal("1.800"))}  # by logical 
 
 @dataclass(frozen=True)
 class Ports:
-    """The loopback ports of one run: the node's TCP server, the node's and the CD's UDP
-    heartbeat ports."""
+    """The loopback ports of one run: the node's and the controller's TCP servers, their
+    UDP heartbeat ports."""
 
     tcp: int
     sim_hb: int
     cd_hb: int
+    cd_tcp: int
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(free_tcp_port(), free_udp_port(), free_udp_port())
+        return cls(free_tcp_port(), free_udp_port(), free_udp_port(), free_tcp_port())
 
 
 # ------------------------------------------------------------------ the station side
-def station_toml(tmp: Path, cloud: str, *, mode: str = "cloud", pumps: int = 1) -> str:
-    """A station of `pumps` IFSF fuelling points (pump n is FP n of node 1.3), nozzle 1 the
-    95, nozzle 2 the diesel."""
+def station_toml(
+    tmp: Path, ports: Ports, cloud: str, *, mode: str = "cloud", pumps: int = 1
+) -> str:
+    """A station of `pumps` IFSF fuelling points on loopback (pump n is FP n of node 1.3),
+    nozzle 1 the 95, nozzle 2 the diesel."""
     parts = [
         f"""
 [station]
@@ -102,79 +101,21 @@ unit_price = "1.800"
 
 [[lines]]
 name = "ifsf1"
-port = "{tmp / "unused"}"
-protocol = "wayne_dart"
+protocol = "ifsf"
+controller_lna = "{CD}"
+tcp_port = {ports.cd_tcp}
+heartbeat_port = {ports.cd_hb}
+heartbeat_to = ["127.0.0.1:{ports.sim_hb}"]
+heartbeat_interval_s = 0.2
+products = {{ "95" = {PRODUCTS[1][0]}, "diesel" = {PRODUCTS[2][0]} }}
 """
     ]
     for n in range(1, pumps + 1):
         parts.append(
-            f'[[pumps]]\nnumber = {n}\nline = "ifsf1"\naddress = {0x4F + n}\n'
+            f'[[pumps]]\nnumber = {n}\nline = "ifsf1"\nnode = "{NODE}"\nfp = {n}\n'
             'nozzles = { 1 = "95", 2 = "diesel" }\n'
         )
     return "\n".join(parts)
-
-
-def lines_json(ports: Ports, pumps: int = 1) -> dict[str, Any]:
-    return {
-        "ifsf1": {
-            "cd_hb": ports.cd_hb,
-            "sim_hb": ports.sim_hb,
-            "pumps": {
-                str(0x4F + n): {"node": [NODE.subnet, NODE.node], "fp": n}
-                for n in range(1, pumps + 1)
-            },
-        }
-    }
-
-
-def _patch_lines(spec: Mapping[str, Any]) -> None:
-    """Make the daemon build the lines in `spec` as IfsfLine on loopback."""
-    import edgectl.daemon as daemon_module
-    from drivers.ifsf.driver import IfsfLine, IfsfLineSettings, IfsfNozzle, IfsfPump
-
-    original = daemon_module.build_line
-
-    def build_line(line: Any, config: Any, emit: Any) -> Any:
-        mine = spec.get(line.name)
-        if mine is None:
-            return original(line, config, emit)
-        pumps = []
-        for pump in config.pumps_on(line.name):
-            where = mine["pumps"][str(pump.address)]
-            nozzles = tuple(
-                IfsfNozzle(n, logical=n, product=PRODUCTS[n][0]) for n in sorted(pump.nozzles)
-            )
-            pumps.append(IfsfPump(pump.address, Lna(*where["node"]), where["fp"], nozzles))
-        settings = IfsfLineSettings(
-            line.name, loopback_settings([CD], mine["cd_hb"], mine["sim_hb"]), retry_s=0.1
-        )
-        return IfsfLine(settings, pumps, emit)
-
-    daemon_module.build_line = build_line
-
-
-class IfsfDaemon(DaemonProcess):
-    """The daemon with its IFSF line as a real child process: tests.stationkit's
-    DaemonProcess (SIGKILL, SIGTERM, clean-up), started through this module's runner."""
-
-    def __init__(self, config: Path, lines: Path, log: Path) -> None:
-        super().__init__(config, log)
-        self.lines = lines
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.ifsfkit",
-                    "daemon",
-                    str(self.config),
-                    str(self.lines),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
 
 
 # ------------------------------------------------------------------ the dispenser side
@@ -394,12 +335,7 @@ def main(argv: Sequence[str]) -> int:
     if argv[:1] == ["sim"]:
         asyncio.run(run_sim(json.loads(Path(argv[1]).read_text())))
         return 0
-    if argv[:1] == ["daemon"]:
-        _patch_lines(json.loads(Path(argv[2]).read_text()))
-        from edgectl.cli.main import main as edgectl
-
-        return edgectl(["run", "--config", argv[1]])
-    print("usage: python -m tests.ifsfkit sim SPEC.json | daemon CONFIG LINES.json")
+    print("usage: python -m tests.ifsfkit sim SPEC.json")
     return 2
 
 

@@ -1,7 +1,7 @@
 """The black-box guarantees for IFSF dispensers (issue 15.7): no sale lost, none recorded
 twice, no double actuation, through SIGKILL mid-sale and dropped TCP links.
 
-The daemon is a real child process with an IFSF line (tests/ifsfkit.py) in cloud mode
+The daemon is `edgectl run`, a real child process, with an IFSF line in cloud mode
 against a real Mosquitto; the IFSF dispenser simulator runs in a process of its own and
 outlives every daemon, as a dispenser outlives a power cut of the controller. The DART
 counterparts are tests/test_recovery.py and tests/cloud/test_cloud_e2e.py.
@@ -10,7 +10,6 @@ counterparts are tests/test_recovery.py and tests/cloud/test_cloud_e2e.py.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +18,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.cloudkit import TestCloud, cloud_section
-from tests.ifsfkit import IfsfDaemon, Ports, SimProcess, lines_json, station_toml
+from tests.ifsfkit import Ports, SimProcess, station_toml
 from tests.mqttkit import MosquittoBroker
-from tests.stationkit import count_when_ready, rows, until
+from tests.stationkit import DaemonProcess, count_when_ready, rows, until
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +29,7 @@ pytestmark = pytest.mark.slow
 class Site:
     tmp: Path
     sim: SimProcess
-    daemon: IfsfDaemon
+    daemon: DaemonProcess
     cloud: TestCloud
 
     @property
@@ -84,11 +83,9 @@ async def site(tmp_path: Path, mosquitto: MosquittoBroker) -> AsyncIterator[Site
     key = Ed25519PrivateKey.generate()
     ports = Ports.free()
     config = tmp_path / "station.toml"
-    config.write_text(station_toml(tmp_path, cloud_section(mosquitto.port, key)))
-    lines = tmp_path / "lines.json"
-    lines.write_text(json.dumps(lines_json(ports)))
+    config.write_text(station_toml(tmp_path, ports, cloud_section(mosquitto.port, key)))
     sim = SimProcess(tmp_path, ports)
-    daemon = IfsfDaemon(config, lines, tmp_path / "daemon.log")
+    daemon = DaemonProcess(config, tmp_path / "daemon.log")
     sim.start()
     try:
         async with TestCloud(mosquitto.port, "IFSF-01", key) as cloud:
