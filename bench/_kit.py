@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,14 @@ class Child:
             text = self.log.read_text(errors="replace").splitlines()
             return "\n".join(f"  {self.name}| {row}" for row in text[-lines:])
         return ""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on now (TCP; on loopback the same number is free for UDP)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def host_busy_s() -> float:

@@ -37,7 +37,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from _kit import Child, SetupError, ifsf_forecourt_toml, read_log_events
+from _kit import Child, SetupError, free_port, ifsf_forecourt_toml, read_log_events
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from order_latency import (
     HOST,
@@ -53,7 +53,6 @@ from order_latency import (
     _row,
     _usage,
     build_lines,
-    free_port,
     machine,
     spread,
     start_broker,

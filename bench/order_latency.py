@@ -58,6 +58,7 @@ from _kit import (
     Child,
     SetupError,
     forecourt_toml,
+    free_port,
     host_busy_s,
     read_log_events,
 )
@@ -168,13 +169,6 @@ def pump_number(line: int, address: int) -> int:
 # ======================================================================================
 # The broker and the daemon: child processes
 # ======================================================================================
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def mosquitto_conf(port: int) -> str:
