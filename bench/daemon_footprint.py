@@ -266,6 +266,11 @@ def run(
                 ONLINE_TIMEOUT_S,
                 f"all {pumps} pumps online",
             )
+            if ifsf is not None:
+                # An IFSF node is found at its first heartbeat (the simulator sends one every
+                # 10 s) and its start-up work (prices, FP reads) follows: the warm-up counts
+                # from when every FP is online, not from the daemon's start.
+                started = time.monotonic()
             time.sleep(max(0.0, started + warmup_s - time.monotonic()))
 
             host_first, sim_first, first = host_busy_s(), sample(sim.pid), sample(daemon.pid)
