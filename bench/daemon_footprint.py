@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                 poll_interval_ms=args.poll_interval_ms,
                 mean_interval_s=args.mean_interval,
                 seed=args.seed,
-                keep_logs=None if args.logs is None else args.logs / protocol,
+                keep_logs=args.logs / protocol if args.logs and len(protocols) > 1 else args.logs,
             )
             for protocol in protocols
         ]
