@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     for result in results:
         print("\n".join(table(result)))
     if ratio is not None:
-        print(f"IFSF / DART daemon CPU: {ratio:.2f} x")
+        print(f"IFSF / DART daemon CPU: {ratio:.3f} x")
     return 0
 
 
