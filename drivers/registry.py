@@ -380,8 +380,6 @@ def _ifsf_settings(line: IfsfLineSpec) -> str:
     parts = [f"profile {line.profile}"]
     if line.controller_lna is not None:
         parts.append(f"LNA {line.controller_lna}")
-    if line.tcp_port is not None:
-        parts.append(f"TCP {line.tcp_port}")
     if line.heartbeat_port is not None:
         parts.append(f"heartbeat UDP {line.heartbeat_port}")
     if line.heartbeat_to:

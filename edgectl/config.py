@@ -587,7 +587,7 @@ class LineConfig(_Table):
         TCP port its controller listens on."""
         if self.port is not None:
             return self.port
-        return f"TCP port {self.tcp_port}" if self.tcp_port is not None else "IP"
+        return f"IP, TCP port {self.tcp_port}" if self.tcp_port else "IP"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "products", MappingProxyType(dict(self.products)))
@@ -1446,6 +1446,11 @@ class Config(_Table):
                 return pump
         raise self._unknown("pump", str(number), [str(p.number) for p in self.pumps])
 
+    def address_of(self, number: int) -> str:
+        """Pump `number`'s address on its line as people write it ("0x50", "1.1/FP1")."""
+        pump = self.pump(number)
+        return registry.lookup(self.line(pump.line).protocol).show_address(pump.address)
+
     def pumps_on(self, line_name: str) -> tuple[PumpConfig, ...]:
         """The pumps on one line, in file order; empty for an unknown line."""
         return tuple(p for p in self.pumps if p.line == line_name)
@@ -2067,7 +2072,7 @@ def _show_decimal(value: Decimal) -> str:
 
 
 def _a(title: str) -> str:
-    """"a Wayne DART line", "an IFSF line"."""
+    """ "a Wayne DART line", "an IFSF line"."""
     return f"{'an' if title[:1] in 'AEIOU' else 'a'} {title}"
 
 

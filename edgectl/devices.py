@@ -121,7 +121,7 @@ class DeviceMonitor:
                     pump_key(pump.number),
                     "pump",
                     f"pump {pump.number}",
-                    f"{line.name}/0x{pump.address:02X}",
+                    f"{line.name}/{config.address_of(pump.number)}",
                     PUMP_OFFLINE,
                     line=line_key(line.name),
                     pump=pump.number,

@@ -100,7 +100,7 @@ def test_an_ifsf_line_and_its_pumps_load(tmp_path: Path) -> None:
     )
     assert dict(line.products) == {"92": 1, "95": 2}
     assert line.port is None and line.reply_timeout_ms == 5000  # the entry's default
-    assert line.where == "TCP port 4368"
+    assert line.where == "IP, TCP port 4368"
     two, three = config.pumps_on("ifsf")
     assert (two.node, two.fp, dict(two.nozzles)) == ("1.1", 1, {1: "92", 2: "95"})
     entry = registry.lookup("ifsf")
