@@ -53,6 +53,7 @@ from order_latency import (
     _row,
     _usage,
     build_lines,
+    log_rows,
     machine,
     spread,
     start_broker,
@@ -362,10 +363,7 @@ def table(r: LatencyResult) -> Iterator[str]:
     if r.ratio_p50 is not None and r.ratio_p99 is not None:
         yield f"  IFSF / DART             p50 {r.ratio_p50:.2f} x, p99 {r.ratio_p99:.2f} x"
     yield _usage(r.usage)
-    logged = sum(r.daemon_log_events.values())
-    yield f"  daemon log lines        {logged:9d}      (whole run, shutdown included)"
-    for key, count in sorted(r.daemon_log_events.items(), key=lambda kv: -kv[1]):
-        yield f"    {count:5d}  {key}"
+    yield from log_rows(r.daemon_log_events)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

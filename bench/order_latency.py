@@ -981,9 +981,13 @@ def table(r: RigResult) -> Iterator[str]:
             f"{_verdict(r.status_total_within_target)})"
         )
         yield _usage(r.changes_usage)
-    logged = sum(r.daemon_log_events.values())
-    yield f"  daemon log lines        {logged:9d}      (whole run, shutdown included)"
-    for key, count in sorted(r.daemon_log_events.items(), key=lambda kv: -kv[1]):
+    yield from log_rows(r.daemon_log_events)
+
+
+def log_rows(events: dict[str, int]) -> Iterator[str]:
+    """What the daemon logged over the run, most frequent first."""
+    yield f"  daemon log lines        {sum(events.values()):9d}      (whole run, shutdown included)"
+    for key, count in sorted(events.items(), key=lambda kv: -kv[1]):
         yield f"    {count:5d}  {key}"
 
 
