@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,14 @@ class Child:
         return ""
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on now (TCP; on loopback the same number is free for UDP)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 def host_busy_s() -> float:
     """CPU seconds every core of the machine spent busy (all processes), from /proc/stat."""
     with open("/proc/stat") as f:
@@ -157,3 +166,38 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "kernel": platform.release(),
     }
+
+
+# IFSF dispensers: `nodes` nodes 1.1, 1.2, ... of `fps` two-nozzle fuelling points each, on
+# one controller line; the grades above as products 1 and 2.
+IFSF_CONTROLLER_LNA = "2.1"
+
+
+def ifsf_forecourt_toml(
+    *,
+    first_pump: int,
+    nodes: int,
+    fps: int,
+    tcp_port: int,
+    heartbeat_port: int,
+    heartbeat_to: str,
+    line_keys: str = "",
+) -> str:
+    """An IFSF [[lines]] entry ("ifsf": the controller's TCP port and heartbeat port, its
+    heartbeat sent to `heartbeat_to`, plus `line_keys`) and its [[pumps]], numbered from
+    `first_pump`: node 1.1 FP 1 first."""
+    parts = [
+        '\n[[lines]]\nname = "ifsf"\nprotocol = "ifsf"\n'
+        f'controller_lna = "{IFSF_CONTROLLER_LNA}"\ntcp_port = {tcp_port}\n'
+        f'heartbeat_port = {heartbeat_port}\nheartbeat_to = ["{heartbeat_to}"]\n'
+        f'products = {{ "92" = 1, "95" = 2 }}\n{line_keys}\n'
+    ]
+    number = first_pump
+    for node in range(1, nodes + 1):
+        for fp in range(1, fps + 1):
+            parts.append(
+                f'\n[[pumps]]\nnumber = {number}\nline = "ifsf"\nnode = "1.{node}"\nfp = {fp}\n'
+                'nozzles = { 1 = "92", 2 = "95" }\n'
+            )
+            number += 1
+    return "".join(parts)

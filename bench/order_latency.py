@@ -58,6 +58,7 @@ from _kit import (
     Child,
     SetupError,
     forecourt_toml,
+    free_port,
     host_busy_s,
     read_log_events,
 )
@@ -168,13 +169,6 @@ def pump_number(line: int, address: int) -> int:
 # ======================================================================================
 # The broker and the daemon: child processes
 # ======================================================================================
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def mosquitto_conf(port: int) -> str:
@@ -987,9 +981,13 @@ def table(r: RigResult) -> Iterator[str]:
             f"{_verdict(r.status_total_within_target)})"
         )
         yield _usage(r.changes_usage)
-    logged = sum(r.daemon_log_events.values())
-    yield f"  daemon log lines        {logged:9d}      (whole run, shutdown included)"
-    for key, count in sorted(r.daemon_log_events.items(), key=lambda kv: -kv[1]):
+    yield from log_rows(r.daemon_log_events)
+
+
+def log_rows(events: dict[str, int]) -> Iterator[str]:
+    """What the daemon logged over the run, most frequent first."""
+    yield f"  daemon log lines        {sum(events.values()):9d}      (whole run, shutdown included)"
+    for key, count in sorted(events.items(), key=lambda kv: -kv[1]):
         yield f"    {count:5d}  {key}"
 
 

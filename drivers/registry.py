@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast
@@ -70,7 +70,7 @@ class LineSpec(Protocol):
     @property
     def name(self) -> str: ...
     @property
-    def port(self) -> str: ...
+    def port(self) -> str | None: ...
     @property
     def baud(self) -> int: ...
     @property
@@ -95,6 +95,8 @@ class PumpSpec(Protocol):
     """A pump on a line as configured (edgectl's PumpConfig fits)."""
 
     @property
+    def number(self) -> int: ...
+    @property
     def address(self) -> int: ...
     @property
     def nozzles(self) -> Mapping[int, str]: ...
@@ -104,6 +106,36 @@ class PumpSpec(Protocol):
     def amount_decimals(self) -> int: ...
     @property
     def price_decimals(self) -> int: ...
+
+
+class IfsfLineSpec(LineSpec, Protocol):
+    """An IFSF line's own keys (edgectl's LineConfig fits); None: the profile's value."""
+
+    @property
+    def profile(self) -> str: ...
+    @property
+    def controller_lna(self) -> str | None: ...
+    @property
+    def tcp_port(self) -> int | None: ...
+    @property
+    def heartbeat_port(self) -> int | None: ...
+    @property
+    def heartbeat_to(self) -> Sequence[str]: ...
+    @property
+    def products(self) -> Mapping[str, int]: ...
+    @property
+    def heartbeat_interval_s(self) -> float | None: ...
+    @property
+    def missed_heartbeats(self) -> int | None: ...
+
+
+class IfsfPumpSpec(PumpSpec, Protocol):
+    """An IFSF pump: a fuelling point of a dispenser node (edgectl's PumpConfig fits)."""
+
+    @property
+    def node(self) -> str | None: ...
+    @property
+    def fp(self) -> int | None: ...
 
 
 class GaugeSpec(Protocol):
@@ -176,6 +208,8 @@ class Entry:
     title: str
     capabilities: frozenset[Capability] = frozenset()
     own_keys: tuple[str, ...] = ()
+    # The values an own key takes where they are a few names (an IFSF line's profile).
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     addresses: range | None = None
     default_tcp_port: int | None = None
     default_reply_timeout_ms: int | None = None
@@ -192,6 +226,21 @@ class Entry:
     required_keys: tuple[tuple[str, str], ...] = ()
     tank_device_ids: range | None = None
     needs_chart: str | None = None
+    # Config of a dispenser protocol's pumps, checked the same way: `pump_keys` are the pump
+    # keys only it takes, `pump_required_keys` those that must be given (what to say when
+    # missing), `nozzle_numbers` the nozzle numbers its pumps have; `product_numbers` names
+    # the line key mapping grade ids to the dispenser's own product numbers, which every
+    # grade on its pumps needs (None: the dispenser has none). Where `_pump_address` is set,
+    # a pump's address is made from its own keys (an IFSF pump's node and FP), not given.
+    # (`required_keys` and `own_keys` are, for a dispenser protocol, its line's.)
+    pump_keys: tuple[str, ...] = ()
+    pump_required_keys: tuple[tuple[str, str], ...] = ()
+    nozzle_numbers: range = range(1, 16)
+    product_numbers: str | None = None
+    _pump_address: Callable[[Any], int] | None = None
+    _show_address: Callable[[int], str] | None = None
+    # How `config check` shows a line's settings ("9600 8O1").
+    _line_settings: Callable[[Any], str] | None = None
     _line: LineFactory | None = None
     _gauge: GaugeFactory | None = None
     _sniffer: SnifferFactory | None = None
@@ -203,7 +252,19 @@ class Entry:
         return capability in self.capabilities
 
     def show_address(self, address: int) -> str:
+        if self._show_address is not None:
+            return self._show_address(address)
         return self.address_format.format(address)
+
+    def line_settings(self, line: LineSpec) -> str:
+        """A line's settings in a few words, for `config check`."""
+        if self._line_settings is not None:
+            return self._line_settings(line)
+        return f"{line.baud} {line.bytesize}{line.parity[0].upper()}{line.stopbits}"
+
+    def pump_address(self, pump: PumpSpec) -> int | None:
+        """The pump's address made from its own keys; None where the config gives it."""
+        return None if self._pump_address is None else self._pump_address(pump)
 
     def build_line(
         self, line: LineSpec, pumps: Sequence[PumpSpec], emit: Callable[[DispenserEvent], None]
@@ -278,6 +339,7 @@ def _dart_line(
 ) -> DispenserLine:
     from drivers.wayne_dart.driver import DartLine, DartLineSettings, DartPumpSettings
 
+    assert line.port is not None  # the loader requires it (the entry's required_keys)
     parity_bits = 0 if line.parity == "none" else 1
     settings = DartLineSettings(
         name=line.name,
@@ -300,6 +362,76 @@ def _dart_line(
         for p in pumps
     ]
     return DartLine(settings, pump_settings, _serial(line, line.port), emit)
+
+
+def _ifsf_address(pump: IfsfPumpSpec) -> int:
+    """The station's address of an IFSF pump: its node's LNA and FP in one number, so that
+    two pumps on one (node, FP) are two pumps at one address."""
+    assert pump.node is not None and pump.fp is not None  # the loader requires them
+    subnet, node = (int(part) for part in pump.node.split("."))
+    return (subnet << 16) | (node << 8) | pump.fp
+
+
+def _ifsf_show(address: int) -> str:
+    return f"{address >> 16}.{(address >> 8) & 0xFF}/FP{address & 0xFF}"
+
+
+def _ifsf_settings(line: IfsfLineSpec) -> str:
+    parts = [f"profile {line.profile}"]
+    if line.controller_lna is not None:
+        parts.append(f"LNA {line.controller_lna}")
+    if line.heartbeat_port is not None:
+        parts.append(f"heartbeat UDP {line.heartbeat_port}")
+    if line.heartbeat_to:
+        parts.append(f"to {', '.join(line.heartbeat_to)}")
+    return ", ".join(parts)
+
+
+def _ifsf_line(
+    line: LineSpec, pumps: Sequence[PumpSpec], emit: Callable[[DispenserEvent], None]
+) -> DispenserLine:
+    from drivers.ifsf.driver import IfsfLine, IfsfLineSettings, IfsfNozzle, IfsfPump
+    from drivers.ifsf.profiles import profile
+
+    spec = cast(IfsfLineSpec, line)
+    dialect = profile(spec.profile)
+    heartbeat_port = spec.heartbeat_port or dialect.heartbeat_port
+    destinations = tuple(_endpoint(d, heartbeat_port) for d in spec.heartbeat_to)
+    link: dict[str, Any] = {
+        "heartbeat_port": heartbeat_port,
+        "heartbeat_destinations": destinations or ((dialect.broadcast, heartbeat_port),),
+        "reply_timeout_s": line.reply_timeout_ms / 1000,
+    }
+    if spec.controller_lna is not None:
+        link["lnas"] = (_lna(spec.controller_lna),)
+    if spec.tcp_port is not None:
+        link["tcp_port"] = spec.tcp_port
+    if spec.heartbeat_interval_s is not None:
+        link["heartbeat_interval_s"] = spec.heartbeat_interval_s
+    if spec.missed_heartbeats is not None:
+        link["missed_heartbeats"] = spec.missed_heartbeats
+    settings = IfsfLineSettings(name=line.name, link=dialect.link_settings(**link), profile=dialect)
+    made = []
+    for pump in cast(Sequence[IfsfPumpSpec], pumps):
+        assert pump.node is not None and pump.fp is not None  # the loader requires them
+        nozzles = tuple(
+            IfsfNozzle(nozzle, logical=nozzle, product=spec.products[grade])
+            for nozzle, grade in sorted(pump.nozzles.items())
+        )
+        made.append(IfsfPump(pump.address, _lna(pump.node), pump.fp, nozzles))
+    return IfsfLine(settings, made, emit)
+
+
+def _lna(text: str) -> Any:
+    from drivers.ifsf.encodings import Lna
+
+    subnet, node = (int(part) for part in text.split("."))
+    return Lna(subnet, node)
+
+
+def _endpoint(text: str, default_port: int) -> tuple[str, int]:
+    host, _, port = text.partition(":")
+    return (host, int(port) if port else default_port)
 
 
 def _tls_gauge(gauge: GaugeSpec, tanks: Sequence[TankSpec], deliveries_s: float) -> TankGauge:
@@ -379,6 +511,12 @@ def _dart_sniffer(driver: Any, address: int | None, no_polls: bool) -> Sniffer:
     return sniffer(driver, address, no_polls)
 
 
+def _ifsf_sniffer(driver: Any, address: int | None, no_polls: bool) -> Sniffer:
+    from drivers.ifsf.sniff import sniffer
+
+    return sniffer(driver, address, no_polls)
+
+
 def _tls_sniffer(driver: Any, address: int | None, no_polls: bool) -> Sniffer:
     from drivers.veeder_root.sniff import sniffer
 
@@ -446,7 +584,18 @@ def _ifsf_decoder() -> Decoder:
 
 
 # ------------------------------------------------------------------ the entries
-# drivers/ifsf/ is a codec so far: it gets an entry when it has a driver (docs/architecture.md).
+_DART_LINE_KEYS: Final = (
+    "port",
+    "baud",
+    "parity",
+    "bytesize",
+    "stopbits",
+    "retries",
+    "offline_after",
+    "poll_interval_ms",
+    "idle_poll_ms",
+)
+IFSF_PROFILES: Final = ("generic", "petrochina", "sinopec")  # drivers/ifsf/profiles.py
 _ENTRIES: Final[Mapping[str, Entry]] = MappingProxyType(
     {
         e.name: e
@@ -459,12 +608,52 @@ _ENTRIES: Final[Mapping[str, Entry]] = MappingProxyType(
                 addresses=range(0x50, 0x70),
                 sniff_addresses=range(0x50, 0x70),
                 address_format="0x{:02X}",
+                own_keys=_DART_LINE_KEYS,
+                required_keys=(
+                    ("port", 'a DART line needs its serial port, e.g. port = "/dev/ttyUSB0"'),
+                ),
+                pump_keys=("address",),
+                pump_required_keys=(
+                    ("address", "a DART pump needs its address on the line (0x50..0x6F)"),
+                ),
                 probe_name="dart",
                 _line=_dart_line,
                 _sniffer=_dart_sniffer,
                 _prober=_dart_prober,
                 _decoder=_dart_decoder,
                 _simulation=_dart_simulation,
+            ),
+            Entry(
+                name="ifsf",
+                kind="dispenser",
+                title="IFSF line",
+                capabilities=frozenset({Capability.SNIFF}),
+                own_keys=(
+                    "profile",
+                    "controller_lna",
+                    "tcp_port",
+                    "heartbeat_port",
+                    "heartbeat_to",
+                    "products",
+                    "heartbeat_interval_s",
+                    "missed_heartbeats",
+                ),
+                choices=MappingProxyType({"profile": IFSF_PROFILES}),
+                default_reply_timeout_ms=5000,
+                pump_keys=("node", "fp"),
+                pump_required_keys=(
+                    ("node", 'an IFSF pump needs its dispenser\'s node address, e.g. node = "1.1"'),
+                    ("fp", "an IFSF pump needs its fuelling point on that node (1..4)"),
+                ),
+                nozzle_numbers=range(1, 9),
+                product_numbers="products",
+                _pump_address=_ifsf_address,
+                _show_address=_ifsf_show,
+                _line_settings=_ifsf_settings,
+                _line=_ifsf_line,
+                _sniffer=_ifsf_sniffer,
+                _decoder=_ifsf_decoder,
+                _simulation=_ifsf_simulation,
             ),
             Entry(
                 name="veeder_root",
@@ -536,31 +725,15 @@ def entries() -> tuple[Entry, ...]:
     return tuple(_ENTRIES[name] for name in sorted(_ENTRIES))
 
 
-# Protocols with a decoder but no driver yet (so no entry above): IFSF is a codec so far.
-_DECODER_ONLY: Final[tuple[DecoderFactory, ...]] = (_ifsf_decoder,)
-
-
-# Protocols with a simulator but no driver yet (no entry above): IFSF. When its entry comes,
-# `_simulation=_ifsf_simulation` goes into it and it leaves this table.
-_SIMULATION_ONLY: Final[Mapping[str, Callable[[], DispenserSimulation]]] = MappingProxyType(
-    {"ifsf": _ifsf_simulation}
-)
-
-
 def dispenser_simulation(name: str) -> DispenserSimulation:
-    """The pump simulator of dispenser protocol `name`: its entry's, or that of a protocol
-    with a simulator and no driver yet; UnknownProtocol if it has none."""
-    factory = _SIMULATION_ONLY.get(name)
-    if factory is not None:
-        return factory()
+    """The pump simulator of dispenser protocol `name`; UnknownProtocol if it has none."""
     return lookup(name, "dispenser").dispenser_simulation()
 
 
 def decoders() -> tuple[Decoder, ...]:
-    """Every protocol's `edgectl decode` subcommand: the entries' in their order, then those
-    of protocols that have a codec and no driver yet. Loading them imports the codecs."""
-    factories = [e._decoder for e in _ENTRIES.values() if e._decoder is not None]
-    return tuple(factory() for factory in (*factories, *_DECODER_ONLY))
+    """Every protocol's `edgectl decode` subcommand, in the entries' order. Loading them
+    imports the codecs."""
+    return tuple(e._decoder() for e in _ENTRIES.values() if e._decoder is not None)
 
 
 def probed() -> tuple[Entry, ...]:

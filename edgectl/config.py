@@ -441,18 +441,96 @@ _PARITIES: Final = ("odd", "even", "none")
 _LINE_BAUDS: Final = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 
 
+def _lna(value: object, _: _Loading) -> str:
+    """An IFSF logical node address, "subnet.node" (both 1..255), as "2.1"."""
+    text = _as_str(value)
+    found = _LNA_TEXT.fullmatch(text.strip())
+    if found is None or not all(1 <= int(part) <= 255 for part in found.groups()):
+        raise _bad(
+            f'{_show(text)} is not an IFSF node address: write "subnet.node", both 1..255, '
+            'e.g. "1.1" (dispensers are on subnet 1, controllers on 2)'
+        )
+    return f"{int(found[1])}.{int(found[2])}"
+
+
+_LNA_SCHEMA: Final = {
+    "type": "string",
+    "pattern": r"^[0-9]{1,3}\.[0-9]{1,3}$",
+    "description": 'an IFSF logical node address "subnet.node", e.g. "1.1"',
+}
+NodeAddress = Annotated[str, _kind(_lna, _LNA_SCHEMA)]
+
+
+def _destinations(value: object, load: _Loading) -> tuple[str, ...]:
+    """Heartbeat destinations: "host" (at heartbeat_port) or "host:port"."""
+    if not isinstance(value, list):
+        raise _bad(f'expected an array of addresses, e.g. ["192.168.1.255"], got {_show(value)}')
+    found: list[str] = []
+    for i, item in enumerate(value):
+        text = _text_at(i, item, load)
+        host, _, port = text.partition(":")
+        if not host or any(c.isspace() for c in host) or "/" in host:
+            raise _bad(f"{_show(text)} is not an address (a host, or host:port)", i)
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise _bad(f"{_show(text)}: the port after ':' must be 1..65535", i)
+        found.append(text)
+    if not found:
+        raise _bad("at least one address is needed (leave the key out for the profile's)")
+    return tuple(found)
+
+
+def _text_at(i: int, value: object, load: _Loading) -> str:
+    try:
+        return _text(value, load)
+    except PydanticCustomError as exc:
+        raise _bad(_message(exc), i) from None
+
+
+def _product_numbers(value: object, _: _Loading) -> Mapping[str, int]:
+    if not isinstance(value, Mapping):
+        raise _bad(
+            f'expected a table of grade id = product number, e.g. {{ "95" = 2 }}, got '
+            f"{_show(value)}"
+        )
+    numbers: dict[str, int] = {}
+    for grade, number in value.items():
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise _bad(
+                f"expected the dispenser's product number (an integer), got {_show(number)}", grade
+            )
+        if not 1 <= number <= _PRODUCT_NB_MAX:
+            raise _bad(f"{number} is out of range (1..{_PRODUCT_NB_MAX})", grade)
+        for other, taken in numbers.items():
+            if taken == number:
+                raise _bad(f"product number {number} is also grade {_show(other)}'s", grade)
+        numbers[grade] = number
+    return MappingProxyType(numbers)
+
+
+_PRODUCT_NB_MAX: Final = 99_999_999  # Prod_Nb is bcd8
+
+
+def _choices(key: str) -> tuple[str, ...]:
+    """The values a protocol's own key takes, from its registry entry."""
+    return tuple(c for e in registry.entries() for c in e.choices.get(key, ()))
+
+
 @dataclass(frozen=True, config=_MODEL)
 @_section
 class LineConfig(_Table):
-    """One half-duplex serial bus (RS-485 or current loop) with its pumps' protocol."""
+    """One line of dispensers with its protocol: a half-duplex serial bus (RS-485 or
+    current loop, `port` and the serial keys), or dispensers on IP (IFSF: the controller's
+    node, its heartbeat and the products). Keys of another protocol keep their defaults; the
+    loader refuses them in the file. None for an IFSF key: the profile's value."""
 
     name: Text
-    port: Text
     protocol: Annotated[str, _protocol("dispenser", "protocol")]
+    port: Annotated[str | None, _kind(_text, {"type": "string", "minLength": 1})] = None
     baud: Annotated[int, _integer(choices=_LINE_BAUDS)] = 9600
     parity: Annotated[str, _choice(_PARITIES)] = "odd"
     bytesize: Annotated[int, _integer(choices=(7, 8))] = 8
     stopbits: Annotated[int, _integer(choices=(1, 2))] = 1
+    # Its protocol's default (50 for wayne_dart, 5000 for ifsf).
     reply_timeout_ms: Annotated[int, _integer(5, 5000)] = 50
     retries: Annotated[int, _integer(0, 10)] = 3
     # Consecutive missed replies before a pump is declared offline.
@@ -461,6 +539,78 @@ class LineConfig(_Table):
     poll_interval_ms: Annotated[int, _integer(0, 60000)] = 0
     # An idle pump is polled at most this often; busy ones at line speed.
     idle_poll_ms: Annotated[int, _integer(0, 10000)] = 200
+    # ifsf: the dialect (drivers/ifsf/profiles.py).
+    profile: Annotated[str, _choice(_choices("profile"))] = "generic"
+    # ifsf: this controller's node address.
+    controller_lna: NodeAddress | None = None
+    # ifsf: this controller's TCP server (advertised in its heartbeat; 0: any free port).
+    tcp_port: Annotated[int | None, _integer(0, 65535)] = None
+    # ifsf: the UDP port heartbeats are sent to and heard on.
+    heartbeat_port: Annotated[int | None, _integer(1, 65535)] = None
+    # ifsf: where this controller's heartbeat goes: the subnet broadcast, or the
+    # dispensers' addresses ("host", or "host:port").
+    heartbeat_to: Annotated[
+        tuple[str, ...],
+        _kind(
+            _destinations,
+            {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "string", "minLength": 1},
+                "description": 'addresses, "host" or "host:port", e.g. ["192.168.1.255"]',
+            },
+        ),
+    ] = ()
+    # ifsf: grade id = the dispenser's product number (Prod_Nb).
+    products: Annotated[
+        Mapping[str, int],
+        _kind(
+            _product_numbers,
+            {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": _PRODUCT_NB_MAX,
+                },
+                "description": 'grade id = the dispenser\'s Prod_Nb, e.g. { "92" = 1, "95" = 2 }',
+            },
+        ),
+    ] = dataclasses.field(default_factory=lambda: MappingProxyType({}), hash=False)
+    heartbeat_interval_s: Annotated[float | None, _real(0.1, 3600)] = None  # ifsf
+    # ifsf: heartbeats missed before a dispenser is lost.
+    missed_heartbeats: Annotated[int | None, _integer(1, 100)] = None
+
+    @property
+    def where(self) -> str:
+        """Where the line is reached, for views and messages: its serial port, or on IP the
+        TCP port its controller listens on."""
+        if self.port is not None:
+            return self.port
+        return f"IP, TCP port {self.tcp_port}" if self.tcp_port else "IP"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "products", MappingProxyType(dict(self.products)))
+        object.__setattr__(self, "heartbeat_to", tuple(self.heartbeat_to))
+
+    @classmethod
+    def _prepare(cls, data: dict[str, Any], load: _Loading) -> dict[str, Any]:
+        if "name" in data:
+            _at("name", _text, data["name"], load)
+        if "protocol" not in data:
+            return data  # pydantic says it is missing
+        protocol = _at("protocol", _protocol("dispenser", "protocol").check, data["protocol"], load)
+        entry = registry.lookup(protocol, "dispenser")
+        for other in registry.entries():
+            for key in other.own_keys if other.kind == "dispenser" and other is not entry else ():
+                if key in data:
+                    raise _bad(f"is only used with protocol {_show(other.name)}", key)
+        for key, why in entry.required_keys:
+            if key not in data:
+                raise _bad(f"missing: {why}", key)
+        if entry.default_reply_timeout_ms is not None:
+            data.setdefault("reply_timeout_ms", entry.default_reply_timeout_ms)
+        return data
 
 
 def _nozzles(value: object, _: _Loading) -> Mapping[int, str]:
@@ -488,17 +638,20 @@ def _nozzles(value: object, _: _Loading) -> Mapping[int, str]:
 class PumpConfig(_Table):
     """A fuelling point: its station number, where it sits on a line, and its nozzles.
 
-    `nozzles` maps nozzle number (1..15) to grade id. The three `*_decimals` are the pump's
-    display decimals, taken by the loader from its grades (which must all agree).
+    `nozzles` maps nozzle number (1..15; an IFSF fuelling point's logical nozzles 1..8) to
+    grade id. The three `*_decimals` are the pump's display decimals, taken by the loader
+    from its grades (which must all agree). `address` is its address on the line: given
+    (a DART pump's), or made by its protocol's entry from its own keys (an IFSF pump's
+    `node` and `fp`).
     """
 
     _DERIVED: ClassVar[frozenset[str]] = frozenset(
         {"volume_decimals", "amount_decimals", "price_decimals"}
     )
+    _OPTIONAL_IN_FILE: ClassVar[frozenset[str]] = frozenset({"address"})
 
     number: Annotated[int, _integer(1, 99)]
     line: Text
-    address: Annotated[int, _integer()]
     # Not hashed (a mapping proxy is unhashable); equality still compares it.
     nozzles: Annotated[
         Mapping[int, str],
@@ -513,7 +666,12 @@ class PumpConfig(_Table):
             },
         ),
     ] = dataclasses.field(hash=False)
+    address: Annotated[int, _integer()] = 0  # made by the loader for an IFSF pump
     name: String = ""
+    # ifsf: the dispenser node's address; its IP and port come from its heartbeat.
+    node: NodeAddress | None = None
+    # ifsf: the fuelling point of that node.
+    fp: Annotated[int | None, _integer(1, 4)] = None
     volume_decimals: SkipJsonSchema[int] = 2
     amount_decimals: SkipJsonSchema[int] = 2
     price_decimals: SkipJsonSchema[int] = 2
@@ -1288,6 +1446,11 @@ class Config(_Table):
                 return pump
         raise self._unknown("pump", str(number), [str(p.number) for p in self.pumps])
 
+    def address_of(self, number: int) -> str:
+        """Pump `number`'s address on its line as people write it ("0x50", "1.1/FP1")."""
+        pump = self.pump(number)
+        return registry.lookup(self.line(pump.line).protocol).show_address(pump.address)
+
     def pumps_on(self, line_name: str) -> tuple[PumpConfig, ...]:
         """The pumps on one line, in file order; empty for an unknown line."""
         return tuple(p for p in self.pumps if p.line == line_name)
@@ -1332,7 +1495,7 @@ class Config(_Table):
     def _check(self, given: frozenset[str], load: _Loading) -> None:
         self._check_authorization()
         self._check_grades_and_lines()
-        self._check_pumps()
+        self._check_pumps(load)
         if self.cloud is not None and "client_id" not in load.raw.get("cloud", {}):
             self._set(cloud=dataclasses.replace(self.cloud, client_id=f"edgectl-{self.station.id}"))
         self._check_gauges()
@@ -1372,6 +1535,18 @@ class Config(_Table):
         if not self.lines:
             raise _bad("at least one [[lines]] entry is required", "lines")
         for i, line in enumerate(self.lines):
+            key = registry.lookup(line.protocol, "dispenser").product_numbers
+            numbered: Mapping[str, int] = getattr(line, key) if key is not None else {}
+            for grade_id in numbered:
+                if key is not None and grade_id not in {g.id for g in self.grades}:
+                    raise _bad(
+                        f"grade {_show(grade_id)} is not defined in [[grades]] "
+                        f"(defined: {_listing([g.id for g in self.grades])})",
+                        "lines",
+                        i,
+                        key,
+                        grade_id,
+                    )
             for j, before in enumerate(self.lines[:i]):
                 if before.name == line.name:
                     raise _bad(
@@ -1381,8 +1556,15 @@ class Config(_Table):
                         i,
                         "name",
                     )
+                if line.tcp_port and before.tcp_port == line.tcp_port:
+                    raise _bad(
+                        f"TCP port {line.tcp_port} is already used by line {_show(before.name)}",
+                        "lines",
+                        i,
+                        "tcp_port",
+                    )
                 # One task owns one bus; two lines on the same port would fight over it.
-                if before.port == line.port:
+                if line.port is not None and before.port == line.port:
                     raise _bad(
                         f"port {_show(line.port)} is already used by line {_show(before.name)}",
                         "lines",
@@ -1390,12 +1572,16 @@ class Config(_Table):
                         "port",
                     )
 
-    def _check_pumps(self) -> None:
+    def _check_pumps(self, load: _Loading) -> None:
         grades = {g.id: g for g in self.grades}
         lines = {line.name: line for line in self.lines}
         if not self.pumps:
             raise _bad("at least one [[pumps]] entry is required", "pumps")
+        raw = load.raw.get("pumps", [])
         for i, pump in enumerate(self.pumps):
+            given = (
+                frozenset(raw[i]) if i < len(raw) and isinstance(raw[i], Mapping) else frozenset()
+            )
             line = lines.get(pump.line)
             if line is None:
                 raise _bad(
@@ -1404,21 +1590,34 @@ class Config(_Table):
                     i,
                     "line",
                 )
-            valid = registry.lookup(line.protocol, "dispenser").addresses
-            assert valid is not None  # every dispenser entry has its addresses
-            if pump.address not in valid:
-                raise _bad(
-                    f"address {_hex(pump.address)} is out of range for {line.protocol} "
-                    f"({_hex(valid[0])}..{_hex(valid[-1])})",
-                    "pumps",
-                    i,
-                    "address",
-                )
+            entry = registry.lookup(line.protocol, "dispenser")
+            self._check_pump_keys(pump, i, given, line, entry)
             for nozzle, grade_id in pump.nozzles.items():
                 if grade_id not in grades:
                     raise _bad(
                         f"grade {_show(grade_id)} is not defined in [[grades]] "
                         f"(defined: {_listing(grades)})",
+                        "pumps",
+                        i,
+                        "nozzles",
+                        str(nozzle),
+                    )
+                numbers = entry.nozzle_numbers
+                if nozzle not in numbers:
+                    raise _bad(
+                        f"nozzle {nozzle} is out of range for {_a(entry.title)} "
+                        f"({numbers[0]}..{numbers[-1]})",
+                        "pumps",
+                        i,
+                        "nozzles",
+                        str(nozzle),
+                    )
+                key = entry.product_numbers
+                if key is not None and grade_id not in getattr(line, key):
+                    raise _bad(
+                        f"grade {_show(grade_id)} has no product number in line "
+                        f"{_show(line.name)}'s {key} (the dispenser's Prod_Nb, e.g. "
+                        f"{key} = {{ {_show(grade_id)} = 1 }})",
                         "pumps",
                         i,
                         "nozzles",
@@ -1441,12 +1640,51 @@ class Config(_Table):
                     )
                 if other.line == pump.line and other.address == pump.address:
                     raise _bad(
-                        f"duplicate address {_hex(pump.address)} on line {_show(pump.line)} "
+                        f"duplicate address {entry.show_address(pump.address)} on line "
+                        f"{_show(pump.line)} "
                         f"(pump {other.number} uses it)",
                         "pumps",
                         i,
-                        "address",
+                        entry.pump_keys[0] if entry.pump_keys else "address",
                     )
+
+    def _check_pump_keys(
+        self,
+        pump: PumpConfig,
+        i: int,
+        given: frozenset[str],
+        line: LineConfig,
+        entry: registry.Entry,
+    ) -> None:
+        """The pump's keys of its line's protocol: those of others refused, its own required,
+        its address made from them where the protocol makes it."""
+        for other in registry.entries():
+            if other.kind != "dispenser" or other is entry:
+                continue
+            for key in other.pump_keys:
+                if key in given and key not in entry.pump_keys:
+                    raise _bad(
+                        f"pump {pump.number} is on {entry.title} {_show(line.name)}: {key} is "
+                        f"only used on {_a(other.title)}",
+                        "pumps",
+                        i,
+                        key,
+                    )
+        for key, why in entry.pump_required_keys:
+            if key not in given:
+                raise _bad(f"missing: {why}", "pumps", i, key)
+        address = entry.pump_address(pump)
+        if address is not None:
+            pump._set(address=address)
+        valid = entry.addresses
+        if valid is not None and pump.address not in valid:
+            raise _bad(
+                f"address {_hex(pump.address)} is out of range for {line.protocol} "
+                f"({_hex(valid[0])}..{_hex(valid[-1])})",
+                "pumps",
+                i,
+                "address",
+            )
 
     def _check_gauges(self) -> None:
         for i, gauge in enumerate(self.gauges):
@@ -1479,7 +1717,7 @@ class Config(_Table):
                     )
             # One task owns one bus: a gauge cannot share a serial port with a pump line.
             for line in self.lines:
-                if gauge.port == line.port:
+                if gauge.port is not None and gauge.port == line.port:
                     raise _bad(
                         f"port {_show(line.port)} is already used by line {_show(line.name)}",
                         "gauges",
@@ -1746,6 +1984,7 @@ _CURRENCY: Final = re.compile(r"[A-Z]{3}")
 _DECIMAL_TEXT: Final = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 _INT_TEXT: Final = re.compile(r"[+-]?(0x[0-9A-Fa-f]+|[0-9]+)")
 _NOZZLE_KEY: Final = re.compile(r"[0-9]+")
+_LNA_TEXT: Final = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})")
 _NOZZLES: Final = range(1, 16)
 
 
@@ -1830,6 +2069,11 @@ def _show(value: object) -> str:
 
 def _show_decimal(value: Decimal) -> str:
     return _show(str(value))
+
+
+def _a(title: str) -> str:
+    """ "a Wayne DART line", "an IFSF line"."""
+    return f"{'an' if title[:1] in 'AEIOU' else 'a'} {title}"
 
 
 def _hex(value: int) -> str:

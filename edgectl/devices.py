@@ -114,14 +114,14 @@ class DeviceMonitor:
         self.devices: dict[str, Device] = {}
         for line in config.lines:
             self.devices[line_key(line.name)] = Device(
-                line_key(line.name), "line", f"line {line.name}", line.port, LINE_DOWN
+                line_key(line.name), "line", f"line {line.name}", line.where, LINE_DOWN
             )
             for pump in config.pumps_on(line.name):
                 self.devices[pump_key(pump.number)] = Device(
                     pump_key(pump.number),
                     "pump",
                     f"pump {pump.number}",
-                    f"{line.name}/0x{pump.address:02X}",
+                    f"{line.name}/{config.address_of(pump.number)}",
                     PUMP_OFFLINE,
                     line=line_key(line.name),
                     pump=pump.number,

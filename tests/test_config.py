@@ -331,7 +331,7 @@ MISTAKES = [
     pytest.param(
         'protocol = "wayne_dart"\nbaud',
         'protocol = "dartt"\nbaud',
-        'lines[name="north"].protocol: unknown protocol "dartt" (known: wayne_dart)',
+        'lines[name="north"].protocol: unknown protocol "dartt" (known: ifsf, wayne_dart)',
         id="unknown-protocol",
     ),
     pytest.param(

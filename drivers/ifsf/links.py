@@ -153,6 +153,7 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 Endpoint: TypeAlias = tuple[str, int]
+FrameTap: TypeAlias = Callable[[str, bytes, "Message | Malformed | Heartbeat | None", float], None]
 HEARTBEAT_PORT = 3486  # IANA ifsf-hb-port; the PetroChina profile uses 3485
 STOP_DEADLINE_S = 2.0
 
@@ -437,6 +438,10 @@ class IfsfNode:
         self._server: asyncio.Server | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._running = False
+        # Watchers of the wire (`edgectl sniff`): called with ("tx" | "rx", the bytes, the
+        # Message, Malformed or Heartbeat they are, or None for garbage sent, clock()) for
+        # every message and heartbeat sent or received. Cheap and never raising.
+        self.taps: list[FrameTap] = []
 
     # ------------------------------------------------------------------ life
     @property
@@ -606,6 +611,7 @@ class IfsfNode:
             return
         for heartbeat in self.heartbeats():
             data = encode_heartbeat(heartbeat)
+            self._tap("tx", data, heartbeat)
             for destination in self.settings.heartbeat_destinations:
                 try:
                     self._udp.sendto(data, destination)
@@ -720,8 +726,10 @@ class IfsfNode:
         self._waiters[key] = waiter
         self._wake.set()
         try:
-            await link.send(encode(message), queue=False)
+            wire = encode(message)
+            await link.send(wire, queue=False)
             self.counters.frames_sent += 1
+            self._tap("tx", wire, message)
             outcome = await waiter
         finally:
             if not waiter.done():  # the send failed, or our caller gave up
@@ -750,11 +758,13 @@ class IfsfNode:
         if link is None:
             raise self._unreachable(None, "not heard", lna)
         await link.send(bytes(data), queue=True)
+        self._tap("tx", bytes(data), None)
 
     async def send(self, message: Message) -> None:
         """Send an answer, an ack or an unsolicited message to `message.recipient` on our
         link to it; queued until the link opens if it is not open (or the peer not heard)."""
         data = encode(message)
+        self._tap("tx", data, message)
         link = self._link_of(message.recipient)
         if link is None:
             early = self._early.setdefault(message.recipient, deque(maxlen=self.settings.backlog))
@@ -802,8 +812,16 @@ class IfsfNode:
             for each in found:
                 self._received(each, source)
 
+    def _tap(
+        self, direction: str, wire: bytes, found: Message | Malformed | Heartbeat | None
+    ) -> None:
+        for tap in self.taps:
+            tap(direction, wire, found, self._clock())
+
     def _received(self, found: Message | Malformed, source: str) -> None:
         now = self._clock()
+        if self.taps:
+            self._tap("rx", found.raw if isinstance(found, Malformed) else encode(found), found)
         if isinstance(found, Malformed):
             self.counters.malformed += 1
             self.counters.garbage_bytes += len(found.raw)
@@ -876,7 +894,9 @@ class IfsfNode:
         except FrameError as exc:
             self.counters.malformed += 1
             self._error(FrameError(f"not a heartbeat: {exc}", device=source_ip))
+            self._tap("rx", data, Malformed(data, f"not a heartbeat: {exc}"))
             return
+        self._tap("rx", data, heartbeat)
         if heartbeat.ip == ipaddress.IPv4Address(0):
             # Tolerance: a node that does not know its address is reached where it sent from.
             heartbeat = Heartbeat(

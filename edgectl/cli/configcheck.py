@@ -12,6 +12,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from drivers import registry
 from edgectl.cli import output
 from edgectl.cli.output import Subparsers
 from edgectl.config import Config, json_schema, load_config, refuse_placeholders
@@ -212,9 +213,9 @@ def summarise(config: Config) -> dict[str, Any]:
         "lines": [
             {
                 "name": line.name,
-                "port": line.port,
+                "port": line.where,
                 "protocol": line.protocol,
-                "settings": f"{line.baud} {line.bytesize}{line.parity[0].upper()}{line.stopbits}",
+                "settings": registry.lookup(line.protocol).line_settings(line),
                 "pumps": [p.number for p in config.pumps_on(line.name)],
             }
             for line in config.lines
@@ -254,7 +255,7 @@ def summarise(config: Config) -> dict[str, Any]:
 def machine_notes(config: Config) -> list[str]:
     """What the file cannot know but this machine can tell: missing ports, unwritable dirs."""
     notes: list[str] = []
-    ports = [(f"lines.{line.name}.port", line.port) for line in config.lines]
+    ports = [(f"lines.{line.name}.port", line.port) for line in config.lines if line.port]
     ports += [(f"gauges.{g.name}.port", g.port) for g in config.gauges if g.port is not None]
     for key, name in ports:
         port = Path(name)

@@ -288,7 +288,7 @@ def _render(
     from edgectl.cli.pumps import pumps_table
     from edgectl.control.server import pump_json
 
-    views = [pump_json(view) for view in daemon.station.snapshot()]
+    views = [pump_json(view, config) for view in daemon.station.snapshot()]
     parts: list[Any] = [pumps_table(views, f"{config.station.id} — pumps")]
     used = len(views) + 3  # a table's title, heading and rule
     if config.tanks:

@@ -440,7 +440,8 @@ def build_simulators(
     try:
         for line_config in chosen:
             entry = registry.lookup(line_config.protocol)
-            if not entry.simulated:
+            # A line on IP (IFSF) has no pty: its dispensers are a network (`network_plan`).
+            if not entry.simulated or line_config.port is None:
                 continue
             plan = _line_plan(config, line_config, baud, reply_delay_s, totals or {})
             sims.append(entry.dispenser_simulation().line(plan))
@@ -481,6 +482,7 @@ def _line_plan(
                 totals=totals.get(pump.number, {}),
             )
         )
+    assert line.port is not None  # build_simulators takes the lines on a serial port
     return registry.LinePlan(
         name=line.name,
         port=Path(line.port),

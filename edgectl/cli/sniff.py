@@ -46,7 +46,10 @@ def register(sub: Subparsers) -> None:
         help="only frames of this address (a pump's 0x50-0x6F, a Modbus device id 1-247)",
     )
     parser.add_argument(
-        "--no-polls", action="store_true", help="hide POLL, EOT and ACK frames (pump lines)"
+        "--no-polls",
+        action="store_true",
+        help="hide the routine traffic of pump lines: DART's POLL, EOT and ACK frames, IFSF's "
+        "heartbeats",
     )
     parser.add_argument(
         "--count", type=output.positive_int, metavar="N", help="stop after N frames"

@@ -30,7 +30,7 @@ import edgectl
 from drivers import registry
 from drivers.base import BusCounters, LineCounters, TankGauge
 from edgectl import health, shifts
-from edgectl.config import ControlConfig
+from edgectl.config import Config, ControlConfig
 from edgectl.control import protocol
 from edgectl.control.protocol import Args, ProtocolError, Request
 from edgectl.control.shapes import open_tank_alarms, tank_rows
@@ -432,7 +432,7 @@ class ControlServer:
                 {
                     "pump": pump.number,
                     "line": pump.line,
-                    "address": f"0x{pump.address:02X}",
+                    "address": self.served.config.address_of(pump.number),
                     "online": pump.online,
                     "state": pump.state.name,
                     "reason": None if pump.online else view.get("reason"),
@@ -541,10 +541,9 @@ class ControlServer:
         status: dict[str, Any] = {
             "line": name,
             "kind": "dispensers",
-            "port": config.port,
+            "port": config.where,
             "protocol": config.protocol,
-            "settings": f"{config.baud} {config.bytesize}{config.parity[0].upper()}"
-            f"{config.stopbits}",
+            "settings": registry.lookup(config.protocol).line_settings(config),
             "pumps": len(pumps),
             "online": online,
             "counters": totals,
@@ -596,7 +595,8 @@ class ControlServer:
         return tank_rows(self.served.config, views, stored_alarms=open_tank_alarms(alarms))
 
     async def _pumps(self, args: Args, peer: Peer) -> list[dict[str, Any]]:
-        return [pump_json(view) for view in self.station.snapshot()]
+        config = self.served.config
+        return [pump_json(view, config) for view in self.station.snapshot()]
 
     async def _tanks(self, args: Args, peer: Peer) -> list[dict[str, Any]]:
         return await self._tank_rows()
@@ -896,7 +896,7 @@ class ControlServer:
         while True:
             yield {
                 "at": iso_ts(time.time()),
-                "pumps": [pump_json(view) for view in self.station.snapshot()],
+                "pumps": [pump_json(view, self.served.config) for view in self.station.snapshot()],
                 "tanks": await self._tank_rows(),
             }
             await asyncio.sleep(interval)
@@ -913,7 +913,7 @@ class ControlServer:
             config = self.served.config.line(name)
             header: dict[str, Any] = {
                 "line": name,
-                "port": config.port,
+                "port": config.where,
                 "protocol": config.protocol,
             }
             driver = line
@@ -1002,11 +1002,11 @@ async def _tapped(
 # --------------------------------------------------------------------------- views
 
 
-def pump_json(view: PumpView) -> dict[str, Any]:
+def pump_json(view: PumpView, config: Config) -> dict[str, Any]:
     return {
         "pump": view.number,
         "line": view.line,
-        "address": f"0x{view.address:02X}",
+        "address": config.address_of(view.number),
         "online": view.online,
         "state": view.state.name,
         "state_code": int(view.state),
