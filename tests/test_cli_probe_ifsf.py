@@ -96,6 +96,12 @@ async def test_scan_listens_as_probe_does() -> None:
     assert [n["lna"] for n in result.json()["found"]] == ["1.1", "1.2"]
 
 
+async def test_scan_asked_twice_for_ifsf_listens_once() -> None:
+    result = await probe_heard("--json", "--protocol", "ifsf", command="scan")
+    assert result.code == 0, result.err
+    assert [n["lna"] for n in result.json()["found"]] == ["1.1", "1.2"]  # one JSON document
+
+
 def test_nothing_heard_exits_1_with_the_hint() -> None:
     port = str(free_udp_port())
     result = cli("probe", "--protocol", "ifsf", "--heartbeat-port", port, "--seconds", "0.3")

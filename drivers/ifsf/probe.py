@@ -373,7 +373,7 @@ def config_snippet(
             "[[lines]]",
             _line("name", _toml(names[port])),
             _line("protocol", _toml("ifsf")),
-            _line("profile", _toml(chosen.name), f"generic | petrochina | sinopec; {why}"),
+            _line("profile", _toml(chosen.name), f"{' | '.join(PROFILE_NAMES)}; {why}"),
             _line("controller_lna", _toml(str(chosen.controller_lna)), lna_note),
             _line(
                 "tcp_port",
@@ -596,6 +596,7 @@ def heard(hearing: Hearing, profile: Profile | None) -> Heard:
         f"{len(hearing.nodes)} IFSF node(s) heard on UDP {ports} in {hearing.seconds:g} s, "
         f"{dispensers} of them dispensers"
     )
+    said = notes(hearing, profile)
     return Heard(
         count=len(hearing.nodes),
         columns=("LNA", "role", "IP", "TCP port", "UDP", "status", "flags", "heartbeats"),
@@ -609,12 +610,13 @@ def heard(hearing: Hearing, profile: Profile | None) -> Heard:
             },
             "found": [_node_json(n) for n in hearing.nodes],
             "garbage": {"count": hearing.garbage, "from": hearing.garbage_from},
+            "notes": said,
             "config": config,
         },
         config=config,
         summary=summary,
         hint=f"no IFSF heartbeat heard on UDP {ports} in {hearing.seconds:g} s: {hint(hearing)}",
-        notes=notes(hearing, profile),
+        notes=said,
     )
 
 

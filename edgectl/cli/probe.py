@@ -96,13 +96,6 @@ def _listeners() -> dict[str, Listener]:
     return {listener.name: listener for listener in registry.listeners()}
 
 
-# The serial-only options of each command (given with a listening protocol: a usage error).
-_SERIAL_OPTIONS = {
-    "probe": (("address", "--address"), ("baud", "--baud"), ("parity", "--parity")),
-    "scan": (("first", "--first"),),
-}
-
-
 def protocols() -> dict[str, Prober]:
     """Each protocol's prober, found through its registry entry, in scan order."""
     return {e.probe_name: e.prober() for e in registry.probed() if e.probe_name is not None}
@@ -141,7 +134,12 @@ def register(sub: Subparsers) -> None:
     )
     _common(probe)
     _listening(probe, listeners)
-    probe.set_defaults(func=output.guarded("probe", run_probe), parser=probe)
+    probe.set_defaults(
+        func=output.guarded("probe", run_probe),
+        parser=probe,
+        # Given with a listening protocol, these are a usage error.
+        serial_options=(("address", "--address"), ("baud", "--baud"), ("parity", "--parity")),
+    )
 
     scan = sub.add_parser(
         "scan",
@@ -166,7 +164,9 @@ def register(sub: Subparsers) -> None:
     )
     _common(scan)
     _listening(scan, listeners)
-    scan.set_defaults(func=output.guarded("scan", run_scan), parser=scan)
+    scan.set_defaults(
+        func=output.guarded("scan", run_scan), parser=scan, serial_options=(("first", "--first"),)
+    )
 
 
 def _listening(parser: argparse.ArgumentParser, listeners: dict[str, Listener]) -> None:
@@ -219,11 +219,11 @@ def run_probe(args: argparse.Namespace) -> int:
                 f"--protocol {listener.name} listens on the network and takes no serial port: "
                 f"drop {args.port}",
             )
-        _refuse(args, "probe", listener.name)
+        _refuse_serial_options(args, listener.name)
         return _listen(args, listener, every_port=False)
     if args.port is None:
         _usage(args, f"--protocol {args.protocol} needs the serial PORT, e.g. /dev/ttyUSB0")
-    _refuse(args, "listening", args.protocol)
+    _refuse_listening_options(args, args.protocol)
     protocol = protocols()[args.protocol]
     settings = [
         s
@@ -253,7 +253,8 @@ def run_probe(args: argparse.Namespace) -> int:
 
 def run_scan(args: argparse.Namespace) -> int:
     listeners = _listeners()
-    heard_by = [listeners[name] for name in args.protocol or () if name in listeners]
+    # Each listening protocol asked for, once (--protocol is repeatable).
+    heard_by = [listeners[name] for name in dict.fromkeys(args.protocol or ()) if name in listeners]
     if args.port is None:
         if not args.protocol:
             names = " or ".join(f"--protocol {name}" for name in listeners)
@@ -261,7 +262,7 @@ def run_scan(args: argparse.Namespace) -> int:
         serial = [name for name in args.protocol if name not in listeners]
         if serial:
             _usage(args, f"--protocol {serial[0]} needs the serial PORT, e.g. /dev/ttyUSB0")
-        _refuse(args, "scan", heard_by[0].name)
+        _refuse_serial_options(args, heard_by[0].name)
         return _listen_all(args, heard_by)
     if heard_by:
         _usage(
@@ -269,7 +270,7 @@ def run_scan(args: argparse.Namespace) -> int:
             f"--protocol {heard_by[0].name} listens on the network, not on {args.port}: "
             f"scan it alone (edgectl scan --protocol {heard_by[0].name})",
         )
-    _refuse(args, "listening", "a serial port")
+    _refuse_listening_options(args, "a serial port")
     known = protocols()
     chosen = args.protocol or list(known)
     plan: Plan = [
@@ -285,19 +286,20 @@ def _usage(args: argparse.Namespace, message: str) -> NoReturn:
     parser.error(message)  # exits with status 2
 
 
-def _refuse(args: argparse.Namespace, kind: str, protocol: str) -> None:
-    """A usage error for options of the other kind: serial ones with a listening protocol
-    (`kind` the command whose serial options they are), listening ones with a port."""
-    if kind == "listening":
-        given = [flag for dest, flag in args.listening_options if getattr(args, dest)]
-        if given:
-            _usage(args, f"{given[0]} is for listening (no PORT), not for {protocol}")
-        return
-    given = [flag for dest, flag in _SERIAL_OPTIONS[kind] if getattr(args, dest)]
+def _refuse_serial_options(args: argparse.Namespace, protocol: str) -> None:
+    """A usage error for the command's serial options given with a listening protocol."""
+    given = [flag for dest, flag in args.serial_options if getattr(args, dest)]
     if args.timeout_ms is not None:
         given.append("--timeout-ms")
     if given:
         _usage(args, f"{given[0]} is for serial protocols, not for --protocol {protocol}")
+
+
+def _refuse_listening_options(args: argparse.Namespace, what: str) -> None:
+    """A usage error for a listener's options given with a serial port or protocol."""
+    given = [flag for dest, flag in args.listening_options if getattr(args, dest)]
+    if given:
+        _usage(args, f"{given[0]} is for listening (no PORT), not for {what}")
 
 
 def _listen_all(args: argparse.Namespace, listeners: Sequence[Listener]) -> int:

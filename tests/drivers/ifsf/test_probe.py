@@ -263,6 +263,15 @@ async def test_beside_a_running_controller_on_the_same_port() -> None:
     assert any(f"UDP {port} is bound by another process too" in note for note in said)
 
 
+def test_listening_on_a_shared_port_as_long_as_the_daemon_waits_is_warned() -> None:
+    nodes = (node(Lna(1, 1), "192.168.1.21"),)
+    short = heard(Hearing((3486,), 12.0, (3486,), nodes, 0, {}), None)
+    assert len(short.notes) == 1 and "UDP 3486 is bound by another process too" in short.notes[0]
+    assert short.json["notes"] == list(short.notes)
+    long = heard(Hearing((3486,), 30.0, (3486,), nodes, 0, {}), None)
+    assert "counts them lost after 30 s" in long.notes[1]
+
+
 async def test_a_port_held_without_sharing_cannot_be_listened_on() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
         holder.bind(("127.0.0.1", 0))
