@@ -44,7 +44,7 @@ class Listener:
     """
 
     name: str  # as `--protocol` takes it: "ifsf"
-    devices: str  # "IFSF node(s)"
+    devices: str  # "IFSF nodes"
     help: str  # what `probe --help` says of it, in a few lines
     add_arguments: Callable[[argparse._ArgumentGroup], Sequence[argparse.Action]]
     listen: Callable[[argparse.Namespace, bool, Callable[[str], None]], Coroutine[Any, Any, Heard]]

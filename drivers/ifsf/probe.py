@@ -636,9 +636,9 @@ async def _listen(
 def listener() -> Listener:
     return Listener(
         name="ifsf",
-        devices="IFSF node(s)",
-        help="ifsf    IFSF dispensers on TCP/IP, found by listening for their UDP heartbeats\n"
-        "        (no PORT: nothing is sent); lists each node with its snippet for the config.",
+        devices="IFSF nodes",
+        help="  ifsf    IFSF dispensers on TCP/IP, found by listening for their UDP heartbeats\n"
+        "          (3486, or 3485 with --profile petrochina): nothing is sent, no PORT.",
         add_arguments=_arguments,
         listen=_listen,
     )

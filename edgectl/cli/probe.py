@@ -47,8 +47,8 @@ examples:
   edgectl probe --protocol ifsf
   edgectl probe --protocol ifsf --profile petrochina --seconds 25
 
-Stop the daemon first (systemctl stop edgectl): while it runs it holds the port, and
-`edgectl sniff LINE` shows its traffic instead.
+For a serial port, stop the daemon first (systemctl stop edgectl): while it runs it holds
+the port, and `edgectl sniff LINE` shows its traffic instead.
   dart    Wayne DART pumps, addresses 0x50-0x6F, 9600/19200 baud x odd/even/no parity;
           only POLLs are sent, so nothing changes on a pump.
   tls     a Veeder-Root TLS console (one per port), 9600/2400/1200 baud x 8N1/7E1/7O1,
@@ -58,7 +58,8 @@ Stop the daemon first (systemctl stop edgectl): while it runs it holds the port,
           exception reply counts: the device is there).
 {listeners}
 A listening protocol takes no PORT and works beside a running daemon. It prints the nodes
-heard, then the station config for them (TOML on stdout, notes on stderr).
+heard (address, TCP port, LNA, status and its flags, heartbeats counted), then the station
+config for them (TOML on stdout, notes on stderr).
 exit status: 0 something answered or was heard, 1 nothing answered or was heard, or the
 port cannot be used, 2 usage.
 """

@@ -61,8 +61,8 @@ async def dispensers(
 
 
 async def heard_within(listener: HeartbeatListener, count: int, beats: int = 2) -> Hearing:
-    """The hearing once `count` nodes were each heard `beats` times (2 s at most)."""
-    async with asyncio.timeout(2):
+    """The hearing once `count` nodes were each heard `beats` times (5 s at most)."""
+    async with asyncio.timeout(5):
         while True:
             hearing = listener.hearing()
             if len(hearing.nodes) >= count and all(n.count >= beats for n in hearing.nodes):
