@@ -102,6 +102,22 @@ async def test_scan_asked_twice_for_ifsf_listens_once() -> None:
     assert [n["lna"] for n in result.json()["found"]] == ["1.1", "1.2"]  # one JSON document
 
 
+async def test_probe_beside_a_daemon_holding_the_heartbeat_port() -> None:
+    """A controller node of the node layer holds the port, as the daemon does (here bound to
+    127.0.0.1, where the unicast heartbeats go): the probe listens beside it, hears the
+    dispensers, and says the port is shared."""
+    port = free_udp_port()
+    daemon = IfsfNode(loopback_settings([Lna(2, 1)], port, free_udp_port(), send_heartbeat=False))
+    assert daemon.settings.heartbeat_host == "127.0.0.1"
+    async with daemon, dispensers(port, [Lna(1, 1)]):
+        result = await acli(
+            "probe", "--protocol", "ifsf", "--heartbeat-port", str(port), "--seconds", LISTEN_S
+        )
+    assert result.code == 0, result.err
+    assert f"note: UDP {port} is bound by another process too" in result.err
+    assert [p["node"] for p in snippet(result.out)["pumps"]] == ["1.1"]
+
+
 def test_nothing_heard_exits_1_with_the_hint() -> None:
     port = str(free_udp_port())
     result = cli("probe", "--protocol", "ifsf", "--heartbeat-port", port, "--seconds", "0.3")

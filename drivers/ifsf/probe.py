@@ -17,8 +17,12 @@ Beside a running daemon: the socket has SO_REUSEADDR, as the node layer's, so it
 port the daemon already holds (Linux lets two sockets share a UDP port when both set it).
 Broadcast heartbeats then reach both; a heartbeat sent to this host's own address (unicast,
 as the ZSY-style boards send to their configured CD IP) reaches only the socket bound last:
-this probe, for as long as it listens. The probe says so when it finds the port shared, and
-warns when it would listen long enough for the daemon to count its dispensers lost.
+this probe, for as long as it listens. A daemon that bound the port on one address gets
+the unicast sent there before any socket on 0.0.0.0 (the most specific socket wins), so on a
+shared port the probe binds a socket on each of this host's addresses too (broadcasts still
+reach only its 0.0.0.0 one: nothing is counted twice). The probe says when it finds the port
+shared, and warns when it would listen long enough for the daemon to count its dispensers
+lost.
 SO_REUSEPORT is not set: the node layer does not set it (so it adds nothing beside it), and
 where both did, Linux would share out unicast heartbeats between the two sockets by hash.
 """
@@ -255,37 +259,56 @@ class HeartbeatListener:
         self._transports: list[asyncio.DatagramTransport] = []
 
     async def __aenter__(self) -> HeartbeatListener:
-        loop = asyncio.get_running_loop()
         ports, shared = [], []
         try:
             for port in self.wanted:
                 if _port_in_use(self.host, port):
                     shared.append(port)
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    sock.bind((self.host, port))
-                    sock.setblocking(False)
+                    bound = await self._bind(self.host, port)
                 except OSError as exc:
-                    sock.close()
                     why = exc.strerror or str(exc)
                     if exc.errno == errno.EADDRINUSE:
                         why += " (held by a process that does not share it)"
                     raise TransportError(
                         f"cannot listen on UDP port {port}: {why}", errno=exc.errno
                     ) from None
-                bound = int(sock.getsockname()[1])
-                transport, _ = await loop.create_datagram_endpoint(
-                    functools.partial(_Heartbeats, self.tally, bound, self.clock), sock=sock
-                )
-                self._transports.append(transport)
                 ports.append(bound)
+                if port in shared and self.host == "0.0.0.0":
+                    await self._bind_each_address(bound)
         except BaseException:
             self._close()
             raise
         self.ports, self.shared = tuple(ports), tuple(shared)
         self.started = self.clock()
         return self
+
+    async def _bind(self, host: str, port: int) -> int:
+        """One socket on (host, port), shared as the node layer shares it; the port bound."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.setblocking(False)
+            bound = int(sock.getsockname()[1])
+            transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+                functools.partial(_Heartbeats, self.tally, bound, self.clock), sock=sock
+            )
+        except BaseException:
+            sock.close()
+            raise
+        self._transports.append(transport)
+        return bound
+
+    async def _bind_each_address(self, port: int) -> None:
+        """On a shared port, a socket on each of this host's addresses too: a daemon that
+        bound its heartbeat socket to one address gets the unicast heartbeats sent there
+        before a socket on 0.0.0.0 would (the kernel hands a datagram to the most specific
+        socket), so only one on that address hears them. Broadcasts still come to the
+        0.0.0.0 one alone, so nothing is counted twice."""
+        for network in local_networks():
+            with contextlib.suppress(OSError):
+                await self._bind(str(network.interface.ip), port)
 
     async def __aexit__(
         self,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import tomllib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import pytest
 
@@ -249,18 +251,43 @@ def test_the_ports_and_time_a_listen_takes() -> None:
     assert ports == [3999, 4000] and seconds == 3.0
 
 
-async def test_beside_a_running_controller_on_the_same_port() -> None:
-    """The daemon's node holds the heartbeat port (SO_REUSEADDR): the listener binds it too,
-    says it is shared, and hears a dispenser's unicast heartbeats."""
+@pytest.mark.parametrize("daemon_host", ["0.0.0.0", "127.0.0.1"])
+async def test_beside_a_running_controller_on_the_same_port(daemon_host: str) -> None:
+    """The daemon's node holds the heartbeat port (SO_REUSEADDR), on every address or on
+    the one the dispensers send to: the listener binds it too, says it is shared, and hears
+    a dispenser's unicast heartbeats."""
     port = free_udp_port()
-    daemon = IfsfNode(loopback_settings([CD], port, free_udp_port(), send_heartbeat=False))
-    async with daemon, HeartbeatListener([port], host="127.0.0.1") as listener:
+    settings = loopback_settings([CD], port, free_udp_port(), send_heartbeat=False)
+    daemon = IfsfNode(replace(settings, heartbeat_host=daemon_host))
+    async with daemon, HeartbeatListener([port]) as listener:
         assert listener.shared == (port,)
         async with dispensers(port, [Lna(1, 1)]):
             hearing = await heard_within(listener, 1)
     assert [n.lna for n in hearing.nodes] == [Lna(1, 1)]
     said = heard(hearing, None).notes
     assert any(f"UDP {port} is bound by another process too" in note for note in said)
+
+
+async def test_on_a_shared_port_each_heartbeat_is_counted_once() -> None:
+    """The sockets on each address besides 0.0.0.0 hear unicast only; a broadcast comes to
+    the 0.0.0.0 one alone."""
+    port = free_udp_port()
+    settings = loopback_settings([CD], port, free_udp_port(), send_heartbeat=False)
+    daemon = IfsfNode(replace(settings, heartbeat_host="0.0.0.0"))
+    unicast = encode_heartbeat(Heartbeat(ipaddress.IPv4Address("127.0.0.1"), 4000, Lna(1, 1)))
+    broadcast = encode_heartbeat(Heartbeat(ipaddress.IPv4Address("127.0.0.1"), 4001, Lna(1, 2)))
+    async with daemon, HeartbeatListener([port]) as listener:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            for _ in range(3):
+                sender.sendto(unicast, ("127.0.0.1", port))
+                # A host that sends no broadcast on loopback: unicast alone.
+                with contextlib.suppress(OSError):
+                    sender.sendto(broadcast, ("127.255.255.255", port))
+            await asyncio.sleep(0.3)
+        counts = {n.lna: n.count for n in listener.hearing().nodes}
+    assert counts[Lna(1, 1)] == 3
+    assert counts.get(Lna(1, 2), 3) == 3
 
 
 def test_listening_on_a_shared_port_as_long_as_the_daemon_waits_is_warned() -> None:
