@@ -583,11 +583,7 @@ def _ifsf_listener() -> Listener:
 _LISTENERS: Final[Mapping[str, Callable[[], Listener]]] = MappingProxyType({"ifsf": _ifsf_listener})
 
 
-def listener_names() -> tuple[str, ...]:
-    """The names `edgectl probe --protocol` takes for listening (nothing imported)."""
-    return tuple(_LISTENERS)
-
-
 def listeners() -> tuple[Listener, ...]:
-    """Every listener, in the order above (loading them imports their modules)."""
+    """Every listener, in the order above (loading them imports their modules, which import
+    no node layer: the CLI builds its parser with their options at every start)."""
     return tuple(factory() for factory in _LISTENERS.values())
