@@ -38,6 +38,8 @@ from drivers.simulation import TankPlan as TankPlan
 if TYPE_CHECKING:
     # Re-exported for the types of `Entry.prober()` (the CLI names no driver module).
     from drivers.decoding import Decoder as Decoder
+    from drivers.listening import Heard as Heard
+    from drivers.listening import Listener as Listener
     from drivers.probing import Found as Found
     from drivers.probing import Prober as Prober
     from drivers.probing import Setting as Setting
@@ -740,3 +742,21 @@ def probed() -> tuple[Entry, ...]:
     """The protocols `edgectl probe` can ask for, in the order `edgectl scan` tries them:
     dispensers first, then gauges, as listed above."""
     return tuple(e for e in _ENTRIES.values() if e.probe_name is not None)
+
+
+# Protocols whose devices are found by listening for their announcements, not by asking a
+# serial port (`edgectl probe --protocol NAME` with no PORT): IFSF's heartbeats. Kept apart
+# from the entries, as the listener needs no driver.
+def _ifsf_listener() -> Listener:
+    from drivers.ifsf.probe import listener
+
+    return listener()
+
+
+_LISTENERS: Final[Mapping[str, Callable[[], Listener]]] = MappingProxyType({"ifsf": _ifsf_listener})
+
+
+def listeners() -> tuple[Listener, ...]:
+    """Every listener, in the order above (loading them imports their modules, which import
+    no node layer: the CLI builds its parser with their options at every start)."""
+    return tuple(factory() for factory in _LISTENERS.values())

@@ -1,10 +1,16 @@
-"""`edgectl probe PORT` and `edgectl scan PORT`: which devices answer on a free line, and how.
+"""`edgectl probe PORT` and `edgectl scan PORT`: which devices answer on a free line, and how;
+`edgectl probe --protocol ifsf` and `edgectl scan --protocol ifsf`: which announce themselves
+on the network.
 
 For commissioning and fault finding with the daemon stopped: the port is opened by this
 process alone (a port the daemon holds is refused), every address of a protocol is asked at
 every line setting, and what answered is reported. The questions change nothing on a device:
 DART pumps only get POLLs (no command, no sequence number), a TLS console an inventory request
 (i20100), a Modbus probe a read of one input register.
+
+A protocol whose devices announce themselves (IFSF's UDP heartbeats) is not asked on a port:
+its listener (`registry.listeners()`, a `drivers.listening.Listener`) listens a while, beside
+a running daemon too, and the devices heard are listed with a config snippet for them.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import re
 import stat
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from drivers import registry
 from edgectl.cli import output
@@ -27,7 +33,7 @@ from edgectl.driver_errors import translated
 from edgectl.errors import EdgectlError, LineUnavailableError
 
 if TYPE_CHECKING:
-    from drivers.registry import Found, Prober, Setting
+    from drivers.registry import Found, Heard, Listener, Prober, Setting
 
 # Unix98 pty slaves (/dev/pts/N) use these device majors: a pty ignores baud and parity.
 _PTY_MAJORS = range(136, 144)
@@ -38,9 +44,11 @@ examples:
   edgectl probe /dev/ttyUSB0 --protocol dart --baud 9600 --parity odd --address 0x50 0x51
   edgectl probe /dev/ttyS1 --protocol tls
   edgectl probe /dev/ttyUSB1 --protocol modbus --address 1-32 --json
+  edgectl probe --protocol ifsf
+  edgectl probe --protocol ifsf --profile petrochina --seconds 25
 
-Stop the daemon first (systemctl stop edgectl): while it runs it holds the port, and
-`edgectl sniff LINE` shows its traffic instead.
+For a serial port, stop the daemon first (systemctl stop edgectl): while it runs it holds
+the port, and `edgectl sniff LINE` shows its traffic instead.
   dart    Wayne DART pumps, addresses 0x50-0x6F, 9600/19200 baud x odd/even/no parity;
           only POLLs are sent, so nothing changes on a pump.
   tls     a Veeder-Root TLS console (one per port), 9600/2400/1200 baud x 8N1/7E1/7O1,
@@ -48,7 +56,12 @@ Stop the daemon first (systemctl stop edgectl): while it runs it holds the port,
   modbus  Modbus RTU probes, device ids 1-16 unless --address says otherwise (e.g. 1-247),
           9600/19200 baud x no/even/odd parity, asked to read input register 0 (an
           exception reply counts: the device is there).
-exit status: 0 something answered, 1 nothing answered or the port cannot be used, 2 usage.
+{listeners}
+A listening protocol takes no PORT and works beside a running daemon. It prints the nodes
+heard (address, TCP port, LNA, status and its flags, heartbeats counted), then the station
+config for them (TOML on stdout, notes on stderr).
+exit status: 0 something answered or was heard, 1 nothing answered or was heard, or the
+port cannot be used, 2 usage.
 """
 
 SCAN_EXAMPLE = """\
@@ -56,12 +69,16 @@ examples:
   edgectl scan /dev/ttyUSB0
   edgectl scan /dev/ttyUSB1 --first --timeout-ms 30
   edgectl scan /dev/ttyS1 --protocol tls --protocol modbus
+  edgectl scan --protocol ifsf
 
 Tries Wayne DART (addresses 0x50-0x6F at 9600/19200 baud x odd/even/no parity), then a
 Veeder-Root TLS console, then Modbus probes (ids 1-16), and stops after the first protocol
 that answers: one line carries one protocol. With --first it stops at the first setting
 where anything answers. Stop the daemon first: while it runs it holds the port.
-exit status: 0 something answered, 1 nothing answered or the port cannot be used, 2 usage.
+Without a PORT, --protocol ifsf listens for IFSF heartbeats on every profile's UDP port
+(3485 and 3486) at once, beside a running daemon too (see `edgectl probe --help`).
+exit status: 0 something answered or was heard, 1 nothing answered or was heard, or the
+port cannot be used, 2 usage.
 """
 
 
@@ -70,8 +87,14 @@ class PortUnavailable(EdgectlError):
 
 
 def _names() -> tuple[str, ...]:
-    """The protocols probe and scan know, as `--protocol` takes them (no driver imported)."""
+    """The serial protocols probe and scan know, as `--protocol` takes them (no driver
+    imported)."""
     return tuple(e.probe_name for e in registry.probed() if e.probe_name is not None)
+
+
+def _listeners() -> dict[str, Listener]:
+    """The protocols found by listening, by name (their modules import no node layer)."""
+    return {listener.name: listener for listener in registry.listeners()}
 
 
 def protocols() -> dict[str, Prober]:
@@ -80,16 +103,22 @@ def protocols() -> dict[str, Prober]:
 
 
 def register(sub: Subparsers) -> None:
+    listeners = _listeners()
     probe = sub.add_parser(
         "probe",
-        help="find which devices answer on a free serial port",
+        help="find which devices answer on a free serial port, or announce themselves",
         description="Ask every address of one protocol on a serial port the daemon is not "
-        "using, at each line setting, and report which answer.",
-        epilog=PROBE_EXAMPLE,
+        "using, at each line setting, and report which answer; or, for IFSF, listen for "
+        "the dispensers' heartbeats and list those heard with their config.",
+        epilog=PROBE_EXAMPLE.format(listeners="\n".join(x.help for x in listeners.values())),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    probe.add_argument("port", help="serial device, e.g. /dev/ttyUSB0")
-    probe.add_argument("--protocol", required=True, choices=_names(), help="device protocol")
+    probe.add_argument(
+        "port", nargs="?", help="serial device, e.g. /dev/ttyUSB0 (none for a listening protocol)"
+    )
+    probe.add_argument(
+        "--protocol", required=True, choices=(*_names(), *listeners), help="device protocol"
+    )
     probe.add_argument(
         "--address",
         type=_addresses,
@@ -105,7 +134,13 @@ def register(sub: Subparsers) -> None:
         help="only this parity (repeatable)",
     )
     _common(probe)
-    probe.set_defaults(func=output.guarded("probe", run_probe))
+    _listening(probe, listeners)
+    probe.set_defaults(
+        func=output.guarded("probe", run_probe),
+        parser=probe,
+        # Given with a listening protocol, these are a usage error.
+        serial_options=(("address", "--address"), ("baud", "--baud"), ("parity", "--parity")),
+    )
 
     scan = sub.add_parser(
         "scan",
@@ -115,18 +150,36 @@ def register(sub: Subparsers) -> None:
         epilog=SCAN_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    scan.add_argument("port", help="serial device, e.g. /dev/ttyUSB0")
+    scan.add_argument(
+        "port", nargs="?", help="serial device, e.g. /dev/ttyUSB0 (none with --protocol ifsf)"
+    )
     scan.add_argument(
         "--protocol",
-        choices=_names(),
+        choices=(*_names(), *listeners),
         action="append",
-        help="only this protocol (repeatable; default: all, in the order above)",
+        help="only this protocol (repeatable; default with a PORT: every serial one, in the "
+        "order above)",
     )
     scan.add_argument(
         "--first", action="store_true", help="stop at the first setting where anything answers"
     )
     _common(scan)
-    scan.set_defaults(func=output.guarded("scan", run_scan))
+    _listening(scan, listeners)
+    scan.set_defaults(
+        func=output.guarded("scan", run_scan), parser=scan, serial_options=(("first", "--first"),)
+    )
+
+
+def _listening(parser: argparse.ArgumentParser, listeners: dict[str, Listener]) -> None:
+    """Each listening protocol's options, in a group of its own; the options' dests are
+    kept so that a serial probe refuses them."""
+    taken: list[tuple[str, str]] = []
+    for listener in listeners.values():
+        group = parser.add_argument_group(
+            f"listening for {listener.devices} (--protocol {listener.name}, no PORT)"
+        )
+        taken += [(a.dest, a.option_strings[0]) for a in listener.add_arguments(group)]
+    parser.set_defaults(listening_options=tuple(taken))
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -134,7 +187,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--timeout-ms",
         type=int,
         metavar="MS",
-        help="how long to wait for each answer (default: dart 50, tls 1000, modbus 500)",
+        help="how long to wait for each answer (default: dart 50, tls 1000, modbus 500; "
+        "serial protocols)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
@@ -158,6 +212,19 @@ def _addresses(text: str) -> list[int]:
 
 
 def run_probe(args: argparse.Namespace) -> int:
+    listener = _listeners().get(args.protocol)
+    if listener is not None:
+        if args.port is not None:
+            _usage(
+                args,
+                f"--protocol {listener.name} listens on the network and takes no serial port: "
+                f"drop {args.port}",
+            )
+        _refuse_serial_options(args, listener.name)
+        return _listen(args, listener, every_port=False)
+    if args.port is None:
+        _usage(args, f"--protocol {args.protocol} needs the serial PORT, e.g. /dev/ttyUSB0")
+    _refuse_listening_options(args, args.protocol)
     protocol = protocols()[args.protocol]
     settings = [
         s
@@ -186,6 +253,25 @@ def run_probe(args: argparse.Namespace) -> int:
 
 
 def run_scan(args: argparse.Namespace) -> int:
+    listeners = _listeners()
+    # Each listening protocol asked for, once (--protocol is repeatable).
+    heard_by = [listeners[name] for name in dict.fromkeys(args.protocol or ()) if name in listeners]
+    if args.port is None:
+        if not args.protocol:
+            names = " or ".join(f"--protocol {name}" for name in listeners)
+            _usage(args, f"give the serial PORT to scan, or {names} to listen on the network")
+        serial = [name for name in args.protocol if name not in listeners]
+        if serial:
+            _usage(args, f"--protocol {serial[0]} needs the serial PORT, e.g. /dev/ttyUSB0")
+        _refuse_serial_options(args, heard_by[0].name)
+        return _listen_all(args, heard_by)
+    if heard_by:
+        _usage(
+            args,
+            f"--protocol {heard_by[0].name} listens on the network, not on {args.port}: "
+            f"scan it alone (edgectl scan --protocol {heard_by[0].name})",
+        )
+    _refuse_listening_options(args, "a serial port")
     known = protocols()
     chosen = args.protocol or list(known)
     plan: Plan = [
@@ -194,6 +280,61 @@ def run_scan(args: argparse.Namespace) -> int:
         if name in chosen
     ]
     return _report(args, plan, stop_at_first=args.first)
+
+
+def _usage(args: argparse.Namespace, message: str) -> NoReturn:
+    parser: argparse.ArgumentParser = args.parser
+    parser.error(message)  # exits with status 2
+
+
+def _refuse_serial_options(args: argparse.Namespace, protocol: str) -> None:
+    """A usage error for the command's serial options given with a listening protocol."""
+    given = [flag for dest, flag in args.serial_options if getattr(args, dest)]
+    if args.timeout_ms is not None:
+        given.append("--timeout-ms")
+    if given:
+        _usage(args, f"{given[0]} is for serial protocols, not for --protocol {protocol}")
+
+
+def _refuse_listening_options(args: argparse.Namespace, what: str) -> None:
+    """A usage error for a listener's options given with a serial port or protocol."""
+    given = [flag for dest, flag in args.listening_options if getattr(args, dest)]
+    if given:
+        _usage(args, f"{given[0]} is for listening (no PORT), not for {what}")
+
+
+def _listen_all(args: argparse.Namespace, listeners: Sequence[Listener]) -> int:
+    codes = [_listen(args, listener, every_port=True) for listener in listeners]
+    return output.EXIT_OK if output.EXIT_OK in codes else output.EXIT_FAILED
+
+
+def _listen(args: argparse.Namespace, listener: Listener, *, every_port: bool) -> int:
+    """Listen as the listener's options say; the nodes heard, their config, the exit status."""
+    try:
+        with translated():  # a port that cannot be bound (drivers' TransportError)
+            heard: Heard = asyncio.run(
+                listener.listen(
+                    args, every_port, lambda line: None if args.json else output.note(line)
+                )
+            )
+    except LineUnavailableError as exc:
+        return output.fail(None, str(exc))
+    if args.json:
+        output.print_json(heard.json)
+        if not heard.count:
+            return output.fail(None, heard.hint)
+        return output.EXIT_OK
+    for line in heard.notes:
+        output.note(f"note: {line}")
+    if not heard.count:
+        return output.fail(None, heard.hint)
+    out = output.console()
+    out.print(output.table(None, heard.columns, heard.rows))
+    out.print(heard.summary)
+    if heard.config:
+        print()
+        print(heard.config, end="")
+    return output.EXIT_OK
 
 
 Plan = list[tuple["Prober", list["Setting"], list[int | None]]]
