@@ -134,10 +134,11 @@ def test_bad_config_is_one_clear_line_and_exit_1(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    # It names the first thing wrong by its key path (the line's missing port; before the
-    # pydantic models, the missing grades came first).
+    # It names the first thing wrong by its key path: a key the line lacks (its protocol, now
+    # that a line's keys depend on it), or, before the pydantic models, the missing grades.
     assert result.stderr.startswith("edgectl: ")
-    assert 'lines[name="a"].port' in result.stderr or "grades" in result.stderr
+    assert 'lines[name="a"].' in result.stderr or "grades" in result.stderr
+    assert "missing required key" in result.stderr or "grades" in result.stderr
     assert result.stderr.count("\n") == 1
 
 
