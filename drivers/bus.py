@@ -354,9 +354,21 @@ class BusEngine:
 
     def tap(self, direction: str, wire: bytes, item: object) -> None:
         """Hand a frame to each tap; a failing tap is logged and never disturbs the line."""
-        at = self._clock()
-        for tap in tuple(self.taps):
-            try:
-                tap(direction, wire, item, at)
-            except Exception:
-                log.exception("bus_tap_failed", line=self.name)
+        hand_to_taps(self.taps, direction, wire, item, self._clock(), self.name)
+
+
+def hand_to_taps(
+    taps: list[Callable[[str, bytes, Any, float], None]],
+    direction: str,
+    wire: bytes,
+    item: object,
+    at: float,
+    line: str,
+) -> None:
+    """Hand a frame to each of a line's taps (the sniffers): a tap runs in the line's own
+    task, so one that fails is logged and never disturbs the line or the taps after it."""
+    for tap in tuple(taps):
+        try:
+            tap(direction, wire, item, at)
+        except Exception:
+            log.exception("bus_tap_failed", line=line)

@@ -93,6 +93,7 @@ from drivers.base import (
     LineCounters,
     TransportError,
 )
+from drivers.bus import hand_to_taps
 from drivers.ifsf import databases as db
 from drivers.ifsf.codec import (
     MAX_M_LG,
@@ -815,8 +816,7 @@ class IfsfNode:
     def _tap(
         self, direction: str, wire: bytes, found: Message | Malformed | Heartbeat | None
     ) -> None:
-        for tap in self.taps:
-            tap(direction, wire, found, self._clock())
+        hand_to_taps(self.taps, direction, wire, found, self._clock(), self.name)
 
     def _received(self, found: Message | Malformed, source: str) -> None:
         now = self._clock()

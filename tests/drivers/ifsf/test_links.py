@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import pytest
+import structlog
 
 from drivers.base import (
     CommandRejected,
@@ -594,3 +595,20 @@ async def test_a_node_stopped_right_after_its_start_leaves_no_coroutine_unawaite
             await node.stop()
         gc.collect()
     assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
+
+
+async def test_a_failing_tap_is_logged_and_the_node_goes_on(pair: Pair) -> None:
+    """A sniffer's tap runs in the node's own receive path: its bug must not cost a reply."""
+    seen: list[str] = []
+
+    def broken_tap(*_args: object) -> None:
+        raise RuntimeError("a tap's own bug")
+
+    pair.cd.taps.append(broken_tap)
+    pair.cd.taps.append(lambda direction, wire, found, at: seen.append(direction))
+    await pair.cd.wait_link(DISPENSER, 3)
+    with structlog.testing.capture_logs() as logs:
+        reply = await pair.cd.read(DISPENSER, FP1, [0x14])
+    assert isinstance(reply, ReadReply) and reply.values() == {0x14: 2}
+    assert "tx" in seen and "rx" in seen  # the tap after the broken one still sees both ways
+    assert any(entry["event"] == "bus_tap_failed" for entry in logs)
