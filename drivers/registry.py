@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast
 
 from drivers.base import DispenserEvent, DispenserLine, TankGauge
+from drivers.ifsf.profile_names import PROFILE_NAMES
 
 # The plans a simulator is given, for the CLI to make (plain data: importing them is cheap).
 from drivers.simulation import DispenserSimulation as DispenserSimulation
@@ -597,7 +598,6 @@ _DART_LINE_KEYS: Final = (
     "poll_interval_ms",
     "idle_poll_ms",
 )
-IFSF_PROFILES: Final = ("generic", "petrochina", "sinopec")  # drivers/ifsf/profiles.py
 _ENTRIES: Final[Mapping[str, Entry]] = MappingProxyType(
     {
         e.name: e
@@ -640,7 +640,7 @@ _ENTRIES: Final[Mapping[str, Entry]] = MappingProxyType(
                     "heartbeat_interval_s",
                     "missed_heartbeats",
                 ),
-                choices=MappingProxyType({"profile": IFSF_PROFILES}),
+                choices=MappingProxyType({"profile": PROFILE_NAMES}),
                 default_reply_timeout_ms=5000,
                 pump_keys=("node", "fp"),
                 pump_required_keys=(

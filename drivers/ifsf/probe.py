@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from drivers.base import FrameError, TransportError
 from drivers.ifsf.encodings import Lna
 from drivers.ifsf.heartbeat import STATUS_BITS, decode_heartbeat
+from drivers.ifsf.profile_names import PROFILE_NAMES
 from drivers.listening import Heard, Listener
 
 if TYPE_CHECKING:
@@ -56,9 +57,6 @@ MARGIN_S = 2.0  # listened beyond one heartbeat interval, for a node whose beat 
 MAX_SECONDS = 3600.0
 DISPENSER_SUBNET = 1
 NAMED_BITS = sum(STATUS_BITS)
-# The profiles' names, for `--profile` without importing the node layer at every start of
-# the CLI (profiles.py imports links.py, ~20-40 ms here); test_probe.py checks they agree.
-PROFILE_NAMES = ("generic", "petrochina", "sinopec")
 
 
 def _profiles() -> Mapping[str, Profile]:

@@ -17,6 +17,7 @@ from drivers.ifsf.codec import MC_APPLICATION, MC_COMMUNICATION_SERVICE
 from drivers.ifsf.encodings import Lna
 from drivers.ifsf.links import HEARTBEAT_PORT, LinkSettings
 from drivers.ifsf.node import DEFAULT_CD
+from drivers.ifsf.profile_names import PROFILE_NAMES
 
 OFFLINE_SALE_IDS = tuple(range(0xC8, 0xCE))  # C8h read ... CDh end total (SINOPEC, ZSY)
 PRICE_CHANGE_OK = 0x99  # error entry 99h: "price change successful" (ZSY, ZHY)
@@ -121,6 +122,8 @@ SINOPEC = Profile(
     price_change_faults=PRICE_CHANGE_FAULTS,
 )
 PROFILES: Mapping[str, Profile] = {p.name: p for p in (GENERIC, PETROCHINA, SINOPEC)}
+if tuple(sorted(PROFILES)) != PROFILE_NAMES:  # the names the config and the CLI offer
+    raise ImportError(f"IFSF profiles {sorted(PROFILES)} are not profile_names.py's")
 
 
 def profile(name: str) -> Profile:

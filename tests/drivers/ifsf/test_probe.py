@@ -18,6 +18,7 @@ from dataclasses import replace
 
 import pytest
 
+from drivers import registry
 from drivers.base import TransportError
 from drivers.ifsf.encodings import Lna
 from drivers.ifsf.heartbeat import Heartbeat, encode_heartbeat
@@ -313,7 +314,9 @@ def test_this_hosts_loopback_is_found() -> None:
 
 
 def test_the_profile_names_are_the_profiles() -> None:
+    """One list, light to import, that the profiles themselves are checked against."""
     assert tuple(sorted(PROFILES)) == PROFILE_NAMES
+    assert registry.lookup("ifsf").choices["profile"] == PROFILE_NAMES
 
 
 def test_the_listener_loads_no_node_layer() -> None:
