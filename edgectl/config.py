@@ -962,15 +962,13 @@ class CloudConfig(_Table):
                 "command_keys",
             )
         for i, command_key in enumerate(self.command_keys):
-            for j, before in enumerate(self.command_keys[:i]):
-                if before.id == command_key.id:
-                    raise _bad(
-                        f"duplicate key id {_show(command_key.id)} "
-                        f"(also in the {ordinal(j + 1)} [[cloud.command_keys]])",
-                        "command_keys",
-                        i,
-                        "id",
-                    )
+            if (j := _earlier_same(self.command_keys, i, _by("id"))) is not None:
+                raise _bad(
+                    f"duplicate key id {_show(command_key.id)} {_also_in(j, 'cloud.command_keys')}",
+                    "command_keys",
+                    i,
+                    "id",
+                )
 
 
 DEFAULT_CONTROL_SOCKET: Final = Path("/run/edgectl/control.sock")
@@ -1523,15 +1521,13 @@ class Config(_Table):
         if not self.grades:
             raise _bad("at least one [[grades]] entry is required", "grades")
         for i, grade in enumerate(self.grades):
-            for j, other in enumerate(self.grades[:i]):
-                if other.id == grade.id:
-                    raise _bad(
-                        f"duplicate grade id {_show(grade.id)} "
-                        f"(also in the {ordinal(j + 1)} [[grades]])",
-                        "grades",
-                        i,
-                        "id",
-                    )
+            if (j := _earlier_same(self.grades, i, _by("id"))) is not None:
+                raise _bad(
+                    f"duplicate grade id {_show(grade.id)} {_also_in(j, 'grades')}",
+                    "grades",
+                    i,
+                    "id",
+                )
         if not self.lines:
             raise _bad("at least one [[lines]] entry is required", "lines")
         for i, line in enumerate(self.lines):
@@ -1547,29 +1543,24 @@ class Config(_Table):
                         key,
                         grade_id,
                     )
-            for j, before in enumerate(self.lines[:i]):
-                if before.name == line.name:
+            if (j := _earlier_same(self.lines, i, _by("name"))) is not None:
+                raise _bad(
+                    f"duplicate line name {_show(line.name)} {_also_in(j, 'lines')}",
+                    "lines",
+                    i,
+                    "name",
+                )
+            # One task owns one bus (or one listening port): two lines on it would fight.
+            for key, shown in (
+                ("tcp_port", f"TCP port {line.tcp_port}"),
+                ("port", f"port {_show(line.port)}"),
+            ):
+                if (j := _earlier_same(self.lines, i, _by(key))) is not None:
                     raise _bad(
-                        f"duplicate line name {_show(line.name)} "
-                        f"(also in the {ordinal(j + 1)} [[lines]])",
+                        f"{shown} is already used by line {_show(self.lines[j].name)}",
                         "lines",
                         i,
-                        "name",
-                    )
-                if line.tcp_port and before.tcp_port == line.tcp_port:
-                    raise _bad(
-                        f"TCP port {line.tcp_port} is already used by line {_show(before.name)}",
-                        "lines",
-                        i,
-                        "tcp_port",
-                    )
-                # One task owns one bus; two lines on the same port would fight over it.
-                if line.port is not None and before.port == line.port:
-                    raise _bad(
-                        f"port {_show(line.port)} is already used by line {_show(before.name)}",
-                        "lines",
-                        i,
-                        "port",
+                        key,
                     )
 
     def _check_pumps(self, load: _Loading) -> None:
@@ -1629,24 +1620,21 @@ class Config(_Table):
                 amount_decimals=display.amount_decimals,
                 price_decimals=display.price_decimals,
             )
-            for j, other in enumerate(self.pumps[:i]):
-                if other.number == pump.number:
-                    raise _bad(
-                        f"duplicate pump number {pump.number} "
-                        f"(also in the {ordinal(j + 1)} [[pumps]])",
-                        "pumps",
-                        i,
-                        "number",
-                    )
-                if other.line == pump.line and other.address == pump.address:
-                    raise _bad(
-                        f"duplicate address {entry.show_address(pump.address)} on line "
-                        f"{_show(pump.line)} "
-                        f"(pump {other.number} uses it)",
-                        "pumps",
-                        i,
-                        entry.pump_keys[0] if entry.pump_keys else "address",
-                    )
+            if (j := _earlier_same(self.pumps, i, _by("number"))) is not None:
+                raise _bad(
+                    f"duplicate pump number {pump.number} {_also_in(j, 'pumps')}",
+                    "pumps",
+                    i,
+                    "number",
+                )
+            if (j := _earlier_same(self.pumps, i, _by("line", "address"))) is not None:
+                raise _bad(
+                    f"duplicate address {entry.show_address(pump.address)} on line "
+                    f"{_show(pump.line)} (pump {self.pumps[j].number} uses it)",
+                    "pumps",
+                    i,
+                    entry.pump_keys[0] if entry.pump_keys else "address",
+                )
 
     def _check_pump_keys(
         self,
@@ -1688,32 +1676,23 @@ class Config(_Table):
 
     def _check_gauges(self) -> None:
         for i, gauge in enumerate(self.gauges):
-            for j, other in enumerate(self.gauges[:i]):
-                if other.name == gauge.name:
+            if (j := _earlier_same(self.gauges, i, _by("name"))) is not None:
+                raise _bad(
+                    f"duplicate gauge name {_show(gauge.name)} {_also_in(j, 'gauges')}",
+                    "gauges",
+                    i,
+                    "name",
+                )
+            for key, shown, same in (
+                ("port", f"port {_show(gauge.port)}", _by("port")),
+                ("host", f"{gauge.host}:{gauge.tcp_port}", _by("host", "tcp_port")),
+            ):
+                if (j := _earlier_same(self.gauges, i, same)) is not None:
                     raise _bad(
-                        f"duplicate gauge name {_show(gauge.name)} "
-                        f"(also in the {ordinal(j + 1)} [[gauges]])",
+                        f"{shown} is already used by gauge {_show(self.gauges[j].name)}",
                         "gauges",
                         i,
-                        "name",
-                    )
-                if gauge.port is not None and other.port == gauge.port:
-                    raise _bad(
-                        f"port {_show(gauge.port)} is already used by gauge {_show(other.name)}",
-                        "gauges",
-                        i,
-                        "port",
-                    )
-                if gauge.host is not None and (other.host, other.tcp_port) == (
-                    gauge.host,
-                    gauge.tcp_port,
-                ):
-                    raise _bad(
-                        f"{gauge.host}:{gauge.tcp_port} is already used by gauge "
-                        f"{_show(other.name)}",
-                        "gauges",
-                        i,
-                        "host",
+                        key,
                     )
             # One task owns one bus: a gauge cannot share a serial port with a pump line.
             for line in self.lines:
@@ -1774,21 +1753,14 @@ class Config(_Table):
                     *at,
                     "chart",
                 )
-            for j, other in enumerate(self.tanks[:i]):
-                if other.number == tank.number:
-                    raise _bad(
-                        f"duplicate tank number {tank.number} "
-                        f"(also in the {ordinal(j + 1)} [[tanks]])",
-                        *at,
-                        "number",
-                    )
-                if (other.gauge, other.device_id, other.gauge_tank) == (
-                    tank.gauge,
-                    tank.device_id,
-                    tank.gauge_tank,
-                ):
-                    key, message = _same_probe(tank, other)
-                    raise _bad(message, *at, key)
+            if (j := _earlier_same(self.tanks, i, _by("number"))) is not None:
+                raise _bad(
+                    f"duplicate tank number {tank.number} {_also_in(j, 'tanks')}", *at, "number"
+                )
+            same_input = _by("gauge", "device_id", "gauge_tank")  # device_id None for a TLS
+            if (j := _earlier_same(self.tanks, i, same_input)) is not None:
+                key, message = _same_probe(tank, self.tanks[j])
+                raise _bad(message, *at, key)
 
 
 def _display_decimals(pump: PumpConfig, grades: Sequence[GradeConfig], i: int) -> GradeConfig:
@@ -1807,6 +1779,29 @@ def _display_decimals(pump: PumpConfig, grades: Sequence[GradeConfig], i: int) -
                     "nozzles",
                 )
     return first
+
+
+def _by(*keys: str) -> Callable[[Any], object]:
+    """What makes an entry the same as another: its `keys`' values; an entry whose first key
+    is unset (None, or a TCP port 0) is the same as no other."""
+
+    def value(entry: Any) -> object:
+        values = tuple(getattr(entry, key) for key in keys)
+        return None if values[0] is None or values[0] == 0 else values
+
+    return value
+
+
+def _earlier_same(entries: Sequence[_T], i: int, same: Callable[[_T], object]) -> int | None:
+    """The index of the first entry before the i-th that `same` says is the same, if any."""
+    mine = same(entries[i])
+    if mine is None:
+        return None
+    return next((j for j in range(i) if same(entries[j]) == mine), None)
+
+
+def _also_in(j: int, section: str) -> str:
+    return f"(also in the {ordinal(j + 1)} [[{section}]])"
 
 
 def _same_probe(tank: TankConfig, other: TankConfig) -> tuple[str, str]:
