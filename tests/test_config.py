@@ -28,6 +28,7 @@ from edgectl.config import (
 )
 from edgectl.errors import ConfigError
 from edgectl.forecourt.tanks import TankChart
+from tests.configkit import refusal, replaced, write
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
@@ -86,27 +87,12 @@ nozzles = { 1 = "92" }
 """
 
 
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "station.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 def variant(*replacements: tuple[str, str]) -> str:
-    """BASE with fragments replaced; fails loudly if a fragment is not there."""
-    text = BASE
-    for old, new in replacements:
-        assert text.count(old) == 1, f"fragment {old!r} must occur exactly once in BASE"
-        text = text.replace(old, new)
-    return text
+    return replaced(BASE, *replacements)
 
 
 def load_error(tmp_path: Path, text: str) -> str:
-    path = write(tmp_path, text)
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    assert info.value.code == "config"
-    return str(info.value)
+    return str(refusal(tmp_path, text))
 
 
 # ------------------------------------------------------------------ the shipped files

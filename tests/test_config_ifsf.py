@@ -13,7 +13,7 @@ from drivers.ifsf.encodings import Lna
 from drivers.ifsf.profiles import PETROCHINA, PROFILES
 from edgectl.config import load_config
 from edgectl.daemon import build_line
-from edgectl.errors import ConfigError
+from tests.configkit import refusal, replaced, write
 
 BASE = """\
 [station]
@@ -69,24 +69,12 @@ nozzles = { 1 = "95" }
 """
 
 
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "station.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 def variant(*replacements: tuple[str, str]) -> str:
-    text = BASE
-    for old, new in replacements:
-        assert text.count(old) == 1, f"fragment {old!r} must occur exactly once in BASE"
-        text = text.replace(old, new)
-    return text
+    return replaced(BASE, *replacements)
 
 
 def load_error(tmp_path: Path, text: str) -> str:
-    with pytest.raises(ConfigError) as info:
-        load_config(write(tmp_path, text))
-    return str(info.value).split(": ", 1)[1]  # without the file's name
+    return str(refusal(tmp_path, text)).split(": ", 1)[1]  # without the file's name
 
 
 def test_an_ifsf_line_and_its_pumps_load(tmp_path: Path) -> None:
