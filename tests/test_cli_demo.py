@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,7 +23,8 @@ from drivers.wayne_dart.codec import DartStatus
 from drivers.wayne_dart.sim import Customer, normal_fill
 from edgectl.cli.demo import _Plumbing
 from edgectl.config import load_config
-from tests.stationkit import count_when_ready, running_station, until, write_config
+from tests.mqttkit import MOSQUITTO
+from tests.stationkit import count_when_ready, rows, running_station, until, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +76,7 @@ def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, out
-    assert "4 pumps on 2 lines" in out and "demo ran" in out
+    assert "6 pumps on 3 lines" in out and "demo ran" in out
     assert "Traceback" not in out
     assert (tmp_path / "edgectl.log").exists()
 
@@ -100,6 +102,89 @@ def test_demo_stops_by_itself_after_duration(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "demo ran" in result.stdout
+
+
+def _seeded_demo(tmp_path: Path, *extra: str, duration: int) -> str:
+    """A bounded, seeded demo without its live view, on a copy of config/demo.toml; its
+    output, once it exited 0 having stopped everything it started cleanly."""
+    config = demo_copy(tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgectl",
+            "demo",
+            "--config",
+            str(config),
+            "--no-ui",
+            "--seed",
+            "3",
+            "--customer-interval",
+            "1",
+            "--duration",
+            str(duration),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + 90,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "250"},  # the banner's lines unwrapped
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    # The IFSF nodes, their links and tasks stopped with the rest: nothing left pending.
+    for sign in ("Traceback", "never awaited", "Task was destroyed", "Unclosed"):
+        assert sign not in out, out
+    assert "ifsf_node_stop_stuck" not in (tmp_path / "edgectl.log").read_text()
+    found = re.search(r"run directory \(links, socket\): (\S+)", out)
+    assert found and not Path(found.group(1)).exists(), out  # its links and socket are gone
+    return out
+
+
+def _sales_by_pump(tmp_path: Path) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for sale in rows(tmp_path / "demo.db", "SELECT pump FROM sales"):
+        counts[sale["pump"]] = counts.get(sale["pump"], 0) + 1
+    return counts
+
+
+DART_PUMPS, IFSF_PUMPS = {1, 2, 3, 4}, {5, 6}  # config/demo.toml: north, south; east
+
+
+def test_a_seeded_demo_sells_on_the_dart_pumps_and_the_ifsf_dispenser(tmp_path: Path) -> None:
+    out = _seeded_demo(tmp_path, duration=30)
+    assert "6 pumps on 3 lines (wayne_dart: north, south; ifsf: east)" in out
+    assert re.search(r"simulated line east: node 1\.1 at 127\.0\.0\.1:\d+", out), out
+    sales = _sales_by_pump(tmp_path)
+    assert set(sales) & DART_PUMPS and set(sales) & IFSF_PUMPS, sales
+    dart = sum(n for pump, n in sales.items() if pump in DART_PUMPS)
+    ifsf = sum(n for pump, n in sales.items() if pump in IFSF_PUMPS)
+    assert f"this run: {dart + ifsf} sales (wayne_dart {dart}, ifsf {ifsf})" in out
+
+
+@pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed")
+def test_with_a_broker_a_pay_at_pump_order_is_carried_out_on_the_ifsf_dispenser(
+    tmp_path: Path,
+) -> None:
+    out = _seeded_demo(tmp_path, "--with-broker", "--order-every", "2", duration=40)
+    # The last pump of each line is kept for the cloud's orders, the IFSF line's too.
+    assert "on pump(s) 2, 4, 6 (walk-in customers use the others)" in out
+    orders = rows(tmp_path / "demo.db", "SELECT * FROM orders WHERE status = 'completed'")
+    on_ifsf = [o for o in orders if o["pump"] in IFSF_PUMPS]
+    assert on_ifsf and {o["pump"] for o in on_ifsf} == {6}, orders
+    (sale,) = rows(
+        tmp_path / "demo.db", "SELECT * FROM sales WHERE id = ?", (on_ifsf[0]["sale_id"],)
+    )
+    assert sale["pump"] == 6 and sale["order_id"] == on_ifsf[0]["order_id"]
+    # Walk-in customers never took pump 6: each of its sales was an order's.
+    walk_ins = rows(tmp_path / "demo.db", "SELECT * FROM sales WHERE pump = 6 AND order_id IS NULL")
+    assert walk_ins == []
+    # The private mosquitto stopped with the demo.
+    found = re.search(r"cloud: broker 127\.0\.0\.1:(\d+) \(private mosquitto\)", out)
+    assert found, out
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", int(found.group(1))), 2):
+        pass
 
 
 TANK_TOML = """

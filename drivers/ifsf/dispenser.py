@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
@@ -1607,7 +1607,8 @@ class Customer:
 
 class RandomCustomers:
     """Customers arriving at random at a node's FPs (exponential gaps of `mean_interval_s`),
-    filling an amount, a volume or until full; they wait `wait_s` for the release."""
+    filling an amount, a volume or until full; they wait `wait_s` for the release. With
+    `fps` they come only to those FPs (the demo keeps the others for pay-at-pump orders)."""
 
     def __init__(
         self,
@@ -1618,8 +1619,10 @@ class RandomCustomers:
         seed: int | None = None,
         wait_s: float = 30.0,
         rates_lps: tuple[float, float] = (0.3, 0.8),
+        fps: Collection[int] | None = None,
     ) -> None:
         self.dispenser = dispenser
+        self.fps = None if fps is None else frozenset(fps)
         self.rates_lps = rates_lps
         self.rng = random.Random(seed)
         self.mean_interval_s = mean_interval_s
@@ -1644,7 +1647,8 @@ class RandomCustomers:
         free = [
             fp
             for fp in self.dispenser.fps.values()
-            if fp.number not in self.at
+            if (self.fps is None or fp.number in self.fps)
+            and fp.number not in self.at
             and fp.nozzle_out is None
             and fp.state in (S.IDLE, S.AUTHORISED)
         ]

@@ -30,7 +30,7 @@ import contextlib
 import random
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Final, TypeVar
@@ -238,6 +238,27 @@ class SimFp:
     def point(self) -> FuellingPoint:
         return self.node.model.fps[self.fp]
 
+    # What `edgectl demo` asks of a simulated pump of any protocol (a DART SimPump's names).
+    @property
+    def address(self) -> int:
+        """The station's address of this FP: its node's LNA and the FP in one number, as
+        the registry makes it for an IFSF pump of the config (shown 1.1/FP2)."""
+        lna = self.node.lna
+        return (lna.subnet << 16) | (lna.node << 8) | self.fp
+
+    @property
+    def nozzle_out(self) -> int | None:
+        return self.point.nozzle_out
+
+    def totals(self, nozzle: int) -> tuple[int, int]:
+        """The nozzle's electronic (volume, amount) totals in units of their last decimal."""
+        found = self.point.nozzles[nozzle]
+        spec = self.node.model.spec
+        return (
+            int(found.volume_total.scaleb(spec.volume_decimals)),
+            int(found.amount_total.scaleb(spec.amount_decimals)),
+        )
+
 
 class IfsfSimulator:
     """Dispenser nodes on one loop: the flow of fuel, heartbeats, customers.
@@ -280,6 +301,7 @@ class IfsfSimulator:
                 self.fps.append(SimFp(number, node, fp, self))
         self.customers: dict[int, Customer] = {}  # by FP station number
         self.random: dict[Lna, RandomCustomers] = {}
+        self._outbox: dict[Lna, list[codec.Message]] = {}  # said outside a tick, sent by the next
         self._tasks: list[asyncio.Task[None]] = []
         self.running = False
 
@@ -367,7 +389,7 @@ class IfsfSimulator:
     async def tick(self) -> None:
         now = self.clock()
         for node in self.nodes:
-            out = node.model.tick(now)
+            out = self._outbox.pop(node.lna, []) + node.model.tick(now)
             crowd = self.random.get(node.lna)
             if crowd is not None:
                 out += crowd.tick(now)
@@ -394,19 +416,38 @@ class IfsfSimulator:
         )
 
     # ------------------------------------------------------------------ customers
+    @property
+    def pumps(self) -> tuple[SimFp, ...]:
+        return tuple(self.fps)
+
+    def pump(self, address: int) -> SimFp:
+        """The FP at a station address (`SimFp.address`)."""
+        found = next((f for f in self.fps if f.address == address), None)
+        if found is None:
+            raise KeyError(f"no simulated FP at address {address:#x}")
+        return found
+
     def set_random(
-        self, on: bool, *, mean_interval_s: float = 20.0, seed: int | None = None
+        self,
+        on: bool,
+        *,
+        mean_interval_s: float = 20.0,
+        seed: int | None = None,
+        fps: Collection[SimFp] | None = None,
     ) -> None:
-        """Random customers at every node, or none (those at a pump walk away)."""
+        """Random customers at every node (with `fps`: at those FPs only), or none (those
+        at a pump walk away)."""
         if on:
             now = self.clock()
             for index, node in enumerate(self.nodes):
-                if node.lna not in self.random:
+                allowed = None if fps is None else {f.fp for f in fps if f.node is node}
+                if node.lna not in self.random and allowed != set():
                     self.random[node.lna] = RandomCustomers(
                         node.model,
                         now,
                         mean_interval_s=mean_interval_s,
                         seed=None if seed is None else seed + index,
+                        fps=allowed,
                     )
             return
         crowds, self.random = self.random, {}
@@ -416,9 +457,11 @@ class IfsfSimulator:
             for fp in crowd.at:
                 point = node.model.fps[fp]
                 with contextlib.suppress(DispenserError):
-                    node.model.let_go(fp, now)
+                    said = node.model.let_go(fp, now)
                     if point.nozzle_out is not None:
-                        node.model.hang_up(fp, now)
+                        said += node.model.hang_up(fp, now)
+                    # The CD is told on the next tick (the sale ended: it reads it).
+                    self._outbox.setdefault(node.lna, []).extend(said)
 
     def play(self, fp: SimFp, steps: Sequence[Any]) -> Customer:
         """A scripted customer (dispenser.py's steps) at `fp`, advanced by the ticker."""
@@ -897,11 +940,11 @@ def _no_pty(plan: LinePlan) -> Any:
 
 
 async def random_customers(
-    sim: IfsfSimulator, pumps: Sequence[Any] | None, mean_s: float, seed: int | None
+    sim: IfsfSimulator, pumps: Sequence[SimFp] | None, mean_s: float, seed: int | None
 ) -> None:
-    """Random customers at the simulator's nodes until cancelled (`pumps` is not used:
-    they come to every node)."""
-    sim.set_random(True, mean_interval_s=mean_s, seed=seed)
+    """Random customers at the simulator's FPs (all when `pumps` is None) until cancelled;
+    each node has its own, arriving every `mean_s` on average."""
+    sim.set_random(True, mean_interval_s=mean_s, seed=seed, fps=pumps)
     try:
         await asyncio.Event().wait()
     finally:

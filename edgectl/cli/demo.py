@@ -1,4 +1,5 @@
-"""`edgectl demo`: a simulated station (pumps on ptys, random customers) run by the real daemon."""
+"""`edgectl demo`: a simulated station (Wayne DART pumps on ptys, IFSF dispensers on loopback,
+random customers) run by the real daemon."""
 
 from __future__ import annotations
 
@@ -57,8 +58,9 @@ def register(sub: Any) -> None:
     parser = sub.add_parser(
         "demo",
         help="run a simulated station with the real daemon",
-        description="Start simulated Wayne DART pumps on pseudo-terminals, random customers, "
-        "and the edgectl daemon against them; show live pump states and sales. "
+        description="Start simulated Wayne DART pumps on pseudo-terminals and IFSF dispensers "
+        "on loopback, random customers, and the edgectl daemon against them; show live pump "
+        "states and sales. "
         "No MQTT broker is needed. Ctrl-C stops everything cleanly.",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -169,7 +171,7 @@ def _demo_station(
         console = Console()
         console.print(
             f"[bold]edgectl demo[/] station {config.station.id}: "
-            f"{len(config.pumps)} pumps on {len(config.lines)} lines, "
+            f"{len(config.pumps)} pumps on {len(config.lines)} lines ({_protocols(config)}), "
             f"mode {config.authorization.mode}"
         )
         # Paths are printed whole on their lines, to be copied.
@@ -202,14 +204,19 @@ async def _run(
     instance: InstanceLock,
     cloud: _DemoCloud | None = None,
 ) -> int:
-    from edgectl.cli.simulate import build_simulators
+    from edgectl.cli.simulate import build_networks, build_simulators
     from edgectl.daemon import Daemon
 
     # The simulated pumps keep their electronic totals between demo runs, like real ones:
     # otherwise the daemon would rightly alarm that totals went backwards.
-    sims = build_simulators(config, totals=_known_totals(config.store.path))
-    for sim in sims:
+    totals = _known_totals(config.store.path)
+    # The dispensers on IP (IFSF) are built first, so that a line that cannot be built
+    # leaves no pty behind; they start on the loop below.
+    networks = build_networks(config, totals=totals)
+    lines = build_simulators(config, totals=totals)
+    for sim in lines:
         console.print(f"simulated line {sim.name}: {sim.link.link if sim.link else '?'}")
+    sims = [*lines, *networks]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -218,8 +225,15 @@ async def _run(
     daemon = Daemon(config, instance=instance)
     plumbing = _Plumbing(config, sims, tank_sims)
     started = time.monotonic()
+    first_sale = max((r["id"] for r in _latest_sales(config.store.path, 1)), default=0)
     client: CloudClient | None = None
+    started_networks: list[Any] = []
     try:
+        for network in networks:
+            await network.start()
+            started_networks.append(network)
+            for text in network.describe():
+                console.print(f"simulated line {text}")
         if cloud is not None:
             client = await cloud.connect()
         async with asyncio.TaskGroup() as tg:
@@ -270,11 +284,13 @@ async def _run(
             loop.remove_signal_handler(sig)
         if client is not None:
             await client.close()
-        for sim in sims:
+        for sim in lines:
             sim.stop()
+        for network in started_networks:  # after the daemon: it read their last sales
+            await network.stop()
         for _farm, console_sim in tank_sims.values():
             console_sim.stop()
-    _summary(console, config, time.monotonic() - started, plumbing.deliveries)
+    _summary(console, config, time.monotonic() - started, plumbing.deliveries, first_sale)
     if cloud is not None:
         console.print(cloud.summary(_order_statuses(config.store.path)))
     return 0
@@ -493,10 +509,31 @@ def _latest_sales(path: Path, limit: int) -> list[sqlite3.Row]:
     return _read(path, "SELECT * FROM sales ORDER BY id DESC LIMIT ?", (limit,))
 
 
-def _summary(console: Console, config: Config, elapsed: float, tankers: int) -> None:
+def _protocols(config: Config) -> str:
+    """The lines by protocol, as "wayne_dart: north, south; ifsf: east"."""
+    by: dict[str, list[str]] = {}
+    for line in config.lines:
+        by.setdefault(line.protocol, []).append(line.name)
+    return "; ".join(f"{protocol}: {', '.join(names)}" for protocol, names in by.items())
+
+
+def _summary(
+    console: Console, config: Config, elapsed: float, tankers: int, first_sale: int
+) -> None:
+    """What the run did; `first_sale`: the last sale's id in the store before it."""
     rows = _latest_sales(config.store.path, 1_000_000)
     console.print(
         f"demo ran {elapsed:.0f} s; the store now holds {len(rows)} sales ({config.store.path})"
+    )
+    protocol = {p.number: config.line(p.line).protocol for p in config.pumps}
+    counts = dict.fromkeys(dict.fromkeys(protocol.values()), 0)
+    for row in rows:
+        if row["id"] > first_sale and row["pump"] in protocol:
+            counts[protocol[row["pump"]]] += 1
+    console.print(
+        f"this run: {sum(counts.values())} sales ("
+        + ", ".join(f"{p} {n}" for p, n in counts.items())
+        + ")"
     )
     if config.tanks:
         deliveries = _read(config.store.path, "SELECT id FROM deliveries")
@@ -573,6 +610,9 @@ class _RunDirectory:
             for device in data.get(section, ()):
                 if device.get("protocol", protocol) == protocol and "port" in device:
                     device["port"] = str(self.path / str(device["name"]))
+        for line in data.get("lines", ()):
+            if "port" not in line and config.line(str(line["name"])).protocol == "ifsf":
+                line.update(_loopback_heartbeats())
         self.config_path.write_text(
             "# written by edgectl demo for this run: the CLI reads it to reach the demo\n"
             + _toml(data),
@@ -594,6 +634,20 @@ class _RunDirectory:
     def remove(self) -> None:
         """The run's files go with it; a store of its own too (its summary said where)."""
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _loopback_heartbeats() -> dict[str, Any]:
+    """An IFSF line's keys for this run: the controller's TCP server and heartbeat port and
+    its simulated dispensers' heartbeat port, free ports on loopback, and the heartbeat sent
+    there unicast (so the demo needs no broadcast and two demos never hear each other)."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ours,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as theirs,
+    ):
+        ours.bind(("0.0.0.0", 0))
+        theirs.bind(("0.0.0.0", 0))
+        port, nodes = ours.getsockname()[1], theirs.getsockname()[1]
+    return {"tcp_port": 0, "heartbeat_port": port, "heartbeat_to": [f"127.0.0.1:{nodes}"]}
 
 
 def _demo_holds(store: Path) -> bool:

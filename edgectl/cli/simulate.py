@@ -440,7 +440,7 @@ def build_simulators(
     try:
         for line_config in chosen:
             entry = registry.lookup(line_config.protocol)
-            # A line on IP (IFSF) has no pty: its dispensers are a network (`network_plan`).
+            # A line on IP (IFSF) has no pty: its dispensers are a network (`build_networks`).
             if not entry.simulated or line_config.port is None:
                 continue
             plan = _line_plan(config, line_config, baud, reply_delay_s, totals or {})
@@ -454,13 +454,65 @@ def build_simulators(
     return sims
 
 
-def _line_plan(
+def build_networks(
+    config: Config, *, totals: Mapping[int, Mapping[int, tuple[Decimal, Decimal]]] | None = None
+) -> list[Any]:
+    """One simulator (not started: the caller starts and stops it) per configured line on IP
+    whose protocol has one: its dispenser nodes on 127.0.0.1 with the configured FPs,
+    nozzles, products and prices, hearing the controller's heartbeat at the port of the
+    line's first `heartbeat_to` and sending theirs to the line's `heartbeat_port`."""
+    sims: list[Any] = []
+    for line_config in config.lines:
+        simulation = registry.lookup(line_config.protocol).dispenser_simulation
+        network = simulation().network if line_config.port is None else None
+        if network is not None:
+            sims.append(network(_network_plan(config, line_config, totals or {})))
+    return sims
+
+
+def _network_plan(
     config: Config,
     line: LineConfig,
-    baud: int | None,
-    reply_delay_s: float,
     totals: Mapping[int, Mapping[int, tuple[Decimal, Decimal]]],
-) -> registry.LinePlan:
+) -> registry.NetworkPlan:
+    from edgectl.errors import ConfigError
+
+    hears = line.heartbeat_to[0].rpartition(":")[2] if line.heartbeat_to else ""
+    if line.heartbeat_port is None or not hears.isdigit():
+        raise ConfigError(
+            f"{config.source}: line {line.name!r}: its simulator needs heartbeat_port and "
+            'heartbeat_to = ["127.0.0.1:PORT"] (the port the simulated nodes hear it on)'
+        )
+    nodes: dict[int, list[registry.PumpPlan]] = {}
+    products: dict[int, dict[tuple[int, int], int]] = {}
+    for plan, pump in zip(
+        _pump_plans(config, line, totals), config.pumps_on(line.name), strict=True
+    ):
+        assert pump.node is not None  # the loader requires an IFSF pump's node and fp
+        node = int(pump.node.split(".")[1])
+        nodes.setdefault(node, []).append(plan)
+        products.setdefault(node, {}).update(
+            {(plan.address, n): line.products[g] for n, g in pump.nozzles.items()}
+        )
+    return registry.NetworkPlan(
+        name=line.name,
+        nodes=[
+            registry.NodePlan(node, pumps, products=products[node])
+            for node, pumps in sorted(nodes.items())
+        ],
+        heartbeat_port=int(hears),
+        heartbeat_destinations=(("127.0.0.1", line.heartbeat_port),),
+        heartbeat_interval_s=line.heartbeat_interval_s or 10.0,
+        profile=line.profile,
+    )
+
+
+def _pump_plans(
+    config: Config,
+    line: LineConfig,
+    totals: Mapping[int, Mapping[int, tuple[Decimal, Decimal]]],
+) -> list[registry.PumpPlan]:
+    """The line's pumps as the simulators take them (an IFSF pump's address: its FP)."""
     from edgectl.errors import ConfigError
 
     pumps: list[registry.PumpPlan] = []
@@ -474,7 +526,7 @@ def _line_plan(
         pumps.append(
             registry.PumpPlan(
                 number=pump.number,
-                address=pump.address,
+                address=pump.address if pump.fp is None else pump.fp,
                 prices=prices,
                 volume_decimals=pump.volume_decimals,
                 amount_decimals=pump.amount_decimals,
@@ -482,6 +534,17 @@ def _line_plan(
                 totals=totals.get(pump.number, {}),
             )
         )
+    return pumps
+
+
+def _line_plan(
+    config: Config,
+    line: LineConfig,
+    baud: int | None,
+    reply_delay_s: float,
+    totals: Mapping[int, Mapping[int, tuple[Decimal, Decimal]]],
+) -> registry.LinePlan:
+    pumps = _pump_plans(config, line, totals)
     assert line.port is not None  # build_simulators takes the lines on a serial port
     return registry.LinePlan(
         name=line.name,

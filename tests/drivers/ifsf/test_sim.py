@@ -19,6 +19,7 @@ from drivers.ifsf import databases as db
 from drivers.ifsf import profiles
 from drivers.ifsf.codec import Message, Unsolicited, Write
 from drivers.ifsf.codec import item as it
+from drivers.ifsf.dispenser import FpState
 from drivers.ifsf.encodings import Lna
 from drivers.ifsf.heartbeat import Heartbeat, decode_heartbeat
 from drivers.ifsf.links import IfsfNode, LinkDown, LinkEvent, LinkSettings, LinkUp
@@ -251,6 +252,40 @@ async def test_random_customers_are_served_by_a_releasing_cd(station: Station) -
                     sold += 1
             await asyncio.sleep(0.1)
     assert (await station.do("customers none")) == "ok customers=none"
+
+
+async def test_random_customers_come_only_to_the_fps_given(station: Station) -> None:
+    """The demo keeps some FPs for pay-at-pump orders: walk-in customers use the others."""
+    sim = station.sim
+    for lna in (NODE_1, NODE_2):
+        await station.cd.command(lna, db.FuellingPoint(0), 0x3C)  # every FP open, Idle
+    pump_3 = next(f for f in sim.fps if f.number == 3)  # node 1.2, FP 2
+    sim.set_random(True, mean_interval_s=0.05, seed=1, fps=[pump_3])
+    assert set(sim.random) == {NODE_2}  # node 1.1 has no FP in the list: no customers there
+    await until(lambda: pump_3.nozzle_out is not None)  # a customer lifted a nozzle ...
+    await asyncio.sleep(0.5)  # ... and the others came to no other FP
+    assert [f.number for f in sim.fps if f.nozzle_out is not None] == [3]
+    sim.set_random(False)
+    assert pump_3.nozzle_out is None
+
+
+async def test_customers_sent_away_mid_fill_are_seen_by_the_cd(station: Station) -> None:
+    """`customers none` (the demo stopping): the customer at a pump hangs up, and the CD is
+    told, so that it records the sale rather than waiting for a fill that ended."""
+    cd, sim = station.cd, station.sim
+    await cd.command(NODE_1, FP1, 0x3C)
+    sim.set_random(True, mean_interval_s=0.05, seed=1, fps=sim.fps[:1])
+    (crowd,) = sim.random.values()
+    crowd.rates_lps = (0.05, 0.06)  # a fill that lasts
+    async with asyncio.timeout(10):
+        while sim.fps[0].point.state is not FpState.CALLING:
+            await asyncio.sleep(0.02)
+    await cd.command(NODE_1, FP1, 0x3E)
+    await until(lambda: station.states(NODE_1)[-1:] == [8])  # Fuelling
+    sim.set_random(False)
+    await until(lambda: station.states(NODE_1)[-1:] == [3])  # Idle, the sale payable
+    unpaid = await cd.read(NODE_1, db.TransactionBuffer(1, 0, every=True), [0x15])
+    assert [values[0x15] for _, values in unpaid.records()] == [2]
 
 
 async def test_the_example_script_sells_at_a_cd_that_releases_and_clears(station: Station) -> None:
