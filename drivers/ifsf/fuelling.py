@@ -448,7 +448,7 @@ class FuellingPointView:
             if seq and seq not in self.transactions and not newer(seq):
                 self.transactions[seq] = Transaction(seq, state=PAYABLE)
         self.listed = True
-        if as_of is None or self._pending_at < as_of:
+        if as_of is None or self._pending_at <= as_of:  # sent once the hold began
             self._pending_end, self._held = False, None
         return self._status_events()
 

@@ -290,6 +290,18 @@ async def test_stop_withdraws_a_release_and_does_nothing_at_rest(rig: Rig) -> No
     assert rig.sim.state() is FpState.IDLE and not rig.sim.model.fps[1].unpaid()
 
 
+async def test_a_nozzle_lifted_and_hung_up_without_fuel_is_back_at_rest(rig: Rig) -> None:
+    line = await online(rig)
+    mark = len(rig.events)
+    await line.authorize(PUMP, preset_amount=D("20.00"))
+    mark = await rig.status(S.AUTHORIZED, after=mark)
+    await rig.sim.node.send(rig.sim.model.lift(1, 1, rig.sim.now()))  # Started
+    await rig.until(lambda: line.is_online(PUMP) and rig.sim.state() is FpState.STARTED)
+    await rig.sim.hang_up()  # no fuel drawn, no sale stored
+    await rig.status(S.RESET, after=mark)
+    assert rig.sim.state() is FpState.IDLE and not rig.sim.model.fps[1].unpaid()
+
+
 async def test_suspend_and_resume_a_running_sale(rig: Rig) -> None:
     line = await online(rig)
     mark = len(rig.events)

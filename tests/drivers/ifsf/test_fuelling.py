@@ -223,6 +223,27 @@ def test_a_sale_with_no_transaction_ends_at_rest_once_the_buffer_is_read() -> No
     assert statuses(v.listing([])) == [S.RESET]
 
 
+def test_a_buffer_read_sent_after_the_sale_ended_ends_the_hold() -> None:
+    # The driver reads the buffer as soon as the end is held: the read's answer is newer
+    # than the FP state that began the hold, so it explains the end (no sale stored).
+    v = view()
+    v.listing([])
+    fp(v, 6, 1)
+    fp(v, 3, 0)
+    assert statuses(v.listing([], as_of=v.generation)) == [S.RESET]
+    assert not v.wants_listing
+
+
+def test_a_buffer_read_sent_before_the_sale_ended_does_not() -> None:
+    v = view()
+    v.listing([])
+    fp(v, 6, 1)
+    as_of = v.generation  # sent while the sale still ran: its answer is older news
+    fp(v, 3, 0)
+    assert statuses(v.listing([], as_of=as_of)) == []
+    assert v.wants_listing
+
+
 def test_a_zero_sale_stored_cleared_explains_the_end() -> None:
     v = view()
     v.listing([])
