@@ -302,6 +302,26 @@ async def test_a_nozzle_lifted_and_hung_up_without_fuel_is_back_at_rest(rig: Rig
     assert rig.sim.state() is FpState.IDLE and not rig.sim.model.fps[1].unpaid()
 
 
+async def test_a_sale_whose_start_was_never_heard_is_a_sale_not_a_release_unused(
+    rig: Rig,
+) -> None:
+    line = await online(rig)
+    mark = len(rig.events)
+    await line.authorize(PUMP, preset_amount=D("20.00"))
+    mark = await rig.status(S.AUTHORIZED, after=mark)
+    rig.sim.node.silent = True  # mute a moment: Started, Fuelling and the figures dropped
+    await rig.sim.customer(1, stop_volume=D("2.00"))
+    point = rig.sim.model.fps[1]
+    await rig.until(lambda: point.flow is None and point.volume == D("2.00"))
+    rig.sim.node.silent = False
+    await rig.sim.hang_up()  # heard: Idle, then the sale's transaction
+    await rig.status(S.FILLING_COMPLETED, after=mark)
+    after = [e.status for e in rig.events[mark:] if isinstance(e, StatusReport)]
+    assert S.RESET not in after  # never "back to idle without fuel"
+    info, _ = await rig.finish_sale()
+    assert (info.volume, info.nozzle) == (D("2.00"), 1)
+
+
 async def test_suspend_and_resume_a_running_sale(rig: Rig) -> None:
     line = await online(rig)
     mark = len(rig.events)
