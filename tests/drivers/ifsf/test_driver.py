@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ from edgectl.config import load_config
 from edgectl.errors import CommandError
 from edgectl.station import OrderRequest, Station
 from edgectl.store.store import Store
+from tests.cloudkit import iso
 from tests.drivers.ifsf.loopback import free_tcp_port, free_udp_port, loopback_settings
 
 D = Decimal
@@ -685,6 +687,25 @@ async def test_a_pay_at_pump_order_is_sold_recorded_then_cleared(station_rig: St
     assert station_rig.store is not None
     order = await station.db(station_rig.store.order, "o-1")
     assert order is not None and order["status"] == "completed"
+
+
+async def test_an_expired_order_whose_stop_was_refused_busy_is_withdrawn_later(
+    station_rig: StationRig,
+) -> None:
+    # An IFSF dispenser reports only what changes: nothing new comes after the refusal, so
+    # the station must come back to the release itself (a DART pump is polled into it).
+    rig = station_rig.rig
+    station = await station_rig.start()
+    await rig.until(lambda: station.points[1].status is S.RESET)
+    soon = iso(datetime.now(UTC) + timedelta(seconds=1.5))
+    await station.start_order(replace(_order("o-3", "15.00"), expires_at=soon))
+    await rig.until(lambda: rig.sim.state() is FpState.AUTHORISED)
+    rig.sim.model.refuse(1, MS_BUSY)  # the Terminate_FP of the expiry is refused
+    await rig.until(lambda: rig.sim.model.refusing == 0, timeout=10)
+    await rig.until(lambda: rig.sim.state() is FpState.IDLE, timeout=10)
+    assert station_rig.store is not None
+    order = await station.db(station_rig.store.order, "o-3")
+    assert order is not None and order["status"] == "expired"
 
 
 async def test_a_refused_release_fails_the_order_with_its_reason(station_rig: StationRig) -> None:
