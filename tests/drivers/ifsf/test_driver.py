@@ -171,6 +171,7 @@ class Rig:
             "ifsf1",
             loopback_settings([CD], self.cd_hb, self.sim.hb),
             retry_s=0.1,
+            quiet_s=0.5,
             profile=GENERIC_PROFILE.with_(offline_sale_ids=OFFLINE_SALE_IDS)
             if offline_sales
             else GENERIC_PROFILE,
@@ -320,6 +321,24 @@ async def test_a_sale_whose_start_was_never_heard_is_a_sale_not_a_release_unused
     await rig.status(S.FILLING_COMPLETED, after=mark)
     after = [e.status for e in rig.events[mark:] if isinstance(e, StatusReport)]
     assert S.RESET not in after  # never "back to idle without fuel"
+    info, _ = await rig.finish_sale()
+    assert (info.volume, info.nozzle) == (D("2.00"), 1)
+
+
+async def test_a_sale_whose_every_message_was_lost_is_read_from_the_quiet_fp(rig: Rig) -> None:
+    # Mute while the sale ran and ended: Started, Fuelling, Idle and the transaction are
+    # never heard; the link stays up. A released FP that goes quiet is read again.
+    line = await online(rig)
+    mark = len(rig.events)
+    await line.authorize(PUMP, preset_amount=D("20.00"))
+    mark = await rig.status(S.AUTHORIZED, after=mark)
+    rig.sim.node.silent = True
+    await rig.sim.customer(1, stop_volume=D("2.00"))
+    point = rig.sim.model.fps[1]
+    await rig.until(lambda: point.flow is None and point.volume == D("2.00"))
+    await rig.sim.hang_up()
+    rig.sim.node.silent = False
+    await rig.status(S.FILLING_COMPLETED, after=mark)
     info, _ = await rig.finish_sale()
     assert (info.volume, info.nozzle) == (D("2.00"), 1)
 
