@@ -45,6 +45,7 @@ from tests.drivers.ifsf.loopback import free_udp_port
 from tests.mqttkit import MosquittoBroker
 from tests.soakkit import (
     IFSF_NODES,
+    IFSF_NOISE,
     IFSF_PRODUCTS,
     NOISE_ONLY,
     IfsfBooks,
@@ -247,9 +248,13 @@ class Campaign:
         await self._online()
         loop = asyncio.get_running_loop()
         rng = random.Random(self.rng.random())
-        await line_faults(
-            polled_pumps(self.sims), rng, loop.time() + seconds, self.tally.faults, NOISE_ONLY
-        )
+        until_t = loop.time() + seconds
+        noise = [line_faults(polled_pumps(self.sims), rng, until_t, self.tally.faults, NOISE_ONLY)]
+        if self.ifsf is not None:
+            ifsf_rng = random.Random(rng.random())
+            counts = self.tally.faults
+            noise.append(self.ifsf.faults(self.ifsf.heard, ifsf_rng, until_t, counts, IFSF_NOISE))
+        await asyncio.gather(*noise)
         if self.daemon.exit_status is not None:
             self.tally.died.append(f"line noise: the daemon exited ({self.daemon.exit_status})")
 

@@ -179,6 +179,7 @@ IFSF_START = Decimal("1000.00")  # volume total of every simulated IFSF nozzle
 # can read, writes refused as busy, the node silent a while (lost, then heard again), the
 # mains cut (every FP closed, the sales kept).
 IFSF_FAULTS = {"drop": 30, "garbage": 25, "refuse": 20, "silent": 15, "power_cycle": 10}
+IFSF_NOISE = {"drop": 30, "garbage": 40, "refuse": 30}  # the node never goes away
 
 
 def ifsf_line_toml(first: int, cd_hb: int, node_hbs: Sequence[int]) -> str:
@@ -307,9 +308,37 @@ class IfsfBooks:
             return
         await self.serve(number, nozzle, steps)
 
-    async def fault(self, number: int, rng: random.Random, counts: Counter[str]) -> None:
-        """One of IFSF_FAULTS at the node of pump `number`, over when this returns."""
-        fault = rng.choices(list(IFSF_FAULTS), list(IFSF_FAULTS.values()))[0]
+    async def faults(
+        self,
+        online: Callable[[], Sequence[int]],
+        rng: random.Random,
+        until_t: float,
+        counts: Counter[str],
+        faults: Mapping[str, int] = IFSF_FAULTS,
+    ) -> None:
+        """Faults at the nodes, one every one to three seconds, each at the node of one of
+        `online()` (pumps the station is talking to)."""
+        loop = asyncio.get_running_loop()
+        while loop.time() < until_t:
+            await asyncio.sleep(rng.uniform(1.0, 3.0))
+            choices = online()
+            if choices:
+                await self.fault(rng.choice(choices), rng, counts, faults)
+
+    def heard(self) -> list[int]:
+        """The pumps whose node hears a controller (what the harness can tell of a daemon
+        in another process)."""
+        return [n for n, fp in self.fps.items() if fp.node.model.cd_online and not fp.node.silent]
+
+    async def fault(
+        self,
+        number: int,
+        rng: random.Random,
+        counts: Counter[str],
+        faults: Mapping[str, int] = IFSF_FAULTS,
+    ) -> None:
+        """One of `faults` at the node of pump `number`, over when this returns."""
+        fault = rng.choices(list(faults), list(faults.values()))[0]
         counts[f"ifsf_{fault}"] += 1
         if fault == "drop":
             command = f"drop {number}"

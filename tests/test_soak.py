@@ -128,19 +128,6 @@ async def dart_visit(
         await Customer(pump, walk_away(nozzle, linger_s=react)).run()
 
 
-async def ifsf_faults(
-    st: RunningStation, books: IfsfBooks, rng: random.Random, until_t: float, tally: Tally
-) -> None:
-    """Faults at the IFSF nodes, one every one to three seconds, each at a node whose pump
-    the station has online."""
-    loop = asyncio.get_running_loop()
-    while loop.time() < until_t:
-        await asyncio.sleep(rng.uniform(1.0, 3.0))
-        online = [n for n in books.fps if st.daemon.station.points[n].online]
-        if online:
-            await books.fault(rng.choice(online), rng, tally.faults)
-
-
 def online_pumps(st: RunningStation) -> list[Target]:
     """The DART pumps the station has online, each as its line's simulator and its address."""
     online = [s.pump for s in st.daemon.station.points.values() if s.online]
@@ -200,7 +187,14 @@ async def test_orders_under_line_faults_and_broker_restarts_lose_nothing_and_sel
                         lambda: online_pumps(st), random.Random(rng.random()), until_t, tally.faults
                     )
                 )
-                tg.create_task(ifsf_faults(st, books, random.Random(rng.random()), until_t, tally))
+                tg.create_task(
+                    books.faults(
+                        lambda: [n for n in books.fps if st.daemon.station.points[n].online],
+                        random.Random(rng.random()),
+                        until_t,
+                        tally.faults,
+                    )
+                )
                 tg.create_task(
                     broker_chaos(mosquitto, random.Random(rng.random()), start, until_t, tally)
                 )
