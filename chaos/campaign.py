@@ -1,6 +1,7 @@
-"""One chaos campaign: the real daemon (`edgectl run`) on simulated DART lines that outlive it,
-customers at every pump, a real broker and a cloud sending signed orders; SIGKILLs at random
-moments or line noise; then a clean run that lets everything settle, and the audit."""
+"""One chaos campaign: the real daemon (`edgectl run`) on simulated DART lines and IFSF
+dispenser nodes on loopback that outlive it, customers at every pump, a real broker and a
+cloud sending signed orders; SIGKILLs at random moments or line noise; then a clean run that
+lets everything settle, and the audit."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ from typing import Literal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from chaos.ledger import Figures, Ledger, audit, crashes_in, meters
+from drivers.ifsf.dispenser import Fill as IfsfFill
+from drivers.ifsf.dispenser import HangUp as IfsfHangUp
+from drivers.ifsf.dispenser import Lift as IfsfLift
+from drivers.ifsf.dispenser import Pause
+from drivers.ifsf.dispenser import Step as IfsfStep
 from drivers.wayne_dart.codec import DartStatus
 from drivers.wayne_dart.sim import (
     DartLineSimulator,
@@ -35,9 +41,28 @@ from drivers.wayne_dart.sim import (
 )
 from edgectl.config import Config, load_config
 from tests.cloudkit import cloud_section
+from tests.drivers.ifsf.loopback import free_udp_port
 from tests.mqttkit import MosquittoBroker
-from tests.soakkit import NOISE_ONLY, SoakCloud, Target, line_faults, order_request
-from tests.stationkit import DaemonProcess, count_when_ready, rows, start_simulators, write_config
+from tests.soakkit import (
+    IFSF_NODES,
+    IFSF_NOISE,
+    IFSF_PRODUCTS,
+    NOISE_ONLY,
+    IfsfBooks,
+    SoakCloud,
+    Target,
+    ifsf_line_toml,
+    line_faults,
+    order_request,
+)
+from tests.stationkit import (
+    GRADES,
+    DaemonProcess,
+    count_when_ready,
+    rows,
+    start_simulators,
+    station_toml,
+)
 
 Mode = Literal["auto", "cloud"]
 
@@ -86,7 +111,9 @@ class Campaign:
         patience_s: float = WAIT_S,
         max_uptime_s: float = 4.0,
         authorize_timeout_s: float = 30,
+        ifsf: bool = True,
     ) -> None:
+        """`ifsf`: an IFSF line of IFSF_NODES (pumps 5-8) besides the two DART lines."""
         self.name = name
         self.patience_s = patience_s
         self.max_uptime_s = max_uptime_s
@@ -99,7 +126,7 @@ class Campaign:
         self.key = Ed25519PrivateKey.generate()
         extra = cloud_section(self.broker.port, self.key)
         extra += f'\n[control]\nsocket = "{self.dir / "control.sock"}"\n'
-        self.config_path = write_config(
+        text = station_toml(
             self.dir,
             mode=mode,
             lines=2,
@@ -107,6 +134,14 @@ class Campaign:
             authorize_timeout_s=authorize_timeout_s,
             extra=extra,
         )
+        self.ifsf: IfsfBooks | None = None
+        if ifsf:
+            cd_hb, node_hbs = free_udp_port(), [free_udp_port() for _ in IFSF_NODES]
+            text += "\n" + ifsf_line_toml(5, cd_hb, node_hbs)
+            prices = [GRADES[g] for g in IFSF_PRODUCTS]
+            self.ifsf = IfsfBooks(5, cd_hb, node_hbs, prices)
+        self.config_path = self.dir / "station.toml"
+        self.config_path.write_text(text)
         self.config: Config = load_config(self.config_path)
         self.db = self.config.store.path
         self.log_path = self.dir / "daemon.log"
@@ -127,13 +162,17 @@ class Campaign:
         self.sims = start_simulators(self.config)
         try:
             for p in self.config.pumps:
-                self.pumps[p.number] = self.sims[p.line].pump(p.address)
-                self.ledger.watch(p.number, self.pumps[p.number])
+                if p.line in self.sims:
+                    self.pumps[p.number] = self.sims[p.line].pump(p.address)
+                    self.ledger.watch(p.number, self.pumps[p.number])
+            if self.ifsf is not None:
+                self.ledger.watch_ifsf(self.ifsf)
+                await self.ifsf.sim.start()
             async with SoakCloud(self.broker.port, self.config.station.id, self.key) as cloud:
                 self.cloud = cloud
                 lanes = [
-                    asyncio.create_task(self._lane(number), name=f"lane-{number}")
-                    for number in self.pumps
+                    asyncio.create_task(self._lane(p.number), name=f"lane-{p.number}")
+                    for p in self.config.pumps
                 ]
                 try:
                     if rounds:
@@ -151,6 +190,8 @@ class Campaign:
         finally:
             for sim in self.sims.values():
                 sim.stop()
+            if self.ifsf is not None:
+                await self.ifsf.sim.stop()
             await asyncio.to_thread(self.broker.stop)
         figures.seconds = time.monotonic() - started
         return figures
@@ -207,9 +248,13 @@ class Campaign:
         await self._online()
         loop = asyncio.get_running_loop()
         rng = random.Random(self.rng.random())
-        await line_faults(
-            polled_pumps(self.sims), rng, loop.time() + seconds, self.tally.faults, NOISE_ONLY
-        )
+        until_t = loop.time() + seconds
+        noise = [line_faults(polled_pumps(self.sims), rng, until_t, self.tally.faults, NOISE_ONLY)]
+        if self.ifsf is not None:
+            ifsf_rng = random.Random(rng.random())
+            counts = self.tally.faults
+            noise.append(self.ifsf.faults(self.ifsf.heard, ifsf_rng, until_t, counts, IFSF_NOISE))
+        await asyncio.gather(*noise)
         if self.daemon.exit_status is not None:
             self.tally.died.append(f"line noise: the daemon exited ({self.daemon.exit_status})")
 
@@ -237,9 +282,9 @@ class Campaign:
         progress(f"{self.name}: customers gone, pumps settling")
         await self._settle(30)
         progress(f"{self.name}: one more customer at every pump")
-        probes = [self._probe(number) for number in self.pumps]
-        served = await asyncio.gather(*probes)
-        self.stranded = [n for n, ok in zip(self.pumps, served, strict=True) if not ok]
+        numbers = [p.number for p in self.config.pumps]
+        served = await asyncio.gather(*(self._probe(number) for number in numbers))
+        self.stranded = [n for n, ok in zip(numbers, served, strict=True) if not ok]
         await self._settle(30)
         progress(f"{self.name}: outbox draining")
         await self._until(lambda: outbox_depth(self.db) == 0, 60)
@@ -251,14 +296,18 @@ class Campaign:
             self.tally.died.append(f"the final run ended by itself ({self.daemon.exit_status})")
 
     async def _settle(self, seconds: float) -> None:
-        def at_rest() -> bool:
-            return all(
-                p.status is DartStatus.RESET and p.nozzle_out is None for p in self.pumps.values()
-            )
+        def busy() -> dict[int, tuple[object, ...]]:
+            found: dict[int, tuple[object, ...]] = {
+                n: (p.status.name, p.nozzle_out)
+                for n, p in self.pumps.items()
+                if p.status is not DartStatus.RESET or p.nozzle_out is not None
+            }
+            if self.ifsf is not None:
+                found.update({b[0]: b[1:] for b in self.ifsf.busy()})
+            return found
 
-        if not await self._until(at_rest, seconds):
-            busy = {n: (p.status.name, p.nozzle_out) for n, p in self.pumps.items()}
-            progress(f"{self.name}: not at rest after {seconds:.0f} s: {busy}")
+        if not await self._until(lambda: not busy(), seconds):
+            progress(f"{self.name}: not at rest after {seconds:.0f} s: {busy()}")
 
     async def _until(self, predicate: Callable[[], bool], seconds: float) -> bool:
         deadline = time.monotonic() + seconds
@@ -270,17 +319,16 @@ class Campaign:
 
     async def _probe(self, number: int) -> bool:
         """One last customer: False when the pump never sells to them."""
-        pump = self.pumps[number]
-        nozzle = pump.nozzles[0]
-        steps = normal_fill(nozzle, Decimal("3.00"), wait_s=45, react_s=0.2)
+        nozzle = self._nozzles(number)[0]
+        rng = random.Random(number)
         if self.mode == "auto":
             with self.ledger.attending(number, f"{self.name}/pump {number} last customer"):
-                return bool(await self.ledger.serve(number, pump, nozzle, steps, "probe"))
+                return bool(await self._serve(number, nozzle, "probe", rng))
         order_id = f"{self.name}-probe-{number}"
         with self.ledger.attending(number, f"order {order_id} (last customer)"):
             for _ in range(3):
                 if await self._order(number, order_id, nozzle, Decimal("20.00")):
-                    volume = await self.ledger.serve(number, pump, nozzle, steps, "probe")
+                    volume = await self._serve(number, nozzle, "probe", rng)
                     await self._order_end(order_id)
                     return bool(volume)
                 await asyncio.sleep(10)
@@ -299,32 +347,27 @@ class Campaign:
             await asyncio.sleep(rng.uniform(0.2, 1.5))
 
     async def _auto_customer(self, number: int, visit: int, rng: random.Random) -> None:
-        pump = self.pumps[number]
+        nozzles = self._nozzles(number)
         script = rng.choices(list(AUTO_SCRIPTS), list(AUTO_SCRIPTS.values()))[0]
-        nozzle = rng.choice(pump.nozzles)
+        nozzle = rng.choice(nozzles)
         self.tally.customers[script] += 1
-        steps = self._steps(script, nozzle, rng)
         token = f"{self.name}/pump {number} visit {visit} ({script})"
         with self.ledger.attending(number, token):
-            drawn = await self.ledger.serve(number, pump, nozzle, steps, script)
+            drawn = await self._serve(number, nozzle, script, rng)
         if not drawn and script != "walk_away":
             self.tally.unserved[script] += 1
         if script == "second":
             await asyncio.sleep(rng.uniform(0.0, 0.08))
-            other = next(n for n in pump.nozzles if n != nozzle)
-            amount = Decimal(rng.randrange(500, 4000)) / 100
+            other = next(n for n in nozzles if n != nozzle)
             self.tally.customers["second_lift"] += 1
             with self.ledger.attending(number, f"{token}, the other nozzle"):
-                steps = normal_fill(
-                    other, amount, wait_s=self.patience_s, react_s=rng.uniform(0.2, 1)
-                )
-                if not await self.ledger.serve(number, pump, other, steps, "second"):
+                if not await self._serve(number, other, "fill", rng, preset=Decimal(40)):
                     self.tally.unserved["second_lift"] += 1
 
     async def _cloud_customer(self, number: int, visit: int, rng: random.Random) -> None:
-        pump = self.pumps[number]
         script = rng.choices(list(CLOUD_SCRIPTS), list(CLOUD_SCRIPTS.values()))[0]
-        nozzle = rng.choice(pump.nozzles)
+        nozzles = self._nozzles(number)
+        nozzle = rng.choice(nozzles)
         order_id = f"{self.name}-{number}-{visit}"
         preset = Decimal(rng.randrange(3000, 15000)) / 100
         lifetime = {"no_show": 3.0, "walk_away": 8.0}.get(script)
@@ -339,22 +382,44 @@ class Campaign:
                 with contextlib.suppress(AssertionError):
                     await self.cloud.ask("cancel", {"order_id": order_id})
             elif script != "no_show":
-                steps = self._steps(script, nozzle, rng, preset=preset)
-                drawn = await self.ledger.serve(number, pump, nozzle, steps, script)
+                drawn = await self._serve(number, nozzle, script, rng, preset=preset)
                 if not drawn and script != "walk_away":
                     self.tally.unserved[script] += 1
                 if script == "second":
                     # Nobody paid for the other nozzle: lifted, put back when nothing happens.
                     await asyncio.sleep(rng.uniform(0.0, 0.08))
-                    other = next(n for n in pump.nozzles if n != nozzle)
-                    stay: list[Step] = [Lift(other), Wait(rng.uniform(0.5, 3.0)), HangUp()]
-                    await self.ledger.serve(number, pump, other, stay, "second")
+                    other = next(n for n in nozzles if n != nozzle)
+                    await self._serve(number, other, "stay", rng)
             await self._order_end(order_id)
+
+    def _nozzles(self, number: int) -> list[int]:
+        return sorted(self.config.pump(number).nozzles)
+
+    async def _serve(
+        self,
+        number: int,
+        nozzle: int,
+        script: str,
+        rng: random.Random,
+        *,
+        preset: Decimal | None = None,
+    ) -> Decimal:
+        """One customer of `script` at pump `number`: the litres they drew."""
+        if self.ifsf is not None and number in self.ifsf.fps:
+            steps = ifsf_steps(script, nozzle, rng, self.patience_s, preset)
+            return await self.ledger.serve_ifsf(number, self.ifsf, nozzle, steps)
+        pump = self.pumps[number]
+        dart = self._steps(script, nozzle, rng, preset=preset)
+        return await self.ledger.serve(number, pump, nozzle, dart, script)
 
     def _steps(
         self, script: str, nozzle: int, rng: random.Random, *, preset: Decimal | None = None
     ) -> list[Step]:
         react = rng.uniform(0.2, 1.2)
+        if script == "probe":
+            return normal_fill(nozzle, Decimal("3.00"), wait_s=45, react_s=0.2)
+        if script == "stay":
+            return [Lift(nozzle), Wait(rng.uniform(0.5, 3.0)), HangUp()]
         if script in ("fill", "second"):
             top = preset if preset is not None else Decimal(60)
             amount = (top * Decimal(rng.uniform(0.1, 0.9))).quantize(Decimal("0.01"))
@@ -423,17 +488,50 @@ class Campaign:
         orders = rows(self.db, "SELECT * FROM orders")
         assert self.cloud is not None
         cloud = self.cloud
+        metered = meters(self.pumps)
+        if self.ifsf is not None:
+            metered.update(self.ifsf.meters())
+            self._audit_ifsf(figures)
         audit(
             figures,
             self.ledger,
             sales,
-            meters(self.pumps),
+            metered,
             published=[m["data"]["sale_id"] for m in cloud.on("evt/sale")],
             orders=orders,
             accepted=tally.accepted,
             cloud_final={o: cloud.final_status(o) for o in tally.accepted},
         )
         figures.notes = [f"{self.name}: {note}" for note in figures.notes]
+
+    def _audit_ifsf(self, figures: Figures) -> None:
+        """What only an IFSF dispenser can show: sales the station never cleared from its
+        transaction buffer (lost or sold twice the ledger's fills and meters show)."""
+        assert self.ifsf is not None
+        for number, fp in self.ifsf.fps.items():
+            seqs = [t.seq for t in fp.point.unpaid()]
+            if seqs:
+                figures.uncleared += len(seqs)
+                figures.notes.append(f"pump {number}: sales {seqs} left in the dispenser's buffer")
+
+
+def ifsf_steps(
+    script: str, nozzle: int, rng: random.Random, patience_s: float, preset: Decimal | None
+) -> list[IfsfStep]:
+    """The customer of `script` (those of _steps) at an IFSF fuelling point."""
+    if script == "probe":
+        return [IfsfLift(nozzle), IfsfFill(amount=Decimal("3.00"), wait_s=45), IfsfHangUp()]
+    if script in ("stay", "walk_away"):  # lifted, put back with nothing drawn
+        return [IfsfLift(nozzle), Pause(rng.uniform(0.5, 3.0)), IfsfHangUp()]
+    if script in ("fill", "second", "mid"):  # "mid": let go at a small amount, hung up
+        top = preset if preset is not None else Decimal(60)
+        share = rng.uniform(0.02, 0.2) if script == "mid" else rng.uniform(0.1, 0.9)
+        amount = (top * Decimal(share)).quantize(Decimal("0.01"))
+        return [IfsfLift(nozzle), IfsfFill(amount=amount, wait_s=patience_s), IfsfHangUp()]
+    if script in ("preset", "linger"):
+        linger = [Pause(rng.uniform(1.0, 8.0))] if script == "linger" else []
+        return [IfsfLift(nozzle), IfsfFill(wait_s=patience_s), *linger, IfsfHangUp()]
+    raise ValueError(f"no customer script {script!r}")
 
 
 def polled_pumps(sims: dict[str, DartLineSimulator]) -> Callable[[], list[Target]]:

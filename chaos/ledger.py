@@ -1,4 +1,5 @@
-"""What the simulated forecourt saw happen, and the audit of the station's books against it."""
+"""What the simulated forecourt (DART pumps, IFSF fuelling points) saw happen, and the audit
+of the station's books against it."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from decimal import Decimal
 from functools import partial
 from typing import Any
 
+from drivers.ifsf.dispenser import Step as IfsfStep
 from drivers.wayne_dart.codec import DartStatus
 from drivers.wayne_dart.sim import Customer, SimPump, Step
-from tests.soakkit import FINAL, START_TOTAL
+from tests.soakkit import FINAL, START_TOTAL, IfsfBooks
 
 FillKey = tuple[int, int, Decimal, Decimal]  # pump, nozzle, volume, amount
 
@@ -36,7 +38,8 @@ class Fill:
 class Ledger:
     """Fills metered at the pumps and releases counted per lift (auto mode) or per order.
 
-    A release is a pump going to AUTHORIZED. It is charged to whatever the pump is attending
+    A release is a DART pump going to AUTHORIZED, or an IFSF fuelling point acting on a
+    Release_FP (`watch_ifsf`). It is charged to whatever the pump is attending
     at that moment (`attending`): one lift of a nozzle in auto mode, one order in cloud mode.
     Two releases for one of them is a double actuation; one while the pump attends nobody is
     a stray release.
@@ -53,18 +56,30 @@ class Ledger:
     def watch(self, number: int, pump: SimPump) -> None:
         pump.add_listener(partial(self._on_status, number))
 
+    def watch_ifsf(self, books: IfsfBooks) -> None:
+        """The IFSF fuelling points too: a release is the FP acting on a Release_FP, a fill
+        ends when its sale is stored in the transaction buffer."""
+        books.on_release.append(self._released)
+        books.on_sale.append(lambda _number: self._fill_ended())
+
     def _on_status(self, number: int, status: DartStatus) -> None:
         # Runs under the pump's lock, on whatever thread changed the status: no pump calls.
         if status is DartStatus.AUTHORIZED:
-            token = self._attending.get(number)
-            if token is None:
-                self.stray_releases[number] += 1
-                token = f"nobody at pump {number}"
-            else:
-                self.releases[token] += 1
-            self.released_at.setdefault(token, []).append(utc_now())
+            self._released(number)
         elif status in (DartStatus.FILLING_COMPLETED, DartStatus.MAX_REACHED):
-            self.fill_ended_at = time.monotonic()
+            self._fill_ended()
+
+    def _released(self, number: int) -> None:
+        token = self._attending.get(number)
+        if token is None:
+            self.stray_releases[number] += 1
+            token = f"nobody at pump {number}"
+        else:
+            self.releases[token] += 1
+        self.released_at.setdefault(token, []).append(utc_now())
+
+    def _fill_ended(self) -> None:
+        self.fill_ended_at = time.monotonic()
 
     @contextlib.contextmanager
     def attending(self, number: int, token: str) -> Iterator[None]:
@@ -84,8 +99,18 @@ class Ledger:
         after = pump.totals(nozzle)
         scale = Decimal(10) ** pump.volume_decimals, Decimal(10) ** pump.amount_decimals
         volume = Decimal(after[0] - before[0]) / scale[0]
+        amount = Decimal(after[1] - before[1]) / scale[1]
+        return self._drawn(number, nozzle, volume, amount)
+
+    async def serve_ifsf(
+        self, number: int, books: IfsfBooks, nozzle: int, steps: Sequence[IfsfStep]
+    ) -> Decimal:
+        """Play one customer at an IFSF fuelling point; returns (and records) the litres."""
+        volume, amount = await books.serve(number, nozzle, steps)
+        return self._drawn(number, nozzle, volume, amount)
+
+    def _drawn(self, number: int, nozzle: int, volume: Decimal, amount: Decimal) -> Decimal:
         if volume:
-            amount = Decimal(after[1] - before[1]) / scale[1]
             self.fills.append(Fill(number, nozzle, volume, amount))
         return volume
 
@@ -110,6 +135,7 @@ class Figures:
     meter_mismatches: int = 0
     double_releases: int = 0
     stray_releases: int = 0
+    uncleared: int = 0  # IFSF sales left in a dispenser's buffer at the end
     orders_not_ended: int = 0
     unpublished: int = 0
     stranded_pumps: int = 0
@@ -140,6 +166,7 @@ FAILURES = (
     "meter_mismatches",
     "double_releases",
     "stray_releases",
+    "uncleared",
     "orders_not_ended",
     "unpublished",
     "stranded_pumps",

@@ -170,6 +170,7 @@ def summary(parts: dict[str, Figures], fuzzed: str | None, seed: int, seconds: f
         f"lost {total.lost} ({total.lost_litres} L)  duplicates {total.duplicates}"
         f"  wrong nozzle {total.wrong_nozzle}  meter mismatches {total.meter_mismatches}"
         f"  double releases {total.double_releases}  stray releases {total.stray_releases}"
+        f"  uncleared {total.uncleared}"
     )
     print(
         f"orders not ended {total.orders_not_ended}  unpublished {total.unpublished}"

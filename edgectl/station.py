@@ -744,6 +744,11 @@ class PumpService:
                 self.log.info("authorization_expired", authorization_id=authorization_id)
                 try:
                     await self.line.stop(self.address)
+                except DriverIOError as exc:
+                    # Still released, and nobody's now: withdrawn at the retry. A pump that
+                    # reports only changes (IFSF) would never bring the station back to it.
+                    self.log.warning("expired_stop_failed_will_retry", error=str(exc))
+                    self.decider.retry_later(self.station.clock())
                 finally:
                     await self._end_auth(end)
             case BaselineTotals(nozzles):

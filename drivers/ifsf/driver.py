@@ -124,6 +124,8 @@ class IfsfLineSettings:
     plans: Mapping[Lna, StartupPlan] = field(default_factory=dict)
     fuelling_mode: int = 1
     retry_s: float = 1.0  # a failed start-up or buffer read is tried again after this
+    # An FP released or in a sale that said nothing for this long is read again.
+    quiet_s: float = 5.0
 
     @property
     def controller(self) -> Lna:
@@ -139,6 +141,7 @@ class _Pump:
     refreshing: bool = False
     fault: DeviceFault | None = None
     reported: DeviceFault | bool | None = False  # False: nothing said yet
+    heard_at: float = 0.0  # the line's clock when the FP last said something
 
 
 class IfsfLine:
@@ -236,6 +239,7 @@ class IfsfLine:
             self.on_health(LinkHealth(self.name, None, exc.fault))
             raise
         self.on_health(LinkHealth(self.name, None, None))
+        self._spawn(self._watch_quiet(), f"{self.name}-quiet")
         try:
             link = self.settings.link
             lost_after = link.heartbeat_interval_s * link.missed_heartbeats
@@ -331,6 +335,7 @@ class IfsfLine:
             break
         for pump in pumps:
             pump.learned = True
+            pump.heard_at = self._clock()
             pump.fault = None
             if not pump.online:
                 pump.online = True
@@ -372,6 +377,7 @@ class IfsfLine:
         if found is None:
             return
         pump = self._pumps[found]
+        pump.heard_at = self._clock()
         if not pump.learned:
             pump.view.feed(message)  # learned with the rest; told after PumpOnline
             return
@@ -401,6 +407,33 @@ class IfsfLine:
                 pump.refreshing = False
 
         self._spawn(refresh(), f"{self.name}-refresh-{pump.spec.address}")
+
+    async def _watch_quiet(self) -> None:
+        """Unsolicited messages can be lost while the link stays up (a dispenser mute for a
+        moment drops them): an FP released or in a sale that has said nothing for
+        `quiet_s` is read again, and its buffer when the view cannot explain its state."""
+        quiet = self.settings.quiet_s
+        while True:
+            await asyncio.sleep(quiet / 2)
+            now = self._clock()
+            for pump in self._pumps.values():
+                state = pump.view.state
+                busy = state == f.AUTHORISED or state in f.IN_SALE or pump.view.wants_listing
+                if pump.learned and busy and now - pump.heard_at >= quiet:
+                    pump.heard_at = now
+                    self._spawn(self._reread(pump), f"{self.name}-reread-{pump.spec.address}")
+
+    async def _reread(self, pump: _Pump) -> None:
+        view, spec = pump.view, pump.spec
+        as_of = view.generation
+        try:
+            reply = await self.node.read(spec.node, db.FuellingPoint(spec.fp), FP_READ_IDS)
+        except DriverError as exc:
+            log.warning("ifsf_reread_failed", line=self.name, pump=spec.address, error=str(exc))
+            return
+        if pump.learned and view.generation == as_of:  # else newer news came meanwhile
+            self._emit_all(view.fp_values(reply.values()))
+            self._refresh_soon(pump)
 
     # ------------------------------------------------------------------ reading
     async def _list(self, pump: _Pump, *, emit: bool = True) -> set[int]:

@@ -26,7 +26,8 @@ How IFSF's model meets the station's (docs/drivers.md, "IFSF fuelling points"):
   and the station would end the authorization as "returned to idle without fuel". So when
   the FP leaves a started or fuelling state and the sale's transaction has not been heard
   of, the status before the end is held until it is (or until a complete read of the
-  buffer shows there is none: `wants_listing`).
+  buffer shows there is none: `wants_listing`). So is an FP back at rest from Authorised:
+  a release withdrawn, or a sale whose other messages were lost.
 """
 
 from __future__ import annotations
@@ -365,12 +366,18 @@ class FuellingPointView:
 
     def _enter(self, state: int) -> None:
         old = self.state
+        if state == AUTHORISED and old != AUTHORISED:
+            self._fill_stored = False  # released: no sale of this release stored yet
         if state in IN_SALE and old not in IN_SALE:
             self._fill_stored = False
             if old is not None and not self._pending_end:
                 # A new sale: the running figures so far are the last one's.
                 self.running = _Running()
-        if old in IN_SALE and state not in IN_SALE and not self._fill_stored:
+        ended = old in IN_SALE and state not in IN_SALE
+        # Released, then at rest: terminated, timed out, or a sale whose Started and
+        # Fuelling never reached us (a dispenser mute for a moment drops its messages).
+        unexplained = old == AUTHORISED and state in AT_REST
+        if old is not None and (ended or unexplained) and not self._fill_stored:
             # The sale is over and its transaction not heard of yet: hold what the station
             # was told until it is (or a read of the buffer shows none was stored).
             self._pending_end = True
@@ -448,7 +455,7 @@ class FuellingPointView:
             if seq and seq not in self.transactions and not newer(seq):
                 self.transactions[seq] = Transaction(seq, state=PAYABLE)
         self.listed = True
-        if as_of is None or self._pending_at < as_of:
+        if as_of is None or self._pending_at <= as_of:  # sent once the hold began
             self._pending_end, self._held = False, None
         return self._status_events()
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ from edgectl.config import load_config
 from edgectl.errors import CommandError
 from edgectl.station import OrderRequest, Station
 from edgectl.store.store import Store
+from tests.cloudkit import iso
 from tests.drivers.ifsf.loopback import free_tcp_port, free_udp_port, loopback_settings
 
 D = Decimal
@@ -169,6 +171,7 @@ class Rig:
             "ifsf1",
             loopback_settings([CD], self.cd_hb, self.sim.hb),
             retry_s=0.1,
+            quiet_s=0.5,
             profile=GENERIC_PROFILE.with_(offline_sale_ids=OFFLINE_SALE_IDS)
             if offline_sales
             else GENERIC_PROFILE,
@@ -288,6 +291,56 @@ async def test_stop_withdraws_a_release_and_does_nothing_at_rest(rig: Rig) -> No
     await line.stop(PUMP)  # Terminate_FP
     await rig.status(S.RESET, after=mark)
     assert rig.sim.state() is FpState.IDLE and not rig.sim.model.fps[1].unpaid()
+
+
+async def test_a_nozzle_lifted_and_hung_up_without_fuel_is_back_at_rest(rig: Rig) -> None:
+    line = await online(rig)
+    mark = len(rig.events)
+    await line.authorize(PUMP, preset_amount=D("20.00"))
+    mark = await rig.status(S.AUTHORIZED, after=mark)
+    await rig.sim.node.send(rig.sim.model.lift(1, 1, rig.sim.now()))  # Started
+    await rig.until(lambda: line.is_online(PUMP) and rig.sim.state() is FpState.STARTED)
+    await rig.sim.hang_up()  # no fuel drawn, no sale stored
+    await rig.status(S.RESET, after=mark)
+    assert rig.sim.state() is FpState.IDLE and not rig.sim.model.fps[1].unpaid()
+
+
+async def test_a_sale_whose_start_was_never_heard_is_a_sale_not_a_release_unused(
+    rig: Rig,
+) -> None:
+    line = await online(rig)
+    mark = len(rig.events)
+    await line.authorize(PUMP, preset_amount=D("20.00"))
+    mark = await rig.status(S.AUTHORIZED, after=mark)
+    rig.sim.node.silent = True  # mute a moment: Started, Fuelling and the figures dropped
+    await rig.sim.customer(1, stop_volume=D("2.00"))
+    point = rig.sim.model.fps[1]
+    await rig.until(lambda: point.flow is None and point.volume == D("2.00"))
+    rig.sim.node.silent = False
+    await rig.sim.hang_up()  # heard: Idle, then the sale's transaction
+    await rig.status(S.FILLING_COMPLETED, after=mark)
+    after = [e.status for e in rig.events[mark:] if isinstance(e, StatusReport)]
+    assert S.RESET not in after  # never "back to idle without fuel"
+    info, _ = await rig.finish_sale()
+    assert (info.volume, info.nozzle) == (D("2.00"), 1)
+
+
+async def test_a_sale_whose_every_message_was_lost_is_read_from_the_quiet_fp(rig: Rig) -> None:
+    # Mute while the sale ran and ended: Started, Fuelling, Idle and the transaction are
+    # never heard; the link stays up. A released FP that goes quiet is read again.
+    line = await online(rig)
+    mark = len(rig.events)
+    await line.authorize(PUMP, preset_amount=D("20.00"))
+    mark = await rig.status(S.AUTHORIZED, after=mark)
+    rig.sim.node.silent = True
+    await rig.sim.customer(1, stop_volume=D("2.00"))
+    point = rig.sim.model.fps[1]
+    await rig.until(lambda: point.flow is None and point.volume == D("2.00"))
+    await rig.sim.hang_up()
+    rig.sim.node.silent = False
+    await rig.status(S.FILLING_COMPLETED, after=mark)
+    info, _ = await rig.finish_sale()
+    assert (info.volume, info.nozzle) == (D("2.00"), 1)
 
 
 async def test_suspend_and_resume_a_running_sale(rig: Rig) -> None:
@@ -653,6 +706,25 @@ async def test_a_pay_at_pump_order_is_sold_recorded_then_cleared(station_rig: St
     assert station_rig.store is not None
     order = await station.db(station_rig.store.order, "o-1")
     assert order is not None and order["status"] == "completed"
+
+
+async def test_an_expired_order_whose_stop_was_refused_busy_is_withdrawn_later(
+    station_rig: StationRig,
+) -> None:
+    # An IFSF dispenser reports only what changes: nothing new comes after the refusal, so
+    # the station must come back to the release itself (a DART pump is polled into it).
+    rig = station_rig.rig
+    station = await station_rig.start()
+    await rig.until(lambda: station.points[1].status is S.RESET)
+    soon = iso(datetime.now(UTC) + timedelta(seconds=1.5))
+    await station.start_order(replace(_order("o-3", "15.00"), expires_at=soon))
+    await rig.until(lambda: rig.sim.state() is FpState.AUTHORISED)
+    rig.sim.model.refuse(1, MS_BUSY)  # the Terminate_FP of the expiry is refused
+    await rig.until(lambda: rig.sim.model.refusing == 0, timeout=10)
+    await rig.until(lambda: rig.sim.state() is FpState.IDLE, timeout=10)
+    assert station_rig.store is not None
+    order = await station.db(station_rig.store.order, "o-3")
+    assert order is not None and order["status"] == "expired"
 
 
 async def test_a_refused_release_fails_the_order_with_its_reason(station_rig: StationRig) -> None:

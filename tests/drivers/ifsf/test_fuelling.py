@@ -223,12 +223,57 @@ def test_a_sale_with_no_transaction_ends_at_rest_once_the_buffer_is_read() -> No
     assert statuses(v.listing([])) == [S.RESET]
 
 
+def test_a_buffer_read_sent_after_the_sale_ended_ends_the_hold() -> None:
+    # The driver reads the buffer as soon as the end is held: the read's answer is newer
+    # than the FP state that began the hold, so it explains the end (no sale stored).
+    v = view()
+    v.listing([])
+    fp(v, 6, 1)
+    fp(v, 3, 0)
+    assert statuses(v.listing([], as_of=v.generation)) == [S.RESET]
+    assert not v.wants_listing
+
+
+def test_a_buffer_read_sent_before_the_sale_ended_does_not() -> None:
+    v = view()
+    v.listing([])
+    fp(v, 6, 1)
+    as_of = v.generation  # sent while the sale still ran: its answer is older news
+    fp(v, 3, 0)
+    assert statuses(v.listing([], as_of=as_of)) == []
+    assert v.wants_listing
+
+
 def test_a_zero_sale_stored_cleared_explains_the_end() -> None:
     v = view()
     v.listing([])
     fp(v, 6, 1)
     fp(v, 3, 0)
     assert statuses(stored(v, 12, "0.00", "0.00", state=f.CLEARED)) == [S.RESET]
+
+
+def test_a_release_back_at_rest_with_no_sale_heard_holds_until_the_buffer_is_read() -> None:
+    # The FP's Started and Fuelling never reached us (a dispenser mute for a moment drops
+    # its unsolicited messages): Authorised, then Idle, then the sale's transaction.
+    v = view()
+    v.listing([])
+    fp(v, 8, 1)  # an earlier sale, stored while it ran, then cleared
+    stored(v, 11, nozzle=None)
+    fp(v, 3, 0)
+    v.cleared(11)
+    fp(v, 5)
+    assert statuses(fp(v, 3, 0)) == []  # not "back to idle without fuel" yet
+    assert v.status() is S.AUTHORIZED and v.wants_listing
+    assert statuses(stored(v, 12, nozzle=None)) == [S.FILLING_COMPLETED]
+    assert not v.wants_listing
+
+
+def test_a_release_ended_without_a_sale_is_at_rest_once_the_buffer_is_read() -> None:
+    v = view()
+    v.listing([])
+    fp(v, 5)
+    fp(v, 3, 0)  # terminated, or timed out
+    assert statuses(v.listing([], as_of=v.generation)) == [S.RESET]
 
 
 def test_a_new_sale_starting_ends_the_hold() -> None:
