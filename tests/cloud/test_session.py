@@ -22,6 +22,7 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from chaos.netproxy import FaultProxy
 from edgectl.cloud.contract import Topics
 from edgectl.cloud.session import CloudSession, IncomingCommand, reconnect_delay
 from edgectl.config import CloudConfig
@@ -475,6 +476,75 @@ async def test_publish_in_flight_fails_when_the_link_drops(mosquitto: MosquittoB
                 while True:
                     await session.publish(TOPICS.event("sale"), b"x" * 1000)
         assert info.value.code in {"connection_lost", "not_connected"}
+
+
+async def test_publish_then_holds_a_place_in_the_window_until_its_puback(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """The outbox's way to publish: no wait for the PUBACK, and the window still capped."""
+    async with FaultProxy(mosquitto.port) as proxy:
+        session = CloudSession(
+            cloud_for(mosquitto, port=proxy.port, max_inflight=4, heartbeat_s=60),
+            STATION,
+            on_command=Inbox().handle,
+        )
+        async with running(session), cloud_client(mosquitto, TOPICS.event("order")) as observer:
+            seen: list[tuple[int, str | None]] = []
+
+            def done(n: int) -> Callable[[CloudError | None], None]:
+                return lambda error: seen.append((n, None if error is None else error.code))
+
+            before = session.publishes
+            proxy.blackhole(True)
+            for n in range(4):  # the window: each returns at once
+                async with asyncio.timeout(1):
+                    await session.publish_then(TOPICS.event("order"), str(n).encode(), done(n))
+            fifth = asyncio.create_task(session.publish_then(TOPICS.event("order"), b"4", done(4)))
+            await asyncio.sleep(0.2)
+            assert not fifth.done() and not seen  # the window is full
+            proxy.blackhole(False)
+            await fifth
+            await eventually(lambda: len(seen) == 5)
+            assert sorted(seen) == [(n, None) for n in range(5)]
+            assert session.publishes == before + 5
+            received = [int(bytes((await next_message(observer)).payload)) for _ in range(5)]
+            assert received == [0, 1, 2, 3, 4]
+
+
+async def test_publish_then_fails_what_is_in_flight_when_the_link_drops(
+    mosquitto: MosquittoBroker,
+) -> None:
+    async with FaultProxy(mosquitto.port) as proxy:
+        session = CloudSession(
+            cloud_for(mosquitto, port=proxy.port, max_inflight=3),
+            STATION,
+            on_command=Inbox().handle,
+        )
+        never: list[CloudError | None] = []
+        with pytest.raises(CloudError) as info:  # not connected: never called back
+            await session.publish_then(TOPICS.event("order"), b"x", never.append)
+        assert info.value.code == "not_connected"
+        async with running(session):
+            seen: list[str | None] = []
+            proxy.blackhole(True)
+            for _ in range(3):
+                await session.publish_then(
+                    TOPICS.event("order"), b"x", lambda e: seen.append(e and e.code)
+                )
+            waiting = asyncio.create_task(
+                session.publish_then(TOPICS.event("order"), b"x", never.append)
+            )
+            await asyncio.sleep(0.1)
+            proxy.drop()
+            proxy.blackhole(False)
+            await eventually(lambda: len(seen) == 3)
+            assert seen == ["connection_lost"] * 3
+            with pytest.raises(CloudError) as info:  # waited for room on a link now gone
+                await waiting
+            assert info.value.code == "not_connected"
+            await eventually(lambda: session.connected)  # reconnected, and publishing again
+            await session.publish(TOPICS.event("order"), b"y")
+        assert never == []
 
 
 # ------------------------------------------------------------------ security
