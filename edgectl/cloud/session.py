@@ -582,26 +582,39 @@ class _Link(AckedClient):
             settled(None)
 
     def _write_together(self) -> MQTTErrorCode:
-        """paho's `_packet_write`, after the packets waiting at the head of its queue were
-        joined into one (up to _JOINED_BYTES), so that they go out in one `send`.
+        """paho's `_packet_write`, after each run of packets waiting in its queue was joined
+        into one (of up to _JOINED_BYTES), so that a run goes out in one `send`.
 
         A packet paho does something with once written (a QoS 0 PUBLISH: its on_publish; a
-        DISCONNECT: closing the socket) is left as it is, and so is everything behind it. The
-        joined packet takes the first one's header fields, which paho reads only to decide
-        that: so it does nothing with it but write it, as with the packets it was made of.
+        DISCONNECT: closing the socket) stays as it is, between the runs. A joined packet
+        takes its first packet's header fields, which paho reads only to decide that: so it
+        does nothing with it but write it, as with the packets it was made of.
         """
         queue = self._client._out_packet
-        if len(queue) > 1 and _joinable(queue[0]) and _joinable(queue[1]):
-            first = queue.popleft()
-            parts = [first["packet"][first["pos"] :]]
-            size = len(parts[0])
-            while queue and size < _JOINED_BYTES and _joinable(queue[0]):
-                packet = queue.popleft()
-                parts.append(packet["packet"][packet["pos"] :])
-                size += len(parts[-1])
-            joined = b"".join(parts)
-            first["packet"], first["pos"], first["to_process"] = joined, 0, len(joined)
-            queue.appendleft(first)
+        if len(queue) < 2:
+            return self._write_packets()
+        packets = list(queue)
+        queue.clear()
+        run: list[Any] = []
+        size = 0
+        for packet in [*packets, None]:
+            if packet is not None and _joinable(packet) and size < _JOINED_BYTES:
+                run.append(packet)
+                size += packet["to_process"]
+                continue
+            if len(run) > 1:
+                joined = b"".join(p["packet"][p["pos"] :] for p in run)
+                first = run[0]
+                first["packet"], first["pos"], first["to_process"] = joined, 0, len(joined)
+                queue.append(first)
+            elif run:
+                queue.append(run[0])
+            run, size = [], 0
+            if packet is not None:
+                if _joinable(packet):  # the run before it was full
+                    run, size = [packet], packet["to_process"]
+                else:
+                    queue.append(packet)
         return self._write_packets()
 
     def ack(self, message: aiomqtt.Message) -> None:

@@ -547,6 +547,61 @@ async def test_publish_then_fails_what_is_in_flight_when_the_link_drops(
         assert never == []
 
 
+async def test_the_packets_queued_together_go_out_in_one_send(mosquitto: MosquittoBroker) -> None:
+    """paho writes each packet with a `send` of its own; the link joins those waiting. A QoS 0
+    one (paho calls its on_publish once written) goes on its own, in its place."""
+    cloud = cloud_for(mosquitto, heartbeat_s=60)
+    session = CloudSession(cloud, STATION, on_command=Inbox().handle)
+    async with running(session), cloud_client(mosquitto, TOPICS.event("order")) as observer:
+        link = session._link
+        assert link is not None
+        sends: list[int] = []
+        send = link._client._sock_send
+
+        def counted(data: bytes | bytearray) -> int:
+            sends.append(len(data))
+            return send(data)
+
+        setattr(link._client, "_sock_send", counted)  # noqa: B010
+        acked: list[CloudError | None] = []
+        for n in range(10):  # none of these waits: all queued before paho writes
+            await session.publish_then(TOPICS.event("order"), str(n).encode(), acked.append)
+        await session.publish(TOPICS.event("order"), b"q0", qos=0)
+        for n in range(10, 20):
+            await session.publish_then(TOPICS.event("order"), str(n).encode(), acked.append)
+        await eventually(lambda: len(acked) == 20)
+        assert acked == [None] * 20
+        assert len(sends) == 3  # ten PUBLISHes, the QoS 0 one, ten more
+        received = [bytes((await next_message(observer)).payload) for _ in range(21)]
+    expected = [str(n).encode() for n in range(10)] + [b"q0"]
+    assert received == expected + [str(n).encode() for n in range(10, 20)]
+
+
+async def test_large_packets_are_joined_up_to_a_bound_and_arrive_whole(
+    mosquitto: MosquittoBroker,
+) -> None:
+    session = CloudSession(cloud_for(mosquitto, heartbeat_s=60), STATION, on_command=Inbox().handle)
+    async with running(session), cloud_client(mosquitto, TOPICS.event("order")) as observer:
+        link = session._link
+        assert link is not None
+        sends: list[int] = []
+        send = link._client._sock_send
+
+        def counted(data: bytes | bytearray) -> int:
+            sends.append(len(data))
+            return send(data)
+
+        setattr(link._client, "_sock_send", counted)  # noqa: B010
+        payloads = [bytes([65 + n]) * 20_000 for n in range(16)]  # 320 kB in one go
+        acked: list[CloudError | None] = []
+        for payload in payloads:
+            await session.publish_then(TOPICS.event("order"), payload, acked.append)
+        await eventually(lambda: len(acked) == 16)
+        received = [bytes((await next_message(observer)).payload) for _ in range(16)]
+    assert received == payloads
+    assert 4 <= len(sends) < 16 and max(sends) < 65_536 + 20_100  # a run stops past 64 KiB
+
+
 # ------------------------------------------------------------------ security
 
 
