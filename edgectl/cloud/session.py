@@ -23,6 +23,10 @@ What aiomqtt 2.5.1 / paho-mqtt 2.2.0 really do (read in their source, checked ag
   resolved by the PUBACK and failed on a refusal reason code or as soon as the connection is
   lost; at most min(``max_inflight``, the broker's Receive Maximum) in flight; and a fresh
   aiomqtt client for every connection, so nothing from a dead connection is sent later.
+  `publish_then()` is the same with a callback in place of the wait, for the outbox replay.
+* paho writes every queued packet with a ``send`` of its own, which with TCP_NODELAY is a
+  TCP segment of its own; the packets queued since its last write are joined first, so a
+  window of publishes goes out in one (paho's ``_packet_write``, wrapped per connection).
 * aiomqtt acknowledges an incoming QoS 1 message as soon as paho queues it. paho 2.x can leave
   that to the application (``manual_ack_set(True)``, then ``ack(mid, qos)``); aiomqtt 2.5 does
   not offer it but keeps the paho client as ``Client._client`` and each message's ``mid`` and
