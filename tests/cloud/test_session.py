@@ -602,6 +602,42 @@ async def test_large_packets_are_joined_up_to_a_bound_and_arrive_whole(
     assert 4 <= len(sends) < 16 and max(sends) < 65_536 + 20_100  # a run stops past 64 KiB
 
 
+async def test_joined_packets_written_a_few_bytes_at_a_time_arrive_whole_and_in_order(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """A socket that takes 53 bytes at most and then is full until the loop's next turn: a
+    joined run is written in pieces, more packets (QoS 0 ones among them) queue behind its
+    unwritten rest and are joined with it; the broker still reads every packet whole."""
+    cloud = cloud_for(mosquitto, heartbeat_s=60, max_inflight=8)
+    session = CloudSession(cloud, STATION, on_command=Inbox().handle)
+    async with running(session), cloud_client(mosquitto, TOPICS.event("order")) as observer:
+        link = session._link
+        assert link is not None
+        send = link._client._sock_send
+        full = [False]
+
+        def trickle(data: bytes | bytearray) -> int:
+            full[0] = not full[0]
+            if not full[0]:
+                raise BlockingIOError
+            return send(data[:53])
+
+        setattr(link._client, "_sock_send", trickle)  # noqa: B010
+        payloads = [f"{n}:".encode() + bytes([65 + n % 26]) * (n * 37 % 300) for n in range(120)]
+        acked: list[CloudError | None] = []
+        for n, payload in enumerate(payloads):
+            if n % 7 == 3:
+                await session.publish(TOPICS.event("order"), payload, qos=0)
+            else:
+                await session.publish_then(TOPICS.event("order"), payload, acked.append)
+        expected_acks = len([n for n in range(120) if n % 7 != 3])
+        await eventually(lambda: len(acked) == expected_acks, timeout=20)
+        assert acked == [None] * expected_acks
+        received = [bytes((await next_message(observer)).payload) for _ in payloads]
+        assert session._link is link  # the same connection all along
+    assert received == payloads
+
+
 # ------------------------------------------------------------------ security
 
 
