@@ -1132,12 +1132,28 @@ def _verdict(met: bool | None) -> str:
     return "n/a" if met is None else "met" if met else "MISSED"
 
 
+def cpu_us_per_message(cpu: Cpu, messages: int) -> float | None:
+    """A publisher's CPU over its phase per backlog message, in µs (the daemon's includes
+    polling its pumps meanwhile): less at the mercy of the rest of the machine than a rate,
+    as long as it does not starve the publisher of a core."""
+    return cpu.publisher_pct / 100 * cpu.seconds / messages * 1e6 if messages else None
+
+
+def cpu_figures(r: Repeat) -> tuple[float | None, float | None, float | None]:
+    """µs of CPU per message of the floor and of the daemon, and the floor's over the
+    daemon's (above 1: the daemon spends less than aiomqtt)."""
+    floor = cpu_us_per_message(r.floor_cpu, r.floor.arrived)
+    daemon = cpu_us_per_message(r.daemon_cpu, r.daemon.arrived)
+    return floor, daemon, (floor / daemon if floor and daemon else None)
+
+
 def summary(repeats: list[Repeat]) -> dict[str, Any]:
     def median(values: list[float | None]) -> float | None:
         kept = [v for v in values if v is not None]
         return statistics.median(kept) if kept else None
 
     ratio = median([r.ratio for r in repeats])
+    cpu = [cpu_figures(r) for r in repeats]
     rss = max(max(r.rss_hwm_mb, r.rss_peak_sampled_mb) for r in repeats)
     return {
         "floor_rate": median([r.floor.rate for r in repeats]),
@@ -1154,6 +1170,9 @@ def summary(repeats: list[Repeat]) -> dict[str, Any]:
         "live_overtaking_p99_s": median(
             [r.live_overtaking.p99_s if r.live_overtaking else None for r in repeats]
         ),
+        "floor_cpu_us_per_message": median([c[0] for c in cpu]),
+        "daemon_cpu_us_per_message": median([c[1] for c in cpu]),
+        "cpu_ratio": median([c[2] for c in cpu]),
         "ok": all(r.ok for r in repeats),
     }
 
@@ -1189,6 +1208,11 @@ def table(backlog: Backlog, repeats: list[Repeat], delivery: str) -> Iterator[st
             f"{r.daemon_cpu.publisher_pct:.0f} %, broker {r.daemon_cpu.broker_pct:.0f} %, this "
             f"process {r.daemon_cpu.bench_pct:.0f} %, rest {r.daemon_cpu.other_pct:.0f} %"
         )
+        floor_us, daemon_us, cpu_ratio = cpu_figures(r)
+        yield (
+            f"    CPU per message  floor {floor_us or 0:.0f} us, daemon {daemon_us or 0:.0f} us "
+            f"(floor / daemon {cpu_ratio or 0:.3f})"
+        )
         yield (
             f"    checks   floor {r.floor.arrived} arrived, {r.floor.missing} missing, "
             f"{r.floor.duplicates} dup, {r.floor.out_of_order} out of order; daemon "
@@ -1217,6 +1241,10 @@ def table(backlog: Backlog, repeats: list[Repeat], delivery: str) -> Iterator[st
         f"  median of {len(repeats)}: floor {s['floor_rate'] or 0:.0f} msgs/s, daemon "
         f"{s['daemon_rate'] or 0:.0f} msgs/s, ratio {s['ratio'] or 0:.3f} "
         f"(target >= {TARGET_RATIO}: {_verdict(s['ratio_target_met'])})"
+    )
+    yield (
+        f"  CPU per message, median: floor {s['floor_cpu_us_per_message'] or 0:.0f} us, daemon "
+        f"{s['daemon_cpu_us_per_message'] or 0:.0f} us (floor / daemon {s['cpu_ratio'] or 0:.3f})"
     )
     p50, p99 = s["live_overtaking_p50_s"], s["live_overtaking_p99_s"]
     if p50 is not None and p99 is not None:

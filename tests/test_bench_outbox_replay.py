@@ -56,3 +56,5 @@ def test_the_replay_benchmark_completes_with_every_message_once_and_in_order(
     assert run["outbox_left"] == 0
     assert run["rss_hwm_mb"] > 0
     assert report["summary"]["ok"] is True
+    assert report["summary"]["floor_cpu_us_per_message"] > 0
+    assert report["summary"]["daemon_cpu_us_per_message"] > 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edgectl.errors import CloudError
 
-__all__ = ["AckedClient", "tls_context"]
+__all__ = ["AckedClient", "PubackCallback", "tls_context"]
 
 
-class _PubackTimeout(Exception):
-    """A publish waited for its PUBACK longer than `AckedClient.puback_timeout_s`."""
+PubackCallback = Callable[[CloudError | None], None]
+"""Called once for a QoS 1 publish handed over with `AckedClient.publish_then`: with None
+when a PUBACK accepted it, or with the `CloudError` that failed it."""
 
 
 class AckedClient(aiomqtt.Client):
@@ -37,11 +39,11 @@ class AckedClient(aiomqtt.Client):
     def __init__(self, *, puback_timeout_s: float | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.puback_timeout_s = puback_timeout_s
-        # The publishes waiting for their PUBACK, oldest first, each with its deadline. One
-        # timer watches them all (the oldest's deadline): an `asyncio.timeout` per message,
-        # a timer scheduled and cancelled in the loop's heap for each, cost more than the
-        # rest of the wait in an outbox replay (issue 12).
-        self._pubacks: dict[int, tuple[asyncio.Future[ReasonCode], float]] = {}
+        # The publishes waiting for their PUBACK, oldest first, each with its topic (for the
+        # error) and its deadline. One timer watches them all (the oldest's deadline): an
+        # `asyncio.timeout` per message, a timer scheduled and cancelled in the loop's heap for
+        # each, cost more than the rest of the wait in an outbox replay (issue 12).
+        self._pubacks: dict[int, tuple[PubackCallback, str, float]] = {}
         self._expiry: asyncio.TimerHandle | None = None
 
     async def publish_acked(
@@ -55,6 +57,45 @@ class AckedClient(aiomqtt.Client):
     ) -> None:
         """Publish; for QoS 1 wait for the PUBACK (up to `puback_timeout_s`) and raise
         `CloudError` if the broker refused the message or the connection went first."""
+        future: asyncio.Future[CloudError | None] = asyncio.get_running_loop().create_future()
+
+        def resolve(error: CloudError | None) -> None:
+            if not future.done():
+                future.set_result(error)
+
+        mid = self.publish_then(
+            topic, payload, resolve, qos=qos, retain=retain, properties=properties
+        )
+        if mid is None:
+            return
+        try:
+            error = await future
+        finally:
+            entry = self._pubacks.get(mid)
+            if entry is not None and entry[0] is resolve:  # cancelled: nobody is waiting
+                del self._pubacks[mid]
+        if error is not None:
+            raise error
+
+    def publish_then(
+        self,
+        topic: str,
+        payload: bytes,
+        done: PubackCallback,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> int | None:
+        """Hand a message to the broker without waiting: for QoS 1, `done` is called once
+        later, from the event loop, with None on a PUBACK that accepts it or with the
+        `CloudError` that failed it (refused, `puback_timeout`, the connection lost). An outbox
+        replay publishes so, with no task or future of its own per message.
+
+        Returns the message id `done` waits on, or None (QoS 0, or sent already) if `done`
+        will not be called. Raises `CloudError` (and never calls `done`) if the message could
+        not be handed over. `done` must not raise: it runs inside paho's packet handling.
+        """
         try:
             info = self._client.publish(topic, payload, qos, retain, properties)
         except ValueError as exc:  # bad topic, QoS or payload size
@@ -65,37 +106,24 @@ class AckedClient(aiomqtt.Client):
                 code="not_connected" if info.rc == paho.MQTT_ERR_NO_CONN else "publish_failed",
             )
         if qos == 0 or info.is_published():
-            return
+            return None
         # The PUBACK is read on the event loop, so it cannot arrive before this is registered.
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[ReasonCode] = loop.create_future()
         timeout = self.puback_timeout_s
-        deadline = loop.time() + timeout if timeout is not None else float("inf")
-        self._pubacks[info.mid] = (future, deadline)
-        if self._expiry is None and timeout is not None:
-            self._expiry = loop.call_at(deadline, self._expire)
-        try:
-            reason = await future
-        except _PubackTimeout:
-            raise CloudError(
-                f"no PUBACK for the message on {topic} within {timeout:g} s",
-                code="puback_timeout",
-            ) from None
-        finally:
-            entry = self._pubacks.get(info.mid)
-            if entry is not None and entry[0] is future:
-                del self._pubacks[info.mid]
-        if reason.is_failure:
-            raise CloudError(
-                f"the broker refused the message on {topic}: {reason}", code="publish_refused"
-            )
+        if timeout is None:
+            deadline = float("inf")
+        else:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            if self._expiry is None:
+                self._expiry = loop.call_at(deadline, self._expire)
+        self._pubacks[info.mid] = (done, topic, deadline)
+        return info.mid
 
     def fail_pending(self, error: CloudError) -> None:
         """Fail every publish still waiting for its PUBACK (the connection is gone)."""
-        for future, _ in self._pubacks.values():
-            if not future.done():
-                future.set_exception(CloudError(str(error), code=error.code))
-        self._pubacks.clear()
+        pending, self._pubacks = self._pubacks, {}
+        for done, _, _ in pending.values():
+            _settle(done, CloudError(str(error), code=error.code))
 
     def _expire(self) -> None:
         """The timer: fail the publishes past their deadline and wait for the next one.
@@ -105,13 +133,18 @@ class AckedClient(aiomqtt.Client):
         self._expiry = None
         loop = asyncio.get_running_loop()
         now = loop.time()
-        for mid, (future, deadline) in list(self._pubacks.items()):
+        for mid, (done, topic, deadline) in list(self._pubacks.items()):
             if deadline > now:
                 self._expiry = loop.call_at(deadline, self._expire)
                 return
             del self._pubacks[mid]
-            if not future.done():
-                future.set_exception(_PubackTimeout())
+            _settle(
+                done,
+                CloudError(
+                    f"no PUBACK for the message on {topic} within {self.puback_timeout_s:g} s",
+                    code="puback_timeout",
+                ),
+            )
 
     # -- paho callbacks (run on the event loop, from aiomqtt's socket callbacks)
 
@@ -142,9 +175,29 @@ class AckedClient(aiomqtt.Client):
         properties: Properties,
     ) -> None:
         entry = self._pubacks.pop(mid, None)
-        if entry is not None and not entry[0].done():
-            entry[0].set_result(reason_code)
+        if entry is not None:
+            done, topic, _ = entry
+            _settle(
+                done,
+                CloudError(
+                    f"the broker refused the message on {topic}: {reason_code}",
+                    code="publish_refused",
+                )
+                if reason_code.is_failure
+                else None,
+            )
         super()._on_publish(client, userdata, mid, reason_code, properties)
+
+
+def _settle(done: PubackCallback, error: CloudError | None) -> None:
+    """Call a publish's `done`; one that raises is reported to the loop's exception handler
+    and does not stop the others (paho's packet handling, or a sweep of many, is calling)."""
+    try:
+        done(error)
+    except Exception as exc:
+        asyncio.get_running_loop().call_exception_handler(
+            {"message": "a PUBACK callback raised", "exception": exc}
+        )
 
 
 def tls_context(

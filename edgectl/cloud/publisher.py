@@ -4,11 +4,13 @@ or, for a guaranteed message, once the backend acknowledged it (delivery = "back
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from edgectl.cloud.contract import Topics, encode_envelope, message_id
+from edgectl.cloud.mqtt import PubackCallback
 from edgectl.errors import CloudError
 from edgectl.logs import get_logger
 from edgectl.store.store import OutboxRow
@@ -22,12 +24,12 @@ COMMIT_ROWS = 500
 class Publisher(Protocol):
     async def wait_connected(self) -> None: ...
 
-    async def publish(
+    async def publish_then(
         self,
         topic: str,
         payload: bytes,
+        done: PubackCallback,
         *,
-        qos: int = 1,
         retain: bool = False,
         correlation_data: bytes | None = None,
     ) -> None: ...
@@ -92,33 +94,34 @@ class OutboxPublisher:
         open: each batch of rows is read while the one before it goes out, and acknowledged
         rows are deleted (or marked sent) in the background, one commit at a time, at most
         every DELETE_EVERY_S or COMMIT_ROWS rows, rather than a commit, and a pause of the
-        whole window behind its fsync, every `window` messages."""
+        whole window behind its fsync, every `window` messages.
+
+        A row has no task of its own: it is handed to the session, which calls `settled`
+        back on its PUBACK (or its failure). The session's window (the broker's Receive
+        Maximum) bounds what is in flight; `window` bounds it too, where it is the smaller."""
         cursors: dict[int, int] = {}
         acked: list[int] = []
-        slots = asyncio.Semaphore(self.window)
         failure: list[CloudError] = []
         last_commit = time.monotonic()
         committing: asyncio.Task[None] | None = None
         ahead: asyncio.Task[list[OutboxRow]] | None = None
+        loop = asyncio.get_running_loop()
+        in_flight = 0
+        # Waited for when `window` rows are in flight, and when the drain ends with some.
+        settling: asyncio.Future[None] | None = None
 
-        async def send(row: OutboxRow) -> None:
-            try:
-                await self.session.publish(
-                    self.topic_for(row),
-                    self.payload_for(row),
-                    qos=1,
-                    retain=bool(row.retain),
-                    correlation_data=row.correlation,
-                )
-            except CloudError as exc:
-                failure.append(exc)
-            else:
-                acked.append(row.seq)
+        def settled(seq: int, error: CloudError | None) -> None:
+            nonlocal in_flight
+            in_flight -= 1
+            if error is None:
+                acked.append(seq)
                 self.published += 1
                 self.last_puback_at = time.time()
-            finally:
-                slots.release()
-                self._wake.set()
+            else:
+                failure.append(error)
+            if settling is not None and not settling.done():
+                settling.set_result(None)
+            self._wake.set()
 
         async def commit(done: list[int]) -> None:
             await self._delete(done)
@@ -175,12 +178,32 @@ class OutboxPublisher:
                 # behind the commit's fsync.
                 commit_if_due()
                 for row in rows:
-                    await slots.acquire()
+                    while in_flight >= self.window and not failure:
+                        settling = loop.create_future()
+                        await settling
                     if failure:
-                        slots.release()
                         break
                     self._in_hand.add(row.seq)
-                    tg.create_task(send(row), name=f"publish-{row.seq}")
+                    in_flight += 1
+                    try:
+                        await self.session.publish_then(
+                            self.topic_for(row),
+                            self.payload_for(row),
+                            functools.partial(settled, row.seq),
+                            retain=bool(row.retain),
+                            correlation_data=row.correlation,
+                        )
+                    except CloudError as exc:  # not handed over: `settled` is not called
+                        in_flight -= 1
+                        failure.append(exc)
+                    except BaseException:
+                        in_flight -= 1
+                        raise
+            # What is in flight settles (a lost connection fails it at once, a PUBACK that
+            # never comes times out) before the rows acknowledged are done in the store.
+            while in_flight:
+                settling = loop.create_future()
+                await settling
         if acked:
             await self._delete(list(acked))
         raise failure[0]

@@ -23,6 +23,10 @@ What aiomqtt 2.5.1 / paho-mqtt 2.2.0 really do (read in their source, checked ag
   resolved by the PUBACK and failed on a refusal reason code or as soon as the connection is
   lost; at most min(``max_inflight``, the broker's Receive Maximum) in flight; and a fresh
   aiomqtt client for every connection, so nothing from a dead connection is sent later.
+  `publish_then()` is the same with a callback in place of the wait, for the outbox replay.
+* paho writes every queued packet with a ``send`` of its own, which with TCP_NODELAY is a
+  TCP segment of its own; the packets queued since its last write are joined first, so a
+  window of publishes goes out in one (paho's ``_packet_write``, wrapped per connection).
 * aiomqtt acknowledges an incoming QoS 1 message as soon as paho queues it. paho 2.x can leave
   that to the application (``manual_ack_set(True)``, then ``ack(mid, qos)``); aiomqtt 2.5 does
   not offer it but keeps the paho client as ``Client._client`` and each message's ``mid`` and
@@ -59,6 +63,7 @@ from typing import Any, Final
 import aiomqtt
 import paho.mqtt.client as paho
 from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -66,7 +71,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edgectl import __version__
 from edgectl.cloud import contract
-from edgectl.cloud.mqtt import AckedClient, tls_context
+from edgectl.cloud.mqtt import AckedClient, PubackCallback, tls_context
 from edgectl.config import CloudConfig
 from edgectl.errors import CloudError, EdgectlError
 from edgectl.logs import get_logger
@@ -179,6 +184,35 @@ class CloudSession:
             raise CloudError("not connected to the MQTT broker", code="not_connected")
         properties = _publish_properties(response_topic, correlation_data)
         await self._send(link, topic, payload, qos=qos, retain=retain, properties=properties)
+
+    async def publish_then(
+        self,
+        topic: str,
+        payload: bytes,
+        done: PubackCallback,
+        *,
+        retain: bool = False,
+        correlation_data: bytes | None = None,
+    ) -> None:
+        """Publish at QoS 1 without waiting for the PUBACK: wait for room in the window, hand
+        the message to the broker and return. `done` is called once, from the event loop, with
+        None when a PUBACK accepted the message or with the `CloudError` that failed it (the
+        broker refused it, no PUBACK in time, the connection lost); its place in the window is
+        free again by then. Raises `CloudError` if it could not be handed over (not connected),
+        and then never calls `done`. The outbox publisher drains a backlog so: no task, future
+        or second semaphore of its own per message."""
+        link = self._link
+        if link is None or not self._connected.is_set():
+            raise CloudError("not connected to the MQTT broker", code="not_connected")
+        properties = _publish_properties(None, correlation_data)
+
+        def settled(error: CloudError | None) -> None:
+            if error is None:
+                self.publishes += 1
+                self.last_puback_at = self._clock()
+            done(error)
+
+        await link.send_then(topic, payload, settled, retain=retain, properties=properties)
 
     async def _send(
         self,
@@ -488,6 +522,10 @@ class _Link(AckedClient):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._client.manual_ack_set(True)
+        # paho sends each queued packet with a `send` of its own (with TCP_NODELAY, a segment
+        # of its own); the packets queued since the last write go out together instead.
+        self._write_packets = self._client._packet_write
+        setattr(self._client, "_packet_write", self._write_together)  # noqa: B010
         self.connected_at: float | None = None
         self.session_present = False
         self.receive_maximum = _RECEIVE_MAXIMUM_DEFAULT
@@ -515,6 +553,73 @@ class _Link(AckedClient):
             if self._lost is not None:
                 raise CloudError(str(self._lost), code="not_connected")
             await self.publish_acked(topic, payload, qos=qos, retain=retain, properties=properties)
+
+    async def send_then(
+        self,
+        topic: str,
+        payload: bytes,
+        done: PubackCallback,
+        *,
+        retain: bool,
+        properties: Properties | None = None,
+    ) -> None:
+        """QoS 1 within the window, `done` called on the PUBACK (`CloudSession.publish_then`).
+        The place in the window is given back before `done` runs."""
+        window = self._window
+        await window.acquire()
+        if self._lost is not None:
+            window.release()
+            raise CloudError(str(self._lost), code="not_connected")
+
+        def settled(error: CloudError | None) -> None:
+            window.release()
+            done(error)
+
+        try:
+            mid = self.publish_then(
+                topic, payload, settled, qos=1, retain=retain, properties=properties
+            )
+        except BaseException:
+            window.release()
+            raise
+        if mid is None:  # not waiting for a PUBACK after all
+            settled(None)
+
+    def _write_together(self) -> MQTTErrorCode:
+        """paho's `_packet_write`, after each run of packets waiting in its queue was joined
+        into one (of up to _JOINED_BYTES), so that a run goes out in one `send`.
+
+        A packet paho does something with once written (a QoS 0 PUBLISH: its on_publish; a
+        DISCONNECT: closing the socket) stays as it is, between the runs. A joined packet
+        takes its first packet's header fields, which paho reads only to decide that: so it
+        does nothing with it but write it, as with the packets it was made of.
+        """
+        queue = self._client._out_packet
+        if len(queue) < 2:
+            return self._write_packets()
+        packets = list(queue)
+        queue.clear()
+        run: list[Any] = []
+        size = 0
+        for packet in [*packets, None]:
+            if packet is not None and _joinable(packet) and size < _JOINED_BYTES:
+                run.append(packet)
+                size += packet["to_process"]
+                continue
+            if len(run) > 1:
+                joined = b"".join(p["packet"][p["pos"] :] for p in run)
+                first = run[0]
+                first["packet"], first["pos"], first["to_process"] = joined, 0, len(joined)
+                queue.append(first)
+            elif run:
+                queue.append(run[0])
+            run, size = [], 0
+            if packet is not None:
+                if _joinable(packet):  # the run before it was full
+                    run, size = [packet], packet["to_process"]
+                else:
+                    queue.append(packet)
+        return self._write_packets()
 
     def ack(self, message: aiomqtt.Message) -> None:
         if message.qos > 0 and self._lost is None:
@@ -560,6 +665,14 @@ class _Link(AckedClient):
 
 
 # --------------------------------------------------------------------------- helpers
+
+_JOINED_BYTES: Final = 65536  # at most this much in one `send` of joined packets
+
+
+def _joinable(packet: Any) -> bool:
+    """A queued packet paho does nothing with once written but forget it."""
+    kind = packet["command"] & 0xF0
+    return not ((kind == paho.PUBLISH and packet["qos"] == 0) or kind == paho.DISCONNECT)
 
 
 def _publish_properties(

@@ -709,6 +709,38 @@ def test_a_message_put_together_around_stored_data_is_the_message_encode_writes(
     assert json.loads(sent) == whole
 
 
+def test_the_head_written_out_is_the_one_encode_writes_for_every_kind() -> None:
+    # encode_envelope writes the head with an f-string, not json.dumps: for every kind, with
+    # and without a version, and microseconds in `ts`, the bytes are still encode's.
+    data = {"text": '泵 "3" \\ 离线', "n": 7}
+    stored = contract.encode_data(data)
+    for kind in contract.STATION_KINDS:
+        latest = kind in contract.LATEST_VALUE
+        seq = 0 if latest or kind in contract.OUTSIDE_SEQUENCE else 2**63 - 1
+        version = 3 if latest else None
+        for ts in (TS, "2026-11-24T10:21:07.412345Z", "2026-11-24T10:21:07Z"):
+            msg_id = contract.message_id(STATION, 7)
+            sent = contract.encode_envelope(kind, STATION, seq, ts, stored, msg_id, version=version)
+            whole = contract.envelope(kind, STATION, seq, ts, data, msg_id, version=version)
+            assert sent == contract.encode(whole)
+
+
+def test_the_kind_and_station_are_checked_on_every_call() -> None:
+    # They are checked once per pair and remembered: a refused one is refused every time.
+    msg_id = contract.message_id(STATION, 41)
+    for _ in range(2):
+        with pytest.raises(ContractError):
+            contract.encode_envelope("sales", STATION, 3, TS, "{}", msg_id)
+        with pytest.raises(ContractError):
+            contract.encode_envelope("sale", "bad station", 3, TS, "{}", msg_id)
+        with pytest.raises(ContractError):
+            contract.encode_envelope("sale", STATION, 3, TS, "{}", msg_id.upper())
+        with pytest.raises(ContractError):
+            contract.encode_envelope("pump_state", STATION, 0, TS, "{}", msg_id)  # no version
+        with pytest.raises(ContractError):
+            contract.encode_envelope("sale", STATION, 3, TS, "{}", msg_id, version=1)
+
+
 @pytest.mark.parametrize("value", [7.5, Decimal("7.5"), {1: "x"}, "\ud800", [float("inf")]])
 def test_encode_data_refuses_what_encode_refuses(value: object) -> None:
     with pytest.raises(ContractError):

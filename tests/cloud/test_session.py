@@ -22,6 +22,7 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from chaos.netproxy import FaultProxy
 from edgectl.cloud.contract import Topics
 from edgectl.cloud.session import CloudSession, IncomingCommand, reconnect_delay
 from edgectl.config import CloudConfig
@@ -475,6 +476,166 @@ async def test_publish_in_flight_fails_when_the_link_drops(mosquitto: MosquittoB
                 while True:
                     await session.publish(TOPICS.event("sale"), b"x" * 1000)
         assert info.value.code in {"connection_lost", "not_connected"}
+
+
+async def test_publish_then_holds_a_place_in_the_window_until_its_puback(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """The outbox's way to publish: no wait for the PUBACK, and the window still capped."""
+    async with FaultProxy(mosquitto.port) as proxy:
+        session = CloudSession(
+            cloud_for(mosquitto, port=proxy.port, max_inflight=4, heartbeat_s=60),
+            STATION,
+            on_command=Inbox().handle,
+        )
+        async with running(session), cloud_client(mosquitto, TOPICS.event("order")) as observer:
+            seen: list[tuple[int, str | None]] = []
+
+            def done(n: int) -> Callable[[CloudError | None], None]:
+                return lambda error: seen.append((n, None if error is None else error.code))
+
+            before = session.publishes
+            proxy.blackhole(True)
+            for n in range(4):  # the window: each returns at once
+                async with asyncio.timeout(1):
+                    await session.publish_then(TOPICS.event("order"), str(n).encode(), done(n))
+            fifth = asyncio.create_task(session.publish_then(TOPICS.event("order"), b"4", done(4)))
+            await asyncio.sleep(0.2)
+            assert not fifth.done() and not seen  # the window is full
+            proxy.blackhole(False)
+            await fifth
+            await eventually(lambda: len(seen) == 5)
+            assert sorted(seen) == [(n, None) for n in range(5)]
+            assert session.publishes == before + 5
+            received = [int(bytes((await next_message(observer)).payload)) for _ in range(5)]
+            assert received == [0, 1, 2, 3, 4]
+
+
+async def test_publish_then_fails_what_is_in_flight_when_the_link_drops(
+    mosquitto: MosquittoBroker,
+) -> None:
+    async with FaultProxy(mosquitto.port) as proxy:
+        session = CloudSession(
+            cloud_for(mosquitto, port=proxy.port, max_inflight=3),
+            STATION,
+            on_command=Inbox().handle,
+        )
+        never: list[CloudError | None] = []
+        with pytest.raises(CloudError) as info:  # not connected: never called back
+            await session.publish_then(TOPICS.event("order"), b"x", never.append)
+        assert info.value.code == "not_connected"
+        async with running(session):
+            seen: list[str | None] = []
+            proxy.blackhole(True)
+            for _ in range(3):
+                await session.publish_then(
+                    TOPICS.event("order"), b"x", lambda e: seen.append(e and e.code)
+                )
+            waiting = asyncio.create_task(
+                session.publish_then(TOPICS.event("order"), b"x", never.append)
+            )
+            await asyncio.sleep(0.1)
+            proxy.drop()
+            proxy.blackhole(False)
+            await eventually(lambda: len(seen) == 3)
+            assert seen == ["connection_lost"] * 3
+            with pytest.raises(CloudError) as info:  # waited for room on a link now gone
+                await waiting
+            assert info.value.code == "not_connected"
+            await eventually(lambda: session.connected)  # reconnected, and publishing again
+            await session.publish(TOPICS.event("order"), b"y")
+        assert never == []
+
+
+async def test_the_packets_queued_together_go_out_in_one_send(mosquitto: MosquittoBroker) -> None:
+    """paho writes each packet with a `send` of its own; the link joins those waiting. A QoS 0
+    one (paho calls its on_publish once written) goes on its own, in its place."""
+    cloud = cloud_for(mosquitto, heartbeat_s=60)
+    session = CloudSession(cloud, STATION, on_command=Inbox().handle)
+    async with running(session), cloud_client(mosquitto, TOPICS.event("order")) as observer:
+        link = session._link
+        assert link is not None
+        sends: list[int] = []
+        send = link._client._sock_send
+
+        def counted(data: bytes | bytearray) -> int:
+            sends.append(len(data))
+            return send(data)
+
+        setattr(link._client, "_sock_send", counted)  # noqa: B010
+        acked: list[CloudError | None] = []
+        for n in range(10):  # none of these waits: all queued before paho writes
+            await session.publish_then(TOPICS.event("order"), str(n).encode(), acked.append)
+        await session.publish(TOPICS.event("order"), b"q0", qos=0)
+        for n in range(10, 20):
+            await session.publish_then(TOPICS.event("order"), str(n).encode(), acked.append)
+        await eventually(lambda: len(acked) == 20)
+        assert acked == [None] * 20
+        assert len(sends) == 3  # ten PUBLISHes, the QoS 0 one, ten more
+        received = [bytes((await next_message(observer)).payload) for _ in range(21)]
+    expected = [str(n).encode() for n in range(10)] + [b"q0"]
+    assert received == expected + [str(n).encode() for n in range(10, 20)]
+
+
+async def test_large_packets_are_joined_up_to_a_bound_and_arrive_whole(
+    mosquitto: MosquittoBroker,
+) -> None:
+    session = CloudSession(cloud_for(mosquitto, heartbeat_s=60), STATION, on_command=Inbox().handle)
+    async with running(session), cloud_client(mosquitto, TOPICS.event("order")) as observer:
+        link = session._link
+        assert link is not None
+        sends: list[int] = []
+        send = link._client._sock_send
+
+        def counted(data: bytes | bytearray) -> int:
+            sends.append(len(data))
+            return send(data)
+
+        setattr(link._client, "_sock_send", counted)  # noqa: B010
+        payloads = [bytes([65 + n]) * 20_000 for n in range(16)]  # 320 kB in one go
+        acked: list[CloudError | None] = []
+        for payload in payloads:
+            await session.publish_then(TOPICS.event("order"), payload, acked.append)
+        await eventually(lambda: len(acked) == 16)
+        received = [bytes((await next_message(observer)).payload) for _ in range(16)]
+    assert received == payloads
+    assert 4 <= len(sends) < 16 and max(sends) < 65_536 + 20_100  # a run stops past 64 KiB
+
+
+async def test_joined_packets_written_a_few_bytes_at_a_time_arrive_whole_and_in_order(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """A socket that takes 53 bytes at most and then is full until the loop's next turn: a
+    joined run is written in pieces, more packets (QoS 0 ones among them) queue behind its
+    unwritten rest and are joined with it; the broker still reads every packet whole."""
+    cloud = cloud_for(mosquitto, heartbeat_s=60, max_inflight=8)
+    session = CloudSession(cloud, STATION, on_command=Inbox().handle)
+    async with running(session), cloud_client(mosquitto, TOPICS.event("order")) as observer:
+        link = session._link
+        assert link is not None
+        send = link._client._sock_send
+        full = [False]
+
+        def trickle(data: bytes | bytearray) -> int:
+            full[0] = not full[0]
+            if not full[0]:
+                raise BlockingIOError
+            return send(data[:53])
+
+        setattr(link._client, "_sock_send", trickle)  # noqa: B010
+        payloads = [f"{n}:".encode() + bytes([65 + n % 26]) * (n * 37 % 300) for n in range(120)]
+        acked: list[CloudError | None] = []
+        for n, payload in enumerate(payloads):
+            if n % 7 == 3:
+                await session.publish(TOPICS.event("order"), payload, qos=0)
+            else:
+                await session.publish_then(TOPICS.event("order"), payload, acked.append)
+        expected_acks = len([n for n in range(120) if n % 7 != 3])
+        await eventually(lambda: len(acked) == expected_acks, timeout=20)
+        assert acked == [None] * expected_acks
+        received = [bytes((await next_message(observer)).payload) for _ in payloads]
+        assert session._link is link  # the same connection all along
+    assert received == payloads
 
 
 # ------------------------------------------------------------------ security
