@@ -117,15 +117,18 @@ def test_demo_config_loads() -> None:
     config = load_config(CONFIG_DIR / "demo.toml")
     assert config.station.id == "DEMO-001"
     assert config.metrics.textfile == config.store.path.with_name("edgectl.prom")
-    assert [(line.name, line.port) for line in config.lines] == [
-        ("north", "/tmp/edgectl-demo/north"),
-        ("south", "/tmp/edgectl-demo/south"),
+    assert [(line.name, line.protocol, line.port) for line in config.lines] == [
+        ("north", "wayne_dart", "/tmp/edgectl-demo/north"),
+        ("south", "wayne_dart", "/tmp/edgectl-demo/south"),
+        ("east", "ifsf", None),  # a mixed station: an IFSF dispenser on TCP/IP
     ]
-    assert [(p.number, p.line, p.address) for p in config.pumps] == [
-        (1, "north", 0x50),
-        (2, "north", 0x51),
-        (3, "south", 0x50),
-        (4, "south", 0x51),
+    assert [(p.number, p.line, config.address_of(p.number)) for p in config.pumps] == [
+        (1, "north", "0x50"),
+        (2, "north", "0x51"),
+        (3, "south", "0x50"),
+        (4, "south", "0x51"),
+        (5, "east", "1.1/FP1"),
+        (6, "east", "1.1/FP2"),
     ]
     assert all(2 <= len(p.nozzles) <= 3 for p in config.pumps)
     assert config.authorization.mode == "auto"
