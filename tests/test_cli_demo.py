@@ -81,25 +81,21 @@ def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     assert (tmp_path / "edgectl.log").exists()
 
 
-def test_demo_stops_by_itself_after_duration(tmp_path: Path) -> None:
+def _demo(tmp_path: Path, *options: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`edgectl demo --no-ui OPTIONS` on a copy of config/demo.toml, run in `tmp_path`."""
     config = demo_copy(tmp_path)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgectl",
-            "demo",
-            "--config",
-            str(config),
-            "--no-ui",
-            "--duration",
-            "3",
-        ],
+    return subprocess.run(
+        [sys.executable, "-m", "edgectl", "demo", "--config", str(config), "--no-ui", *options],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "250"},  # the banner's lines unwrapped
     )
+
+
+def test_demo_stops_by_itself_after_duration(tmp_path: Path) -> None:
+    result = _demo(tmp_path, "--duration", "3", timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "demo ran" in result.stdout
 
@@ -107,30 +103,8 @@ def test_demo_stops_by_itself_after_duration(tmp_path: Path) -> None:
 def _seeded_demo(tmp_path: Path, *extra: str, duration: int) -> str:
     """A bounded, seeded demo without its live view, on a copy of config/demo.toml; its
     output, once it exited 0 having stopped everything it started cleanly."""
-    config = demo_copy(tmp_path)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgectl",
-            "demo",
-            "--config",
-            str(config),
-            "--no-ui",
-            "--seed",
-            "3",
-            "--customer-interval",
-            "1",
-            "--duration",
-            str(duration),
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=duration + 90,
-        cwd=tmp_path,
-        env={**os.environ, "COLUMNS": "250"},  # the banner's lines unwrapped
-    )
+    options = ("--seed", "3", "--customer-interval", "1", "--duration", str(duration), *extra)
+    result = _demo(tmp_path, *options, timeout=duration + 90)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     # The IFSF nodes, their links and tasks stopped with the rest: nothing left pending.

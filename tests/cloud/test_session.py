@@ -547,6 +547,19 @@ async def test_publish_then_fails_what_is_in_flight_when_the_link_drops(
         assert never == []
 
 
+def counted_sends(link: Any) -> list[int]:
+    """The length of every `send` the link's paho client makes from now on."""
+    sends: list[int] = []
+    send = link._client._sock_send
+
+    def counted(data: bytes | bytearray) -> int:
+        sends.append(len(data))
+        return send(data)
+
+    setattr(link._client, "_sock_send", counted)  # noqa: B010
+    return sends
+
+
 async def test_the_packets_queued_together_go_out_in_one_send(mosquitto: MosquittoBroker) -> None:
     """paho writes each packet with a `send` of its own; the link joins those waiting. A QoS 0
     one (paho calls its on_publish once written) goes on its own, in its place."""
@@ -555,14 +568,7 @@ async def test_the_packets_queued_together_go_out_in_one_send(mosquitto: Mosquit
     async with running(session), cloud_client(mosquitto, TOPICS.event("order")) as observer:
         link = session._link
         assert link is not None
-        sends: list[int] = []
-        send = link._client._sock_send
-
-        def counted(data: bytes | bytearray) -> int:
-            sends.append(len(data))
-            return send(data)
-
-        setattr(link._client, "_sock_send", counted)  # noqa: B010
+        sends = counted_sends(link)
         acked: list[CloudError | None] = []
         for n in range(10):  # none of these waits: all queued before paho writes
             await session.publish_then(TOPICS.event("order"), str(n).encode(), acked.append)
@@ -584,14 +590,7 @@ async def test_large_packets_are_joined_up_to_a_bound_and_arrive_whole(
     async with running(session), cloud_client(mosquitto, TOPICS.event("order")) as observer:
         link = session._link
         assert link is not None
-        sends: list[int] = []
-        send = link._client._sock_send
-
-        def counted(data: bytes | bytearray) -> int:
-            sends.append(len(data))
-            return send(data)
-
-        setattr(link._client, "_sock_send", counted)  # noqa: B010
+        sends = counted_sends(link)
         payloads = [bytes([65 + n]) * 20_000 for n in range(16)]  # 320 kB in one go
         acked: list[CloudError | None] = []
         for payload in payloads:
