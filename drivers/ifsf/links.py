@@ -350,10 +350,7 @@ class _Outbound:
         if writer is None or writer.is_closing():
             if not queue:
                 raise self.node._unreachable(self.endpoint, "the link is not open")
-            if len(self.backlog) >= self.node.settings.backlog:
-                self.backlog.popleft()
-                log.warning("ifsf_backlog_full", node=self.node.name, peer=self.endpoint)
-            self.backlog.append(data)
+            self._enqueue(data)
             return
         async with self.lock:
             try:
@@ -361,7 +358,20 @@ class _Outbound:
                 await writer.drain()
             except OSError as exc:
                 self._close()
-                raise self.node._unreachable(self.endpoint, f"send failed: {exc}") from exc
+                if not queue:
+                    raise self.node._unreachable(self.endpoint, f"send failed: {exc}") from exc
+                # Queued sends wait for the next connection, as when the link was not open:
+                # the bytes written may have been lost with the old one.
+                log.info(
+                    "ifsf_send_requeued", node=self.node.name, peer=self.endpoint, error=str(exc)
+                )
+                self._enqueue(data)
+
+    def _enqueue(self, data: bytes) -> None:
+        if len(self.backlog) >= self.node.settings.backlog:
+            self.backlog.popleft()
+            log.warning("ifsf_backlog_full", node=self.node.name, peer=self.endpoint)
+        self.backlog.append(data)
 
     def drop(self) -> None:
         """Close the connection now; the link's task sees it end and opens it again."""

@@ -37,6 +37,7 @@ from typing import Any, Final, TypeVar
 
 import structlog
 
+from drivers.base import DriverError
 from drivers.ifsf import codec
 from drivers.ifsf.dispenser import (
     DIALECTS,
@@ -383,7 +384,10 @@ class IfsfSimulator:
     # ------------------------------------------------------------------ time
     async def _ticker(self) -> None:
         while True:
-            await self.tick()
+            try:
+                await self.tick()
+            except DriverError as exc:  # a link broke under a send: the next tick goes on
+                log.warning("ifsf_sim_tick_failed", error=str(exc))
             await asyncio.sleep(self.tick_s)
 
     async def tick(self) -> None:

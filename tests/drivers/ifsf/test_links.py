@@ -612,3 +612,33 @@ async def test_a_failing_tap_is_logged_and_the_node_goes_on(pair: Pair) -> None:
     assert isinstance(reply, ReadReply) and reply.values() == {0x14: 2}
     assert "tx" in seen and "rx" in seen  # the tap after the broken one still sees both ways
     assert any(entry["event"] == "bus_tap_failed" for entry in logs)
+
+
+async def test_a_queued_send_whose_write_fails_is_sent_once_the_link_opens_again(
+    pair: Pair,
+) -> None:
+    """A write that fails under `send` (the peer reset the connection: 'Connection lost'
+    from drain) is not the caller's error when the message may be queued: it waits in the
+    backlog and goes out on the next connection. Raising instead killed the simulator's
+    ticking task in the chaos run, and the dispensers stood still."""
+    await pair.cd.wait_link(DISPENSER, 3)
+    await pair.dispenser.wait_link(CD, 3)
+    link = pair.dispenser._link_of(CD)
+    assert link is not None and link.writer is not None
+    ups = sum(isinstance(e, LinkUp) for e in pair.disp_events)
+
+    async def lost() -> None:
+        raise ConnectionResetError("Connection lost")
+
+    link.writer.drain = lost  # type: ignore[method-assign]
+    report = unsolicited(DISPENSER, CD, FP1, [it(FP1, 0x14, 3)])
+    await pair.dispenser.send(report)  # no TransportError: queued
+    await until(lambda: sum(isinstance(e, LinkUp) for e in pair.disp_events) > ups)
+    await until(lambda: bool(pair.reports))
+    # A request (not queued) still fails at once with a typed error when its write fails.
+    await pair.cd.wait_link(DISPENSER, 3)
+    cd_link = pair.cd._link_of(DISPENSER)
+    assert cd_link is not None and cd_link.writer is not None
+    cd_link.writer.drain = lost  # type: ignore[method-assign]
+    with pytest.raises(TransportError, match="send failed: Connection lost"):
+        await pair.cd.read(DISPENSER, FP1, [0x14])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers.base import DriverError
+from drivers.base import DriverError, TransportError
 from drivers.ifsf import databases as db
 from drivers.ifsf import profiles
 from drivers.ifsf.codec import Message, Unsolicited, Write
@@ -23,7 +23,7 @@ from drivers.ifsf.dispenser import FpState
 from drivers.ifsf.encodings import Lna
 from drivers.ifsf.heartbeat import Heartbeat, decode_heartbeat
 from drivers.ifsf.links import IfsfNode, LinkDown, LinkEvent, LinkSettings, LinkUp
-from drivers.ifsf.node import PeerHeard, PeerLost, Refused
+from drivers.ifsf.node import PeerHeard, PeerLost, Refused, unsolicited
 from drivers.ifsf.sim import (
     Drop,
     Garbage,
@@ -594,3 +594,26 @@ async def test_a_sale_ended_while_the_cd_was_away_is_found_by_the_next_one() -> 
         Decimal("2.00"),
     )
     assert found.fp_states == {1: 3}
+
+
+async def test_a_failed_send_does_not_stop_the_simulator_ticking(station: Station) -> None:
+    """A send that fails in a tick (a TransportError: a link broken under it) is logged and
+    the ticking goes on: in the chaos run the ticker died of one and every dispenser stood
+    still until the harness gave up."""
+    node = station.sim.nodes[0]
+    assert node.node is not None
+    real_send = node.node.send
+    failures = [TransportError("send failed: Connection lost", device="node")]
+
+    async def broken_once(message: Message) -> None:
+        if failures:
+            raise failures.pop()
+        await real_send(message)
+
+    node.node.send = broken_once  # type: ignore[method-assign]
+    state = unsolicited(NODE_1, CD, FP1, [it(FP1, 0x14, 2)])
+    station.sim._outbox[NODE_1] = [state]
+    await until(lambda: not failures)
+    station.sim._outbox[NODE_1] = [state]
+    await until(lambda: any(m.originator == NODE_1 for m in station.reports))
+    assert all(not task.done() for task in station.sim._tasks)
