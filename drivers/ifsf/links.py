@@ -183,6 +183,10 @@ class LinkSettings:
     max_length: int = MAX_M_LG
     check_recipient: bool = True
     backlog: int = 64
+    # A message whose header came but whose M_Lg bytes do not follow within this time means
+    # the framing is lost (garbage read as a header): the connection is closed and opened
+    # again, rather than every message after it being taken for the rest of that one.
+    partial_timeout_s: float = 2.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lnas", tuple(self.lnas))
@@ -194,8 +198,10 @@ class LinkSettings:
         for port in (self.tcp_port, self.heartbeat_port):
             if not 0 <= port <= 0xFFFF:
                 raise ValueError(f"port {port} is outside 0-65535")
-        if self.heartbeat_interval_s <= 0 or self.reply_timeout_s <= 0:
-            raise ValueError("heartbeat_interval_s and reply_timeout_s are positive")
+        if min(self.heartbeat_interval_s, self.reply_timeout_s, self.partial_timeout_s) <= 0:
+            raise ValueError(
+                "heartbeat_interval_s, reply_timeout_s and partial_timeout_s are positive"
+            )
         if self.missed_heartbeats < 1:
             raise ValueError("missed_heartbeats is at least 1")
         if not 0 < self.backoff_initial_s <= self.backoff_max_s:
@@ -804,9 +810,25 @@ class IfsfNode:
     async def _read_stream(self, reader: asyncio.StreamReader, source: str) -> str:
         """Read messages until the stream ends; the reason it ended."""
         framer = StreamFramer(self.settings.max_length)
+        loop = asyncio.get_running_loop()
+        partial_since: float | None = None  # when the message held incomplete began
         while True:
+            deadline = None
+            if partial_since is not None:
+                deadline = partial_since + self.settings.partial_timeout_s
             try:
-                data = await reader.read(65536)
+                async with asyncio.timeout_at(deadline):
+                    data = await reader.read(65536)
+            except TimeoutError:  # (an OSError too: caught first)
+                held = framer.pending
+                self.counters.malformed += 1
+                self.counters.resyncs += 1
+                reason = (
+                    f"an incomplete message: {held} byte(s) held for "
+                    f"{self.settings.partial_timeout_s:g} s, its M_Lg never filled"
+                )
+                self._error(FramingLost(reason, device=source))
+                return f"framing lost: {reason}"
             except OSError as exc:
                 return f"read failed: {exc}"
             if not data:
@@ -820,6 +842,10 @@ class IfsfNode:
                 self.counters.resyncs += 1
                 self._error(FramingLost(str(exc), device=source))
                 return f"framing lost: {exc}"
+            if not framer.pending:
+                partial_since = None
+            elif found or partial_since is None:  # a new message began in these bytes
+                partial_since = loop.time()
             for each in found:
                 self._received(each, source)
 

@@ -31,6 +31,7 @@ FAST = {
     "backoff_initial_s": 0.05,
     "backoff_max_s": 0.2,
     "connect_timeout_s": 0.5,
+    "partial_timeout_s": 0.5,
 }
 
 

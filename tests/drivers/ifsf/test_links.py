@@ -642,3 +642,25 @@ async def test_a_queued_send_whose_write_fails_is_sent_once_the_link_opens_again
     cd_link.writer.drain = lost  # type: ignore[method-assign]
     with pytest.raises(TransportError, match="send failed: Connection lost"):
         await pair.cd.read(DISPENSER, FP1, [0x14])
+
+
+async def test_a_header_whose_m_lg_is_never_filled_does_not_swallow_the_link(pair: Pair) -> None:
+    """Garbage that happens to read as a header with a plausible M_Lg (here 3,000 bytes)
+    made the receiver wait for a message that never comes: every answer after it went into
+    that message, and the dispenser looked mute for minutes (the chaos run's stranded IFSF
+    pumps). A message left incomplete longer than `partial_timeout_s` means the framing is
+    lost: the connection is closed, the peer opens it again, and the link works."""
+    await pair.cd.wait_link(DISPENSER, 3)
+    await pair.dispenser.wait_link(CD, 3)
+    assert pair.cd.settings.partial_timeout_s <= 1.0  # FAST
+    ups = sum(isinstance(e, LinkUp) for e in pair.disp_events)
+    header = bytes((CD.subnet, CD.node, DISPENSER.subnet, DISPENSER.node, 0, 0x80)) + (
+        3000
+    ).to_bytes(2, "big")
+    await pair.dispenser.send_raw(CD, header + b"\x00" * 10)
+    with pytest.raises(DeviceTimeout):  # the answer is taken for the rest of that message
+        await pair.cd.read(DISPENSER, FP1, [0x14], timeout=0.3)
+    await until(lambda: sum(isinstance(e, LinkUp) for e in pair.disp_events) > ups)
+    await pair.dispenser.wait_link(CD, 3)
+    assert (await pair.cd.read(DISPENSER, FP1, [0x14])).values() == {0x14: 2}
+    assert any(isinstance(e, FramingLost) and "incomplete" in str(e) for e in pair.errors), pair.errors
