@@ -51,6 +51,8 @@ STATUS_MAP: dict[int, DispenserStatus] = {
 }
 # Pumps in these states are polled more often: their volume runs and their sale ends.
 _BUSY = {DispenserStatus.AUTHORIZED, DispenserStatus.FILLING, DispenserStatus.SUSPENDED}
+# A pump lost in one of these has a sale open (authorized, under way, or done but not read).
+_SALE_OPEN = _BUSY | {DispenserStatus.FILLING_COMPLETED, DispenserStatus.MAX_REACHED}
 
 # A reply frame's length on the wire at most: several transactions of up to 255 bytes each,
 # every byte possibly escaped. Used to bound how long bytes that keep coming hold one exchange.
@@ -82,6 +84,9 @@ class DartLineSettings:
     idle_poll_s: float = 0.0  # an idle pump is polled at most this often; 0 = every round
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 30.0
+    # A pump lost with a sale open is tried again at least this often, whatever the backoff
+    # says: its sale must be read and the pump reset while the customer is still there.
+    busy_retry_s: float = 2.0
     reopen_initial_s: float = 0.5
     reopen_max_s: float = 10.0
 
@@ -97,6 +102,7 @@ class _PumpLink:
     ever_seen: bool = False
     misses: int = 0
     next_try: float = 0.0  # offline pumps: when to try again
+    lost_mid_sale: bool = False  # it went offline with a sale open (tried every busy_retry_s)
     next_poll: float = 0.0  # idle pumps: when a routine poll is due
     status: DispenserStatus | None = None
     # Health, for alarms and history: decided once the pump answered or missed enough since
@@ -524,6 +530,7 @@ class DartLine:
         if not link.online:
             link.online = True
             link.ever_seen = True
+            link.lost_mid_sale = False
             link.link.restarted()  # it may reuse any sequence number, and know any of ours
             self._emit(PumpOnline(self.name, link.settings.address))
 
@@ -540,7 +547,10 @@ class DartLine:
         if link.misses >= self.settings.offline_after and link.fault is None:
             self._pump_faulted(link, self._why_missed(link))
         if not link.online:
-            link.next_try = now + link.backoff.next()
+            delay = link.backoff.next()
+            if link.lost_mid_sale:
+                delay = min(delay, link.backoff.jitter(self.settings.busy_retry_s))
+            link.next_try = now + delay
 
     def _why_missed(self, link: _PumpLink) -> DeviceFault:
         """What was seen while the pump missed: NAKs, damaged replies, or nothing at all."""
@@ -596,6 +606,7 @@ class DartLine:
     def _mark_offline(self, link: _PumpLink, reason: str) -> None:
         if link.online:
             link.online = False
+            link.lost_mid_sale = link.status in _SALE_OPEN
             link.status = None
             self._emit(PumpOffline(self.name, link.settings.address, reason))
 

@@ -153,6 +153,60 @@ async def test_silent_pump_goes_offline_without_stalling_the_others(harness: Har
     await harness.until(lambda: len(harness.of(PumpOnline, 0x51)) >= 2)
 
 
+async def test_a_pump_lost_mid_sale_is_tried_often_and_an_idle_one_backs_off(
+    tmp_path: Path,
+) -> None:
+    """A pump that vanished with a sale open (here filling) is tried again at least every
+    `busy_retry_s`, however long it stays away: its sale must be read and the pump reset
+    while the customer is still there. With the line's own backoff only (up to 30 s by
+    default) a burst of lost answers kept such a pump away for minutes in `make chaos`. An
+    idle pump that vanished still backs off, as before."""
+    sim = DartLineSimulator([SimPump(a, PRICES, flow_rate_lps=0.5) for a in (0x50, 0x51)])
+    sim.serve_pty(tmp_path / "dart")
+    events: list[DispenserEvent] = []
+    line = DartLine(
+        DartLineSettings(
+            name="test",
+            reply_timeout_s=0.03,
+            backoff_initial_s=0.2,
+            backoff_max_s=10.0,
+            busy_retry_s=0.25,
+        ),
+        [DartPumpSettings(address=a, nozzles=(1, 2)) for a in (0x50, 0x51)],
+        SerialTransport(str(tmp_path / "dart"), name="test"),
+        events.append,
+    )
+    task = asyncio.create_task(line.run())
+    h = Harness(sim, line, events)
+    try:
+        await h.until(lambda: line.is_online(0x50) and line.is_online(0x51))
+        busy = sim.pump(0x50)
+        busy.lift(1)
+        await line.authorize(0x50, nozzles=(1,), preset_amount=Decimal("20.00"))
+        busy.squeeze()
+        await h.until(lambda: line.last_status(0x50) is DispenserStatus.FILLING)
+        sim.set_online(0x50, False)
+        sim.set_online(0x51, False)
+        await h.until(lambda: bool(h.of(PumpOffline, 0x50)) and bool(h.of(PumpOffline, 0x51)))
+        sent = {a: line.pump_frames(a)["sent"] for a in (0x50, 0x51)}
+        await asyncio.sleep(3.0)  # backoff alone: tries 0.2, 0.4, 0.8, 1.6 s apart
+        tries = {a: line.pump_frames(a)["sent"] - sent[a] for a in (0x50, 0x51)}
+        assert tries[0x50] >= 8, tries  # about every 0.25 s
+        assert tries[0x51] <= 5, tries
+        sim.set_online(0x50, True)
+        back = asyncio.get_running_loop().time()
+        await h.until(lambda: line.is_online(0x50), timeout=3.0)
+        # Backoff alone would wait for its next try, 3.2 s after the last.
+        assert asyncio.get_running_loop().time() - back < 1.5
+        await h.until(lambda: line.last_status(0x50) is not None)
+        assert line.last_status(0x50) in (DispenserStatus.FILLING, DispenserStatus.MAX_REACHED)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        sim.stop()
+
+
 async def test_unplugged_adapter_is_reopened_when_it_comes_back(harness: Harness) -> None:
     harness.sim.unplug()
     await harness.until(lambda: len(harness.of(PumpOffline)) >= 3)
