@@ -144,7 +144,9 @@ async def line_faults(
     loop = asyncio.get_running_loop()
     while loop.time() < until_t:
         await asyncio.sleep(rng.uniform(0.3, 1.7))
-        choices = targets()
+        # A pump whose last fault has not struck yet is left alone: answers lost on a pump
+        # polled only at its retry pace would pile up into an outage, not noise.
+        choices = [(sim, a) for sim, a in targets() if not sim.faults_pending(a)]
         if not choices:
             continue
         sim, address = rng.choice(choices)

@@ -867,6 +867,20 @@ class DartLineSimulator:
         with self._lock:
             self._faults.drop_data[address] = self._faults.drop_data.get(address, 0) + n
 
+    def faults_pending(self, address: int) -> int:
+        """How many of the faults asked for at this pump have not struck yet (answers still to
+        drop, corrupt or refuse): a harness that adds more before they struck would pile them
+        up on a pump polled rarely, an outage rather than line noise."""
+        with self._lock:
+            f = self._faults
+            return (
+                f.drop.get(address, 0)
+                + f.drop_data.get(address, 0)
+                + (address in f.corrupt)
+                + f.corrupt_n.get(address, 0)
+                + f.nak_data.get(address, 0)
+            )
+
     def corrupt_next_reply(self, address: int) -> None:
         """Flip a CRC byte of the pump's next data reply (only data frames carry a CRC)."""
         with self._lock:

@@ -686,3 +686,17 @@ async def test_random_customers_come_and_leave_cleanly(
     with pytest.raises(asyncio.CancelledError):
         await customers
     assert pump.nozzle_out is None  # a cancelled customer still puts the nozzle back
+
+
+def test_faults_pending_counts_what_has_not_struck_yet(
+    master: Master, sim: DartLineSimulator
+) -> None:
+    """The chaos harness asks before adding noise at a pump (tests/soakkit.py line_faults)."""
+    assert sim.faults_pending(0x50) == 0
+    sim.drop_next_replies(0x50, 2)
+    sim.corrupt_next_reply(0x50)
+    assert sim.faults_pending(0x50) == 3 and sim.faults_pending(0x51) == 0
+    assert master.silent(codec.poll(0x50))
+    assert sim.faults_pending(0x50) == 2
+    assert master.silent(codec.poll(0x50))
+    assert sim.faults_pending(0x50) == 1  # the corruption waits for a data reply
