@@ -834,7 +834,8 @@ def encode_reply(item: Reply, *, etx: int = ETX) -> bytes:
     if isinstance(item, Unsupported):
         head = bytes((SOH,)) + _REFUSAL.encode("ascii")
         refusal = f"{checksum(head):04X}".encode("ascii")
-        if etx in refusal or etx in head:
+        # Its SOH starts it (even a terminator reprogrammed to 0x01 is read after it).
+        if etx in refusal or etx in head[1:]:
             raise ValueError("the refusal would hold the terminator")
         return head + refusal + bytes((etx,))
     if isinstance(item, DisplayReport):

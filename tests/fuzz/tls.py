@@ -554,6 +554,9 @@ TARGET = Target(
             reply_lines,
             check_replies,
             weight=4,
+            # make chaos, seed 757346969: the refusal read with the terminator 0x01 (SOH)
+            # could not be encoded back.
+            examples=[(b"\x019999FF1B\x01", 0x01)],
             seeds=[(golden.wire, codec.ETX) for golden in GOLDEN],
         ),
         Entry(

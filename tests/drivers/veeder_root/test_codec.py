@@ -106,6 +106,18 @@ def test_refusal_checksum_and_reply() -> None:
     assert codec.encode_reply(Unsupported(), etx=0x04) == b"\x019999FF1B\x04"
 
 
+def test_the_refusal_encodes_whatever_terminator_it_is_read_with() -> None:
+    """Found by make chaos's fuzzing (seed 757346969): with the terminator set to 0x01, the
+    byte that also starts a message, the refusal was read from the wire but the encoder
+    refused to write it, taking its leading SOH for the terminator inside it. Only a
+    terminator among its characters (a hex digit, say) makes it unsendable."""
+    wire = b"\x019999FF1B\x01"
+    assert codec.decode(wire, etx=0x01) == (len(wire), Unsupported())
+    assert codec.encode_reply(Unsupported(), etx=0x01) == wire
+    with pytest.raises(ValueError, match="would hold the terminator"):
+        codec.encode_reply(Unsupported(), etx=ord("F"))
+
+
 def test_refusal_with_a_bad_checksum_is_not_a_refusal() -> None:
     used, item = codec.decode(b"\x019999FF1C\x03")
     assert used == 10 and isinstance(item, Malformed) and item.kind == "bad_checksum"
