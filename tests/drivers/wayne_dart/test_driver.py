@@ -50,15 +50,14 @@ class Harness:
 def make_line(
     port: Path, addresses: list[int], events: list[DispenserEvent], **kw: object
 ) -> DartLine:
-    settings = DartLineSettings(
-        name="test",
-        reply_timeout_s=0.03,
-        backoff_initial_s=0.2,
-        backoff_max_s=0.5,
-        reopen_initial_s=0.05,
-        reopen_max_s=0.2,
-        **kw,  # type: ignore[arg-type]
-    )
+    fast: dict[str, object] = {
+        "reply_timeout_s": 0.03,
+        "backoff_initial_s": 0.2,
+        "backoff_max_s": 0.5,
+        "reopen_initial_s": 0.05,
+        "reopen_max_s": 0.2,
+    }
+    settings = DartLineSettings(name="test", **{**fast, **kw})  # type: ignore[arg-type]
     pumps = [DartPumpSettings(address=a, nozzles=(1, 2)) for a in addresses]
     return DartLine(settings, pumps, SerialTransport(str(port), name="test"), events.append)
 
@@ -164,18 +163,7 @@ async def test_a_pump_lost_mid_sale_is_tried_often_and_an_idle_one_backs_off(
     sim = DartLineSimulator([SimPump(a, PRICES, flow_rate_lps=0.5) for a in (0x50, 0x51)])
     sim.serve_pty(tmp_path / "dart")
     events: list[DispenserEvent] = []
-    line = DartLine(
-        DartLineSettings(
-            name="test",
-            reply_timeout_s=0.03,
-            backoff_initial_s=0.2,
-            backoff_max_s=10.0,
-            busy_retry_s=0.25,
-        ),
-        [DartPumpSettings(address=a, nozzles=(1, 2)) for a in (0x50, 0x51)],
-        SerialTransport(str(tmp_path / "dart"), name="test"),
-        events.append,
-    )
+    line = make_line(tmp_path / "dart", [0x50, 0x51], events, backoff_max_s=10.0, busy_retry_s=0.25)
     task = asyncio.create_task(line.run())
     h = Harness(sim, line, events)
     try:
