@@ -179,6 +179,29 @@ async def test_reports_from_before_an_authorization_do_not_end_it(tmp_path: Path
         assert all(s["authorization_id"] for s in st.rows("SELECT * FROM sales"))
 
 
+async def test_a_flow_starting_with_the_release_moves_the_authorization_to_fuelling(
+    tmp_path: Path,
+) -> None:
+    """The customer holds the trigger before the release: the pump reports AUTHORIZED and
+    FILLING before the station takes its confirmation. The authorization must still follow
+    the fill (it stayed `authorized` through it: a flaky CI run of the test below)."""
+    async with running_station(write_config(tmp_path, mode="attendant"), flow_rate_lps=2.0) as st:
+        await st.quiet()
+        pump = st.pump(1)
+        pump.lift(1)
+        pump.squeeze()
+        await st.daemon.station.authorize(1, AuthorizationSource.ATTENDANT)
+        await until(lambda: pump.status is DartStatus.FILLING, what="filling")
+        await until(
+            lambda: st.rows("SELECT state FROM authorizations") == [{"state": "fuelling"}],
+            what="the authorization fuelling",
+        )
+        pump.release()
+        pump.hang_up()
+        await until(lambda: len(st.rows("SELECT * FROM sales")) == 1, what="the sale")
+        assert st.rows("SELECT state FROM authorizations") == [{"state": "completed"}]
+
+
 async def test_authorize_obeyed_but_unconfirmed_is_withdrawn(tmp_path: Path) -> None:
     """The pump acts on the AUTHORIZE but every answer is lost: the authorization is recorded
     as failed, so the pump must not stay released for anyone to fill unpaid (found by the

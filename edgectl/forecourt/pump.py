@@ -477,8 +477,15 @@ class PumpDecider:
     def _act(self) -> Step:
         if not self.online or self.status is None:
             return
-        if self.auth is not None and self.events_taken <= self.confirmed_at:
-            return  # the pump said this before it confirmed the authorization
+        if (
+            self.auth is not None
+            and self.events_taken <= self.confirmed_at
+            and self.status not in IN_SALE
+        ):
+            # Said before the pump confirmed the authorization: a pump at rest may predate
+            # the AUTHORIZE. Fuel cannot, and a pump reports changes only, so a fill is
+            # followed whenever its report is taken.
+            return
         if self.status in SALE_OVER:
             if self.fill_sold and self.events_taken <= self.reset_at:
                 # The sale is committed and the pump confirmed its reset: this report (the

@@ -400,6 +400,42 @@ def test_reports_sent_before_the_confirmation_are_old_news() -> None:
     ]
 
 
+_FLOWED = MoveAuthorization(AuthorizationEvent.FLOW_STARTED, A.FUELLING)
+
+
+@pytest.mark.parametrize(
+    ("reports", "expected"),
+    [
+        ((D.AUTHORIZED, D.FILLING), [_FLOWED]),
+        ((D.AUTHORIZED, D.FILLING, D.FILLING_COMPLETED), [_FLOWED, FinishSale()]),
+        ((D.AUTHORIZED, D.FILLING, D.MAX_REACHED), [_FLOWED, FinishSale()]),
+        ((D.RESET, D.AUTHORIZED, D.FILLING), [_FLOWED]),
+    ],
+)
+def test_fuel_reported_before_the_confirmation_is_not_old_news(
+    reports: tuple[DispenserStatus, ...], expected: list[Decision]
+) -> None:
+    """A pump that starts the flow at once (trigger already held): its AUTHORIZED and FILLING
+    are queued before the station takes its confirmation. A pump at rest said before it
+    may predate the AUTHORIZE; fuel cannot, and it is never said again (the pump reports
+    changes only), so skipping it left the authorization AUTHORIZED through the whole fill:
+    no `fuelling` step for the order, and its store record wrong (the flaky station test
+    `test_a_fill_that_ended_unseen_at_the_pump_is_read_and_recorded` caught it)."""
+    pump = Pump("cloud")
+    pump.at_rest()
+    decider = pump.decider
+    decider.authorization_recorded(authorization(A.REQUESTED))
+    for _ in reports:
+        decider.report_queued()
+    confirmed = decider.authorization_confirmed()
+    decider.authorization_moved(authorization(confirmed.state))
+    decisions: list[Decision] = []
+    for status in reports:
+        decider.report_taken()
+        decisions += pump.carry_out(decider.on_report(StatusReport("l0", 0x50, status, 1), 0))
+    assert [d for d in decisions if not isinstance(d, LogTransitions)] == expected
+
+
 @pytest.mark.parametrize(
     ("status", "expected"),
     [
