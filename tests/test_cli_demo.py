@@ -207,6 +207,7 @@ async def test_pumps_drain_their_tanks_while_fuel_flows_and_a_tanker_refills_a_l
         plumbing.step()  # now below 2,500 L: a tanker is sent, once
         plumbing.step()
         assert plumbing.deliveries == 1 and tank.delivery_in_progress
+        assert plumbing.drops_under_way() == 1  # the summary says so: no delivery recorded yet
 
 
 def _started_demo(config: Path, cwd: Path) -> tuple[subprocess.Popen[str], str, str]:

@@ -290,7 +290,13 @@ async def _run(
             await network.stop()
         for _farm, console_sim in tank_sims.values():
             console_sim.stop()
-    _summary(console, config, time.monotonic() - started, plumbing.deliveries, first_sale)
+    _summary(
+        console,
+        config,
+        time.monotonic() - started,
+        (plumbing.deliveries, plumbing.drops_under_way()),
+        first_sale,
+    )
     if cloud is not None:
         console.print(cloud.summary(_order_statuses(config.store.path)))
     return 0
@@ -452,6 +458,14 @@ class _Plumbing:
                     tank.deliver(self.REFILL_SHARE * capacity - tank.volume_l, self.DROP_S)
                     self.deliveries += 1
 
+    def drops_under_way(self) -> int:
+        """Tanker drops still flowing: the gauge records a delivery once its drop ends."""
+        return sum(
+            tank.delivery_in_progress
+            for farm, _console in self.tank_sims.values()
+            for tank in farm.tanks
+        )
+
 
 def _tanks_table(config: Config) -> output.Fitted:
     figures = ("level mm", "product L", "15 °C L", "ullage L", "°C", "water mm")
@@ -518,9 +532,14 @@ def _protocols(config: Config) -> str:
 
 
 def _summary(
-    console: Console, config: Config, elapsed: float, tankers: int, first_sale: int
+    console: Console,
+    config: Config,
+    elapsed: float,
+    tankers: tuple[int, int],
+    first_sale: int,
 ) -> None:
-    """What the run did; `first_sale`: the last sale's id in the store before it."""
+    """What the run did; `tankers`: the drops sent and those still under way; `first_sale`:
+    the last sale's id in the store before it."""
     rows = _latest_sales(config.store.path, 1_000_000)
     console.print(
         f"demo ran {elapsed:.0f} s; the store now holds {len(rows)} sales ({config.store.path})"
@@ -537,7 +556,11 @@ def _summary(
     )
     if config.tanks:
         deliveries = _read(config.store.path, "SELECT id FROM deliveries")
-        console.print(f"tanks: {tankers} tanker drops sent; {len(deliveries)} deliveries recorded")
+        sent, flowing = tankers
+        under_way = f" ({flowing} still under way)" if flowing else ""
+        console.print(
+            f"tanks: {sent} tanker drops sent{under_way}; {len(deliveries)} deliveries recorded"
+        )
 
 
 # --------------------------------------------------------------------------- the run
