@@ -160,7 +160,16 @@ class TestCloud:
         return [m["data"] for m in self.on("result") if m["data"].get("cmd_id") == cmd_id]
 
     def orders(self, order_id: str) -> list[dict[str, Any]]:
-        return [m["data"] for m in self.on("evt/order") if m["data"]["order_id"] == order_id]
+        """The order's steps as a cloud keeps them: a re-send (the same `msg_id`, as after a
+        restart whose PUBACK was not on record yet) counted once, as docs/mqtt.md says."""
+        seen: set[str] = set()
+        steps = []
+        for m in self.on("evt/order"):
+            if m["data"]["order_id"] != order_id or m["msg_id"] in seen:
+                continue
+            seen.add(m["msg_id"])
+            steps.append(m["data"])
+        return steps
 
     async def wait(self, predicate: Callable[[], Any], timeout: float = 10, what: str = "") -> Any:
         async def poll() -> Any:
