@@ -240,12 +240,17 @@ class Progress:
 
 @dataclass(frozen=True, slots=True)
 class FillingInfo:
-    """Volume and amount of the current or last fill, with the nozzle and price when known."""
+    """Volume and amount of the current or last fill, with the nozzle and price when known.
+
+    `reference` is the dispenser's own number for a stored sale, where it keeps one (IFSF:
+    the transaction's TR_Seq_Nb, "TR 0042"; an offline sale, "offline 0042"); part of the
+    sale's identity, so the same stored sale read again is known whatever its totals."""
 
     volume: Decimal
     amount: Decimal
     nozzle: int | None = None
     unit_price: Decimal | None = None
+    reference: str | None = None
 
 
 class DispenserLine(Protocol):

@@ -11,6 +11,8 @@ does not have:
   the daemon's store held when it arrived (`clear@N`), read from the store there and then;
 - `hold-clear on|off`: refuse Clear_Transaction with MS_ACK 7 (busy), everything else as
   usual: the sale stays in the buffer after the daemon committed it;
+- `hold-totals on|off`: answer every read of a logical nozzle (its totals) with MS_ACK 7:
+  the daemon records a sale without its totals;
 - `pos-release PUMP [volume V]`: another controller (LNA 2.2, a POS) releases the FP, as
   happens while edgectl is down.
 
@@ -138,6 +140,7 @@ class Journal:
 
     store: Path
     hold_clear: bool = False
+    hold_totals: bool = False
     words: list[str] = field(default_factory=list)
 
     def sales_in_store(self) -> int:
@@ -192,6 +195,8 @@ async def run_sim(spec: Mapping[str, Any]) -> None:
     async def on_request(request: Message) -> Sequence[Message]:
         if journal.note(request):
             return [ack(request, 7)]
+        if journal.hold_totals and isinstance(request.database, db.LogicalNozzle):
+            return [ack(request, 7)]
         return await answer(request)
 
     node._on_request = on_request  # type: ignore[method-assign]
@@ -217,6 +222,9 @@ async def run_sim(spec: Mapping[str, Any]) -> None:
             if words and words[0] == "hold-clear":
                 journal.hold_clear = words[1:] == ["on"]
                 return Reply(f"ok hold-clear={journal.hold_clear}", ok=True)
+            if words and words[0] == "hold-totals":
+                journal.hold_totals = words[1:] == ["on"]
+                return Reply(f"ok hold-totals={journal.hold_totals}", ok=True)
             if words and words[0] == "pos-release":
                 return Reply("ok " + await pos_release(words), ok=True)
             return await controller.handle(text)

@@ -160,6 +160,34 @@ async def test_sigkill_after_the_commit_before_the_clear_records_nothing_new(
     assert site.daemon.terminate() == 0
 
 
+async def test_a_sale_read_again_without_its_totals_is_known_by_its_tr_seq_nb(
+    site: Site,
+) -> None:
+    """Issue 15.4, the identity "fuelling point + TR_Seq_Nb + totals": the sale is committed
+    without its totals (the dispenser would not give them), the daemon is killed before the
+    Clear, and after the restart the totals are still not given. The totals cannot name the
+    sale, the authorization is closed: its TR_Seq_Nb does (recorded twice before)."""
+    await site.start_daemon()
+    await site.sim.say("hold-clear on")
+    await site.sim.say("hold-totals on")
+    await sell(site, "o-5", "3.00")
+    await until(lambda: len(site.sales()) == 1, timeout=20, what="sale committed")
+    (sale,) = site.sales()
+    assert sale["total_volume_after"] is None and sale["dispenser_ref"] == "TR 0001"
+    assert '"totals_unavailable"' in site.log()
+    site.daemon.kill()
+    await site.sim.say("hold-clear off")
+
+    await site.start_daemon()
+    await site.cleared()
+    assert len(site.sales()) == 1
+    assert '"sale_already_recorded"' in site.log()
+    clears = {w for w in await site.sim.journal() if w.startswith("clear@")}
+    assert clears == {"clear@1"}  # each Clear after the one commit
+    assert site.order_statuses("o-5").count("completed") == 1
+    assert site.daemon.terminate() == 0
+
+
 async def test_sigkill_with_two_payable_sales_records_both_once_oldest_first(
     site: Site,
 ) -> None:

@@ -564,6 +564,7 @@ class FuellingPointView:
             tx.amount if tx.amount is not None else Decimal(0),
             nozzle,
             tx.unit_price if nozzle else None,
+            reference=f"{'offline' if offline else 'TR'} {seq:04d}",
         )
 
     def running_info(self) -> FillingInfo:

@@ -759,6 +759,7 @@ class PumpDecider:
             total_amount_after=totals[1] if totals else None,
             authorization_id=self.auth.id if self.auth else None,
             price_set_id=self.price_set_id,
+            reference=info.reference,
         )
         return sale, unmapped
 

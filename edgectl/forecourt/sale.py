@@ -62,6 +62,8 @@ class Sale:
     total_amount_after: Decimal | None = None
     authorization_id: int | None = None
     price_set_id: str | None = None
+    # The dispenser's own number for the stored sale (FillingInfo.reference), if it has one.
+    reference: str | None = None
 
     @property
     def uid(self) -> str:

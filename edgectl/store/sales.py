@@ -14,6 +14,11 @@ from edgectl.store.core import StoreCore
 from edgectl.store.rows import decimal_or_none, text_or_none
 from edgectl.store.tx import PRIORITY_SALE
 
+# A sale read again is looked for by the dispenser's number among the pump's last this many
+# sales: a dispenser holds a few unpaid sales, and its number (IFSF TR_Seq_Nb, 0001-9999)
+# does not go round in so few.
+REFERENCE_WINDOW = 32
+
 
 @dataclass(frozen=True, slots=True)
 class RecordedSale:
@@ -37,22 +42,44 @@ class Sales(StoreCore):
         now = self._clock()
         with self.transaction() as tx:
             existing = tx.execute(
-                "SELECT id, nozzle, volume, amount FROM sales WHERE uid = ? OR"
+                "SELECT id, nozzle, volume, amount, dispenser_ref FROM sales WHERE uid = ? OR"
                 " (authorization_id IS NOT NULL AND authorization_id = ?)",
                 (sale.uid, sale.authorization_id),
             ).fetchone()
+            if existing is None and sale.reference is not None:
+                # Its totals may come out otherwise when read again (not read at all, or
+                # figured from a buffer that changed): the dispenser's number and the same
+                # figures name it among the pump's last sales, which the number cannot have
+                # gone round in.
+                existing = tx.execute(
+                    "SELECT id, nozzle, volume, amount, dispenser_ref FROM sales"
+                    " WHERE pump = ? AND dispenser_ref = ? AND nozzle = ? AND volume = ?"
+                    " AND amount = ? AND id IN (SELECT id FROM sales WHERE pump = ?"
+                    " ORDER BY id DESC LIMIT ?)",
+                    (
+                        sale.pump,
+                        sale.reference,
+                        sale.nozzle,
+                        str(sale.volume),
+                        str(sale.amount),
+                        sale.pump,
+                        REFERENCE_WINDOW,
+                    ),
+                ).fetchone()
             if existing is not None:
                 same = (int(existing[1]), Decimal(existing[2]), Decimal(existing[3])) == (
                     sale.nozzle,
                     sale.volume,
                     sale.amount,
-                )
+                ) and (existing[4] is None or sale.reference in (None, existing[4]))
                 conflict = None
                 if not same:
+                    theirs = f", {existing[4]}" if existing[4] else ""
+                    ours = f", {sale.reference}" if sale.reference else ""
                     conflict = (
                         f"sale {existing[0]} (nozzle {existing[1]}, {existing[2]} L,"
-                        f" {existing[3]}) has the identity of this fill (nozzle {sale.nozzle},"
-                        f" {sale.volume} L, {sale.amount})"
+                        f" {existing[3]}{theirs}) has the identity of this fill (nozzle"
+                        f" {sale.nozzle}, {sale.volume} L, {sale.amount}{ours})"
                     )
                 return RecordedSale(
                     int(existing[0]), created=False, totals_alarm=None, conflict=conflict
@@ -67,7 +94,8 @@ class Sales(StoreCore):
                 "INSERT INTO sales (uid, pump, nozzle, grade, volume, amount, unit_price,"
                 " currency, authorization_id, price_set_id, total_volume_before,"
                 " total_volume_after, total_amount_before, total_amount_after, ended_at,"
-                " recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " recorded_at, dispenser_ref)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     sale.uid,
                     sale.pump,
@@ -85,6 +113,7 @@ class Sales(StoreCore):
                     text_or_none(sale.total_amount_after),
                     sale.ended_at,
                     now,
+                    sale.reference,
                 ),
             )
             sale_id = int(cur.lastrowid or 0)

@@ -320,4 +320,11 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (shift, moment, pump, nozzle)
     );
     """,
+    # The dispenser's own number for a stored sale (IFSF TR_Seq_Nb, issue 15.4), part of the
+    # sale's identity: looked up among the pump's recent sales (store/sales.py).
+    """
+    ALTER TABLE sales ADD COLUMN dispenser_ref TEXT;
+    CREATE INDEX sales_by_dispenser_ref ON sales(pump, dispenser_ref)
+        WHERE dispenser_ref IS NOT NULL;
+    """,
 )

@@ -62,3 +62,84 @@ def test_a_served_lift_is_remembered_until_the_nozzle_is_hung_up(tmp_path: Path)
     assert not again.lift_served(1)
     again.close()
     assert not Store(path, messages=ContractMessages()).lift_served(1)
+
+
+# The dispenser's own number for a stored sale (IFSF: TR_Seq_Nb) is part of its identity
+# (issue 15.4: "fuelling point + TR_Seq_Nb + totals"): a sale read again whose totals came out
+# otherwise (not read, or figured from a buffer that changed) is still the same sale.
+@pytest.mark.parametrize(
+    "read_again",
+    [
+        # totals not read this time: the identity falls back to the authorization and end time
+        {
+            "total_volume_after": None,
+            "total_amount_after": None,
+            "ended_at": "2026-11-24T10:05:00.000Z",
+        },
+        # totals figured otherwise (a later sale of the nozzle counted in)
+        {"total_volume_after": Decimal("1012.00"), "total_amount_after": Decimal("7994.68")},
+    ],
+)
+def test_a_sale_read_again_is_known_by_the_dispensers_number(
+    store: Store, read_again: dict[str, object]
+) -> None:
+    first = store.record_sale(make_sale(reference="TR 0042"))
+    again = store.record_sale(make_sale(reference="TR 0042", **read_again))
+    assert again.id == first.id and not again.created and again.conflict is None
+    assert len(store.sales()) == 1
+    assert store.query("SELECT dispenser_ref FROM sales") == [{"dispenser_ref": "TR 0042"}]
+
+
+def test_the_dispensers_number_alone_does_not_make_two_fills_one(store: Store) -> None:
+    """Another fill with the same number (a replaced board counting from 1 again, or the
+    counter's wrap) is another sale: the number only joins fills with the same figures."""
+    store.record_sale(make_sale(reference="TR 0001"))
+    other = store.record_sale(
+        make_sale(
+            reference="TR 0001",
+            volume=Decimal("5.00"),
+            amount=Decimal("39.45"),
+            total_volume_after=Decimal("1015.00"),
+            total_amount_after=Decimal("8018.35"),
+        )
+    )
+    assert other.created and other.conflict is None
+
+
+def test_the_dispensers_number_is_looked_up_among_the_pumps_recent_sales_only(
+    store: Store,
+) -> None:
+    """The same figures and number long after (the counter went round) are a new sale."""
+    store.record_sale(make_sale(reference="TR 0007"))
+    for n in range(40):
+        total = Decimal("1010.00") + 10 * (n + 1)
+        store.record_sale(
+            make_sale(
+                reference=f"TR {n + 100:04d}",
+                total_volume_after=total,
+                total_amount_after=total * Decimal("7.89"),
+            )
+        )
+    late = store.record_sale(
+        make_sale(
+            reference="TR 0007",
+            total_volume_after=Decimal("2000.00"),
+            total_amount_after=Decimal("15780.00"),
+        )
+    )
+    assert late.created
+
+
+def test_same_totals_under_another_dispenser_number_is_a_conflict(store: Store) -> None:
+    """Two stored sales of the dispenser cannot end on the same totals: one of the figures is
+    wrong, and the pump is held for a person (nothing reset, nothing lost)."""
+    first = store.record_sale(make_sale(reference="TR 0042"))
+    again = store.record_sale(make_sale(reference="TR 0043"))
+    assert not again.created and again.conflict is not None and f"sale {first.id}" in again.conflict
+    assert "TR 0042" in again.conflict and "TR 0043" in again.conflict
+
+
+def test_a_fill_without_a_number_keeps_the_old_identity(store: Store) -> None:
+    first = store.record_sale(make_sale())
+    again = store.record_sale(make_sale(reference="TR 0042"))
+    assert again.id == first.id and again.conflict is None

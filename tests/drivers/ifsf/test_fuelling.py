@@ -295,7 +295,7 @@ def test_sales_are_taken_oldest_first_across_the_wrap_and_cleared_one_by_one() -
     stored(v, 9999, "1.00", "1.50", nozzle=1)
     tx = v.next_sale()
     assert tx is not None and tx.seq == 9999
-    assert v.take(9999) == FillingInfo(D("1.00"), D("1.50"), 1, D("1.500"))
+    assert v.take(9999) == FillingInfo(D("1.00"), D("1.50"), 1, D("1.500"), "TR 9999")
     assert v.in_hand == 9999
     assert v.cleared(9999) == []  # the driver reports after the station's reset
     assert statuses(v.report()) == [S.FILLING_COMPLETED]
@@ -462,7 +462,9 @@ def test_offline_sales_come_after_the_held_ones_with_the_dispensers_volume_total
     v.cleared(40)
     tx = v.next_sale()
     assert tx is not None and (tx.seq, tx.offline) == (3, True)
-    assert v.take(3, offline=True) == FillingInfo(D("4.00"), D("8.00"), 1, D("2.00"))
+    assert v.take(3, offline=True) == FillingInfo(
+        D("4.00"), D("8.00"), 1, D("2.00"), "offline 0003"
+    )
     # Volume: the dispenser's own (CDh); amount: the later known sale taken off.
     assert v.totals_as_of(1, (D("110.00"), D("220.00"))) == (D("104.00"), D("208.00"))
     v.cleared(3, offline=True)
@@ -527,7 +529,7 @@ def test_a_transaction_status_message_and_a_read_of_the_entry() -> None:
     v.feed(Message(CD, DISPENSER, 3, tr, read))
     tx = v.transactions[42]
     assert (tx.state, tx.nozzle, tx.controller, tx.read) == (f.LOCKED, 2, CD, True)
-    assert v.take(42) == FillingInfo(D("20.00"), D("30.00"), 2, D("1.500"))
+    assert v.take(42) == FillingInfo(D("20.00"), D("30.00"), 2, D("1.500"), "TR 0042")
 
 
 def test_totals_and_a_malformed_item_and_other_fps() -> None:
