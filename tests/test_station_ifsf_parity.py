@@ -1,0 +1,249 @@
+"""IFSF pumps as DART ones (issue 15.7): the totals alarm, the technician CLI and what the
+cloud is told, on one station with a DART pump (1, on a pty) and an IFSF pump (2, FP 1 of
+node 1.1 on loopback), the real daemon in this process. The cloud cannot tell them apart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drivers import registry
+from drivers.ifsf.dispenser import Fill, FpState, HangUp, Lift
+from drivers.ifsf.sim import IfsfSimulator, SimFp
+from drivers.wayne_dart.sim import DartLineSimulator, SimPump
+from edgectl.config import Config, load_config
+from edgectl.daemon import Daemon
+from tests.control.clikit import Result, acli, short_dir
+from tests.drivers.ifsf.loopback import free_udp_port
+from tests.stationkit import rows, start_simulators, until
+
+D = Decimal
+DART, IFSF = 1, 2  # the station's pump numbers
+
+STATION = """
+[station]
+id = "MIXED-01"
+currency = "CNY"
+
+[store]
+path = "{tmp}/edgectl.db"
+
+[authorization]
+mode = "cloud"
+authorize_timeout_s = 60
+
+[logging]
+level = "debug"
+format = "json"
+
+[control]
+socket = "{tmp}/control.sock"
+{cloud}
+[[grades]]
+id = "92"
+name = "92"
+unit_price = "7.45"
+
+[[grades]]
+id = "95"
+name = "95"
+unit_price = "7.93"
+
+[[lines]]
+name = "l0"
+port = "{tmp}/l0"
+protocol = "wayne_dart"
+reply_timeout_ms = 150
+
+[[pumps]]
+number = 1
+line = "l0"
+address = 0x50
+nozzles = {{ 1 = "92", 2 = "95" }}
+
+[[lines]]
+name = "forecourt"
+protocol = "ifsf"
+profile = "generic"
+controller_lna = "2.1"
+tcp_port = 0
+heartbeat_port = {cd_hb}
+heartbeat_to = ["127.0.0.1:{sim_hb}"]
+heartbeat_interval_s = 0.2
+missed_heartbeats = 10
+reply_timeout_ms = 2000
+products = {{ "92" = 1, "95" = 2 }}
+
+[[pumps]]
+number = 2
+line = "forecourt"
+node = "1.1"
+fp = 1
+nozzles = {{ 1 = "92", 2 = "95" }}
+"""
+
+
+@dataclass
+class Mixed:
+    config: Config
+    daemon: Daemon
+    dart: DartLineSimulator
+    ifsf: IfsfSimulator
+
+    @property
+    def db(self) -> Path:
+        return self.config.store.path
+
+    @property
+    def socket(self) -> Path:
+        return self.config.control.socket
+
+    @property
+    def pump(self) -> SimPump:
+        """The DART pump, 1."""
+        return self.dart.pump(0x50)
+
+    @property
+    def fp(self) -> SimFp:
+        """The IFSF fuelling point, pump 2."""
+        return self.ifsf.fps[0]
+
+    def rows(self, sql: str) -> list[dict[str, Any]]:
+        return rows(self.db, sql)
+
+    async def cli(self, *args: str) -> Result:
+        return await acli(*args, "--config", str(self.config.source))
+
+    async def json(self, *args: str) -> Any:
+        done = await self.cli(*args, "--json")
+        assert done.code == 0, done.err
+        return done.json()
+
+    async def ifsf_fill(self, nozzle: int, **fill: Any) -> None:
+        """A customer at the IFSF FP: lift, fill at 5 l/s, hang up."""
+        customer = self.ifsf.play(self.fp, [Lift(nozzle), Fill(rate_lps=D(5), **fill), HangUp()])
+        assert await self.ifsf.wait_until(lambda: customer.done, 20), "customer still at it"
+        assert customer.outcome == "done", customer.outcome
+
+    async def settled(self) -> None:
+        """Both pumps idle with their start-up work done (totals baseline, prices sent)."""
+
+        def quiet(s: Any) -> bool:
+            return bool(
+                s.idle.is_set()
+                and s.queue.empty()
+                and not s.decider.check_totals
+                and not s.prices_pending()
+            )
+
+        points = self.daemon.station.points.values()
+        await until(lambda: all(quiet(s) for s in points), 15, "pumps settled")
+
+
+def ifsf_simulator(config: Config, sim_hb: int, cd_hb: int) -> IfsfSimulator:
+    pump = config.pump(IFSF)
+    prices = {n: config.grade(g).unit_price for n, g in pump.nozzles.items()}
+    products = config.line(pump.line).products
+    plan = registry.NetworkPlan(
+        name="forecourt",
+        nodes=(
+            registry.NodePlan(
+                node=1,
+                pumps=(
+                    registry.PumpPlan(
+                        number=IFSF,
+                        address=1,
+                        prices=prices,
+                        totals={n: (D("1000.00") * n, D("7500.00") * n) for n in prices},
+                    ),
+                ),
+                products={(1, n): products[g] for n, g in pump.nozzles.items()},
+            ),
+        ),
+        heartbeat_port=sim_hb,
+        heartbeat_destinations=(("127.0.0.1", cd_hb),),
+        heartbeat_interval_s=0.2,
+    )
+    network = registry.dispenser_simulation("ifsf").network
+    assert network is not None
+    sim = network(plan)
+    assert isinstance(sim, IfsfSimulator)
+    return sim
+
+
+@contextlib.asynccontextmanager
+async def mixed_station(cloud: str = "") -> AsyncIterator[Mixed]:
+    with short_dir() as tmp:
+        cd_hb, sim_hb = free_udp_port(), free_udp_port()
+        path = tmp / "station.toml"
+        text = STATION.format(tmp=tmp, cd_hb=cd_hb, sim_hb=sim_hb, cloud=cloud)
+        path.write_text(text, encoding="utf-8")
+        config = load_config(path)
+        dart = start_simulators(config, flow_rate_lps=20.0)["l0"]
+        ifsf = ifsf_simulator(config, sim_hb, cd_hb)
+        await ifsf.start()
+        daemon = Daemon(config)
+        task = asyncio.create_task(daemon.run(install_signals=False))
+        try:
+            points = daemon.station.points.values()
+            await until(
+                lambda: all(p.online and p.status is not None for p in points), 15, "pumps online"
+            )
+            station = Mixed(config, daemon, dart, ifsf)
+            await station.settled()
+            yield station
+        finally:
+            daemon.request_stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 20)
+            await ifsf.stop()
+            dart.stop()
+
+
+# ---------------------------------------------------------------------- (a) totals alarm
+@pytest.mark.timeout(60)
+async def test_an_ifsf_meter_that_moves_without_a_sale_raises_the_totals_alarm_once() -> None:
+    async with mixed_station() as st:
+        assert st.rows("SELECT * FROM alarms") == []
+        (baseline,) = st.rows("SELECT * FROM nozzle_totals WHERE pump = 2 AND nozzle = 2")
+        assert (baseline["volume"], baseline["amount"]) == ("2000.00", "15000.00")
+        # 3 litres the controller never hears of, then an ordinary attendant sale of 20.00.
+        st.fp.meter_fault(2, D("3.00"), D("23.79"))
+        done = await st.json("authorize", "2", "--amount", "20", "--nozzle", "2")
+        assert done["state"] == "authorized", done
+        await st.ifsf_fill(2)
+        await until(lambda: len(st.rows("SELECT * FROM sales")) == 1, 15, "the sale recorded")
+        (sale,) = st.rows("SELECT * FROM sales")
+        assert (sale["pump"], sale["nozzle"], sale["grade"]) == (2, 2, "95")
+        assert (sale["volume"], sale["amount"]) == ("2.52", "20.00")
+        await until(lambda: bool(st.rows("SELECT * FROM alarms")), 10, "the totals alarm")
+        (alarm,) = st.rows("SELECT * FROM alarms")
+        assert (alarm["kind"], alarm["severity"], alarm["pump"], alarm["nozzle"]) == (
+            "totals_mismatch",
+            "critical",
+            2,
+            2,
+        )
+        assert alarm["message"] == (
+            "pump 2 nozzle 2: totals moved by 5.52 volume / 43.79 amount but the sale is "
+            "2.52 / 20.00 (missed or tampered sale)"
+        )
+        shown = await st.json("totals")
+        checks = {(n["pump"], n["nozzle"]): n["last_check"] for n in shown["totals"]}
+        assert checks[(2, 2)]["verdict"] == "mismatch", checks
+        assert checks[(2, 2)]["sale_id"] == sale["id"]
+        # The next sale on it agrees with its totals again: no second alarm.
+        await until(lambda: st.fp.point.state is FpState.IDLE, 10, "FP idle")
+        await st.settled()
+        await st.json("authorize", "2", "--amount", "10", "--nozzle", "2")
+        await st.ifsf_fill(2)
+        await until(lambda: len(st.rows("SELECT * FROM sales")) == 2, 15, "the second sale")
+        await st.settled()
+        assert [a["kind"] for a in st.rows("SELECT * FROM alarms")] == ["totals_mismatch"]
