@@ -20,6 +20,8 @@ from drivers.ifsf.sim import IfsfSimulator, SimFp
 from drivers.wayne_dart.sim import DartLineSimulator, SimPump
 from edgectl.config import Config, load_config
 from edgectl.daemon import Daemon
+from edgectl.errors import CommandError
+from edgectl.station import OrderRequest
 from tests.control.clikit import Result, acli, short_dir
 from tests.drivers.ifsf.loopback import free_udp_port
 from tests.stationkit import rows, start_simulators, until
@@ -147,6 +149,15 @@ class Mixed:
         await until(lambda: all(quiet(s) for s in points), 15, "pumps settled")
 
 
+def shape(value: Any) -> Any:
+    """A JSON value's structure: every key, and each leaf's type ("NoneType" for a null)."""
+    if isinstance(value, dict):
+        return {key: shape(v) for key, v in value.items()}
+    if isinstance(value, list):
+        return [shape(v) for v in value]
+    return type(value).__name__
+
+
 def ifsf_simulator(config: Config, sim_hb: int, cd_hb: int) -> IfsfSimulator:
     pump = config.pump(IFSF)
     prices = {n: config.grade(g).unit_price for n, g in pump.nozzles.items()}
@@ -247,3 +258,113 @@ async def test_an_ifsf_meter_that_moves_without_a_sale_raises_the_totals_alarm_o
         await until(lambda: len(st.rows("SELECT * FROM sales")) == 2, 15, "the second sale")
         await st.settled()
         assert [a["kind"] for a in st.rows("SELECT * FROM alarms")] == ["totals_mismatch"]
+
+
+# ---------------------------------------------------------------------- (b) technician CLI
+@pytest.mark.timeout(60)
+async def test_the_cli_shows_an_ifsf_pump_as_a_dart_one_and_its_price_change_reaches_it() -> None:
+    async with mixed_station() as st:
+        dart, ifsf = await st.json("pumps")
+        assert shape(ifsf) == shape(dart)
+        assert (dart["line"], dart["address"]) == ("l0", "0x50")
+        assert (ifsf["pump"], ifsf["line"], ifsf["address"]) == (2, "forecourt", "1.1/FP1")
+        assert (ifsf["online"], ifsf["state"], ifsf["status"]) == (True, "IDLE", "reset")
+        shown = await st.cli("pumps")
+        assert shown.code == 0, shown.err
+        (line,) = [text for text in shown.out.splitlines() if "forecourt/1.1/FP1" in text]
+        assert "IDLE" in line and "yes" in line
+
+        changed = await st.json("price", "95", "8.10")
+        assert (changed["previous_price"], changed["unit_price"]) == ("7.93", "8.10")
+
+        async def confirmed() -> bool:
+            prices = await st.json("prices")
+            return all(p["price_set_id"] == changed["price_set_id"] for p in prices["pumps"])
+
+        async with asyncio.timeout(15):
+            while not await confirmed():
+                await asyncio.sleep(0.1)
+        # Each dispenser holds it: the IFSF product 2 in fuelling mode 1, DART nozzle 2.
+        model = st.fp.node.model
+        assert (model.price(1), model.price(2)) == (D("7.45"), D("8.10"))
+        assert (st.pump.price(1), st.pump.price(2)) == (745, 810)
+        prices = await st.json("prices")
+        (p95,) = [g for g in prices["grades"] if g["grade"] == "95"]
+        assert (p95["unit_price"], p95["configured"]) == ("8.10", "7.93")
+
+        # And the IFSF pump sells at it, the sale named in `sales` like any other.
+        await st.settled()
+        await st.json("authorize", "2", "--amount", "16.20", "--nozzle", "2")
+        await st.ifsf_fill(2)
+        await until(lambda: len(st.rows("SELECT * FROM sales")) == 1, 15, "the sale recorded")
+        sales = await st.json("sales", "--pump", "2")
+        (sale,) = sales["sales"]
+        assert (sale["pump"], sale["nozzle"], sale["grade"]) == (2, 2, "95")
+        assert (sale["unit_price"], sale["volume"], sale["amount"]) == ("8.10", "2.00", "16.20")
+        assert sale["price_set_id"] == changed["price_set_id"]
+        assert (await st.json("sales", "--pump", "1"))["sales"] == []
+        text = await st.cli("sales")
+        assert text.code == 0 and "16.20" in text.out and "1 sale(s)" in text.out, text.out
+
+
+@pytest.mark.timeout(60)
+async def test_close_open_and_stop_from_the_cli_act_on_an_ifsf_pump() -> None:
+    async with mixed_station() as st:
+        closed = await st.cli("close", "2", "--reason", "nozzle 2 leaking")
+        assert closed.code == 0, closed.err
+        assert closed.out.strip() == "pump 2 closed: no authorization until it is opened again"
+        views = await st.json("pumps")
+        assert [(p["pump"], p["state"], p["closed"]) for p in views] == [
+            (1, "IDLE", False),
+            (2, "CLOSED", True),
+        ]
+        refused = await st.cli("authorize", "2", "--amount", "20")
+        assert refused.code == 1 and "pump 2 is closed" in refused.err, refused.err
+        order = OrderRequest(
+            order_id="o-closed",
+            cmd_id="cmd-o-closed",
+            pump=IFSF,
+            preset_type="amount",
+            preset_value=D("20.00"),
+            currency="CNY",
+        )
+        with pytest.raises(CommandError) as cloud_refused:
+            await st.daemon.station.start_order(order)
+        assert cloud_refused.value.code == "pump_closed"
+        await asyncio.sleep(0.5)
+        assert st.fp.point.state is FpState.IDLE  # never released
+        assert st.rows("SELECT * FROM authorizations") == []
+
+        opened = await st.json("open", "2")
+        assert opened == {"message": "pump 2 open again", "pump": 2, "closed": False}
+        authorized = await st.json("authorize", "2", "--amount", "20")
+        assert authorized["state"] == "authorized", authorized
+        await until(lambda: st.fp.point.state is FpState.AUTHORISED, 10, "FP released")
+        stopped = await st.json("stop", "2")
+        assert stopped["message"] == "pump 2 stopped"
+        await until(lambda: st.fp.point.state is FpState.IDLE, 10, "FP back to idle")
+        (auth,) = st.rows("SELECT * FROM authorizations")
+        assert (auth["pump"], auth["source"]) == (2, "attendant")
+        await until(
+            lambda: st.rows("SELECT state FROM authorizations")[0]["state"] != "authorized",
+            10,
+            "the authorization ended",
+        )
+        everything = await st.json("stop", "all")
+        assert everything["stopped"] == [1, 2] and everything["failed"] == []
+        audit = [(a["action"], a["outcome"]) for a in (await st.json("audit"))["audit"]]
+        assert audit == [
+            ("close", "ok"),
+            ("authorize", "failed"),
+            ("open", "ok"),
+            ("authorize", "ok"),
+            ("stop", "ok"),
+            ("stop", "ok"),
+        ]
+
+        history = (await st.json("history"))["devices"]
+        by_device = {d["device"]: d for d in history}
+        assert set(by_device["pump:2"]) == set(by_device["pump:1"])
+        assert by_device["pump:2"]["kind"] == "pump" and by_device["pump:2"]["online"] == 1
+        shown = await st.cli("history", "2")
+        assert shown.code == 0 and shown.out.startswith("pump:2 online"), shown.out
