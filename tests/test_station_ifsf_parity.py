@@ -6,24 +6,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drivers import registry
 from drivers.ifsf.dispenser import Fill, FpState, HangUp, Lift
 from drivers.ifsf.sim import IfsfSimulator, SimFp
-from drivers.wayne_dart.sim import DartLineSimulator, SimPump
+from drivers.wayne_dart.codec import DartStatus
+from drivers.wayne_dart.sim import Customer, DartLineSimulator, SimPump, preset_fill
 from edgectl.config import Config, load_config
 from edgectl.daemon import Daemon
 from edgectl.errors import CommandError
 from edgectl.station import OrderRequest
+from tests.cloudkit import TestCloud, cloud_section
 from tests.control.clikit import Result, acli, short_dir
 from tests.drivers.ifsf.loopback import free_udp_port
+from tests.mqttkit import MosquittoBroker
 from tests.stationkit import rows, start_simulators, until
 
 D = Decimal
@@ -156,6 +160,29 @@ def shape(value: Any) -> Any:
     if isinstance(value, list):
         return [shape(v) for v in value]
     return type(value).__name__
+
+
+def keys(value: Any) -> Any:
+    """A JSON object's keys, and those of the objects in it."""
+    if isinstance(value, dict):
+        return {key: keys(v) for key, v in value.items()}
+    return None
+
+
+def leaf_types(messages: Iterable[Any]) -> dict[str, set[str]]:
+    """Each leaf's path in the messages ("data.nozzle") and every type it takes in them."""
+    found: dict[str, set[str]] = {}
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for key, v in value.items():
+                walk(v, f"{path}.{key}" if path else key)
+        else:
+            found.setdefault(path, set()).add(type(value).__name__)
+
+    for message in messages:
+        walk(message, "")
+    return found
 
 
 def ifsf_simulator(config: Config, sim_hb: int, cd_hb: int) -> IfsfSimulator:
@@ -368,3 +395,138 @@ async def test_close_open_and_stop_from_the_cli_act_on_an_ifsf_pump() -> None:
         assert by_device["pump:2"]["kind"] == "pump" and by_device["pump:2"]["online"] == 1
         shown = await st.cli("history", "2")
         assert shown.code == 0 and shown.out.startswith("pump:2 online"), shown.out
+
+
+# ---------------------------------------------------------------------- (c) the cloud's view
+# What may differ between two otherwise equal orders on two pumps: which pump, the ids, the
+# times, each stream's place, and the meters' readings (the dispensers started elsewhere).
+PER_PUMP = {"pump", "order_id", "cmd_id", "msg_id", "seq", "ts", "uid", "sale_id"}
+PER_PUMP_SUFFIXES = ("_at", "_id")
+METERS = {"total_volume_before", "total_amount_before", "total_volume_after", "total_amount_after"}
+
+
+def comparable(value: Any) -> Any:
+    """`value` with what may differ per pump reduced to its type: what is left must be equal."""
+    if isinstance(value, dict):
+        return {
+            key: type(v).__name__
+            if key in PER_PUMP | METERS or key.endswith(PER_PUMP_SUFFIXES)
+            else comparable(v)
+            for key, v in value.items()
+        }
+    if isinstance(value, list):
+        return [comparable(v) for v in value]
+    return value
+
+
+# A pay-at-pump order as the pump's state shows it, from idle to idle.
+WALK = ["idle", "authorised", "started", "fuelling", "idle"]
+
+
+def steps(states: Iterable[str]) -> list[str]:
+    """A pump's states, each repeat of the one before dropped."""
+    out: list[str] = []
+    for state in states:
+        if not out or out[-1] != state:
+            out.append(state)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_the_cloud_cannot_tell_an_ifsf_order_and_sale_from_a_dart_one(
+    mosquitto: MosquittoBroker,
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    async with (
+        TestCloud(mosquitto.port, "MIXED-01", key) as cloud,
+        mixed_station(cloud_section(mosquitto.port, key)) as st,
+    ):
+        await cloud.wait(lambda: cloud.on("state/online"), what="station online")
+        marks: dict[int, int] = {}
+        for pump, order_id in ((DART, "o-dart"), (IFSF, "o-ifsf")):
+            marks[pump] = len(cloud.on(f"state/pump/{pump}"))
+            cmd_id = await cloud.send(
+                "authorize",
+                {
+                    "order_id": order_id,
+                    "pump": pump,
+                    "preset": {"type": "amount", "value": "20.00"},
+                    "currency": "CNY",
+                    "grades": ["95"],
+                },
+            )
+            result = await cloud.result(cmd_id)
+            assert (result["status"], result["code"]) == ("accepted", "ok"), result
+            if pump == DART:
+                await until(lambda: st.pump.status is DartStatus.AUTHORIZED, 10, "DART released")
+                await Customer(st.pump, preset_fill(2)).run()
+            else:
+                await until(lambda: st.fp.point.state is FpState.AUTHORISED, 10, "FP released")
+                await st.ifsf_fill(2)
+            await cloud.wait(
+                lambda: "completed" in [o["status"] for o in cloud.orders(order_id)],  # noqa: B023
+                15,
+                f"{order_id} completed",
+            )
+            await cloud.wait(
+                lambda: [m for m in cloud.on("evt/sale") if m["data"]["pump"] == pump],  # noqa: B023
+                15,
+                f"the sale of pump {pump}",
+            )
+            await cloud.wait(
+                lambda: cloud.on(f"state/pump/{pump}")[-1]["data"]["state"] == "idle",  # noqa: B023
+                15,
+                f"pump {pump} idle again",
+            )
+
+        def envelopes(suffix: str, pump: int) -> list[dict[str, Any]]:
+            return [m for m in cloud.on(suffix) if m["data"].get("pump") == pump]
+
+        # The order's steps, each message whole: the same keys, types and values but ids,
+        # times and the pump.
+        dart_orders, ifsf_orders = envelopes("evt/order", DART), envelopes("evt/order", IFSF)
+        assert [o["data"]["status"] for o in dart_orders] == [
+            "accepted",
+            "authorized",
+            "fuelling",
+            "completed",
+        ]
+        assert [o["data"]["status"] for o in ifsf_orders] == [
+            o["data"]["status"] for o in dart_orders
+        ]
+        assert [shape(o) for o in ifsf_orders] == [shape(o) for o in dart_orders]
+        assert [comparable(o) for o in ifsf_orders] == [comparable(o) for o in dart_orders]
+        sale = ifsf_orders[-1]["data"]["sale"]
+        assert (sale["pump"], sale["nozzle"], sale["grade"], sale["amount"]) == (
+            2,
+            2,
+            "95",
+            "20.00",
+        )
+
+        (dart_sale,), (ifsf_sale,) = envelopes("evt/sale", DART), envelopes("evt/sale", IFSF)
+        assert shape(ifsf_sale) == shape(dart_sale)
+        assert comparable(ifsf_sale) == comparable(dart_sale)
+        assert ifsf_sale["data"] == sale  # the order's sale and the sale event agree
+        for name in METERS:
+            assert dart_sale["data"][name] is not None and ifsf_sale["data"][name] is not None
+
+        # The pump's live state through the order: every message alike, and the same steps.
+        # A pump state is a latest value (contract 1.1: thinned while queued, its version
+        # then skips): on a busy machine a step may be left out, never added or reordered.
+        dart_states = cloud.on(f"state/pump/{DART}")[marks[DART] :]
+        ifsf_states = cloud.on(f"state/pump/{IFSF}")[marks[IFSF] :]
+        # Which of a state's fields are null depends on the moment it was taken (the nozzle
+        # back yet or not): over the whole order each field takes the same types on both.
+        assert {repr(keys(s)) for s in dart_states + ifsf_states} == {repr(keys(dart_states[0]))}
+        assert leaf_types(ifsf_states) == leaf_types(dart_states)
+        for states in (dart_states, ifsf_states):
+            walk = steps(s["data"]["state"] for s in states)
+            versions = [s["version"] for s in states]
+            thinned = versions != list(range(versions[0], versions[0] + len(versions)))
+            if thinned:
+                expected = iter(WALK)
+                assert all(state in expected for state in walk), walk
+            else:
+                assert walk == WALK
