@@ -260,6 +260,14 @@ class SimFp:
             int(found.amount_total.scaleb(spec.amount_decimals)),
         )
 
+    def meter_fault(self, nozzle: int, volume: Decimal, amount: Decimal) -> None:
+        """The nozzle's electronic totals move by `volume` and `amount` with no sale (a
+        faulty meter, or fuel drawn past the controller): what the station's totals check
+        is there to catch."""
+        found = self.point.nozzles[nozzle]
+        found.volume_total += volume
+        found.amount_total += amount
+
 
 class IfsfSimulator:
     """Dispenser nodes on one loop: the flow of fuel, heartbeats, customers.
