@@ -306,7 +306,7 @@ class IfsfLine:
         if pump.online:
             pump.online = False
             log.warning(
-                "ifsf_pump_offline", line=self.name, pump=pump.spec.address, reason=fault.reason
+                "ifsf_pump_offline", line=self.name, fp=self._device(pump), reason=fault.reason
             )
             self._emit(PumpOffline(self.name, pump.spec.address, fault.reason))
         self._health(pump)
@@ -339,7 +339,7 @@ class IfsfLine:
             pump.fault = None
             if not pump.online:
                 pump.online = True
-                log.info("ifsf_pump_online", line=self.name, pump=pump.spec.address)
+                log.info("ifsf_pump_online", line=self.name, fp=self._device(pump))
                 self._emit(PumpOnline(self.name, pump.spec.address))
             self._health(pump)
             self._emit_all(pump.view.report())
