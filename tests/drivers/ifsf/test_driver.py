@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from drivers.base import (
+    AlarmReport,
     CommandRejected,
     DispenserEvent,
     DispenserStatus,
@@ -32,6 +33,8 @@ from drivers.base import (
 from drivers.ifsf import databases as db
 from drivers.ifsf.codec import Answer, Message, Read
 from drivers.ifsf.dispenser import (
+    ACK_NOT_WRITABLE,
+    ERROR_PRICE_CHANGED,
     GENERIC,
     MS_BUSY,
     Dialect,
@@ -43,12 +46,14 @@ from drivers.ifsf.dispenser import (
     ProductSpec,
     TrState,
 )
+from drivers.ifsf.dispenser import PETROCHINA as PETROCHINA_DIALECT
+from drivers.ifsf.dispenser import SINOPEC as SINOPEC_DIALECT
 from drivers.ifsf.driver import IfsfLine, IfsfLineSettings, IfsfNozzle, IfsfPump
 from drivers.ifsf.encodings import Lna
 from drivers.ifsf.fuelling import TR_OFFLINE_READ as OFFLINE_READ
 from drivers.ifsf.node import ack
 from drivers.ifsf.profiles import GENERIC as GENERIC_PROFILE
-from drivers.ifsf.profiles import OFFLINE_SALE_IDS
+from drivers.ifsf.profiles import OFFLINE_SALE_IDS, PETROCHINA, SINOPEC, Profile
 from drivers.ifsf.sim import IfsfSimulator
 from edgectl.cloud.messages import ContractMessages
 from edgectl.config import load_config
@@ -165,18 +170,28 @@ class Rig:
     events: list[DispenserEvent] = field(default_factory=list)
     health: list[LinkHealth] = field(default_factory=list)
 
-    async def start_line(self, *, offline_sales: bool = False) -> IfsfLine:
+    async def start_line(
+        self,
+        *,
+        offline_sales: bool = False,
+        profile: Profile | None = None,
+        pumps: Sequence[IfsfPump] = PUMPS,
+    ) -> IfsfLine:
         self.events = []
+        if profile is None:
+            profile = (
+                GENERIC_PROFILE.with_(offline_sale_ids=OFFLINE_SALE_IDS)
+                if offline_sales
+                else GENERIC_PROFILE
+            )
         settings = IfsfLineSettings(
             "ifsf1",
-            loopback_settings([CD], self.cd_hb, self.sim.hb),
+            loopback_settings([CD], self.cd_hb, self.sim.hb, com_sv_mc=profile.com_sv_mc),
             retry_s=0.1,
             quiet_s=0.5,
-            profile=GENERIC_PROFILE.with_(offline_sale_ids=OFFLINE_SALE_IDS)
-            if offline_sales
-            else GENERIC_PROFILE,
+            profile=profile,
         )
-        self.line = IfsfLine(settings, PUMPS, self.events.append)
+        self.line = IfsfLine(settings, pumps, self.events.append)
         self.line.on_health = self.health.append
         self.task = asyncio.create_task(self.line.run())
         return self.line
@@ -234,8 +249,14 @@ async def rig() -> AsyncIterator[Rig]:
         await sim.stop()
 
 
-async def online(r: Rig, *, offline_sales: bool = False) -> IfsfLine:
-    line = await r.start_line(offline_sales=offline_sales)
+async def online(
+    r: Rig,
+    *,
+    offline_sales: bool = False,
+    profile: Profile | None = None,
+    pumps: Sequence[IfsfPump] = PUMPS,
+) -> IfsfLine:
+    line = await r.start_line(offline_sales=offline_sales, profile=profile, pumps=pumps)
     await r.until(lambda: line.is_online(PUMP))
     await r.until(lambda: any(isinstance(e, StatusReport) for e in r.events))
     return line
@@ -401,6 +422,101 @@ async def test_a_release_at_the_unpaid_limit_is_refused_as_such(rig: Rig) -> Non
         await line.authorize(PUMP, preset_amount=D("10.00"))
     assert raised.value.code == "unpaid_limit"
     assert "1 unpaid sale(s)" in str(raised.value)
+
+
+async def _new_sim(r: Rig, model_spec: DispenserSpec) -> None:
+    """The rig's dispenser replaced by one of `model_spec` (heard on the same port)."""
+    await r.sim.stop()
+    r.sim = Sim(model_spec, r.sim.hb, r.cd_hb, free_tcp_port())
+    await r.sim.start()
+
+
+async def test_an_ms_ack_no_source_names_is_a_refusal_with_its_number(rig: Rig) -> None:
+    # MS_ACK 4 is named by no source (ifsf-over-ip.md §3): a refusal, told by its number.
+    line = await online(rig)
+    rig.sim.model.refuse(1, 4)
+    with pytest.raises(CommandRejected) as raised:
+        await line.authorize(PUMP, preset_amount=D("10.00"))
+    assert raised.value.code == "refused"
+    assert "authorize refused by the dispenser: MS_ACK 4" in str(raised.value)
+    assert rig.sim.state() is FpState.IDLE  # not released
+
+
+async def test_a_price_write_the_dispenser_refuses_is_typed_and_changes_nothing(
+    rig: Rig,
+) -> None:
+    line = await online(rig)
+    rig.sim.model.spoil_prices("refuse", ACK_NOT_WRITABLE)
+    with pytest.raises(CommandRejected) as raised:
+        await line.set_prices(PUMP, [D("1.459"), D("1.799")])
+    assert raised.value.code == "not_writable"
+    assert "price 1.459 of product 00000095 refused by the dispenser" in str(raised.value)
+    assert (rig.sim.model.price(1), rig.sim.model.price(2)) == (D("1.500"), D("1.800"))
+    assert D("1.459") not in line.view(PUMP).prices.values()  # not taken for applied
+    rig.sim.model.spoil_prices(None)
+    await line.set_prices(PUMP, [D("1.459"), D("1.799")])  # taken again once allowed
+    assert (rig.sim.model.price(1), rig.sim.model.price(2)) == (D("1.459"), D("1.799"))
+
+
+async def test_a_price_its_read_back_does_not_show_is_not_applied(rig: Rig) -> None:
+    line = await online(rig)
+    rig.sim.model.spoil_prices("ignore")  # acked, never taken
+    with pytest.raises(CommandRejected) as raised:
+        await line.set_prices(PUMP, [D("1.459"), D("1.799")])
+    assert raised.value.code == "price_not_applied"
+    assert "price 1.459 of product 00000095 not applied: the dispenser shows 1.500" in str(
+        raised.value
+    )
+    assert D("1.459") not in line.view(PUMP).prices.values()
+
+
+async def test_two_prices_for_one_product_are_a_conflict_and_nothing_is_written(
+    rig: Rig,
+) -> None:
+    one_product = (
+        IfsfPump(
+            PUMP,
+            NODE,
+            1,
+            (IfsfNozzle(1, logical=1, product=95), IfsfNozzle(2, logical=2, product=95)),
+        ),
+    )
+    line = await online(rig, pumps=one_product)
+    received = rig.sim.model.received
+    with pytest.raises(CommandRejected) as raised:
+        await line.set_prices(PUMP, [D("1.459"), D("1.799")])
+    assert raised.value.code == "price_conflict"
+    assert "product 00000095 given two prices (1.459, 1.799)" in str(raised.value)
+    assert rig.sim.model.received == received  # refused before anything went out
+    assert rig.sim.model.price(1) == D("1.500")
+    await line.set_prices(PUMP, [D("1.459"), D("1.459")])  # one price for both: fine
+    assert rig.sim.model.price(1) == D("1.459")
+
+
+@pytest.mark.parametrize(
+    ("profile", "dialect"),
+    [(PETROCHINA, PETROCHINA_DIALECT), (SINOPEC, SINOPEC_DIALECT)],
+    ids=["petrochina", "sinopec"],
+)
+async def test_error_99h_after_a_price_change_confirms_it_and_is_no_alarm(
+    rig: Rig, profile: Profile, dialect: Dialect
+) -> None:
+    await _new_sim(rig, spec(dialect=dialect))
+    line = await online(rig, profile=profile)
+    view = line.view(PUMP)
+    before = view.price_changes_confirmed
+    await line.set_prices(PUMP, [D("1.459"), D("1.799")])
+    assert (rig.sim.model.price(1), rig.sim.model.price(2)) == (D("1.459"), D("1.799"))
+    # One 99h "price change successful" per product, both on FP 1: two confirmations.
+    await rig.until(lambda: view.price_changes_confirmed == before + 2)
+    assert rig.sim.model.fps[1].errors[ERROR_PRICE_CHANGED].total == 2
+    assert not [e for e in rig.events if isinstance(e, AlarmReport)]
+    assert line.pump_fault(PUMP) is None
+    # The same error path raises an alarm for a real fault: 99h alone is news.
+    await rig.sim.node.send(rig.sim.model.fault(1, 0x36, rig.sim.now()))
+    await rig.until(lambda: any(isinstance(e, AlarmReport) for e in rig.events))
+    (alarm,) = [e for e in rig.events if isinstance(e, AlarmReport)]
+    assert alarm.code == 0x36 and view.price_changes_confirmed == before + 2
 
 
 async def _two_payable_sales(r: Rig, line: IfsfLine) -> None:
