@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -31,7 +31,7 @@ from drivers.base import (
     StatusReport,
 )
 from drivers.ifsf import databases as db
-from drivers.ifsf.codec import Answer, Message, Read
+from drivers.ifsf.codec import Ack, Message, Read, Write
 from drivers.ifsf.dispenser import (
     ACK_NOT_WRITABLE,
     ERROR_PRICE_CHANGED,
@@ -50,8 +50,7 @@ from drivers.ifsf.dispenser import PETROCHINA as PETROCHINA_DIALECT
 from drivers.ifsf.dispenser import SINOPEC as SINOPEC_DIALECT
 from drivers.ifsf.driver import IfsfLine, IfsfLineSettings, IfsfNozzle, IfsfPump
 from drivers.ifsf.encodings import Lna
-from drivers.ifsf.fuelling import TR_OFFLINE_READ as OFFLINE_READ
-from drivers.ifsf.node import ack
+from drivers.ifsf.fuelling import TR_OFFLINE_READ, TR_OFFLINE_REMOVE
 from drivers.ifsf.profiles import GENERIC as GENERIC_PROFILE
 from drivers.ifsf.profiles import OFFLINE_SALE_IDS, PETROCHINA, SINOPEC, Profile
 from drivers.ifsf.sim import IfsfSimulator
@@ -112,7 +111,6 @@ class Sim:
             [model_spec], [settings], heartbeat_interval_s=0.1, tick_s=0.02
         )
         self.node = self.simulator.nodes[0]
-        self.node._on_request = self._closing_offline_reads(self.node._on_request)  # type: ignore[method-assign]
 
     @property
     def model(self) -> Dispenser:
@@ -120,28 +118,6 @@ class Sim:
 
     def now(self) -> float:
         return self.node.clock()
-
-    def _closing_offline_reads(
-        self, answer: Callable[[Message], Awaitable[Sequence[Message]]]
-    ) -> Callable[[Message], Awaitable[Sequence[Message]]]:
-        """The model answers an offline read with one sale and no closing Ack; the node
-        layer reads `20 21 0000` as a wildcard, closed by an Ack (the sources disagree: see
-        the report to the lead). The Ack is added, so the driver is tested either way."""
-
-        async def on_request(request: Message) -> Sequence[Message]:
-            replies = list(await answer(request))
-            body = request.body
-            offline_read = (
-                isinstance(body, Read)
-                and OFFLINE_READ in body.data_ids
-                and isinstance(request.database, db.TransactionBuffer)
-                and request.database.fp == 0
-            )
-            if offline_read and replies and isinstance(replies[-1].body, Answer):
-                replies.append(ack(request, 0))
-            return replies
-
-        return on_request
 
     async def start(self) -> None:
         await self.simulator.start()
@@ -623,6 +599,92 @@ async def test_offline_sales_are_read_recorded_and_removed_one_by_one(rig: Rig) 
     assert (second.volume, totals) == (D("6.00"), (D("1010.00"), D("1515.00")))
     await rig.status(S.RESET, after=mark)
     assert not model.offline
+
+
+def _sell_offline(r: Rig, volumes: Sequence[Decimal]) -> None:
+    """Sales the FP served on its own while no controller was there (kept for C8h)."""
+    model = r.sim.model
+    model.set_cd_online(False)
+    for volume in volumes:
+        model.lift(1, 1, r.sim.now())
+        model.squeeze(1, r.sim.now(), stop_volume=volume)
+        now = r.sim.now()
+        while model.fps[1].flow is not None:
+            now += 0.1
+            model.tick(now)
+        model.hang_up(1, now)
+
+
+def _offline_read_closings(wire: Sequence[tuple[str, Message]]) -> list[db.Address]:
+    """The address of the Ack that closed each offline read (C8h), in order."""
+    waiting: set[int] = set()
+    closings = []
+    for direction, message in wire:
+        body = message.body
+        if direction == "tx" and isinstance(body, Read) and TR_OFFLINE_READ in body.data_ids:
+            waiting.add(message.token)
+        elif direction == "rx" and isinstance(body, Ack) and message.token in waiting:
+            waiting.discard(message.token)
+            closings.append(message.database)
+    return closings
+
+
+@pytest.mark.parametrize(
+    ("profile", "dialect", "no_more"),
+    [
+        # ZSY's "no more" ack on `21 20 0000`; IFSF_MC 2 on COM_SV
+        (PETROCHINA, PETROCHINA_DIALECT, db.TransactionBuffer(1, 0, every=True)),
+        # SINOPEC's on `20 21 0000`; the heartbeat record as the recipient
+        (SINOPEC, SINOPEC_DIALECT, db.TransactionBuffer(0, 0)),
+    ],
+    ids=["petrochina", "sinopec"],
+)
+async def test_the_chinese_profiles_offline_sales_are_read_recorded_once_and_removed(
+    rig: Rig, profile: Profile, dialect: Dialect, no_more: db.Address
+) -> None:
+    await rig.sim.stop()
+    model_spec = spec(dialect=dialect, start_state=FpState.IDLE)
+    rig.sim = Sim(model_spec, rig.sim.hb, rig.cd_hb, free_tcp_port())
+    _sell_offline(rig, (D("4.00"), D("6.00")))
+    model = rig.sim.model
+    assert len(model.offline) == 2 and not model.fps[1].unpaid()
+    model.set_cd_online(True)
+    await rig.sim.start()
+    wire: list[tuple[str, Message]] = []
+
+    def tap(direction: str, _raw: bytes, found: object, _at: float) -> None:
+        if isinstance(found, Message):
+            wire.append((direction, found))
+
+    line = await rig.start_line(profile=profile)
+    line.node.taps.append(tap)  # before the line's task runs: the whole start-up is seen
+    await rig.until(lambda: line.is_online(PUMP))
+    registered = [m for d, m in wire if d == "tx" and isinstance(m.database, db.ComSv)]
+    assert registered and {m.mc for m in registered} == {profile.com_sv_mc}
+    assert CD in model.recipients
+    assert _offline_read_closings(wire) == [no_more]  # closed the dialect's own way
+    sold: list[FillingInfo] = []
+    for _ in range(2):
+        await rig.until(lambda: line.last_status(PUMP) is S.FILLING_COMPLETED)
+        info, totals = await rig.finish_sale()
+        assert totals[0] == D("1000.00") + sum((s.volume for s in sold), info.volume)
+        sold.append(info)
+    assert [(s.volume, s.amount, s.nozzle) for s in sold] == [
+        (D("4.00"), D("6.00"), 1),
+        (D("6.00"), D("9.00"), 1),
+    ]
+    assert not model.offline  # each removed (C9h) once the station had it
+    assert await line.filling_info(PUMP) == FillingInfo(D(0), D(0))  # none given twice
+    removals = [
+        m.database
+        for d, m in wire
+        if d == "tx"
+        and isinstance(m.body, Write)
+        and any(i.data_id == TR_OFFLINE_REMOVE for i in m.body.items)
+    ]
+    assert removals == [db.TransactionBuffer(1, 1), db.TransactionBuffer(1, 2)]
+    assert _offline_read_closings(wire) == [no_more] * 3  # at start, after each removal
+    await rig.until(lambda: line.last_status(PUMP) is S.RESET)
 
 
 async def test_two_nodes_and_two_fps_of_one_node_are_separate_pumps() -> None:
