@@ -57,7 +57,7 @@ from drivers.ifsf.profiles import OFFLINE_SALE_IDS, PETROCHINA, SINOPEC, Profile
 from drivers.ifsf.sim import IfsfSimulator
 from edgectl.cloud.messages import ContractMessages
 from edgectl.config import load_config
-from edgectl.errors import CommandError
+from edgectl.errors import CommandError, DriverIOError
 from edgectl.station import OrderRequest, Station
 from edgectl.store.store import Store
 from tests.cloudkit import iso
@@ -958,11 +958,6 @@ def _sold_unheard_by_a_pos(r: Rig) -> None:
     model.squeeze(1, now)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the refusal is classed by the line's view, which knows no unpaid sale when the"
-    " station authorizes (it authorizes only a pump at rest with nothing to record)",
-)
 async def test_an_order_at_the_unpaid_limit_fails_with_that_reason_and_logs_it(
     station_rig: StationRig,
 ) -> None:
@@ -979,6 +974,8 @@ async def test_an_order_at_the_unpaid_limit_fails_with_that_reason_and_logs_it(
     with capture_logs() as logs, pytest.raises(CommandError) as raised:
         await station.start_order(_order("o-5", "15.00"))
     assert "1 unpaid sale(s), the buffer's limit" in str(raised.value)
+    cause = raised.value.__cause__
+    assert isinstance(cause, DriverIOError) and cause.code == "unpaid_limit"
     assert rig.sim.state() is FpState.IDLE  # not released
     store = station_rig.store
     assert store is not None
@@ -986,10 +983,14 @@ async def test_an_order_at_the_unpaid_limit_fails_with_that_reason_and_logs_it(
     assert order is not None and (order["status"], order["reason"]) == ("failed", "pump_refused")
     (auth,) = await station.db(store.query, "SELECT state, reason FROM authorizations")
     assert auth["state"] == "failed"
-    assert "authorize refused by the dispenser: Release_FP" in auth["reason"]
+    assert "authorize refused by the dispenser; Release_FP: command not accepted" in auth["reason"]
     assert "1 unpaid sale(s), the buffer's limit: clear them first" in auth["reason"]
     (refused,) = [e for e in logs if e["event"] == "ifsf_refused"]
     assert (refused["code"], refused["pump"]) == ("unpaid_limit", PUMP)
     assert "unpaid sale(s)" in refused["reason"]
     failed = [e for e in logs if e["event"] == "authorize_failed"]
     assert failed and "unpaid sale(s)" in failed[0]["error"]
+    # The buffer read that named the reason told the station of the sale: recorded, cleared.
+    await rig.until(lambda: not point.unpaid(), timeout=5)
+    (sale,) = await station_rig.sales()
+    assert (sale["volume"], sale["order_id"]) == ("2.00", None)
