@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from structlog.testing import capture_logs
@@ -994,3 +994,31 @@ async def test_an_order_at_the_unpaid_limit_fails_with_that_reason_and_logs_it(
     await rig.until(lambda: not point.unpaid(), timeout=5)
     (sale,) = await station_rig.sales()
     assert (sale["volume"], sale["order_id"]) == ("2.00", None)
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [("refuse", "pump_not_writable"), ("ignore", "pump_price_not_applied")],
+)
+async def test_a_price_set_the_dispenser_does_not_take_is_confirmed_failed_with_why(
+    station_rig: StationRig, fault: Literal["refuse", "ignore"], reason: str
+) -> None:
+    rig = station_rig.rig
+    station = await station_rig.start()
+    await rig.until(lambda: station.points[1].status is S.RESET)
+    rig.sim.model.spoil_prices(fault)
+    await station.set_prices("ps-1", {"95": D("1.600")})
+    store = station_rig.store
+    assert store is not None
+    query = "SELECT status, reason FROM price_applied WHERE price_set_id = 'ps-1'"
+    rows: list[dict[str, Any]] = []
+
+    async def confirmed() -> bool:
+        rows[:] = await station.db(store.query, query)
+        return bool(rows)
+
+    async with asyncio.timeout(5):
+        while not await confirmed():
+            await asyncio.sleep(0.02)
+    assert [(r["status"], r["reason"]) for r in rows] == [("failed", reason)]
+    assert rig.sim.model.price(1) == D("1.500")
