@@ -527,6 +527,8 @@ class Dispenser:
         self._offline_seq = 0
         self._refusing = 0
         self._refusal_code = MS_BUSY
+        self._price_fault: Literal["refuse", "ignore"] | None = None
+        self._price_ack = ACK_NOT_WRITABLE
         self._now = now
         self.received = 0
 
@@ -554,6 +556,16 @@ class Dispenser:
     @property
     def refusing(self) -> int:
         return self._refusing
+
+    def spoil_prices(
+        self, how: Literal["refuse", "ignore"] | None, data_ack: int = ACK_NOT_WRITABLE
+    ) -> None:
+        """Prod_Price writes from now on: "refuse" answers MS_ACK 5 with `data_ack` for the
+        price and keeps the old one (a dispenser whose prices are locked at its keypad);
+        "ignore" acks them and keeps the old one (a price only its read-back shows was not
+        taken); None takes them again."""
+        self._price_fault = how
+        self._price_ack = data_ack
 
     def set_cd_online(self, online: bool) -> None:
         """Whether a CD is there (the network layer hears its heartbeat). With offline
@@ -1147,6 +1159,10 @@ class Dispenser:
             return ACK_OK
         if value <= 0 or not _fits(value, PRICE_DECIMALS, 6):
             return ACK_INVALID
+        if self._price_fault == "refuse":
+            return self._price_ack
+        if self._price_fault == "ignore":
+            return ACK_OK
         self.prices[(prod_nb, mode)] = value
         if self.dialect.price_change_error:
             index = next((i for i, p in enumerate(self.products, 1) if p.number == prod_nb), 0)

@@ -24,6 +24,7 @@ what the station hears; this module only asks and commands:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -530,7 +531,16 @@ class IfsfLine:
             items[REMOTE_VOLUME_PRESET] = preset_volume
         items[LOG_NOZ_MASK] = db.nozzle_mask(logical)
         items[RELEASE_CONTR_ID] = self.settings.controller
-        await self._command(pump, RELEASE_FP, "authorize", items)
+        spec = pump.spec
+        try:
+            await self.node.command(spec.node, db.FuellingPoint(spec.fp), RELEASE_FP, items=items)
+        except Refused as refused:
+            if refused.data_ack(RELEASE_FP) in (3, 6):
+                # Perhaps the unpaid-buffer limit: the station releases only a pump with
+                # nothing to record, so the sales that fill the buffer went unheard. Ask.
+                with contextlib.suppress(DriverError):
+                    await self._list(pump)
+            raise self._rejected(refused, "authorize", pump) from refused
 
     async def _command(
         self, pump: _Pump, command: int, what: str, items: dict[int, Any] | None = None

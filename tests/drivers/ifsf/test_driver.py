@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
+from structlog.testing import capture_logs
 
 from drivers.base import (
+    AlarmReport,
     CommandRejected,
     DispenserEvent,
     DispenserStatus,
@@ -30,8 +32,10 @@ from drivers.base import (
     StatusReport,
 )
 from drivers.ifsf import databases as db
-from drivers.ifsf.codec import Answer, Message, Read
+from drivers.ifsf.codec import Ack, DataItem, Message, Read, Write, item
 from drivers.ifsf.dispenser import (
+    ACK_NOT_WRITABLE,
+    ERROR_PRICE_CHANGED,
     GENERIC,
     MS_BUSY,
     Dialect,
@@ -43,16 +47,17 @@ from drivers.ifsf.dispenser import (
     ProductSpec,
     TrState,
 )
+from drivers.ifsf.dispenser import PETROCHINA as PETROCHINA_DIALECT
+from drivers.ifsf.dispenser import SINOPEC as SINOPEC_DIALECT
 from drivers.ifsf.driver import IfsfLine, IfsfLineSettings, IfsfNozzle, IfsfPump
 from drivers.ifsf.encodings import Lna
-from drivers.ifsf.fuelling import TR_OFFLINE_READ as OFFLINE_READ
-from drivers.ifsf.node import ack
+from drivers.ifsf.fuelling import TR_OFFLINE_READ, TR_OFFLINE_REMOVE
 from drivers.ifsf.profiles import GENERIC as GENERIC_PROFILE
-from drivers.ifsf.profiles import OFFLINE_SALE_IDS
+from drivers.ifsf.profiles import OFFLINE_SALE_IDS, PETROCHINA, SINOPEC, Profile
 from drivers.ifsf.sim import IfsfSimulator
 from edgectl.cloud.messages import ContractMessages
 from edgectl.config import load_config
-from edgectl.errors import CommandError
+from edgectl.errors import CommandError, DriverIOError
 from edgectl.station import OrderRequest, Station
 from edgectl.store.store import Store
 from tests.cloudkit import iso
@@ -107,7 +112,6 @@ class Sim:
             [model_spec], [settings], heartbeat_interval_s=0.1, tick_s=0.02
         )
         self.node = self.simulator.nodes[0]
-        self.node._on_request = self._closing_offline_reads(self.node._on_request)  # type: ignore[method-assign]
 
     @property
     def model(self) -> Dispenser:
@@ -115,28 +119,6 @@ class Sim:
 
     def now(self) -> float:
         return self.node.clock()
-
-    def _closing_offline_reads(
-        self, answer: Callable[[Message], Awaitable[Sequence[Message]]]
-    ) -> Callable[[Message], Awaitable[Sequence[Message]]]:
-        """The model answers an offline read with one sale and no closing Ack; the node
-        layer reads `20 21 0000` as a wildcard, closed by an Ack (the sources disagree: see
-        the report to the lead). The Ack is added, so the driver is tested either way."""
-
-        async def on_request(request: Message) -> Sequence[Message]:
-            replies = list(await answer(request))
-            body = request.body
-            offline_read = (
-                isinstance(body, Read)
-                and OFFLINE_READ in body.data_ids
-                and isinstance(request.database, db.TransactionBuffer)
-                and request.database.fp == 0
-            )
-            if offline_read and replies and isinstance(replies[-1].body, Answer):
-                replies.append(ack(request, 0))
-            return replies
-
-        return on_request
 
     async def start(self) -> None:
         await self.simulator.start()
@@ -165,18 +147,28 @@ class Rig:
     events: list[DispenserEvent] = field(default_factory=list)
     health: list[LinkHealth] = field(default_factory=list)
 
-    async def start_line(self, *, offline_sales: bool = False) -> IfsfLine:
+    async def start_line(
+        self,
+        *,
+        offline_sales: bool = False,
+        profile: Profile | None = None,
+        pumps: Sequence[IfsfPump] = PUMPS,
+    ) -> IfsfLine:
         self.events = []
+        if profile is None:
+            profile = (
+                GENERIC_PROFILE.with_(offline_sale_ids=OFFLINE_SALE_IDS)
+                if offline_sales
+                else GENERIC_PROFILE
+            )
         settings = IfsfLineSettings(
             "ifsf1",
-            loopback_settings([CD], self.cd_hb, self.sim.hb),
+            loopback_settings([CD], self.cd_hb, self.sim.hb, com_sv_mc=profile.com_sv_mc),
             retry_s=0.1,
             quiet_s=0.5,
-            profile=GENERIC_PROFILE.with_(offline_sale_ids=OFFLINE_SALE_IDS)
-            if offline_sales
-            else GENERIC_PROFILE,
+            profile=profile,
         )
-        self.line = IfsfLine(settings, PUMPS, self.events.append)
+        self.line = IfsfLine(settings, pumps, self.events.append)
         self.line.on_health = self.health.append
         self.task = asyncio.create_task(self.line.run())
         return self.line
@@ -234,8 +226,14 @@ async def rig() -> AsyncIterator[Rig]:
         await sim.stop()
 
 
-async def online(r: Rig, *, offline_sales: bool = False) -> IfsfLine:
-    line = await r.start_line(offline_sales=offline_sales)
+async def online(
+    r: Rig,
+    *,
+    offline_sales: bool = False,
+    profile: Profile | None = None,
+    pumps: Sequence[IfsfPump] = PUMPS,
+) -> IfsfLine:
+    line = await r.start_line(offline_sales=offline_sales, profile=profile, pumps=pumps)
     await r.until(lambda: line.is_online(PUMP))
     await r.until(lambda: any(isinstance(e, StatusReport) for e in r.events))
     return line
@@ -403,6 +401,101 @@ async def test_a_release_at_the_unpaid_limit_is_refused_as_such(rig: Rig) -> Non
     assert "1 unpaid sale(s)" in str(raised.value)
 
 
+async def _new_sim(r: Rig, model_spec: DispenserSpec) -> None:
+    """The rig's dispenser replaced by one of `model_spec` (heard on the same port)."""
+    await r.sim.stop()
+    r.sim = Sim(model_spec, r.sim.hb, r.cd_hb, free_tcp_port())
+    await r.sim.start()
+
+
+async def test_an_ms_ack_no_source_names_is_a_refusal_with_its_number(rig: Rig) -> None:
+    # MS_ACK 4 is named by no source (ifsf-over-ip.md §3): a refusal, told by its number.
+    line = await online(rig)
+    rig.sim.model.refuse(1, 4)
+    with pytest.raises(CommandRejected) as raised:
+        await line.authorize(PUMP, preset_amount=D("10.00"))
+    assert raised.value.code == "refused"
+    assert "authorize refused by the dispenser: MS_ACK 4" in str(raised.value)
+    assert rig.sim.state() is FpState.IDLE  # not released
+
+
+async def test_a_price_write_the_dispenser_refuses_is_typed_and_changes_nothing(
+    rig: Rig,
+) -> None:
+    line = await online(rig)
+    rig.sim.model.spoil_prices("refuse", ACK_NOT_WRITABLE)
+    with pytest.raises(CommandRejected) as raised:
+        await line.set_prices(PUMP, [D("1.459"), D("1.799")])
+    assert raised.value.code == "not_writable"
+    assert "price 1.459 of product 00000095 refused by the dispenser" in str(raised.value)
+    assert (rig.sim.model.price(1), rig.sim.model.price(2)) == (D("1.500"), D("1.800"))
+    assert D("1.459") not in line.view(PUMP).prices.values()  # not taken for applied
+    rig.sim.model.spoil_prices(None)
+    await line.set_prices(PUMP, [D("1.459"), D("1.799")])  # taken again once allowed
+    assert (rig.sim.model.price(1), rig.sim.model.price(2)) == (D("1.459"), D("1.799"))
+
+
+async def test_a_price_its_read_back_does_not_show_is_not_applied(rig: Rig) -> None:
+    line = await online(rig)
+    rig.sim.model.spoil_prices("ignore")  # acked, never taken
+    with pytest.raises(CommandRejected) as raised:
+        await line.set_prices(PUMP, [D("1.459"), D("1.799")])
+    assert raised.value.code == "price_not_applied"
+    assert "price 1.459 of product 00000095 not applied: the dispenser shows 1.500" in str(
+        raised.value
+    )
+    assert D("1.459") not in line.view(PUMP).prices.values()
+
+
+async def test_two_prices_for_one_product_are_a_conflict_and_nothing_is_written(
+    rig: Rig,
+) -> None:
+    one_product = (
+        IfsfPump(
+            PUMP,
+            NODE,
+            1,
+            (IfsfNozzle(1, logical=1, product=95), IfsfNozzle(2, logical=2, product=95)),
+        ),
+    )
+    line = await online(rig, pumps=one_product)
+    received = rig.sim.model.received
+    with pytest.raises(CommandRejected) as raised:
+        await line.set_prices(PUMP, [D("1.459"), D("1.799")])
+    assert raised.value.code == "price_conflict"
+    assert "product 00000095 given two prices (1.459, 1.799)" in str(raised.value)
+    assert rig.sim.model.received == received  # refused before anything went out
+    assert rig.sim.model.price(1) == D("1.500")
+    await line.set_prices(PUMP, [D("1.459"), D("1.459")])  # one price for both: fine
+    assert rig.sim.model.price(1) == D("1.459")
+
+
+@pytest.mark.parametrize(
+    ("profile", "dialect"),
+    [(PETROCHINA, PETROCHINA_DIALECT), (SINOPEC, SINOPEC_DIALECT)],
+    ids=["petrochina", "sinopec"],
+)
+async def test_error_99h_after_a_price_change_confirms_it_and_is_no_alarm(
+    rig: Rig, profile: Profile, dialect: Dialect
+) -> None:
+    await _new_sim(rig, spec(dialect=dialect))
+    line = await online(rig, profile=profile)
+    view = line.view(PUMP)
+    before = view.price_changes_confirmed
+    await line.set_prices(PUMP, [D("1.459"), D("1.799")])
+    assert (rig.sim.model.price(1), rig.sim.model.price(2)) == (D("1.459"), D("1.799"))
+    # One 99h "price change successful" per product, both on FP 1: two confirmations.
+    await rig.until(lambda: view.price_changes_confirmed == before + 2)
+    assert rig.sim.model.fps[1].errors[ERROR_PRICE_CHANGED].total == 2
+    assert not [e for e in rig.events if isinstance(e, AlarmReport)]
+    assert line.pump_fault(PUMP) is None
+    # The same error path raises an alarm for a real fault: 99h alone is news.
+    await rig.sim.node.send(rig.sim.model.fault(1, 0x36, rig.sim.now()))
+    await rig.until(lambda: any(isinstance(e, AlarmReport) for e in rig.events))
+    (alarm,) = [e for e in rig.events if isinstance(e, AlarmReport)]
+    assert alarm.code == 0x36 and view.price_changes_confirmed == before + 2
+
+
 async def _two_payable_sales(r: Rig, line: IfsfLine) -> None:
     for nozzle, volume in ((1, D("4.00")), (1, D("6.00"))):
         mark = len(r.events)
@@ -507,6 +600,92 @@ async def test_offline_sales_are_read_recorded_and_removed_one_by_one(rig: Rig) 
     assert (second.volume, totals) == (D("6.00"), (D("1010.00"), D("1515.00")))
     await rig.status(S.RESET, after=mark)
     assert not model.offline
+
+
+def _sell_offline(r: Rig, volumes: Sequence[Decimal]) -> None:
+    """Sales the FP served on its own while no controller was there (kept for C8h)."""
+    model = r.sim.model
+    model.set_cd_online(False)
+    for volume in volumes:
+        model.lift(1, 1, r.sim.now())
+        model.squeeze(1, r.sim.now(), stop_volume=volume)
+        now = r.sim.now()
+        while model.fps[1].flow is not None:
+            now += 0.1
+            model.tick(now)
+        model.hang_up(1, now)
+
+
+def _offline_read_closings(wire: Sequence[tuple[str, Message]]) -> list[db.Address]:
+    """The address of the Ack that closed each offline read (C8h), in order."""
+    waiting: set[int] = set()
+    closings = []
+    for direction, message in wire:
+        body = message.body
+        if direction == "tx" and isinstance(body, Read) and TR_OFFLINE_READ in body.data_ids:
+            waiting.add(message.token)
+        elif direction == "rx" and isinstance(body, Ack) and message.token in waiting:
+            waiting.discard(message.token)
+            closings.append(message.database)
+    return closings
+
+
+@pytest.mark.parametrize(
+    ("profile", "dialect", "no_more"),
+    [
+        # ZSY's "no more" ack on `21 20 0000`; IFSF_MC 2 on COM_SV
+        (PETROCHINA, PETROCHINA_DIALECT, db.TransactionBuffer(1, 0, every=True)),
+        # SINOPEC's on `20 21 0000`; the heartbeat record as the recipient
+        (SINOPEC, SINOPEC_DIALECT, db.TransactionBuffer(0, 0)),
+    ],
+    ids=["petrochina", "sinopec"],
+)
+async def test_the_chinese_profiles_offline_sales_are_read_recorded_once_and_removed(
+    rig: Rig, profile: Profile, dialect: Dialect, no_more: db.Address
+) -> None:
+    await rig.sim.stop()
+    model_spec = spec(dialect=dialect, start_state=FpState.IDLE)
+    rig.sim = Sim(model_spec, rig.sim.hb, rig.cd_hb, free_tcp_port())
+    _sell_offline(rig, (D("4.00"), D("6.00")))
+    model = rig.sim.model
+    assert len(model.offline) == 2 and not model.fps[1].unpaid()
+    model.set_cd_online(True)
+    await rig.sim.start()
+    wire: list[tuple[str, Message]] = []
+
+    def tap(direction: str, _raw: bytes, found: object, _at: float) -> None:
+        if isinstance(found, Message):
+            wire.append((direction, found))
+
+    line = await rig.start_line(profile=profile)
+    line.node.taps.append(tap)  # before the line's task runs: the whole start-up is seen
+    await rig.until(lambda: line.is_online(PUMP))
+    registered = [m for d, m in wire if d == "tx" and isinstance(m.database, db.ComSv)]
+    assert registered and {m.mc for m in registered} == {profile.com_sv_mc}
+    assert CD in model.recipients
+    assert _offline_read_closings(wire) == [no_more]  # closed the dialect's own way
+    sold: list[FillingInfo] = []
+    for _ in range(2):
+        await rig.until(lambda: line.last_status(PUMP) is S.FILLING_COMPLETED)
+        info, totals = await rig.finish_sale()
+        assert totals[0] == D("1000.00") + sum((s.volume for s in sold), info.volume)
+        sold.append(info)
+    assert [(s.volume, s.amount, s.nozzle) for s in sold] == [
+        (D("4.00"), D("6.00"), 1),
+        (D("6.00"), D("9.00"), 1),
+    ]
+    assert not model.offline  # each removed (C9h) once the station had it
+    assert await line.filling_info(PUMP) == FillingInfo(D(0), D(0))  # none given twice
+    removals = [
+        m.database
+        for d, m in wire
+        if d == "tx"
+        and isinstance(m.body, Write)
+        and any(i.data_id == TR_OFFLINE_REMOVE for i in m.body.items)
+    ]
+    assert removals == [db.TransactionBuffer(1, 1), db.TransactionBuffer(1, 2)]
+    assert _offline_read_closings(wire) == [no_more] * 3  # at start, after each removal
+    await rig.until(lambda: line.last_status(PUMP) is S.RESET)
 
 
 async def test_two_nodes_and_two_fps_of_one_node_are_separate_pumps() -> None:
@@ -765,3 +944,81 @@ async def test_sales_left_payable_are_recorded_once_across_restarts(
     assert station is not None
     await rig.until(lambda: station.points[1].status is S.RESET)
     assert len(await station_rig.sales()) == 2
+
+
+def _sold_unheard_by_a_pos(r: Rig) -> None:
+    """A POS (2.7) releases FP 1 and its customer starts; the dispenser's messages are lost
+    (mute) from here, so the line hears nothing of the sale the FP is about to store."""
+    model, now, fp1, pos = r.sim.model, r.sim.now(), db.FuellingPoint(1), Lna(2, 7)
+    items = (item(fp1, 0x1C, D("2.00")), item(fp1, 0x1E, pos), DataItem(0x3E))
+    r.sim.node.silent = True
+    (done, *_) = model.receive(Message(NODE, pos, 1, fp1, Write(items)), now)
+    assert isinstance(done.body, Ack) and done.body.status == 0
+    model.lift(1, 1, now)
+    model.squeeze(1, now)
+
+
+async def test_an_order_at_the_unpaid_limit_fails_with_that_reason_and_logs_it(
+    station_rig: StationRig,
+) -> None:
+    rig = station_rig.rig
+    await _new_sim(rig, spec(unpaid_limit=1))
+    station = await station_rig.start()
+    await rig.until(lambda: station.points[1].status is S.RESET)
+    _sold_unheard_by_a_pos(rig)
+    point = rig.sim.model.fps[1]
+    await rig.until(lambda: point.flow is None and point.volume == D("2.00"))
+    rig.sim.model.hang_up(1, rig.sim.now())
+    rig.sim.node.silent = False
+    assert len(point.unpaid()) == 1 and station.points[1].status is S.RESET  # unheard
+    with capture_logs() as logs, pytest.raises(CommandError) as raised:
+        await station.start_order(_order("o-5", "15.00"))
+    assert "1 unpaid sale(s), the buffer's limit" in str(raised.value)
+    cause = raised.value.__cause__
+    assert isinstance(cause, DriverIOError) and cause.code == "unpaid_limit"
+    assert rig.sim.state() is FpState.IDLE  # not released
+    store = station_rig.store
+    assert store is not None
+    order = await station.db(store.order, "o-5")
+    assert order is not None and (order["status"], order["reason"]) == ("failed", "pump_refused")
+    (auth,) = await station.db(store.query, "SELECT state, reason FROM authorizations")
+    assert auth["state"] == "failed"
+    assert "authorize refused by the dispenser; Release_FP: command not accepted" in auth["reason"]
+    assert "1 unpaid sale(s), the buffer's limit: clear them first" in auth["reason"]
+    (refused,) = [e for e in logs if e["event"] == "ifsf_refused"]
+    assert (refused["code"], refused["pump"]) == ("unpaid_limit", PUMP)
+    assert "unpaid sale(s)" in refused["reason"]
+    failed = [e for e in logs if e["event"] == "authorize_failed"]
+    assert failed and "unpaid sale(s)" in failed[0]["error"]
+    # The buffer read that named the reason told the station of the sale: recorded, cleared.
+    await rig.until(lambda: not point.unpaid(), timeout=5)
+    (sale,) = await station_rig.sales()
+    assert (sale["volume"], sale["order_id"]) == ("2.00", None)
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [("refuse", "pump_not_writable"), ("ignore", "pump_price_not_applied")],
+)
+async def test_a_price_set_the_dispenser_does_not_take_is_confirmed_failed_with_why(
+    station_rig: StationRig, fault: Literal["refuse", "ignore"], reason: str
+) -> None:
+    rig = station_rig.rig
+    station = await station_rig.start()
+    await rig.until(lambda: station.points[1].status is S.RESET)
+    rig.sim.model.spoil_prices(fault)
+    await station.set_prices("ps-1", {"95": D("1.600")})
+    store = station_rig.store
+    assert store is not None
+    query = "SELECT status, reason FROM price_applied WHERE price_set_id = 'ps-1'"
+    rows: list[dict[str, Any]] = []
+
+    async def confirmed() -> bool:
+        rows[:] = await station.db(store.query, query)
+        return bool(rows)
+
+    async with asyncio.timeout(5):
+        while not await confirmed():
+            await asyncio.sleep(0.02)
+    assert [(r["status"], r["reason"]) for r in rows] == [("failed", reason)]
+    assert rig.sim.model.price(1) == D("1.500")

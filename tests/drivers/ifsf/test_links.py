@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import ipaddress
 import socket
 import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import pytest
 import structlog
@@ -41,6 +43,7 @@ from drivers.ifsf.node import (
     ReadReply,
     Refused,
     WriteReply,
+    answer,
     unsolicited,
 )
 from tests.drivers.ifsf.loopback import (
@@ -665,3 +668,147 @@ async def test_a_header_whose_m_lg_is_never_filled_does_not_swallow_the_link(pai
     assert (await pair.cd.read(DISPENSER, FP1, [0x14])).values() == {0x14: 2}
     lost = [e for e in pair.errors if isinstance(e, FramingLost) and "incomplete" in str(e)]
     assert lost, pair.errors
+
+
+# ---------------------------------------------------------------------------------------
+# The two one-way links, seen from a raw TCP peer: each side sends only on the link it opened
+# ---------------------------------------------------------------------------------------
+@dataclass
+class RawPeer:
+    """A peer of bare sockets: a TCP server of its own (the links the node opens arrive
+    here), heartbeats to the node, and one connection it opens to the node's server."""
+
+    lna: Lna
+    server: asyncio.Server
+    accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+    beating: asyncio.Task[None] | None = None
+    own: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    @classmethod
+    async def start(cls, lna: Lna, node_hb: int) -> RawPeer:
+        accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+        accepted = asyncio.Queue()
+
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await accepted.put((reader, writer))
+
+        server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+        peer = cls(lna, server, accepted)
+        peer.beating = asyncio.create_task(peer._beat(node_hb))
+        return peer
+
+    @property
+    def port(self) -> int:
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _beat(self, node_hb: int) -> None:
+        record = encode_heartbeat(
+            Heartbeat(ipaddress.IPv4Address("127.0.0.1"), self.port, self.lna)
+        )
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            while True:
+                udp.sendto(record, ("127.0.0.1", node_hb))
+                await asyncio.sleep(0.05)
+
+    async def connect(self, node: IfsfNode) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        self.own = await asyncio.open_connection("127.0.0.1", node.tcp_port)
+        return self.own
+
+    async def close(self) -> None:
+        if self.beating is not None:
+            self.beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.beating
+        if self.own is not None:
+            self.own[1].close()
+        self.server.close()
+        while not self.accepted.empty():
+            self.accepted.get_nowait()[1].close()
+
+
+async def read_message(reader: asyncio.StreamReader, timeout: float = 2.0) -> Message:
+    async with asyncio.timeout(timeout):
+        header = await reader.readexactly(8)
+        body = await reader.readexactly(int.from_bytes(header[6:8], "big"))
+    return decode_message(header + body)
+
+
+async def nothing_comes(reader: asyncio.StreamReader, seconds: float = 0.3) -> bool:
+    """Nothing arrives on `reader` for `seconds` (and the connection stays open)."""
+    try:
+        async with asyncio.timeout(seconds):
+            data = await reader.read(1)
+    except TimeoutError:
+        return True
+    return False if data else not reader.at_eof()
+
+
+@contextlib.asynccontextmanager
+async def raw_peer_of(
+    node_settings: LinkSettings, peer: Lna, **node: Any
+) -> AsyncIterator[tuple[IfsfNode, RawPeer]]:
+    raw = await RawPeer.start(peer, node_settings.heartbeat_port)
+    ifsf = IfsfNode(node_settings, **node)
+    try:
+        async with ifsf:
+            yield ifsf, raw
+    finally:
+        await raw.close()
+
+
+async def test_the_controller_asks_on_its_link_and_hears_on_the_dispensers() -> None:
+    """The controller's requests go on the link it opened; the dispenser's answer and its
+    unsolicited report come on the link the dispenser opened, and are taken there."""
+    reports: list[Message] = []
+    settings = loopback_settings([CD], free_udp_port(), free_udp_port())
+    async with raw_peer_of(settings, DISPENSER, name="cd", on_report=reports.append) as (
+        cd,
+        dispenser,
+    ):
+        theirs_in, theirs_out = await asyncio.wait_for(dispenser.accepted.get(), 3)  # cd's link
+        ours_in, ours_out = await dispenser.connect(cd)  # the dispenser's link
+        asking = asyncio.create_task(cd.read(DISPENSER, FP1, [0x14]))
+        request = await read_message(theirs_in)
+        assert (request.recipient, request.body) == (DISPENSER, Read((0x14,)))
+        reply = answer(request, [it(FP1, 0x14, 3)])
+        ours_out.write(encode(reply))
+        await ours_out.drain()
+        assert (await asyncio.wait_for(asking, 3)).values() == {0x14: 3}
+        report = unsolicited(DISPENSER, CD, FP1, [it(FP1, 0x64), it(FP1, 0x14, 4)])
+        ours_out.write(encode(report))
+        await ours_out.drain()
+        await until(lambda: bool(reports))
+        assert reports[0].originator == DISPENSER
+        # Nothing from the controller on the link the dispenser opened: not the request,
+        # not an ack of the answer or of the report.
+        assert await nothing_comes(ours_in)
+        assert await nothing_comes(theirs_in)  # and nothing more than the request on its own
+        theirs_out.close()
+
+
+async def test_the_dispenser_answers_and_reports_on_its_link_only() -> None:
+    """The mirror: a controller of bare sockets asks on the link it opened; the dispenser
+    node answers, and reports, on the link it opened to the controller."""
+    app = LoopbackDispenser()
+    settings = loopback_settings([DISPENSER], free_udp_port(), free_udp_port())
+    async with raw_peer_of(settings, CD, name="dispenser", on_request=app.on_request) as (
+        dispenser,
+        cd,
+    ):
+        app.node = dispenser
+        theirs_in, theirs_out = await asyncio.wait_for(cd.accepted.get(), 3)  # dispenser's link
+        ours_in, ours_out = await cd.connect(dispenser)  # the controller's link
+        request = Message(DISPENSER, CD, 5, FP1, Read((0x14,)))
+        ours_out.write(encode(request))
+        await ours_out.drain()
+        reply = await read_message(theirs_in)
+        assert (reply.originator, reply.token, reply.body.type) == (
+            DISPENSER,
+            5,
+            MessageType.ANSWER,
+        )
+        await dispenser.send(unsolicited(DISPENSER, CD, FP1, [it(FP1, 0x64), it(FP1, 0x14, 3)]))
+        report = await read_message(theirs_in)
+        assert report.body.type is MessageType.UNSOLICITED
+        assert await nothing_comes(ours_in)  # neither the answer nor the report came here
+        theirs_out.close()
