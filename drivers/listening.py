@@ -39,7 +39,8 @@ class Listener:
     `add_arguments` adds its options to the group it is given and returns them (the CLI
     refuses them with a serial protocol); `listen(args, every_port, announce)` listens as
     they say, on every port the protocol's dialects use when `every_port` (`edgectl scan`),
-    calls `announce` once with what it listens on and for how long, and raises
+    calls `announce` with what it listens on and for how long (and with anything it does
+    after, such as IFSF `--read`), and raises
     TransportError for a port it cannot listen on.
     """
 

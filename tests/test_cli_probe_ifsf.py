@@ -9,18 +9,24 @@ import socket
 import tomllib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from drivers import registry
+from drivers.ifsf.dispenser import FpState
 from drivers.ifsf.encodings import Lna
 from drivers.ifsf.links import IfsfNode
+from drivers.ifsf.sim import IfsfSimulator
 from tests.control.clikit import Result, acli, cli
 from tests.drivers.ifsf.loopback import free_udp_port, loopback_settings
 
 pytestmark = pytest.mark.slow
 
 LISTEN_S = "1.5"
+D = Decimal
 
 
 @asynccontextmanager
@@ -185,3 +191,93 @@ def test_help_shows_the_listening_options_and_an_example() -> None:
     assert "--heartbeat-port" in result.out and "--profile" in result.out
     assert "edgectl probe --protocol ifsf" in result.out
     assert "IFSF dispensers on TCP/IP" in result.out
+
+
+# ------------------------------------------------------------------ --read
+
+
+MINIMAL_STATION = """\
+[station]
+id = "PROBED"
+currency = "CNY"
+
+[store]
+path = "{tmp}/edgectl.db"
+"""
+
+
+@asynccontextmanager
+async def simulated_dispenser(probe_port: int) -> AsyncIterator[tuple[IfsfSimulator, int]]:
+    """Node 1.1 of the IFSF simulator: FP 1 with logical nozzles 1 (Prod_Nb 1 at 7.45) and
+    2 (Prod_Nb 2 at 7.93), FP 2 with nozzle 1 (Prod_Nb 2). It beats to the probe's port and
+    hears controllers on a port of its own (returned)."""
+    own = free_udp_port()
+    plan = registry.NetworkPlan(
+        name="probed",
+        nodes=(
+            registry.NodePlan(
+                node=1,
+                pumps=(
+                    registry.PumpPlan(number=1, address=1, prices={1: D("7.45"), 2: D("7.93")}),
+                    registry.PumpPlan(number=2, address=2, prices={1: D("7.93")}),
+                ),
+                products={(1, 1): 1, (1, 2): 2, (2, 1): 2},
+            ),
+        ),
+        heartbeat_port=own,
+        heartbeat_destinations=(("127.0.0.1", probe_port),),
+        heartbeat_interval_s=0.2,
+    )
+    network = registry.dispenser_simulation("ifsf").network
+    assert network is not None
+    sim = network(plan)
+    assert isinstance(sim, IfsfSimulator)
+    async with sim:
+        yield sim, own
+
+
+async def test_probe_read_prints_a_snippet_config_check_accepts_as_it_is(tmp_path: Path) -> None:
+    port = free_udp_port()
+    async with simulated_dispenser(port) as (sim, own):
+        result = await acli(
+            "probe",
+            "--protocol",
+            "ifsf",
+            "--heartbeat-port",
+            str(port),
+            "--seconds",
+            LISTEN_S,
+            "--read",
+            "--heartbeat-to",
+            f"127.0.0.1:{own}",
+            timeout=60,
+        )
+        # Only reads were sent: the node was not configured, opened or written to.
+        node = sim.nodes[0].model
+        assert [fp.state for fp in node.fps.values()] == [FpState.CLOSED, FpState.CLOSED]
+        assert node.recipients == []
+    assert result.code == 0, result.err
+    assert "reading the dispensers heard, as controller 2.127" in result.err
+    assert "not complete" not in result.err and "FILL IN" not in result.out
+    config = snippet(result.out)
+    assert [(p["node"], p["fp"], p["nozzles"]) for p in config["pumps"]] == [
+        ("1.1", 1, {"1": "1", "2": "2"}),
+        ("1.1", 2, {"1": "2"}),
+    ]
+    assert config["lines"][0]["products"] == {"1": 1, "2": 2}
+    assert [(g["id"], g["unit_price"]) for g in config["grades"]] == [("1", "7.45"), ("2", "7.93")]
+    assert "rename an id to the" in result.out
+
+    station = tmp_path / "station.toml"
+    text = MINIMAL_STATION.format(tmp=tmp_path) + "\n" + result.out[result.out.index("# IFSF") :]
+    station.write_text(text, encoding="utf-8")
+    checked = await acli("config", "check", str(station))
+    assert checked.code == 0, checked.err + checked.out + text
+
+
+async def test_probe_without_read_says_what_to_fill_in() -> None:
+    result = await probe_heard()
+    assert result.code == 0, result.err
+    assert "note: the config snippet is not complete: fill in products" in result.err
+    assert "(or probe again with --read)" in result.err
+    assert "# FILL IN before `edgectl config check` passes" in result.out

@@ -449,6 +449,7 @@ class IfsfNode:
         self._waiters: dict[RequestKey, asyncio.Future[Outcome]] = {}
         self._requests: asyncio.Queue[Message] = asyncio.Queue()
         self._inbound: set[asyncio.StreamWriter] = set()
+        self._serving: set[asyncio.Task[Any]] = set()  # the tasks reading the peers' links
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
@@ -547,6 +548,11 @@ class IfsfNode:
         await asyncio.sleep(0)  # connections accepted just before the close get their handler
         for writer in list(self._inbound):
             writer.close()
+        # Their readers end at the EOF the close gives: wait for them, so that a loop that
+        # ends right after does not cancel them (Python 3.11's server callback then logs a
+        # CancelledError traceback for each).
+        if self._serving:
+            await asyncio.wait(list(self._serving), timeout=STOP_DEADLINE_S)
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(STOP_DEADLINE_S):
@@ -797,6 +803,10 @@ class IfsfNode:
             return
         peername = writer.get_extra_info("peername")
         source = f"{peername[0]}:{peername[1]}" if peername else "?"
+        serving = asyncio.current_task()
+        if serving is not None:
+            self._serving.add(serving)
+            serving.add_done_callback(self._serving.discard)
         self._inbound.add(writer)
         keep_alive(writer)
         log.info("ifsf_inbound_open", node=self.name, peer=source)

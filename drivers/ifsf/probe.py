@@ -4,7 +4,9 @@ write the station config for them.
 
 Nothing is sent and no link is opened: every IFSF node says who it is (IP, TCP port, LNA,
 status) in its heartbeat every interval (10 s by default), so listening one interval and a
-margin hears every node whose heartbeats reach this host.
+margin hears every node whose heartbeats reach this host. The heartbeat carries no nozzles
+or products: only `--read` (`read_nodes`) then links to each dispenser as a controller of
+its own LNA (2.127 by default) and reads them, with reads only, for a complete snippet.
 
 Why not an `IfsfNode(LinkSettings(connect=False, send_heartbeat=False))`: a node reports
 changes of its peers (heard, moved, status changed, lost), while a probe counts every
@@ -36,15 +38,17 @@ import errno
 import fcntl
 import functools
 import ipaddress
+import math
 import socket
 import struct
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from drivers.base import FrameError, TransportError
+from drivers.base import DriverError, FrameError, TransportError
 from drivers.ifsf.encodings import Lna
 from drivers.ifsf.heartbeat import STATUS_BITS, decode_heartbeat
 from drivers.ifsf.profile_names import PROFILE_NAMES
@@ -53,6 +57,11 @@ from drivers.listening import Heard, Listener
 if TYPE_CHECKING:
     from drivers.ifsf.profiles import Profile
 
+# The controller LNA `--read` announces and reads as: subnet 2 (controller devices), the last
+# node number (1-127), so as not to be the station controller's (2.1 by default).
+READ_LNA = Lna(2, 127)
+READ_HEARTBEAT_S = 1.0  # `--read` beats this often, so the dispensers connect soon
+READ_WAIT_S = 15.0  # for a dispenser's link (it opens it on our heartbeat) and each answer
 MARGIN_S = 2.0  # listened beyond one heartbeat interval, for a node whose beat just went by
 MAX_SECONDS = 3600.0
 DISPENSER_SUBNET = 1
@@ -332,6 +341,124 @@ class HeartbeatListener:
         )
 
 
+# ------------------------------------------------------------------ what the nodes hold (--read)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadProduct:
+    """A product as a dispenser node holds it: its Prod_Nb, description and the unit price
+    of fuelling mode 1 (None: not readable)."""
+
+    prod_nb: int
+    name: str
+    price: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadFp:
+    """A fuelling point read: the Prod_Nb of each logical nozzle, by logical nozzle."""
+
+    fp: int
+    nozzles: Mapping[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeContents:
+    """What `--read` read from one dispenser node; `error` says why it stopped short."""
+
+    fps: tuple[ReadFp, ...] = ()
+    products: Mapping[int, ReadProduct] = field(default_factory=dict)  # by Prod_Nb
+    error: str | None = None
+
+
+def _key(node: HeardNode) -> tuple[int, Lna, str]:
+    return (node.heartbeat_port, node.lna, str(node.ip))
+
+
+async def read_nodes(
+    nodes: Sequence[HeardNode],
+    *,
+    controller: Lna = READ_LNA,
+    heartbeat_to: Sequence[tuple[str, int | None]] = (),
+    wait_s: float = READ_WAIT_S,
+    heartbeat_interval_s: float = READ_HEARTBEAT_S,
+) -> dict[tuple[int, Lna, str], NodeContents]:
+    """Open the IFSF links to each dispenser node as controller `controller`, read its FPs,
+    logical nozzles and products (Prod_Nb, description, price in mode 1), and close them.
+
+    Only reads are sent: no Add_Recipient_Addr, no write, no command, so the dispensers are
+    left as they were (they drop the link to us when our heartbeat stops). One controller
+    node per heartbeat port, beating to `heartbeat_to` ("host", port or None for that
+    port) or else to each dispenser's own address on the port it was heard on."""
+    from drivers.ifsf.links import IfsfNode, LinkSettings
+
+    found: dict[tuple[int, Lna, str], NodeContents] = {}
+    dispensers = [n for n in nodes if n.dispenser]
+    for port in sorted({n.heartbeat_port for n in dispensers}):
+        here = [n for n in dispensers if n.heartbeat_port == port]
+        targets = [(host, to or port) for host, to in heartbeat_to] or [
+            (n.source, port) for n in here
+        ]
+        settings = LinkSettings(
+            lnas=(controller,),
+            tcp_port=0,
+            heartbeat_port=port,
+            heartbeat_destinations=tuple(dict.fromkeys(targets)),
+            heartbeat_interval_s=heartbeat_interval_s,
+            missed_heartbeats=max(3, math.ceil(wait_s / heartbeat_interval_s)),
+            reply_timeout_s=min(wait_s, 5.0),
+        )
+        async with IfsfNode(settings) as link:
+            for node in here:
+                found[_key(node)] = await _read_node(link, node.lna, wait_s)
+    return found
+
+
+async def _read_node(link: Any, lna: Lna, wait_s: float) -> NodeContents:
+    from drivers.ifsf import databases as db
+
+    fps: list[ReadFp] = []
+    products: dict[int, ReadProduct] = {}
+    step = "the link"
+    try:
+        await link.wait_link(lna, wait_s)
+        step = "C_DAT Nb_FP"
+        nb_fp = int((await link.read(lna, db.C_DAT, [0x05])).values()[0x05])
+        by_index: dict[int, int] = {}  # PR_ID index: Prod_Nb
+        for fp in range(1, min(nb_fp, 4) + 1):
+            step = f"FP {fp} Nb_Logical_Nozzle"
+            count = int((await link.read(lna, db.FuellingPoint(fp), [0x04])).values()[0x04])
+            nozzles: dict[int, int] = {}
+            for logical in range(1, min(count, 8) + 1):
+                step = f"FP {fp} logical nozzle {logical} PR_Id"
+                where = db.LogicalNozzle(fp, logical)
+                index = int((await link.read(lna, where, [0x01])).values()[0x01])
+                if index not in by_index:
+                    step = f"product {index} Prod_Nb"
+                    values = (await link.read(lna, db.Product(index), [0x02, 0x03])).values()
+                    prod_nb = int(values[0x02])
+                    by_index[index] = prod_nb
+                    name = str(values.get(0x03) or "").strip()
+                    products[prod_nb] = ReadProduct(prod_nb, name, await _price(link, lna, prod_nb))
+                nozzles[logical] = by_index[index]
+            fps.append(ReadFp(fp, nozzles))
+    except (DriverError, KeyError, TypeError, ValueError) as exc:
+        return NodeContents(tuple(fps), products, f"reading {step}: {exc or type(exc).__name__}")
+    return NodeContents(tuple(fps), products)
+
+
+async def _price(link: Any, lna: Lna, prod_nb: int) -> Decimal | None:
+    """Prod_Price of fuelling mode 1; None where the node has none for it (a price is
+    optional: the station sets its own)."""
+    from drivers.ifsf import databases as db
+
+    try:
+        value = (await link.read(lna, db.ProductPerMode(prod_nb, 1), [0x02])).values().get(0x02)
+    except DriverError:
+        return None
+    return value if isinstance(value, Decimal) and value > 0 else None
+
+
 # ------------------------------------------------------------------ the config snippet
 
 
@@ -352,17 +479,35 @@ def _toml(text: str) -> str:
 
 def _line(key: str, value: str, comment: str = "") -> str:
     text = f"{key} = {value}"
-    return f"{text:<29}# {comment}" if comment else text
+    return f"{text:<28} # {comment}" if comment else text  # a space before "#" however long
+
+
+TO_FILL = (
+    "products (grade id -> Prod_Nb), each pump's nozzles and a [[grades]] entry per grade "
+    "(heartbeats do not carry them; `--read` reads them from the dispensers)"
+)
+
+
+def unread(contents: Mapping[tuple[int, Lna, str], NodeContents] | None, node: HeardNode) -> bool:
+    """The snippet has placeholders for this node: it was not read, or not completely."""
+    found = contents.get(_key(node)) if contents is not None else None
+    return found is None or found.error is not None or not found.fps
 
 
 def config_snippet(
     hearing: Hearing,
     profile: Profile | None = None,
     networks: Sequence[LocalNetwork] | None = None,
+    contents: Mapping[tuple[int, Lna, str], NodeContents] | None = None,
 ) -> str:
     """The TOML of an IFSF line per heartbeat port where dispensers were heard, and a pump
     per dispenser node (numbered from 1); "" if no dispenser was heard. `profile` is the
-    one asked for; None: the one each port suggests."""
+    one asked for; None: the one each port suggests.
+
+    With `contents` (what `--read` read), each FP read is a pump with its logical nozzles,
+    each line has the products and a `[[grades]]` entry stands for each Prod_Nb: the
+    snippet is a complete config part. Without it, or for a node not read, the FP count
+    is assumed and `products`/`nozzles` are commented placeholders to fill in."""
     dispensers = [n for n in hearing.nodes if n.dispenser]
     if not dispensers:
         return ""
@@ -372,6 +517,14 @@ def config_snippet(
         f"# IFSF nodes heard on UDP {', '.join(map(str, hearing.ports))} in "
         f"{hearing.seconds:g} s (edgectl probe --protocol ifsf)"
     ]
+    if any(unread(contents, n) for n in dispensers):
+        out.append(f"# FILL IN before `edgectl config check` passes: {TO_FILL}")
+    read = {k: c for k, c in (contents or {}).items() if c.error is None and c.fps}
+    products: dict[int, ReadProduct] = {}
+    for found in read.values():
+        for number, product in sorted(found.products.items()):
+            products.setdefault(number, product)
+    out += _grades(products)
     for node in hearing.nodes:
         if not node.dispenser:
             out.append(
@@ -403,29 +556,95 @@ def config_snippet(
             ),
             _line("heartbeat_port", str(port)),
             _heartbeat_to([n for n in dispensers if n.heartbeat_port == port], nets),
-            '# products = { "92" = 1, "95" = 2 }  # grade id -> the dispenser\'s Prod_Nb: fill in',
+            _products(
+                sorted(
+                    {
+                        nb
+                        for n in dispensers
+                        if n.heartbeat_port == port and _key(n) in read
+                        for f in read[_key(n)].fps
+                        for nb in f.nozzles.values()
+                    }
+                ),
+                all(_key(n) in read for n in dispensers if n.heartbeat_port == port),
+            ),
         ]
     seen: dict[Lna, HeardNode] = {}
-    for number, node in enumerate(dispensers, 1):
+    number = 0
+    for node in dispensers:
         first = seen.setdefault(node.lna, node)
         where = f"{node.ip}:{node.tcp_port}, status {describe_status(node.status)}"
+        attempt = (contents or {}).get(_key(node))
+        fps = read[_key(node)].fps if _key(node) in read else (ReadFp(1, {}),)
+        for fp in fps:
+            number += 1
+            out += [
+                "",
+                "[[pumps]]",
+                _line("number", str(number)),
+                _line("line", _toml(names[node.heartbeat_port])),
+                _line("node", _toml(str(node.lna)), where),
+            ]
+            if first is not node:
+                out.append(f"# LNA {node.lna} is heard from {first.ip} too: two nodes with one LNA")
+            if profiles[node.heartbeat_port].node_per_nozzle:
+                out.append("# one node per nozzle: this node is one nozzle; those at one IP")
+                out.append("# share a dispenser")
+            if fp.nozzles:
+                nozzles = ", ".join(f"{n} = {_toml(str(nb))}" for n, nb in fp.nozzles.items())
+                out += [
+                    _line("fp", str(fp.fp), f"read: the node has {len(fps)} FP(s)"),
+                    _line("nozzles", f"{{ {nozzles} }}", "read: logical nozzle = grade (Prod_Nb)"),
+                ]
+                continue
+            if attempt is not None and attempt.error is not None:
+                out.append(f"# not read ({attempt.error}): fill in by hand")
+            out += [
+                _line("fp", "1", "one FP assumed: check the dispenser's FP count (C_DAT Nb_FP)"),
+                '# nozzles = { 1 = "92", 2 = "95" }   # edgectl nozzle = logical nozzle 1-8: '
+                "fill in",
+            ]
+    return "\n".join(out) + "\n"
+
+
+def _grades(products: Mapping[int, ReadProduct]) -> list[str]:
+    """A [[grades]] entry per product read, its id the Prod_Nb (rename it to the station's
+    grade id, in `products` and the pumps' `nozzles` too)."""
+    if not products:
+        return []
+    out = [
+        "",
+        "# Grades read from the dispensers, each named after its Prod_Nb: rename an id to the",
+        "# station's grade id (here, in the line's products and in the pumps' nozzles alike).",
+    ]
+    for number, product in sorted(products.items()):
         out += [
             "",
-            "[[pumps]]",
-            _line("number", str(number)),
-            _line("line", _toml(names[node.heartbeat_port])),
-            _line("node", _toml(str(node.lna)), where),
+            "[[grades]]",
+            _line("id", _toml(str(number)), f"Prod_Nb {number}"),
+            _line("name", _toml(product.name or f"product {number}")),
         ]
-        if first is not node:
-            out.append(f"# LNA {node.lna} is heard from {first.ip} too: two nodes with one LNA")
-        if profiles[node.heartbeat_port].node_per_nozzle:
-            out.append("# one node per nozzle: this node is one nozzle; those at one IP share")
-            out.append("# a dispenser")
-        out += [
-            _line("fp", "1", "one FP assumed: check the dispenser's FP count (C_DAT Nb_FP)"),
-            '# nozzles = { 1 = "92", 2 = "95" }   # edgectl nozzle = logical nozzle 1-8: fill in',
-        ]
-    return "\n".join(out) + "\n"
+        if product.price is None:
+            out.append(
+                '# unit_price = "7.45"        # not read from the dispenser: set the '
+                "station's price"
+            )
+        else:
+            out.append(
+                _line("unit_price", _toml(str(product.price)), "the dispenser's price (mode 1)")
+            )
+    return out
+
+
+def _products(numbers: Sequence[int], complete: bool) -> str:
+    """The line's `products`: read (grade id = Prod_Nb), or a placeholder to fill in."""
+    if not numbers:
+        return (
+            '# products = { "92" = 1, "95" = 2 }  # grade id -> the dispenser\'s Prod_Nb: fill in'
+        )
+    table = "{ " + ", ".join(f"{_toml(str(n))} = {n}" for n in numbers) + " }"
+    why = "read: grade id -> Prod_Nb" + ("" if complete else "; add those of the nodes not read")
+    return _line("products", table, why)
 
 
 def _heartbeat_to(nodes: Sequence[HeardNode], networks: Sequence[LocalNetwork]) -> str:
@@ -497,7 +716,50 @@ def _arguments(group: argparse._ArgumentGroup) -> list[argparse.Action]:
             metavar="S",
             help="how long to listen (default: one heartbeat interval and 2 s, 12 s)",
         ),
+        group.add_argument(
+            "--read",
+            action="store_true",
+            help="then open the IFSF links to each dispenser heard, as a controller, and read "
+            "its FPs, logical nozzles and products (Prod_Nb, name, price): only reads are "
+            "sent; the snippet is then complete for `edgectl config check`",
+        ),
+        group.add_argument(
+            "--controller-lna",
+            type=_lna,
+            metavar="S.N",
+            help=f"the controller LNA --read uses (default {READ_LNA}: not the station "
+            "controller's 2.1; pick one no controller on the site uses)",
+        ),
+        group.add_argument(
+            "--heartbeat-to",
+            type=_destination,
+            action="append",
+            metavar="HOST[:UDP]",
+            help="where --read sends its heartbeat (repeatable; default: each dispenser's "
+            "address, on the port it was heard on)",
+        ),
     ]
+
+
+def _lna(text: str) -> Lna:
+    subnet, dot, node = text.partition(".")
+    try:
+        if not dot:
+            raise ValueError(text)
+        return Lna(int(subnet), int(node))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an IFSF node address (subnet.node, e.g. 2.127)"
+        ) from None
+
+
+def _destination(text: str) -> tuple[str, int | None]:
+    host, colon, port = text.rpartition(":")
+    if not colon:
+        return (text, None)
+    if not host:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST or HOST:UDP")
+    return (host, _port(port))
 
 
 def plan(args: argparse.Namespace, every_port: bool) -> tuple[list[int], float, Profile | None]:
@@ -560,8 +822,50 @@ def _rows(hearing: Hearing) -> list[tuple[str, ...]]:
     return rows
 
 
-def _node_json(n: HeardNode) -> dict[str, Any]:
+def read_notes(
+    hearing: Hearing, contents: Mapping[tuple[int, Lna, str], NodeContents] | None
+) -> list[str]:
+    """What the snippet still needs, and why a node could not be read."""
+    dispensers = [n for n in hearing.nodes if n.dispenser]
+    said = []
+    for node in dispensers:
+        found = (contents or {}).get(_key(node))
+        if found is not None and found.error is not None:
+            said.append(f"{node.lna} at {node.ip} could not be read: {found.error}")
+    missing = [n for n in dispensers if unread(contents, n)]
+    if missing:
+        which = "" if contents is None else f" for {', '.join(str(n.lna) for n in missing)}"
+        said.append(
+            f"the config snippet is not complete{which}: fill in {TO_FILL}"
+            + ("" if contents is not None else " (or probe again with --read)")
+        )
+    for found in (contents or {}).values():
+        if any(p.price is None for p in found.products.values()):
+            said.append("a product's price was not read: set its grade's unit_price")
+            break
+    return said
+
+
+def _node_json(n: HeardNode, found: NodeContents | None = None) -> dict[str, Any]:
+    read: dict[str, Any] | None = None
+    if found is not None:
+        read = {
+            "error": found.error,
+            "fps": [
+                {"fp": f.fp, "nozzles": {str(k): v for k, v in f.nozzles.items()}}
+                for f in found.fps
+            ],
+            "products": [
+                {
+                    "prod_nb": p.prod_nb,
+                    "name": p.name,
+                    "price": None if p.price is None else str(p.price),
+                }
+                for p in found.products.values()
+            ],
+        }
     return {
+        "read": read,
         "lna": str(n.lna),
         "role": n.role,
         "ip": str(n.ip),
@@ -608,16 +912,20 @@ def notes(hearing: Hearing, profile: Profile | None) -> list[str]:
     return said
 
 
-def heard(hearing: Hearing, profile: Profile | None) -> Heard:
-    """The hearing as the CLI shows it."""
-    config = config_snippet(hearing, profile)
+def heard(
+    hearing: Hearing,
+    profile: Profile | None,
+    contents: Mapping[tuple[int, Lna, str], NodeContents] | None = None,
+) -> Heard:
+    """The hearing (and with `contents`, what `--read` read) as the CLI shows it."""
+    config = config_snippet(hearing, profile, contents=contents)
     ports = ", ".join(map(str, hearing.ports))
     dispensers = sum(1 for n in hearing.nodes if n.dispenser)
     summary = (
         f"{len(hearing.nodes)} IFSF node(s) heard on UDP {ports} in {hearing.seconds:g} s, "
         f"{dispensers} of them dispensers"
     )
-    said = notes(hearing, profile)
+    said = notes(hearing, profile) + read_notes(hearing, contents)
     return Heard(
         count=len(hearing.nodes),
         columns=("LNA", "role", "IP", "TCP port", "UDP", "status", "flags", "heartbeats"),
@@ -629,7 +937,7 @@ def heard(hearing: Hearing, profile: Profile | None) -> Heard:
                 "seconds": hearing.seconds,
                 "shared": list(hearing.shared),
             },
-            "found": [_node_json(n) for n in hearing.nodes],
+            "found": [_node_json(n, (contents or {}).get(_key(n))) for n in hearing.nodes],
             "garbage": {"count": hearing.garbage, "from": hearing.garbage_from},
             "notes": said,
             "config": config,
@@ -651,7 +959,15 @@ async def _listen(
             f"for {seconds:g} s"
         )
         await asyncio.sleep(seconds)
-        return heard(listener.hearing(), profile)
+        hearing = listener.hearing()
+    contents = None
+    if getattr(args, "read", False) and any(n.dispenser for n in hearing.nodes):
+        controller = args.controller_lna or READ_LNA
+        announce(f"reading the dispensers heard, as controller {controller}")
+        contents = await read_nodes(
+            hearing.nodes, controller=controller, heartbeat_to=args.heartbeat_to or ()
+        )
+    return heard(hearing, profile, contents)
 
 
 def listener() -> Listener:

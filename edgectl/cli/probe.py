@@ -31,6 +31,7 @@ from edgectl.cli import output
 from edgectl.cli.output import Subparsers
 from edgectl.driver_errors import translated
 from edgectl.errors import EdgectlError, LineUnavailableError
+from edgectl.logs import configure
 
 if TYPE_CHECKING:
     from drivers.registry import Found, Heard, Listener, Prober, Setting
@@ -46,6 +47,7 @@ examples:
   edgectl probe /dev/ttyUSB1 --protocol modbus --address 1-32 --json
   edgectl probe --protocol ifsf
   edgectl probe --protocol ifsf --profile petrochina --seconds 25
+  edgectl probe --protocol ifsf --read
 
 For a serial port, stop the daemon first (systemctl stop edgectl): while it runs it holds
 the port, and `edgectl sniff LINE` shows its traffic instead.
@@ -310,6 +312,9 @@ def _listen_all(args: argparse.Namespace, listeners: Sequence[Listener]) -> int:
 
 def _listen(args: argparse.Namespace, listener: Listener, *, every_port: bool) -> int:
     """Listen as the listener's options say; the nodes heard, their config, the exit status."""
+    if getattr(args, "read", False):
+        # Reading opens links (the node layer logs each step): only what went wrong shows.
+        configure(level="warning", fmt="console")
     try:
         with translated():  # a port that cannot be bound (drivers' TransportError)
             heard: Heard = asyncio.run(

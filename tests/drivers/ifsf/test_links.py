@@ -670,6 +670,33 @@ async def test_a_header_whose_m_lg_is_never_filled_does_not_swallow_the_link(pai
     assert lost, pair.errors
 
 
+async def test_a_node_stopped_while_its_peer_is_linked_in_leaves_no_task_behind() -> None:
+    """`stop` returns once the tasks serving the peers' links to us are done too. A program
+    that ends its loop right after (`edgectl probe --read`) would otherwise have asyncio.run
+    cancel them, which on Python 3.11 logs "Exception in callback ... CancelledError" with a
+    traceback (asyncio's server callback calls `exception()` on the cancelled task)."""
+    cd_hb, disp_hb = free_udp_port(), free_udp_port()
+    dispenser = IfsfNode(loopback_settings([DISPENSER], disp_hb, cd_hb))
+    cd = IfsfNode(loopback_settings([CD], cd_hb, disp_hb))
+
+    def tasks_of(node: IfsfNode) -> list[asyncio.Task[object]]:
+        found = []
+        for task in asyncio.all_tasks():
+            frame = getattr(task.get_coro(), "cr_frame", None)
+            if frame is not None and frame.f_locals.get("self") is node:
+                found.append(task)
+        return found
+
+    async with dispenser:
+        await cd.start()
+        await cd.wait_link(DISPENSER, 3)
+        await until(lambda: bool(cd._inbound))  # the dispenser's link to us is open
+        serving = tasks_of(cd)
+        assert serving
+        await cd.stop()
+        assert [t.get_name() for t in serving if not t.done()] == []
+
+
 # ---------------------------------------------------------------------------------------
 # The two one-way links, seen from a raw TCP peer: each side sends only on the link it opened
 # ---------------------------------------------------------------------------------------

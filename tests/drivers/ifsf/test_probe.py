@@ -294,7 +294,8 @@ async def test_on_a_shared_port_each_heartbeat_is_counted_once() -> None:
 def test_listening_on_a_shared_port_as_long_as_the_daemon_waits_is_warned() -> None:
     nodes = (node(Lna(1, 1), "192.168.1.21"),)
     short = heard(Hearing((3486,), 12.0, (3486,), nodes, 0, {}), None)
-    assert len(short.notes) == 1 and "UDP 3486 is bound by another process too" in short.notes[0]
+    assert len(short.notes) == 2 and "UDP 3486 is bound by another process too" in short.notes[0]
+    assert short.notes[1].startswith("the config snippet is not complete: fill in products")
     assert short.json["notes"] == list(short.notes)
     long = heard(Hearing((3486,), 30.0, (3486,), nodes, 0, {}), None)
     assert "counts them lost after 30 s" in long.notes[1]
