@@ -1051,13 +1051,24 @@ class PumpService:
         except DriverIOError as exc:
             self.log.warning("reset_failed_will_retry", error=str(exc))
             self.decider.retry_later(self.station.clock())
-        else:
-            self.decider.reset_done()
+            return
+        self.decider.reset_done()
+        try:
+            # Best effort: the next authorization of the pump says the same in its commit.
+            await self.station.db_quiet(self.station.store.pump_reset, self.pump.number)
+        except StoreError as exc:
+            self.log.warning("reset_not_recorded", error=str(exc))
 
     async def _baseline_totals(self, nozzles: Sequence[int]) -> None:
-        """Totals of every nozzle of an idle pump against the last known: catches unseen sales."""
+        """Totals of every nozzle of an idle pump against the last known: catches unseen sales.
+        A nozzle whose totals the pump does not give is not checked: the pump stays usable (it
+        was held before, failing the step on every report it sent)."""
         for nozzle in nozzles:
-            volume, amount = await self.line.totals(self.address, nozzle)
+            try:
+                volume, amount = await self.line.totals(self.address, nozzle)
+            except DriverIOError as exc:
+                self.log.warning("totals_check_skipped", nozzle=nozzle, error=str(exc))
+                continue
             problem = await self.station.db(
                 self.station.store.check_totals, self.pump.number, nozzle, volume, amount
             )

@@ -178,6 +178,59 @@ async def test_sigkill_after_commit_before_reset_records_the_sale_once(
             sim.stop()
 
 
+async def test_a_pump_without_totals_killed_after_commit_before_reset_records_once(
+    tmp_path: Path, daemon: DaemonProcess
+) -> None:
+    """A pump that gives no totals: its sale is named by its authorization, which the commit
+    closes. Killed before the reset, the daemon found the same fill at the pump after the
+    restart with no open authorization and no totals, and recorded it a second time. And the
+    restarted daemon could not check the idle pump's totals, so it never released it again."""
+    config = load_config(daemon.config)
+    db = config.store.path
+    sims = start_simulators(config, flow_rate_lps=5.0)
+    pump = sims["l0"].pump(0x51)
+    try:
+        daemon.start()
+        await until(
+            lambda: count_when_ready(db, "nozzle_totals") == 4, timeout=20, what="daemon online"
+        )
+        pump.give_no_totals()
+        pump.ignore_commands(DCC.RESET)
+        pump.lift(2)
+        await until(lambda: pump.status is DartStatus.AUTHORIZED, what="auto authorization")
+        pump.squeeze()
+        await until(lambda: pump.volume > 200, what="fuel flowing")
+        pump.release()
+        pump.hang_up()
+        await until(lambda: len(sales(db)) == 1, timeout=30, what="sale committed")
+        assert sales(db)[0]["total_volume_after"] is None
+        await asyncio.sleep(0.3)
+        assert pump.status is DartStatus.FILLING_COMPLETED
+        daemon.kill()
+        pump.ignore_commands()
+
+        daemon.start()
+        await until(lambda: pump.status is DartStatus.RESET, timeout=30, what="reset at last")
+        assert len(sales(db)) == 1
+        assert '"sale_already_recorded"' in daemon.log.read_text()
+        # The next customer's fill, the same figures and still no totals, is a new sale.
+        pump.lift(2)
+        await until(lambda: pump.status is DartStatus.AUTHORIZED, what="authorized again")
+        pump.squeeze()
+        await until(lambda: pump.volume > 200, what="fuel flowing again")
+        pump.release()
+        pump.hang_up()
+        await until(lambda: len(sales(db)) == 2, timeout=30, what="the second sale")
+        log = daemon.log.read_text()
+        # The start-up totals check skipped its nozzles once each; the pump was not held,
+        # failing its step on every report (it was, in a loop of thousands a second).
+        assert '"pump_step_failed"' not in log and '"totals_check_skipped"' in log
+        assert daemon.terminate() == 0
+    finally:
+        for sim in sims.values():
+            sim.stop()
+
+
 async def test_sigkill_between_commit_and_publish_publishes_after_restart(
     tmp_path: Path,
 ) -> None:
@@ -307,7 +360,6 @@ async def test_a_lift_served_before_a_restart_is_not_released_again(
     finally:
         for sim in sims.values():
             sim.stop()
-
 
 
 async def test_a_report_that_another_nozzle_is_in_is_not_a_hang_up(

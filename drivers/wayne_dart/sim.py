@@ -134,6 +134,7 @@ class SimPump:
         }
         self._online = True
         self._ignored: frozenset[int] = frozenset()
+        self._no_totals = False
         self._lift_after: tuple[int, int] | None = None
         self._listeners: list[StatusListener] = []
         self._watchers: list[Callable[[], None]] = []
@@ -346,6 +347,12 @@ class SimPump:
         with self._lock:
             self._last_master_seq = seq
 
+    def give_no_totals(self, none: bool = True) -> None:
+        """Fault: answer no totals request (a pump without DC101 electronic totals: the
+        request is acknowledged, no counters come back)."""
+        with self._lock:
+            self._no_totals = none
+
     def ignore_commands(self, *dccs: int) -> None:
         """Fault: ACK these CD1 commands but carry none of them out (none: back to normal)."""
         with self._lock:
@@ -464,7 +471,7 @@ class SimPump:
                     nozzle.price = price
         elif isinstance(command, codec.RequestTotals):
             counted = self._nozzles.get(command.counter)
-            if counted is not None:
+            if counted is not None and not self._no_totals:
                 self._queue.append(
                     codec.TotalCounters(
                         command.counter, counted.total_volume, counted.total_amount, 0

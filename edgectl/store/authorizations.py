@@ -41,6 +41,7 @@ class Authorizations(StoreCore):
         """
         now = self._clock()
         with self.transaction() as tx:
+            tx.fill_left_the_pump(pump)
             if serves_lift:
                 tx.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",

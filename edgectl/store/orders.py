@@ -46,6 +46,7 @@ class Orders(Authorizations):
         with self.transaction() as tx:
             if tx.execute("SELECT 1 FROM orders WHERE order_id = ?", (order_id,)).fetchone():
                 raise OrderExists(f"order {order_id} exists already", code="invalid")
+            tx.fill_left_the_pump(pump)
             if command_payload is not None:
                 tx.execute(
                     "INSERT OR IGNORE INTO inbox (cmd_id, type, payload, received_at)"

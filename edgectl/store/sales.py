@@ -66,6 +66,20 @@ class Sales(StoreCore):
                         REFERENCE_WINDOW,
                     ),
                 ).fetchone()
+            if (
+                existing is None
+                and sale.total_volume_after is None
+                and sale.authorization_id is None
+            ):
+                # No totals and no open authorization to name it (closed by its commit, as
+                # after a restart): the pump's last sale, if the pump may still hold it and
+                # the figures are the same, is this fill read again.
+                existing = tx.execute(
+                    "SELECT id, nozzle, volume, amount, dispenser_ref FROM sales"
+                    " WHERE pump = ? AND reset_pending IS NOT NULL AND nozzle = ? AND volume = ?"
+                    " AND amount = ? AND id = (SELECT MAX(id) FROM sales WHERE pump = ?)",
+                    (sale.pump, sale.nozzle, str(sale.volume), str(sale.amount), sale.pump),
+                ).fetchone()
             if existing is not None:
                 same = (int(existing[1]), Decimal(existing[2]), Decimal(existing[3])) == (
                     sale.nozzle,
@@ -94,8 +108,8 @@ class Sales(StoreCore):
                 "INSERT INTO sales (uid, pump, nozzle, grade, volume, amount, unit_price,"
                 " currency, authorization_id, price_set_id, total_volume_before,"
                 " total_volume_after, total_amount_before, total_amount_after, ended_at,"
-                " recorded_at, dispenser_ref)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " recorded_at, dispenser_ref, reset_pending)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
                 (
                     sale.uid,
                     sale.pump,
@@ -151,6 +165,11 @@ class Sales(StoreCore):
             row = tx.execute("SELECT * FROM sales WHERE id = ?", (sale_id,)).fetchone()
             tx.outbox(tx.messages.sale(tx.sale_values(row)), PRIORITY_SALE, now)
         return RecordedSale(sale_id, created=True, totals_alarm=alarm)
+
+    def pump_reset(self, pump: int) -> None:
+        """The pump confirmed its reset after a sale: it holds that fill no more."""
+        with self.transaction() as tx:
+            tx.fill_left_the_pump(pump)
 
     def sales(
         self, *, since: str | None = None, pump: int | None = None, limit: int | None = None

@@ -321,10 +321,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
     # The dispenser's own number for a stored sale (IFSF TR_Seq_Nb, issue 15.4), part of the
-    # sale's identity: looked up among the pump's recent sales (store/sales.py).
+    # sale's identity: looked up among the pump's recent sales (store/sales.py). And
+    # `reset_pending`: 1 from the sale's commit until its pump was reset after it (or
+    # authorized again): the pump may still hold that fill, so the same figures read there
+    # with no totals to name them are that sale.
     """
     ALTER TABLE sales ADD COLUMN dispenser_ref TEXT;
     CREATE INDEX sales_by_dispenser_ref ON sales(pump, dispenser_ref)
         WHERE dispenser_ref IS NOT NULL;
+    ALTER TABLE sales ADD COLUMN reset_pending INTEGER;
+    CREATE INDEX sales_reset_pending ON sales(pump) WHERE reset_pending IS NOT NULL;
     """,
 )

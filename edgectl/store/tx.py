@@ -56,6 +56,14 @@ class Tx:
             if statement.strip():
                 self._db.execute(statement)
 
+    def fill_left_the_pump(self, pump: int) -> None:
+        """The pump no longer holds the fill of its last sale: reset after it, or being
+        authorized again (store/sales.py, `reset_pending`)."""
+        self._db.execute(
+            "UPDATE sales SET reset_pending = NULL WHERE pump = ? AND reset_pending IS NOT NULL",
+            (pump,),
+        )
+
     def set_totals(
         self, pump: int, nozzle: int, volume: Decimal, amount: Decimal, now: str
     ) -> None:

@@ -143,3 +143,65 @@ def test_a_fill_without_a_number_keeps_the_old_identity(store: Store) -> None:
     first = store.record_sale(make_sale())
     again = store.record_sale(make_sale(reference="TR 0042"))
     assert again.id == first.id and again.conflict is None
+
+
+# A pump that gives no totals (DART pumps without DC101): its sale is named by its
+# authorization, which the commit closes. Until the pump is reset after it (or authorized
+# again) the pump may still hold that fill: the same figures read there are that sale.
+_NO_TOTALS: dict[str, object] = {"total_volume_after": None, "total_amount_after": None}
+
+
+def test_a_fill_without_totals_read_again_before_the_reset_is_its_sale(store: Store) -> None:
+    auth = store.create_authorization(1, AuthorizationSource.AUTO, nozzles=(1,))
+    first = store.record_sale(make_sale(authorization_id=auth.id, **_NO_TOTALS))
+    later = "2026-11-24T10:07:00.000Z"  # read again after a restart: no authorization open
+    again = store.record_sale(make_sale(ended_at=later, **_NO_TOTALS))
+    assert again.id == first.id and not again.created and again.conflict is None
+    assert len(store.sales()) == 1
+
+
+@pytest.mark.parametrize("then", ["reset", "authorized", "ordered"])
+def test_after_the_reset_or_a_new_authorization_the_same_figures_are_a_new_sale(
+    store: Store, then: str
+) -> None:
+    store.record_sale(make_sale(**_NO_TOTALS))
+    if then == "reset":
+        store.pump_reset(1)
+        auth_id = None
+    elif then == "authorized":
+        auth_id = store.create_authorization(1, AuthorizationSource.AUTO).id
+    else:
+        auth_id = store.create_order(
+            order_id="o-1",
+            cmd_id="c-1",
+            pump=1,
+            preset_type="amount",
+            preset_value=Decimal("78.90"),
+            currency="CNY",
+            nozzles=(1,),
+            grades=(),
+            payment_method=None,
+            expires_at=None,
+        ).id
+    later = store.record_sale(
+        make_sale(ended_at="2026-11-24T10:09:00.000Z", authorization_id=auth_id, **_NO_TOTALS)
+    )
+    assert later.created
+    assert len(store.sales()) == 2
+
+
+def test_only_the_pumps_last_sale_and_only_its_own_pump_are_held(store: Store) -> None:
+    store.record_sale(make_sale(**_NO_TOTALS))
+    other_pump = store.record_sale(
+        make_sale(pump=2, ended_at="2026-11-24T10:01:00.000Z", **_NO_TOTALS)
+    )
+    assert other_pump.created
+    other_figures = store.record_sale(
+        make_sale(
+            volume=Decimal("5.00"),
+            amount=Decimal("39.45"),
+            ended_at="2026-11-24T10:02:00.000Z",
+            **_NO_TOTALS,
+        )
+    )
+    assert other_figures.created and other_figures.conflict is None

@@ -167,6 +167,7 @@ WRITES: dict[str, Write] = {
     ),
     "audit_finished": lambda s, x: s.audit_finished(x.audit_id, "ok", None),
     "lift_ended": lambda s, x: s.lift_ended(1),
+    "pump_reset": lambda s, x: s.pump_reset(1),
     "raise_alarm_once": lambda s, x: s.raise_alarm_once("backup_failed", "no space"),
     "clear_alarm": lambda s, x: s.clear_alarm("tank_low_product"),
     "purge_old_records": lambda s, x: s.purge_old_records("2099-01-01T00:00:00.000Z"),
