@@ -396,3 +396,21 @@ nozzles = { 1 = "92" }
         ("192.168.1.21", 3486),
         ("192.168.1.22", 3486),
     )
+
+
+def test_the_examples_commented_ifsf_blocks_load_as_documented(tmp_path: Path) -> None:
+    """config/station.example.toml's IFSF line and pump, uncommented, are a valid config."""
+    example = (Path(__file__).resolve().parents[1] / "config" / "station.example.toml").read_text()
+    start = example.index('# [[lines]]\n# name = "east"')
+    block = example[start : example.index("\n\n", start)]
+    uncommented = "\n".join(
+        line.removeprefix("# ").removeprefix("#") for line in block.splitlines()
+    )
+    beside = variant(("tcp_port = 4368\n", "tcp_port = 4369\n"))  # the example's is 4368
+    config = load_config(write(tmp_path, beside + "\n" + uncommented + "\n"))
+    (pump,) = config.pumps_on("east")
+    assert (pump.node, pump.host, pump.fp) == ("1.1", "192.168.1.21:5000", 1)
+    line = build_line(config.line("east"), config, lambda event: None)
+    assert isinstance(line, IfsfLine)
+    # No heartbeat_to and its one node pinned: the heartbeat goes to it, at UDP 3486.
+    assert line.settings.link.heartbeat_destinations == (("192.168.1.21", 3486),)
