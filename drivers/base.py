@@ -81,6 +81,8 @@ PERMISSION_DENIED = "permission_denied"
 LINK_ERROR = "link_error"  # the port opened once and then failed, or refused to be set up
 UNREACHABLE = "unreachable"  # a TCP peer that refuses or does not answer the connection
 NO_ANSWER = "no_answer"
+# A device heard, but not at the address the config gives it (an IFSF node's `host`).
+WRONG_ADDRESS = "wrong_address"
 BAD_CRC = "bad_crc"
 NAK = "nak"
 # A tank gauge that answers but gives no inventory: it refuses every inventory command it is

@@ -139,6 +139,8 @@ class IfsfPumpSpec(PumpSpec, Protocol):
     def node(self) -> str | None: ...
     @property
     def fp(self) -> int | None: ...
+    @property
+    def host(self) -> str | None: ...
 
 
 class GaugeSpec(Protocol):
@@ -238,6 +240,9 @@ class Entry:
     # (`required_keys` and `own_keys` are, for a dispenser protocol, its line's.)
     pump_keys: tuple[str, ...] = ()
     pump_required_keys: tuple[tuple[str, str], ...] = ()
+    # Pump keys that belong to the pump's device node (named by its first pump key), not to
+    # the pump: the pumps of one node that give one must agree (an IFSF node's host).
+    pump_node_keys: tuple[str, ...] = ()
     nozzle_numbers: range = range(1, 16)
     product_numbers: str | None = None
     _pump_address: Callable[[Any], int] | None = None
@@ -399,11 +404,18 @@ def _ifsf_line(
     spec = cast(IfsfLineSpec, line)
     dialect = profile(spec.profile)
     heartbeat_port = spec.heartbeat_port or dialect.heartbeat_port
+    ifsf_pumps = cast(Sequence[IfsfPumpSpec], pumps)
+    hosts = _node_hosts(ifsf_pumps)
     destinations = tuple(_endpoint(d, heartbeat_port) for d in spec.heartbeat_to)
+    if not destinations and hosts and all(p.node in hosts for p in ifsf_pumps):
+        # Every dispenser's address is known: tell them, not the whole subnet.
+        ips = dict.fromkeys(host.partition(":")[0] for host in hosts.values())
+        destinations = tuple((ip, heartbeat_port) for ip in ips)
     link: dict[str, Any] = {
         "heartbeat_port": heartbeat_port,
         "heartbeat_destinations": destinations or ((dialect.broadcast, heartbeat_port),),
         "reply_timeout_s": line.reply_timeout_ms / 1000,
+        "peer_hosts": tuple(_peer_host(node, host) for node, host in hosts.items()),
     }
     if spec.controller_lna is not None:
         link["lnas"] = (_lna(spec.controller_lna),)
@@ -415,7 +427,7 @@ def _ifsf_line(
         link["missed_heartbeats"] = spec.missed_heartbeats
     settings = IfsfLineSettings(name=line.name, link=dialect.link_settings(**link), profile=dialect)
     made = []
-    for pump in cast(Sequence[IfsfPumpSpec], pumps):
+    for pump in ifsf_pumps:
         assert pump.node is not None and pump.fp is not None  # the loader requires them
         nozzles = tuple(
             IfsfNozzle(nozzle, logical=nozzle, product=spec.products[grade])
@@ -423,6 +435,18 @@ def _ifsf_line(
         )
         made.append(IfsfPump(pump.address, _lna(pump.node), pump.fp, nozzles))
     return IfsfLine(settings, made, emit)
+
+
+def _node_hosts(pumps: Sequence[IfsfPumpSpec]) -> dict[str, str]:
+    """Each node's configured host, by node address (the loader made its pumps agree)."""
+    return {p.node: p.host for p in pumps if p.node is not None and p.host is not None}
+
+
+def _peer_host(node: str, host: str) -> Any:
+    from drivers.ifsf.links import PeerHost
+
+    ip, _, port = host.partition(":")
+    return PeerHost(_lna(node), ip, int(port) if port else None)
 
 
 def _lna(text: str) -> Any:
@@ -642,7 +666,8 @@ _ENTRIES: Final[Mapping[str, Entry]] = MappingProxyType(
                 ),
                 choices=MappingProxyType({"profile": PROFILE_NAMES}),
                 default_reply_timeout_ms=5000,
-                pump_keys=("node", "fp"),
+                pump_keys=("node", "fp", "host"),
+                pump_node_keys=("host",),
                 pump_required_keys=(
                     ("node", 'an IFSF pump needs its dispenser\'s node address, e.g. node = "1.1"'),
                     ("fp", "an IFSF pump needs its fuelling point on that node (1..4)"),

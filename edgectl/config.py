@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import difflib
+import ipaddress
 import json
 import os
 import re
@@ -461,6 +462,41 @@ _LNA_SCHEMA: Final = {
 NodeAddress = Annotated[str, _kind(_lna, _LNA_SCHEMA)]
 
 
+def _dispenser_host(value: object, _: _Loading) -> str:
+    """Where an IFSF dispenser node is: "IP" or "IP:port" (the TCP port it advertises)."""
+    text = _as_str(value).strip()
+    ip, colon, port = text.partition(":")
+    try:
+        address = ipaddress.IPv4Address(ip)
+    except ValueError:
+        raise _bad(
+            f'{_show(text)} is not an IPv4 address: write "IP" or "IP:port", e.g. '
+            '"192.168.1.21" or "192.168.1.21:5000" (the port its heartbeat advertises)'
+        ) from None
+    if address.is_unspecified or address.is_multicast or address == _BROADCAST:
+        raise _bad(f"{_show(text)} is not a dispenser's address (one host's IPv4 address)")
+    if colon and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise _bad(
+            f"{_show(text)}: the port after ':' must be 1..65535 (the TCP port the dispenser "
+            "advertises in its heartbeat)"
+        )
+    return f"{address}:{int(port)}" if colon else str(address)
+
+
+_BROADCAST: Final = ipaddress.IPv4Address("255.255.255.255")
+DispenserHost = Annotated[
+    str,
+    _kind(
+        _dispenser_host,
+        {
+            "type": "string",
+            "pattern": r"^[0-9]{1,3}(\.[0-9]{1,3}){3}(:[0-9]{1,5})?$",
+            "description": 'an IFSF dispenser node\'s "IP" or "IP:port", e.g. "192.168.1.21:5000"',
+        },
+    ),
+]
+
+
 def _destinations(value: object, load: _Loading) -> tuple[str, ...]:
     """Heartbeat destinations: "host" (at heartbeat_port) or "host:port"."""
     if not isinstance(value, list):
@@ -672,6 +708,9 @@ class PumpConfig(_Table):
     node: NodeAddress | None = None
     # ifsf: the fuelling point of that node.
     fp: Annotated[int | None, _integer(1, 4)] = None
+    # ifsf: where that node is, "IP" or "IP:port" (its advertised TCP port): a heartbeat
+    # for its LNA from elsewhere is not taken as it. None: wherever its heartbeat says.
+    host: DispenserHost | None = None
     volume_decimals: SkipJsonSchema[int] = 2
     amount_decimals: SkipJsonSchema[int] = 2
     price_decimals: SkipJsonSchema[int] = 2
@@ -1627,6 +1666,7 @@ class Config(_Table):
                     i,
                     "number",
                 )
+            self._check_node_keys(pump, i, entry)
             if (j := _earlier_same(self.pumps, i, _by("line", "address"))) is not None:
                 raise _bad(
                     f"duplicate address {entry.show_address(pump.address)} on line "
@@ -1635,6 +1675,33 @@ class Config(_Table):
                     i,
                     entry.pump_keys[0] if entry.pump_keys else "address",
                 )
+
+    def _check_node_keys(self, pump: PumpConfig, i: int, entry: registry.Entry) -> None:
+        """The keys that say where the pump's device node is: the pumps of one node that
+        give them must agree (a pump that leaves one out takes the others')."""
+        if not entry.pump_keys:
+            return
+        node_key = entry.pump_keys[0]
+        for key in entry.pump_node_keys:
+            mine = getattr(pump, key)
+            if mine is None:
+                continue
+            for other in self.pumps[:i]:
+                theirs = getattr(other, key)
+                if (
+                    other.line == pump.line
+                    and getattr(other, node_key) == getattr(pump, node_key)
+                    and theirs is not None
+                    and theirs != mine
+                ):
+                    raise _bad(
+                        f"pump {pump.number} gives {node_key} {getattr(pump, node_key)} {key} "
+                        f"{_show(mine)} but pump {other.number} gives {_show(theirs)}: the "
+                        f"pumps of one dispenser {node_key} are at one address",
+                        "pumps",
+                        i,
+                        key,
+                    )
 
     def _check_pump_keys(
         self,

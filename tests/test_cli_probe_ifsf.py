@@ -264,6 +264,9 @@ async def test_probe_read_prints_a_snippet_config_check_accepts_as_it_is(tmp_pat
         ("1.1", 1, {"1": "1", "2": "2"}),
         ("1.1", 2, {"1": "2"}),
     ]
+    # Where the node was heard, its advertised TCP port included, pinned on each of its FPs.
+    heard = f"127.0.0.1:{sim.nodes[0].tcp_port}"
+    assert [p["host"] for p in config["pumps"]] == [heard, heard]
     assert config["lines"][0]["products"] == {"1": 1, "2": 2}
     assert [(g["id"], g["unit_price"]) for g in config["grades"]] == [("1", "7.45"), ("2", "7.93")]
     assert "rename an id to the" in result.out
@@ -273,6 +276,7 @@ async def test_probe_read_prints_a_snippet_config_check_accepts_as_it_is(tmp_pat
     station.write_text(text, encoding="utf-8")
     checked = await acli("config", "check", str(station))
     assert checked.code == 0, checked.err + checked.out + text
+    assert f"node 1.1 at {heard}: pumps 1, 2" in checked.out  # config check shows the host
 
 
 async def test_probe_without_read_says_what_to_fill_in() -> None:

@@ -253,6 +253,35 @@ MISTAKES = [
         id="no-heartbeat-destination",
     ),
     pytest.param(
+        ('node = "1.1"\nfp = 1', 'node = "1.1"\nfp = 1\nhost = "192.168.1"'),
+        'pumps[number=2].host: "192.168.1" is not an IPv4 address: write "IP" or "IP:port"',
+        id="host-not-ipv4",
+    ),
+    pytest.param(
+        ('node = "1.1"\nfp = 1', 'node = "1.1"\nfp = 1\nhost = "192.168.1.21:0"'),
+        "pumps[number=2].host: \"192.168.1.21:0\": the port after ':' must be 1..65535",
+        id="host-port-range",
+    ),
+    pytest.param(
+        ('node = "1.1"\nfp = 1', 'node = "1.1"\nfp = 1\nhost = "0.0.0.0"'),
+        'pumps[number=2].host: "0.0.0.0" is not a dispenser\'s address',
+        id="host-unspecified",
+    ),
+    pytest.param(
+        ('node = "1.1"\nfp = 1', 'node = "1.1"\nfp = 1\nhost = 21'),
+        "pumps[number=2].host: expected a string, got 21",
+        id="host-not-a-string",
+    ),
+    pytest.param(
+        (
+            'address = 0x50\nnozzles = { 1 = "92" }',
+            'address = 0x50\nhost = "192.168.1.21"\nnozzles = { 1 = "92" }',
+        ),
+        'pumps[number=1].host: pump 1 is on Wayne DART line "dart": host is only used on an '
+        "IFSF line",
+        id="host-on-dart-pump",
+    ),
+    pytest.param(
         ('controller_lna = "2.1"', 'controller_lna = "2"'),
         'lines[name="ifsf"].controller_lna: "2" is not an IFSF node address',
         id="controller-lna",
@@ -266,6 +295,17 @@ def test_mistakes_name_the_key_and_the_pump(
 ) -> None:
     message = load_error(tmp_path, variant(change))
     assert message.startswith(expected), message
+
+
+def test_the_pumps_of_one_node_giving_two_hosts_are_refused_naming_both(tmp_path: Path) -> None:
+    text = variant(
+        ('node = "1.1"\nfp = 1', 'node = "1.1"\nfp = 1\nhost = "192.168.1.21"'),
+        ('node = "1.1"\nfp = 2', 'node = "1.1"\nfp = 2\nhost = "192.168.1.22"'),
+    )
+    assert load_error(tmp_path, text) == (
+        'pumps[number=3].host: pump 3 gives node 1.1 host "192.168.1.22" but pump 2 gives '
+        '"192.168.1.21": the pumps of one dispenser node are at one address'
+    )
 
 
 def test_two_ifsf_lines_cannot_share_the_controllers_tcp_port(tmp_path: Path) -> None:
@@ -288,3 +328,89 @@ host = "10.0.0.9"
 """
     config = load_config(write(tmp_path, BASE + gauge))
     assert config.gauge("tls").port is None and config.line("ifsf").port is None
+
+
+HOSTS = (
+    ('node = "1.1"\nfp = 1', 'node = "1.1"\nfp = 1\nhost = "192.168.1.21:5000"'),
+    ('node = "1.1"\nfp = 2', 'node = "1.1"\nfp = 2\nhost = "192.168.1.21:5000"'),
+)
+
+
+def test_a_pump_gives_where_its_dispenser_node_is(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            variant(
+                ('node = "1.1"\nfp = 1', 'node = "1.1"\nfp = 1\nhost = "192.168.1.21:5000"'),
+                ('node = "1.1"\nfp = 2', 'node = "1.1"\nfp = 2\nhost = "192.168.1.21:5000"'),
+            ),
+        )
+    )
+    two, three = config.pumps_on("ifsf")
+    assert (two.host, three.host) == ("192.168.1.21:5000", "192.168.1.21:5000")
+    assert config.pump(1).host is None  # a DART pump has none
+    line = build_line(config.line("ifsf"), config, lambda event: None)
+    assert isinstance(line, IfsfLine)
+    (pinned,) = line.settings.link.peer_hosts
+    assert (pinned.lna, pinned.ip, pinned.port) == (Lna(1, 1), "192.168.1.21", 5000)
+    # heartbeat_to given: it is where the heartbeat goes, hosts or not.
+    assert line.settings.link.heartbeat_destinations == (("192.168.1.255", 3486),)
+
+
+def test_one_pump_of_a_node_giving_its_host_is_enough_and_a_bare_ip_pins_no_port(
+    tmp_path: Path,
+) -> None:
+    text = variant(('node = "1.1"\nfp = 2', 'node = "1.1"\nfp = 2\nhost = "192.168.1.21"'))
+    config = load_config(write(tmp_path, text))
+    assert [p.host for p in config.pumps_on("ifsf")] == [None, "192.168.1.21"]
+    line = build_line(config.line("ifsf"), config, lambda event: None)
+    assert isinstance(line, IfsfLine)
+    (pinned,) = line.settings.link.peer_hosts
+    assert (pinned.lna, pinned.ip, pinned.port) == (Lna(1, 1), "192.168.1.21", None)
+
+
+def test_without_heartbeat_to_the_heartbeat_goes_to_the_hosts_when_every_node_has_one(
+    tmp_path: Path,
+) -> None:
+    third = """
+[[pumps]]
+number = 4
+line = "ifsf"
+node = "1.2"
+fp = 1
+nozzles = { 1 = "92" }
+"""
+    unpinned = variant(('heartbeat_to = ["192.168.1.255"]\n', ""), *HOSTS) + third
+    config = load_config(write(tmp_path, unpinned))
+    line = build_line(config.line("ifsf"), config, lambda event: None)
+    assert isinstance(line, IfsfLine)
+    # Node 1.2 has no host: it is found by the broadcast, as before.
+    assert line.settings.link.heartbeat_destinations == (("255.255.255.255", 3486),)
+
+    pinned = unpinned.replace('node = "1.2"\n', 'node = "1.2"\nhost = "192.168.1.22"\n')
+    config = load_config(write(tmp_path, pinned))
+    line = build_line(config.line("ifsf"), config, lambda event: None)
+    assert isinstance(line, IfsfLine)
+    # Every node pinned: unicast to each, at the heartbeat port (not the TCP port given).
+    assert line.settings.link.heartbeat_destinations == (
+        ("192.168.1.21", 3486),
+        ("192.168.1.22", 3486),
+    )
+
+
+def test_the_examples_commented_ifsf_blocks_load_as_documented(tmp_path: Path) -> None:
+    """config/station.example.toml's IFSF line and pump, uncommented, are a valid config."""
+    example = (Path(__file__).resolve().parents[1] / "config" / "station.example.toml").read_text()
+    start = example.index('# [[lines]]\n# name = "east"')
+    block = example[start : example.index("\n\n", start)]
+    uncommented = "\n".join(
+        line.removeprefix("# ").removeprefix("#") for line in block.splitlines()
+    )
+    beside = variant(("tcp_port = 4368\n", "tcp_port = 4369\n"))  # the example's is 4368
+    config = load_config(write(tmp_path, beside + "\n" + uncommented + "\n"))
+    (pump,) = config.pumps_on("east")
+    assert (pump.node, pump.host, pump.fp) == ("1.1", "192.168.1.21:5000", 1)
+    line = build_line(config.line("east"), config, lambda event: None)
+    assert isinstance(line, IfsfLine)
+    # No heartbeat_to and its one node pinned: the heartbeat goes to it, at UDP 3486.
+    assert line.settings.link.heartbeat_destinations == (("192.168.1.21", 3486),)

@@ -85,3 +85,36 @@ def test_status_without_any_stream_yet_prints_no_stream_table(
     out = capsys.readouterr().out
     assert "cloud mqtt://broker:1883: connected" in out
     assert "unacked" not in out
+
+
+def test_status_shows_where_an_ifsf_pump_is_configured_and_its_offline_reason(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    doc = document({})
+    reason = "IFSF node 1.1 heard at 10.0.0.9:3486, configured at 192.168.1.21"
+    doc["pumps"] = [
+        {
+            "pump": 2,
+            "line": "ifsf",
+            "address": "1.1/FP1",
+            "host": "192.168.1.21",
+            "online": False,
+            "state": "OFFLINE",
+            "reason": reason,
+            "last_seen_at": None,
+        },
+        {
+            "pump": 3,
+            "line": "ifsf",
+            "address": "1.2/FP1",
+            "host": None,
+            "online": True,
+            "state": "IDLE",
+            "reason": None,
+            "last_seen_at": None,
+        },
+    ]
+    status_cli.render(doc)
+    out = " ".join(capsys.readouterr().out.split())  # the table's wrapping aside
+    assert "ifsf/1.1/FP1 at 192.168.1.21" in out and reason in out
+    assert "ifsf/1.2/FP1 at" not in out  # no host: learned from its heartbeat

@@ -36,6 +36,7 @@ import structlog
 from drivers.base import (
     NO_ANSWER,
     UNREACHABLE,
+    WRONG_ADDRESS,
     CommandRejected,
     DeviceFault,
     DeviceTimeout,
@@ -54,7 +55,14 @@ from drivers.ifsf import fuelling as f
 from drivers.ifsf.codec import Ack, DataItem, Message
 from drivers.ifsf.encodings import Lna
 from drivers.ifsf.fuelling import FuellingPointView, MissingDetails
-from drivers.ifsf.links import IfsfNode, LinkDown, LinkEvent, LinkSettings, LinkUp
+from drivers.ifsf.links import (
+    IfsfNode,
+    LinkDown,
+    LinkEvent,
+    LinkSettings,
+    LinkUp,
+    PeerMisplaced,
+)
 from drivers.ifsf.node import PeerHeard, PeerLost, PeerMoved, ReadReply, Refused
 from drivers.ifsf.profiles import GENERIC, Profile
 from drivers.ifsf.startup import StartupPlan, start_up
@@ -185,6 +193,8 @@ class IfsfLine:
         self.progress = Progress(clock=clock)
         self._tasks: set[asyncio.Task[None]] = set()
         self._learning: dict[Lna, asyncio.Task[None]] = {}
+        # Per node, the last heartbeat heard for it from elsewhere than its configured host.
+        self._misplaced: dict[Lna, PeerMisplaced] = {}
 
     # ------------------------------------------------------------------ what is known
     @property
@@ -248,7 +258,9 @@ class IfsfLine:
             await asyncio.sleep(lost_after)
             for pump in self._pumps.values():
                 if not pump.online and not pump.learned:
-                    self._offline(pump, DeviceFault(NO_ANSWER, self._unheard(pump)))
+                    lna = pump.spec.node
+                    unheard = f"IFSF node {lna} not heard (no heartbeat)"
+                    self._offline(pump, self._unheard(lna, unheard))
             while True:
                 self.progress.tick(lost_after)
                 await asyncio.sleep(lost_after)
@@ -257,8 +269,13 @@ class IfsfLine:
                 task.cancel()
             await self.node.stop()
 
-    def _unheard(self, pump: _Pump) -> str:
-        return f"IFSF node {pump.spec.node} not heard (no heartbeat)"
+    def _unheard(self, lna: Lna, reason: str) -> DeviceFault:
+        """Why the node's pumps are offline while it is not heard: heard elsewhere than its
+        configured host, or not at all."""
+        misplaced = self._misplaced.get(lna)
+        if misplaced is not None:
+            return DeviceFault(WRONG_ADDRESS, f"IFSF {misplaced}")
+        return DeviceFault(NO_ANSWER, reason)
 
     def _spawn(self, work: Any, name: str) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work, name=name)
@@ -280,9 +297,15 @@ class IfsfLine:
                 self._node_down(lna, DeviceFault(UNREACHABLE, f"IFSF node {lna}: {event.reason}"))
         elif isinstance(event, PeerLost):
             lna = event.peer.lna
-            self._node_down(lna, DeviceFault(NO_ANSWER, f"IFSF node {lna}: heartbeat not heard"))
-        elif isinstance(event, PeerMoved | PeerHeard) and self.node.is_up(event.peer.lna):
-            self._learn_soon(event.peer.lna)
+            self._node_down(lna, self._unheard(lna, f"IFSF node {lna}: heartbeat not heard"))
+        elif isinstance(event, PeerMisplaced):
+            self._misplaced[event.lna] = event
+            if event.lna in self._nodes() and event.lna not in self.node.peers:
+                self._node_down(event.lna, self._unheard(event.lna, str(event)))
+        elif isinstance(event, PeerMoved | PeerHeard):
+            self._misplaced.pop(event.peer.lna, None)  # heard where it is configured
+            if self.node.is_up(event.peer.lna):
+                self._learn_soon(event.peer.lna)
 
     def _learn_soon(self, lna: Lna) -> None:
         if lna not in self._nodes():

@@ -16,6 +16,10 @@ The wire, as five open implementations agree (ifsf-over-ip.md §1):
   sends everything it says to that peer on it, and only there. The connection is opened
   again with jittered, capped backoff whenever it drops, for as long as the peer is heard.
   Several LNAs at one address (a board with one node per nozzle) share one connection.
+- A peer whose address is configured (`peer_hosts`: its IP, and maybe its TCP port) is
+  taken only from a heartbeat that declares that address (or, declaring 0.0.0.0, comes from
+  it). Any other heartbeat for its LNA is counted as unexpected, warned about once per
+  address and told to the application as PeerMisplaced; it opens no link.
 - Each inbound stream is cut into messages by M_Lg (framing.py). A malformed message is
   counted, reported to `on_error` as a FrameError and skipped; a stream that cannot be framed
   (FramingLost) is dropped, and the peer opens it again. Neither stops the node. Bytes a peer
@@ -160,6 +164,22 @@ STOP_DEADLINE_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
+class PeerHost:
+    """Where the peer `lna` is known to be (the station's config): a heartbeat for it that
+    declares another IP, or when `port` is given another TCP port, is not taken as it."""
+
+    lna: Lna
+    ip: str
+    port: int | None = None
+
+    def at(self, endpoint: Endpoint) -> bool:
+        return endpoint[0] == self.ip and (self.port is None or endpoint[1] == self.port)
+
+    def __str__(self) -> str:
+        return self.ip if self.port is None else f"{self.ip}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
 class LinkSettings:
     """Where a node listens and whom it tells. Port 0 binds a free port (tests, simulators):
     the heartbeat then advertises the port actually bound."""
@@ -187,12 +207,17 @@ class LinkSettings:
     # the framing is lost (garbage read as a header): the connection is closed and opened
     # again, rather than every message after it being taken for the rest of that one.
     partial_timeout_s: float = 2.0
+    # Peers whose address is configured: heard only from there (see PeerHost).
+    peer_hosts: tuple[PeerHost, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lnas", tuple(self.lnas))
         object.__setattr__(
             self, "heartbeat_destinations", tuple(tuple(d) for d in self.heartbeat_destinations)
         )
+        object.__setattr__(self, "peer_hosts", tuple(self.peer_hosts))
+        if len({p.lna for p in self.peer_hosts}) != len(self.peer_hosts):
+            raise ValueError("a peer has one configured host")
         if not self.lnas:
             raise ValueError("a node needs at least one LNA")
         for port in (self.tcp_port, self.heartbeat_port):
@@ -227,7 +252,26 @@ class LinkDown:
     reason: str
 
 
-LinkEvent: TypeAlias = PeerEvent | LinkUp | LinkDown
+@dataclass(frozen=True, slots=True)
+class PeerMisplaced:
+    """A heartbeat for `expected.lna` came from `heard`, not where it is configured: it was
+    not taken as that peer (a second node with the same LNA, or the dispenser moved)."""
+
+    heard: Endpoint
+    expected: PeerHost
+
+    @property
+    def lna(self) -> Lna:
+        return self.expected.lna
+
+    def __str__(self) -> str:
+        return (
+            f"node {self.lna} heard at {self.heard[0]}:{self.heard[1]}, configured at "
+            f"{self.expected}"
+        )
+
+
+LinkEvent: TypeAlias = PeerEvent | LinkUp | LinkDown | PeerMisplaced
 RequestHandler: TypeAlias = Callable[[Message], Awaitable[Sequence[Message]]]
 ReportHandler: TypeAlias = Callable[[Message], None]
 EventHandler: TypeAlias = Callable[[LinkEvent], None]
@@ -444,6 +488,8 @@ class IfsfNode:
         self._clock = clock
         self._rng = rng
         self._status: dict[Lna, int] = dict.fromkeys(settings.lnas, 0)
+        self._hosts: dict[Lna, PeerHost] = {p.lna: p for p in settings.peer_hosts}
+        self._misplaced: set[tuple[Lna, str, int]] = set()  # each warned about once
         self._links: dict[Endpoint, _Outbound] = {}
         self._early: dict[Lna, deque[bytes]] = {}
         self._waiters: dict[RequestKey, asyncio.Future[Outcome]] = {}
@@ -948,8 +994,28 @@ class IfsfNode:
             heartbeat = Heartbeat(
                 ipaddress.IPv4Address(source_ip), heartbeat.port, heartbeat.lna, heartbeat.status
             )
+        expected = self._hosts.get(heartbeat.lna)
+        heard = (str(heartbeat.ip), heartbeat.port)
+        if expected is not None and not expected.at(heard):
+            self._heard_elsewhere(PeerMisplaced(heard, expected))
+            return
         self._handle_all(self.core.heard(heartbeat, self._clock()))
         self._wake.set()
+
+    def _heard_elsewhere(self, event: PeerMisplaced) -> None:
+        """Counted each time, warned about once per place, told to the application."""
+        self.counters.unexpected += 1
+        key = (event.lna, *event.heard)
+        if key not in self._misplaced:
+            self._misplaced.add(key)
+            log.warning(
+                "ifsf_heartbeat_unexpected",
+                node=self.name,
+                peer=str(event.lna),
+                heard=f"{event.heard[0]}:{event.heard[1]}",
+                configured=str(event.expected),
+            )
+        self._emit(event)
 
     def _peer_event(self, event: PeerHeard | PeerMoved | PeerLost) -> None:
         if isinstance(event, PeerMoved | PeerLost):

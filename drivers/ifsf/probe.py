@@ -573,7 +573,7 @@ def config_snippet(
     number = 0
     for node in dispensers:
         first = seen.setdefault(node.lna, node)
-        where = f"{node.ip}:{node.tcp_port}, status {describe_status(node.status)}"
+        status = f"status {describe_status(node.status)}"
         attempt = (contents or {}).get(_key(node))
         fps = read[_key(node)].fps if _key(node) in read else (ReadFp(1, {}),)
         for fp in fps:
@@ -583,7 +583,12 @@ def config_snippet(
                 "[[pumps]]",
                 _line("number", str(number)),
                 _line("line", _toml(names[node.heartbeat_port])),
-                _line("node", _toml(str(node.lna)), where),
+                _line("node", _toml(str(node.lna)), status),
+                _line(
+                    "host",
+                    _toml(f"{node.ip}:{node.tcp_port}"),
+                    "where it was heard: its heartbeat from elsewhere is not taken",
+                ),
             ]
             if first is not node:
                 out.append(f"# LNA {node.lna} is heard from {first.ip} too: two nodes with one LNA")

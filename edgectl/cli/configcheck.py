@@ -9,13 +9,14 @@ import json
 import os
 import re
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from drivers import registry
 from edgectl.cli import output
 from edgectl.cli.output import Subparsers
-from edgectl.config import Config, json_schema, load_config, refuse_placeholders
+from edgectl.config import Config, PumpConfig, json_schema, load_config, refuse_placeholders
 from edgectl.errors import ConfigError
 
 EXAMPLE = """\
@@ -162,6 +163,9 @@ def run_check(args: argparse.Namespace) -> int:
             f"line {line['name']}: {line['port']} {line['protocol']} {line['settings']}, "
             f"pumps {', '.join(str(n) for n in line['pumps']) or 'none'}"
         )
+        for node in line.get("nodes", ()):
+            where = node["host"] or "where its heartbeat says"
+            print(f"  node {node['node']} at {where}: pumps {', '.join(map(str, node['pumps']))}")
     for gauge in summary["gauges"]:
         print(
             f"gauge {gauge['name']}: {gauge['port']} {gauge['protocol']} {gauge['settings']}, "
@@ -217,6 +221,7 @@ def summarise(config: Config) -> dict[str, Any]:
                 "protocol": line.protocol,
                 "settings": registry.lookup(line.protocol).line_settings(line),
                 "pumps": [p.number for p in config.pumps_on(line.name)],
+                **_nodes(config.pumps_on(line.name)),
             }
             for line in config.lines
         ],
@@ -250,6 +255,19 @@ def summarise(config: Config) -> dict[str, Any]:
             "interval_s": config.metrics.interval_s,
         },
     }
+
+
+def _nodes(pumps: Sequence[PumpConfig]) -> dict[str, Any]:
+    """The dispenser nodes of a line whose pumps name one (IFSF), with where each is: its
+    configured host, or None (learned from its heartbeat)."""
+    nodes: dict[str, dict[str, Any]] = {}
+    for pump in pumps:
+        if pump.node is None:
+            continue
+        node = nodes.setdefault(pump.node, {"node": pump.node, "host": None, "pumps": []})
+        node["host"] = node["host"] or pump.host
+        node["pumps"].append(pump.number)
+    return {"nodes": list(nodes.values())} if nodes else {}
 
 
 def machine_notes(config: Config) -> list[str]:

@@ -123,7 +123,7 @@ def render(status: dict[str, Any]) -> None:
     devices: list[tuple[str, str, str, str]] = [
         (
             f"pump {p['pump']}",
-            f"{p['line']}/{p['address']}",
+            f"{p['line']}/{p['address']}" + (f" at {p['host']}" if p.get("host") else ""),
             output.yes_no(p["online"], "online", "OFFLINE"),
             p["state"] if p["online"] or not p.get("reason") else p["reason"],
         )

@@ -433,6 +433,7 @@ class ControlServer:
                     "pump": pump.number,
                     "line": pump.line,
                     "address": self.served.config.address_of(pump.number),
+                    "host": self.served.config.pump(pump.number).host,
                     "online": pump.online,
                     "state": pump.state.name,
                     "reason": None if pump.online else view.get("reason"),
