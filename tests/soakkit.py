@@ -142,6 +142,7 @@ async def line_faults(
     `targets()` (pumps the station is talking to: lost answers do not pile up on a pump it
     polls only every 30 s)."""
     loop = asyncio.get_running_loop()
+    touched: dict[int, DartLineSimulator] = {}
     while loop.time() < until_t:
         await asyncio.sleep(rng.uniform(0.3, 1.7))
         # A pump whose last fault has not struck yet is left alone: answers lost on a pump
@@ -150,6 +151,7 @@ async def line_faults(
         if not choices:
             continue
         sim, address = rng.choice(choices)
+        touched[id(sim)] = sim
         fault = rng.choices(list(faults), list(faults.values()))[0]
         counts[fault] += 1
         if fault == "drop":
@@ -170,6 +172,10 @@ async def line_faults(
             sim.replug()
         else:
             raise ValueError(f"unknown line fault {fault!r}")
+    # The noise is over: answers still to be lost would keep a pump polled at its retry pace
+    # away long after it (an outage the harness made, not the line).
+    for sim in touched.values():
+        sim.withdraw_faults()
 
 
 # ------------------------------------------------------------------ IFSF dispensers

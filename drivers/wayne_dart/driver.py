@@ -87,6 +87,10 @@ class DartLineSettings:
     # A pump lost with a sale open is tried again at least this often, whatever the backoff
     # says: its sale must be read and the pump reset while the customer is still there.
     busy_retry_s: float = 2.0
+    # A pump that answered since the line opened and was then lost (a power cut, noise) is
+    # tried again at least this often: it is usually back soon, and a customer waits there.
+    # One never heard (configured, not installed) backs off to `backoff_max_s`.
+    seen_retry_max_s: float = 5.0
     reopen_initial_s: float = 0.5
     reopen_max_s: float = 10.0
 
@@ -550,6 +554,8 @@ class DartLine:
             delay = link.backoff.next()
             if link.lost_mid_sale:
                 delay = min(delay, link.backoff.jitter(self.settings.busy_retry_s))
+            elif link.ever_seen:
+                delay = min(delay, link.backoff.jitter(self.settings.seen_retry_max_s))
             link.next_try = now + delay
 
     def _why_missed(self, link: _PumpLink) -> DeviceFault:

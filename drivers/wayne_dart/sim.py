@@ -888,6 +888,22 @@ class DartLineSimulator:
                 + f.nak_data.get(address, 0)
             )
 
+    def withdraw_faults(self) -> int:
+        """Every fault asked for that has not struck yet is withdrawn (the noise is over);
+        returns how many there were."""
+        with self._lock:
+            f = self._faults
+            pending = (
+                sum(f.drop.values())
+                + sum(f.drop_data.values())
+                + len(f.corrupt)
+                + sum(f.corrupt_n.values())
+                + sum(f.nak_data.values())
+                + bool(f.garbage)
+            )
+            self._faults = _Faults()
+            return pending
+
     def corrupt_next_reply(self, address: int) -> None:
         """Flip a CRC byte of the pump's next data reply (only data frames carry a CRC)."""
         with self._lock:

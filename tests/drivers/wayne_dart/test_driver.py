@@ -195,6 +195,45 @@ async def test_a_pump_lost_mid_sale_is_tried_often_and_an_idle_one_backs_off(
         sim.stop()
 
 
+async def test_a_pump_seen_then_lost_is_tried_often_and_one_never_seen_backs_off(
+    tmp_path: Path,
+) -> None:
+    """An idle pump that answered and then vanished (a power cut, a burst of noise) is tried
+    again at least every `seen_retry_max_s`, however long it stays away: the next customer
+    there waits for the station to see it again. Found by make chaos (seed 1042514703): an
+    idle pump lost in the noise had backed off to 16-30 s and was not back for the customer
+    after it. A configured pump that never answered (not installed) still backs off to
+    `backoff_max_s`, so it does not take the line's time."""
+    sim = DartLineSimulator([SimPump(a, PRICES) for a in (0x50, 0x51)])
+    sim.set_online(0x51, False)  # never answers
+    sim.serve_pty(tmp_path / "dart")
+    events: list[DispenserEvent] = []
+    line = make_line(
+        tmp_path / "dart", [0x50, 0x51], events, backoff_max_s=10.0, seen_retry_max_s=0.5
+    )
+    task = asyncio.create_task(line.run())
+    h = Harness(sim, line, events)
+    try:
+        await h.until(lambda: line.is_online(0x50))
+        sim.set_online(0x50, False)
+        await h.until(lambda: bool(h.of(PumpOffline, 0x50)))
+        await asyncio.sleep(3.0)  # backoff alone: 0.2, 0.4, 0.8, 1.6 s: then 3.2, 6.4...
+        sent = {a: line.pump_frames(a)["sent"] for a in (0x50, 0x51)}
+        await asyncio.sleep(3.0)
+        tries = {a: line.pump_frames(a)["sent"] - sent[a] for a in (0x50, 0x51)}
+        assert tries[0x50] >= 4, tries  # about every 0.5 s
+        assert tries[0x51] <= 2, tries  # 3.2 then 6.4 s apart
+        sim.set_online(0x50, True)
+        back = asyncio.get_running_loop().time()
+        await h.until(lambda: line.is_online(0x50), timeout=3.0)
+        assert asyncio.get_running_loop().time() - back < 1.0
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        sim.stop()
+
+
 async def test_unplugged_adapter_is_reopened_when_it_comes_back(harness: Harness) -> None:
     harness.sim.unplug()
     await harness.until(lambda: len(harness.of(PumpOffline)) >= 3)

@@ -700,3 +700,17 @@ def test_faults_pending_counts_what_has_not_struck_yet(
     assert sim.faults_pending(0x50) == 2
     assert master.silent(codec.poll(0x50))
     assert sim.faults_pending(0x50) == 1  # the corruption waits for a data reply
+
+
+def test_faults_not_struck_yet_are_withdrawn_when_the_noise_ends(
+    master: Master, sim: DartLineSimulator
+) -> None:
+    """The harness's line noise ends with `withdraw_faults`: answers still to be lost would
+    keep a pump polled at its retry pace away long after the noise (make chaos, seed
+    1042514703: an idle pump was still away when the next customer came)."""
+    sim.drop_next_replies(0x50, 3)
+    sim.corrupt_next_reply(0x51)
+    assert sim.withdraw_faults() == 4
+    assert sim.faults_pending(0x50) == sim.faults_pending(0x51) == 0
+    assert not master.silent(codec.poll(0x50))  # answered again at once
+    assert sim.withdraw_faults() == 0
