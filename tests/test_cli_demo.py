@@ -273,3 +273,17 @@ def test_two_demos_at_once_each_reached_by_the_command_its_banner_gives(tmp_path
         outs = [proc.communicate(timeout=30)[0] for proc in (first, second) if proc is not None]
     assert first.returncode == 0 and second is not None and second.returncode == 0, outs
     assert not any(run.exists() for run in runs)  # each removed its own run directory
+
+
+def test_the_summary_says_how_many_deliveries_are_still_to_come(tmp_path: Path) -> None:
+    """A short run: a tanker drop sent, no delivery recorded yet (it flows, then settles).
+    The summary said "1 tanker drops sent; 0 deliveries recorded", which read as a fault."""
+    from rich.console import Console
+
+    from edgectl.cli.demo import _summary
+
+    config = load_config(demo_copy(tmp_path))
+    console = Console(record=True, width=200)
+    _summary(console, config, 87.0, (2, 1), 0)
+    text = console.export_text()
+    assert "2 tanker drops sent; 0 deliveries recorded (2 to come: 1 still flowing" in text

@@ -557,9 +557,13 @@ def _summary(
     if config.tanks:
         deliveries = _read(config.store.path, "SELECT id FROM deliveries")
         sent, flowing = tankers
-        under_way = f" ({flowing} still under way)" if flowing else ""
+        to_come = max(0, sent - len(deliveries))
+        note = ""
+        if to_come:
+            # A delivery is recorded once its drop has ended and the level has settled.
+            note = f" ({to_come} to come: {flowing} still flowing, the rest settling)"
         console.print(
-            f"tanks: {sent} tanker drops sent{under_way}; {len(deliveries)} deliveries recorded"
+            f"tanks: {sent} tanker drops sent; {len(deliveries)} deliveries recorded{note}"
         )
 
 
