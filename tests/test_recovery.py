@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drivers.wayne_dart.codec import DCC, DartStatus
-from drivers.wayne_dart.sim import Customer, normal_fill
+from drivers.wayne_dart.sim import Customer, SimPump, normal_fill
 from edgectl.config import load_config
 from tests.cloudkit import TestCloud, cloud_section
 from tests.mqttkit import MOSQUITTO, MosquittoBroker
@@ -55,6 +55,16 @@ def listening_sockets(pid: int) -> list[str]:
             if listening and fields[9] in inodes:
                 found.append(f"{table} {fields[1]}")
     return found
+
+
+async def auto_fill(pump: SimPump, nozzle: int) -> None:
+    """An auto-mode customer: lifts, waits for the release, draws past 2 L, hangs up."""
+    pump.lift(nozzle)
+    await until(lambda: pump.status is DartStatus.AUTHORIZED, what="auto authorization")
+    pump.squeeze()
+    await until(lambda: pump.volume > 200, what="fuel flowing")
+    pump.release()
+    pump.hang_up()
 
 
 def sales(db: Path) -> list[dict[str, object]]:
@@ -155,12 +165,7 @@ async def test_sigkill_after_commit_before_reset_records_the_sale_once(
             lambda: count_when_ready(db, "nozzle_totals") == 4, timeout=20, what="daemon online"
         )
         pump.ignore_commands(DCC.RESET)  # the reset after the sale will not take
-        pump.lift(2)
-        await until(lambda: pump.status is DartStatus.AUTHORIZED, what="auto authorization")
-        pump.squeeze()
-        await until(lambda: pump.volume > 200, what="fuel flowing")
-        pump.release()
-        pump.hang_up()
+        await auto_fill(pump, 2)
         await until(lambda: len(sales(db)) == 1, timeout=20, what="sale committed")
         await asyncio.sleep(0.3)  # the daemon is now trying to reset the pump, in vain
         assert pump.status is DartStatus.FILLING_COMPLETED
@@ -196,12 +201,7 @@ async def test_a_pump_without_totals_killed_after_commit_before_reset_records_on
         )
         pump.give_no_totals()
         pump.ignore_commands(DCC.RESET)
-        pump.lift(2)
-        await until(lambda: pump.status is DartStatus.AUTHORIZED, what="auto authorization")
-        pump.squeeze()
-        await until(lambda: pump.volume > 200, what="fuel flowing")
-        pump.release()
-        pump.hang_up()
+        await auto_fill(pump, 2)
         await until(lambda: len(sales(db)) == 1, timeout=30, what="sale committed")
         assert sales(db)[0]["total_volume_after"] is None
         await asyncio.sleep(0.3)
@@ -214,12 +214,7 @@ async def test_a_pump_without_totals_killed_after_commit_before_reset_records_on
         assert len(sales(db)) == 1
         assert '"sale_already_recorded"' in daemon.log.read_text()
         # The next customer's fill, the same figures and still no totals, is a new sale.
-        pump.lift(2)
-        await until(lambda: pump.status is DartStatus.AUTHORIZED, what="authorized again")
-        pump.squeeze()
-        await until(lambda: pump.volume > 200, what="fuel flowing again")
-        pump.release()
-        pump.hang_up()
+        await auto_fill(pump, 2)
         await until(lambda: len(sales(db)) == 2, timeout=30, what="the second sale")
         log = daemon.log.read_text()
         # The start-up totals check skipped its nozzles once each; the pump was not held,
