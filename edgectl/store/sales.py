@@ -12,7 +12,7 @@ from typing import Any
 from edgectl.forecourt.sale import Sale
 from edgectl.store.core import StoreCore
 from edgectl.store.rows import decimal_or_none, text_or_none
-from edgectl.store.tx import PRIORITY_SALE
+from edgectl.store.tx import PRIORITY_SALE, Tx
 
 # A sale read again is looked for by the dispenser's number among the pump's last this many
 # sales: a dispenser holds a few unpaid sales, and its number (IFSF TR_Seq_Nb, 0001-9999)
@@ -30,56 +30,49 @@ class RecordedSale:
     conflict: str | None = None
 
 
+_ROW = "SELECT id, nozzle, volume, amount, dispenser_ref FROM sales"
+_SAME_FIGURES = "pump = ? AND nozzle = ? AND volume = ? AND amount = ?"
+
+
+def _recorded_as(tx: Tx, sale: Sale) -> Any:
+    """The recorded sale that is this fill read again, if any: the one of its identity (its
+    nozzle's totals, or its authorization); else one of the same figures that the dispenser
+    numbered alike (IFSF TR_Seq_Nb) among the pump's last REFERENCE_WINDOW sales, whatever
+    the totals came out as this time; else, for a fill with neither totals nor an open
+    authorization to name it (closed by its commit, as after a restart), the pump's last
+    sale of the same figures while the pump may still hold it (`reset_pending`)."""
+    found = tx.execute(
+        f"{_ROW} WHERE uid = ? OR (authorization_id IS NOT NULL AND authorization_id = ?)",
+        (sale.uid, sale.authorization_id),
+    ).fetchone()
+    figures = (sale.pump, sale.nozzle, str(sale.volume), str(sale.amount))
+    if found is None and sale.reference is not None:
+        found = tx.execute(
+            f"{_ROW} WHERE {_SAME_FIGURES} AND dispenser_ref = ? AND id IN"
+            " (SELECT id FROM sales WHERE pump = ? ORDER BY id DESC LIMIT ?)",
+            (*figures, sale.reference, sale.pump, REFERENCE_WINDOW),
+        ).fetchone()
+    if found is None and sale.total_volume_after is None and sale.authorization_id is None:
+        found = tx.execute(
+            f"{_ROW} WHERE {_SAME_FIGURES} AND reset_pending IS NOT NULL"
+            " AND id = (SELECT MAX(id) FROM sales WHERE pump = ?)",
+            (*figures, sale.pump),
+        ).fetchone()
+    return found
+
+
 class Sales(StoreCore):
     """The sales and nozzle_totals tables."""
 
     def record_sale(self, sale: Sale) -> RecordedSale:
         """Commit a sale, close its authorization, move the nozzle's totals, queue its event.
 
-        Idempotent: the same sale (same nozzle totals, or same authorization) read again
-        after a restart returns the existing row and changes nothing.
+        Idempotent: the same sale read again after a restart (`_recorded_as`) returns the
+        existing row and changes nothing.
         """
         now = self._clock()
         with self.transaction() as tx:
-            existing = tx.execute(
-                "SELECT id, nozzle, volume, amount, dispenser_ref FROM sales WHERE uid = ? OR"
-                " (authorization_id IS NOT NULL AND authorization_id = ?)",
-                (sale.uid, sale.authorization_id),
-            ).fetchone()
-            if existing is None and sale.reference is not None:
-                # Its totals may come out otherwise when read again (not read at all, or
-                # figured from a buffer that changed): the dispenser's number and the same
-                # figures name it among the pump's last sales, which the number cannot have
-                # gone round in.
-                existing = tx.execute(
-                    "SELECT id, nozzle, volume, amount, dispenser_ref FROM sales"
-                    " WHERE pump = ? AND dispenser_ref = ? AND nozzle = ? AND volume = ?"
-                    " AND amount = ? AND id IN (SELECT id FROM sales WHERE pump = ?"
-                    " ORDER BY id DESC LIMIT ?)",
-                    (
-                        sale.pump,
-                        sale.reference,
-                        sale.nozzle,
-                        str(sale.volume),
-                        str(sale.amount),
-                        sale.pump,
-                        REFERENCE_WINDOW,
-                    ),
-                ).fetchone()
-            if (
-                existing is None
-                and sale.total_volume_after is None
-                and sale.authorization_id is None
-            ):
-                # No totals and no open authorization to name it (closed by its commit, as
-                # after a restart): the pump's last sale, if the pump may still hold it and
-                # the figures are the same, is this fill read again.
-                existing = tx.execute(
-                    "SELECT id, nozzle, volume, amount, dispenser_ref FROM sales"
-                    " WHERE pump = ? AND reset_pending IS NOT NULL AND nozzle = ? AND volume = ?"
-                    " AND amount = ? AND id = (SELECT MAX(id) FROM sales WHERE pump = ?)",
-                    (sale.pump, sale.nozzle, str(sale.volume), str(sale.amount), sale.pump),
-                ).fetchone()
+            existing = _recorded_as(tx, sale)
             if existing is not None:
                 same = (int(existing[1]), Decimal(existing[2]), Decimal(existing[3])) == (
                     sale.nozzle,
