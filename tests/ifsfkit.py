@@ -134,6 +134,43 @@ def node_spec(fps: int, flow_rate_lps: Decimal, unpaid_limit: int) -> DispenserS
     )
 
 
+def one_node_simulator(
+    config: Any,
+    pump: int,
+    sim_hb: int,
+    cd_hb: int,
+    totals: Mapping[int, tuple[Decimal, Decimal]] | None = None,
+) -> Any:
+    """Dispenser node 1 with FP 1 for the config's `pump` (its prices and products), as
+    `edgectl demo` makes it, heartbeating to `cd_hb` from `sim_hb` every 0.2 s."""
+    from drivers import registry
+    from drivers.ifsf.sim import IfsfSimulator
+
+    spec = config.pump(pump)
+    prices = {n: config.grade(g).unit_price for n, g in spec.nozzles.items()}
+    products = config.line(spec.line).products
+    plan = registry.NetworkPlan(
+        name="forecourt",
+        nodes=(
+            registry.NodePlan(
+                node=1,
+                pumps=(
+                    registry.PumpPlan(number=pump, address=1, prices=prices, totals=totals or {}),
+                ),
+                products={(1, n): products[g] for n, g in spec.nozzles.items()},
+            ),
+        ),
+        heartbeat_port=sim_hb,
+        heartbeat_destinations=(("127.0.0.1", cd_hb),),
+        heartbeat_interval_s=0.2,
+    )
+    network = registry.dispenser_simulation("ifsf").network
+    assert network is not None
+    sim = network(plan)
+    assert isinstance(sim, IfsfSimulator)
+    return sim
+
+
 @dataclass
 class Journal:
     """What the node was asked to write, and the store's sales at each Clear."""

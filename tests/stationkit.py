@@ -227,6 +227,26 @@ async def running_station(
                 sim.stop()
 
 
+@contextlib.asynccontextmanager
+async def daemon_running(config: Config, timeout: float = 15.0) -> AsyncIterator[Daemon]:
+    """The daemon of `config` on this loop, yielded once every pump is online and has told
+    its status; stopped on the way out (its devices are the caller's)."""
+    daemon = Daemon(config)
+    task = asyncio.create_task(daemon.run(install_signals=False))
+    try:
+        points = daemon.station.points.values()
+        await until(
+            lambda: all(p.online and p.status is not None for p in points),
+            timeout,
+            "every pump online",
+        )
+        yield daemon
+    finally:
+        daemon.request_stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 20)
+
+
 def count_when_ready(db_path: Path, table: str) -> int:
     """Rows in a table, or -1 while the daemon has not created the database yet."""
     if not db_path.exists():

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from drivers import registry
 from drivers.ifsf.dispenser import FpState
 from drivers.ifsf.sim import IfsfSimulator, paying_customer
 from edgectl.config import Config, load_config
@@ -23,7 +22,8 @@ from edgectl.daemon import Daemon
 from edgectl.station import OrderRequest
 from tests.control.clikit import acall, acli, short_dir
 from tests.drivers.ifsf.loopback import free_udp_port
-from tests.stationkit import rows, until
+from tests.ifsfkit import one_node_simulator
+from tests.stationkit import daemon_running, rows, until
 
 D = Decimal
 
@@ -78,31 +78,6 @@ nozzles = {{ 1 = "92", 2 = "95" }}
 """
 
 
-def simulator(config: Config, sim_hb: int, cd_hb: int) -> IfsfSimulator:
-    """The dispenser node of the config's pump, as `edgectl demo` makes it."""
-    pump = config.pump(1)
-    prices = {n: config.grade(g).unit_price for n, g in pump.nozzles.items()}
-    products = config.line(pump.line).products
-    plan = registry.NetworkPlan(
-        name="forecourt",
-        nodes=(
-            registry.NodePlan(
-                node=1,
-                pumps=(registry.PumpPlan(number=1, address=1, prices=prices),),
-                products={(1, n): products[g] for n, g in pump.nozzles.items()},
-            ),
-        ),
-        heartbeat_port=sim_hb,
-        heartbeat_destinations=(("127.0.0.1", cd_hb),),
-        heartbeat_interval_s=0.2,
-    )
-    network = registry.dispenser_simulation("ifsf").network
-    assert network is not None
-    sim = network(plan)
-    assert isinstance(sim, IfsfSimulator)
-    return sim
-
-
 @contextlib.asynccontextmanager
 async def station() -> AsyncIterator[tuple[Config, Daemon, IfsfSimulator]]:
     with short_dir() as tmp:
@@ -110,18 +85,12 @@ async def station() -> AsyncIterator[tuple[Config, Daemon, IfsfSimulator]]:
         path = Path(tmp) / "station.toml"
         path.write_text(STATION.format(tmp=tmp, cd_hb=cd_hb, sim_hb=sim_hb), encoding="utf-8")
         config = load_config(path)
-        sim = simulator(config, sim_hb, cd_hb)
+        sim = one_node_simulator(config, 1, sim_hb, cd_hb)
         await sim.start()
-        daemon = Daemon(config)
-        task = asyncio.create_task(daemon.run(install_signals=False))
         try:
-            point = daemon.station.points[1]
-            await until(lambda: point.online and point.status is not None, 15, "pump 1 online")
-            yield config, daemon, sim
+            async with daemon_running(config) as daemon:
+                yield config, daemon, sim
         finally:
-            daemon.request_stop()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, 20)
             await sim.stop()
 
 

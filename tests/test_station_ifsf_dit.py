@@ -35,7 +35,7 @@ from edgectl.daemon import Daemon
 from edgectl.station import OrderRequest
 from tests.control.clikit import acall, acli, short_dir
 from tests.drivers.ifsf.loopback import free_udp_port
-from tests.stationkit import rows, until
+from tests.stationkit import daemon_running, rows, until
 
 D = Decimal
 
@@ -139,19 +139,10 @@ async def station() -> AsyncIterator[tuple[Config, Daemon, IfsfSimulator]]:
         config = load_config(path)
         sim = dit_simulator({9: hb_9, 10: hb_10}, cd_hb)
         await sim.start()
-        daemon = Daemon(config)
-        task = asyncio.create_task(daemon.run(install_signals=False))
         try:
-            for number in (1, 2):
-                point = daemon.station.points[number]
-                await until(
-                    lambda p=point: p.online and p.status is not None, 15, f"pump {number} online"
-                )
-            yield config, daemon, sim
+            async with daemon_running(config) as daemon:
+                yield config, daemon, sim
         finally:
-            daemon.request_stop()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, 20)
             await sim.stop()
 
 

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from drivers import registry
 from drivers.ifsf.dispenser import Fill, FpState, HangUp, Lift
 from drivers.ifsf.sim import IfsfSimulator, SimFp
 from drivers.wayne_dart.codec import DartStatus
@@ -27,8 +26,9 @@ from edgectl.station import OrderRequest
 from tests.cloudkit import TestCloud, cloud_section
 from tests.control.clikit import Result, acli, short_dir
 from tests.drivers.ifsf.loopback import free_udp_port
+from tests.ifsfkit import one_node_simulator
 from tests.mqttkit import MosquittoBroker
-from tests.stationkit import rows, start_simulators, until
+from tests.stationkit import daemon_running, rows, start_simulators, until
 
 D = Decimal
 DART, IFSF = 1, 2  # the station's pump numbers
@@ -185,37 +185,6 @@ def leaf_types(messages: Iterable[Any]) -> dict[str, set[str]]:
     return found
 
 
-def ifsf_simulator(config: Config, sim_hb: int, cd_hb: int) -> IfsfSimulator:
-    pump = config.pump(IFSF)
-    prices = {n: config.grade(g).unit_price for n, g in pump.nozzles.items()}
-    products = config.line(pump.line).products
-    plan = registry.NetworkPlan(
-        name="forecourt",
-        nodes=(
-            registry.NodePlan(
-                node=1,
-                pumps=(
-                    registry.PumpPlan(
-                        number=IFSF,
-                        address=1,
-                        prices=prices,
-                        totals={n: (D("1000.00") * n, D("7500.00") * n) for n in prices},
-                    ),
-                ),
-                products={(1, n): products[g] for n, g in pump.nozzles.items()},
-            ),
-        ),
-        heartbeat_port=sim_hb,
-        heartbeat_destinations=(("127.0.0.1", cd_hb),),
-        heartbeat_interval_s=0.2,
-    )
-    network = registry.dispenser_simulation("ifsf").network
-    assert network is not None
-    sim = network(plan)
-    assert isinstance(sim, IfsfSimulator)
-    return sim
-
-
 @contextlib.asynccontextmanager
 async def mixed_station(cloud: str = "") -> AsyncIterator[Mixed]:
     with short_dir() as tmp:
@@ -225,22 +194,15 @@ async def mixed_station(cloud: str = "") -> AsyncIterator[Mixed]:
         path.write_text(text, encoding="utf-8")
         config = load_config(path)
         dart = start_simulators(config, flow_rate_lps=20.0)["l0"]
-        ifsf = ifsf_simulator(config, sim_hb, cd_hb)
+        totals = {n: (D("1000.00") * n, D("7500.00") * n) for n in config.pump(IFSF).nozzles}
+        ifsf = one_node_simulator(config, IFSF, sim_hb, cd_hb, totals)
         await ifsf.start()
-        daemon = Daemon(config)
-        task = asyncio.create_task(daemon.run(install_signals=False))
         try:
-            points = daemon.station.points.values()
-            await until(
-                lambda: all(p.online and p.status is not None for p in points), 15, "pumps online"
-            )
-            station = Mixed(config, daemon, dart, ifsf)
-            await station.settled()
-            yield station
+            async with daemon_running(config) as daemon:
+                station = Mixed(config, daemon, dart, ifsf)
+                await station.settled()
+                yield station
         finally:
-            daemon.request_stop()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, 20)
             await ifsf.stop()
             dart.stop()
 
